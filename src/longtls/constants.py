@@ -1,0 +1,180 @@
+"""Every code point longtls uses, in one place.
+
+Values come from RFC 9846 (TLS 1.3, RFC 8446bis) appendix B unless a comment
+says otherwise.  Code points that no registry has assigned yet are marked
+PROVISIONAL; each lives here and nowhere else so it can change in one line.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+TLS13_VERSION = 0x0304
+LEGACY_VERSION = 0x0303  # legacy_version / legacy_record_version (RFC 9846 §4.1.2, §5.1)
+LEGACY_RECORD_VERSION_CLIENT_HELLO = 0x0301  # allowed for the initial ClientHello record
+
+
+class ContentType(IntEnum):
+    INVALID = 0
+    CHANGE_CIPHER_SPEC = 20
+    ALERT = 21
+    HANDSHAKE = 22
+    APPLICATION_DATA = 23
+    ACK = 26  # DTLS 1.3 (RFC 9147 §7)
+
+
+class AlertLevel(IntEnum):
+    WARNING = 1
+    FATAL = 2
+
+
+class AlertDescription(IntEnum):
+    close_notify = 0
+    unexpected_message = 10
+    bad_record_mac = 20
+    record_overflow = 22
+    handshake_failure = 40
+    bad_certificate = 42
+    unsupported_certificate = 43
+    certificate_revoked = 44
+    certificate_expired = 45
+    certificate_unknown = 46
+    illegal_parameter = 47
+    unknown_ca = 48
+    access_denied = 49
+    decode_error = 50
+    decrypt_error = 51
+    protocol_version = 70
+    insufficient_security = 71
+    internal_error = 80
+    inappropriate_fallback = 86
+    user_canceled = 90
+    missing_extension = 109
+    unsupported_extension = 110
+    unrecognized_name = 112
+    bad_certificate_status_response = 113
+    unknown_psk_identity = 115
+    certificate_required = 116
+    general_error = 117
+    no_application_protocol = 120
+    # PROVISIONAL: EKU draft-05 only; first free value after ech_required(121).
+    extended_key_update_required = 122
+
+
+class HandshakeType(IntEnum):
+    client_hello = 1
+    server_hello = 2
+    new_session_ticket = 4
+    end_of_early_data = 5
+    encrypted_extensions = 8
+    certificate = 11
+    certificate_request = 13
+    certificate_verify = 15
+    # RFC 9261 §4 (assigned): ClientCertificateRequest of Exported Authenticators.
+    client_certificate_request = 17
+    finished = 20
+    key_update = 24
+    # PROVISIONAL: extended_key_update (EKU draft-13 and draft-2025-10).
+    extended_key_update = 27
+    # PROVISIONAL: EKU draft-05 uses three message types; 27 is shared with the
+    # request on purpose (only one profile is active on a connection).
+    extended_key_update_request = 27  # noqa: PIE796 - alias, one profile at a time
+    extended_key_update_response = 28
+    new_key_update = 29
+    message_hash = 254
+
+
+class ExtensionType(IntEnum):
+    server_name = 0
+    status_request = 5
+    supported_groups = 10
+    signature_algorithms = 13
+    application_layer_protocol_negotiation = 16
+    padding = 21
+    record_size_limit = 28  # RFC 8449
+    pre_shared_key = 41
+    early_data = 42
+    supported_versions = 43
+    cookie = 44
+    psk_key_exchange_modes = 45
+    certificate_authorities = 47
+    oid_filters = 48
+    post_handshake_auth = 49
+    signature_algorithms_cert = 50
+    key_share = 51
+    # PROVISIONAL: draft-ietf-tls-tlsflags "tls_flags" extension type.
+    tls_flags = 62
+
+
+class TLSFlag(IntEnum):
+    # PROVISIONAL: bit number of the extended_key_update flag in tls_flags.
+    extended_key_update = 0
+
+
+class CipherSuite(IntEnum):
+    TLS_AES_128_GCM_SHA256 = 0x1301
+    TLS_AES_256_GCM_SHA384 = 0x1302
+    TLS_CHACHA20_POLY1305_SHA256 = 0x1303
+
+
+class NamedGroup(IntEnum):
+    secp256r1 = 0x0017
+    secp384r1 = 0x0018
+    secp521r1 = 0x0019
+    x25519 = 0x001D
+    x448 = 0x001E
+    # draft-ietf-tls-mlkem (assigned)
+    MLKEM512 = 0x0200
+    MLKEM768 = 0x0201
+    MLKEM1024 = 0x0202
+    # draft-ietf-tls-ecdhe-mlkem (assigned)
+    SecP256r1MLKEM768 = 0x11EB
+    X25519MLKEM768 = 0x11EC
+    SecP384r1MLKEM1024 = 0x11ED
+
+
+class SignatureScheme(IntEnum):
+    rsa_pkcs1_sha256 = 0x0401
+    rsa_pkcs1_sha384 = 0x0501
+    rsa_pkcs1_sha512 = 0x0601
+    ecdsa_secp256r1_sha256 = 0x0403
+    ecdsa_secp384r1_sha384 = 0x0503
+    ecdsa_secp521r1_sha512 = 0x0603
+    rsa_pss_rsae_sha256 = 0x0804
+    rsa_pss_rsae_sha384 = 0x0805
+    rsa_pss_rsae_sha512 = 0x0806
+    ed25519 = 0x0807
+    ed448 = 0x0808
+    rsa_pss_pss_sha256 = 0x0809
+    rsa_pss_pss_sha384 = 0x080A
+    rsa_pss_pss_sha512 = 0x080B
+    # draft-ietf-tls-mldsa
+    mldsa44 = 0x0904
+    mldsa65 = 0x0905
+    mldsa87 = 0x0906
+
+
+class PskKeyExchangeMode(IntEnum):
+    psk_ke = 0
+    psk_dhe_ke = 1
+
+
+class KeyUpdateRequest(IntEnum):
+    update_not_requested = 0
+    update_requested = 1
+
+
+class CertificateType(IntEnum):
+    X509 = 0
+    RawPublicKey = 2
+
+
+# RFC 9846 §4.1.3: the special ServerHello.random that marks a HelloRetryRequest.
+HELLO_RETRY_REQUEST_RANDOM = bytes.fromhex(
+    "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
+)
+
+# Record layer limits (RFC 9846 §5.1, §5.2).
+MAX_PLAINTEXT = 2**14
+MAX_CIPHERTEXT_EXPANSION = 256
+MAX_HANDSHAKE_MESSAGE_DEFAULT = 2**16 + 2**15  # generous for ML-DSA chains

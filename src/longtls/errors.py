@@ -1,0 +1,65 @@
+"""Exceptions, each saying whose fault it was and which alert it maps to.
+
+Messages never contain key material: only names, sizes and code points.
+"""
+
+from __future__ import annotations
+
+from .constants import AlertDescription
+
+
+class TLSError(Exception):
+    """Base class of every error longtls raises."""
+
+    alert: AlertDescription = AlertDescription.internal_error
+
+    def __init__(self, message: str, alert: AlertDescription | None = None) -> None:
+        super().__init__(message)
+        if alert is not None:
+            self.alert = alert
+
+    def __str__(self) -> str:
+        return f"{self.args[0]} ({self.alert.name})"
+
+
+class ProtocolError(TLSError):
+    """A protocol failure that ends the connection with a fatal alert."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the protocol (or presented unacceptable credentials).
+
+    longtls has queued the fatal alert ``self.alert``; flush ``data_to_send()``
+    and close the transport.
+    """
+
+
+class LocalProtocolError(ProtocolError):
+    """The application asked for something the protocol does not allow now."""
+
+
+class DecodeError(RemoteProtocolError):
+    """A message or record could not be parsed."""
+
+    alert = AlertDescription.decode_error
+
+
+class AlertReceived(ProtocolError):
+    """The peer ended the connection with a fatal alert."""
+
+    def __init__(self, description: AlertDescription | int) -> None:
+        try:
+            desc = AlertDescription(description)
+        except ValueError:
+            desc = AlertDescription.internal_error
+        super().__init__(f"peer sent fatal alert {int(description)}", desc)
+
+
+class ConfigurationError(TLSError, ValueError):
+    """The configuration is unusable; the message says what to change."""
+
+
+class CertificateError(RemoteProtocolError):
+    """A certificate chain failed validation; ``alert`` names the reason."""
+
+    alert = AlertDescription.bad_certificate

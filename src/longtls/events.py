@@ -1,0 +1,108 @@
+"""Events the sans-I/O Connection hands to the application.
+
+Each is a frozen, slotted dataclass.  None of them carries key material, so
+printing one is always safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cryptography import x509
+
+from .constants import AlertDescription, CipherSuite, NamedGroup, SignatureScheme
+
+
+class Event:
+    """Base class of all events."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete(Event):
+    """The handshake finished; application data may flow."""
+
+    version: str
+    cipher_suite: CipherSuite
+    group: NamedGroup | None  # None for psk_ke resumption
+    signature_scheme: SignatureScheme | None  # the peer's CertificateVerify; None when resumed
+    alpn_protocol: str | None
+    peer_certificates: tuple[x509.Certificate, ...] = field(repr=False)
+    resumed: bool
+    server_name: str | None
+    client_authenticated: bool = False
+
+    @property
+    def peer_subject(self) -> str | None:
+        return self.peer_certificates[0].subject.rfc4514_string() if self.peer_certificates else None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationData(Event):
+    data: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"ApplicationData(<{len(self.data)} bytes>)"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdated(Event):
+    """A standard KeyUpdate (RFC 9846 §4.6.3) changed one direction's keys."""
+
+    direction: str  # "send" or "receive"
+    generation: int  # number of updates of that direction so far
+    requested_by_peer: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTicketReceived(Event):
+    """The server sent a NewSessionTicket; keep ``ticket`` to resume later."""
+
+    ticket: SessionTicket = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAuthenticated(Event):
+    """Post-handshake client authentication (RFC 9846 §4.6.2) completed."""
+
+    peer_certificates: tuple[x509.Certificate, ...] = field(repr=False)
+    signature_scheme: SignatureScheme | None
+
+
+@dataclass(frozen=True, slots=True)
+class CloseNotifyReceived(Event):
+    """The peer will send no more data (half-close); we may still send."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(Event):
+    """The connection is over: after close_notify both ways, or a fatal alert."""
+
+    alert: AlertDescription | None  # the fatal alert, sent or received; None for a clean close
+    by_peer: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTicket:
+    """What a client needs to resume a session (RFC 9846 §4.6.1).
+
+    Holds the resumption PSK: never log it.  ``repr`` shows none of it.
+    """
+
+    ticket: bytes = field(repr=False)
+    psk: bytes = field(repr=False)
+    cipher_suite: CipherSuite
+    lifetime: int
+    age_add: int = field(repr=False)
+    received_at: float
+    server_name: str | None
+    alpn_protocol: str | None
+    max_early_data_size: int = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"SessionTicket(cipher_suite={self.cipher_suite.name}, lifetime={self.lifetime}, "
+            f"server_name={self.server_name!r})"
+        )
