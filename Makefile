@@ -1,0 +1,57 @@
+# longtls developer entry points. `make test` installs everything it needs
+# (venv, Python deps, interop peers) and then runs lint, typecheck and pytest.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Re-install only when the dependency list changes.
+STAMP  := $(VENV)/.longtls-installed
+PYTEST_ARGS ?=
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+.PHONY: venv peers lint typecheck test pytest demo bench clean distclean
+
+venv: $(STAMP)
+
+$(BIN)/python:
+	bash scripts/install-peers.sh --python-venv $(PYTHON)
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+peers:
+	bash scripts/install-peers.sh
+
+lint: venv
+	$(BIN)/ruff check src tests
+
+typecheck: venv
+	$(BIN)/mypy --strict src
+
+# pytest's own summary line is the last thing printed.
+pytest: venv
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test: venv peers
+	$(MAKE) --no-print-directory lint typecheck
+	$(MAKE) --no-print-directory pytest
+
+demo: venv
+	$(BIN)/longtls demo
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+# Leaves .venv alone (other work may be using it); `make distclean` removes it too.
+clean:
+	rm -rf build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	find src tests bench -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,172 @@
+"""Configuration of a longtls endpoint.
+
+One ``Configuration`` can be shared by many connections; it holds policy and
+credentials, never per-connection state.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+
+from .constants import CipherSuite, ContentType, NamedGroup, PskKeyExchangeMode, SignatureScheme
+from .crypto.suites import DEFAULT_CIPHER_SUITES
+from .errors import ConfigurationError
+from .events import SessionTicket
+from .keylog import KeyLogCallback, KeyLogFile
+
+if TYPE_CHECKING:
+    from .crypto.certificates import TrustStore
+    from .crypto.groups import KeyShare
+    from .wire.messages import Extension
+
+DEFAULT_GROUPS: tuple[NamedGroup, ...] = (
+    NamedGroup.X25519MLKEM768,
+    NamedGroup.x25519,
+    NamedGroup.secp256r1,
+    NamedGroup.secp384r1,
+    NamedGroup.SecP256r1MLKEM768,
+    NamedGroup.SecP384r1MLKEM1024,
+    NamedGroup.MLKEM768,
+    NamedGroup.MLKEM1024,
+)
+DEFAULT_KEY_SHARE_GROUPS: tuple[NamedGroup, ...] = (NamedGroup.X25519MLKEM768, NamedGroup.x25519)
+
+# Padding policy: given the content type and the length of the content, return
+# how many zero bytes of padding to add (RFC 9846 §5.4).
+PaddingPolicy = Callable[[ContentType, int], int]
+
+
+class ClientAuth(Enum):
+    """Whether a server asks for a client certificate."""
+
+    NONE = "none"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
+def pad_to_block(block: int) -> PaddingPolicy:
+    """A padding policy that rounds each record's content up to a multiple of ``block``."""
+
+    def policy(content_type: ContentType, length: int) -> int:
+        return (-(length + 1)) % block
+
+    return policy
+
+
+@dataclass
+class Configuration:
+    """Settings for a client or a server.  Fields have safe defaults."""
+
+    is_client: bool = True
+    #: Client: the name sent in server_name and checked against the certificate.
+    server_name: str | None = None
+    alpn_protocols: Sequence[str] = ()
+    cipher_suites: Sequence[CipherSuite] = DEFAULT_CIPHER_SUITES
+    #: Groups we accept, in order of preference.
+    groups: Sequence[NamedGroup] = DEFAULT_GROUPS
+    #: Client: groups for which a key share goes in the first ClientHello.
+    key_share_groups: Sequence[NamedGroup] = DEFAULT_KEY_SHARE_GROUPS
+    signature_algorithms: Sequence[SignatureScheme] | None = None
+
+    certificate_chain: list[x509.Certificate] = field(default_factory=list, repr=False)
+    private_key: Any = field(default=None, repr=False)
+
+    #: Where trusted roots come from; None means the system store (client) or
+    #: none (server).
+    trust_store: TrustStore | None = field(default=None, repr=False)
+    #: Client: verify the server's certificate (turn off only for testing).
+    verify_peer: bool = True
+    #: Server: whether to ask for a client certificate.
+    client_auth: ClientAuth = ClientAuth.NONE
+    #: Client: offer post-handshake authentication (RFC 9846 §4.2.6).
+    post_handshake_auth: bool = False
+
+    #: Client: a ticket from an earlier connection to resume.
+    session_ticket: SessionTicket | None = field(default=None, repr=False)
+    #: PSK key exchange modes offered (client) or accepted (server), in preference order.
+    psk_key_exchange_modes: Sequence[PskKeyExchangeMode] = (PskKeyExchangeMode.psk_dhe_ke,)
+    #: Server: tickets sent after each handshake (0 disables resumption).
+    session_tickets: int = 2
+    ticket_lifetime: int = 7200
+    #: Server: key protecting tickets and HelloRetryRequest cookies.  Share one
+    #: Configuration between connections so tickets survive across them.
+    ticket_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+
+    #: RFC 8449: the largest protected record plaintext (content + type) we accept.
+    record_size_limit: int = 2**14 + 1
+    record_padding: PaddingPolicy | None = field(default=None, repr=False)
+    max_handshake_message_size: int = 2**17
+    #: Client: send a 32-byte legacy_session_id and the dummy change_cipher_spec
+    #: (RFC 9846 Appendix D.4).
+    middlebox_compatibility: bool = True
+
+    keylog: KeyLogCallback | None = field(default=None, repr=False)
+
+    # Injectables for deterministic tests.
+    now: Callable[[], float] = field(default=time.time, repr=False)
+    random: Callable[[int], bytes] = field(default=os.urandom, repr=False)
+    key_share_factory: Callable[[NamedGroup], KeyShare] | None = field(default=None, repr=False)
+    #: Client: rewrite the ClientHello extension list before sending (testing and
+    #: fingerprint shaping; longtls still enforces what it negotiated).
+    client_hello_hook: Callable[[list[Extension]], list[Extension]] | None = field(
+        default=None, repr=False
+    )
+
+    # -- convenience loaders -------------------------------------------------
+
+    def load_cert_chain(
+        self, certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str] | None = None,
+        password: bytes | str | None = None,
+    ) -> None:
+        """Load a PEM certificate chain (leaf first) and its private key."""
+        from .crypto.certificates import (
+            check_key_matches_certificate,
+            load_certificate_chain,
+            load_private_key,
+        )
+
+        chain = load_certificate_chain(certfile)
+        pw = password.encode() if isinstance(password, str) else password
+        key = load_private_key(keyfile if keyfile is not None else certfile, pw)
+        check_key_matches_certificate(key, chain[0])
+        self.certificate_chain = chain
+        self.private_key = key
+
+    def load_verify_locations(
+        self, cafile: str | os.PathLike[str] | None = None,
+        capath: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Trust the CA certificates in a PEM file or a directory of PEM files."""
+        from .crypto.certificates import TrustStore
+
+        if cafile is not None:
+            self.trust_store = TrustStore.from_pem_file(cafile)
+        elif capath is not None:
+            self.trust_store = TrustStore.from_directory(capath)
+        else:
+            raise ConfigurationError("give a CA file or a CA directory")
+
+    def set_keylog_file(self, path: str | os.PathLike[str]) -> None:
+        self.keylog = KeyLogFile(path)
+
+    def validate(self) -> None:
+        """Raise ConfigurationError with a helpful message if this cannot work."""
+        if not self.cipher_suites:
+            raise ConfigurationError("no cipher suites configured")
+        if not self.groups:
+            raise ConfigurationError("no key exchange groups configured")
+        if self.is_client:
+            for g in self.key_share_groups:
+                if g not in self.groups:
+                    raise ConfigurationError(f"key share group {g.name} is not in groups")
+        elif not self.certificate_chain or self.private_key is None:
+            raise ConfigurationError("a server needs a certificate chain and a private key")
+        if not 64 <= self.record_size_limit <= 2**14 + 1:
+            raise ConfigurationError("record_size_limit must be between 64 and 16385")

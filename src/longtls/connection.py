@@ -1,0 +1,499 @@
+"""The sans-I/O TLS 1.3 connection.
+
+Bytes in (``receive_data``), bytes out (``data_to_send``), events out
+(``next_event``), commands in (``send``, ``update_keys``, ``close`` ...).  The
+connection never touches a socket, a clock (time comes from the
+configuration's ``now``) or a thread.
+
+Layering: this module owns the record layer of the connection (framing,
+protection, alerts, application data, KeyUpdate) and hands handshake messages
+to the client or server handshake engine in ``longtls.handshake``.
+"""
+
+from __future__ import annotations
+
+import hmac as _hmac
+import logging
+from collections import deque
+from enum import Enum
+
+from .config import Configuration
+from .constants import (
+    MAX_PLAINTEXT,
+    AlertDescription,
+    AlertLevel,
+    ContentType,
+    HandshakeType,
+    KeyUpdateRequest,
+)
+from .crypto import key_schedule as ks
+from .crypto.suites import SuiteInfo
+from .errors import (
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    TLSError,
+)
+from .events import (
+    ApplicationData,
+    CloseNotifyReceived,
+    ConnectionClosed,
+    Event,
+    KeyUpdated,
+)
+from .keylog import format_line, from_environment
+from .record.tls import RecordProtection, RecordReader, plaintext_record
+from .wire.messages import HandshakeReassembler, KeyUpdate, encode_handshake
+
+logger = logging.getLogger("longtls")
+
+# Warning-level alerts a peer may send before we treat it as abuse.
+_MAX_CCS_RECORDS = 16
+_MAX_EMPTY_RECORDS = 32
+
+
+class ConnectionState(Enum):
+    HANDSHAKING = "handshaking"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class Connection:
+    """One TLS 1.3 connection, client or server, with no I/O of its own."""
+
+    def __init__(self, configuration: Configuration) -> None:
+        from .handshake.client import ClientHandshake
+        from .handshake.common import HandshakeEngine
+        from .handshake.server import ServerHandshake
+
+        configuration.validate()
+        self.configuration = configuration
+        self.is_client = configuration.is_client
+        self.state = ConnectionState.HANDSHAKING
+        self._events: deque[Event] = deque()
+        self._out = bytearray()
+        self._reader = RecordReader()
+        self._reassembler = HandshakeReassembler(configuration.max_handshake_message_size)
+        self._read: RecordProtection | None = None
+        self._write: RecordProtection | None = None
+        self._pending_handshake = bytearray()
+        self._keylog = configuration.keylog or from_environment()
+        self.client_random = b""
+        # Largest TLSInnerPlaintext the peer accepts (RFC 8449); until it tells us, 2^14 + 1.
+        self.peer_record_size_limit = MAX_PLAINTEXT + 1
+        self._ccs_seen = 0
+        self._empty_records = 0
+        self._close_sent = False
+        self._close_received = False
+        self._read_generation = 0
+        self._write_generation = 0
+        self._read_secret = b""
+        self._write_secret = b""
+        self._key_update_pending_response = False
+        self.handshake: HandshakeEngine = (
+            ClientHandshake(self, configuration) if self.is_client else ServerHandshake(self, configuration)
+        )
+
+    def __repr__(self) -> str:
+        role = "client" if self.is_client else "server"
+        return f"<Connection {role} {self.state.value}>"
+
+    # ------------------------------------------------------------------ API
+
+    def start_handshake(self) -> None:
+        """Client: queue the ClientHello.  A server waits for the peer instead."""
+        if not self.is_client:
+            raise LocalProtocolError("only a client starts the handshake")
+        self._guard(self.handshake.start)
+
+    def receive_data(self, data: bytes) -> None:
+        """Process bytes from the peer.
+
+        On a protocol error the fatal alert is queued in ``data_to_send()``, a
+        ``ConnectionClosed`` event is queued, and ``RemoteProtocolError`` is raised.
+        """
+        if self.state is ConnectionState.CLOSED:
+            return
+        self._reader.feed(data)
+        self._guard(self._process_records)
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the transport (empties the buffer)."""
+        self._flush_handshake()
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> list[Event]:
+        """All pending events (empties the queue)."""
+        evs = list(self._events)
+        self._events.clear()
+        return evs
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self.state is ConnectionState.CONNECTED or (
+            self.state is ConnectionState.CLOSED and self.handshake.complete
+        )
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is ConnectionState.CLOSED
+
+    def send(self, data: bytes) -> None:
+        """Queue application data."""
+        if self.state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError(f"cannot send application data while {self.state.value}")
+        if self._close_sent:
+            raise LocalProtocolError("cannot send after close()")
+        self._maybe_auto_rekey()
+        self._send_records(ContentType.APPLICATION_DATA, data)
+
+    def update_keys(self, request_peer_update: bool = True) -> None:
+        """Send a KeyUpdate (RFC 9846 §4.6.3) and switch to the next sending key."""
+        if self.state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError("KeyUpdate is only possible once the handshake is complete")
+        self._guard(lambda: self.handshake.check_key_update_allowed(local=True))
+        request = (
+            KeyUpdateRequest.update_requested if request_peer_update
+            else KeyUpdateRequest.update_not_requested
+        )
+        self._send_key_update(request)
+
+    def close(self) -> None:
+        """Send close_notify.  We may still receive until the peer closes too."""
+        if self.state is ConnectionState.CLOSED or self._close_sent:
+            return
+        self._flush_handshake()
+        self._send_alert(AlertDescription.close_notify)
+        self._close_sent = True
+        if self._close_received or not self.handshake.complete:
+            self._finish(None, by_peer=False, reason="closed")
+
+    def export_keying_material(self, label: str | bytes, context: bytes, length: int) -> bytes:
+        """TLS-Exporter (RFC 9846 §7.5)."""
+        if not self.handshake.complete:
+            raise LocalProtocolError("exporters are available once the handshake is complete")
+        lab = label.encode() if isinstance(label, str) else label
+        return self.handshake.export(lab, context, length)
+
+    def request_client_authentication(self) -> None:
+        """Server: ask for a client certificate after the handshake (RFC 9846 §4.6.2)."""
+        if self.is_client or self.state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError("only a connected server can request client authentication")
+        self._guard(self.handshake.request_post_handshake_auth)
+
+    # ----------------------------------------------------- used by handshake
+
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def queue_handshake(self, message: bytes) -> None:
+        """Queue one encoded handshake message (with header) under the current write key."""
+        self._pending_handshake += message
+
+    def send_change_cipher_spec(self) -> None:
+        """The dummy change_cipher_spec of middlebox compatibility mode (RFC 9846 App. D.4)."""
+        self._flush_handshake()
+        self._out += plaintext_record(ContentType.CHANGE_CIPHER_SPEC, b"\x01")
+
+    def set_write_secret(self, suite: SuiteInfo, secret: bytes) -> None:
+        self._flush_handshake()
+        self._write = RecordProtection(suite, secret)
+        self._write_secret = secret
+
+    def set_read_secret(self, suite: SuiteInfo, secret: bytes) -> None:
+        # RFC 9846 §5.1: handshake messages must not span a change of keys.
+        if self._reassembler.has_partial():
+            raise RemoteProtocolError(
+                "handshake message spans a key change", AlertDescription.unexpected_message
+            )
+        self._read = RecordProtection(suite, secret)
+        self._read_secret = secret
+
+    def log_secret(self, label: str, secret: bytes) -> None:
+        if self._keylog is not None:
+            self._keylog(format_line(label, self.client_random, secret))
+
+    def handshake_done(self) -> None:
+        self.state = ConnectionState.CONNECTED
+        self._read_generation = 0
+        self._write_generation = 0
+
+    def set_peer_record_size_limit(self, limit: int) -> None:
+        self.peer_record_size_limit = min(limit, MAX_PLAINTEXT + 1)
+
+    @property
+    def read_protection(self) -> RecordProtection | None:
+        return self._read
+
+    @property
+    def current_read_secret(self) -> bytes:
+        return self._read_secret
+
+    @property
+    def current_write_secret(self) -> bytes:
+        return self._write_secret
+
+    # -------------------------------------------------------------- internals
+
+    def _guard(self, action: object) -> None:
+        """Run ``action``; turn every failure into a fatal alert and one error type."""
+        assert callable(action)
+        try:
+            action()
+        except ProtocolError as exc:
+            self._fail(exc)
+            raise
+        except TLSError as exc:
+            err = LocalProtocolError(str(exc.args[0]), exc.alert)
+            self._fail(err)
+            raise err from exc
+        except Exception as exc:  # a bug must not escape as a stray exception
+            logger.exception("internal error in TLS processing")
+            err = LocalProtocolError(f"internal error: {type(exc).__name__}", AlertDescription.internal_error)
+            self._fail(err)
+            raise err from exc
+        finally:
+            self._flush_handshake()
+
+    def _fail(self, exc: ProtocolError) -> None:
+        if self.state is ConnectionState.CLOSED:
+            return
+        logger.debug("connection failed: %s", exc)
+        try:
+            self._pending_handshake.clear()
+            self._send_alert(exc.alert)
+        except TLSError:
+            pass
+        self._finish(exc.alert, by_peer=False, reason=str(exc.args[0]))
+
+    def _finish(self, alert: AlertDescription | None, by_peer: bool, reason: str) -> None:
+        self.state = ConnectionState.CLOSED
+        self._read = None
+        self._read_secret = b""
+        self._write_secret = b""
+        self._events.append(ConnectionClosed(alert=alert, by_peer=by_peer, reason=reason))
+
+    def _process_records(self) -> None:
+        while self.state is not ConnectionState.CLOSED:
+            record = self._reader.pop()
+            if record is None:
+                return
+            self._handle_record(*record)
+
+    def _handle_record(self, outer_type: int, header: bytes, fragment: bytes) -> None:
+        if outer_type == ContentType.CHANGE_CIPHER_SPEC:
+            self._handle_change_cipher_spec(fragment)
+            return
+        if self._read is None or (
+            outer_type == ContentType.ALERT and not self.handshake.complete
+        ):
+            # Unprotected records: the hellos, and a peer's alert sent before it
+            # had our handshake keys.
+            if outer_type not in (ContentType.HANDSHAKE, ContentType.ALERT):
+                raise RemoteProtocolError(
+                    f"unexpected unprotected record of type {outer_type}",
+                    AlertDescription.unexpected_message,
+                )
+            if len(fragment) > MAX_PLAINTEXT:
+                raise RemoteProtocolError("plaintext record over 2^14 bytes", AlertDescription.record_overflow)
+            content_type, content = outer_type, fragment
+        else:
+            if outer_type != ContentType.APPLICATION_DATA:
+                raise RemoteProtocolError(
+                    "unprotected record after keys were established", AlertDescription.unexpected_message
+                )
+            try:
+                content_type, content = self._read.open(header, fragment)
+            except RemoteProtocolError as exc:
+                if self.handshake.skip_undecryptable(len(fragment), exc):
+                    return
+                raise
+            # RFC 8449 §4: a record larger than the limit we advertised.
+            if len(content) + 1 > self.configuration.record_size_limit:
+                raise RemoteProtocolError(
+                    "record exceeds our record_size_limit", AlertDescription.record_overflow
+                )
+        if not content and content_type != ContentType.APPLICATION_DATA:
+            # RFC 9846 §5.1: zero-length handshake and alert fragments are forbidden.
+            raise RemoteProtocolError(
+                f"empty record of type {content_type}", AlertDescription.unexpected_message
+            )
+        if content_type != ContentType.HANDSHAKE and self._reassembler.has_partial():
+            raise RemoteProtocolError(
+                "record interleaved with a fragmented handshake message",
+                AlertDescription.unexpected_message,
+            )
+        if content_type == ContentType.HANDSHAKE:
+            self._handle_handshake_fragment(content)
+        elif content_type == ContentType.ALERT:
+            self._handle_alert(content)
+        elif content_type == ContentType.APPLICATION_DATA:
+            self._handle_application_data(content)
+        else:
+            raise RemoteProtocolError(
+                f"unknown record content type {content_type}", AlertDescription.unexpected_message
+            )
+
+    def _handle_change_cipher_spec(self, fragment: bytes) -> None:
+        # RFC 9846 §5: a single 0x01 byte between the first ClientHello and the
+        # peer's Finished is dropped; anything else is unexpected.
+        if (
+            fragment != b"\x01"
+            or self.handshake.peer_finished
+            or not self.handshake.started
+        ):
+            raise RemoteProtocolError(
+                "unexpected change_cipher_spec record", AlertDescription.unexpected_message
+            )
+        self._ccs_seen += 1
+        if self._ccs_seen > _MAX_CCS_RECORDS:
+            raise RemoteProtocolError(
+                "too many change_cipher_spec records", AlertDescription.unexpected_message
+            )
+
+    def _handle_handshake_fragment(self, content: bytes) -> None:
+        self._reassembler.feed(content)
+        while self.state is not ConnectionState.CLOSED:
+            message = self._reassembler.pop()
+            if message is None:
+                return
+            msg_type, body, raw = message
+            if msg_type == HandshakeType.key_update and self.state is ConnectionState.CONNECTED:
+                self._handle_key_update(body)
+            else:
+                self.handshake.handle(msg_type, body, raw)
+
+    def _handle_key_update(self, body: bytes) -> None:
+        self.handshake.check_key_update_allowed(local=False)
+        request = KeyUpdate.decode(body).request_update
+        # RFC 9846 §5.1: a KeyUpdate must end its record.
+        if self._reassembler.has_partial() or self._reassembler.has_complete():
+            raise RemoteProtocolError(
+                "data after KeyUpdate in the same record", AlertDescription.unexpected_message
+            )
+        assert self._read is not None
+        suite = self._read.suite
+        self._read_generation += 1
+        self.set_read_secret(suite, ks.next_traffic_secret(suite, self._read_secret))
+        self.log_secret(self._traffic_label(peer=True), self._read_secret)
+        self._events.append(
+            KeyUpdated(direction="receive", generation=self._read_generation, requested_by_peer=False)
+        )
+        if request == KeyUpdateRequest.update_requested and not self._close_sent:
+            # §4.6.3: answer before our next application data record.  If we
+            # already sent an update the peer has not yet seen, one more is
+            # still correct (it simply advances our key once more).
+            self._send_key_update(KeyUpdateRequest.update_not_requested, requested_by_peer=True)
+
+    def _send_key_update(
+        self, request: KeyUpdateRequest, requested_by_peer: bool = False
+    ) -> None:
+        assert self._write is not None
+        suite = self._write.suite
+        self.queue_handshake(encode_handshake(HandshakeType.key_update, KeyUpdate(request).encode()))
+        self._flush_handshake()
+        self._write_generation += 1
+        self.set_write_secret(suite, ks.next_traffic_secret(suite, self._write_secret))
+        self.log_secret(self._traffic_label(peer=False), self._write_secret)
+        self._events.append(
+            KeyUpdated(direction="send", generation=self._write_generation, requested_by_peer=requested_by_peer)
+        )
+
+    def _traffic_label(self, peer: bool) -> str:
+        client_side = self.is_client != peer
+        generation = self._read_generation if peer else self._write_generation
+        return f"{'CLIENT' if client_side else 'SERVER'}_TRAFFIC_SECRET_{generation}"
+
+    def _maybe_auto_rekey(self) -> None:
+        # RFC 9846 §5.5: update keys before the AEAD usage limit is reached.
+        if self._write is not None and self._write.near_limit and self.handshake.standard_key_update_allowed:
+            self._send_key_update(KeyUpdateRequest.update_not_requested)
+
+    def _handle_alert(self, content: bytes) -> None:
+        if len(content) != 2:
+            raise RemoteProtocolError("alert record is not two bytes", AlertDescription.decode_error)
+        level, description = content[0], content[1]
+        if description == AlertDescription.close_notify:
+            self._close_received = True
+            self._events.append(CloseNotifyReceived())
+            if self._close_sent or not self.handshake.complete:
+                self._finish(None, by_peer=True, reason="closed by peer")
+            return
+        if description == AlertDescription.user_canceled and level == AlertLevel.WARNING:
+            return  # RFC 9846 §6.1: followed by close_notify; nothing to do yet.
+        # §6: every other alert is an error alert, whatever its level.
+        try:
+            desc = AlertDescription(description)
+            name = desc.name
+        except ValueError:
+            desc = AlertDescription.internal_error
+            name = f"unknown({description})"
+        self._finish(desc, by_peer=True, reason=f"peer sent alert {name}")
+
+    def _handle_application_data(self, content: bytes) -> None:
+        if not self.handshake.application_data_allowed:
+            raise RemoteProtocolError(
+                "application data before the handshake completed", AlertDescription.unexpected_message
+            )
+        if self._close_received:
+            raise RemoteProtocolError("application data after close_notify", AlertDescription.unexpected_message)
+        if not content:
+            self._empty_records += 1
+            if self._empty_records > _MAX_EMPTY_RECORDS:
+                raise RemoteProtocolError("too many empty records", AlertDescription.unexpected_message)
+            return
+        self._empty_records = 0
+        self._events.append(ApplicationData(content))
+
+    def _send_alert(self, description: AlertDescription) -> None:
+        level = AlertLevel.WARNING if description in (
+            AlertDescription.close_notify, AlertDescription.user_canceled
+        ) else AlertLevel.FATAL
+        payload = bytes((level, description))
+        if self._write is None:
+            self._out += plaintext_record(ContentType.ALERT, payload)
+        else:
+            self._seal(ContentType.ALERT, payload)
+
+    def _flush_handshake(self) -> None:
+        if self._pending_handshake:
+            data = bytes(self._pending_handshake)
+            self._pending_handshake.clear()
+            self._send_records(ContentType.HANDSHAKE, data)
+
+    def _max_fragment(self) -> int:
+        if self._write is None:
+            return MAX_PLAINTEXT
+        # The peer's limit counts the inner content type byte (RFC 8449 §4).
+        return min(MAX_PLAINTEXT, self.peer_record_size_limit - 1)
+
+    def _send_records(self, content_type: ContentType, data: bytes) -> None:
+        size = self._max_fragment()
+        if self._write is None:
+            version = 0x0301 if self.handshake.first_flight else 0x0303
+            for i in range(0, len(data), size):
+                self._out += plaintext_record(content_type, data[i : i + size], version)
+            return
+        if not data:
+            self._seal(content_type, data)
+            return
+        for i in range(0, len(data), size):
+            self._seal(content_type, data[i : i + size])
+
+    def _seal(self, content_type: ContentType, content: bytes) -> None:
+        assert self._write is not None
+        padding = 0
+        policy = self.configuration.record_padding
+        if policy is not None:
+            limit = self.peer_record_size_limit - 1 - len(content)
+            padding = max(0, min(policy(content_type, len(content)), limit))
+        self._out += self._write.seal(content_type, content, padding)
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    return _hmac.compare_digest(a, b)

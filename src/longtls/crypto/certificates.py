@@ -1,0 +1,452 @@
+"""Loading certificates and keys, trust stores, and chain verification.
+
+Path validation is pyca/cryptography's ``x509.verification`` (RFC 5280 with
+the CA/Browser Forum Web PKI profile).  What that means for users:
+
+- Server certificates need a subjectAltName matching the name the client
+  asked for (DNS name, or IP address for an IP literal), an authorityKeyIdentifier,
+  and serverAuth in extendedKeyUsage if that extension is present.
+- CA keys must be RSA >= 2048 bits, ECDSA P-256/P-384/P-521 or ML-DSA-44/65/87.
+  CAs with Ed25519, Ed448 or RSASSA-PSS (id-RSASSA-PSS) keys are refused by the
+  profile ("unsupported certificate algorithm"); such keys are fine in leaves.
+- ML-DSA-signed chains verify natively, so no fallback verifier exists here.
+- Client certificates are checked with the same profile except that a
+  subjectAltName is optional (mutual-TLS client certificates often carry
+  their identity only in the subject).
+
+Each failure is a :class:`CertificateError` whose alert follows RFC 9846 §6.2
+and whose message names the reason and the certificate's subject.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, rsa
+from cryptography.x509.oid import ExtensionOID
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    Subject,
+    VerificationError,
+)
+
+from ..constants import AlertDescription
+from ..errors import CertificateError, ConfigurationError
+from .signatures import PrivateKey, key_description, schemes_for_key
+
+__all__ = [
+    "TrustStore",
+    "check_key_matches_certificate",
+    "load_certificate_chain",
+    "load_private_key",
+    "verify_chain",
+]
+
+StrPath = str | os.PathLike[str]
+
+_SIGNING_KEY_TYPES = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+    mldsa.MLDSA44PrivateKey,
+    mldsa.MLDSA65PrivateKey,
+    mldsa.MLDSA87PrivateKey,
+)
+
+_PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _read(path: StrPath, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {os.fspath(path)!r}: {exc.strerror}") from exc
+
+
+def _load_pem_certificates(data: bytes, path: StrPath, what: str) -> list[x509.Certificate]:
+    if _PEM_CERTIFICATE not in data:
+        raise ConfigurationError(
+            f"{what} {os.fspath(path)!r} contains no PEM certificate "
+            f"(expected '-----BEGIN CERTIFICATE-----' blocks)"
+        )
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        reason = str(exc).splitlines()[0][:120]
+        raise ConfigurationError(
+            f"{what} {os.fspath(path)!r} contains a malformed PEM certificate ({reason}); "
+            f"re-export it in PEM form"
+        ) from exc
+
+
+def load_certificate_chain(path: StrPath) -> list[x509.Certificate]:
+    """The PEM certificates in ``path``, in file order: leaf first, then intermediates."""
+    return _load_pem_certificates(_read(path, "certificate file"), path, "certificate file")
+
+
+def load_private_key(path: StrPath, password: bytes | None = None) -> PrivateKey:
+    """A PEM private key usable for TLS 1.3 signatures (see signatures.py)."""
+    data = _read(path, "key file")
+    name = os.fspath(path)
+    if b"PRIVATE KEY-----" not in data:
+        raise ConfigurationError(f"key file {name!r} contains no PEM private key")
+    encrypted = b"ENCRYPTED" in data
+    if encrypted and password is None:
+        raise ConfigurationError(f"key file {name!r} is encrypted; give its password")
+    try:
+        # A password for an unencrypted key is ignored, as OpenSSL does.
+        key = serialization.load_pem_private_key(data, password if encrypted else None)
+    except ValueError as exc:
+        if encrypted:
+            raise ConfigurationError(f"wrong password for key file {name!r}") from None
+        raise ConfigurationError(
+            f"key file {name!r} could not be parsed; expected a PEM private key "
+            f"(PKCS#8, or traditional RSA/EC)"
+        ) from exc
+    except TypeError as exc:
+        raise ConfigurationError(f"key file {name!r}: {exc}") from None
+    if not isinstance(key, _SIGNING_KEY_TYPES) or not schemes_for_key(key):
+        raise ConfigurationError(
+            f"key file {name!r} holds a {key_description(key)} key, which has no TLS 1.3 "
+            f"signature scheme; use RSA, EC P-256/P-384, Ed25519, Ed448 or ML-DSA"
+        )
+    return key
+
+
+def check_key_matches_certificate(key: PrivateKey, cert: x509.Certificate) -> None:
+    """Raise ConfigurationError unless ``cert`` carries ``key``'s public key."""
+    try:
+        cert_key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigurationError(
+            f"certificate {_describe(cert)} has a public key of a type cryptography cannot load"
+        ) from exc
+    if key.public_key() != cert_key:
+        raise ConfigurationError(
+            f"private key does not match the certificate {_describe(cert)}; check that the "
+            f"key file and certificate file belong together (leaf certificate first)"
+        )
+
+
+# --- trust store ---------------------------------------------------------------------------
+
+# Where distributions keep their CA bundle (first match wins).
+_SYSTEM_CA_FILES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Arch, Gentoo
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",  # Fedora, RHEL 7+
+    "/etc/pki/tls/certs/ca-bundle.crt",  # older Fedora/RHEL
+    "/etc/ssl/ca-bundle.pem",  # openSUSE
+    "/etc/ssl/cert.pem",  # Alpine, macOS, BSDs
+)
+_SYSTEM_CA_DIRS = ("/etc/ssl/certs",)
+
+
+class TrustStore:
+    """Trust anchors for :func:`verify_chain`.  Immutable; share it freely."""
+
+    __slots__ = ("_certificates", "_store")
+
+    def __init__(self, certificates: Iterable[x509.Certificate]) -> None:
+        unique = tuple(dict.fromkeys(certificates))  # drop duplicates, keep order
+        if not unique:
+            raise ConfigurationError("a trust store needs at least one CA certificate")
+        self._certificates = unique
+        self._store = Store(list(unique))
+
+    @property
+    def certificates(self) -> tuple[x509.Certificate, ...]:
+        return self._certificates
+
+    @classmethod
+    def from_path(cls, path: StrPath) -> TrustStore:
+        """From a PEM bundle file, or a directory of PEM files."""
+        if Path(path).is_dir():
+            return cls.from_directory(path)
+        return cls.from_pem_file(path)
+
+    @classmethod
+    def from_pem_file(cls, path: StrPath) -> TrustStore:
+        data = _read(path, "CA file")
+        return cls(_load_pem_certificates(data, path, "CA file"))
+
+    @classmethod
+    def from_directory(cls, path: StrPath) -> TrustStore:
+        """Every PEM certificate in the directory's files; other files are skipped."""
+        certificates: list[x509.Certificate] = []
+        try:
+            entries = sorted(Path(path).iterdir())
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read CA directory {os.fspath(path)!r}: {exc.strerror}"
+            ) from exc
+        for entry in entries:
+            if not entry.is_file():
+                continue
+            data = _read(entry, "CA file")
+            if _PEM_CERTIFICATE in data:  # skips CRLs, keys, READMEs
+                certificates.extend(_load_pem_certificates(data, entry, "CA file"))
+        if not certificates:
+            raise ConfigurationError(
+                f"CA directory {os.fspath(path)!r} contains no PEM certificate"
+            )
+        return cls(certificates)
+
+    @classmethod
+    def system(cls) -> TrustStore:
+        """The operating system's CA bundle.
+
+        Honours ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` as OpenSSL does, then
+        looks in the usual distribution locations.
+        """
+        env_file = os.environ.get("SSL_CERT_FILE")
+        if env_file:
+            return cls.from_pem_file(env_file)
+        env_dir = os.environ.get("SSL_CERT_DIR")
+        if env_dir:
+            return cls.from_directory(env_dir.split(os.pathsep)[0])
+        for candidate in _SYSTEM_CA_FILES:
+            if os.path.isfile(candidate):
+                return cls.from_pem_file(candidate)
+        for candidate in _SYSTEM_CA_DIRS:
+            if os.path.isdir(candidate):
+                return cls.from_directory(candidate)
+        raise ConfigurationError(
+            "no system CA bundle found (looked in "
+            + ", ".join(_SYSTEM_CA_FILES + _SYSTEM_CA_DIRS)
+            + "); install ca-certificates or give a CA file"
+        )
+
+    def __len__(self) -> int:
+        return len(self._certificates)
+
+    def __repr__(self) -> str:
+        return f"<TrustStore {len(self._certificates)} certificates>"
+
+
+# --- verification --------------------------------------------------------------------------
+
+# Client certificates: Web PKI defaults, but subjectAltName may be absent.
+_CLIENT_EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+)
+_CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
+
+
+def verify_chain(
+    chain: Sequence[x509.Certificate],
+    store: TrustStore,
+    *,
+    server_name: str | None,
+    is_server_cert: bool,
+    now: datetime.datetime | None = None,
+) -> list[x509.Certificate]:
+    """Validate a peer's chain (leaf first); return the path leaf -> trust anchor.
+
+    ``server_name`` is what the client asked for: a DNS name, or an IP
+    literal (checked against IP address SANs).  It is required for server
+    certificates and ignored for client certificates.  ``now`` defaults to
+    the current time; naive datetimes are taken as UTC.
+    """
+    if not chain:
+        # RFC 9846 §4.4.2.4: an empty server Certificate is decode_error; an
+        # empty client one is certificate_required when a certificate is needed.
+        alert = (
+            AlertDescription.decode_error
+            if is_server_cert
+            else AlertDescription.certificate_required
+        )
+        raise CertificateError("peer sent no certificate", alert)
+    leaf, intermediates = chain[0], list(chain[1:])
+    builder = PolicyBuilder().store(store._store)
+    if now is not None:
+        if now.tzinfo is not None:
+            now = now.astimezone(datetime.UTC).replace(tzinfo=None)
+        builder = builder.time(now)
+    try:
+        if is_server_cert:
+            subject = _subject(server_name)
+            try:
+                verifier = builder.build_server_verifier(subject)
+            except ValueError:  # the verifier, not DNSName, validates the name
+                raise ConfigurationError(
+                    f"server name {server_name!r} is not a valid DNS name or IP address"
+                ) from None
+            return verifier.verify(leaf, intermediates)
+        client_verifier = builder.extension_policies(
+            ca_policy=_CA_POLICY, ee_policy=_CLIENT_EE_POLICY
+        ).build_client_verifier()
+        return client_verifier.verify(leaf, intermediates).chain
+    except VerificationError as exc:
+        raise _classify(str(exc), chain, store, server_name, is_server_cert, now) from exc
+
+
+def _subject(server_name: str | None) -> Subject:
+    if not server_name:
+        raise ConfigurationError(
+            "verifying a server certificate needs the server name (DNS name or IP address) "
+            "the client connects to"
+        )
+    try:
+        return x509.IPAddress(ipaddress.ip_address(server_name.strip("[]")))
+    except ValueError:
+        pass
+    # SNI carries no trailing dot (RFC 6066 §3), and the verifier refuses one.
+    name = server_name.removesuffix(".")
+    try:
+        name.encode("ascii")
+    except UnicodeEncodeError:
+        raise ConfigurationError(
+            f"server name {server_name!r} must be given in A-label (punycode) form"
+        ) from None
+    return x509.DNSName(name)
+
+
+def _classify(
+    reason: str,
+    chain: Sequence[x509.Certificate],
+    store: TrustStore,
+    server_name: str | None,
+    is_server_cert: bool,
+    now: datetime.datetime | None,
+) -> CertificateError:
+    """Turn cryptography's VerificationError text into a reason and an RFC 9846 §6.2 alert."""
+    leaf = chain[0]
+    subject = _describe(leaf)
+    A = AlertDescription
+
+    if "not valid at validation time" in reason:
+        return CertificateError(_validity_message(chain, store, now), A.certificate_expired)
+    if "all candidates exhausted with no interior errors" in reason:
+        issuer = _describe_name(chain[-1].issuer)
+        return CertificateError(
+            f"unknown CA: no trusted CA issued {issuer} (chain of {subject}); add the CA to "
+            f"the trust store, or have the peer send its intermediate certificates",
+            A.unknown_ca,
+        )
+    if "signature does not match" in reason:
+        # bad_certificate, not decrypt_error: §6.2 names bad_certificate for
+        # "signatures that did not verify correctly" in certificates, and keeps
+        # decrypt_error for handshake operations (CertificateVerify, Finished).
+        return CertificateError(
+            f"bad signature: a certificate in the chain of {subject} is not signed by its "
+            f"issuer's key (or a trusted CA of the same name has a different key)",
+            A.bad_certificate,
+        )
+    if "no matching subjectAltName" in reason:
+        return CertificateError(
+            f"name mismatch: certificate {subject} is for {_san_summary(leaf)}, "
+            f"not {server_name!r}",
+            A.bad_certificate,
+        )
+    if "Forbidden public key algorithm" in reason or "Forbidden signature algorithm" in reason:
+        # RFC 9846 §4.4.2.2: no acceptable chain -> unsupported_certificate by default.
+        return CertificateError(
+            f"unsupported certificate algorithm in the chain of {subject}: the Web PKI "
+            f"profile accepts CA keys RSA >= 2048, ECDSA P-256/P-384/P-521 and ML-DSA only",
+            A.unsupported_certificate,
+        )
+    if "required EKU not found" in reason:
+        purpose = "serverAuth" if is_server_cert else "clientAuth"
+        return CertificateError(
+            f"certificate {subject} is not valid for this purpose: its extendedKeyUsage "
+            f"lacks {purpose}",
+            A.unsupported_certificate,
+        )
+    detail = _verifier_detail(reason)
+    if "RSA key is too weak" in reason or "extension" in reason or "basicConstraints" in reason:
+        return CertificateError(
+            f"certificate not acceptable in the chain of {subject}: {detail}", A.bad_certificate
+        )
+    return CertificateError(
+        f"certificate not acceptable in the chain of {subject}: {detail}", A.certificate_unknown
+    )
+
+
+def _validity_message(
+    chain: Sequence[x509.Certificate], store: TrustStore, now: datetime.datetime | None
+) -> str:
+    when = now or datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    when = when.replace(tzinfo=datetime.UTC)
+    # Which certificate: the chain first, then the anchors that could have issued it.
+    anchors = [c for c in store.certificates if c.subject == chain[-1].issuer]
+    for cert in [*chain, *anchors]:
+        if when > cert.not_valid_after_utc:
+            return (
+                f"certificate expired: {_describe(cert)} was valid until "
+                f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC (check the clock too)"
+            )
+        if when < cert.not_valid_before_utc:
+            return (
+                f"certificate not yet valid: {_describe(cert)} is valid from "
+                f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC (check the clock too)"
+            )
+    return f"certificate expired or not yet valid in the chain of {_describe(chain[0])}"
+
+
+def _verifier_detail(reason: str) -> str:
+    """cryptography's reason without its prefixes and certificate dumps, kept short."""
+    for prefix in ("validation failed: ", "candidates exhausted: "):
+        reason = reason.removeprefix(prefix)
+    reason = reason.split(" (encountered processing", 1)[0]
+    reason = reason.split(": AlgorithmIdentifier", 1)[0]  # drops key parameters
+    for dotted, label in _EXTENSION_NAMES.items():
+        reason = reason.replace(dotted + ":", label + ":")
+    return _printable(reason, 160)
+
+
+# "2.5.29.35" -> "authorityKeyIdentifier (2.5.29.35)" in the verifier's reasons.
+def _camel(attr: str) -> str:
+    first, *rest = attr.lower().split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+_EXTENSION_NAMES = {
+    oid.dotted_string: f"{_camel(attr)} ({oid.dotted_string})"
+    for attr, oid in vars(ExtensionOID).items()
+    if isinstance(oid, x509.ObjectIdentifier)
+}
+
+
+def _describe(cert: x509.Certificate) -> str:
+    return _describe_name(cert.subject)
+
+
+def _describe_name(name: x509.Name) -> str:
+    try:
+        text = name.rfc4514_string()
+    except ValueError:
+        text = "<unprintable name>"
+    return repr(_printable(text, 120)) if text else "<empty subject>"
+
+
+def _san_summary(cert: x509.Certificate) -> str:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return "no subjectAltName"
+    names = [str(n) for n in san.get_values_for_type(x509.DNSName)]
+    names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    if not names:
+        return "no DNS name or IP address"
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return _printable(shown, 200)
+
+
+def _printable(text: str, limit: int) -> str:
+    """Peer-controlled text made safe for a log line: printable and bounded."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,209 @@
+"""The TLS 1.3 key schedule (RFC 9846 §7.1) and the transcript hash (§4.4.1).
+
+Built so that later generations can be derived: every function takes the
+secret it starts from, so the extended key update reuses them with its own
+labels and contexts.
+"""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
+
+from ..constants import HandshakeType
+from .suites import SuiteInfo
+
+
+def hkdf_extract(suite: SuiteInfo, salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract (RFC 5869 §2.2); an empty salt means HashLen zeros."""
+    return HKDF.extract(suite.hash, salt or bytes(suite.hash_length), ikm)
+
+
+def hkdf_expand_label(
+    suite: SuiteInfo, secret: bytes, label: bytes, context: bytes, length: int
+) -> bytes:
+    """HKDF-Expand-Label (RFC 9846 §7.1): label is given without the "tls13 " prefix."""
+    full = b"tls13 " + label
+    info = length.to_bytes(2, "big") + bytes((len(full),)) + full + bytes((len(context),)) + context
+    return HKDFExpand(suite.hash, length, info).derive(secret)
+
+
+def transcript_digest(suite: SuiteInfo, data: bytes) -> bytes:
+    h = hashes.Hash(suite.hash)
+    h.update(data)
+    return h.finalize()
+
+
+def derive_secret(suite: SuiteInfo, secret: bytes, label: bytes, transcript_hash: bytes) -> bytes:
+    """Derive-Secret(Secret, Label, Messages), given Transcript-Hash(Messages) already."""
+    return hkdf_expand_label(suite, secret, label, transcript_hash, suite.hash_length)
+
+
+def empty_hash(suite: SuiteInfo) -> bytes:
+    return transcript_digest(suite, b"")
+
+
+def traffic_keys(suite: SuiteInfo, traffic_secret: bytes) -> tuple[bytes, bytes]:
+    """[sender]_write_key and [sender]_write_iv (RFC 9846 §7.3)."""
+    key = hkdf_expand_label(suite, traffic_secret, b"key", b"", suite.key_length)
+    iv = hkdf_expand_label(suite, traffic_secret, b"iv", b"", suite.iv_length)
+    return key, iv
+
+
+def next_traffic_secret(suite: SuiteInfo, traffic_secret: bytes) -> bytes:
+    """application_traffic_secret_N+1 (RFC 9846 §7.2)."""
+    return hkdf_expand_label(suite, traffic_secret, b"traffic upd", b"", suite.hash_length)
+
+
+def finished_key(suite: SuiteInfo, base_key: bytes) -> bytes:
+    return hkdf_expand_label(suite, base_key, b"finished", b"", suite.hash_length)
+
+
+def finished_verify_data(suite: SuiteInfo, base_key: bytes, transcript_hash: bytes) -> bytes:
+    """verify_data = HMAC(finished_key, Transcript-Hash(...)) (RFC 9846 §4.4.4)."""
+    h = hmac.HMAC(finished_key(suite, base_key), suite.hash)
+    h.update(transcript_hash)
+    return h.finalize()
+
+
+def resumption_psk(suite: SuiteInfo, resumption_secret: bytes, ticket_nonce: bytes) -> bytes:
+    """The PSK a ticket stands for (RFC 9846 §4.6.1)."""
+    return hkdf_expand_label(suite, resumption_secret, b"resumption", ticket_nonce, suite.hash_length)
+
+
+def export_keying_material(
+    suite: SuiteInfo, exporter_secret: bytes, label: bytes, context: bytes, length: int
+) -> bytes:
+    """TLS-Exporter (RFC 9846 §7.5)."""
+    secret = derive_secret(suite, exporter_secret, label, empty_hash(suite))
+    return hkdf_expand_label(
+        suite, secret, b"exporter", transcript_digest(suite, context), length
+    )
+
+
+class Transcript:
+    """The running handshake transcript (RFC 9846 §4.4.1).
+
+    Until the cipher suite is known (client side, before ServerHello) the raw
+    messages are kept; afterwards only a running hash is.
+    """
+
+    __slots__ = ("_pending", "_hash")
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
+        self._hash: hashes.Hash | None = None
+
+    def __repr__(self) -> str:
+        return "<Transcript>"
+
+    def update(self, message: bytes) -> None:
+        if self._hash is None:
+            self._pending.append(message)
+        else:
+            self._hash.update(message)
+
+    def start(self, suite: SuiteInfo) -> None:
+        """Fix the hash function (once the cipher suite is chosen)."""
+        self._hash = hashes.Hash(suite.hash)
+        for m in self._pending:
+            self._hash.update(m)
+        self._pending.clear()
+
+    def digest(self) -> bytes:
+        if self._hash is None:
+            raise RuntimeError("transcript hash used before the cipher suite was chosen")
+        return self._hash.copy().finalize()
+
+    def restart_after_hello_retry(self, suite: SuiteInfo) -> None:
+        """Replace ClientHello1 with message_hash(Hash(ClientHello1)) (RFC 9846 §4.4.1)."""
+        ch1 = self.digest()
+        self._hash = hashes.Hash(suite.hash)
+        self._hash.update(bytes((HandshakeType.message_hash, 0, 0, len(ch1))) + ch1)
+
+    def fork(self) -> Transcript:
+        """An independent copy that can be extended without touching this one."""
+        other = Transcript()
+        other._hash = self._hash.copy() if self._hash is not None else None
+        other._pending = list(self._pending)
+        return other
+
+    def digest_with(self, extra: bytes) -> bytes:
+        """Hash of the transcript followed by ``extra``, without committing it."""
+        if self._hash is None:
+            raise RuntimeError("transcript hash used before the cipher suite was chosen")
+        h = self._hash.copy()
+        h.update(extra)
+        return h.finalize()
+
+
+class HandshakeSecrets:
+    """The secrets of one handshake, derived step by step (RFC 9846 §7.1).
+
+    Attributes hold key material; ``repr`` shows none of it.
+    """
+
+    __slots__ = (
+        "suite",
+        "early_secret",
+        "handshake_secret",
+        "main_secret",
+        "client_handshake_traffic_secret",
+        "server_handshake_traffic_secret",
+        "client_application_traffic_secret",
+        "server_application_traffic_secret",
+        "exporter_secret",
+        "resumption_secret",
+    )
+
+    def __init__(self, suite: SuiteInfo, psk: bytes | None = None) -> None:
+        self.suite = suite
+        self.early_secret = hkdf_extract(suite, b"", psk or bytes(suite.hash_length))
+        self.handshake_secret = b""
+        self.main_secret = b""
+        self.client_handshake_traffic_secret = b""
+        self.server_handshake_traffic_secret = b""
+        self.client_application_traffic_secret = b""
+        self.server_application_traffic_secret = b""
+        self.exporter_secret = b""
+        self.resumption_secret = b""
+
+    def __repr__(self) -> str:
+        return f"<HandshakeSecrets {self.suite.suite.name}>"
+
+    def binder_key(self, external: bool = False) -> bytes:
+        label = b"ext binder" if external else b"res binder"
+        return derive_secret(self.suite, self.early_secret, label, empty_hash(self.suite))
+
+    def client_early_traffic_secret(self, hello_hash: bytes) -> bytes:
+        return derive_secret(self.suite, self.early_secret, b"c e traffic", hello_hash)
+
+    def derive_handshake(self, shared_secret: bytes | None, hello_hash: bytes) -> None:
+        """After ServerHello: handshake secret and both handshake traffic secrets."""
+        s = self.suite
+        salt = derive_secret(s, self.early_secret, b"derived", empty_hash(s))
+        self.handshake_secret = hkdf_extract(s, salt, shared_secret or bytes(s.hash_length))
+        self.client_handshake_traffic_secret = derive_secret(
+            s, self.handshake_secret, b"c hs traffic", hello_hash
+        )
+        self.server_handshake_traffic_secret = derive_secret(
+            s, self.handshake_secret, b"s hs traffic", hello_hash
+        )
+
+    def derive_application(self, server_finished_hash: bytes) -> None:
+        """After server Finished: main secret, application and exporter secrets."""
+        s = self.suite
+        salt = derive_secret(s, self.handshake_secret, b"derived", empty_hash(s))
+        self.main_secret = hkdf_extract(s, salt, bytes(s.hash_length))
+        self.client_application_traffic_secret = derive_secret(
+            s, self.main_secret, b"c ap traffic", server_finished_hash
+        )
+        self.server_application_traffic_secret = derive_secret(
+            s, self.main_secret, b"s ap traffic", server_finished_hash
+        )
+        self.exporter_secret = derive_secret(s, self.main_secret, b"exp master", server_finished_hash)
+
+    def derive_resumption(self, client_finished_hash: bytes) -> None:
+        self.resumption_secret = derive_secret(
+            self.suite, self.main_secret, b"res master", client_finished_hash
+        )

@@ -1,0 +1,459 @@
+"""The client handshake (RFC 9846 §2, §4; state machine of Appendix A.1)."""
+
+from __future__ import annotations
+
+from enum import Enum, auto
+from typing import TYPE_CHECKING, ClassVar
+
+from ..config import Configuration
+from ..constants import (
+    LEGACY_VERSION,
+    TLS13_VERSION,
+    AlertDescription,
+    CipherSuite,
+    ExtensionType,
+    HandshakeType,
+    NamedGroup,
+    PskKeyExchangeMode,
+)
+from ..crypto import key_schedule as ks
+from ..crypto.groups import KeyShare, get_group
+from ..crypto.suites import suite_info
+from ..errors import RemoteProtocolError
+from ..events import HandshakeComplete, SessionTicket, SessionTicketReceived
+from ..wire import extensions as X
+from ..wire.messages import (
+    Certificate,
+    CertificateRequest,
+    ClientHello,
+    EncryptedExtensions,
+    Extension,
+    NewSessionTicket,
+    ServerHello,
+    encode_handshake,
+)
+from .common import (
+    CLIENT_CV_CONTEXT,
+    ENCRYPTED_EXTENSIONS,
+    HELLO_RETRY_EXTENSIONS,
+    SERVER_CV_CONTEXT,
+    SERVER_HELLO_EXTENSIONS,
+    Handler,
+    HandshakeEngine,
+    check_response_extensions,
+    decode_certificates,
+    is_ip_address,
+)
+
+if TYPE_CHECKING:
+    from ..connection import Connection
+
+# RFC 9846 §4.6.1: servers MUST NOT use a ticket lifetime over 7 days.
+MAX_TICKET_LIFETIME = 604800
+
+
+class ClientState(Enum):
+    START = auto()
+    WAIT_SH = auto()
+    WAIT_EE = auto()
+    WAIT_CERT_CR = auto()
+    WAIT_CERT = auto()
+    WAIT_CV = auto()
+    WAIT_FINISHED = auto()
+    CONNECTED = auto()
+
+
+class ClientHandshake(HandshakeEngine):
+    def __init__(self, conn: Connection, config: Configuration) -> None:
+        super().__init__(conn, config)
+        self.key_shares: dict[int, KeyShare] = {}
+        self.hello_retry_seen = False
+        self.offered_extensions: set[int] = set()
+        self.session_id = b""
+        self.cookie: bytes | None = None
+        self.ticket: SessionTicket | None = None
+        self.psk_modes: tuple[int, ...] = ()
+        self.certificate_request: CertificateRequest | None = None
+        self.sent_ccs = False
+        self.server_name = config.server_name
+        self.client_hello: ClientHello | None = None
+
+    def initial_state(self) -> Enum:
+        return ClientState.START
+
+    # ---------------------------------------------------------- ClientHello
+
+    def start(self) -> None:
+        if self.state is not ClientState.START:
+            raise RemoteProtocolError("handshake already started", AlertDescription.internal_error)
+        cfg = self.config
+        self.conn.client_random = cfg.random(32)
+        self.session_id = cfg.random(32) if cfg.middlebox_compatibility else b""
+        for group in cfg.key_share_groups:
+            self.key_shares[group] = self._new_share(group)
+        self.ticket = self._usable_ticket()
+        self._send_client_hello()
+        self.started = True
+        self.state = ClientState.WAIT_SH
+
+    def _new_share(self, group: int) -> KeyShare:
+        if self.config.key_share_factory is not None:
+            return self.config.key_share_factory(NamedGroup(group))
+        return get_group(group).generate()
+
+    def _usable_ticket(self) -> SessionTicket | None:
+        t = self.config.session_ticket
+        if t is None or t.cipher_suite not in self.config.cipher_suites:
+            return None
+        if self.config.now() - t.received_at > t.lifetime:
+            return None  # expired (RFC 9846 §4.6.1)
+        if t.server_name != self.server_name:
+            return None
+        return t
+
+    def _client_hello_extensions(self) -> list[Extension]:
+        cfg = self.config
+        exts: list[Extension] = []
+        if self.server_name and not is_ip_address(self.server_name):
+            # RFC 6066 §3: IP literals are not sent as server_name.
+            exts.append(Extension(ExtensionType.server_name, X.encode_server_name(self.server_name)))
+        exts.append(Extension(ExtensionType.supported_groups, X.encode_supported_groups(list(cfg.groups))))
+        if cfg.alpn_protocols:
+            exts.append(Extension(
+                ExtensionType.application_layer_protocol_negotiation,
+                X.encode_application_layer_protocol_negotiation([p.encode() for p in cfg.alpn_protocols]),
+            ))
+        exts.append(Extension(ExtensionType.key_share, X.encode_key_share_client(
+            [X.KeyShareEntry(g, s.public) for g, s in self.key_shares.items()]
+        )))
+        exts.append(Extension(ExtensionType.supported_versions, X.encode_supported_versions_client([TLS13_VERSION])))
+        exts.append(Extension(
+            ExtensionType.signature_algorithms, X.encode_signature_algorithms(list(self.signature_algorithms))
+        ))
+        if self.cookie is not None:
+            exts.append(Extension(ExtensionType.cookie, X.encode_cookie(self.cookie)))
+        if cfg.psk_key_exchange_modes:
+            exts.append(Extension(
+                ExtensionType.psk_key_exchange_modes,
+                X.encode_psk_key_exchange_modes(list(cfg.psk_key_exchange_modes)),
+            ))
+        exts.append(Extension(ExtensionType.record_size_limit, X.encode_record_size_limit(cfg.record_size_limit)))
+        if cfg.post_handshake_auth and cfg.certificate_chain:
+            exts.append(Extension(ExtensionType.post_handshake_auth, X.encode_post_handshake_auth()))
+        exts.extend(self.extra_client_hello_extensions())
+        if cfg.client_hello_hook is not None:
+            exts = list(cfg.client_hello_hook(exts))
+        return exts
+
+    def extra_client_hello_extensions(self) -> list[Extension]:
+        """Extension point for protocol extensions layered on the core (EKU)."""
+        return []
+
+    def _send_client_hello(self) -> None:
+        cfg = self.config
+        exts = self._client_hello_extensions()
+        suites = tuple(int(s) for s in cfg.cipher_suites)
+        ticket = self.ticket
+        if ticket is not None:
+            suite = suite_info(ticket.cipher_suite)
+            age_ms = int((cfg.now() - ticket.received_at) * 1000)
+            identity = X.PskIdentity(ticket.ticket, (age_ms + ticket.age_add) % 2**32)
+            placeholder = X.OfferedPsks((identity,), (bytes(suite.hash_length),))
+            exts.append(Extension(ExtensionType.pre_shared_key, X.encode_pre_shared_key_client(placeholder)))
+            hello = ClientHello(self.conn.client_random, self.session_id, suites, tuple(exts))
+            raw = encode_handshake(HandshakeType.client_hello, hello.encode())
+            truncated = raw[: len(raw) - X.offered_psks_binders_length(placeholder)]
+            # RFC 9846 §4.2.11.2: the binder covers the transcript up to and
+            # including the truncated ClientHello; after a HelloRetryRequest,
+            # that transcript starts with message_hash and the HRR.
+            secrets = ks.HandshakeSecrets(suite, ticket.psk)
+            if self.hello_retry_seen:
+                binder_hash = self.transcript.digest_with(truncated)
+            else:
+                binder_hash = ks.transcript_digest(suite, truncated)
+            binder = ks.finished_verify_data(suite, secrets.binder_key(), binder_hash)
+            exts[-1] = Extension(
+                ExtensionType.pre_shared_key,
+                X.encode_pre_shared_key_client(X.OfferedPsks((identity,), (binder,))),
+            )
+            self.psk_modes = tuple(cfg.psk_key_exchange_modes)
+        self.offered_extensions = {e.type for e in exts}
+        hello = ClientHello(self.conn.client_random, self.session_id, suites, tuple(exts))
+        self.client_hello = hello
+        self.send(HandshakeType.client_hello, hello.encode())
+
+    # ---------------------------------------------------------- ServerHello
+
+    def on_server_hello(self, body: bytes, raw: bytes) -> None:
+        sh = ServerHello.decode(body)
+        assert self.client_hello is not None
+        versions = {e.type: e.data for e in sh.extensions}
+        sv = versions.get(ExtensionType.supported_versions)
+        if sv is None or X.decode_supported_versions_server(sv) != TLS13_VERSION:
+            raise RemoteProtocolError("server did not negotiate TLS 1.3", AlertDescription.protocol_version)
+        if sh.legacy_version != LEGACY_VERSION:
+            raise RemoteProtocolError("ServerHello legacy_version is not 0x0303", AlertDescription.protocol_version)
+        if sh.legacy_session_id_echo != self.session_id:
+            raise RemoteProtocolError("legacy_session_id_echo mismatch", AlertDescription.illegal_parameter)
+        if sh.legacy_compression_method != 0:
+            raise RemoteProtocolError("non-zero compression method", AlertDescription.illegal_parameter)
+        if sh.cipher_suite not in self.client_hello.cipher_suites:
+            raise RemoteProtocolError("server chose a cipher suite we did not offer", AlertDescription.illegal_parameter)
+        if sh.is_hello_retry_request:
+            self._on_hello_retry_request(sh, raw)
+            return
+        exts = check_response_extensions(sh.extensions, self.offered_extensions, SERVER_HELLO_EXTENSIONS, "ServerHello")
+        if self.suite is not None and self.suite.suite != sh.cipher_suite:
+            raise RemoteProtocolError("ServerHello cipher suite differs from HelloRetryRequest's", AlertDescription.illegal_parameter)
+        self.suite = suite_info(sh.cipher_suite)
+        if not self.hello_retry_seen:
+            self.transcript.start(self.suite)
+        self.transcript.update(raw)
+
+        psk: bytes | None = None
+        if ExtensionType.pre_shared_key in exts:
+            selected = X.decode_pre_shared_key_server(exts[ExtensionType.pre_shared_key])
+            ticket = self.ticket
+            if ticket is None or selected != 0:
+                raise RemoteProtocolError("server selected a PSK we did not offer", AlertDescription.illegal_parameter)
+            if suite_info(ticket.cipher_suite).hash_name != self.suite.hash_name:
+                raise RemoteProtocolError("PSK cipher suite hash mismatch", AlertDescription.illegal_parameter)
+            psk = ticket.psk
+            self.resumed = True
+            self.alpn_protocol = ticket.alpn_protocol
+
+        shared: bytes | None = None
+        if ExtensionType.key_share in exts:
+            entry = X.decode_key_share_server(exts[ExtensionType.key_share])
+            share = self.key_shares.get(entry.group)
+            if share is None:
+                raise RemoteProtocolError("server key share for a group we did not send", AlertDescription.illegal_parameter)
+            if self.resumed and PskKeyExchangeMode.psk_dhe_ke not in self.psk_modes:
+                raise RemoteProtocolError("key share with psk_ke only", AlertDescription.illegal_parameter)
+            shared = share.complete(entry.key_exchange)
+            self.group = entry.group
+        elif not self.resumed:
+            raise RemoteProtocolError("ServerHello without key_share", AlertDescription.missing_extension)
+        elif PskKeyExchangeMode.psk_ke not in self.psk_modes:
+            raise RemoteProtocolError("server chose psk_ke which we did not offer", AlertDescription.illegal_parameter)
+        self.key_shares.clear()  # ephemeral keys are used once (RFC 9846 §4.2.8)
+
+        self.secrets = ks.HandshakeSecrets(self.suite, psk)
+        self.secrets.derive_handshake(shared, self.transcript.digest())
+        self.conn.log_secret("CLIENT_HANDSHAKE_TRAFFIC_SECRET", self.secrets.client_handshake_traffic_secret)
+        self.conn.log_secret("SERVER_HANDSHAKE_TRAFFIC_SECRET", self.secrets.server_handshake_traffic_secret)
+        self.conn.set_read_secret(self.suite, self.secrets.server_handshake_traffic_secret)
+        self._send_ccs_once()
+        self.first_flight = False
+        self.conn.set_write_secret(self.suite, self.secrets.client_handshake_traffic_secret)
+        self.state = ClientState.WAIT_EE
+
+    def _send_ccs_once(self) -> None:
+        if self.config.middlebox_compatibility and not self.sent_ccs:
+            self.conn.send_change_cipher_spec()
+            self.sent_ccs = True
+
+    def _on_hello_retry_request(self, hrr: ServerHello, raw: bytes) -> None:
+        if self.hello_retry_seen:
+            raise RemoteProtocolError("second HelloRetryRequest", AlertDescription.unexpected_message)
+        exts = check_response_extensions(hrr.extensions, self.offered_extensions, HELLO_RETRY_EXTENSIONS, "HelloRetryRequest")
+        self.hello_retry_seen = True
+        self.suite = suite_info(hrr.cipher_suite)
+        self.transcript.start(self.suite)
+        self.transcript.restart_after_hello_retry(self.suite)
+        self.transcript.update(raw)
+        changed = False
+        if ExtensionType.cookie in exts:
+            self.cookie = X.decode_cookie(exts[ExtensionType.cookie])
+            changed = True
+        if ExtensionType.key_share in exts:
+            group = X.decode_key_share_hrr(exts[ExtensionType.key_share])
+            # §4.1.4: the group must be one we support and did not already send.
+            if group not in self.config.groups or group in self.key_shares:
+                raise RemoteProtocolError("HelloRetryRequest asks for an unusable group", AlertDescription.illegal_parameter)
+            self.key_shares = {group: self._new_share(group)}
+            changed = True
+        if not changed:
+            raise RemoteProtocolError("HelloRetryRequest would not change the ClientHello", AlertDescription.illegal_parameter)
+        if self.ticket is not None and suite_info(self.ticket.cipher_suite).hash_name != self.suite.hash_name:
+            self.ticket = None  # the PSK cannot be used with this hash (§4.1.4)
+        self._send_ccs_once()
+        self._send_client_hello()
+        self.state = ClientState.WAIT_SH
+
+    # -------------------------------------------------- encrypted handshake
+
+    def on_encrypted_extensions(self, body: bytes, raw: bytes) -> None:
+        ee = EncryptedExtensions.decode(body)
+        exts = check_response_extensions(ee.extensions, self.offered_extensions, ENCRYPTED_EXTENSIONS, "EncryptedExtensions")
+        self.transcript.update(raw)
+        alpn = exts.get(ExtensionType.application_layer_protocol_negotiation)
+        if alpn is not None:
+            protocols = X.decode_application_layer_protocol_negotiation(alpn)
+            if len(protocols) != 1 or protocols[0].decode("latin-1") not in self.config.alpn_protocols:
+                raise RemoteProtocolError("server selected an ALPN protocol we did not offer", AlertDescription.illegal_parameter)
+            self.alpn_protocol = protocols[0].decode("latin-1")
+        elif not self.resumed:
+            self.alpn_protocol = None
+        limit = exts.get(ExtensionType.record_size_limit)
+        if limit is not None:
+            self.conn.set_peer_record_size_limit(X.decode_record_size_limit(limit))
+        if ExtensionType.early_data in exts:
+            raise RemoteProtocolError("early_data accepted but never offered", AlertDescription.unsupported_extension)
+        self.on_encrypted_extensions_hook(exts)
+        self.state = ClientState.WAIT_FINISHED if self.resumed else ClientState.WAIT_CERT_CR
+
+    def on_encrypted_extensions_hook(self, exts: dict[int, bytes]) -> None:
+        """Extension point for protocol extensions layered on the core (EKU)."""
+
+    def on_certificate_request(self, body: bytes, raw: bytes) -> None:
+        cr = CertificateRequest.decode(body)
+        if cr.certificate_request_context:
+            raise RemoteProtocolError("handshake CertificateRequest with a context", AlertDescription.illegal_parameter)
+        exts = {e.type: e.data for e in cr.extensions}
+        if ExtensionType.signature_algorithms not in exts:
+            raise RemoteProtocolError("CertificateRequest without signature_algorithms", AlertDescription.missing_extension)
+        self.transcript.update(raw)
+        self.certificate_request = cr
+        self.state = ClientState.WAIT_CERT
+
+    def on_certificate(self, body: bytes, raw: bytes) -> None:
+        cert = Certificate.decode(body)
+        if cert.certificate_request_context:
+            raise RemoteProtocolError("server Certificate with a request context", AlertDescription.illegal_parameter)
+        if not cert.certificate_list:
+            raise RemoteProtocolError("server sent no certificate", AlertDescription.decode_error)
+        for entry in cert.certificate_list:
+            if entry.extensions:
+                raise RemoteProtocolError("certificate extension we did not ask for", AlertDescription.unsupported_extension)
+        certs = decode_certificates(cert.certificate_list)
+        self.peer_certificates = tuple(certs)
+        if self.config.verify_peer:
+            self.verify_peer_chain(certs, self.config.trust_store, self.server_name, is_server_cert=True)
+        self.transcript.update(raw)
+        self.state = ClientState.WAIT_CV
+
+    def on_certificate_verify(self, body: bytes, raw: bytes) -> None:
+        self.peer_signature_scheme = self.verify_certificate_verify(
+            body, SERVER_CV_CONTEXT, self.transcript, self.signature_algorithms
+        )
+        self.transcript.update(raw)
+        self.state = ClientState.WAIT_FINISHED
+
+    def on_finished(self, body: bytes, raw: bytes) -> None:
+        assert self.secrets is not None and self.suite is not None
+        self.check_finished(body, self.secrets.server_handshake_traffic_secret, self.transcript)
+        self.transcript.update(raw)
+        self.peer_finished = True
+        secrets = self.secrets
+        secrets.derive_application(self.transcript.digest())
+        self.conn.log_secret("CLIENT_TRAFFIC_SECRET_0", secrets.client_application_traffic_secret)
+        self.conn.log_secret("SERVER_TRAFFIC_SECRET_0", secrets.server_application_traffic_secret)
+        self.conn.log_secret("EXPORTER_SECRET", secrets.exporter_secret)
+        self.conn.set_read_secret(self.suite, secrets.server_application_traffic_secret)
+
+        client_authenticated = False
+        if self.certificate_request is not None:
+            client_authenticated = self._send_client_certificate(b"", self.certificate_request, self.transcript)
+        self.send(HandshakeType.finished, self.finished_body(secrets.client_handshake_traffic_secret, self.transcript))
+        secrets.derive_resumption(self.transcript.digest())
+        self.handshake_transcript = self.transcript
+        self.conn.set_write_secret(self.suite, secrets.client_application_traffic_secret)
+        self.complete = True
+        self.application_data_allowed = True
+        self.state = ClientState.CONNECTED
+        self.conn.handshake_done()
+        self.conn.emit(HandshakeComplete(
+            version="TLSv1.3",
+            cipher_suite=CipherSuite(self.suite.suite),
+            group=NamedGroup(self.group) if self.group is not None else None,
+            signature_scheme=self.peer_signature_scheme,
+            alpn_protocol=self.alpn_protocol,
+            peer_certificates=self.peer_certificates,
+            resumed=self.resumed,
+            server_name=self.server_name,
+            client_authenticated=client_authenticated,
+        ))
+
+    def _send_client_certificate(
+        self, context: bytes, request: CertificateRequest, transcript: ks.Transcript
+    ) -> bool:
+        """Certificate (+ CertificateVerify) in answer to a CertificateRequest."""
+        exts = {e.type: e.data for e in request.extensions}
+        peer_schemes = X.decode_signature_algorithms(exts[ExtensionType.signature_algorithms])
+        if not self.config.certificate_chain or self.config.private_key is None:
+            body = Certificate(context, ()).encode()
+            raw = encode_handshake(HandshakeType.certificate, body)
+            transcript.update(raw)
+            self.conn.queue_handshake(raw)
+            return False
+        scheme = self.choose_signature_scheme(peer_schemes)
+        raw = encode_handshake(HandshakeType.certificate, self.build_certificate(context))
+        transcript.update(raw)
+        self.conn.queue_handshake(raw)
+        raw = encode_handshake(
+            HandshakeType.certificate_verify, self.sign_certificate_verify(scheme, CLIENT_CV_CONTEXT, transcript)
+        )
+        transcript.update(raw)
+        self.conn.queue_handshake(raw)
+        return True
+
+    # ------------------------------------------------------- post-handshake
+
+    def on_new_session_ticket(self, body: bytes, raw: bytes) -> None:
+        nst = NewSessionTicket.decode(body)
+        assert self.secrets is not None and self.suite is not None
+        if nst.ticket_lifetime > MAX_TICKET_LIFETIME:
+            raise RemoteProtocolError("ticket lifetime over 7 days", AlertDescription.illegal_parameter)
+        max_early = 0
+        for ext in nst.extensions:
+            if ext.type == ExtensionType.early_data:
+                max_early = X.decode_early_data_nst(ext.data)
+        if nst.ticket_lifetime == 0:
+            return  # §4.6.1: a zero lifetime means discard at once
+        psk = ks.resumption_psk(self.suite, self.secrets.resumption_secret, nst.ticket_nonce)
+        self.conn.emit(SessionTicketReceived(SessionTicket(
+            ticket=nst.ticket, psk=psk, cipher_suite=CipherSuite(self.suite.suite),
+            lifetime=nst.ticket_lifetime, age_add=nst.ticket_age_add, received_at=self.config.now(),
+            server_name=self.server_name, alpn_protocol=self.alpn_protocol, max_early_data_size=max_early,
+        )))
+
+    def on_post_handshake_certificate_request(self, body: bytes, raw: bytes) -> None:
+        if not (self.config.post_handshake_auth and self.config.certificate_chain):
+            raise RemoteProtocolError(
+                "CertificateRequest after the handshake without post_handshake_auth",
+                AlertDescription.unexpected_message,
+            )
+        cr = CertificateRequest.decode(body)
+        if not cr.certificate_request_context:
+            raise RemoteProtocolError("post-handshake CertificateRequest needs a context", AlertDescription.illegal_parameter)
+        exts = {e.type: e.data for e in cr.extensions}
+        if ExtensionType.signature_algorithms not in exts:
+            raise RemoteProtocolError("CertificateRequest without signature_algorithms", AlertDescription.missing_extension)
+        self.check_post_handshake_auth_allowed()
+        assert self.handshake_transcript is not None and self.suite is not None
+        # RFC 9846 §4.4: the post-handshake transcript is the handshake's, then
+        # the CertificateRequest and our answer; each request has its own.
+        transcript = self.handshake_transcript.fork()
+        transcript.update(raw)
+        self._send_client_certificate(cr.certificate_request_context, cr, transcript)
+        raw_fin = encode_handshake(
+            HandshakeType.finished, self.finished_body(self.conn.current_write_secret, transcript)
+        )
+        self.conn.queue_handshake(raw_fin)
+
+    def check_post_handshake_auth_allowed(self) -> None:
+        """Extension point: EKU forbids running both at once (EKU draft-13 §11)."""
+
+    TRANSITIONS: ClassVar[dict[tuple[Enum, int], Handler]] = {
+        (ClientState.WAIT_SH, HandshakeType.server_hello): on_server_hello,
+        (ClientState.WAIT_EE, HandshakeType.encrypted_extensions): on_encrypted_extensions,
+        (ClientState.WAIT_CERT_CR, HandshakeType.certificate_request): on_certificate_request,
+        (ClientState.WAIT_CERT_CR, HandshakeType.certificate): on_certificate,
+        (ClientState.WAIT_CERT, HandshakeType.certificate): on_certificate,
+        (ClientState.WAIT_CV, HandshakeType.certificate_verify): on_certificate_verify,
+        (ClientState.WAIT_FINISHED, HandshakeType.finished): on_finished,
+        (ClientState.CONNECTED, HandshakeType.new_session_ticket): on_new_session_ticket,
+        (ClientState.CONNECTED, HandshakeType.certificate_request): on_post_handshake_certificate_request,
+    }
+

@@ -1,0 +1,270 @@
+"""What the client and server handshakes share.
+
+Each engine is a state machine whose transitions are listed in one table,
+``TRANSITIONS``: ``(state, message type) -> handler``.  A message that has no
+entry for the current state is an unexpected_message, so an impossible
+transition cannot be reached by accident.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from cryptography import x509
+
+from ..config import Configuration
+from ..constants import AlertDescription, ExtensionType, HandshakeType, SignatureScheme
+from ..crypto import key_schedule as ks
+from ..crypto import signatures
+from ..crypto.certificates import TrustStore, verify_chain
+from ..crypto.suites import SuiteInfo
+from ..errors import CertificateError, LocalProtocolError, RemoteProtocolError
+from ..wire.messages import (
+    Certificate,
+    CertificateEntry,
+    CertificateVerify,
+    Extension,
+    Finished,
+    encode_handshake,
+    extensions_by_type,
+)
+
+if TYPE_CHECKING:
+    from ..connection import Connection
+
+Handler = Callable[[Any, bytes, bytes], None]
+
+# RFC 9846 §4.4.3: the context strings of CertificateVerify.
+SERVER_CV_CONTEXT = b"TLS 1.3, server CertificateVerify"
+CLIENT_CV_CONTEXT = b"TLS 1.3, client CertificateVerify"
+
+
+def certificate_verify_content(context: bytes, transcript_hash: bytes) -> bytes:
+    """64 spaces, the context string, a zero byte, then the transcript hash (§4.4.3)."""
+    return b" " * 64 + context + b"\x00" + transcript_hash
+
+
+def is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def decode_certificates(entries: Sequence[CertificateEntry]) -> list[x509.Certificate]:
+    certs = []
+    for entry in entries:
+        try:
+            certs.append(x509.load_der_x509_certificate(entry.cert_data))
+        except ValueError:
+            raise RemoteProtocolError(
+                "peer sent a certificate that is not valid DER X.509",
+                AlertDescription.bad_certificate,
+            ) from None
+    return certs
+
+
+def check_response_extensions(
+    extensions: Sequence[Extension], offered: set[int], allowed: set[int], where: str
+) -> dict[int, bytes]:
+    """RFC 9846 §4.2: a response may only carry extensions we offered, and only
+    those defined for that message."""
+    found = extensions_by_type(tuple(extensions))
+    for ext_type in found:
+        if ext_type not in offered:
+            raise RemoteProtocolError(
+                f"{where} carries extension {ext_type} that was not offered",
+                AlertDescription.unsupported_extension,
+            )
+        if ext_type not in allowed:
+            raise RemoteProtocolError(
+                f"extension {ext_type} is not allowed in {where}", AlertDescription.illegal_parameter
+            )
+    return found
+
+
+class Side(Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class HandshakeEngine:
+    """State shared by both roles; subclasses add their states and handlers."""
+
+    TRANSITIONS: ClassVar[dict[tuple[Enum, int], Handler]] = {}
+
+    def __init__(self, conn: Connection, config: Configuration) -> None:
+        self.conn = conn
+        self.config = config
+        self.state: Enum = self.initial_state()
+        self.transcript = ks.Transcript()
+        self.suite: SuiteInfo | None = None
+        self.secrets: ks.HandshakeSecrets | None = None
+        self.complete = False
+        self.peer_finished = False
+        self.started = False
+        self.first_flight = True
+        self.group: int | None = None
+        self.peer_signature_scheme: SignatureScheme | None = None
+        self.peer_certificates: tuple[x509.Certificate, ...] = ()
+        self.alpn_protocol: str | None = None
+        self.resumed = False
+        self.server_name: str | None = None
+        self.application_data_allowed = False
+        self.signature_algorithms: tuple[int, ...] = tuple(
+            config.signature_algorithms or signatures.SUPPORTED_SIGNATURE_SCHEMES
+        )
+        # post-handshake authentication: the transcript up to client Finished.
+        self.handshake_transcript: ks.Transcript | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.state.name}>"
+
+    def initial_state(self) -> Enum:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise LocalProtocolError("this side does not start the handshake")
+
+    # -- dispatch ----------------------------------------------------------
+
+    def handle(self, msg_type: int, body: bytes, raw: bytes) -> None:
+        handler = self.TRANSITIONS.get((self.state, msg_type))
+        if handler is None:
+            try:
+                name = HandshakeType(msg_type).name
+            except ValueError:
+                name = f"type {msg_type}"
+            raise RemoteProtocolError(
+                f"unexpected handshake message {name} in state {self.state.name}",
+                AlertDescription.unexpected_message,
+            )
+        handler(self, body, raw)
+
+    # -- hooks the connection asks ------------------------------------------
+
+    def skip_undecryptable(self, length: int, exc: RemoteProtocolError) -> bool:
+        return False
+
+    @property
+    def standard_key_update_allowed(self) -> bool:
+        return self.complete
+
+    def check_key_update_allowed(self, local: bool) -> None:
+        if not self.complete:
+            raise RemoteProtocolError(
+                "KeyUpdate before the handshake completed", AlertDescription.unexpected_message
+            )
+
+    def request_post_handshake_auth(self) -> None:
+        raise LocalProtocolError("only a server can request client authentication")
+
+    def export(self, label: bytes, context: bytes, length: int) -> bytes:
+        assert self.secrets is not None and self.suite is not None
+        return ks.export_keying_material(self.suite, self.secrets.exporter_secret, label, context, length)
+
+    # -- helpers for subclasses -------------------------------------------------
+
+    def send(self, msg_type: HandshakeType, body: bytes) -> bytes:
+        raw = encode_handshake(msg_type, body)
+        self.transcript.update(raw)
+        self.conn.queue_handshake(raw)
+        return raw
+
+    def build_certificate(self, context: bytes) -> bytes:
+        entries = tuple(
+            CertificateEntry(cert.public_bytes(_DER), ()) for cert in self.config.certificate_chain
+        )
+        return Certificate(context, entries).encode()
+
+    def choose_signature_scheme(self, peer_schemes: Sequence[int]) -> SignatureScheme:
+        ours = signatures.schemes_for_key(
+            self.config.private_key, self.config.certificate_chain[0] if self.config.certificate_chain else None
+        )
+        for scheme in ours:
+            if scheme in peer_schemes and scheme in self.signature_algorithms:
+                return scheme
+        raise RemoteProtocolError(
+            "no signature scheme in common with the peer for our certificate key",
+            AlertDescription.handshake_failure,
+        )
+
+    def sign_certificate_verify(
+        self, scheme: SignatureScheme, context: bytes, transcript: ks.Transcript
+    ) -> bytes:
+        content = certificate_verify_content(context, transcript.digest())
+        signature = signatures.sign(self.config.private_key, scheme, content)
+        return CertificateVerify(scheme, signature).encode()
+
+    def verify_certificate_verify(
+        self, body: bytes, context: bytes, transcript: ks.Transcript, offered: Sequence[int]
+    ) -> SignatureScheme:
+        cv = CertificateVerify.decode(body)
+        if cv.algorithm not in offered:
+            raise RemoteProtocolError(
+                f"CertificateVerify uses scheme 0x{cv.algorithm:04x} that we did not offer",
+                AlertDescription.illegal_parameter,
+            )
+        scheme = SignatureScheme(cv.algorithm)
+        content = certificate_verify_content(context, transcript.digest())
+        assert self.peer_certificates
+        signatures.verify(self.peer_certificates[0].public_key(), scheme, cv.signature, content)
+        return scheme
+
+    def finished_body(self, base_key: bytes, transcript: ks.Transcript) -> bytes:
+        assert self.suite is not None
+        return Finished(ks.finished_verify_data(self.suite, base_key, transcript.digest())).encode()
+
+    def check_finished(self, body: bytes, base_key: bytes, transcript: ks.Transcript) -> None:
+        assert self.suite is not None
+        if len(body) != self.suite.hash_length:
+            raise RemoteProtocolError("Finished has the wrong length", AlertDescription.decode_error)
+        expected = ks.finished_verify_data(self.suite, base_key, transcript.digest())
+        from ..connection import constant_time_equal
+
+        if not constant_time_equal(expected, Finished.decode(body).verify_data):
+            raise RemoteProtocolError("Finished verify_data is wrong", AlertDescription.decrypt_error)
+
+    def verify_peer_chain(
+        self, certs: list[x509.Certificate], store: TrustStore | None, server_name: str | None,
+        is_server_cert: bool,
+    ) -> None:
+        if store is None:
+            from ..crypto.certificates import TrustStore as _TS
+
+            store = _TS.system()
+        try:
+            verify_chain(
+                certs, store, server_name=server_name, is_server_cert=is_server_cert,
+                now=_utc(self.config.now()),
+            )
+        except CertificateError:
+            raise
+
+
+def _utc(ts: float) -> Any:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.timezone.utc)
+
+
+from cryptography.hazmat.primitives.serialization import Encoding as _Encoding  # noqa: E402
+
+_DER = _Encoding.DER
+
+# Extensions that may appear in each response message (RFC 9846 §4.2 table).
+SERVER_HELLO_EXTENSIONS = {
+    ExtensionType.key_share, ExtensionType.pre_shared_key, ExtensionType.supported_versions,
+}
+HELLO_RETRY_EXTENSIONS = {
+    ExtensionType.key_share, ExtensionType.cookie, ExtensionType.supported_versions,
+}
+ENCRYPTED_EXTENSIONS = {
+    ExtensionType.server_name, ExtensionType.supported_groups,
+    ExtensionType.application_layer_protocol_negotiation, ExtensionType.record_size_limit,
+    ExtensionType.early_data, ExtensionType.tls_flags,
+}

@@ -1,0 +1,519 @@
+"""The server handshake (RFC 9846 §2, §4; state machine of Appendix A.2)."""
+
+from __future__ import annotations
+
+import struct
+from enum import Enum, auto
+from typing import TYPE_CHECKING, ClassVar
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..config import ClientAuth, Configuration
+from ..constants import (
+    HELLO_RETRY_REQUEST_RANDOM,
+    LEGACY_VERSION,
+    TLS13_VERSION,
+    AlertDescription,
+    CipherSuite,
+    ExtensionType,
+    HandshakeType,
+    NamedGroup,
+    PskKeyExchangeMode,
+)
+from ..crypto import key_schedule as ks
+from ..crypto.groups import get_group
+from ..crypto.suites import SuiteInfo, suite_info
+from ..errors import LocalProtocolError, RemoteProtocolError
+from ..events import HandshakeComplete, PeerAuthenticated
+from ..wire import extensions as X
+from ..wire.buffer import Buffer, u8, u16, u32, u64, vec
+from ..wire.messages import (
+    Certificate,
+    CertificateRequest,
+    ClientHello,
+    EncryptedExtensions,
+    Extension,
+    NewSessionTicket,
+    ServerHello,
+    extensions_by_type,
+)
+from .common import (
+    CLIENT_CV_CONTEXT,
+    SERVER_CV_CONTEXT,
+    Handler,
+    HandshakeEngine,
+    decode_certificates,
+)
+
+if TYPE_CHECKING:
+    from ..connection import Connection
+
+_TICKET_VERSION = 1
+# Grace for clock skew between the ticket's issue time and its use.
+_TICKET_AGE_TOLERANCE_MS = 10_000
+# Bytes of undecryptable (rejected 0-RTT) records we skip (RFC 9846 §4.2.10).
+_MAX_SKIPPED_EARLY_DATA = 2**14 * 4
+
+
+class ServerState(Enum):
+    START = auto()
+    WAIT_CH2 = auto()
+    WAIT_CERT = auto()
+    WAIT_CV = auto()
+    WAIT_FINISHED = auto()
+    CONNECTED = auto()
+    # post-handshake client authentication (RFC 9846 §4.6.2)
+    PHA_WAIT_CERT = auto()
+    PHA_WAIT_CV = auto()
+    PHA_WAIT_FINISHED = auto()
+
+
+class _Resumption:
+    """What a valid ticket gave us."""
+
+    __slots__ = ("psk", "suite", "alpn", "server_name")
+
+    def __init__(self, psk: bytes, suite: CipherSuite, alpn: str | None, server_name: str | None) -> None:
+        self.psk = psk
+        self.suite = suite
+        self.alpn = alpn
+        self.server_name = server_name
+
+    def __repr__(self) -> str:
+        return f"<_Resumption {self.suite.name}>"
+
+
+class ServerHandshake(HandshakeEngine):
+    def __init__(self, conn: Connection, config: Configuration) -> None:
+        super().__init__(conn, config)
+        self.client_hello: ClientHello | None = None
+        self.client_extensions: dict[int, bytes] = {}
+        self.hrr_group: int | None = None
+        self.hrr_cookie: bytes | None = None
+        self.certificate_requested = False
+        self.client_authenticated = False
+        self.skip_budget = 0
+        self.tickets_sent = 0
+        self.pha_context: bytes | None = None
+        self.pha_transcript: ks.Transcript | None = None
+        self.client_psk_modes: tuple[int, ...] = ()
+        self.client_signature_algorithms: tuple[int, ...] = ()
+
+    def initial_state(self) -> Enum:
+        return ServerState.START
+
+    # ---------------------------------------------------------- ClientHello
+
+    def on_client_hello(self, body: bytes, raw: bytes) -> None:
+        self.started = True
+        ch = ClientHello.decode(body)
+        exts = extensions_by_type(ch.extensions)
+        sv = exts.get(ExtensionType.supported_versions)
+        if sv is None or TLS13_VERSION not in X.decode_supported_versions_client(sv):
+            raise RemoteProtocolError("client does not offer TLS 1.3 (longtls speaks only TLS 1.3)", AlertDescription.protocol_version)
+        if ch.legacy_version != LEGACY_VERSION:
+            raise RemoteProtocolError("ClientHello legacy_version is not 0x0303", AlertDescription.protocol_version)
+        if ch.legacy_compression_methods != b"\x00":
+            raise RemoteProtocolError("compression methods other than null", AlertDescription.illegal_parameter)
+        if ch.extensions and ExtensionType.pre_shared_key in exts and ch.extensions[-1].type != ExtensionType.pre_shared_key:
+            raise RemoteProtocolError("pre_shared_key is not the last extension", AlertDescription.illegal_parameter)
+
+        if self.state is ServerState.WAIT_CH2:
+            self._check_second_client_hello(ch, exts)
+        else:
+            self.suite = self._choose_suite(ch)
+            self.transcript.start(self.suite)
+        assert self.suite is not None
+        self.client_hello = ch
+        self.client_extensions = exts
+
+        if ExtensionType.server_name in exts:
+            self.server_name = X.decode_server_name(exts[ExtensionType.server_name])
+        if ExtensionType.record_size_limit in exts:
+            self.conn.set_peer_record_size_limit(X.decode_record_size_limit(exts[ExtensionType.record_size_limit]))
+        if ExtensionType.psk_key_exchange_modes in exts:
+            self.client_psk_modes = X.decode_psk_key_exchange_modes(exts[ExtensionType.psk_key_exchange_modes])
+        if ExtensionType.signature_algorithms in exts:
+            self.client_signature_algorithms = X.decode_signature_algorithms(exts[ExtensionType.signature_algorithms])
+        if ExtensionType.early_data in exts:
+            # We never accept 0-RTT: skip the client's early records (§4.2.10).
+            self.skip_budget = _MAX_SKIPPED_EARLY_DATA
+
+        # Groups: the client's shares must be for groups it lists (§4.2.8).
+        client_groups: tuple[int, ...] = ()
+        shares: dict[int, bytes] = {}
+        if ExtensionType.key_share in exts:
+            if ExtensionType.supported_groups not in exts:
+                raise RemoteProtocolError("key_share without supported_groups", AlertDescription.missing_extension)
+            for entry in X.decode_key_share_client(exts[ExtensionType.key_share]):
+                if entry.group in shares:
+                    raise RemoteProtocolError("two key shares for one group", AlertDescription.illegal_parameter)
+                shares[entry.group] = entry.key_exchange
+        if ExtensionType.supported_groups in exts:
+            client_groups = X.decode_supported_groups(exts[ExtensionType.supported_groups])
+            for g in shares:
+                if g not in client_groups:
+                    raise RemoteProtocolError("key share for a group not in supported_groups", AlertDescription.illegal_parameter)
+
+        # The binder covers the transcript up to the truncated ClientHello, so
+        # check the PSK before this ClientHello enters the transcript.
+        resumption = self._check_psk(ch, exts, raw)
+        self.transcript.update(raw)
+
+        use_dhe = True
+        if resumption is not None:
+            dhe_ok = PskKeyExchangeMode.psk_dhe_ke in self.client_psk_modes and bool(client_groups)
+            use_dhe = dhe_ok and PskKeyExchangeMode.psk_dhe_ke in self.config.psk_key_exchange_modes
+            if not use_dhe and PskKeyExchangeMode.psk_ke not in self.config.psk_key_exchange_modes:
+                resumption = None
+                use_dhe = True
+
+        if resumption is None:
+            if ExtensionType.signature_algorithms not in exts:
+                raise RemoteProtocolError("ClientHello without signature_algorithms", AlertDescription.missing_extension)
+            if ExtensionType.supported_groups not in exts or ExtensionType.key_share not in exts:
+                raise RemoteProtocolError("ClientHello without supported_groups or key_share", AlertDescription.missing_extension)
+            self.scheme = self.choose_signature_scheme(self.client_signature_algorithms)
+
+        shared: bytes | None = None
+        server_share: X.KeyShareEntry | None = None
+        if use_dhe:
+            group = self._choose_group(client_groups, shares)
+            if group not in shares:
+                if self.state is ServerState.WAIT_CH2:
+                    raise RemoteProtocolError("second ClientHello lacks the requested key share", AlertDescription.illegal_parameter)
+                self._send_hello_retry_request(ch, group)
+                return
+            ephemeral = None
+            if self.config.key_share_factory is not None and not get_group(group).is_kem:
+                ephemeral = self.config.key_share_factory(NamedGroup(group))
+            response, shared = get_group(group).respond(shares[group], ephemeral)
+            server_share = X.KeyShareEntry(group, response)
+            self.group = group
+
+        if resumption is not None:
+            self.resumed = True
+            self.alpn_protocol = resumption.alpn
+        self._send_server_flight(ch, exts, resumption, server_share, shared)
+
+    def _choose_suite(self, ch: ClientHello) -> SuiteInfo:
+        for suite in self.config.cipher_suites:
+            if suite in ch.cipher_suites:
+                return suite_info(suite)
+        raise RemoteProtocolError("no cipher suite in common", AlertDescription.handshake_failure)
+
+    def _choose_group(self, client_groups: tuple[int, ...], shares: dict[int, bytes]) -> int:
+        # Prefer a group the client already sent a share for (saves a round
+        # trip), in our order of preference; else our best common group.
+        for g in self.config.groups:
+            if g in shares:
+                return g
+        for g in self.config.groups:
+            if g in client_groups:
+                return g
+        raise RemoteProtocolError("no key exchange group in common", AlertDescription.handshake_failure)
+
+    def _check_second_client_hello(self, ch: ClientHello, exts: dict[int, bytes]) -> None:
+        # §4.1.2: the second ClientHello answers the HelloRetryRequest.
+        assert self.suite is not None and self.client_hello is not None
+        if self.suite.suite not in ch.cipher_suites:
+            raise RemoteProtocolError("second ClientHello drops the chosen suite", AlertDescription.illegal_parameter)
+        if ch.random != self.client_hello.random or ch.legacy_session_id != self.client_hello.legacy_session_id:
+            raise RemoteProtocolError("second ClientHello changed random or session id", AlertDescription.illegal_parameter)
+        cookie = exts.get(ExtensionType.cookie)
+        if cookie is None or X.decode_cookie(cookie) != self.hrr_cookie:
+            raise RemoteProtocolError("second ClientHello does not echo our cookie", AlertDescription.illegal_parameter)
+        if ExtensionType.early_data in exts:
+            raise RemoteProtocolError("early_data after HelloRetryRequest", AlertDescription.illegal_parameter)
+        shares = X.decode_key_share_client(exts.get(ExtensionType.key_share, b"\x00\x00"))
+        if len(shares) != 1 or shares[0].group != self.hrr_group:
+            raise RemoteProtocolError("second ClientHello must carry exactly the requested share", AlertDescription.illegal_parameter)
+
+    def _send_hello_retry_request(self, ch: ClientHello, group: int) -> None:
+        assert self.suite is not None
+        self.hrr_group = group
+        # The cookie binds the retry to this ClientHello; we keep state, so it
+        # only has to be unpredictable and echoed verbatim (§4.2.2).
+        self.hrr_cookie = self.config.random(32)
+        hrr = ServerHello(
+            HELLO_RETRY_REQUEST_RANDOM, ch.legacy_session_id, self.suite.suite,
+            (
+                Extension(ExtensionType.supported_versions, X.encode_supported_versions_server(TLS13_VERSION)),
+                Extension(ExtensionType.key_share, X.encode_key_share_hrr(group)),
+                Extension(ExtensionType.cookie, X.encode_cookie(self.hrr_cookie)),
+            ),
+        )
+        self.transcript.restart_after_hello_retry(self.suite)
+        self.send(HandshakeType.server_hello, hrr.encode())
+        if ch.legacy_session_id:
+            self.conn.send_change_cipher_spec()
+        self.state = ServerState.WAIT_CH2
+
+    # ----------------------------------------------------------- resumption
+
+    def _check_psk(self, ch: ClientHello, exts: dict[int, bytes], raw: bytes) -> _Resumption | None:
+        data = exts.get(ExtensionType.pre_shared_key)
+        if data is None:
+            return None
+        if ExtensionType.psk_key_exchange_modes not in exts:
+            raise RemoteProtocolError("pre_shared_key without psk_key_exchange_modes", AlertDescription.missing_extension)
+        offered = X.decode_pre_shared_key_client(data)
+        if len(offered.identities) != len(offered.binders):
+            raise RemoteProtocolError("PSK identities and binders differ in number", AlertDescription.illegal_parameter)
+        if self.config.session_tickets <= 0 or not self.config.psk_key_exchange_modes:
+            return None
+        assert self.suite is not None
+        for index, identity in enumerate(offered.identities):
+            found = self._open_ticket(identity.identity, identity.obfuscated_ticket_age)
+            if found is None or suite_info(found.suite).hash_name != self.suite.hash_name:
+                continue
+            # §4.2.11.2: verify the binder before accepting the PSK.
+            truncated = raw[: len(raw) - X.offered_psks_binders_length(offered)]
+            binder_key = ks.HandshakeSecrets(self.suite, found.psk).binder_key()
+            expected = ks.finished_verify_data(self.suite, binder_key, self.transcript.digest_with(truncated))
+            from ..connection import constant_time_equal
+
+            if not constant_time_equal(expected, offered.binders[index]):
+                raise RemoteProtocolError("PSK binder does not verify", AlertDescription.decrypt_error)
+            self.selected_identity = index
+            return found
+        return None
+
+    def _seal_ticket(self, psk: bytes, age_add: int) -> bytes:
+        assert self.suite is not None
+        now_ms = int(self.config.now() * 1000)
+        state = b"".join((
+            u8(_TICKET_VERSION), u16(self.suite.suite), u64(now_ms), u32(self.config.ticket_lifetime),
+            u32(age_add), vec(1, psk), vec(1, (self.alpn_protocol or "").encode()),
+            vec(2, (self.server_name or "").encode()),
+        ))
+        nonce = self.config.random(12)
+        return nonce + AESGCM(self.config.ticket_key).encrypt(nonce, state, b"longtls ticket")
+
+    def _open_ticket(self, ticket: bytes, obfuscated_age: int) -> _Resumption | None:
+        if len(ticket) < 12 + 16:
+            return None
+        try:
+            state = AESGCM(self.config.ticket_key).decrypt(ticket[:12], ticket[12:], b"longtls ticket")
+        except Exception:
+            return None  # not ours, or tampered with: fall back to a full handshake
+        buf = Buffer(state)
+        if buf.read_uint8() != _TICKET_VERSION:
+            return None
+        suite = buf.read_uint16()
+        issued_ms = buf.read_uint64()
+        lifetime = buf.read_uint32()
+        age_add = buf.read_uint32()
+        psk = buf.read_vector(1)
+        alpn = buf.read_vector(1).decode() or None
+        sni = buf.read_vector(2).decode() or None
+        now_ms = int(self.config.now() * 1000)
+        age_ms = now_ms - issued_ms
+        if age_ms < -_TICKET_AGE_TOLERANCE_MS or age_ms > lifetime * 1000:
+            return None  # expired (§4.6.1)
+        client_age = (obfuscated_age - age_add) % 2**32
+        if abs(client_age - age_ms) > _TICKET_AGE_TOLERANCE_MS + age_ms // 10:
+            return None  # §8.3: the client's view of the ticket age is implausible
+        if suite not in self.config.cipher_suites:
+            return None
+        return _Resumption(psk, CipherSuite(suite), alpn, sni)
+
+    # ---------------------------------------------------------- server flight
+
+    def _send_server_flight(
+        self, ch: ClientHello, exts: dict[int, bytes], resumption: _Resumption | None,
+        server_share: X.KeyShareEntry | None, shared: bytes | None,
+    ) -> None:
+        assert self.suite is not None
+        cfg = self.config
+        sh_exts: list[Extension] = []
+        if resumption is not None:
+            sh_exts.append(Extension(ExtensionType.pre_shared_key, X.encode_pre_shared_key_server(self.selected_identity)))
+        if server_share is not None:
+            sh_exts.append(Extension(ExtensionType.key_share, X.encode_key_share_server(server_share)))
+        sh_exts.append(Extension(ExtensionType.supported_versions, X.encode_supported_versions_server(TLS13_VERSION)))
+        self.send(HandshakeType.server_hello, ServerHello(cfg.random(32), ch.legacy_session_id, self.suite.suite, tuple(sh_exts)).encode())
+        if ch.legacy_session_id and self.hrr_group is None:
+            self.conn.send_change_cipher_spec()
+
+        secrets = ks.HandshakeSecrets(self.suite, resumption.psk if resumption else None)
+        self.secrets = secrets
+        self.conn.client_random = ch.random
+        secrets.derive_handshake(shared, self.transcript.digest())
+        self.conn.log_secret("CLIENT_HANDSHAKE_TRAFFIC_SECRET", secrets.client_handshake_traffic_secret)
+        self.conn.log_secret("SERVER_HANDSHAKE_TRAFFIC_SECRET", secrets.server_handshake_traffic_secret)
+        self.conn.set_write_secret(self.suite, secrets.server_handshake_traffic_secret)
+        self.conn.set_read_secret(self.suite, secrets.client_handshake_traffic_secret)
+
+        self.send(HandshakeType.encrypted_extensions, EncryptedExtensions(tuple(self._encrypted_extensions(exts, resumption))).encode())
+        if resumption is None:
+            if cfg.client_auth is not ClientAuth.NONE:
+                cr = CertificateRequest(b"", (
+                    Extension(ExtensionType.signature_algorithms, X.encode_signature_algorithms(list(self.signature_algorithms))),
+                ))
+                self.send(HandshakeType.certificate_request, cr.encode())
+                self.certificate_requested = True
+            self.send(HandshakeType.certificate, self.build_certificate(b""))
+            self.send(HandshakeType.certificate_verify, self.sign_certificate_verify(self.scheme, SERVER_CV_CONTEXT, self.transcript))
+        self.send(HandshakeType.finished, self.finished_body(secrets.server_handshake_traffic_secret, self.transcript))
+        secrets.derive_application(self.transcript.digest())
+        self.conn.log_secret("CLIENT_TRAFFIC_SECRET_0", secrets.client_application_traffic_secret)
+        self.conn.log_secret("SERVER_TRAFFIC_SECRET_0", secrets.server_application_traffic_secret)
+        self.conn.log_secret("EXPORTER_SECRET", secrets.exporter_secret)
+        self.conn.set_write_secret(self.suite, secrets.server_application_traffic_secret)
+        self.state = ServerState.WAIT_CERT if self.certificate_requested else ServerState.WAIT_FINISHED
+
+    def _encrypted_extensions(self, exts: dict[int, bytes], resumption: _Resumption | None) -> list[Extension]:
+        out: list[Extension] = []
+        if ExtensionType.server_name in exts and self.server_name is not None:
+            out.append(Extension(ExtensionType.server_name, b""))
+        alpn = exts.get(ExtensionType.application_layer_protocol_negotiation)
+        if alpn is not None and self.config.alpn_protocols:
+            offered = [p.decode("latin-1") for p in X.decode_application_layer_protocol_negotiation(alpn)]
+            chosen = next((p for p in self.config.alpn_protocols if p in offered), None)
+            if chosen is None:
+                raise RemoteProtocolError("no application protocol in common", AlertDescription.no_application_protocol)
+            if resumption is not None and resumption.alpn is not None and resumption.alpn != chosen:
+                chosen = resumption.alpn if resumption.alpn in offered else chosen
+            self.alpn_protocol = chosen
+            out.append(Extension(
+                ExtensionType.application_layer_protocol_negotiation,
+                X.encode_application_layer_protocol_negotiation([chosen.encode("latin-1")]),
+            ))
+        else:
+            self.alpn_protocol = None
+        if ExtensionType.record_size_limit in exts:
+            out.append(Extension(ExtensionType.record_size_limit, X.encode_record_size_limit(self.config.record_size_limit)))
+        out.extend(self.extra_encrypted_extensions(exts))
+        return out
+
+    def extra_encrypted_extensions(self, client_exts: dict[int, bytes]) -> list[Extension]:
+        """Extension point for protocol extensions layered on the core (EKU)."""
+        return []
+
+    def skip_undecryptable(self, length: int, exc: RemoteProtocolError) -> bool:
+        # §4.2.10: a server that rejects 0-RTT discards records that fail to
+        # decrypt under the handshake key, up to a limit.
+        if self.skip_budget > 0 and not self.peer_finished and self.state is not ServerState.START:
+            self.skip_budget -= length
+            assert self.conn.read_protection is not None
+            self.conn.read_protection.sequence_number -= 1
+            return self.skip_budget >= 0
+        return False
+
+    # -------------------------------------------------- client's second flight
+
+    def on_certificate(self, body: bytes, raw: bytes) -> None:
+        cert = Certificate.decode(body)
+        if cert.certificate_request_context != (self.pha_context or b""):
+            raise RemoteProtocolError("Certificate has the wrong request context", AlertDescription.illegal_parameter)
+        transcript = self._auth_transcript()
+        transcript.update(raw)
+        if not cert.certificate_list:
+            if self.config.client_auth is ClientAuth.REQUIRED:
+                raise RemoteProtocolError("client certificate required", AlertDescription.certificate_required)
+            self.state = ServerState.PHA_WAIT_FINISHED if self.pha_context else ServerState.WAIT_FINISHED
+            return
+        certs = decode_certificates(cert.certificate_list)
+        self.peer_certificates = tuple(certs)
+        self.verify_peer_chain(certs, self.config.trust_store, None, is_server_cert=False)
+        self.state = ServerState.PHA_WAIT_CV if self.pha_context else ServerState.WAIT_CV
+
+    def on_certificate_verify(self, body: bytes, raw: bytes) -> None:
+        transcript = self._auth_transcript()
+        self.peer_signature_scheme = self.verify_certificate_verify(body, CLIENT_CV_CONTEXT, transcript, self.signature_algorithms)
+        transcript.update(raw)
+        self.client_authenticated = True
+        self.state = ServerState.PHA_WAIT_FINISHED if self.pha_context else ServerState.WAIT_FINISHED
+
+    def _auth_transcript(self) -> ks.Transcript:
+        return self.pha_transcript if self.pha_transcript is not None else self.transcript
+
+    def on_finished(self, body: bytes, raw: bytes) -> None:
+        assert self.secrets is not None and self.suite is not None
+        secrets = self.secrets
+        self.check_finished(body, secrets.client_handshake_traffic_secret, self.transcript)
+        self.transcript.update(raw)
+        self.peer_finished = True
+        secrets.derive_resumption(self.transcript.digest())
+        self.handshake_transcript = self.transcript.fork()
+        self.conn.set_read_secret(self.suite, secrets.client_application_traffic_secret)
+        self.complete = True
+        self.application_data_allowed = True
+        self.state = ServerState.CONNECTED
+        self.conn.handshake_done()
+        self.conn.emit(HandshakeComplete(
+            version="TLSv1.3",
+            cipher_suite=CipherSuite(self.suite.suite),
+            group=NamedGroup(self.group) if self.group is not None else None,
+            signature_scheme=self.peer_signature_scheme,
+            alpn_protocol=self.alpn_protocol,
+            peer_certificates=self.peer_certificates,
+            resumed=self.resumed,
+            server_name=self.server_name,
+            client_authenticated=self.client_authenticated,
+        ))
+        self.send_session_tickets(self.config.session_tickets)
+
+    def send_session_tickets(self, count: int) -> None:
+        # §4.6.1: only to a client that can use them (it sent psk_key_exchange_modes).
+        if not self.client_psk_modes or not self.config.psk_key_exchange_modes or not self.tickets_allowed():
+            return
+        assert self.secrets is not None and self.suite is not None
+        for _ in range(count):
+            nonce = u8(self.tickets_sent)
+            self.tickets_sent += 1
+            age_add = int.from_bytes(self.config.random(4), "big")
+            psk = ks.resumption_psk(self.suite, self.secrets.resumption_secret, nonce)
+            nst = NewSessionTicket(self.config.ticket_lifetime, age_add, nonce, self._seal_ticket(psk, age_add), ())
+            raw = nst.encode()
+            from ..wire.messages import encode_handshake
+
+            self.conn.queue_handshake(encode_handshake(HandshakeType.new_session_ticket, raw))
+
+    def tickets_allowed(self) -> bool:
+        """Extension point: EKU draft-13 disables ticket resumption."""
+        return self.tickets_sent < 255
+
+    # ------------------------------------------- post-handshake authentication
+
+    def request_post_handshake_auth(self) -> None:
+        if ExtensionType.post_handshake_auth not in self.client_extensions:
+            raise LocalProtocolError("the client did not offer post_handshake_auth")
+        if self.state is not ServerState.CONNECTED:
+            raise LocalProtocolError("a client authentication request is already in progress")
+        self.check_post_handshake_auth_allowed()
+        assert self.handshake_transcript is not None
+        self.pha_context = self.config.random(16)
+        self.pha_transcript = self.handshake_transcript.fork()
+        cr = CertificateRequest(self.pha_context, (
+            Extension(ExtensionType.signature_algorithms, X.encode_signature_algorithms(list(self.signature_algorithms))),
+        ))
+        from ..wire.messages import encode_handshake
+
+        raw = encode_handshake(HandshakeType.certificate_request, cr.encode())
+        self.pha_transcript.update(raw)
+        self.conn.queue_handshake(raw)
+        self.state = ServerState.PHA_WAIT_CERT
+
+    def check_post_handshake_auth_allowed(self) -> None:
+        """Extension point: EKU forbids running both at once (EKU draft-13 §11)."""
+
+    def on_post_handshake_finished(self, body: bytes, raw: bytes) -> None:
+        assert self.pha_transcript is not None
+        self.check_finished(body, self.conn.current_read_secret, self.pha_transcript)
+        self.pha_context = None
+        self.pha_transcript = None
+        self.state = ServerState.CONNECTED
+        self.conn.emit(PeerAuthenticated(self.peer_certificates, self.peer_signature_scheme))
+
+    TRANSITIONS: ClassVar[dict[tuple[Enum, int], Handler]] = {
+        (ServerState.START, HandshakeType.client_hello): on_client_hello,
+        (ServerState.WAIT_CH2, HandshakeType.client_hello): on_client_hello,
+        (ServerState.WAIT_CERT, HandshakeType.certificate): on_certificate,
+        (ServerState.WAIT_CV, HandshakeType.certificate_verify): on_certificate_verify,
+        (ServerState.WAIT_FINISHED, HandshakeType.finished): on_finished,
+        (ServerState.PHA_WAIT_CERT, HandshakeType.certificate): on_certificate,
+        (ServerState.PHA_WAIT_CV, HandshakeType.certificate_verify): on_certificate_verify,
+        (ServerState.PHA_WAIT_FINISHED, HandshakeType.finished): on_post_handshake_finished,
+    }
