@@ -78,7 +78,7 @@ class HandshakeType(IntEnum):
     extended_key_update = 27
     # PROVISIONAL: EKU draft-05 uses three message types; 27 is shared with the
     # request on purpose (only one profile is active on a connection).
-    extended_key_update_request = 27  # noqa: PIE796 - alias, one profile at a time
+    extended_key_update_request = 27
     extended_key_update_response = 28
     new_key_update = 29
     message_hash = 254

@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import PublicKeyAlgorithmOID
 
 from ..constants import AlertDescription, SignatureScheme
@@ -113,7 +114,7 @@ _ECDSA_BY_SCHEME = {scheme: algorithm for scheme, algorithm in _ECDSA.values()}
 
 
 def schemes_for_key(
-    key: PrivateKey | PublicKey | object, cert: x509.Certificate | None = None
+    key: object, cert: x509.Certificate | None = None
 ) -> list[SignatureScheme]:
     """The CertificateVerify schemes ``key`` can make, most preferred first.
 
@@ -214,6 +215,16 @@ def _algorithm_oid(field: bytes, *, wrapped: bool = True) -> bytes:
     return _der_children(identifier)[0][1]
 
 
+# EdDSA (PureEdDSA) and ML-DSA (pure, empty context) sign the message itself.
+_MESSAGE_SIGNERS = (
+    ed25519.Ed25519PublicKey,
+    ed448.Ed448PublicKey,
+    mldsa.MLDSA44PublicKey,
+    mldsa.MLDSA65PublicKey,
+    mldsa.MLDSA87PublicKey,
+)
+
+
 # --- sign and verify ----------------------------------------------------------------------
 
 
@@ -238,7 +249,7 @@ def sign(private_key: PrivateKey, scheme: SignatureScheme, data: bytes) -> bytes
 
 
 def verify(
-    public_key: PublicKey,
+    public_key: CertificatePublicKeyTypes,
     scheme: int,
     signature: bytes,
     data: bytes,
@@ -246,6 +257,9 @@ def verify(
     cert: x509.Certificate | None = None,
 ) -> None:
     """Check a peer's signature; raise RemoteProtocolError if it is not acceptable.
+
+    ``public_key`` is typically ``cert.public_key()`` of the peer's end-entity
+    certificate; pass ``cert`` too so RSASSA-PSS keys are recognised.
 
     A scheme that does not fit the key (type, curve, rsae vs pss, or one not
     allowed in handshake signatures at all) is ``illegal_parameter``
@@ -264,8 +278,10 @@ def verify(
             public_key.verify(signature, data, _PSS_PADDING[scheme], _PSS_HASH[scheme])
         elif isinstance(public_key, ec.EllipticCurvePublicKey):
             public_key.verify(signature, data, _ECDSA_BY_SCHEME[scheme])
-        else:
+        elif isinstance(public_key, _MESSAGE_SIGNERS):
             public_key.verify(signature, data)
+        else:  # unreachable: schemes_for_key gave no scheme for any other key type
+            raise AssertionError(f"no verifier for {key_description(public_key)}")
     except InvalidSignature:
         raise RemoteProtocolError(
             f"{scheme.name} signature does not verify with the peer's certificate key",

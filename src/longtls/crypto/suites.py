@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeAlias
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from ..constants import CipherSuite
 from ..errors import ConfigurationError
 
-AEAD = Union[AESGCM, ChaCha20Poly1305]
+AEAD: TypeAlias = AESGCM | ChaCha20Poly1305
 
 # RFC 9846 §5.5: AES-GCM may protect up to 2^24.5 full-size records under one
 # key.  We rekey well before that.  ChaCha20-Poly1305's sequence number would

@@ -278,6 +278,8 @@ class ClientHandshake(HandshakeEngine):
         if self.ticket is not None and suite_info(self.ticket.cipher_suite).hash_name != self.suite.hash_name:
             self.ticket = None  # the PSK cannot be used with this hash (§4.1.4)
         self._send_ccs_once()
+        # RFC 9846 §5.1: only the initial ClientHello may use record version 0x0301.
+        self.first_flight = False
         self._send_client_hello()
         self.state = ClientState.WAIT_SH
 

@@ -9,11 +9,12 @@ transition cannot be reached by accident.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, rsa
 
 from ..config import Configuration
 from ..constants import AlertDescription, ExtensionType, HandshakeType, SignatureScheme
@@ -21,7 +22,7 @@ from ..crypto import key_schedule as ks
 from ..crypto import signatures
 from ..crypto.certificates import TrustStore, verify_chain
 from ..crypto.suites import SuiteInfo
-from ..errors import CertificateError, LocalProtocolError, RemoteProtocolError
+from ..errors import LocalProtocolError, RemoteProtocolError
 from ..wire.messages import (
     Certificate,
     CertificateEntry,
@@ -69,7 +70,7 @@ def decode_certificates(entries: Sequence[CertificateEntry]) -> list[x509.Certif
 
 
 def check_response_extensions(
-    extensions: Sequence[Extension], offered: set[int], allowed: set[int], where: str
+    extensions: Sequence[Extension], offered: Collection[int], allowed: Collection[int], where: str
 ) -> dict[int, bytes]:
     """RFC 9846 §4.2: a response may only carry extensions we offered, and only
     those defined for that message."""
@@ -212,7 +213,12 @@ class HandshakeEngine:
         scheme = SignatureScheme(cv.algorithm)
         content = certificate_verify_content(context, transcript.digest())
         assert self.peer_certificates
-        signatures.verify(self.peer_certificates[0].public_key(), scheme, cv.signature, content)
+        key = self.peer_certificates[0].public_key()
+        if not isinstance(key, _VERIFIABLE_KEY_TYPES):
+            raise RemoteProtocolError(
+                "peer certificate key type cannot sign in TLS 1.3", AlertDescription.unsupported_certificate
+            )
+        signatures.verify(key, scheme, cv.signature, content)
         return scheme
 
     def finished_body(self, base_key: bytes, transcript: ks.Transcript) -> bytes:
@@ -237,24 +243,25 @@ class HandshakeEngine:
             from ..crypto.certificates import TrustStore as _TS
 
             store = _TS.system()
-        try:
-            verify_chain(
-                certs, store, server_name=server_name, is_server_cert=is_server_cert,
-                now=_utc(self.config.now()),
-            )
-        except CertificateError:
-            raise
+        verify_chain(
+            certs, store, server_name=server_name, is_server_cert=is_server_cert,
+            now=_utc(self.config.now()),
+        )
 
 
 def _utc(ts: float) -> Any:
     import datetime
 
-    return datetime.datetime.fromtimestamp(ts, tz=datetime.timezone.utc)
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
 
 
 from cryptography.hazmat.primitives.serialization import Encoding as _Encoding  # noqa: E402
 
 _DER = _Encoding.DER
+_VERIFIABLE_KEY_TYPES = (
+    rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey,
+    mldsa.MLDSA44PublicKey, mldsa.MLDSA65PublicKey, mldsa.MLDSA87PublicKey,
+)
 
 # Extensions that may appear in each response message (RFC 9846 §4.2 table).
 SERVER_HELLO_EXTENSIONS = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from enum import Enum, auto
 from typing import TYPE_CHECKING, ClassVar
 
@@ -86,6 +85,7 @@ class _Resumption:
 class ServerHandshake(HandshakeEngine):
     def __init__(self, conn: Connection, config: Configuration) -> None:
         super().__init__(conn, config)
+        self.first_flight = False  # only a client's initial ClientHello uses 0x0301
         self.client_hello: ClientHello | None = None
         self.client_extensions: dict[int, bytes] = {}
         self.hrr_group: int | None = None
