@@ -25,8 +25,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from longtls.config import Configuration
+from longtls.config import ClientAuth, Configuration
 from longtls.connection import Connection
+from longtls.crypto.certificates import TrustStore
 from longtls.errors import ProtocolError
 from longtls.events import (
     ApplicationData,
@@ -39,6 +40,7 @@ from longtls.events import (
 )
 
 from .peers import LOOPBACK
+from .pki import Credential
 
 DEFAULT_TIMEOUT = 15.0
 
@@ -376,3 +378,30 @@ class LongtlsServer:
                 raise DriverError(f"the longtls server failed too: {self.error}") from self.error
             return
         self.join()
+
+
+# ----------------------------------------------------------- configurations
+
+
+def client_config(
+    ca: Credential, *, client_cert: Credential | None = None, server_name: str | None = "localhost",
+    **kwargs: Any,
+) -> Configuration:
+    """A longtls client trusting ``ca``; with ``client_cert`` it can do mutual TLS."""
+    cfg = Configuration(is_client=True, server_name=server_name, trust_store=TrustStore([ca.cert]), **kwargs)
+    if client_cert is not None:
+        cfg.certificate_chain = client_cert.chain
+        cfg.private_key = client_cert.key
+    return cfg
+
+
+def server_config(
+    server_cert: Credential, *, client_ca: Credential | None = None,
+    client_auth: ClientAuth = ClientAuth.NONE, **kwargs: Any,
+) -> Configuration:
+    """A longtls server with ``server_cert``; ``client_ca`` is trusted for client certificates."""
+    store = TrustStore([client_ca.cert]) if client_ca is not None else None
+    return Configuration(
+        is_client=False, certificate_chain=server_cert.chain, private_key=server_cert.key,
+        trust_store=store, client_auth=client_auth, **kwargs,
+    )

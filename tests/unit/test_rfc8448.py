@@ -16,16 +16,16 @@ from collections.abc import Callable
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from tests.vectors.rfc8448 import Trace, rsa_server_private_key, trace
 
 from longtls.config import Configuration
-from longtls.constants import CipherSuite, ExtensionType, NamedGroup, SignatureScheme
 from longtls.connection import Connection
+from longtls.constants import CipherSuite, ExtensionType, NamedGroup, SignatureScheme
 from longtls.crypto import key_schedule as ks
 from longtls.crypto.groups import KeyShare, get_group
 from longtls.crypto.suites import suite_info
 from longtls.events import ApplicationData, HandshakeComplete, SessionTicketReceived
 from longtls.wire.messages import Extension, HandshakeReassembler
-from tests.vectors.rfc8448 import Trace, rsa_server_private_key, trace
 
 SHA256_SUITE = suite_info(CipherSuite.TLS_AES_128_GCM_SHA256)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtensionOID
 from cryptography.x509.verification import (
     Criticality,
@@ -212,18 +214,23 @@ class TrustStore:
         Honours ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` as OpenSSL does, then
         looks in the usual distribution locations.
         """
-        env_file = os.environ.get("SSL_CERT_FILE")
-        if env_file:
-            return cls.from_pem_file(env_file)
-        env_dir = os.environ.get("SSL_CERT_DIR")
-        if env_dir:
-            return cls.from_directory(env_dir.split(os.pathsep)[0])
-        for candidate in _SYSTEM_CA_FILES:
-            if os.path.isfile(candidate):
-                return cls.from_pem_file(candidate)
-        for candidate in _SYSTEM_CA_DIRS:
-            if os.path.isdir(candidate):
-                return cls.from_directory(candidate)
+        with warnings.catch_warnings():
+            # Some distribution anchors have non-positive serial numbers and
+            # cryptography warns about each on every load: not the user's to
+            # fix, and path validation does not use an anchor's serial.
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            env_file = os.environ.get("SSL_CERT_FILE")
+            if env_file:
+                return cls.from_pem_file(env_file)
+            env_dir = os.environ.get("SSL_CERT_DIR")
+            if env_dir:
+                return cls.from_directory(env_dir.split(os.pathsep)[0])
+            for candidate in _SYSTEM_CA_FILES:
+                if os.path.isfile(candidate):
+                    return cls.from_pem_file(candidate)
+            for candidate in _SYSTEM_CA_DIRS:
+                if os.path.isdir(candidate):
+                    return cls.from_directory(candidate)
         raise ConfigurationError(
             "no system CA bundle found (looked in "
             + ", ".join(_SYSTEM_CA_FILES + _SYSTEM_CA_DIRS)
@@ -356,7 +363,8 @@ def _classify(
         # RFC 9846 §4.4.2.2: no acceptable chain -> unsupported_certificate by default.
         return CertificateError(
             f"unsupported certificate algorithm in the chain of {subject}: the Web PKI "
-            f"profile accepts CA keys RSA >= 2048, ECDSA P-256/P-384/P-521 and ML-DSA only",
+            f"profile accepts CA keys RSA >= 2048, ECDSA P-256/P-384/P-521 and ML-DSA only "
+            f"(not Ed25519, Ed448 or RSASSA-PSS)",
             A.unsupported_certificate,
         )
     if "required EKU not found" in reason:

@@ -256,7 +256,11 @@ class ClientHandshake(HandshakeEngine):
     def _on_hello_retry_request(self, hrr: ServerHello, raw: bytes) -> None:
         if self.hello_retry_seen:
             raise RemoteProtocolError("second HelloRetryRequest", AlertDescription.unexpected_message)
-        exts = check_response_extensions(hrr.extensions, self.offered_extensions, HELLO_RETRY_EXTENSIONS, "HelloRetryRequest")
+        # §4.2: the cookie is the one extension a server may send unsolicited.
+        exts = check_response_extensions(
+            hrr.extensions, self.offered_extensions | {ExtensionType.cookie}, HELLO_RETRY_EXTENSIONS,
+            "HelloRetryRequest",
+        )
         self.hello_retry_seen = True
         self.suite = suite_info(hrr.cipher_suite)
         self.transcript.start(self.suite)
