@@ -111,7 +111,7 @@ def test_server_prefers_its_own_group_order_among_client_shares() -> None:
 
 @pytest.mark.parametrize("mode", [PskKeyExchangeMode.psk_dhe_ke, PskKeyExchangeMode.psk_ke])
 def test_resumption_with_a_ticket(mode: PskKeyExchangeMode) -> None:
-    c, s, ca = configs(client_psk_key_exchange_modes=[mode], server_psk_key_exchange_modes=[mode],
+    c, s, _ = configs(client_psk_key_exchange_modes=[mode], server_psk_key_exchange_modes=[mode],
                        client_alpn_protocols=["x"], server_alpn_protocols=["x"])
     first = connect(c, s)
     tickets = _tickets(first)
@@ -129,7 +129,7 @@ def test_resumption_with_a_ticket(mode: PskKeyExchangeMode) -> None:
 
 
 def test_ticket_from_another_server_falls_back_to_full_handshake() -> None:
-    c, s, ca = configs()
+    c, s, _ = configs()
     ticket = _tickets(connect(c, s))[0]
     other = Configuration(**{**s.__dict__, "ticket_key": b"\x01" * 32})
     pair = connect(Configuration(**{**c.__dict__, "session_ticket": ticket}), other)
