@@ -453,6 +453,26 @@ def test_wrong_extended_key_usage(ca: Credential) -> None:
         _verify_client(server, [ca.cert])
 
 
+def test_key_usage_without_digital_signature(ca: Credential) -> None:
+    # RFC 9846 §4.4.2.2: keyUsage, when present, must allow digitalSignature.
+    key = generate_key("rsa-2048")
+    key_encipherment_only = x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=True,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    extensions = [_san("localhost"), _aki(ca), (key_encipherment_only, True)]
+    cert = _build(key, _name("localhost"), ca, extensions=extensions)
+    with cert_error(A.unsupported_certificate, "keyUsage lacks digitalSignature"):
+        _verify_server([cert], [ca.cert])
+
+
 def test_structural_problems_are_bad_certificate(ca: Credential) -> None:
     key = generate_key("ecdsa-p256")
     no_aki = _build(key, _name("localhost"), ca, extensions=[_san("localhost")])

@@ -292,13 +292,31 @@ def verify_chain(
                 raise ConfigurationError(
                     f"server name {server_name!r} is not a valid DNS name or IP address"
                 ) from None
-            return verifier.verify(leaf, intermediates)
-        client_verifier = builder.extension_policies(
-            ca_policy=_CA_POLICY, ee_policy=_CLIENT_EE_POLICY
-        ).build_client_verifier()
-        return client_verifier.verify(leaf, intermediates).chain
+            path = verifier.verify(leaf, intermediates)
+        else:
+            client_verifier = builder.extension_policies(
+                ca_policy=_CA_POLICY, ee_policy=_CLIENT_EE_POLICY
+            ).build_client_verifier()
+            path = client_verifier.verify(leaf, intermediates).chain
     except VerificationError as exc:
         raise _classify(str(exc), chain, store, server_name, is_server_cert, now) from exc
+    _check_signing_key_usage(leaf)
+    return path
+
+
+def _check_signing_key_usage(leaf: x509.Certificate) -> None:
+    # RFC 9846 §4.4.2.2: if keyUsage is present, digitalSignature MUST be set
+    # (the key signs CertificateVerify).  The Web PKI verifier does not check it.
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not usage.digital_signature:
+        raise CertificateError(
+            f"certificate {_describe(leaf)} is not valid for this purpose: its keyUsage "
+            f"lacks digitalSignature, which TLS 1.3 needs",
+            AlertDescription.unsupported_certificate,
+        )
 
 
 def _subject(server_name: str | None) -> Subject:
