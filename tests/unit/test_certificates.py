@@ -454,7 +454,7 @@ def test_wrong_extended_key_usage(ca: Credential) -> None:
 
 
 def test_key_usage_without_digital_signature(ca: Credential) -> None:
-    # RFC 9846 §4.4.2.2: keyUsage, when present, must allow digitalSignature.
+    # RFC 9846 §4.5.1.2: keyUsage, when present, must allow digitalSignature.
     key = generate_key("rsa-2048")
     key_encipherment_only = x509.KeyUsage(
         digital_signature=False,

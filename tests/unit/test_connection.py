@@ -79,7 +79,10 @@ def test_every_cipher_suite(suite: CipherSuite) -> None:
     ],
 )
 def test_every_certificate_key_type(key_type: str, scheme: SignatureScheme) -> None:
-    c, s, _ = configs(key_type)
+    # cryptography's path validation refuses EdDSA keys on CAs (Web PKI
+    # profile), so EdDSA leaves are issued by an ECDSA CA.
+    ca = make_ca("ecdsa-p256") if key_type.startswith("ed") else None
+    c, s, _ = configs(key_type, ca=ca)
     pair = connect(c, s)
     done = _done(pair.client_events)
     assert done.signature_scheme == scheme
@@ -341,3 +344,15 @@ def test_keys_are_updated_before_the_aead_usage_limit() -> None:
     assert len(sends) == 1
     assert pair.client._write is not protection and pair.client._write.sequence_number == 1
     assert pair.received("server") == b"still flowing"
+
+
+def test_eddsa_ca_is_refused_with_a_clear_alert() -> None:
+    from longtls.errors import RemoteProtocolError
+
+    c, s, _ = configs("ed25519")
+    pair = Pair(Connection(c), Connection(s))
+    pair.client.start_handshake()
+    with pytest.raises(RemoteProtocolError) as info:
+        pair.pump()
+    assert info.value.alert == AlertDescription.unsupported_certificate
+    assert "CA" in str(info.value)

@@ -13,7 +13,7 @@ from longtls.errors import ConfigurationError, RemoteProtocolError
 G = NamedGroup
 
 # (initiator key_exchange, responder key_exchange, shared secret) lengths from
-# draft-ietf-tls-ecdhe-mlkem §4, draft-ietf-tls-mlkem §3 and RFC 9846 §4.2.8.2.
+# draft-ietf-tls-ecdhe-mlkem §4, draft-ietf-tls-mlkem §3 and RFC 9846 §4.3.8.2.
 EXPECTED_LENGTHS = {
     G.x25519: (32, 32, 32),
     G.secp256r1: (65, 65, 32),
@@ -359,7 +359,7 @@ def _bad_points(curve_code: NamedGroup) -> dict[str, bytes]:
         "x-all-ones": b"\x04" + b"\xff" * size + valid[1 + size :],
     }
     if curve_code is G.secp256r1:
-        # x = p is out of range even though it has the right length (§4.2.8.2 step 2).
+        # x = p is out of range even though it has the right length (§4.3.8.2 step 2).
         points["x-equals-p"] = b"\x04" + P256_P.to_bytes(32, "big") + valid[33:]
     return points
 

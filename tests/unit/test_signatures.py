@@ -95,7 +95,7 @@ def test_supported_lists() -> None:
         S.rsa_pss_pss_sha512,
     }
     pkcs1 = {S.rsa_pkcs1_sha256, S.rsa_pkcs1_sha384, S.rsa_pkcs1_sha512}
-    assert not pkcs1 & set(SUPPORTED_SIGNATURE_SCHEMES)  # RFC 9846 §4.2.3
+    assert not pkcs1 & set(SUPPORTED_SIGNATURE_SCHEMES)  # RFC 9846 §4.3.3
     assert set(SUPPORTED_CERT_SIGNATURE_SCHEMES) == set(SUPPORTED_SIGNATURE_SCHEMES) | pkcs1
     assert len(set(SUPPORTED_CERT_SIGNATURE_SCHEMES)) == len(SUPPORTED_CERT_SIGNATURE_SCHEMES)
 
@@ -123,7 +123,7 @@ def test_sign_verify(keys: dict[str, PrivateKey], name: str, scheme: SignatureSc
 def test_rsa_pss_salt_is_hash_length_and_mgf1_same_hash(
     keys: dict[str, PrivateKey], hash_cls: type[hashes.HashAlgorithm]
 ) -> None:
-    # RFC 9846 §4.2.3: MGF1 over the signing hash, salt length = hash length.
+    # RFC 9846 §4.3.3: MGF1 over the signing hash, salt length = hash length.
     key = keys["rsa"]
     assert isinstance(key, rsa.RSAPrivateKey)
     h = hash_cls()
@@ -149,7 +149,7 @@ def test_rsa_pss_salt_is_hash_length_and_mgf1_same_hash(
 
 def test_ecdsa_signature_is_der(keys: dict[str, PrivateKey]) -> None:
     signature = sign(keys["p256"], S.ecdsa_secp256r1_sha256, DATA)
-    r, s = decode_dss_signature(signature)  # RFC 9846 §4.2.3: DER ECDSA-Sig-Value
+    r, s = decode_dss_signature(signature)  # RFC 9846 §4.3.3: DER ECDSA-Sig-Value
     assert r > 0 and s > 0
 
 
@@ -163,7 +163,7 @@ def test_mldsa_uses_empty_context(keys: dict[str, PrivateKey]) -> None:
         key.public_key().verify(signature, DATA, b"TLS")
 
 
-# --- scheme does not fit the key: illegal_parameter (RFC 9846 §4.4.3) ----------------------
+# --- scheme does not fit the key: illegal_parameter (RFC 9846 §4.5.2) ----------------------
 
 MISFITS = [
     ("p256", S.ed25519),
@@ -331,7 +331,7 @@ def test_rsassa_pss_key_sign_verify(
     key = keys["rsa"]
     signature = sign(key, S.rsa_pss_pss_sha256, DATA)
     verify(cert.public_key(), S.rsa_pss_pss_sha256, signature, DATA, cert=cert)
-    # The rsae code point does not fit an id-RSASSA-PSS key (RFC 9846 §4.2.3)...
+    # The rsae code point does not fit an id-RSASSA-PSS key (RFC 9846 §4.3.3)...
     with raises_alert(AlertDescription.illegal_parameter):
         verify(cert.public_key(), S.rsa_pss_rsae_sha256, signature, DATA, cert=cert)
     # ...nor does a hash the key's parameters forbid.

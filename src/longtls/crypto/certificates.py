@@ -16,6 +16,9 @@ the CA/Browser Forum Web PKI profile).  What that means for users:
 
 Each failure is a :class:`CertificateError` whose alert follows RFC 9846 §6.2
 and whose message names the reason and the certificate's subject.
+
+RFC 9846 section numbers are those of the spec text (specs/rfc9846-tls13-rfc8446bis.md);
+RFC 8446 numbered the same sections one lower (§4.3.x there was §4.2.x, §4.5.x was §4.4.x).
 """
 
 from __future__ import annotations
@@ -269,7 +272,7 @@ def verify_chain(
     the current time; naive datetimes are taken as UTC.
     """
     if not chain:
-        # RFC 9846 §4.4.2.4: an empty server Certificate is decode_error; an
+        # RFC 9846 §4.5.1.3: an empty server Certificate is decode_error; an
         # empty client one is certificate_required when a certificate is needed.
         alert = (
             AlertDescription.decode_error
@@ -305,7 +308,7 @@ def verify_chain(
 
 
 def _check_signing_key_usage(leaf: x509.Certificate) -> None:
-    # RFC 9846 §4.4.2.2: if keyUsage is present, digitalSignature MUST be set
+    # RFC 9846 §4.5.1.2: if keyUsage is present, digitalSignature MUST be set
     # (the key signs CertificateVerify).  The Web PKI verifier does not check it.
     try:
         usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
@@ -378,7 +381,7 @@ def _classify(
             A.bad_certificate,
         )
     if "Forbidden public key algorithm" in reason or "Forbidden signature algorithm" in reason:
-        # RFC 9846 §4.4.2.2: no acceptable chain -> unsupported_certificate by default.
+        # RFC 9846 §4.5.1.2: no acceptable chain -> unsupported_certificate by default.
         return CertificateError(
             f"unsupported certificate algorithm in the chain of {subject}: the Web PKI "
             f"profile accepts CA keys RSA >= 2048, ECDSA P-256/P-384/P-521 and ML-DSA only "

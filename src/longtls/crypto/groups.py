@@ -1,6 +1,6 @@
 """Key exchange groups: (EC)DHE, ML-KEM and ECDHE-MLKEM hybrids behind one interface.
 
-Both sides see the same two steps, whatever the group:
+The same three calls work for every group:
 
 - the *initiator* (the TLS client, or whoever sends first) calls
   ``group.generate()`` and sends ``share.public`` as its ``key_exchange``;
@@ -15,12 +15,15 @@ the ciphertext) and ``complete`` is Decaps.  Hybrids do both and concatenate
 in the order draft-ietf-tls-ecdhe-mlkem §4 gives.
 
 Every malformed peer value ends in ``RemoteProtocolError`` with the
-``illegal_parameter`` alert, as RFC 9846 §4.2.8.2 / §7.4.2,
+``illegal_parameter`` alert, as RFC 9846 §4.3.8.2 / §7.4.2,
 draft-ietf-tls-mlkem §4.2 and draft-ietf-tls-ecdhe-mlkem §4 require.
 Messages name the group and sizes only, never key bytes.
 
 MLKEM512 (0x0200) is not supported: pyca/cryptography 50 offers only
 ML-KEM-768 and ML-KEM-1024.
+
+RFC 9846 section numbers are those of the spec text (specs/rfc9846-tls13-rfc8446bis.md);
+RFC 8446 numbered the same sections one lower (§4.3.x there was §4.2.x, §4.5.x was §4.4.x).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class KeyShare(abc.ABC):
     """The initiator's private half of a key exchange (one ``KeyShareEntry``).
 
     ``public`` is the ``key_exchange`` value to send.  A share is single-use
-    (RFC 9846 §4.2.8: "MUST NOT reuse a key share for multiple connections").
+    (RFC 9846 §4.3.8: "MUST NOT reuse a key share for multiple connections").
     """
 
     __slots__ = ("group", "public")
@@ -115,7 +118,7 @@ class Group(abc.ABC):
         return f"<Group {self.code.name}>"
 
 
-# --- X25519 (RFC 7748, RFC 9846 §4.2.8.2 and §7.4.2) -------------------------------------
+# --- X25519 (RFC 7748, RFC 9846 §4.3.8.2 and §7.4.2) -------------------------------------
 
 _X25519_ZERO = bytes(32)
 
@@ -163,7 +166,7 @@ class _X25519Group(Group):
         return _X25519Share(x25519.X25519PrivateKey.from_private_bytes(data))
 
 
-# --- NIST curves (RFC 9846 §4.2.8.2 and §7.4.2) --------------------------------------------
+# --- NIST curves (RFC 9846 §4.3.8.2 and §7.4.2) --------------------------------------------
 
 
 class _ECDHShare(KeyShare):
@@ -194,14 +197,14 @@ class _ECDHGroup(Group):
         self.secret_length = self._coordinate_length
 
     def load_peer(self, data: bytes) -> ec.EllipticCurvePublicKey:
-        """Parse and validate a peer's point (RFC 9846 §4.2.8.2)."""
+        """Parse and validate a peer's point (RFC 9846 §4.3.8.2)."""
         what = f"{self._curve.name} public value"
         _check_length(what, data, self.public_length)
         if data[0] != 4:
             # Only the uncompressed form exists in TLS 1.3; legacy_form MUST be 4.
             raise _illegal(f"{what} has legacy_form {data[0]}, expected 4 (uncompressed)")
         try:
-            # OpenSSL checks the three steps of §4.2.8.2: not the point at
+            # OpenSSL checks the three steps of §4.3.8.2: not the point at
             # infinity, coordinates in range, and on the curve.
             return ec.EllipticCurvePublicKey.from_encoded_point(self._curve, data)
         except ValueError:
@@ -338,7 +341,7 @@ class _HybridShare(KeyShare):
 
     def complete(self, peer_key_exchange: bytes) -> bytes:
         owner = self._owner
-        _check_length(f"{owner.code.name} server share", peer_key_exchange,
+        _check_length(f"{owner.code.name} response key share", peer_key_exchange,
                       owner.response_length)
         kem_ct, dh_public = owner.split(peer_key_exchange, owner.kem.response_length)
         # ECDH first: its checks (point validation, all-zero X25519) are the
@@ -377,7 +380,7 @@ class _HybridGroup(Group):
     def respond(
         self, peer_key_exchange: bytes, ephemeral: KeyShare | None = None
     ) -> tuple[bytes, bytes]:
-        _check_length(f"{self.code.name} client share", peer_key_exchange, self.public_length)
+        _check_length(f"{self.code.name} key share", peer_key_exchange, self.public_length)
         kem_ek, dh_public = self.split(peer_key_exchange, self.kem.public_length)
         dh_ephemeral = None
         if ephemeral is not None:

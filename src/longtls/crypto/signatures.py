@@ -1,9 +1,12 @@
-"""Signature schemes for CertificateVerify (RFC 9846 §4.2.3, §4.4.3).
+"""Signature schemes for CertificateVerify (RFC 9846 §4.3.3, §4.5.2).
 
 ``sign`` and ``verify`` take the bytes to be signed as they are: building the
 CertificateVerify content (64 spaces, context string, 0, transcript hash) is
 the handshake's job.  ML-DSA follows draft-ietf-tls-mldsa: pure ML-DSA with an
 empty context string.
+
+RFC 9846 section numbers are those of the spec text (specs/rfc9846-tls13-rfc8446bis.md);
+RFC 8446 numbered the same sections one lower (§4.3.x there was §4.2.x, §4.5.x was §4.4.x).
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ SUPPORTED_SIGNATURE_SCHEMES: tuple[SignatureScheme, ...] = (
 )
 
 #: For "signature_algorithms_cert": RSASSA-PKCS1-v1_5 is not defined for
-#: handshake signatures but CAs still sign certificates with it (RFC 9846 §4.2.3).
+#: handshake signatures but CAs still sign certificates with it (RFC 9846 §4.3.3).
 SUPPORTED_CERT_SIGNATURE_SCHEMES: tuple[SignatureScheme, ...] = (
     *SUPPORTED_SIGNATURE_SCHEMES,
     S.rsa_pkcs1_sha256,
@@ -98,7 +101,7 @@ _PSS_HASH: dict[SignatureScheme, hashes.HashAlgorithm] = {
     S.rsa_pss_pss_sha384: hashes.SHA384(),
     S.rsa_pss_pss_sha512: hashes.SHA512(),
 }
-# RFC 9846 §4.2.3: salt length = hash length, MGF1 over the same hash.
+# RFC 9846 §4.3.3: salt length = hash length, MGF1 over the same hash.
 _PSS_PADDING: dict[SignatureScheme, padding.PSS] = {
     scheme: padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size)
     for scheme, h in _PSS_HASH.items()
@@ -198,7 +201,7 @@ def _pss_schemes_allowed_by(cert: x509.Certificate) -> tuple[SignatureScheme, ..
         if scheme is None or _algorithm_oid(mgf_hash, wrapped=False) != _algorithm_oid(
             hash_field
         ):
-            return ()  # MGF1 must use the signing hash (RFC 9846 §4.2.3)
+            return ()  # MGF1 must use the signing hash (RFC 9846 §4.3.3)
         salt_field = params.get(0xA2)
         if salt_field is not None:
             min_salt = int.from_bytes(_der_children(salt_field)[0][1], "big")
@@ -263,8 +266,8 @@ def verify(
 
     A scheme that does not fit the key (type, curve, rsae vs pss, or one not
     allowed in handshake signatures at all) is ``illegal_parameter``
-    (RFC 9846 §4.4.3: "MUST be compatible with the key"); a signature that
-    does not verify is ``decrypt_error`` (RFC 9846 §4.4.3, §6.2).
+    (RFC 9846 §4.5.2: "MUST be compatible with the key"); a signature that
+    does not verify is ``decrypt_error`` (RFC 9846 §4.5.2, §6.2).
     """
     if scheme not in schemes_for_key(public_key, cert):
         raise RemoteProtocolError(

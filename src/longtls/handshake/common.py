@@ -8,6 +8,7 @@ transition cannot be reached by accident.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Collection, Sequence
 from enum import Enum
@@ -218,7 +219,7 @@ class HandshakeEngine:
             raise RemoteProtocolError(
                 "peer certificate key type cannot sign in TLS 1.3", AlertDescription.unsupported_certificate
             )
-        signatures.verify(key, scheme, cv.signature, content)
+        signatures.verify(key, scheme, cv.signature, content, cert=self.peer_certificates[0])
         return scheme
 
     def finished_body(self, base_key: bytes, transcript: ks.Transcript) -> bytes:
@@ -240,13 +241,17 @@ class HandshakeEngine:
         is_server_cert: bool,
     ) -> None:
         if store is None:
-            from ..crypto.certificates import TrustStore as _TS
-
-            store = _TS.system()
+            store = _system_store()
         verify_chain(
             certs, store, server_name=server_name, is_server_cert=is_server_cert,
             now=_utc(self.config.now()),
         )
+
+
+@functools.cache
+def _system_store() -> TrustStore:
+    """The system's roots, parsed once per process."""
+    return TrustStore.system()
 
 
 def _utc(ts: float) -> Any:

@@ -1,0 +1,493 @@
+"""asyncio streams over the sans-I/O :class:`~longtls.connection.Connection`.
+
+    reader, writer = await longtls.aio.connect("example.com", 443, configuration)
+    writer.write(b"GET / HTTP/1.0\\r\\n\\r\\n")
+    await writer.drain()
+    page = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+
+``connect`` and ``start_server`` mirror ``asyncio.open_connection`` and
+``asyncio.start_server``, except that both return only once the TLS
+handshake is complete (``writer.handshake`` is its ``HandshakeComplete``).
+
+One :class:`TLSProtocol` per TCP connection: ``data_received`` feeds
+``Connection.receive_data`` and writes ``data_to_send()`` straight back, so
+the event loop's own buffers are the only buffering.
+
+Closing follows RFC 9846 §6.1, where close_notify closes one direction:
+
+* the peer's close_notify is EOF on the reader; we may still write;
+* ``writer.write_eof()`` sends close_notify (then a TCP FIN) and keeps reading;
+* ``writer.close()`` does the same and closes the transport once the peer has
+  closed its side too, or after ``close_timeout`` seconds;
+* a fatal alert (sent or received), a protocol error, a handshake timeout or a
+  TCP close without close_notify (truncation) makes ``reader.read()``,
+  ``writer.drain()`` and ``writer.write()`` raise that error.  Unread data
+  still buffered when the error happens is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .config import Configuration
+from .connection import Connection
+from .errors import AlertReceived, ConfigurationError, TLSError
+from .events import (
+    ApplicationData,
+    CloseNotifyReceived,
+    ConnectionClosed,
+    Event,
+    HandshakeComplete,
+)
+
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "ClientConnectedCallback",
+    "EventHandler",
+    "TLSProtocol",
+    "TLSReader",
+    "TLSWriter",
+    "connect",
+    "start_server",
+]
+
+logger = logging.getLogger("longtls.aio")
+
+DEFAULT_HANDSHAKE_TIMEOUT = 30.0
+#: How long ``writer.close()`` waits for the peer's close_notify before
+#: closing the TCP connection anyway.
+DEFAULT_CLOSE_TIMEOUT = 5.0
+_DEFAULT_LIMIT = 2**16  # reader buffer high-water mark, as in asyncio.streams
+
+#: Called with every event except ApplicationData (which goes to the reader).
+EventHandler = Callable[[Event], None]
+ClientConnectedCallback = Callable[["TLSReader", "TLSWriter"], Awaitable[None] | None]
+
+
+class TLSReader(asyncio.StreamReader):
+    """Decrypted bytes from the peer (``read``, ``readline``, ``readexactly`` ...).
+
+    EOF means the peer sent close_notify.  A failed connection raises its
+    error from every read.
+    """
+
+
+class TLSProtocol(asyncio.Protocol):
+    """Drives one Connection over one asyncio transport."""
+
+    def __init__(
+        self,
+        configuration: Configuration,
+        *,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        limit: int = _DEFAULT_LIMIT,
+        event_handler: EventHandler | None = None,
+        client_connected_cb: ClientConnectedCallback | None = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.connection = Connection(configuration)
+        self.reader = TLSReader(limit=limit, loop=self._loop)
+        self.writer = TLSWriter(self)
+        self.handshake: asyncio.Future[HandshakeComplete] = self._loop.create_future()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self.exception: Exception | None = None
+        self.peername: str = "?"
+        self._transport: asyncio.Transport | None = None
+        self._handshake_timeout = handshake_timeout
+        self._close_timeout = close_timeout
+        self._event_handler = event_handler
+        self._client_connected_cb = client_connected_cb
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._peer_closed = False  # the peer's close_notify arrived
+        self._close_requested = False  # writer.close() was called
+        self._paused = False
+        self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # A future nobody awaits must not log "exception was never retrieved".
+        self.handshake.add_done_callback(_consume_exception)
+
+    # ------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self.peername = _format_address(transport.get_extra_info("peername"))
+        self.reader.set_transport(transport)
+        if self._handshake_timeout is not None:
+            self._timer = self._loop.call_later(self._handshake_timeout, self._handshake_timed_out)
+        if self.connection.is_client:
+            self._run(self.connection.start_handshake)
+
+    def data_received(self, data: bytes) -> None:
+        self._run(lambda: self.connection.receive_data(data))
+
+    def eof_received(self) -> bool:
+        if self.exception is not None:
+            return False
+        if not self._peer_closed:
+            if self.handshake.done():
+                message = "the peer closed the TCP connection without close_notify (truncated)"
+            else:
+                message = "the peer closed the TCP connection during the TLS handshake"
+            self._fail(ConnectionResetError(message))
+            return False
+        # TLS half-close: we may still write until writer.close().
+        return not self._close_requested
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        if self.exception is None:
+            if exc is not None:
+                self._fail(exc)
+            elif not self.handshake.done():
+                self._fail(ConnectionResetError("connection closed during the TLS handshake"))
+            elif not self._peer_closed and not self._close_requested:
+                self._fail(ConnectionResetError(
+                    "the TCP connection closed without close_notify (truncated)"
+                ))
+        self.reader.feed_eof()  # no-op for a reader that already holds an error
+        self._wake_drain_waiters(self.exception or ConnectionResetError("connection lost"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake_drain_waiters(None)
+
+    # ------------------------------------------------- used by the writer
+
+    def send(self, data: bytes) -> None:
+        if self.exception is not None:
+            raise self.exception
+        self._run(lambda: self.connection.send(data), reraise=True)
+
+    def update_keys(self, request_peer_update: bool) -> None:
+        if self.exception is not None:
+            raise self.exception
+        self._run(lambda: self.connection.update_keys(request_peer_update), reraise=True)
+
+    def write_eof(self) -> None:
+        """Send close_notify, then FIN; reading goes on (RFC 9846 §6.1)."""
+        if self.exception is not None:
+            return
+        self._run(self.connection.close)
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self.connection.is_closed:
+            transport.close()  # both directions are done
+        elif transport.can_write_eof():
+            transport.write_eof()
+
+    def close(self) -> None:
+        if self._close_requested:
+            return
+        self._close_requested = True
+        self.write_eof()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self._cancel_timer()
+            self._timer = self._loop.call_later(self._close_timeout, transport.close)
+
+    async def drain(self) -> None:
+        if self.exception is not None:
+            raise self.exception
+        if self._transport is not None and self._transport.is_closing():
+            # Let connection_lost run first, as asyncio.StreamWriter.drain does.
+            await asyncio.sleep(0)
+            if self.exception is not None:
+                raise self.exception
+        if not self._paused:
+            return
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            self._drain_waiters.remove(waiter)
+
+    # ------------------------------------------------------------ internals
+
+    def _run(self, action: Callable[[], None], *, reraise: bool = False) -> None:
+        """Run a Connection method, then send what it queued and dispatch its events.
+
+        An error that closed the Connection (it queued a fatal alert) ends the
+        connection; any other (misuse, such as writing after close) is only raised.
+        """
+        was_closed = self.connection.is_closed
+        error: TLSError | None = None
+        try:
+            action()
+        except TLSError as exc:
+            error = exc
+            if not was_closed and self.connection.is_closed:
+                self._fail(exc)  # first, so this error wins over the ConnectionClosed event
+        self._flush()
+        self._dispatch_events()
+        if error is not None and reraise:
+            raise error
+
+    def _flush(self) -> None:
+        data = self.connection.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _dispatch_events(self) -> None:
+        for event in self.connection.events():
+            if isinstance(event, ApplicationData):
+                self.reader.feed_data(event.data)
+                continue
+            if self._event_handler is not None:
+                try:
+                    self._event_handler(event)
+                except Exception:
+                    logger.exception("event handler failed on %r", event)
+            if isinstance(event, HandshakeComplete):
+                self._handshake_completed(event)
+            elif isinstance(event, CloseNotifyReceived):
+                self._peer_closed = True
+                self.reader.feed_eof()
+            elif isinstance(event, ConnectionClosed):
+                self._connection_closed(event)
+
+    def _handshake_completed(self, event: HandshakeComplete) -> None:
+        self._cancel_timer()
+        if self.handshake.done():
+            return
+        self.handshake.set_result(event)
+        logger.debug("%s: handshake complete: %r", self.peername, event)
+        if self._client_connected_cb is None:
+            return
+        try:
+            result = self._client_connected_cb(self.reader, self.writer)
+        except Exception:
+            logger.exception("%s: connection handler failed", self.peername)
+            self._abort()
+            return
+        if asyncio.iscoroutine(result):
+            self._task = self._loop.create_task(result)
+            self._task.add_done_callback(self._callback_done)
+
+    def _connection_closed(self, event: ConnectionClosed) -> None:
+        if event.alert is not None:
+            if event.by_peer:
+                self._fail(AlertReceived(event.alert))
+            else:
+                # Our own fatal alert; _run normally recorded the error already.
+                self._fail(TLSError(event.reason or "connection failed", event.alert))
+            return
+        # Clean close: close_notify both ways (or closed before the handshake ended).
+        self.reader.feed_eof()
+        if not self.handshake.done():
+            who = "the peer" if event.by_peer else "we"
+            self._fail(ConnectionResetError(f"{who} closed the connection during the TLS handshake"))
+        elif self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def _fail(self, exc: Exception) -> None:
+        """End the connection with ``exc``: flush any alert, wake everyone, close."""
+        if self.exception is not None:
+            return
+        self.exception = exc
+        self._cancel_timer()
+        if not self.handshake.done():
+            logger.info("%s: TLS handshake failed: %s", self.peername, exc)
+            self.handshake.set_exception(exc)
+        else:
+            logger.debug("%s: connection failed: %s", self.peername, exc)
+        if not self._peer_closed:  # after the peer's close_notify, EOF stays EOF
+            self.reader.set_exception(exc)
+        self._wake_drain_waiters(exc)
+        if self._transport is not None and not self._transport.is_closing():
+            self._flush()
+            self._transport.close()
+
+    def _handshake_timed_out(self) -> None:
+        self._timer = None
+        self._fail(TimeoutError(f"TLS handshake not complete after {self._handshake_timeout:g} seconds"))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _wake_drain_waiters(self, exc: BaseException | None) -> None:
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
+
+    def _callback_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            exc: BaseException | None = None
+        else:
+            exc = task.exception()
+        if exc is not None:
+            logger.error("%s: connection handler failed", self.peername, exc_info=exc)
+            self._abort()
+
+    def _abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class TLSWriter:
+    """The sending half, shaped like ``asyncio.StreamWriter``."""
+
+    def __init__(self, protocol: TLSProtocol) -> None:
+        self._protocol = protocol
+
+    def __repr__(self) -> str:
+        return f"<TLSWriter {self._protocol.peername} {self._protocol.connection!r}>"
+
+    @property
+    def connection(self) -> Connection:
+        """The sans-I/O connection (exporters, post-handshake auth ...)."""
+        return self._protocol.connection
+
+    @property
+    def transport(self) -> asyncio.Transport:
+        transport = self._protocol._transport
+        assert transport is not None
+        return transport
+
+    @property
+    def handshake(self) -> HandshakeComplete:
+        """The HandshakeComplete event: version, suite, group, peer certificates ..."""
+        return self._protocol.handshake.result()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt and send ``data`` (raises if the connection failed or was closed)."""
+        if data:
+            self._protocol.send(bytes(data))
+
+    def writelines(self, lines: list[bytes]) -> None:
+        self.write(b"".join(lines))
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """Send close_notify; the peer may go on sending until it closes too."""
+        self._protocol.write_eof()
+
+    def update_keys(self, request_peer_update: bool = True) -> None:
+        """Send a KeyUpdate (RFC 9846 §4.6.3)."""
+        self._protocol.update_keys(request_peer_update)
+
+    def export_keying_material(self, label: str | bytes, context: bytes, length: int) -> bytes:
+        return self.connection.export_keying_material(label, context, length)
+
+    async def drain(self) -> None:
+        await self._protocol.drain()
+
+    def close(self) -> None:
+        """Send close_notify and close the transport once the peer closes too."""
+        self._protocol.close()
+
+    def is_closing(self) -> bool:
+        transport = self._protocol._transport
+        return self._protocol._close_requested or transport is None or transport.is_closing()
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is gone (never raises the connection's error)."""
+        await asyncio.shield(self._protocol.closed)
+
+
+async def connect(
+    host: str,
+    port: int,
+    configuration: Configuration,
+    *,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    limit: int = _DEFAULT_LIMIT,
+    event_handler: EventHandler | None = None,
+    **kwargs: Any,
+) -> tuple[TLSReader, TLSWriter]:
+    """Open a TCP connection, complete the TLS handshake, return (reader, writer).
+
+    ``kwargs`` go to ``loop.create_connection`` (``local_addr``, ``family`` ...).
+    Raises OSError if the TCP connection fails, a TLSError if the handshake
+    fails and TimeoutError after ``handshake_timeout`` seconds.  The timeout
+    covers the handshake only; bound the TCP connect with ``asyncio.timeout``.
+    """
+    if not configuration.is_client:
+        raise ConfigurationError("connect() needs a client configuration (is_client=True)")
+    configuration.validate()
+    loop = asyncio.get_running_loop()
+
+    def factory() -> TLSProtocol:
+        return TLSProtocol(
+            configuration, handshake_timeout=handshake_timeout, close_timeout=close_timeout,
+            limit=limit, event_handler=event_handler,
+        )
+
+    _, protocol = await loop.create_connection(factory, host, port, **kwargs)
+    try:
+        await protocol.handshake
+    except asyncio.CancelledError:
+        if protocol._transport is not None:
+            protocol._transport.abort()
+        raise
+    return protocol.reader, protocol.writer
+
+
+async def start_server(
+    client_connected_cb: ClientConnectedCallback,
+    host: str | None,
+    port: int | None,
+    configuration: Configuration,
+    *,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    limit: int = _DEFAULT_LIMIT,
+    **kwargs: Any,
+) -> asyncio.Server:
+    """Listen on host:port; call ``client_connected_cb(reader, writer)`` after each handshake.
+
+    A coroutine callback runs as a task.  Connections whose handshake fails or
+    times out never reach the callback (they are logged at INFO on
+    ``longtls.aio``).  ``kwargs`` go to ``loop.create_server``.
+    """
+    if configuration.is_client:
+        raise ConfigurationError("start_server() needs a server configuration (is_client=False)")
+    configuration.validate()
+    loop = asyncio.get_running_loop()
+
+    def factory() -> TLSProtocol:
+        return TLSProtocol(
+            configuration, handshake_timeout=handshake_timeout, close_timeout=close_timeout,
+            limit=limit, client_connected_cb=client_connected_cb,
+        )
+
+    return await loop.create_server(factory, host, port, **kwargs)
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _format_address(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address) if address else "?"
+
