@@ -50,7 +50,9 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "ClientConnectedCallback",
+    "ConnectionLostError",
     "EventHandler",
+    "HandshakeTimeoutError",
     "TLSProtocol",
     "TLSReader",
     "TLSWriter",
@@ -69,6 +71,15 @@ _DEFAULT_LIMIT = 2**16  # reader buffer high-water mark, as in asyncio.streams
 #: Called with every event except ApplicationData (which goes to the reader).
 EventHandler = Callable[[Event], None]
 ClientConnectedCallback = Callable[["TLSReader", "TLSWriter"], Awaitable[None] | None]
+
+
+class ConnectionLostError(ConnectionResetError):
+    """The TCP connection ended before the TLS connection did: during the
+    handshake, or without close_notify (a possible truncation attack)."""
+
+
+class HandshakeTimeoutError(TimeoutError):
+    """The handshake did not complete within ``handshake_timeout`` seconds."""
 
 
 class TLSReader(asyncio.StreamReader):
@@ -137,7 +148,7 @@ class TLSProtocol(asyncio.Protocol):
                 message = "the peer closed the TCP connection without close_notify (truncated)"
             else:
                 message = "the peer closed the TCP connection during the TLS handshake"
-            self._fail(ConnectionResetError(message))
+            self._fail(ConnectionLostError(message))
             return False
         # TLS half-close: we may still write until writer.close().
         return not self._close_requested
@@ -145,12 +156,16 @@ class TLSProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         if self.exception is None:
-            if exc is not None:
+            if exc is not None and not self.handshake.done():
+                lost = ConnectionLostError(f"connection lost during the TLS handshake: {exc}")
+                lost.__cause__ = exc
+                self._fail(lost)
+            elif exc is not None:
                 self._fail(exc)
             elif not self.handshake.done():
-                self._fail(ConnectionResetError("connection closed during the TLS handshake"))
+                self._fail(ConnectionLostError("connection closed during the TLS handshake"))
             elif not self._peer_closed and not self._close_requested:
-                self._fail(ConnectionResetError(
+                self._fail(ConnectionLostError(
                     "the TCP connection closed without close_notify (truncated)"
                 ))
         self.reader.feed_eof()  # no-op for a reader that already holds an error
@@ -291,7 +306,7 @@ class TLSProtocol(asyncio.Protocol):
         self.reader.feed_eof()
         if not self.handshake.done():
             who = "the peer" if event.by_peer else "we"
-            self._fail(ConnectionResetError(f"{who} closed the connection during the TLS handshake"))
+            self._fail(ConnectionLostError(f"{who} closed the connection during the TLS handshake"))
         elif self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
@@ -315,7 +330,7 @@ class TLSProtocol(asyncio.Protocol):
 
     def _handshake_timed_out(self) -> None:
         self._timer = None
-        self._fail(TimeoutError(f"TLS handshake not complete after {self._handshake_timeout:g} seconds"))
+        self._fail(HandshakeTimeoutError(f"TLS handshake not complete after {self._handshake_timeout:g} seconds"))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -424,8 +439,9 @@ async def connect(
     """Open a TCP connection, complete the TLS handshake, return (reader, writer).
 
     ``kwargs`` go to ``loop.create_connection`` (``local_addr``, ``family`` ...).
-    Raises OSError if the TCP connection fails, a TLSError if the handshake
-    fails and TimeoutError after ``handshake_timeout`` seconds.  The timeout
+    Raises OSError if the TCP connection fails; if the handshake fails, a
+    TLSError (a fatal alert, sent or received), ConnectionLostError (the peer
+    closed the TCP connection) or HandshakeTimeoutError.  The timeout
     covers the handshake only; bound the TCP connect with ``asyncio.timeout``.
     """
     if not configuration.is_client:

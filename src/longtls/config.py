@@ -107,6 +107,14 @@ class Configuration:
     #: (RFC 9846 Appendix D.4).
     middlebox_compatibility: bool = True
 
+    #: Offer (client) or accept (server) Extended Key Update.
+    extended_key_update: bool = True
+    #: Which EKU draft to speak; both peers must agree ("draft-13").
+    eku_profile: str = "draft-13"
+    #: DoS limit (EKU draft-13 §11.3): minimum seconds between updates the
+    #: peer starts; a request arriving sooner gets its response deferred.
+    eku_min_interval: float = 0.0
+
     keylog: KeyLogCallback | None = field(default=None, repr=False)
 
     # Injectables for deterministic tests.
@@ -168,5 +176,9 @@ class Configuration:
                     raise ConfigurationError(f"key share group {g.name} is not in groups")
         elif not self.certificate_chain or self.private_key is None:
             raise ConfigurationError("a server needs a certificate chain and a private key")
+        if self.extended_key_update:
+            from .eku import get_profile
+
+            get_profile(self.eku_profile)
         if not 64 <= self.record_size_limit <= 2**14 + 1:
             raise ConfigurationError("record_size_limit must be between 64 and 16385")

@@ -42,6 +42,7 @@ from .events import (
     KeyUpdated,
 )
 from .keylog import format_line, from_environment
+from .eku import ExtendedKeyUpdate, get_profile
 from .record.tls import RecordProtection, RecordReader, plaintext_record
 from .wire.messages import HandshakeReassembler, KeyUpdate, encode_handshake
 
@@ -89,7 +90,8 @@ class Connection:
         self._write_generation = 0
         self._read_secret = b""
         self._write_secret = b""
-        self._key_update_pending_response = False
+        self.eku: ExtendedKeyUpdate | None = None
+        self._last_peer_eku = float("-inf")
         self.handshake: HandshakeEngine = (
             ClientHandshake(self, configuration) if self.is_client else ServerHandshake(self, configuration)
         )
@@ -163,6 +165,55 @@ class Connection:
         )
         self._send_key_update(request)
 
+    def extended_key_update(self) -> None:
+        """Start an Extended Key Update: a fresh key exchange that derives new
+        traffic and exporter secrets (EKU draft-13).  ``KeyUpdateCompleted``
+        follows once the peer answered."""
+        if self.state is not ConnectionState.CONNECTED or self.eku is None:
+            raise LocalProtocolError("Extended Key Update was not negotiated on this connection")
+        if self._close_sent:
+            raise LocalProtocolError("cannot update keys after close()")
+        if not self.is_client and self.handshake.state.name.startswith("PHA_"):
+            raise LocalProtocolError("client authentication is in progress; update keys afterwards")
+        self._guard(self.eku.start)
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` should be called next (a deferred EKU response), or None."""
+        if self.eku is None or self.eku.deferred_request is None:
+            return None
+        return self._last_peer_eku + self.configuration.eku_min_interval
+
+    def handle_timer(self, now: float | None = None) -> None:
+        """Run what ``get_timer`` asked for, if its time has come."""
+        deadline = self.get_timer()
+        current = self.configuration.now() if now is None else now
+        if deadline is not None and current >= deadline and self.eku is not None:
+            self._last_peer_eku = current
+            self._guard(self.eku.respond_deferred)
+
+    def export_epoch_keying_material(
+        self, label: str | bytes, context: bytes, length: int, generation: int | None = None
+    ) -> bytes:
+        """EKU draft-13 §9: the epoch-aware exporter.
+
+        Generation 0 uses the "exporter eku" secret, generation N the exporter
+        secret of the N-th extended key update; the current and the previous
+        generation are available.
+        """
+        if self.eku is None:
+            raise LocalProtocolError("the epoch-aware exporter needs Extended Key Update")
+        gen = self.eku.generation if generation is None else generation
+        secret = self.eku.epoch_exporters.get(gen)
+        if not secret:
+            raise LocalProtocolError(f"exporter generation {gen} is no longer (or not yet) available")
+        lab = label.encode() if isinstance(label, str) else label
+        return ks.export_keying_material(self.eku.suite, secret, lab, context, length)
+
+    @property
+    def key_generation(self) -> int:
+        """How many extended key updates completed on this connection."""
+        return self.eku.generation if self.eku is not None else 0
+
     def close(self) -> None:
         """Send close_notify.  We may still receive until the peer closes too."""
         if self.state is ConnectionState.CLOSED or self._close_sent:
@@ -178,6 +229,9 @@ class Connection:
         if not self.handshake.complete:
             raise LocalProtocolError("exporters are available once the handshake is complete")
         lab = label.encode() if isinstance(label, str) else label
+        if self.eku is not None and self.eku.generation > 0:
+            # EKU draft-13 §9.2: after an update, the current generation's exporter.
+            return ks.export_keying_material(self.eku.suite, self.eku.exporter_secret, lab, context, length)
         return self.handshake.export(lab, context, length)
 
     def request_client_authentication(self) -> None:
@@ -206,8 +260,9 @@ class Connection:
         self._write_secret = secret
 
     def set_read_secret(self, suite: SuiteInfo, secret: bytes) -> None:
-        # RFC 9846 §5.1: handshake messages must not span a change of keys.
-        if self._reassembler.has_partial():
+        # RFC 9846 §5.1: handshake messages must not span a change of keys,
+        # and the message that announces the change ends its record.
+        if self._reassembler.has_partial() or self._reassembler.has_complete():
             raise RemoteProtocolError(
                 "handshake message spans a key change", AlertDescription.unexpected_message
             )
@@ -222,6 +277,40 @@ class Connection:
         self.state = ConnectionState.CONNECTED
         self._read_generation = 0
         self._write_generation = 0
+        hs = self.handshake
+        if hs.eku_negotiated:
+            secrets, suite = hs.secrets, hs.suite
+            assert secrets is not None and suite is not None and hs.group is not None
+            # EKU draft-13 §9.1: the epoch-aware exporter's generation 0.
+            exporter_eku = ks.derive_secret(
+                suite, secrets.main_secret, b"exporter eku", secrets.server_finished_hash
+            )
+            self.eku = ExtendedKeyUpdate(
+                self, get_profile(self.configuration.eku_profile), suite, hs.group,
+                secrets.main_secret, secrets.client_finished_hash, secrets.exporter_secret,
+                exporter_eku,
+            )
+
+    # EKU hooks: switch one direction to a new generation's traffic secret.
+
+    def eku_switch_send(self, secret: bytes) -> None:
+        assert self._write is not None
+        self._write_generation += 1
+        self.set_write_secret(self._write.suite, secret)
+
+    def eku_switch_receive(self, secret: bytes) -> None:
+        assert self._read is not None
+        self._read_generation += 1
+        self.set_read_secret(self._read.suite, secret)
+
+    def eku_may_respond_now(self) -> bool:
+        """The DoS limit of EKU draft-13 §11.3: at most one peer-started update
+        per ``eku_min_interval`` seconds; later ones are answered when it allows."""
+        now = self.configuration.now()
+        if now - self._last_peer_eku < self.configuration.eku_min_interval:
+            return False
+        self._last_peer_eku = now
+        return True
 
     def set_peer_record_size_limit(self, limit: int) -> None:
         self.peer_record_size_limit = min(limit, MAX_PLAINTEXT + 1)
@@ -365,6 +454,8 @@ class Connection:
             msg_type, body, raw = message
             if msg_type == HandshakeType.key_update and self.state is ConnectionState.CONNECTED:
                 self._handle_key_update(body)
+            elif msg_type == HandshakeType.extended_key_update and self.eku is not None:
+                self.eku.handle(body, raw)
             else:
                 self.handshake.handle(msg_type, body, raw)
 
@@ -411,7 +502,12 @@ class Connection:
 
     def _maybe_auto_rekey(self) -> None:
         # RFC 9846 §5.5: update keys before the AEAD usage limit is reached.
-        if self._write is not None and self._write.near_limit and self.handshake.standard_key_update_allowed:
+        if self._write is None or not self._write.near_limit:
+            return
+        if self.eku is not None:
+            if not self.eku.in_progress:
+                self.eku.start()
+        elif self.handshake.standard_key_update_allowed:
             self._send_key_update(KeyUpdateRequest.update_not_requested)
 
     def _handle_alert(self, content: bytes) -> None:

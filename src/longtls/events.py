@@ -32,6 +32,7 @@ class HandshakeComplete(Event):
     resumed: bool
     server_name: str | None
     client_authenticated: bool = False
+    extended_key_update: bool = False  # EKU negotiated
 
     @property
     def peer_subject(self) -> str | None:
@@ -53,6 +54,31 @@ class KeyUpdated(Event):
     direction: str  # "send" or "receive"
     generation: int  # number of updates of that direction so far
     requested_by_peer: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdateStarted(Event):
+    """An extended key update began (we sent or received a request)."""
+
+    generation: int  # the generation it will establish
+    initiator: str  # "client" or "server"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdateCompleted(Event):
+    """An extended key update finished: both directions use generation ``generation``."""
+
+    generation: int
+    initiator: str  # "client" or "server"
+    group: NamedGroup
+    seconds: float  # from our request (or the peer's request) to completion
+
+
+@dataclass(frozen=True, slots=True)
+class ExporterUpdated(Event):
+    """A new exporter generation is in use on both sides (EKU draft-13 §9.2)."""
+
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)

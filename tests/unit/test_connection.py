@@ -115,6 +115,7 @@ def test_server_prefers_its_own_group_order_among_client_shares() -> None:
 @pytest.mark.parametrize("mode", [PskKeyExchangeMode.psk_dhe_ke, PskKeyExchangeMode.psk_ke])
 def test_resumption_with_a_ticket(mode: PskKeyExchangeMode) -> None:
     c, s, _ = configs(client_psk_key_exchange_modes=[mode], server_psk_key_exchange_modes=[mode],
+                      client_extended_key_update=False, server_extended_key_update=False,
                        client_alpn_protocols=["x"], server_alpn_protocols=["x"])
     first = connect(c, s)
     tickets = _tickets(first)
@@ -132,7 +133,7 @@ def test_resumption_with_a_ticket(mode: PskKeyExchangeMode) -> None:
 
 
 def test_ticket_from_another_server_falls_back_to_full_handshake() -> None:
-    c, s, _ = configs()
+    c, s, _ = configs(client_extended_key_update=False, server_extended_key_update=False)
     ticket = _tickets(connect(c, s))[0]
     other = Configuration(**{**s.__dict__, "ticket_key": b"\x01" * 32})
     pair = connect(Configuration(**{**c.__dict__, "session_ticket": ticket}), other)
@@ -140,7 +141,7 @@ def test_ticket_from_another_server_falls_back_to_full_handshake() -> None:
 
 
 def test_expired_ticket_is_not_offered() -> None:
-    c, s, _ = configs(server_ticket_lifetime=10)
+    c, s, _ = configs(server_ticket_lifetime=10, client_extended_key_update=False, server_extended_key_update=False)
     ticket = _tickets(connect(c, s))[0]
     later = Configuration(**{**c.__dict__, "session_ticket": ticket, "now": lambda: ticket.received_at + 11})
     pair = connect(later, s)
@@ -205,7 +206,7 @@ def test_post_handshake_auth_needs_the_client_offer() -> None:
 
 @pytest.mark.parametrize("initiator", ["client", "server"])
 def test_key_update_both_directions(initiator: str) -> None:
-    pair = connect(*configs()[:2])
+    pair = connect(*configs(client_extended_key_update=False, server_extended_key_update=False)[:2])
     me, peer = (pair.client, pair.server) if initiator == "client" else (pair.server, pair.client)
     for i in range(5):
         me.update_keys(request_peer_update=True)
@@ -222,7 +223,7 @@ def test_key_update_both_directions(initiator: str) -> None:
 
 
 def test_key_update_not_requested_changes_one_direction() -> None:
-    pair = connect(*configs()[:2])
+    pair = connect(*configs(client_extended_key_update=False, server_extended_key_update=False)[:2])
     pair.client.update_keys(request_peer_update=False)
     pair.pump()
     assert not [e for e in pair.server_events if isinstance(e, KeyUpdated) and e.direction == "send"]
@@ -293,7 +294,7 @@ def test_send_after_close_is_refused() -> None:
 
 def test_keylog_lines(tmp_path: object) -> None:
     lines: list[str] = []
-    c, s, _ = configs(client_keylog=lines.append)
+    c, s, _ = configs(client_keylog=lines.append, client_extended_key_update=False, server_extended_key_update=False)
     pair = connect(c, s)
     pair.client.update_keys()
     pair.pump()
@@ -330,7 +331,7 @@ def test_reprs_show_no_secrets() -> None:
 
 def test_keys_are_updated_before_the_aead_usage_limit() -> None:
     """RFC 9846 §5.5: update keys before 2^24.5 AES-GCM records; we do it at 7/8."""
-    pair = connect(*configs(client_cipher_suites=[CipherSuite.TLS_AES_128_GCM_SHA256])[:2])
+    pair = connect(*configs(client_cipher_suites=[CipherSuite.TLS_AES_128_GCM_SHA256], client_extended_key_update=False, server_extended_key_update=False)[:2])
     protection = pair.client._write
     assert protection is not None
     limit = protection.suite.record_limit

@@ -154,6 +154,8 @@ class HandshakeSecrets:
         "server_application_traffic_secret",
         "exporter_secret",
         "resumption_secret",
+        "server_finished_hash",
+        "client_finished_hash",
     )
 
     def __init__(self, suite: SuiteInfo, psk: bytes | None = None) -> None:
@@ -167,6 +169,8 @@ class HandshakeSecrets:
         self.server_application_traffic_secret = b""
         self.exporter_secret = b""
         self.resumption_secret = b""
+        self.server_finished_hash = b""
+        self.client_finished_hash = b""
 
     def __repr__(self) -> str:
         return f"<HandshakeSecrets {self.suite.suite.name}>"
@@ -193,6 +197,7 @@ class HandshakeSecrets:
     def derive_application(self, server_finished_hash: bytes) -> None:
         """After server Finished: main secret, application and exporter secrets."""
         s = self.suite
+        self.server_finished_hash = server_finished_hash
         salt = derive_secret(s, self.handshake_secret, b"derived", empty_hash(s))
         self.main_secret = hkdf_extract(s, salt, bytes(s.hash_length))
         self.client_application_traffic_secret = derive_secret(
@@ -204,6 +209,7 @@ class HandshakeSecrets:
         self.exporter_secret = derive_secret(s, self.main_secret, b"exp master", server_finished_hash)
 
     def derive_resumption(self, client_finished_hash: bytes) -> None:
+        self.client_finished_hash = client_finished_hash
         self.resumption_secret = derive_secret(
             self.suite, self.main_secret, b"res master", client_finished_hash
         )

@@ -15,6 +15,7 @@ from ..constants import (
     HandshakeType,
     NamedGroup,
     PskKeyExchangeMode,
+    TLSFlag,
 )
 from ..crypto import key_schedule as ks
 from ..crypto.groups import KeyShare, get_group
@@ -146,8 +147,11 @@ class ClientHandshake(HandshakeEngine):
         return exts
 
     def extra_client_hello_extensions(self) -> list[Extension]:
-        """Extension point for protocol extensions layered on the core (EKU)."""
-        return []
+        # EKU draft-13 §3: support is offered with the tls_flags extension.
+        if not self.config.extended_key_update:
+            return []
+        flags = X.encode_tls_flags({TLSFlag.extended_key_update})
+        return [Extension(ExtensionType.tls_flags, flags)]
 
     def _send_client_hello(self) -> None:
         cfg = self.config
@@ -310,7 +314,9 @@ class ClientHandshake(HandshakeEngine):
         self.state = ClientState.WAIT_FINISHED if self.resumed else ClientState.WAIT_CERT_CR
 
     def on_encrypted_extensions_hook(self, exts: dict[int, bytes]) -> None:
-        """Extension point for protocol extensions layered on the core (EKU)."""
+        flags = exts.get(ExtensionType.tls_flags)
+        if flags is not None:
+            self.eku_negotiated = TLSFlag.extended_key_update in X.decode_tls_flags(flags)
 
     def on_certificate_request(self, body: bytes, raw: bytes) -> None:
         cr = CertificateRequest.decode(body)
@@ -379,6 +385,7 @@ class ClientHandshake(HandshakeEngine):
             resumed=self.resumed,
             server_name=self.server_name,
             client_authenticated=client_authenticated,
+            extended_key_update=self.eku_negotiated,
         ))
 
     def _send_client_certificate(
@@ -417,6 +424,8 @@ class ClientHandshake(HandshakeEngine):
                 max_early = X.decode_early_data_nst(ext.data)
         if nst.ticket_lifetime == 0:
             return  # §4.6.1: a zero lifetime means discard at once
+        if self.eku_negotiated:
+            return  # EKU draft-13 §6: ticket resumption is disabled with EKU
         psk = ks.resumption_psk(self.suite, self.secrets.resumption_secret, nst.ticket_nonce)
         self.conn.emit(SessionTicketReceived(SessionTicket(
             ticket=nst.ticket, psk=psk, cipher_suite=CipherSuite(self.suite.suite),
@@ -447,9 +456,6 @@ class ClientHandshake(HandshakeEngine):
             HandshakeType.finished, self.finished_body(self.conn.current_write_secret, transcript)
         )
         self.conn.queue_handshake(raw_fin)
-
-    def check_post_handshake_auth_allowed(self) -> None:
-        """Extension point: EKU forbids running both at once (EKU draft-13 §11)."""
 
     TRANSITIONS: ClassVar[dict[tuple[Enum, int], Handler]] = {
         (ClientState.WAIT_SH, HandshakeType.server_hello): on_server_hello,

@@ -122,6 +122,7 @@ class HandshakeEngine:
         )
         # post-handshake authentication: the transcript up to client Finished.
         self.handshake_transcript: ks.Transcript | None = None
+        self.eku_negotiated = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.state.name}>"
@@ -154,13 +155,29 @@ class HandshakeEngine:
 
     @property
     def standard_key_update_allowed(self) -> bool:
-        return self.complete
+        return self.complete and not self.eku_negotiated
 
     def check_key_update_allowed(self, local: bool) -> None:
         if not self.complete:
             raise RemoteProtocolError(
                 "KeyUpdate before the handshake completed", AlertDescription.unexpected_message
             )
+        if self.eku_negotiated:
+            # EKU draft-13 §4: once negotiated, EKU replaces the standard KeyUpdate.
+            if local:
+                raise LocalProtocolError(
+                    "Extended Key Update was negotiated: use extended_key_update() instead"
+                )
+            raise RemoteProtocolError(
+                "classic KeyUpdate after Extended Key Update was negotiated",
+                AlertDescription.unexpected_message,
+            )
+
+    def check_post_handshake_auth_allowed(self) -> None:
+        """EKU draft-13 §8.3: post-handshake authentication and EKU never overlap."""
+        eku = self.conn.eku
+        if eku is not None and eku.in_progress:
+            raise LocalProtocolError("an extended key update is in progress; authenticate afterwards")
 
     def request_post_handshake_auth(self) -> None:
         raise LocalProtocolError("only a server can request client authentication")

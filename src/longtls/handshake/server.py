@@ -18,6 +18,8 @@ from ..constants import (
     HandshakeType,
     NamedGroup,
     PskKeyExchangeMode,
+    SignatureScheme,
+    TLSFlag,
 )
 from ..crypto import key_schedule as ks
 from ..crypto.groups import get_group
@@ -98,6 +100,8 @@ class ServerHandshake(HandshakeEngine):
         self.pha_transcript: ks.Transcript | None = None
         self.client_psk_modes: tuple[int, ...] = ()
         self.client_signature_algorithms: tuple[int, ...] = ()
+        self.selected_identity = 0
+        self.scheme: SignatureScheme | None = None
 
     def initial_state(self) -> Enum:
         return ServerState.START
@@ -354,6 +358,7 @@ class ServerHandshake(HandshakeEngine):
                 self.send(HandshakeType.certificate_request, cr.encode())
                 self.certificate_requested = True
             self.send(HandshakeType.certificate, self.build_certificate(b""))
+            assert self.scheme is not None
             self.send(HandshakeType.certificate_verify, self.sign_certificate_verify(self.scheme, SERVER_CV_CONTEXT, self.transcript))
         self.send(HandshakeType.finished, self.finished_body(secrets.server_handshake_traffic_secret, self.transcript))
         secrets.derive_application(self.transcript.digest())
@@ -388,8 +393,15 @@ class ServerHandshake(HandshakeEngine):
         return out
 
     def extra_encrypted_extensions(self, client_exts: dict[int, bytes]) -> list[Extension]:
-        """Extension point for protocol extensions layered on the core (EKU)."""
-        return []
+        # EKU draft-13 §3: acknowledge the client's flag in EncryptedExtensions.
+        flags = client_exts.get(ExtensionType.tls_flags)
+        if flags is None:
+            return []
+        offered = X.decode_tls_flags(flags)
+        if not (self.config.extended_key_update and TLSFlag.extended_key_update in offered):
+            return []
+        self.eku_negotiated = True
+        return [Extension(ExtensionType.tls_flags, X.encode_tls_flags({TLSFlag.extended_key_update}))]
 
     def skip_undecryptable(self, length: int, exc: RemoteProtocolError) -> bool:
         # §4.2.10: a server that rejects 0-RTT discards records that fail to
@@ -452,6 +464,7 @@ class ServerHandshake(HandshakeEngine):
             resumed=self.resumed,
             server_name=self.server_name,
             client_authenticated=self.client_authenticated,
+            extended_key_update=self.eku_negotiated,
         ))
         self.send_session_tickets(self.config.session_tickets)
 
@@ -472,8 +485,8 @@ class ServerHandshake(HandshakeEngine):
             self.conn.queue_handshake(encode_handshake(HandshakeType.new_session_ticket, raw))
 
     def tickets_allowed(self) -> bool:
-        """Extension point: EKU draft-13 disables ticket resumption."""
-        return self.tickets_sent < 255
+        # EKU draft-13 §6: endpoints that enable EKU disable ticket resumption.
+        return self.tickets_sent < 255 and not self.eku_negotiated
 
     # ------------------------------------------- post-handshake authentication
 
@@ -495,9 +508,6 @@ class ServerHandshake(HandshakeEngine):
         self.pha_transcript.update(raw)
         self.conn.queue_handshake(raw)
         self.state = ServerState.PHA_WAIT_CERT
-
-    def check_post_handshake_auth_allowed(self) -> None:
-        """Extension point: EKU forbids running both at once (EKU draft-13 §11)."""
 
     def on_post_handshake_finished(self, body: bytes, raw: bytes) -> None:
         assert self.pha_transcript is not None

@@ -1,0 +1,181 @@
+"""``longtls connect HOST:PORT``: a TLS client between stdin/stdout and a server.
+
+Standard input goes to the server, the server's bytes to standard output.  At
+the end of standard input the client sends close_notify and goes on reading
+until the server closes too; a clean close exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from .. import aio
+from ..config import Configuration
+from ..constants import AlertDescription
+from ..errors import TLSError
+from ..events import ConnectionClosed, Event, HandshakeComplete, KeyUpdated, SessionTicketReceived
+from . import common
+from .common import CLIError
+from .stdio import open_stdin, write_stdout
+
+_CHUNK = 65536
+
+DESCRIPTION = __doc__
+
+
+def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = common.subcommand(
+        subparsers, "connect", help="connect to a TLS server; stdin to it, its bytes to stdout",
+        description=DESCRIPTION, parents=parents,
+    )
+    p.add_argument("address", type=host_port, metavar="HOST:PORT", help="server to connect to")
+    trust = p.add_mutually_exclusive_group()
+    trust.add_argument("--ca", metavar="FILE", help="trust the CA certificates in FILE (default: the system's)")
+    trust.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
+    p.add_argument("--servername", metavar="NAME", help="name to send (SNI) and verify (default: HOST)")
+    p.add_argument("--cert", metavar="FILE", help="client certificate chain (PEM), if the server asks")
+    p.add_argument("--key", metavar="FILE", help="private key of --cert (default: in the --cert file)")
+    p.add_argument(
+        "--summary", choices=["json"],
+        help="print the handshake and later events as JSON lines on stderr",
+    )
+    p.add_argument("--key-update", action="store_true", help="send a KeyUpdate after the handshake")
+    common.add_tls_options(p)
+    p.set_defaults(run=run)
+
+
+def host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # [::1]:443
+    return host, common.port_number(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    host, port = args.address
+    if args.key and not args.cert:
+        raise CLIError("--key needs --cert")
+    config = common.build_configuration(args, is_client=True)
+    config.server_name = args.servername or host
+    if args.insecure:
+        config.verify_peer = False
+    elif args.ca:
+        config.load_verify_locations(args.ca)
+    if args.cert:
+        common.load_credentials(config, args.cert, args.key)
+    return asyncio.run(_connect(args, host, port, config))
+
+
+class Summary:
+    """``--summary json``: one JSON object per line on stderr."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.closed_event: ConnectionClosed | None = None
+
+    def emit(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            print(json.dumps(record), file=sys.stderr, flush=True)
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, HandshakeComplete):
+            self.emit(common.handshake_summary(event))
+        elif isinstance(event, KeyUpdated):
+            self.emit({
+                "event": "key_update", "direction": event.direction,
+                "generation": event.generation, "requested_by_peer": event.requested_by_peer,
+            })
+        elif isinstance(event, SessionTicketReceived):
+            ticket = event.ticket
+            self.emit({
+                "event": "session_ticket", "lifetime": ticket.lifetime,
+                "cipher_suite": ticket.cipher_suite.name,
+                "max_early_data_size": ticket.max_early_data_size,
+            })
+        elif isinstance(event, ConnectionClosed):
+            self.closed_event = event
+
+    def closed(self, error: BaseException | None = None) -> None:
+        """The final record: the alert that ended the connection, or null."""
+        event = self.closed_event
+        record: dict[str, Any] = {
+            "event": "closed",
+            "alert": common.name_or_none(event.alert) if event is not None else None,
+            "by_peer": event.by_peer if event is not None else None,
+        }
+        if error is not None:
+            record["error"] = common.describe_error(error)
+        self.emit(record)
+
+
+async def _connect(args: argparse.Namespace, host: str, port: int, config: Configuration) -> int:
+    where = common.format_address(host, port)
+    summary = Summary(args.summary == "json")
+    try:
+        reader, writer = await aio.connect(
+            host, port, config, handshake_timeout=args.timeout, event_handler=summary.on_event
+        )
+    except (TLSError, aio.ConnectionLostError, aio.HandshakeTimeoutError) as exc:
+        summary.closed(exc)
+        raise CLIError(f"TLS handshake with {where} failed: {_explain(exc)}") from None
+    except OSError as exc:
+        raise CLIError(f"cannot connect to {where}: {common.describe_error(exc)}") from None
+
+    try:
+        if args.key_update:
+            writer.update_keys(request_peer_update=True)
+        async with open_stdin() as stdin:
+            sender = asyncio.create_task(_send_stdin(stdin, writer))
+            try:
+                await _receive(reader)
+            finally:
+                sender.cancel()
+        # The server closed its side; close ours (a no-op if stdin already did).
+        writer.close()
+        await writer.wait_closed()
+    except (TLSError, OSError, TimeoutError) as exc:
+        writer.close()
+        summary.closed(exc)
+        raise CLIError(f"connection to {where} failed: {_explain(exc)}") from None
+    summary.closed()
+    return 0
+
+
+_HINTS = {
+    AlertDescription.certificate_required: "the server wants a client certificate: give --cert FILE --key FILE",
+    AlertDescription.unknown_ca: "give the CA of the server's certificate with --ca FILE (or --insecure)",
+    AlertDescription.no_application_protocol: "the server accepts none of the --alpn protocols",
+    AlertDescription.handshake_failure: "check --groups and --ciphers against what the server supports",
+}
+
+
+def _explain(exc: BaseException) -> str:
+    """The error, the alert name, and what to do about it when we know."""
+    text = common.describe_error(exc)
+    if isinstance(exc, TLSError) and exc.alert in _HINTS:
+        text += f"; {_HINTS[exc.alert]}"
+    return text
+
+
+async def _send_stdin(stdin: asyncio.StreamReader, writer: aio.TLSWriter) -> None:
+    """Standard input to the server; at its end, close_notify (half-close)."""
+    try:
+        while data := await stdin.read(_CHUNK):
+            writer.write(data)
+            await writer.drain()
+        writer.write_eof()
+    except (TLSError, OSError):
+        pass  # the connection failed: the receiving side reports why
+
+
+async def _receive(reader: aio.TLSReader) -> None:
+    """The server's bytes to standard output, until its close_notify."""
+    while data := await reader.read(_CHUNK):
+        if not write_stdout(data):
+            return  # nobody reads our output any more

@@ -1,0 +1,54 @@
+"""The ``longtls`` command: ``longtls [-v] COMMAND ...``.
+
+Each subcommand is a module with ``add_parser(subparsers, parents)``, which
+sets ``run(args) -> int`` as the parser's default.  Exit status: 0 success,
+1 failure (one ``longtls: error: ...`` line on stderr), 2 bad arguments,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import ConfigurationError
+from . import common, connect, serve
+
+# Later: tunnel, certs, demo.
+COMMANDS = (serve, connect)
+
+
+def build_parser() -> common.ArgumentParser:
+    parser = common.ArgumentParser(
+        prog=common.PROG,
+        description="TLS 1.3 test client and server built on longtls.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level to stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parents = [common.common_parent()]
+    for command in COMMANDS:
+        command.add_parser(subparsers, parents)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, bad arguments
+        return exc.code if isinstance(exc.code, int) else 1
+    common.setup_logging(args.verbose)
+    try:
+        status: int = args.run(args)
+    except (common.CLIError, ConfigurationError) as exc:
+        print(f"{common.PROG}: error: {common.describe_error(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""``longtls serve``: a TLS test server.
+
+--www answers an HTTP GET with a plain-text page describing the connection,
+then sends close_notify (like ``openssl s_server -www``); --echo sends every
+byte back.  Connections are served concurrently until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .. import __version__, aio
+from ..config import ClientAuth, Configuration
+from ..errors import TLSError
+from . import common
+from .common import CLIError, logger
+
+_CHUNK = 65536
+_REQUEST_TIMEOUT = 30.0  # --www: seconds to wait for the request header
+_MAX_REQUEST_LINES = 100
+_SHUTDOWN_GRACE = 2.0  # seconds open connections get to close at exit
+
+DESCRIPTION = __doc__
+
+Handler = Callable[[aio.TLSReader, aio.TLSWriter], Awaitable[None]]
+
+
+def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = common.subcommand(
+        subparsers, "serve", help="run a TLS test server (--www or --echo)",
+        description=DESCRIPTION, parents=parents,
+    )
+    p.add_argument("--cert", required=True, metavar="FILE", help="certificate (PEM; may hold the chain)")
+    p.add_argument("--key", required=True, metavar="FILE", help="private key of --cert (PEM)")
+    p.add_argument("--chain", metavar="FILE", help="intermediate certificates to send after --cert")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument(
+        "--port", type=common.port_number, default=4433, help="port to listen on (default: %(default)s)"
+    )
+    p.add_argument("--ca", metavar="FILE", help="CA certificates that issue client certificates")
+    p.add_argument(
+        "--verify-client", choices=[c.value for c in ClientAuth], default=ClientAuth.NONE.value,
+        help="ask for a client certificate (default: %(default)s)",
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--www", action="store_true", help="answer HTTP GET with a page about the connection")
+    mode.add_argument("--echo", action="store_true", help="send every byte back")
+    common.add_tls_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = common.build_configuration(args, is_client=False)
+    common.load_credentials(config, args.cert, args.key, args.chain)
+    config.client_auth = ClientAuth(args.verify_client)
+    if args.ca:
+        config.load_verify_locations(args.ca)
+    elif config.client_auth is not ClientAuth.NONE:
+        raise CLIError(f"--verify-client {args.verify_client} needs --ca FILE (the CA of client certificates)")
+    return asyncio.run(_serve(args, config))
+
+
+async def _serve(args: argparse.Namespace, config: Configuration) -> int:
+    # Handshake failures are logged at INFO by longtls.aio: show them by default.
+    if not args.verbose:
+        for name in ("longtls.aio", "longtls.cli"):
+            logging.getLogger(name).setLevel(logging.INFO)
+    handler: Handler = _www if args.www else _echo
+    active: set[aio.TLSWriter] = set()
+
+    async def on_client(reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
+        active.add(writer)
+        peer = common.format_address(*writer.get_extra_info("peername")[:2])
+        logger.debug("%s: %s", peer, common.handshake_summary(writer.handshake))
+        try:
+            await handler(reader, writer)
+        except (TLSError, OSError, TimeoutError, ValueError) as exc:
+            logger.info("%s: %s", peer, common.describe_error(exc))
+        finally:
+            writer.close()
+            active.discard(writer)
+
+    where = common.format_address(args.host, args.port)
+    try:
+        server = await aio.start_server(
+            on_client, args.host, args.port, config, handshake_timeout=args.timeout
+        )
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {where}: {common.describe_error(exc)}") from None
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    mode = "www" if args.www else "echo"
+    print(f"{common.PROG}: serving ({mode}) on {where}; Ctrl-C to stop", file=sys.stderr, flush=True)
+    async with server:
+        await stop.wait()
+        server.close()
+        writers = list(active)
+        for writer in writers:
+            writer.close()
+        if writers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(w.wait_closed() for w in writers)), _SHUTDOWN_GRACE
+                )
+    return 0
+
+
+async def _echo(reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
+    while data := await reader.read(_CHUNK):
+        writer.write(data)
+        await writer.drain()
+
+
+async def _www(reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
+    request = await asyncio.wait_for(_read_request_head(reader), _REQUEST_TIMEOUT)
+    if not request:
+        return  # closed without a request
+    method = request[0].split(b" ", 1)[0]
+    if method == b"GET":
+        head = "HTTP/1.0 200 ok"
+        body = describe_connection(writer)
+    else:
+        head = "HTTP/1.0 400 bad request"
+        body = "longtls serve --www answers GET requests only.\n"
+    writer.write(
+        f"{head}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}".encode()
+    )
+    await writer.drain()
+
+
+async def _read_request_head(reader: aio.TLSReader) -> list[bytes]:
+    """The request line and header lines, up to the blank line (or EOF)."""
+    lines: list[bytes] = []
+    while len(lines) < _MAX_REQUEST_LINES:
+        line = await reader.readline()
+        if not line.strip():
+            break
+        lines.append(line.rstrip(b"\r\n"))
+    return lines
+
+
+def describe_connection(writer: aio.TLSWriter) -> str:
+    """The --www page: what was negotiated."""
+    hs = writer.handshake
+    # HandshakeComplete.signature_scheme is the *peer's* (the client's, if it
+    # authenticated); the server's own choice is only on the handshake engine.
+    own_scheme = getattr(writer.connection.handshake, "scheme", None)
+    rows = [
+        ("Protocol", hs.version),
+        ("Cipher suite", hs.cipher_suite.name),
+        ("Group", common.name_or_none(hs.group) or "none (PSK only)"),
+        ("Signature scheme", common.name_or_none(own_scheme) or "none (resumed)"),
+        ("ALPN", hs.alpn_protocol or "none"),
+        ("Server name", hs.server_name or "none"),
+        ("Client certificate", hs.peer_subject or "none"),
+    ]
+    if hs.peer_subject:
+        rows.append(("Client signature scheme", common.name_or_none(hs.signature_scheme) or "none"))
+    rows.append(("Resumed", "yes" if hs.resumed else "no"))
+    width = max(len(label) for label, _ in rows) + 1
+    lines = [f"longtls {__version__} serve --www", ""]
+    lines += [f"{label + ':':<{width}} {value}" for label, value in rows]
+    return "\n".join(lines) + "\n"

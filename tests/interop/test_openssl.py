@@ -1,0 +1,397 @@
+"""longtls against the openssl 3.0 command line tools (`s_server`, `s_client`).
+
+Each test: a TLS 1.3 handshake, application data both ways, a KeyUpdate from
+longtls (asking openssl to update too) followed by more data both ways, then a
+KeyUpdate from openssl ("K" on a line of its own on s_server's / s_client's
+stdin) followed by more data both ways.  What was negotiated is asserted from
+longtls' HandshakeComplete event.
+
+Lines typed into s_server / s_client start with a digit: both tools treat a
+line starting with certain letters (q, Q, r, R, k, K, ...) as a command.  After
+typing "K", wait until the KeyUpdate was seen before typing more: both tools
+act on the *first byte of one read()* of stdin and drop the rest of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
+from helpers.peers import LOOPBACK, PeerProcess, free_port, start_process
+from helpers.pki import Pki, PkiFiles
+from longtls.config import ClientAuth
+from longtls.constants import CipherSuite, NamedGroup, SignatureScheme
+
+KEY_TYPES = ["rsa-2048", "ecdsa-p256", "ed25519"]
+
+# longtls group -> the name openssl 3.0's -groups takes
+GROUPS = {
+    NamedGroup.x25519: "X25519",
+    NamedGroup.secp256r1: "P-256",
+    NamedGroup.secp384r1: "P-384",
+}
+
+# The CertificateVerify scheme a peer with this key type uses with longtls'
+# default signature_algorithms.
+EXPECTED_SCHEME = {
+    "rsa-2048": SignatureScheme.rsa_pss_rsae_sha256,
+    "ecdsa-p256": SignatureScheme.ecdsa_secp256r1_sha256,
+    "ed25519": SignatureScheme.ed25519,
+}
+
+OPENSSL_SUITE_NAMES = {
+    CipherSuite.TLS_AES_128_GCM_SHA256: "TLS_AES_128_GCM_SHA256",
+    CipherSuite.TLS_AES_256_GCM_SHA384: "TLS_AES_256_GCM_SHA384",
+    CipherSuite.TLS_CHACHA20_POLY1305_SHA256: "TLS_CHACHA20_POLY1305_SHA256",
+}
+
+
+def _ids(groups: dict[NamedGroup, str]) -> list[str]:
+    return [g.name for g in groups]
+
+
+# longtls verifies chains with cryptography's Web PKI profile, which refuses
+# Ed25519/Ed448 *CA* keys (documented in longtls.crypto.certificates); an
+# Ed25519 leaf is fine, so Ed25519 leaves are issued by an ECDSA P-256 CA.
+CA_KEY_TYPE = {"ed25519": "ecdsa-p256"}
+
+
+def _pki(pki: object, key_type: str, tmp_path: Path) -> tuple[Pki, PkiFiles]:
+    bundle: Pki = pki(key_type, ca_key_type=CA_KEY_TYPE.get(key_type))  # type: ignore[operator]
+    return bundle, bundle.write_pem(tmp_path / key_type)
+
+
+# --------------------------------------------------------------- s_server
+
+
+def s_server(
+    files: PkiFiles, port: int, *extra: str, naccept: int = 1
+) -> list[str]:
+    return [
+        "openssl", "s_server", "-accept", f"{LOOPBACK}:{port}", "-naccept", str(naccept),
+        "-cert", str(files.server.cert), "-key", str(files.server.key),
+        "-tls1_3", *extra,
+    ]  # fmt: skip
+
+
+def converse_with_s_server(drv: SocketDriver, srv: PeerProcess) -> None:
+    """Data both ways, a longtls KeyUpdate, data, an s_server KeyUpdate, data."""
+    srv.write("1 s_server to longtls\n")
+    assert drv.recv_until(b"\n") == b"1 s_server to longtls\n"
+    drv.send(b"2 longtls to s_server\n")
+    srv.wait_for_output(r"^2 longtls to s_server$")
+
+    # longtls updates its sending key and asks s_server to update its own.
+    drv.update_keys(request_peer_update=True)
+    drv.send(b"3 longtls after its KeyUpdate\n")
+    srv.wait_for_output(r"^3 longtls after its KeyUpdate$")
+    srv.write("4 s_server after answering the KeyUpdate\n")
+    assert drv.recv_until(b"\n") == b"4 s_server after answering the KeyUpdate\n"
+    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
+    # s_server's answer (update_not_requested) arrived before its data.
+    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+
+    # s_server updates its sending key and requests an update ("K").
+    srv.write("K\n")
+    drv.pump_until(lambda: len(drv.key_updates("receive")) >= 2, what="s_server's KeyUpdate")
+    srv.write("5 s_server after its KeyUpdate\n")
+    assert drv.recv_until(b"\n") == b"5 s_server after its KeyUpdate\n"
+    drv.send(b"6 longtls after answering\n")
+    srv.wait_for_output(r"^6 longtls after answering$")
+    sends = drv.key_updates("send")
+    assert [(e.generation, e.requested_by_peer) for e in sends] == [(1, False), (2, True)], drv.describe()
+    assert [e.generation for e in drv.key_updates("receive")] == [1, 2]
+
+
+@pytest.mark.parametrize("group", list(GROUPS), ids=_ids(GROUPS))
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_longtls_client_openssl_s_server(pki: object, tmp_path: Path, key_type: str, group: NamedGroup) -> None:
+    """Default longtls client (key shares X25519MLKEM768 + x25519) against an
+    s_server limited to one group: x25519 is taken from the second key share,
+    the NIST curves need a HelloRetryRequest."""
+    bundle, files = _pki(pki, key_type, tmp_path)
+    port = free_port()
+    with start_process(s_server(files, port, "-groups", GROUPS[group]), ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(client_config(bundle.ca), port)
+        try:
+            done = drv.handshake()
+            assert done.version == "TLSv1.3"
+            assert done.group == group, drv.describe()
+            assert done.signature_scheme == EXPECTED_SCHEME[key_type]
+            assert done.cipher_suite == CipherSuite.TLS_AES_128_GCM_SHA256  # our first choice
+            assert not done.resumed
+            assert done.peer_certificates[0] == bundle.server.cert
+            # openssl 3.0 does not know X25519MLKEM768: it either used the
+            # x25519 share or asked for its group with a HelloRetryRequest.
+            assert drv.conn.handshake.hello_retry_seen == (group != NamedGroup.x25519)  # type: ignore[attr-defined]
+            converse_with_s_server(drv, srv)
+        finally:
+            drv.close()
+        srv.wait(10)
+    out = srv.stdout
+    assert "CIPHER is TLS_AES_128_GCM_SHA256" in out, srv.describe()
+    assert re.search(r"^Shared groups: .*\b" + re.escape(group.name), out, re.M), srv.describe()
+
+
+def test_longtls_client_openssl_s_server_default_groups(pki: object, tmp_path: Path) -> None:
+    """Neither side restricted: openssl 3.0 ignores X25519MLKEM768 (unknown to
+    it) and uses longtls' second key share, x25519, without a retry."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    with start_process(s_server(files, port), ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(client_config(bundle.ca), port)
+        try:
+            done = drv.handshake()
+            assert done.group == NamedGroup.x25519
+            assert not drv.conn.handshake.hello_retry_seen  # type: ignore[attr-defined]
+            converse_with_s_server(drv, srv)
+        finally:
+            drv.close()
+        srv.wait(10)
+
+
+def test_longtls_client_hello_retry_request_from_openssl(pki: object, tmp_path: Path) -> None:
+    """longtls sends only an x25519 share; s_server wants secp384r1 and sends a
+    HelloRetryRequest; the second ClientHello carries a secp384r1 share."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    cfg = client_config(
+        bundle.ca, key_share_groups=[NamedGroup.x25519], groups=[NamedGroup.x25519, NamedGroup.secp384r1]
+    )
+    with start_process(s_server(files, port, "-groups", "P-384"), ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(cfg, port)
+        try:
+            done = drv.handshake()
+            assert drv.conn.handshake.hello_retry_seen  # type: ignore[attr-defined]
+            assert done.group == NamedGroup.secp384r1
+            converse_with_s_server(drv, srv)
+        finally:
+            drv.close()
+        srv.wait(10)
+
+
+@pytest.mark.parametrize("suite", list(OPENSSL_SUITE_NAMES), ids=[s.name for s in OPENSSL_SUITE_NAMES])
+def test_longtls_client_openssl_s_server_cipher_suite(pki: object, tmp_path: Path, suite: CipherSuite) -> None:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    args = s_server(files, port, "-ciphersuites", OPENSSL_SUITE_NAMES[suite])
+    with start_process(args, ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(client_config(bundle.ca), port)
+        try:
+            done = drv.handshake()
+            assert done.cipher_suite == suite
+            converse_with_s_server(drv, srv)
+        finally:
+            drv.close()
+        srv.wait(10)
+    assert f"CIPHER is {OPENSSL_SUITE_NAMES[suite]}" in srv.stdout, srv.describe()
+
+
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_longtls_client_mutual_tls_with_openssl_s_server(pki: object, tmp_path: Path, key_type: str) -> None:
+    """s_server requires a client certificate (-Verify 1) and verifies longtls'."""
+    bundle, files = _pki(pki, key_type, tmp_path)
+    port = free_port()
+    args = s_server(files, port, "-Verify", "1", "-verify_return_error", "-CAfile", str(files.ca))
+    with start_process(args, ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(client_config(bundle.ca, client_cert=bundle.client), port)
+        try:
+            done = drv.handshake()
+            assert done.client_authenticated, drv.describe()
+            assert done.signature_scheme == EXPECTED_SCHEME[key_type]
+            converse_with_s_server(drv, srv)
+        finally:
+            drv.close()
+        srv.wait(10)
+    out = srv.output()
+    assert "verify error" not in out, srv.describe()
+    # s_server prints the client certificate it accepted.
+    assert re.search(r"subject=.*CN ?= ?localhost", out), srv.describe()
+    assert "-----BEGIN CERTIFICATE-----" in out, srv.describe()
+
+
+def test_longtls_client_resumption_with_openssl_s_server(pki: object, tmp_path: Path) -> None:
+    """A ticket from s_server's NewSessionTicket resumes a second connection."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    cfg = client_config(bundle.ca)
+    with start_process(s_server(files, port, naccept=2), ready_pattern=r"^ACCEPT$") as srv:
+        first = connect(cfg, port)
+        try:
+            done1 = first.handshake()
+            assert not done1.resumed
+            tickets = first.wait_for_tickets(1)
+            srv.write("1 first connection\n")
+            assert first.recv_until(b"\n") == b"1 first connection\n"
+        finally:
+            first.close()
+        ticket = tickets[0].ticket
+        assert ticket.server_name == "localhost"
+
+        second = connect(dataclasses.replace(cfg, session_ticket=ticket), port)
+        try:
+            done2 = second.handshake()
+            assert done2.resumed, second.describe()
+            assert done2.signature_scheme is None  # no certificate in a resumed handshake
+            assert done2.group is not None  # psk_dhe_ke: still a fresh (EC)DHE
+            assert done2.cipher_suite == ticket.cipher_suite
+            converse_with_s_server(second, srv)
+        finally:
+            second.close()
+        srv.wait(10)
+    assert "Reused session-id" in srv.stdout, srv.describe()
+
+
+# --------------------------------------------------------------- s_client
+
+
+def s_client(files: PkiFiles, port: int, *extra: str) -> list[str]:
+    return [
+        "openssl", "s_client", "-connect", f"{LOOPBACK}:{port}",
+        "-servername", "localhost", "-verify_hostname", "localhost",
+        "-CAfile", str(files.ca), "-verify_return_error", "-tls1_3", "-brief", *extra,
+    ]  # fmt: skip
+
+
+def serve_s_client(drv: SocketDriver) -> None:
+    """The longtls side of converse_with_s_client (runs in the server thread)."""
+    assert drv.recv_until(b"\n") == b"1 s_client to longtls\n"
+    drv.send(b"2 longtls to s_client\n")
+    # longtls updates its sending key and asks s_client to update its own.
+    drv.update_keys(request_peer_update=True)
+    drv.send(b"3 longtls after its KeyUpdate\n")
+    assert drv.recv_until(b"\n") == b"4 s_client after answering the KeyUpdate\n"
+    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
+    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+    drv.send(b"5 longtls ready\n")
+    # then s_client updates ("K") and sends under its new key
+    assert drv.recv_until(b"\n") == b"6 s_client after its KeyUpdate\n"
+    assert [e.generation for e in drv.key_updates("receive")] == [1, 2], drv.describe()
+    sends = drv.key_updates("send")
+    assert [(e.generation, e.requested_by_peer) for e in sends] == [(1, False), (2, True)], drv.describe()
+    drv.send(b"7 longtls after answering\n")
+
+
+def converse_with_s_client(cli: PeerProcess) -> None:
+    cli.write("1 s_client to longtls\n")
+    cli.wait_for_output(r"^2 longtls to s_client$")
+    cli.wait_for_output(r"^3 longtls after its KeyUpdate$")
+    cli.write("4 s_client after answering the KeyUpdate\n")
+    cli.wait_for_output(r"^5 longtls ready$")
+    cli.write("K\n")
+    cli.wait_for_output(r"^KEYUPDATE$")  # s_client consumed the "K" line
+    cli.write("6 s_client after its KeyUpdate\n")
+    cli.wait_for_output(r"^7 longtls after answering$")
+
+
+@pytest.mark.parametrize("group", list(GROUPS), ids=_ids(GROUPS))
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_openssl_s_client_longtls_server(pki: object, tmp_path: Path, key_type: str, group: NamedGroup) -> None:
+    bundle, files = _pki(pki, key_type, tmp_path)
+    with LongtlsServer(server_config(bundle.server), serve_s_client) as server:
+        with start_process(
+            s_client(files, server.port, "-groups", GROUPS[group]), ready_pattern=r"^CONNECTION ESTABLISHED$"
+        ) as cli:
+            converse_with_s_client(cli)
+        server.join()
+    done = server.handshakes[0]
+    assert done.group == group
+    assert done.cipher_suite == CipherSuite.TLS_AES_128_GCM_SHA256
+    assert done.signature_scheme is None and not done.client_authenticated
+    assert done.server_name == "localhost"
+    assert server.driver.conn.handshake.hrr_group is None  # type: ignore[attr-defined]
+    report = cli.stderr
+    assert "Verification: OK" in report, cli.describe()
+    assert "Protocol version: TLSv1.3" in report, cli.describe()
+    signature_type = {"rsa-2048": "RSA-PSS", "ecdsa-p256": "ECDSA", "ed25519": "ed25519"}[key_type]
+    assert re.search(rf"^Signature type: {signature_type}$", report, re.M), cli.describe()
+    temp_key = {
+        NamedGroup.x25519: "X25519", NamedGroup.secp256r1: "ECDH, prime256v1",
+        NamedGroup.secp384r1: "ECDH, secp384r1",
+    }[group]
+    assert f"Server Temp Key: {temp_key}," in report, cli.describe()
+
+
+def test_openssl_s_client_hello_retry_request_from_longtls(pki: object, tmp_path: Path) -> None:
+    """s_client sends an x25519 share; longtls accepts only secp384r1 and asks
+    for it with a HelloRetryRequest."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    cfg = server_config(bundle.server, groups=[NamedGroup.secp384r1])
+    with LongtlsServer(cfg, serve_s_client) as server:
+        with start_process(
+            s_client(files, server.port, "-groups", "X25519:P-384"), ready_pattern=r"^CONNECTION ESTABLISHED$"
+        ) as cli:
+            converse_with_s_client(cli)
+        server.join()
+    done = server.handshakes[0]
+    assert server.driver.conn.handshake.hrr_group == NamedGroup.secp384r1  # type: ignore[attr-defined]
+    assert done.group == NamedGroup.secp384r1
+    assert re.search(r"Server Temp Key: ECDH, (secp384r1|P-384)", cli.stderr), cli.describe()
+
+
+@pytest.mark.parametrize("suite", list(OPENSSL_SUITE_NAMES), ids=[s.name for s in OPENSSL_SUITE_NAMES])
+def test_openssl_s_client_longtls_server_cipher_suite(pki: object, tmp_path: Path, suite: CipherSuite) -> None:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    with LongtlsServer(server_config(bundle.server), serve_s_client) as server:
+        args = s_client(files, server.port, "-ciphersuites", OPENSSL_SUITE_NAMES[suite])
+        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
+            converse_with_s_client(cli)
+        server.join()
+    assert server.handshakes[0].cipher_suite == suite
+    assert f"Ciphersuite: {OPENSSL_SUITE_NAMES[suite]}" in cli.stderr, cli.describe()
+
+
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_openssl_s_client_mutual_tls_with_longtls_server(pki: object, tmp_path: Path, key_type: str) -> None:
+    """longtls requires a client certificate and verifies s_client's."""
+    bundle, files = _pki(pki, key_type, tmp_path)
+    cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
+    with LongtlsServer(cfg, serve_s_client) as server:
+        args = s_client(files, server.port, "-cert", str(files.client.cert), "-key", str(files.client.key))
+        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
+            converse_with_s_client(cli)
+        server.join()
+    done = server.handshakes[0]
+    assert done.client_authenticated
+    assert done.signature_scheme == EXPECTED_SCHEME[key_type]
+    assert done.peer_certificates[0] == bundle.client.cert
+
+
+def test_openssl_s_client_without_certificate_is_refused_by_longtls(pki: object, tmp_path: Path) -> None:
+    """longtls requires a client certificate; s_client has none: certificate_required."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
+    server = LongtlsServer(cfg, serve_s_client).start()
+    with start_process(s_client(files, server.port), ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
+        # s_client reads longtls' fatal alert by itself and gives up.
+        cli.wait_for_output(r"alert certificate required", timeout=10)
+    with pytest.raises(AssertionError, match=r"client certificate required \(certificate_required\)"):
+        server.join()
+
+
+def test_openssl_s_client_resumption_with_longtls_server(pki: object, tmp_path: Path) -> None:
+    """s_client stores longtls' ticket (-sess_out) and resumes with it (-sess_in)."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    session = tmp_path / "session.pem"
+
+    def handler(drv: SocketDriver) -> None:
+        serve_s_client(drv)
+
+    with LongtlsServer(server_config(bundle.server), handler, accept=2) as server:
+        args = s_client(files, server.port, "-sess_out", str(session))
+        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
+            converse_with_s_client(cli)  # tickets were read before the data
+        assert session.exists() and b"BEGIN SSL SESSION PARAMETERS" in session.read_bytes()
+        args = s_client(files, server.port, "-sess_in", str(session))
+        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli2:
+            converse_with_s_client(cli2)
+        server.join()
+    first, second = server.handshakes
+    assert not first.resumed
+    assert second.resumed
+    assert second.signature_scheme is None
+    assert second.group is not None

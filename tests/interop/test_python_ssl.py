@@ -1,0 +1,329 @@
+"""longtls against Python's own ``ssl`` module (the interpreter's OpenSSL 3.0).
+
+``ssl`` cannot start a KeyUpdate (no SSL_key_update binding), but its OpenSSL
+answers one: every test has longtls send KeyUpdate(update_requested) and then
+moves data both ways under the new keys.  Groups are chosen with
+``SSLContext.set_ecdh_curve``, which in OpenSSL 3.0 restricts the TLS 1.3 groups
+list to that one curve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
+from helpers.peers import LOOPBACK
+from helpers.pki import Pki, PkiFiles
+from longtls.config import ClientAuth
+from longtls.constants import CipherSuite, NamedGroup, SignatureScheme
+
+TIMEOUT = 15.0
+
+KEY_TYPES = ["rsa-2048", "ecdsa-p256", "ed25519"]
+# See test_openssl.py: longtls refuses Ed25519 CA keys (Web PKI profile).
+CA_KEY_TYPE = {"ed25519": "ecdsa-p256"}
+EXPECTED_SCHEME = {
+    "rsa-2048": SignatureScheme.rsa_pss_rsae_sha256,
+    "ecdsa-p256": SignatureScheme.ecdsa_secp256r1_sha256,
+    "ed25519": SignatureScheme.ed25519,
+}
+# longtls group -> the curve name set_ecdh_curve takes
+CURVES = {
+    NamedGroup.x25519: "X25519",
+    NamedGroup.secp256r1: "prime256v1",
+    NamedGroup.secp384r1: "secp384r1",
+}
+
+
+def _pki(pki: Any, key_type: str, tmp_path: Path) -> tuple[Pki, PkiFiles]:
+    bundle: Pki = pki(key_type, ca_key_type=CA_KEY_TYPE.get(key_type))
+    return bundle, bundle.write_pem(tmp_path / key_type)
+
+
+def _server_context(files: PkiFiles, *, client_auth: bool = False, curve: str | None = None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(files.server.chain, files.server.key)
+    if client_auth:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(files.ca)
+    if curve is not None:
+        ctx.set_ecdh_curve(curve)
+    return ctx
+
+
+def _client_context(files: PkiFiles, *, client_cert: bool = False, curve: str | None = None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_verify_locations(files.ca)
+    if client_cert:
+        ctx.load_cert_chain(files.client.chain, files.client.key)
+    if curve is not None:
+        ctx.set_ecdh_curve(curve)
+    return ctx
+
+
+def _read_line(sock: ssl.SSLSocket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise AssertionError(f"ssl peer saw EOF after {data!r}")
+        data += chunk
+    return data
+
+
+class SSLServer:
+    """A Python ``ssl`` server in a thread: accepts ``accept`` connections and
+    runs ``handler(sslsock)`` on each; results and the first error are kept."""
+
+    def __init__(self, ctx: ssl.SSLContext, handler: Callable[[ssl.SSLSocket], Any], accept: int = 1) -> None:
+        self.ctx = ctx
+        self.handler = handler
+        self.accept = accept
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.listener.settimeout(TIMEOUT)
+        self.port: int = self.listener.getsockname()[1]
+        self.results: list[Any] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            for _ in range(self.accept):
+                raw, _ = self.listener.accept()
+                raw.settimeout(TIMEOUT)
+                with self.ctx.wrap_socket(raw, server_side=True) as s:
+                    self.results.append(self.handler(s))
+                    try:
+                        s.unwrap()
+                    except (OSError, ssl.SSLError):
+                        pass
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.listener.close()
+
+    def __enter__(self) -> SSLServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.thread.join(TIMEOUT if exc_type is None else 3)
+        if exc_type is None:
+            assert not self.thread.is_alive(), "ssl server thread still running"
+        if self.error is not None:
+            raise AssertionError(f"the Python ssl server failed: {self.error!r}") from self.error
+
+
+# ------------------------------------------------------------ longtls client
+
+
+def ssl_server_side(s: ssl.SSLSocket) -> dict[str, Any]:
+    """Python ssl side of converse_as_client."""
+    info = {
+        "version": s.version(), "cipher": s.cipher(), "reused": s.session_reused,
+        "peercert": s.getpeercert(),
+    }
+    s.sendall(b"1 ssl to longtls\n")
+    info["lines"] = [_read_line(s)]  # 2
+    info["lines"].append(_read_line(s))  # 3, sent after longtls' KeyUpdate
+    s.sendall(b"4 ssl after answering the KeyUpdate\n")
+    info["lines"].append(_read_line(s))  # 5
+    return info
+
+
+def converse_as_client(drv: SocketDriver) -> None:
+    assert drv.recv_until(b"\n") == b"1 ssl to longtls\n"
+    drv.send(b"2 longtls to ssl\n")
+    drv.update_keys(request_peer_update=True)
+    drv.send(b"3 longtls after its KeyUpdate\n")
+    assert drv.recv_until(b"\n") == b"4 ssl after answering the KeyUpdate\n"
+    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
+    # ssl's OpenSSL answered the request before its next record.
+    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+    drv.send(b"5 longtls done\n")
+
+
+EXPECTED_SSL_LINES = [b"2 longtls to ssl\n", b"3 longtls after its KeyUpdate\n", b"5 longtls done\n"]
+
+
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_longtls_client_python_ssl_server(pki: Any, tmp_path: Path, key_type: str) -> None:
+    bundle, files = _pki(pki, key_type, tmp_path)
+    with SSLServer(_server_context(files), ssl_server_side) as server:
+        drv = connect(client_config(bundle.ca), server.port)
+        try:
+            done = drv.handshake()
+            assert done.version == "TLSv1.3"
+            # OpenSSL 3.0 ignores X25519MLKEM768 and takes the x25519 share.
+            assert done.group == NamedGroup.x25519
+            assert done.signature_scheme == EXPECTED_SCHEME[key_type]
+            assert done.peer_certificates[0] == bundle.server.cert
+            converse_as_client(drv)
+        finally:
+            drv.close()
+    info = server.results[0]
+    assert info["version"] == "TLSv1.3"
+    assert info["cipher"][0] == done.cipher_suite.name
+    assert info["lines"] == EXPECTED_SSL_LINES
+
+
+@pytest.mark.parametrize("group", list(CURVES), ids=[g.name for g in CURVES])
+def test_longtls_client_python_ssl_server_groups(pki: Any, tmp_path: Path, group: NamedGroup) -> None:
+    """ssl server restricted to one classic group; longtls' default key shares
+    (X25519MLKEM768, x25519) need a HelloRetryRequest for the NIST curves."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    with SSLServer(_server_context(files, curve=CURVES[group]), ssl_server_side) as server:
+        drv = connect(client_config(bundle.ca), server.port)
+        try:
+            done = drv.handshake()
+            assert done.group == group
+            assert drv.conn.handshake.hello_retry_seen == (group != NamedGroup.x25519)  # type: ignore[attr-defined]
+            converse_as_client(drv)
+        finally:
+            drv.close()
+    assert server.results[0]["lines"] == EXPECTED_SSL_LINES
+
+
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_longtls_client_mutual_tls_with_python_ssl_server(pki: Any, tmp_path: Path, key_type: str) -> None:
+    bundle, files = _pki(pki, key_type, tmp_path)
+    with SSLServer(_server_context(files, client_auth=True), ssl_server_side) as server:
+        drv = connect(client_config(bundle.ca, client_cert=bundle.client), server.port)
+        try:
+            done = drv.handshake()
+            assert done.client_authenticated
+            converse_as_client(drv)
+        finally:
+            drv.close()
+    info = server.results[0]
+    subject = dict(x[0] for x in info["peercert"]["subject"])
+    assert subject["commonName"] == "localhost"
+    assert info["lines"] == EXPECTED_SSL_LINES
+
+
+def test_longtls_client_resumes_with_python_ssl_ticket(pki: Any, tmp_path: Path) -> None:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    cfg = client_config(bundle.ca)
+    with SSLServer(_server_context(files), ssl_server_side, accept=2) as server:
+        first = connect(cfg, server.port)
+        try:
+            assert not first.handshake().resumed
+            converse_as_client(first)
+            tickets = first.wait_for_tickets(1)
+        finally:
+            first.close()
+        second = connect(dataclasses.replace(cfg, session_ticket=tickets[0].ticket), server.port)
+        try:
+            done = second.handshake()
+            assert done.resumed, second.describe()
+            assert done.signature_scheme is None
+            converse_as_client(second)
+        finally:
+            second.close()
+    assert [r["reused"] for r in server.results] == [False, True]
+
+
+# ------------------------------------------------------------ longtls server
+
+
+def longtls_server_side(drv: SocketDriver) -> None:
+    """longtls side of converse_as_ssl_client (runs in the server thread)."""
+    assert drv.recv_until(b"\n") == b"1 ssl to longtls\n"
+    drv.send(b"2 longtls to ssl\n")
+    drv.update_keys(request_peer_update=True)
+    drv.send(b"3 longtls after its KeyUpdate\n")
+    assert drv.recv_until(b"\n") == b"4 ssl after answering the KeyUpdate\n"
+    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
+    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+    drv.send(b"5 longtls done\n")
+
+
+def converse_as_ssl_client(s: ssl.SSLSocket) -> None:
+    s.sendall(b"1 ssl to longtls\n")
+    assert _read_line(s) == b"2 longtls to ssl\n"
+    assert _read_line(s) == b"3 longtls after its KeyUpdate\n"
+    s.sendall(b"4 ssl after answering the KeyUpdate\n")
+    assert _read_line(s) == b"5 longtls done\n"
+
+
+def _ssl_connect(ctx: ssl.SSLContext, port: int, session: ssl.SSLSession | None = None) -> ssl.SSLSocket:
+    raw = socket.create_connection((LOOPBACK, port), timeout=TIMEOUT)
+    return ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+
+
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_python_ssl_client_longtls_server(pki: Any, tmp_path: Path, key_type: str) -> None:
+    bundle, files = _pki(pki, key_type, tmp_path)
+    with LongtlsServer(server_config(bundle.server), longtls_server_side) as server:
+        with _ssl_connect(_client_context(files), server.port) as s:
+            assert s.version() == "TLSv1.3"
+            assert s.getpeercert()["subject"]
+            converse_as_ssl_client(s)
+            cipher = s.cipher()
+    done = server.handshakes[0]
+    assert done.group == NamedGroup.x25519  # ssl's first key share
+    assert done.server_name == "localhost"
+    assert cipher is not None and cipher[0] == done.cipher_suite.name
+
+
+@pytest.mark.parametrize("group", list(CURVES), ids=[g.name for g in CURVES])
+def test_python_ssl_client_longtls_server_groups(pki: Any, tmp_path: Path, group: NamedGroup) -> None:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    with LongtlsServer(server_config(bundle.server), longtls_server_side) as server:
+        with _ssl_connect(_client_context(files, curve=CURVES[group]), server.port) as s:
+            converse_as_ssl_client(s)
+    assert server.handshakes[0].group == group
+    assert server.driver.conn.handshake.hrr_group is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("suite", list(CipherSuite), ids=[s.name for s in CipherSuite])
+def test_python_ssl_client_longtls_server_cipher_suites(pki: Any, tmp_path: Path, suite: CipherSuite) -> None:
+    """longtls picks the suite: the only one it is configured with."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    with LongtlsServer(server_config(bundle.server, cipher_suites=[suite]), longtls_server_side) as server:
+        with _ssl_connect(_client_context(files), server.port) as s:
+            converse_as_ssl_client(s)
+            cipher = s.cipher()
+    assert server.handshakes[0].cipher_suite == suite
+    assert cipher is not None and cipher[0] == suite.name
+
+
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_python_ssl_client_mutual_tls_with_longtls_server(pki: Any, tmp_path: Path, key_type: str) -> None:
+    bundle, files = _pki(pki, key_type, tmp_path)
+    cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
+    with LongtlsServer(cfg, longtls_server_side) as server:
+        with _ssl_connect(_client_context(files, client_cert=True), server.port) as s:
+            converse_as_ssl_client(s)
+    done = server.handshakes[0]
+    assert done.client_authenticated
+    assert done.signature_scheme == EXPECTED_SCHEME[key_type]
+    assert done.peer_certificates[0] == bundle.client.cert
+
+
+def test_python_ssl_client_resumes_with_longtls_ticket(pki: Any, tmp_path: Path) -> None:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    ctx = _client_context(files)
+    with LongtlsServer(server_config(bundle.server), longtls_server_side, accept=2) as server:
+        with _ssl_connect(ctx, server.port) as s:
+            converse_as_ssl_client(s)  # reading the data also read the tickets
+            session = s.session
+            assert not s.session_reused
+        assert session is not None and session.has_ticket
+        with _ssl_connect(ctx, server.port, session=session) as s2:
+            converse_as_ssl_client(s2)
+            reused = s2.session_reused
+    first, second = server.handshakes
+    assert not first.resumed
+    assert second.resumed
+    assert reused
