@@ -28,6 +28,7 @@ from .constants import (
 )
 from .crypto import key_schedule as ks
 from .crypto.suites import SuiteInfo
+from .eku import ExtendedKeyUpdate, get_profile
 from .errors import (
     LocalProtocolError,
     ProtocolError,
@@ -42,7 +43,6 @@ from .events import (
     KeyUpdated,
 )
 from .keylog import format_line, from_environment
-from .eku import ExtendedKeyUpdate, get_profile
 from .record.tls import RecordProtection, RecordReader, plaintext_record
 from .wire.messages import HandshakeReassembler, KeyUpdate, encode_handshake
 
@@ -330,20 +330,26 @@ class Connection:
     # -------------------------------------------------------------- internals
 
     def _guard(self, action: object) -> None:
-        """Run ``action``; turn every failure into a fatal alert and one error type."""
+        """Run ``action``; turn every failure into a fatal alert and one error type.
+
+        A LocalProtocolError (the application asked for something not allowed
+        now) leaves the connection as it was: it is raised before any state changes.
+        """
         assert callable(action)
         try:
             action()
+        except LocalProtocolError:
+            raise
         except ProtocolError as exc:
             self._fail(exc)
             raise
         except TLSError as exc:
-            err = LocalProtocolError(str(exc.args[0]), exc.alert)
+            err = ProtocolError(str(exc.args[0]), exc.alert)
             self._fail(err)
             raise err from exc
         except Exception as exc:  # a bug must not escape as a stray exception
             logger.exception("internal error in TLS processing")
-            err = LocalProtocolError(f"internal error: {type(exc).__name__}", AlertDescription.internal_error)
+            err = ProtocolError(f"internal error: {type(exc).__name__}", AlertDescription.internal_error)
             self._fail(err)
             raise err from exc
         finally:

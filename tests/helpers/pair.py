@@ -19,6 +19,14 @@ class Pair:
     client_events: list[Event] = field(default_factory=list)
     server_events: list[Event] = field(default_factory=list)
 
+    def step(self) -> None:
+        """One round trip's worth of bytes, leaving later replies in flight."""
+        c2s = self.client.data_to_send()
+        if c2s:
+            self.server.receive_data(c2s)
+        self.client_events.extend(self.client.events())
+        self.server_events.extend(self.server.events())
+
     def pump(self, max_rounds: int = 100) -> None:
         """Move bytes both ways until neither side has anything to send."""
         for _ in range(max_rounds):

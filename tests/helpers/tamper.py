@@ -140,13 +140,15 @@ def rewrite_plaintext(data: bytes, edit: Edit) -> bytes:
     record was; other records (CCS, protected ones) keep their place.
     """
     records = split_records(data)
-    first = next(i for i, r in enumerate(records) if r.type == ContentType.HANDSHAKE)
     stream = join_messages(edit(plaintext_messages(data)))
-    kept = [r for r in records if r.type != ContentType.HANDSHAKE]
-    legacy = int.from_bytes(records[first].raw[1:3], "big")
-    new = Record(ContentType.HANDSHAKE, plaintext_record(ContentType.HANDSHAKE, stream, legacy))
-    before = [r for r in records[:first] if r.type != ContentType.HANDSHAKE]
-    return join([*before, new, *kept[len(before) :]])
+    out: list[Record] = []
+    for r in records:
+        if r.type != ContentType.HANDSHAKE:
+            out.append(r)
+        elif not any(o.type == ContentType.HANDSHAKE for o in out):
+            legacy = int.from_bytes(r.raw[1:3], "big")
+            out.append(Record(r.type, plaintext_record(ContentType.HANDSHAKE, stream, legacy)))
+    return join(out)
 
 
 def negotiated_suite(server_flight: bytes) -> SuiteInfo:

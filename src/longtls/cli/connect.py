@@ -149,7 +149,6 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
 
 _HINTS = {
     AlertDescription.certificate_required: "the server wants a client certificate: give --cert FILE --key FILE",
-    AlertDescription.unknown_ca: "give the CA of the server's certificate with --ca FILE (or --insecure)",
     AlertDescription.no_application_protocol: "the server accepts none of the --alpn protocols",
     AlertDescription.handshake_failure: "check --groups and --ciphers against what the server supports",
 }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import selectors
+import stat
 import sys
 from collections.abc import AsyncIterator
 
@@ -25,12 +27,11 @@ async def open_stdin(fd: int = 0) -> AsyncIterator[asyncio.StreamReader]:
     pipe = open(os.dup(fd), "rb", buffering=0)  # noqa: SIM115 - the transport owns it
     transport: asyncio.BaseTransport | None = None
     feeder: asyncio.Task[None] | None = None
-    try:
+    if _pollable(fd):
         transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), pipe
         )
-    except (ValueError, OSError):
-        os.set_blocking(pipe.fileno(), True)
+    else:
         feeder = asyncio.create_task(_feed_from_thread(pipe.fileno(), reader))
     try:
         yield reader
@@ -42,6 +43,19 @@ async def open_stdin(fd: int = 0) -> AsyncIterator[asyncio.StreamReader]:
         # else a thread may still be reading it; the descriptor goes at exit.
         with contextlib.suppress(OSError):
             os.set_blocking(fd, was_blocking)
+
+
+def _pollable(fd: int) -> bool:
+    """Whether the event loop can wait on ``fd`` (epoll refuses regular files and /dev/null)."""
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+        return False
+    with selectors.DefaultSelector() as probe:
+        try:
+            probe.register(fd, selectors.EVENT_READ)
+        except (OSError, ValueError):
+            return False
+    return True
 
 
 async def _feed_from_thread(fd: int, reader: asyncio.StreamReader) -> None:

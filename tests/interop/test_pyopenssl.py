@@ -1,0 +1,351 @@
+"""longtls against pyOpenSSL 26 on cryptography's OpenSSL 4.0.
+
+OpenSSL 4.0 offers X25519MLKEM768 first by default, so these are the
+post-quantum key exchange interop tests against a mainstream stack; the
+negotiated group is asserted from longtls' HandshakeComplete event and
+cross-checked with SSL_get0_group_name (Connection.get_group_name).
+
+pyOpenSSL has no SSL_key_update binding, so OpenSSL cannot *start* a
+KeyUpdate here; every test has longtls send KeyUpdate(update_requested),
+which OpenSSL answers, and then moves data both ways under the new keys.
+The TLS exporter (RFC 9846 §7.5) is compared on both ends as well.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
+from helpers.peers import LOOPBACK, require_module
+from helpers.pki import Pki, PkiFiles
+from longtls.config import ClientAuth
+from longtls.constants import NamedGroup, SignatureScheme
+
+TIMEOUT = 15
+
+SSL = require_module("OpenSSL.SSL")
+_util = require_module("OpenSSL._util")
+
+# Groups longtls and OpenSSL 4.0 share, and their OpenSSL names.
+PQ_GROUPS = {
+    NamedGroup.X25519MLKEM768: "X25519MLKEM768",
+    NamedGroup.SecP256r1MLKEM768: "SecP256r1MLKEM768",
+    NamedGroup.SecP384r1MLKEM1024: "SecP384r1MLKEM1024",
+    NamedGroup.MLKEM768: "MLKEM768",
+    NamedGroup.MLKEM1024: "MLKEM1024",
+}
+EXPORTER_LABEL = b"EXPORTER-longtls-interop"
+EXPORTER_CONTEXT = b"context bytes"
+
+
+def _pki(pki: Any, key_type: str, tmp_path: Path) -> tuple[Pki, PkiFiles]:
+    bundle: Pki = pki(key_type, ca_key_type="ecdsa-p256" if key_type == "ed25519" else None)
+    return bundle, bundle.write_pem(tmp_path / key_type)
+
+
+def _set_groups(ctx: Any, groups: str) -> None:
+    assert _util.lib.SSL_CTX_set1_curves_list(ctx._context, groups.encode()) == 1, groups
+
+
+def _bounded(sock: socket.socket) -> socket.socket:
+    """A blocking socket whose recv/send give up after TIMEOUT (SO_RCVTIMEO),
+    so a stuck peer fails the test instead of hanging it."""
+    sock.settimeout(None)
+    tv = struct.pack("ll", TIMEOUT, 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+    return sock
+
+
+def _verify_cb(_conn: Any, _cert: Any, _errno: int, _depth: int, ok: int) -> bool:
+    return bool(ok)
+
+
+def server_context(files: PkiFiles, *, groups: str | None = None, client_auth: bool = False) -> Any:
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    ctx.use_certificate_chain_file(str(files.server.chain))
+    ctx.use_privatekey_file(str(files.server.key))
+    if client_auth:
+        ctx.load_verify_locations(str(files.ca))
+        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_cb)
+    if groups is not None:
+        _set_groups(ctx, groups)
+    return ctx
+
+
+def client_context(files: PkiFiles, *, groups: str | None = None, client_cert: bool = False) -> Any:
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    ctx.load_verify_locations(str(files.ca))
+    ctx.set_verify(SSL.VERIFY_PEER, _verify_cb)
+    if client_cert:
+        ctx.use_certificate_chain_file(str(files.client.chain))
+        ctx.use_privatekey_file(str(files.client.key))
+    if groups is not None:
+        _set_groups(ctx, groups)
+    return ctx
+
+
+def _read_line(conn: Any) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        data += conn.recv(4096)
+    return data
+
+
+def _info(conn: Any) -> dict[str, Any]:
+    return {
+        "version": conn.get_protocol_version_name(),
+        "group": conn.get_group_name(),
+        "cipher": conn.get_cipher_name(),
+        "exporter": conn.export_keying_material(EXPORTER_LABEL, 32, EXPORTER_CONTEXT),
+        "peer": conn.get_peer_certificate(),
+    }
+
+
+class PyOpenSSLServer:
+    """pyOpenSSL server in a thread: one connection, ``handler(conn)``."""
+
+    def __init__(self, ctx: Any, handler: Callable[[Any], Any]) -> None:
+        self.ctx = ctx
+        self.handler = handler
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.listener.settimeout(TIMEOUT)
+        self.port: int = self.listener.getsockname()[1]
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            raw, _ = self.listener.accept()
+            conn = SSL.Connection(self.ctx, _bounded(raw))
+            conn.set_accept_state()
+            try:
+                conn.do_handshake()
+                self.result = self.handler(conn)
+                conn.shutdown()
+            finally:
+                raw.close()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.listener.close()
+
+    def __enter__(self) -> PyOpenSSLServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.thread.join(TIMEOUT + 5 if exc_type is None else 3)
+        if exc_type is None:
+            assert not self.thread.is_alive(), "pyOpenSSL server thread still running"
+        if self.error is not None:
+            raise AssertionError(f"the pyOpenSSL server failed: {self.error!r}") from self.error
+
+
+# ------------------------------------------------------------ longtls client
+
+
+def pyopenssl_server_side(conn: Any) -> dict[str, Any]:
+    info = _info(conn)
+    conn.sendall(b"1 openssl to longtls\n")
+    lines = [_read_line(conn), _read_line(conn)]  # 2, then 3 after longtls' KeyUpdate
+    conn.sendall(b"4 openssl after answering the KeyUpdate\n")
+    lines.append(_read_line(conn))  # 5
+    info["lines"] = lines
+    return info
+
+
+EXPECTED_LINES = [b"2 longtls to openssl\n", b"3 longtls after its KeyUpdate\n", b"5 longtls done\n"]
+
+
+def converse_as_client(drv: SocketDriver) -> None:
+    assert drv.recv_until(b"\n") == b"1 openssl to longtls\n"
+    drv.send(b"2 longtls to openssl\n")
+    drv.update_keys(request_peer_update=True)
+    drv.send(b"3 longtls after its KeyUpdate\n")
+    assert drv.recv_until(b"\n") == b"4 openssl after answering the KeyUpdate\n"
+    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
+    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+    drv.send(b"5 longtls done\n")
+
+
+def test_longtls_client_negotiates_x25519mlkem768_with_openssl4(pki: Any, tmp_path: Path) -> None:
+    """Both sides on their defaults: X25519MLKEM768 from the first key share."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    with PyOpenSSLServer(server_context(files), pyopenssl_server_side) as server:
+        drv = connect(client_config(bundle.ca), server.port)
+        try:
+            done = drv.handshake()
+            assert done.group == NamedGroup.X25519MLKEM768, drv.describe()
+            assert not drv.conn.handshake.hello_retry_seen  # type: ignore[attr-defined]
+            assert done.signature_scheme == SignatureScheme.ecdsa_secp256r1_sha256
+            exporter = drv.conn.export_keying_material(EXPORTER_LABEL, EXPORTER_CONTEXT, 32)
+            converse_as_client(drv)
+        finally:
+            drv.close()
+    info = server.result
+    assert info["version"] == "TLSv1.3"
+    assert info["group"] == "X25519MLKEM768"
+    assert info["cipher"] == done.cipher_suite.name
+    assert info["exporter"] == exporter
+    assert info["lines"] == EXPECTED_LINES
+
+
+@pytest.mark.parametrize("group", list(PQ_GROUPS), ids=[g.name for g in PQ_GROUPS])
+def test_longtls_client_pq_groups_with_openssl4(pki: Any, tmp_path: Path, group: NamedGroup) -> None:
+    """OpenSSL 4 server limited to one ML-KEM group; longtls' default shares
+    are X25519MLKEM768 and x25519, so the others need a HelloRetryRequest."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    with PyOpenSSLServer(server_context(files, groups=PQ_GROUPS[group]), pyopenssl_server_side) as server:
+        drv = connect(client_config(bundle.ca), server.port)
+        try:
+            done = drv.handshake()
+            assert done.group == group, drv.describe()
+            assert drv.conn.handshake.hello_retry_seen == (group != NamedGroup.X25519MLKEM768)  # type: ignore[attr-defined]
+            exporter = drv.conn.export_keying_material(EXPORTER_LABEL, EXPORTER_CONTEXT, 32)
+            converse_as_client(drv)
+        finally:
+            drv.close()
+    assert server.result["group"] == PQ_GROUPS[group]
+    assert server.result["exporter"] == exporter
+    assert server.result["lines"] == EXPECTED_LINES
+
+
+@pytest.mark.parametrize("key_type", ["mldsa65", "ed25519", "rsa-2048"])
+def test_longtls_client_verifies_openssl4_certificate(pki: Any, tmp_path: Path, key_type: str) -> None:
+    bundle, files = _pki(pki, key_type, tmp_path)
+    expected = {
+        "mldsa65": SignatureScheme.mldsa65, "ed25519": SignatureScheme.ed25519,
+        "rsa-2048": SignatureScheme.rsa_pss_rsae_sha256,
+    }[key_type]
+    with PyOpenSSLServer(server_context(files), pyopenssl_server_side) as server:
+        drv = connect(client_config(bundle.ca), server.port)
+        try:
+            done = drv.handshake()
+            assert done.signature_scheme == expected
+            assert done.group == NamedGroup.X25519MLKEM768
+            converse_as_client(drv)
+        finally:
+            drv.close()
+    assert server.result["lines"] == EXPECTED_LINES
+
+
+def test_longtls_client_mutual_tls_with_openssl4(pki: Any, tmp_path: Path) -> None:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    with PyOpenSSLServer(server_context(files, client_auth=True), pyopenssl_server_side) as server:
+        drv = connect(client_config(bundle.ca, client_cert=bundle.client), server.port)
+        try:
+            done = drv.handshake()
+            assert done.client_authenticated
+            converse_as_client(drv)
+        finally:
+            drv.close()
+    peer = server.result["peer"]
+    assert peer is not None and peer.to_cryptography() == bundle.client.cert
+
+
+# ------------------------------------------------------------ longtls server
+
+
+def longtls_server_side(drv: SocketDriver) -> bytes:
+    assert drv.recv_until(b"\n") == b"1 openssl to longtls\n"
+    drv.send(b"2 longtls to openssl\n")
+    drv.update_keys(request_peer_update=True)
+    drv.send(b"3 longtls after its KeyUpdate\n")
+    assert drv.recv_until(b"\n") == b"4 openssl after answering the KeyUpdate\n"
+    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
+    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+    drv.send(b"5 longtls done\n")
+    return drv.conn.export_keying_material(EXPORTER_LABEL, EXPORTER_CONTEXT, 32)
+
+
+def pyopenssl_client(ctx: Any, port: int, func: Callable[[Any], Any]) -> Any:
+    raw = _bounded(socket.create_connection((LOOPBACK, port), timeout=TIMEOUT))
+    try:
+        conn = SSL.Connection(ctx, raw)
+        conn.set_connect_state()
+        conn.set_tlsext_host_name(b"localhost")
+        conn.do_handshake()
+        return func(conn)
+    finally:
+        raw.close()
+
+
+def converse_as_pyopenssl_client(conn: Any) -> dict[str, Any]:
+    info = _info(conn)
+    conn.sendall(b"1 openssl to longtls\n")
+    assert _read_line(conn) == b"2 longtls to openssl\n"
+    assert _read_line(conn) == b"3 longtls after its KeyUpdate\n"
+    conn.sendall(b"4 openssl after answering the KeyUpdate\n")
+    assert _read_line(conn) == b"5 longtls done\n"
+    return info
+
+
+def test_openssl4_client_negotiates_x25519mlkem768_with_longtls_server(pki: Any, tmp_path: Path) -> None:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    with LongtlsServer(server_config(bundle.server), longtls_server_side) as server:
+        info = pyopenssl_client(client_context(files), server.port, converse_as_pyopenssl_client)
+    done = server.handshakes[0]
+    assert done.group == NamedGroup.X25519MLKEM768
+    assert server.driver.conn.handshake.hrr_group is None  # type: ignore[attr-defined]
+    assert info["group"] == "X25519MLKEM768"
+    assert info["cipher"] == done.cipher_suite.name
+    assert info["exporter"] == server.result
+
+
+@pytest.mark.parametrize("group", list(PQ_GROUPS), ids=[g.name for g in PQ_GROUPS])
+def test_openssl4_client_pq_groups_with_longtls_server(pki: Any, tmp_path: Path, group: NamedGroup) -> None:
+    """OpenSSL 4 client offering (and sharing) exactly one ML-KEM group."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    with LongtlsServer(server_config(bundle.server), longtls_server_side) as server:
+        info = pyopenssl_client(
+            client_context(files, groups=PQ_GROUPS[group]), server.port, converse_as_pyopenssl_client
+        )
+    assert server.handshakes[0].group == group
+    assert info["group"] == PQ_GROUPS[group]
+    assert info["exporter"] == server.result
+
+
+def test_openssl4_client_hello_retry_request_to_pq_group(pki: Any, tmp_path: Path) -> None:
+    """OpenSSL 4 sends X25519MLKEM768 + x25519 shares; longtls accepts only
+    SecP384r1MLKEM1024 and asks for it with a HelloRetryRequest."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    cfg = server_config(bundle.server, groups=[NamedGroup.SecP384r1MLKEM1024])
+    with LongtlsServer(cfg, longtls_server_side) as server:
+        info = pyopenssl_client(
+            client_context(files, groups="X25519MLKEM768:X25519:SecP384r1MLKEM1024"), server.port,
+            converse_as_pyopenssl_client,
+        )
+    assert server.driver.conn.handshake.hrr_group == NamedGroup.SecP384r1MLKEM1024  # type: ignore[attr-defined]
+    assert server.handshakes[0].group == NamedGroup.SecP384r1MLKEM1024
+    assert info["group"] == "SecP384r1MLKEM1024"
+    assert info["exporter"] == server.result
+
+
+def test_openssl4_client_verifies_longtls_mldsa65_certificate(pki: Any, tmp_path: Path) -> None:
+    bundle, files = _pki(pki, "mldsa65", tmp_path)
+    with LongtlsServer(server_config(bundle.server), longtls_server_side) as server:
+        info = pyopenssl_client(client_context(files), server.port, converse_as_pyopenssl_client)
+    assert info["peer"].to_cryptography() == bundle.server.cert
+    assert info["exporter"] == server.result
+
+
+def test_openssl4_client_mutual_tls_with_longtls_server(pki: Any, tmp_path: Path) -> None:
+    bundle, files = _pki(pki, "mldsa65", tmp_path)
+    cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
+    with LongtlsServer(cfg, longtls_server_side) as server:
+        pyopenssl_client(client_context(files, client_cert=True), server.port, converse_as_pyopenssl_client)
+    done = server.handshakes[0]
+    assert done.client_authenticated
+    assert done.signature_scheme == SignatureScheme.mldsa65
+    assert done.peer_certificates[0] == bundle.client.cert
