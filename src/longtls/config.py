@@ -114,6 +114,14 @@ class Configuration:
     #: DoS limit (EKU draft-13 §11.3): minimum seconds between updates the
     #: peer starts; a request arriving sooner gets its response deferred.
     eku_min_interval: float = 0.0
+    #: Most updates the peer may start on one connection (None: no limit).
+    #: Beyond it, draft-05 answers "rejected"; the other texts defer forever.
+    eku_max_peer_updates: int | None = None
+    #: draft-05: close with extended_key_update_required if the peer declines.
+    eku_required: bool = False
+    #: Server: which ticket generations each connection may still resume from
+    #: (the older EKU texts invalidate tickets issued before an update).
+    ticket_generations: dict[bytes, int] = field(default_factory=dict, repr=False)
 
     keylog: KeyLogCallback | None = field(default=None, repr=False)
 
@@ -180,5 +188,7 @@ class Configuration:
             from .eku import get_profile
 
             get_profile(self.eku_profile)
+        if self.eku_min_interval < 0:
+            raise ConfigurationError("eku_min_interval must not be negative")
         if not 64 <= self.record_size_limit <= 2**14 + 1:
             raise ConfigurationError("record_size_limit must be between 64 and 16385")

@@ -92,6 +92,7 @@ class Connection:
         self._write_secret = b""
         self.eku: ExtendedKeyUpdate | None = None
         self._last_peer_eku = float("-inf")
+        self._peer_updates = 0
         self.handshake: HandshakeEngine = (
             ClientHandshake(self, configuration) if self.is_client else ServerHandshake(self, configuration)
         )
@@ -173,13 +174,14 @@ class Connection:
             raise LocalProtocolError("Extended Key Update was not negotiated on this connection")
         if self._close_sent:
             raise LocalProtocolError("cannot update keys after close()")
-        if not self.is_client and self.handshake.state.name.startswith("PHA_"):
+        if self.handshake.post_handshake_auth_in_progress:
+            # EKU draft-13 §8.3: no EKU while client authentication runs.
             raise LocalProtocolError("client authentication is in progress; update keys afterwards")
         self._guard(self.eku.start)
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` should be called next (a deferred EKU response), or None."""
-        if self.eku is None or self.eku.deferred_request is None:
+        if self.eku is None or not self._eku_deferred_by_rate():
             return None
         return self._last_peer_eku + self.configuration.eku_min_interval
 
@@ -187,9 +189,8 @@ class Connection:
         """Run what ``get_timer`` asked for, if its time has come."""
         deadline = self.get_timer()
         current = self.configuration.now() if now is None else now
-        if deadline is not None and current >= deadline and self.eku is not None:
-            self._last_peer_eku = current
-            self._guard(self.eku.respond_deferred)
+        if deadline is not None and current >= deadline:
+            self._guard(self._respond_deferred_eku)
 
     def export_epoch_keying_material(
         self, label: str | bytes, context: bytes, length: int, generation: int | None = None
@@ -285,10 +286,11 @@ class Connection:
             exporter_eku = ks.derive_secret(
                 suite, secrets.main_secret, b"exporter eku", secrets.server_finished_hash
             )
+            profile = get_profile(self.configuration.eku_profile)
             self.eku = ExtendedKeyUpdate(
-                self, get_profile(self.configuration.eku_profile), suite, hs.group,
-                secrets.main_secret, secrets.client_finished_hash, secrets.exporter_secret,
-                exporter_eku,
+                self, profile, suite, hs.group, secrets.main_secret,
+                secrets.client_finished_hash, secrets.exporter_secret,
+                exporter_eku if profile.chained_transcript else secrets.exporter_secret,
             )
 
     # EKU hooks: switch one direction to a new generation's traffic secret.
@@ -303,14 +305,63 @@ class Connection:
         self._read_generation += 1
         self.set_read_secret(self._read.suite, secret)
 
-    def eku_may_respond_now(self) -> bool:
-        """The DoS limit of EKU draft-13 §11.3: at most one peer-started update
-        per ``eku_min_interval`` seconds; later ones are answered when it allows."""
-        now = self.configuration.now()
-        if now - self._last_peer_eku < self.configuration.eku_min_interval:
-            return False
-        self._last_peer_eku = now
-        return True
+    def eku_admission(self) -> str:
+        """Whether to answer a peer's update request now: "accept", "defer" or "reject".
+
+        Limits of EKU draft-13 §11.3 (at most one peer-started update per
+        ``eku_min_interval`` seconds, at most ``eku_max_peer_updates`` in all)
+        and §8.3 (never while client authentication is in progress).
+        """
+        cfg = self.configuration
+        limit = cfg.eku_max_peer_updates
+        if limit is not None and self._peer_updates >= limit:
+            return "reject"
+        if self.handshake.post_handshake_auth_in_progress:
+            return "defer"
+        if cfg.now() - self._last_peer_eku < cfg.eku_min_interval:
+            return "defer"
+        self._admit_peer_update()
+        return "accept"
+
+    def _admit_peer_update(self) -> None:
+        self._last_peer_eku = self.configuration.now()
+        self._peer_updates += 1
+
+    def eku_wait_seconds(self) -> float:
+        if self.handshake.post_handshake_auth_in_progress:
+            return 1.0
+        return max(0.0, self._last_peer_eku + self.configuration.eku_min_interval - self.configuration.now())
+
+    def _eku_deferred_by_rate(self) -> bool:
+        from .eku import Role
+
+        return (
+            self.eku is not None and self.eku.role is Role.RESPONDING
+            and not self.handshake.post_handshake_auth_in_progress
+        )
+
+    def _respond_deferred_eku(self) -> None:
+        if self.eku is not None and self._eku_deferred_by_rate():
+            limit = self.configuration.eku_max_peer_updates
+            if limit is not None and self._peer_updates >= limit:
+                return  # beyond the hard limit: this request is never answered
+            self._admit_peer_update()
+            self.eku.respond_deferred()
+
+    def post_handshake_auth_done(self) -> None:
+        """Client authentication finished: answer an update it held back (draft-13 §8.3)."""
+        self.handle_timer()
+
+    def eku_completed(self) -> None:
+        self.handshake.on_extended_key_update(self.eku)
+
+    @property
+    def resumption_secret(self) -> bytes:
+        """The resumption secret of the current generation (EKU updates it)."""
+        if self.eku is not None and self.eku.generation > 0:
+            return self.eku.resumption_secret
+        secrets = self.handshake.secrets
+        return secrets.resumption_secret if secrets is not None else b""
 
     def set_peer_record_size_limit(self, limit: int) -> None:
         self.peer_record_size_limit = min(limit, MAX_PLAINTEXT + 1)
@@ -460,8 +511,8 @@ class Connection:
             msg_type, body, raw = message
             if msg_type == HandshakeType.key_update and self.state is ConnectionState.CONNECTED:
                 self._handle_key_update(body)
-            elif msg_type == HandshakeType.extended_key_update and self.eku is not None:
-                self.eku.handle(body, raw)
+            elif self.eku is not None and msg_type in self.eku.message_types:
+                self.eku.handle(msg_type, body, raw)
             else:
                 self.handshake.handle(msg_type, body, raw)
 

@@ -75,6 +75,14 @@ class KeyUpdateCompleted(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class KeyUpdateRejected(Event):
+    """draft-05: the peer declined our extended key update (retry or rejected)."""
+
+    status: str  # "retry" or "rejected"
+    retry_after: int  # seconds, for "retry"
+
+
+@dataclass(frozen=True, slots=True)
 class ExporterUpdated(Event):
     """A new exporter generation is in use on both sides (EKU draft-13 §9.2)."""
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from longtls.config import ClientAuth, Configuration
@@ -229,6 +229,10 @@ class SocketDriver:
                     raise
                 return  # plain timeout
 
+    def wait_for_peer_close(self, timeout: float | None = None) -> None:
+        """Read until the peer sends close_notify or closes the TCP connection."""
+        self.pump_until(lambda: self.close_notify_received or self.eof, timeout, what="the peer to close")
+
     def close(self, wait_for_peer: bool = True, timeout: float = 5.0) -> None:
         """Send close_notify; optionally wait for the peer's close_notify or EOF.
 
@@ -287,18 +291,26 @@ class LongtlsServer:
     Listens on 127.0.0.1:<free port> (``self.port``) before ``__enter__``
     returns.  For each of ``accept`` connections it makes a Connection from
     ``config``, runs the handshake, then calls ``handler(driver)`` (which
-    defaults to doing nothing more) and finally closes the driver.  Results
+    defaults to doing nothing more) and finally closes the driver.
+    ``handler`` may also be a list with one handler per connection (then
+    ``accept`` is its length).  Results
     land in ``self.results`` / ``self.drivers``; the first exception is
     re-raised by ``join()`` / ``__exit__`` in the test's thread.
     """
 
     def __init__(
-        self, config: Configuration, handler: Handler | None = None, *, accept: int = 1,
-        timeout: float = DEFAULT_TIMEOUT, close: bool = True,
+        self, config: Configuration, handler: Handler | Sequence[Handler | None] | None = None, *,
+        accept: int | None = None, timeout: float = DEFAULT_TIMEOUT, close: bool = True,
     ) -> None:
         self.config = config
-        self.handler = handler
-        self.accept_count = accept
+        # One handler for every connection, or a list with one per connection.
+        if handler is None or callable(handler):
+            self.handlers: list[Handler | None] = [handler] * (accept or 1)
+        else:
+            self.handlers = list(handler)
+            if accept is not None and accept != len(self.handlers):
+                raise ValueError("give one handler per accepted connection")
+        self.accept_count = len(self.handlers)
         self.timeout = timeout
         self.close_after = close
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -327,14 +339,14 @@ class LongtlsServer:
     def _run(self) -> None:
         try:
             self.listener.settimeout(self.timeout)
-            for _ in range(self.accept_count):
+            for handler in self.handlers:
                 sock, _addr = self.listener.accept()
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 driver = SocketDriver(sock, Connection(self.config), self.timeout)
                 self.drivers.append(driver)
                 try:
                     self.handshakes.append(driver.handshake())
-                    self.results.append(self.handler(driver) if self.handler is not None else None)
+                    self.results.append(handler(driver) if handler is not None else None)
                 finally:
                     if self.close_after:
                         try:

@@ -9,23 +9,30 @@ import pytest
 from tests.vectors.rfc8448 import derive_secret, expand_label, hkdf_extract
 
 from helpers.pair import Pair, configs, connect
+from longtls.connection import Connection
 from longtls.constants import AlertDescription, HandshakeType, NamedGroup
+from longtls.eku import PROFILES, EKUMessage, Kind
 from longtls.errors import LocalProtocolError, RemoteProtocolError
 from longtls.events import (
     ConnectionClosed,
     ExporterUpdated,
     HandshakeComplete,
     KeyUpdateCompleted,
+    KeyUpdateRejected,
     KeyUpdateStarted,
     SessionTicketReceived,
 )
 from longtls.wire.messages import KeyUpdate, encode_handshake
 
 GROUPS = [NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.X25519MLKEM768, NamedGroup.MLKEM768]
+PROFILE_NAMES = list(PROFILES)
 
 
-def _pair(group: NamedGroup = NamedGroup.x25519, **kw: Any) -> Pair:
-    c, s, _ = configs(client_groups=[group], client_key_share_groups=[group], **kw)
+def _pair(group: NamedGroup = NamedGroup.x25519, profile: str = "draft-13", **kw: Any) -> Pair:
+    c, s, _ = configs(
+        client_groups=[group], client_key_share_groups=[group], client_eku_profile=profile,
+        server_eku_profile=profile, **kw,
+    )
     return connect(c, s)
 
 
@@ -55,9 +62,10 @@ def test_not_negotiated_when_one_side_declines(side: str) -> None:
     assert pair.received("server") == b"ok"
 
 
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
 @pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.name)
-def test_updates_from_both_sides_while_data_flows(group: NamedGroup) -> None:
-    pair = _pair(group)
+def test_updates_from_both_sides_while_data_flows(group: NamedGroup, profile: str) -> None:
+    pair = _pair(group, profile)
     sent_c, sent_s = bytearray(), bytearray()
     for i in range(20):
         initiator = pair.client if i % 2 == 0 else pair.server
@@ -83,71 +91,88 @@ def test_updates_from_both_sides_while_data_flows(group: NamedGroup) -> None:
     assert pair.client.key_generation == pair.server.key_generation == 20
 
 
-def _spy(pair: Pair) -> dict[str, Any]:
+def _spy(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Record the EKU messages each side sends and the responder's shared secret."""
     seen: dict[str, Any] = {"messages": [], "shared": []}
     for conn in (pair.client, pair.server):
         original_queue = conn.queue_handshake
 
         def queue(message: bytes, _orig: Any = original_queue) -> None:
-            if message[0] == HandshakeType.extended_key_update:
+            if message[0] in (27, 28, 29):
                 seen["messages"].append(message)
             _orig(message)
 
-        conn.queue_handshake = queue  # type: ignore[method-assign]
-        assert conn.eku is not None
-        group = conn.eku.group
-        if getattr(group, "_spied", False):
-            continue  # the Group object is shared by both ends
-        original_respond = group.respond
-        group._spied = True  # type: ignore[attr-defined]
+        monkeypatch.setattr(conn, "queue_handshake", queue)
+    assert pair.client.eku is not None
+    group = pair.client.eku.group  # one Group object serves both ends
+    original_respond = group.respond
 
-        def respond(peer: bytes, ephemeral: Any = None, _orig: Any = original_respond) -> Any:
-            out = _orig(peer, ephemeral)
-            seen["shared"].append(out[1])
-            return out
+    def respond(peer: bytes, ephemeral: Any = None) -> Any:
+        out = original_respond(peer, ephemeral)
+        seen["shared"].append(out[1])
+        return out
 
-        group.respond = respond  # type: ignore[method-assign]
+    monkeypatch.setattr(group, "respond", respond)
     return seen
 
 
-def test_secrets_match_the_spec_formulas() -> None:
-    """draft-13 §6, computed here with HKDF directly (not longtls' key schedule)."""
+LABELS = {
+    "draft-13": ("derived", "c ap traffic", "s ap traffic", "exp master"),
+    "draft-2025-10": ("key derived", "c ap traffic2", "s ap traffic2", "exp main2"),
+    "draft-05": ("key derived", "c ap traffic2", "s ap traffic2", "exp master2"),
+}
+
+
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
+def test_secrets_match_the_spec_formulas(profile: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each text's derivation, computed here with HKDF directly (not longtls' key
+    schedule): draft-13 §6 (chained transcript), draft-2025-10 §7, draft-05 §5."""
     logged: dict[str, bytes] = {}
 
     def log(line: str) -> None:
         label, _rand, secret = line.split()
         logged[label] = bytes.fromhex(secret)
 
-    pair = _pair(client_keylog=log)
-    spy = _spy(pair)
+    pair = _pair(profile=profile, client_keylog=log)
+    spy = _spy(pair, monkeypatch)
     secrets = pair.client.handshake.secrets
     assert secrets is not None
     main0 = secrets.main_secret
     th0 = secrets.client_finished_hash
+    derived, c_label, s_label, e_label = LABELS[profile]
     for generation in (1, 2):
         spy["messages"].clear()
         spy["shared"].clear()
         (pair.client if generation == 1 else pair.server).extended_key_update()
         pair.pump()
-        request, response, finish = spy["messages"]
-        assert request[4] == 0 and response[4] == 1 and finish == bytes([27, 0, 0, 1, 2])
+        request, response = spy["messages"][:2]
+        finishes = spy["messages"][2:]
+        assert len(finishes) == (1 if profile == "draft-13" else 2)
         (shared,) = spy["shared"]
-        salt = derive_secret("sha256", main0, "derived", b"")
+        salt = derive_secret("sha256", main0, derived, b"")
         main1 = hkdf_extract("sha256", salt, shared)
-        th1 = hashlib.sha256(th0 + request + response).digest()
-        c_ap = expand_label("sha256", main1, "c ap traffic", th1, 32)
-        s_ap = expand_label("sha256", main1, "s ap traffic", th1, 32)
-        exp = expand_label("sha256", main1, "exp master", th1, 32)
+        if profile == "draft-13":
+            context = hashlib.sha256(th0 + request + response).digest()
+        else:
+            context = hashlib.sha256(request + response).digest()
+        c_ap = expand_label("sha256", main1, c_label, context, 32)
+        s_ap = expand_label("sha256", main1, s_label, context, 32)
+        exp = expand_label("sha256", main1, e_label, context, 32)
         assert logged[f"CLIENT_TRAFFIC_SECRET_{generation}"] == c_ap
         assert logged[f"SERVER_TRAFFIC_SECRET_{generation}"] == s_ap
-        assert logged[f"EXPORTER_SECRET_{generation}"] == exp
+        if profile == "draft-05":
+            assert f"EXPORTER_SECRET_{generation}" not in logged
+        else:
+            assert logged[f"EXPORTER_SECRET_{generation}"] == exp
         assert pair.client._write_secret == c_ap and pair.server._write_secret == s_ap
-        main0, th0 = main1, th1
+        assert pair.client.eku is not None and pair.client.eku.exporter_secret == exp
+        main0 = main1
+        if profile == "draft-13":
+            th0 = context
 
 
 def test_exporters_follow_the_generation() -> None:
-    pair = _pair()
+    pair = _pair()  # draft-13: generation 0 of the epoch-aware exporter is "exporter eku"
     before = pair.client.export_keying_material("EXPORTER-x", b"", 32)
     epoch0 = pair.client.export_epoch_keying_material("EXPORTER-x", b"", 32)
     assert epoch0 != before  # "exporter eku" is distinct from the TLS exporter (§9.1)
@@ -162,8 +187,9 @@ def test_exporters_follow_the_generation() -> None:
     assert pair.client.export_epoch_keying_material("EXPORTER-x", b"", 32, generation=0) == epoch0
 
 
-def test_crossed_requests_resolve_to_one_update() -> None:
-    pair = _pair()
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
+def test_crossed_requests_resolve_to_one_update(profile: str) -> None:
+    pair = _pair(profile=profile)
     pair.client.extended_key_update()
     pair.server.extended_key_update()
     pair.pump()
@@ -175,13 +201,15 @@ def test_crossed_requests_resolve_to_one_update() -> None:
     assert pair.received("server") == b"still in step"
 
 
-def test_crossed_requests_with_equal_shares_are_refused() -> None:
-    pair = _pair()
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
+def test_crossed_requests_with_equal_shares_are_refused(
+    profile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair = _pair(profile=profile)
     fixed = bytes(range(32))
-    for conn in (pair.client, pair.server):
-        assert conn.eku is not None
-        group = conn.eku.group
-        group.generate = lambda g=group: g.from_private_bytes(fixed)  # type: ignore[method-assign]
+    assert pair.client.eku is not None
+    group = pair.client.eku.group
+    monkeypatch.setattr(group, "generate", lambda: group.from_private_bytes(fixed))
     pair.client.extended_key_update()
     pair.server.extended_key_update()
     with pytest.raises(RemoteProtocolError) as info:
@@ -225,15 +253,15 @@ def test_bad_eku_messages(message: bytes, alert: AlertDescription) -> None:
     assert _inject(_pair(), message).alert == alert
 
 
-def test_new_request_while_responder_waits_for_finish() -> None:
-    pair = _pair()
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
+def test_new_request_while_responder_waits_for_finish(profile: str) -> None:
+    pair = _pair(profile=profile)
     pair.client.extended_key_update()
     pair.server.receive_data(pair.client.data_to_send())  # server answered, waits for finish
     assert pair.client.eku is not None
     share = pair.client.eku.group.generate()
-    from longtls.eku import EKUType, encode_eku
-
-    err = _inject(pair, encode_eku(EKUType.key_update_request, NamedGroup.x25519, share.public))
+    request = PROFILES[profile].encode(EKUMessage(Kind.REQUEST, NamedGroup.x25519, share.public))
+    err = _inject(pair, request)
     assert err.alert == AlertDescription.unexpected_message
 
 
@@ -260,3 +288,142 @@ def test_rate_limit_defers_the_response() -> None:
     pair.pump()
     assert [e.generation for e in _completed(pair.client_events)] == [1, 2]
     assert pair.server.get_timer() is None
+
+
+def _clocked_pair(profile: str, **kw: Any) -> tuple[Pair, list[float]]:
+    import time
+
+    clock = [time.time()]
+    pair = _pair(profile=profile, server_now=lambda: clock[0], client_now=lambda: clock[0], **kw)
+    return pair, clock
+
+
+def test_rate_limit_defers_in_draft_2025_10() -> None:
+    pair, clock = _clocked_pair("draft-2025-10", server_eku_min_interval=5.0)
+    pair.client.extended_key_update()
+    pair.pump()
+    pair.client.extended_key_update()
+    pair.pump()
+    assert [e.generation for e in _completed(pair.client_events)] == [1]
+    clock[0] += 5.0
+    pair.server.handle_timer()
+    pair.pump()
+    assert [e.generation for e in _completed(pair.client_events)] == [1, 2]
+
+
+def test_draft05_rate_limit_answers_retry_with_a_delay() -> None:
+    pair, clock = _clocked_pair("draft-05", server_eku_min_interval=30.0)
+    pair.client.extended_key_update()
+    pair.pump()
+    pair.client.extended_key_update()
+    pair.pump()
+    (rejected,) = [e for e in pair.client_events if isinstance(e, KeyUpdateRejected)]
+    assert rejected.status == "retry" and rejected.retry_after == 30
+    with pytest.raises(LocalProtocolError):
+        pair.client.extended_key_update()  # draft-05 §4: not within the delay
+    clock[0] += 30.0
+    pair.client.extended_key_update()
+    pair.pump()
+    assert [e.generation for e in _completed(pair.client_events)] == [1, 2]
+
+
+def test_draft05_rejected_and_extended_key_update_required() -> None:
+    pair = _pair(profile="draft-05", server_eku_max_peer_updates=1, client_eku_required=True)
+    pair.client.extended_key_update()
+    pair.pump()
+    pair.client.extended_key_update()
+    with pytest.raises(RemoteProtocolError) as info:
+        pair.pump()
+    assert info.value.alert == AlertDescription.extended_key_update_required
+    pair.client_events.extend(pair.client.events())
+    (rejected,) = [e for e in pair.client_events if isinstance(e, KeyUpdateRejected)]
+    assert rejected.status == "rejected"
+    pair.server.receive_data(pair.client.data_to_send())
+    closed = [e for e in pair.server.events() if isinstance(e, ConnectionClosed)]
+    assert closed[0].alert == AlertDescription.extended_key_update_required
+
+
+@pytest.mark.parametrize(
+    ("message", "alert"),
+    [
+        (bytes([28, 0, 0, 1, 9]), AlertDescription.illegal_parameter),  # unknown status
+        (bytes([28, 0, 0, 1, 0]), AlertDescription.decode_error),  # accepted without a share
+        (bytes([29, 0, 0, 0]), AlertDescription.unexpected_message),  # NewKeyUpdate out of place
+        (bytes([28, 0, 0, 1, 3]), AlertDescription.unexpected_message),  # clashed, no request
+    ],
+)
+def test_bad_draft05_messages(message: bytes, alert: AlertDescription) -> None:
+    assert _inject(_pair(profile="draft-05"), message).alert == alert
+
+
+@pytest.mark.parametrize("profile", ["draft-2025-10", "draft-05"])
+def test_older_profiles_invalidate_tickets_issued_before_an_update(profile: str) -> None:
+    from longtls.config import Configuration
+
+    c, s, _ = configs(client_eku_profile=profile, server_eku_profile=profile)
+    first = connect(c, s)
+    old = [e.ticket for e in first.client_events if isinstance(e, SessionTicketReceived)]
+    assert len(old) == 2
+    first.client.extended_key_update()
+    first.pump()
+    new = [e.ticket for e in first.client_events if isinstance(e, SessionTicketReceived)][2:]
+    assert len(new) == 2  # fresh tickets from the new resumption secret
+    stale = connect(Configuration(**{**c.__dict__, "session_ticket": old[0]}), s)
+    assert not next(e for e in stale.client_events if isinstance(e, HandshakeComplete)).resumed
+    fresh = connect(Configuration(**{**c.__dict__, "session_ticket": new[0]}), s)
+    assert next(e for e in fresh.client_events if isinstance(e, HandshakeComplete)).resumed
+
+
+def test_eku_message_before_the_peer_finished_is_unexpected() -> None:
+    c, s, _ = configs()
+    pair = Pair(Connection(c), Connection(s))
+    pair.client.start_handshake()
+    pair.server.receive_data(pair.client.data_to_send())
+    pair.client.receive_data(pair.server.data_to_send())
+    # The client has its application keys but the server has not seen its
+    # Finished yet: smuggle an EKU request in front of the Finished.
+    flight = pair.client.data_to_send()
+    pair.client.queue_handshake(
+        PROFILES["draft-13"].encode(EKUMessage(Kind.REQUEST, NamedGroup.X25519MLKEM768, b"\x01"))
+    )
+    del flight  # the Finished is never delivered
+    with pytest.raises(RemoteProtocolError) as info:
+        pair.server.receive_data(pair.client.data_to_send())
+    assert info.value.alert in (AlertDescription.unexpected_message, AlertDescription.bad_record_mac)
+
+
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
+def test_post_handshake_auth_after_and_across_updates(profile: str) -> None:
+    from helpers.pki import make_ca, make_leaf
+    from longtls.events import PeerAuthenticated
+
+    ca = make_ca("ecdsa-p256")
+    leaf = make_leaf(ca, "ecdsa-p256", client=True)
+    c, s, _ = configs(ca=ca, client_post_handshake_auth=True, client_eku_profile=profile,
+                      server_eku_profile=profile)
+    c.certificate_chain, c.private_key = leaf.chain, leaf.key
+    pair = connect(c, s)
+    pair.client.extended_key_update()
+    pair.pump()
+    # After an update (draft-13 §8.1: the context starts from transcript_hash_N+1).
+    pair.server.request_client_authentication()
+    pair.pump()
+    assert len([e for e in pair.server_events if isinstance(e, PeerAuthenticated)]) == 1
+    # Crossing (§8.3): the client's request meets the server's CertificateRequest;
+    # the server answers the update only once authentication completed.
+    pair.server.request_client_authentication()
+    pair.client.extended_key_update()
+    with pytest.raises(LocalProtocolError):
+        pair.server.extended_key_update()  # no EKU while client authentication runs
+    pair.pump()
+    assert len([e for e in pair.server_events if isinstance(e, PeerAuthenticated)]) == 2
+    if profile == "draft-05":
+        # draft-05 has a status for "not now": retry after a delay.
+        (retry,) = [e for e in pair.client_events if isinstance(e, KeyUpdateRejected)]
+        assert retry.status == "retry"
+        assert [e.generation for e in _completed(pair.client_events)] == [1]
+    else:
+        assert [e.generation for e in _completed(pair.client_events)] == [1, 2]
+    pair.client.send(b"after both")
+    pair.pump()
+    assert pair.received("server") == b"after both"

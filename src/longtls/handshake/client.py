@@ -424,9 +424,9 @@ class ClientHandshake(HandshakeEngine):
                 max_early = X.decode_early_data_nst(ext.data)
         if nst.ticket_lifetime == 0:
             return  # §4.6.1: a zero lifetime means discard at once
-        if self.eku_negotiated:
+        if self.eku_negotiated and self.eku_disables_tickets:
             return  # EKU draft-13 §6: ticket resumption is disabled with EKU
-        psk = ks.resumption_psk(self.suite, self.secrets.resumption_secret, nst.ticket_nonce)
+        psk = ks.resumption_psk(self.suite, self.conn.resumption_secret, nst.ticket_nonce)
         self.conn.emit(SessionTicketReceived(SessionTicket(
             ticket=nst.ticket, psk=psk, cipher_suite=CipherSuite(self.suite.suite),
             lifetime=nst.ticket_lifetime, age_add=nst.ticket_age_add, received_at=self.config.now(),
@@ -445,11 +445,16 @@ class ClientHandshake(HandshakeEngine):
         exts = {e.type: e.data for e in cr.extensions}
         if ExtensionType.signature_algorithms not in exts:
             raise RemoteProtocolError("CertificateRequest without signature_algorithms", AlertDescription.missing_extension)
-        self.check_post_handshake_auth_allowed()
-        assert self.handshake_transcript is not None and self.suite is not None
+        eku = self.conn.eku
+        if eku is not None and eku.in_progress and eku.role.value != "wait_resp":
+            # EKU draft-13 §8.3: the server must not start client authentication
+            # during an update; only our own request may cross its request.
+            raise RemoteProtocolError(
+                "CertificateRequest during an extended key update", AlertDescription.unexpected_message
+            )
         # RFC 9846 §4.4: the post-handshake transcript is the handshake's, then
         # the CertificateRequest and our answer; each request has its own.
-        transcript = self.handshake_transcript.fork()
+        transcript = self.post_handshake_transcript()
         transcript.update(raw)
         self._send_client_certificate(cr.certificate_request_context, cr, transcript)
         raw_fin = encode_handshake(

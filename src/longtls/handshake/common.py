@@ -36,6 +36,7 @@ from ..wire.messages import (
 
 if TYPE_CHECKING:
     from ..connection import Connection
+    from ..eku import ExtendedKeyUpdate
 
 Handler = Callable[[Any, bytes, bytes], None]
 
@@ -181,6 +182,35 @@ class HandshakeEngine:
 
     def request_post_handshake_auth(self) -> None:
         raise LocalProtocolError("only a server can request client authentication")
+
+    @property
+    def post_handshake_auth_in_progress(self) -> bool:
+        return False
+
+    @property
+    def eku_disables_tickets(self) -> bool:
+        from ..eku import get_profile
+
+        return get_profile(self.config.eku_profile).disable_tickets
+
+    def on_extended_key_update(self, eku: ExtendedKeyUpdate | None) -> None:
+        """Called when an extended key update completed."""
+
+    def post_handshake_transcript(self) -> ks.Transcript:
+        """The transcript a post-handshake CertificateRequest extends.
+
+        RFC 9846 §4.4: the handshake's (ClientHello..client Finished); after a
+        draft-13 extended key update, transcript_hash_N+1 instead (EKU draft-13 §8.1).
+        """
+        eku = self.conn.eku
+        if eku is not None and eku.generation > 0 and eku.profile.chained_transcript:
+            assert self.suite is not None
+            transcript = ks.Transcript()
+            transcript.start(self.suite)
+            transcript.update(eku.transcript_hash)
+            return transcript
+        assert self.handshake_transcript is not None
+        return self.handshake_transcript.fork()
 
     def export(self, label: bytes, context: bytes, length: int) -> bytes:
         assert self.secrets is not None and self.suite is not None

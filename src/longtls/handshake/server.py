@@ -48,12 +48,15 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..connection import Connection
+    from ..eku import ExtendedKeyUpdate
 
 _TICKET_VERSION = 1
 # Grace for clock skew between the ticket's issue time and its use.
 _TICKET_AGE_TOLERANCE_MS = 10_000
 # Bytes of undecryptable (rejected 0-RTT) records we skip (RFC 9846 §4.2.10).
 _MAX_SKIPPED_EARLY_DATA = 2**14 * 4
+# Connections whose ticket generations a server remembers.
+_MAX_TICKET_ORIGINS = 100_000
 
 
 class ServerState(Enum):
@@ -101,6 +104,9 @@ class ServerHandshake(HandshakeEngine):
         self.client_psk_modes: tuple[int, ...] = ()
         self.client_signature_algorithms: tuple[int, ...] = ()
         self.selected_identity = 0
+        # Names this connection inside its tickets, so an extended key update
+        # can invalidate the ones issued before it.
+        self.ticket_origin = config.random(8)
         self.scheme: SignatureScheme | None = None
 
     def initial_state(self) -> Enum:
@@ -288,6 +294,7 @@ class ServerHandshake(HandshakeEngine):
         now_ms = int(self.config.now() * 1000)
         state = b"".join((
             u8(_TICKET_VERSION), u16(self.suite.suite), u64(now_ms), u32(self.config.ticket_lifetime),
+            self.ticket_origin, u32(self.conn.key_generation),
             u32(age_add), vec(1, psk), vec(1, (self.alpn_protocol or "").encode()),
             vec(2, (self.server_name or "").encode()),
         ))
@@ -307,6 +314,8 @@ class ServerHandshake(HandshakeEngine):
         suite = buf.read_uint16()
         issued_ms = buf.read_uint64()
         lifetime = buf.read_uint32()
+        origin = buf.read(len(self.ticket_origin))
+        generation = buf.read_uint32()
         age_add = buf.read_uint32()
         psk = buf.read_vector(1)
         alpn = buf.read_vector(1).decode() or None
@@ -320,6 +329,8 @@ class ServerHandshake(HandshakeEngine):
             return None  # §8.3: the client's view of the ticket age is implausible
         if suite not in self.config.cipher_suites:
             return None
+        if generation < self.config.ticket_generations.get(origin, 0):
+            return None  # issued before an extended key update on its connection
         return _Resumption(psk, CipherSuite(suite), alpn, sni)
 
     # ---------------------------------------------------------- server flight
@@ -477,7 +488,7 @@ class ServerHandshake(HandshakeEngine):
             nonce = u8(self.tickets_sent)
             self.tickets_sent += 1
             age_add = int.from_bytes(self.config.random(4), "big")
-            psk = ks.resumption_psk(self.suite, self.secrets.resumption_secret, nonce)
+            psk = ks.resumption_psk(self.suite, self.conn.resumption_secret, nonce)
             nst = NewSessionTicket(self.config.ticket_lifetime, age_add, nonce, self._seal_ticket(psk, age_add), ())
             raw = nst.encode()
             from ..wire.messages import encode_handshake
@@ -486,7 +497,7 @@ class ServerHandshake(HandshakeEngine):
 
     def tickets_allowed(self) -> bool:
         # EKU draft-13 §6: endpoints that enable EKU disable ticket resumption.
-        return self.tickets_sent < 255 and not self.eku_negotiated
+        return self.tickets_sent < 255 and not (self.eku_negotiated and self.eku_disables_tickets)
 
     # ------------------------------------------- post-handshake authentication
 
@@ -496,9 +507,8 @@ class ServerHandshake(HandshakeEngine):
         if self.state is not ServerState.CONNECTED:
             raise LocalProtocolError("a client authentication request is already in progress")
         self.check_post_handshake_auth_allowed()
-        assert self.handshake_transcript is not None
         self.pha_context = self.config.random(16)
-        self.pha_transcript = self.handshake_transcript.fork()
+        self.pha_transcript = self.post_handshake_transcript()
         cr = CertificateRequest(self.pha_context, (
             Extension(ExtensionType.signature_algorithms, X.encode_signature_algorithms(list(self.signature_algorithms))),
         ))
@@ -516,6 +526,22 @@ class ServerHandshake(HandshakeEngine):
         self.pha_transcript = None
         self.state = ServerState.CONNECTED
         self.conn.emit(PeerAuthenticated(self.peer_certificates, self.peer_signature_scheme))
+        self.conn.post_handshake_auth_done()
+
+    @property
+    def post_handshake_auth_in_progress(self) -> bool:
+        return self.pha_context is not None
+
+    def on_extended_key_update(self, eku: ExtendedKeyUpdate | None) -> None:
+        # draft-2025-10 §7 / draft-05 §5: tickets issued before an update are
+        # invalidated; fresh ones, from the new resumption secret, replace them.
+        if eku is None or eku.profile.disable_tickets:
+            return
+        registry = self.config.ticket_generations
+        registry[self.ticket_origin] = eku.generation
+        while len(registry) > _MAX_TICKET_ORIGINS:
+            del registry[next(iter(registry))]
+        self.send_session_tickets(self.config.session_tickets)
 
     TRANSITIONS: ClassVar[dict[tuple[Enum, int], Handler]] = {
         (ServerState.START, HandshakeType.client_hello): on_client_hello,

@@ -1,0 +1,340 @@
+"""longtls against tlslite-ng 0.9.0b2 with kyber-py (ML-KEM) and dilithium-py (ML-DSA).
+
+The hybrid ML-KEM groups (SecP256r1MLKEM768, X25519MLKEM768,
+SecP384r1MLKEM1024) in both directions, ML-DSA-65 certificates in both
+directions (longtls serving one, longtls verifying tlslite's), and KeyUpdate
+in both directions: tlslite can send one (send_keyupdate_request) and answers
+longtls' request.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
+from helpers.peers import LOOPBACK, require_module
+from helpers.pki import Credential, Pki
+from longtls.config import ClientAuth
+from longtls.constants import NamedGroup, SignatureScheme
+
+TIMEOUT = 30.0
+
+tlslite = require_module("tlslite.api")
+tls_constants = require_module("tlslite.constants")
+tls_compat = require_module("tlslite.utils.compat")
+KeyUpdateMessageType = tls_constants.KeyUpdateMessageType
+
+# longtls group -> tlslite-ng curve name
+HYBRIDS = {
+    NamedGroup.SecP256r1MLKEM768: "secp256r1mlkem768",
+    NamedGroup.X25519MLKEM768: "x25519mlkem768",
+    NamedGroup.SecP384r1MLKEM1024: "secp384r1mlkem1024",
+}
+
+
+@pytest.fixture(autouse=True)
+def _pq_available() -> None:
+    assert tls_compat.ML_KEM_AVAILABLE, "kyber-py not importable: run `make venv`"
+    assert tls_compat.ML_DSA_AVAILABLE, "dilithium-py not importable: run `make venv`"
+
+
+def _chain(cred: Credential) -> Any:
+    chain = tlslite.X509CertChain()
+    chain.parsePemList(cred.chain_pem().decode())
+    return chain
+
+
+def _key(cred: Credential) -> Any:
+    return tlslite.parsePEMKey(cred.key_pem().decode(), private=True)
+
+
+def _settings(groups: list[str] | None = None, key_shares: list[str] | None = None) -> Any:
+    s = tlslite.HandshakeSettings()
+    s.minVersion = (3, 4)
+    s.maxVersion = (3, 4)
+    if groups is not None:
+        s.eccCurves = list(groups)
+        # tlslite insists that every default key share is an enabled group
+        s.keyShares = [g for g in s.keyShares if g in groups]
+    if key_shares is not None:
+        s.keyShares = list(key_shares)
+    return s
+
+
+def _read_line(conn: Any) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.read(max=4096, min=1)
+        if not chunk:
+            raise AssertionError(f"tlslite saw EOF after {data!r}")
+        data += bytes(chunk)
+    return data
+
+
+def _key_update(conn: Any, requested: bool) -> None:
+    kind = KeyUpdateMessageType.update_requested if requested else KeyUpdateMessageType.update_not_requested
+    for _ in conn.send_keyupdate_request(kind):
+        pass
+
+
+def _info(conn: Any) -> dict[str, Any]:
+    session = conn.session
+    return {
+        "version": conn.version,
+        "cipher": session.cipherSuite,
+        "server_sigalg": conn.serverSigAlg,
+        "server_chain": session.serverCertChain,
+        "client_chain": session.clientCertChain,
+        "resumed": conn.resumed,
+    }
+
+
+def _der(chain: Any) -> bytes:
+    return bytes(chain.x509List[0].bytes)
+
+
+class TlsliteServer:
+    """tlslite-ng server in a thread: one connection, then ``handler(conn)``."""
+
+    def __init__(self, cred: Credential, handler: Callable[[Any], Any], settings: Any, req_cert: bool = False) -> None:
+        self.cred = cred
+        self.handler = handler
+        self.settings = settings
+        self.req_cert = req_cert
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.listener.settimeout(TIMEOUT)
+        self.port: int = self.listener.getsockname()[1]
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            raw, _ = self.listener.accept()
+            raw.settimeout(TIMEOUT)
+            conn = tlslite.TLSConnection(raw)
+            try:
+                conn.handshakeServer(
+                    certChain=_chain(self.cred), privateKey=_key(self.cred), settings=self.settings,
+                    reqCert=self.req_cert,
+                )
+                self.result = self.handler(conn)
+                conn.close()
+            finally:
+                raw.close()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.listener.close()
+
+    def __enter__(self) -> TlsliteServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.thread.join(TIMEOUT + 5 if exc_type is None else 3)
+        if exc_type is None:
+            assert not self.thread.is_alive(), "tlslite server thread still running"
+        if self.error is not None:
+            raise AssertionError(f"the tlslite-ng server failed: {self.error!r}") from self.error
+
+
+# ------------------------------------------------------------ longtls client
+
+
+def tlslite_server_side(conn: Any) -> dict[str, Any]:
+    info = _info(conn)
+    conn.write(b"1 tlslite to longtls\n")
+    lines = [_read_line(conn), _read_line(conn)]  # 2, then 3 after longtls' KeyUpdate
+    conn.write(b"4 tlslite after answering the KeyUpdate\n")
+    lines.append(_read_line(conn))  # 5
+    _key_update(conn, requested=True)  # tlslite's own KeyUpdate, asking for one back
+    conn.write(b"6 tlslite after its KeyUpdate\n")
+    lines.append(_read_line(conn))  # 7
+    info["lines"] = lines
+    return info
+
+
+EXPECTED_TLSLITE_LINES = [
+    b"2 longtls to tlslite\n", b"3 longtls after its KeyUpdate\n", b"5 longtls ready\n",
+    b"7 longtls after answering\n",
+]
+
+
+def converse_as_client(drv: SocketDriver) -> None:
+    assert drv.recv_until(b"\n") == b"1 tlslite to longtls\n"
+    drv.send(b"2 longtls to tlslite\n")
+    drv.update_keys(request_peer_update=True)
+    drv.send(b"3 longtls after its KeyUpdate\n")
+    assert drv.recv_until(b"\n") == b"4 tlslite after answering the KeyUpdate\n"
+    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
+    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+    drv.send(b"5 longtls ready\n")
+    assert drv.recv_until(b"\n") == b"6 tlslite after its KeyUpdate\n"
+    assert [e.generation for e in drv.key_updates("receive")] == [1, 2], drv.describe()
+    sends = drv.key_updates("send")
+    assert [(e.generation, e.requested_by_peer) for e in sends] == [(1, False), (2, True)], drv.describe()
+    drv.send(b"7 longtls after answering\n")
+
+
+def _run_longtls_client(bundle: Pki, settings: Any, *, server: Credential | None = None,
+                        **cfg: Any) -> tuple[Any, SocketDriver, dict[str, Any]]:
+    with TlsliteServer(server or bundle.server, tlslite_server_side, settings,
+                       req_cert="client_cert" in cfg) as srv:
+        drv = connect(client_config(bundle.ca, **cfg), srv.port, timeout=TIMEOUT)
+        try:
+            done = drv.handshake()
+            converse_as_client(drv)
+        finally:
+            drv.close()
+    info = srv.result
+    assert info["version"] == (3, 4)
+    assert info["lines"] == EXPECTED_TLSLITE_LINES
+    return done, drv, info
+
+
+@pytest.mark.parametrize("group", list(HYBRIDS), ids=[g.name for g in HYBRIDS])
+def test_longtls_client_hybrid_group_with_tlslite_server(pki: Any, group: NamedGroup) -> None:
+    """tlslite server accepting only one hybrid; longtls' default key shares
+    (X25519MLKEM768, x25519) need a HelloRetryRequest for the other two."""
+    bundle = pki("ecdsa-p256")
+    done, drv, _ = _run_longtls_client(bundle, _settings(groups=[HYBRIDS[group]]))
+    assert done.group == group, drv.describe()
+    assert drv.conn.handshake.hello_retry_seen == (group != NamedGroup.X25519MLKEM768)  # type: ignore[attr-defined]
+    assert done.signature_scheme == SignatureScheme.ecdsa_secp256r1_sha256
+
+
+@pytest.mark.parametrize("group", list(HYBRIDS), ids=[g.name for g in HYBRIDS])
+def test_longtls_client_hybrid_key_share_without_retry(pki: Any, group: NamedGroup) -> None:
+    """longtls sends a key share for exactly the hybrid tlslite wants."""
+    bundle = pki("ecdsa-p256")
+    done, drv, _ = _run_longtls_client(
+        bundle, _settings(groups=[HYBRIDS[group]]), key_share_groups=[group], groups=[group]
+    )
+    assert done.group == group
+    assert not drv.conn.handshake.hello_retry_seen  # type: ignore[attr-defined]
+
+
+def test_longtls_client_verifies_tlslite_mldsa65_server(pki: Any) -> None:
+    """tlslite serves an ML-DSA-65 chain; longtls verifies chain and CertificateVerify."""
+    bundle = pki("mldsa65")
+    done, _, info = _run_longtls_client(bundle, _settings())
+    assert done.signature_scheme == SignatureScheme.mldsa65
+    assert done.peer_certificates[0] == bundle.server.cert
+    assert done.group == NamedGroup.X25519MLKEM768
+    assert info["server_sigalg"] == tls_constants.SignatureScheme.mldsa65
+
+
+def test_longtls_client_mldsa65_certificate_to_tlslite_server(pki: Any) -> None:
+    """Mutual TLS with ML-DSA-65 on both sides."""
+    bundle = pki("mldsa65")
+    done, _, info = _run_longtls_client(bundle, _settings(), client_cert=bundle.client)
+    assert done.client_authenticated
+    assert info["client_chain"] is not None
+    assert _der(info["client_chain"]) == bundle.client.cert.public_bytes(_DER)
+
+
+# ------------------------------------------------------------ longtls server
+
+from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
+
+_DER = Encoding.DER
+
+
+def longtls_server_side(drv: SocketDriver) -> None:
+    assert drv.recv_until(b"\n") == b"1 tlslite to longtls\n"
+    drv.send(b"2 longtls to tlslite\n")
+    drv.update_keys(request_peer_update=True)
+    drv.send(b"3 longtls after its KeyUpdate\n")
+    assert drv.recv_until(b"\n") == b"4 tlslite after answering the KeyUpdate\n"
+    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
+    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+    drv.send(b"5 longtls ready\n")
+    assert drv.recv_until(b"\n") == b"6 tlslite after its KeyUpdate\n"
+    assert [e.generation for e in drv.key_updates("receive")] == [1, 2], drv.describe()
+    sends = drv.key_updates("send")
+    assert [(e.generation, e.requested_by_peer) for e in sends] == [(1, False), (2, True)], drv.describe()
+    drv.send(b"7 longtls after answering\n")
+
+
+def converse_as_tlslite_client(conn: Any) -> None:
+    conn.write(b"1 tlslite to longtls\n")
+    assert _read_line(conn) == b"2 longtls to tlslite\n"
+    assert _read_line(conn) == b"3 longtls after its KeyUpdate\n"
+    conn.write(b"4 tlslite after answering the KeyUpdate\n")
+    assert _read_line(conn) == b"5 longtls ready\n"
+    _key_update(conn, requested=True)
+    conn.write(b"6 tlslite after its KeyUpdate\n")
+    assert _read_line(conn) == b"7 longtls after answering\n"
+
+
+def _run_tlslite_client(cfg: Any, settings: Any, client_cred: Credential | None = None) -> tuple[LongtlsServer, dict[str, Any]]:
+    with LongtlsServer(cfg, longtls_server_side, timeout=TIMEOUT) as server:
+        raw = socket.create_connection((LOOPBACK, server.port), timeout=TIMEOUT)
+        try:
+            conn = tlslite.TLSConnection(raw)
+            kwargs: dict[str, Any] = {}
+            if client_cred is not None:
+                kwargs = {"certChain": _chain(client_cred), "privateKey": _key(client_cred)}
+            conn.handshakeClientCert(settings=settings, serverName="localhost", **kwargs)
+            info = _info(conn)
+            converse_as_tlslite_client(conn)
+            conn.close()
+        finally:
+            raw.close()
+    assert info["version"] == (3, 4)
+    return server, info
+
+
+@pytest.mark.parametrize("group", list(HYBRIDS), ids=[g.name for g in HYBRIDS])
+def test_tlslite_client_hybrid_group_with_longtls_server(pki: Any, group: NamedGroup) -> None:
+    bundle = pki("ecdsa-p256")
+    settings = _settings(groups=[HYBRIDS[group]], key_shares=[HYBRIDS[group]])
+    server, info = _run_tlslite_client(server_config(bundle.server), settings)
+    assert server.handshakes[0].group == group
+    assert server.driver.conn.handshake.hrr_group is None  # type: ignore[attr-defined]
+    assert _der(info["server_chain"]) == bundle.server.cert.public_bytes(_DER)
+
+
+def test_tlslite_client_default_shares_with_longtls_server(pki: Any) -> None:
+    """tlslite's defaults share x25519mlkem768, secp256r1 and x25519: longtls
+    prefers X25519MLKEM768."""
+    bundle = pki("ecdsa-p256")
+    server, _ = _run_tlslite_client(server_config(bundle.server), _settings())
+    assert server.handshakes[0].group == NamedGroup.X25519MLKEM768
+
+
+@pytest.mark.parametrize("group", [NamedGroup.SecP256r1MLKEM768, NamedGroup.SecP384r1MLKEM1024],
+                         ids=["SecP256r1MLKEM768", "SecP384r1MLKEM1024"])
+def test_longtls_server_hello_retry_request_to_hybrid(pki: Any, group: NamedGroup) -> None:
+    """tlslite shares only x25519; longtls accepts only a hybrid and retries."""
+    bundle = pki("ecdsa-p256")
+    settings = _settings(groups=["x25519", HYBRIDS[group]], key_shares=["x25519"])
+    server, _ = _run_tlslite_client(server_config(bundle.server, groups=[group]), settings)
+    assert server.driver.conn.handshake.hrr_group == group  # type: ignore[attr-defined]
+    assert server.handshakes[0].group == group
+
+
+def test_tlslite_client_verifies_longtls_mldsa65_server(pki: Any) -> None:
+    """longtls serves an ML-DSA-65 chain and signs CertificateVerify with ML-DSA-65."""
+    bundle = pki("mldsa65")
+    server, info = _run_tlslite_client(server_config(bundle.server), _settings())
+    assert info["server_sigalg"] == tls_constants.SignatureScheme.mldsa65
+    assert _der(info["server_chain"]) == bundle.server.cert.public_bytes(_DER)
+    assert server.handshakes[0].group == NamedGroup.X25519MLKEM768
+
+
+def test_tlslite_client_mldsa65_mutual_tls_with_longtls_server(pki: Any) -> None:
+    bundle = pki("mldsa65")
+    cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
+    server, _ = _run_tlslite_client(cfg, _settings(), client_cred=bundle.client)
+    done = server.handshakes[0]
+    assert done.client_authenticated
+    assert done.signature_scheme == SignatureScheme.mldsa65
+    assert done.peer_certificates[0] == bundle.client.cert
