@@ -114,6 +114,12 @@ class Configuration:
     #: DoS limit (EKU draft-13 §11.3): minimum seconds between updates the
     #: peer starts; a request arriving sooner gets its response deferred.
     eku_min_interval: float = 0.0
+    #: Rekey policy: start an update (EKU when negotiated, else KeyUpdate)
+    #: after this many seconds, bytes sent, or records sent, whichever is first.
+    #: The AEAD usage limits of RFC 9846 §5.5 apply regardless.
+    rekey_interval: float | None = None
+    rekey_bytes: int | None = None
+    rekey_records: int | None = None
     #: Most updates the peer may start on one connection (None: no limit).
     #: Beyond it, draft-05 answers "rejected"; the other texts defer forever.
     eku_max_peer_updates: int | None = None
@@ -190,5 +196,9 @@ class Configuration:
             get_profile(self.eku_profile)
         if self.eku_min_interval < 0:
             raise ConfigurationError("eku_min_interval must not be negative")
+        for name in ("rekey_interval", "rekey_bytes", "rekey_records"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigurationError(f"{name} must be positive (or None to disable)")
         if not 64 <= self.record_size_limit <= 2**14 + 1:
             raise ConfigurationError("record_size_limit must be between 64 and 16385")

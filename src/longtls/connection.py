@@ -93,6 +93,9 @@ class Connection:
         self.eku: ExtendedKeyUpdate | None = None
         self._last_peer_eku = float("-inf")
         self._peer_updates = 0
+        # rekey policy bookkeeping (Configuration.rekey_*)
+        self._bytes_since_rekey = 0
+        self._last_rekey_at = 0.0
         self.handshake: HandshakeEngine = (
             ClientHandshake(self, configuration) if self.is_client else ServerHandshake(self, configuration)
         )
@@ -154,6 +157,13 @@ class Connection:
             raise LocalProtocolError("cannot send after close()")
         self._maybe_auto_rekey()
         self._send_records(ContentType.APPLICATION_DATA, data)
+        self._bytes_since_rekey += len(data)
+        cfg = self.configuration
+        if (cfg.rekey_bytes is not None and self._bytes_since_rekey >= cfg.rekey_bytes) or (
+            cfg.rekey_records is not None and self._write is not None
+            and self._write.sequence_number >= cfg.rekey_records
+        ):
+            self._policy_rekey()
 
     def update_keys(self, request_peer_update: bool = True) -> None:
         """Send a KeyUpdate (RFC 9846 §4.6.3) and switch to the next sending key."""
@@ -180,17 +190,30 @@ class Connection:
         self._guard(self.eku.start)
 
     def get_timer(self) -> float | None:
-        """When ``handle_timer`` should be called next (a deferred EKU response), or None."""
-        if self.eku is None or not self._eku_deferred_by_rate():
-            return None
-        return self._last_peer_eku + self.configuration.eku_min_interval
+        """When ``handle_timer`` should be called next, or None.
+
+        Timers: a deferred EKU response (rate limit) and the rekey interval.
+        """
+        deadlines = []
+        if self.eku is not None and self._eku_deferred_by_rate():
+            deadlines.append(self._last_peer_eku + self.configuration.eku_min_interval)
+        interval = self.configuration.rekey_interval
+        if interval is not None and self.state is ConnectionState.CONNECTED and not self._close_sent:
+            deadlines.append(self._last_rekey_at + interval)
+        return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float | None = None) -> None:
         """Run what ``get_timer`` asked for, if its time has come."""
-        deadline = self.get_timer()
         current = self.configuration.now() if now is None else now
-        if deadline is not None and current >= deadline:
-            self._guard(self._respond_deferred_eku)
+        if self.eku is not None and self._eku_deferred_by_rate():
+            if current >= self._last_peer_eku + self.configuration.eku_min_interval:
+                self._guard(self._respond_deferred_eku)
+        interval = self.configuration.rekey_interval
+        if (
+            interval is not None and self.state is ConnectionState.CONNECTED
+            and not self._close_sent and current >= self._last_rekey_at + interval
+        ):
+            self._guard(self._policy_rekey)
 
     def export_epoch_keying_material(
         self, label: str | bytes, context: bytes, length: int, generation: int | None = None
@@ -276,6 +299,7 @@ class Connection:
 
     def handshake_done(self) -> None:
         self.state = ConnectionState.CONNECTED
+        self._last_rekey_at = self.configuration.now()
         self._read_generation = 0
         self._write_generation = 0
         hs = self.handshake
@@ -353,7 +377,26 @@ class Connection:
         self.handle_timer()
 
     def eku_completed(self) -> None:
+        self._rekeyed()
         self.handshake.on_extended_key_update(self.eku)
+
+    def _rekeyed(self) -> None:
+        self._bytes_since_rekey = 0
+        self._last_rekey_at = self.configuration.now()
+
+    def _policy_rekey(self) -> None:
+        """Start the update the rekey policy asks for, unless one is under way."""
+        if self.eku is not None:
+            if not self.eku.in_progress and not self.handshake.post_handshake_auth_in_progress:
+                try:
+                    self.eku.start()
+                except LocalProtocolError:
+                    return  # draft-05 "retry" delay still running
+                # Count from the start, so a slow peer does not trigger a storm.
+                self._bytes_since_rekey = 0
+                self._last_rekey_at = self.configuration.now()
+        elif self.handshake.standard_key_update_allowed:
+            self._send_key_update(KeyUpdateRequest.update_requested)
 
     @property
     def resumption_secret(self) -> bytes:
@@ -551,6 +594,7 @@ class Connection:
         self._events.append(
             KeyUpdated(direction="send", generation=self._write_generation, requested_by_peer=requested_by_peer)
         )
+        self._rekeyed()
 
     def _traffic_label(self, peer: bool) -> str:
         client_side = self.is_client != peer

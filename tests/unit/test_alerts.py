@@ -34,9 +34,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import x25519
+from cryptography.x509.oid import NameOID
 
 from helpers.pair import Pair, configs, connect
-from helpers.pki import make_ca, make_leaf
+from helpers.pki import Credential, generate_key, make_ca, make_leaf
 from helpers.tamper import (
     KeyLog,
     Message,
@@ -73,7 +74,12 @@ from longtls.errors import (
     ProtocolError,
     RemoteProtocolError,
 )
-from longtls.events import ConnectionClosed, HandshakeComplete, SessionTicketReceived
+from longtls.events import (
+    ApplicationData,
+    ConnectionClosed,
+    HandshakeComplete,
+    SessionTicketReceived,
+)
 from longtls.record.tls import plaintext_record
 from longtls.wire import extensions as X
 from longtls.wire.messages import (
@@ -84,6 +90,7 @@ from longtls.wire.messages import (
     ClientHello,
     EncryptedExtensions,
     Extension,
+    NewSessionTicket,
     ServerHello,
     encode_handshake,
 )
@@ -263,7 +270,7 @@ def test_protected_application_data_before_the_peers_finished() -> None:
     """§4.5.3: Application Data may flow only after Finished; §6.2
     unexpected_message covers "premature Application Data".  Sealed under the
     server's handshake key, so it authenticates but comes too early."""
-    c, s, _clog, slog = make_configs()
+    c, s, _, slog = make_configs()
     client, server, flight = server_flight(c, s)
     clear = b"".join(r.raw for r in split_records(flight) if not r.protected)
     early = seal(SUITE, slog.secret("SERVER_HANDSHAKE_TRAFFIC_SECRET"), ContentType.APPLICATION_DATA, b"hi")
@@ -321,7 +328,7 @@ def test_change_cipher_spec_other_than_a_single_0x01(value: bytes) -> None:
 def test_protected_change_cipher_spec() -> None:
     """§5: "... or which receives a protected change_cipher_spec record MUST
     abort the handshake with an unexpected_message alert"."""
-    c, s, _clog, slog = make_configs()
+    c, s, _, slog = make_configs()
     client, server, flight = server_flight(c, s)
     clear = b"".join(r.raw for r in split_records(flight) if not r.protected)
     ccs = seal(SUITE, slog.secret("SERVER_HANDSHAKE_TRAFFIC_SECRET"), ContentType.CHANGE_CIPHER_SPEC, b"\x01")
@@ -357,7 +364,7 @@ def test_encrypted_extensions_in_the_server_hello_record() -> None:
     """§5.1: ServerHello precedes a key change and MUST end its record.  An
     EncryptedExtensions sent in the clear right after it, in the same record,
     must be refused with unexpected_message, not accepted as if protected."""
-    c, s, _clog, slog = make_configs()
+    c, s, _, slog = make_configs()
     client, server, flight = server_flight(c, s)
     records = split_records(flight)
     inner = open_protected(negotiated_suite(flight), slog.secret("SERVER_HANDSHAKE_TRAFFIC_SECRET"), records)
@@ -371,7 +378,7 @@ def test_key_update_before_finished() -> None:
     """§4.7.3: "Implementations that receive a KeyUpdate message prior to
     receiving a Finished message MUST terminate the connection with an
     unexpected_message alert"."""
-    c, s, _clog, slog = make_configs(**no_eku())
+    c, s, _, slog = make_configs(**no_eku())
     client, server, flight = server_flight(c, s)
     key_update = seal(
         SUITE, slog.secret("CLIENT_HANDSHAKE_TRAFFIC_SECRET"), ContentType.HANDSHAKE,
@@ -383,7 +390,7 @@ def test_key_update_before_finished() -> None:
 def test_key_update_not_ending_its_record() -> None:
     """§5.1: KeyUpdate precedes a key change, so it MUST align with a record
     boundary; more handshake bytes after it in the record -> unexpected_message."""
-    pair, clog, _slog = connected(**no_eku())
+    pair, clog, _ = connected(**no_eku())
     stream = encode_handshake(HandshakeType.key_update, b"\x00") + encode_handshake(HandshakeType.key_update, b"\x00")[:2]
     record = seal(SUITE, clog.secret("CLIENT_TRAFFIC_SECRET_0"), ContentType.HANDSHAKE, stream)
     expect_fatal(pair.server, record, A.unexpected_message, peer=pair.client)
@@ -393,7 +400,7 @@ def test_post_handshake_certificate_request_without_the_offer() -> None:
     """§4.7.2: "A client that receives a post-handshake CertificateRequest
     message without having sent the post_handshake_auth extension MUST send an
     unexpected_message fatal alert"."""
-    pair, _clog, slog = connected(server_session_tickets=0)
+    pair, _, slog = connected(server_session_tickets=0)
     cr = CertificateRequest(b"\x07" * 8, (
         Extension(ExtensionType.signature_algorithms, X.encode_signature_algorithms([SignatureScheme.ed25519])),
     ))
@@ -408,7 +415,7 @@ def test_client_hello_after_the_handshake() -> None:
     """§4.2.2: "if a server has negotiated TLS 1.3 and receives a ClientHello
     at any other time, it MUST terminate the connection with an
     unexpected_message alert" (no renegotiation)."""
-    c, s, clog, _slog = make_configs()
+    c, s, clog, _ = make_configs()
     pair = connect(c, s)
     again = Connection(Configuration(is_client=True, server_name="localhost", cipher_suites=[AES128]))
     again.start_handshake()
@@ -418,6 +425,50 @@ def test_client_hello_after_the_handshake() -> None:
         encode_handshake(HandshakeType.client_hello, body),
     )
     expect_fatal(pair.server, record, A.unexpected_message, peer=pair.client)
+
+
+@pytest.mark.parametrize(
+    ("victim", "msg_type", "body"),
+    [
+        ("server", HandshakeType.new_session_ticket, NewSessionTicket(60, 0, b"\x00", b"ticket").encode()),
+        ("server", HandshakeType.finished, bytes(32)),
+        ("server", HandshakeType.end_of_early_data, b""),
+        ("server", HandshakeType.certificate_verify, CertificateVerify(SignatureScheme.ed25519, bytes(64)).encode()),
+        ("server", 99, b"\x00"),
+        ("client", HandshakeType.end_of_early_data, b""),
+        ("client", HandshakeType.finished, bytes(32)),
+        ("client", HandshakeType.encrypted_extensions, EncryptedExtensions(()).encode()),
+        ("client", 99, b"\x00"),
+    ],
+    ids=[
+        "server-new_session_ticket", "server-finished", "server-end_of_early_data",
+        "server-certificate_verify", "server-type-99", "client-end_of_early_data", "client-finished",
+        "client-encrypted_extensions", "client-type-99",
+    ],
+)
+def test_unexpected_handshake_message_after_the_handshake(victim: str, msg_type: int, body: bytes) -> None:
+    """§4: a handshake message out of order -> unexpected_message; §4.6 for
+    EndOfEarlyData ("Servers MUST NOT send this message, and clients receiving
+    it MUST terminate the connection with an unexpected_message alert"; a
+    client sends it only after early data was accepted)."""
+    pair, clog, slog = connected(server_session_tickets=0)
+    if victim == "client":
+        me, peer, secret = pair.client, pair.server, slog.secret("SERVER_TRAFFIC_SECRET_0")
+    else:
+        me, peer, secret = pair.server, pair.client, clog.secret("CLIENT_TRAFFIC_SECRET_0")
+    record = seal(SUITE, secret, ContentType.HANDSHAKE, encode_handshake(msg_type, body))
+    expect_fatal(me, record, A.unexpected_message, peer=peer)
+
+
+def test_plaintext_handshake_record_after_keys_are_in_use() -> None:
+    """§5.1/§5.2: once record protection is engaged, handshake messages come
+    in TLSCiphertext records; a TLSPlaintext handshake record then is an
+    unexpected record -> unexpected_message (§5)."""
+    c, s, _, _ = make_configs()
+    client, server, flight = server_flight(c, s)
+    clear = b"".join(r.raw for r in split_records(flight) if not r.protected)
+    ee = handshake_record(HandshakeType.encrypted_extensions, EncryptedExtensions(()).encode())
+    expect_fatal(client, clear + ee, A.unexpected_message, peer=server)
 
 
 def test_second_hello_retry_request() -> None:
@@ -455,7 +506,7 @@ def test_zero_length_protected_record(content_type: ContentType) -> None:
     have a zero-length TLSInnerPlaintext.content; if such a message is
     received, the receiving implementation MUST terminate the connection with
     an unexpected_message alert" -- padding does not make it non-empty."""
-    c, s, _clog, slog = make_configs()
+    c, s, _, slog = make_configs()
     client, server, flight = server_flight(c, s)
     clear = b"".join(r.raw for r in split_records(flight) if not r.protected)
     empty = seal(SUITE, slog.secret("SERVER_HANDSHAKE_TRAFFIC_SECRET"), content_type, b"", padding=16)
@@ -474,7 +525,7 @@ def test_unknown_outer_record_type() -> None:
 def test_unknown_inner_content_type(inner_type: int) -> None:
     """§5: an unexpected record type -- here the TLSInnerPlaintext.type of an
     authentic protected record -- is answered with unexpected_message."""
-    pair, _clog, slog = connected(server_session_tickets=0)
+    pair, _, slog = connected(server_session_tickets=0)
     record = seal(SUITE, slog.secret("SERVER_TRAFFIC_SECRET_0"), inner_type, b"\x01\x00\x01")
     expect_fatal(pair.client, record, A.unexpected_message, peer=pair.server)
 
@@ -483,7 +534,7 @@ def test_protected_record_without_a_content_type() -> None:
     """§5.4: "If a receiving implementation does not find a non-zero octet in
     the cleartext, it MUST terminate the connection with an unexpected_message
     alert"."""
-    pair, _clog, slog = connected(server_session_tickets=0)
+    pair, _, slog = connected(server_session_tickets=0)
     record = seal(SUITE, slog.secret("SERVER_TRAFFIC_SECRET_0"), 0, b"", padding=20)
     expect_fatal(pair.client, record, A.unexpected_message, peer=pair.server)
 
@@ -646,7 +697,7 @@ def test_plaintext_record_longer_than_2_14() -> None:
 def test_protected_record_decrypting_to_more_than_2_14_bytes() -> None:
     """§6.2 record_overflow: "a record decrypted to a TLSPlaintext record with
     more than 2^14 bytes"."""
-    pair, _clog, slog = connected(server_session_tickets=0)
+    pair, _, slog = connected(server_session_tickets=0)
     record = seal(SUITE, slog.secret("SERVER_TRAFFIC_SECRET_0"), ContentType.APPLICATION_DATA, bytes(2**14 + 1))
     expect_fatal(pair.client, record, A.record_overflow, peer=pair.server)
 
@@ -655,20 +706,26 @@ def test_protected_record_over_our_record_size_limit() -> None:
     """§5.4 and §6.2 ("... or some other negotiated limit"), RFC 8449 §4: a
     record larger than the record_size_limit we advertised is record_overflow.
     The server ignores the client's limit of 256 (the record is forged)."""
-    pair, _clog, slog = connected(client_record_size_limit=256, server_session_tickets=0)
+    pair, _, slog = connected(client_record_size_limit=256, server_session_tickets=0)
     record = seal(SUITE, slog.secret("SERVER_TRAFFIC_SECRET_0"), ContentType.APPLICATION_DATA, bytes(300))
     expect_fatal(pair.client, record, A.record_overflow, peer=pair.server)
 
 
-def test_padding_counts_toward_our_record_size_limit() -> None:
-    """§5.4: "If the maximum fragment length is reduced -- as for example by
-    the record_size_limit extension from RFC 8449 -- then the reduced limit
+@pytest.mark.parametrize(("limit", "padding"), [(256, 200), (2**14 + 1, 2**14)], ids=["limit-256", "limit-16385"])
+def test_padding_counts_toward_our_record_size_limit(limit: int, padding: int) -> None:
+    """§5.4: "the full encoded TLSInnerPlaintext MUST NOT exceed 2^14 + 1
+    octets. If the maximum fragment length is reduced -- as for example by the
+    record_size_limit extension from RFC 8449 -- then the reduced limit
     applies to the full plaintext, including the content type and padding."
-    100 bytes of content + type + 200 bytes of padding = 301 > 256."""
-    pair, _clog, slog = connected(client_record_size_limit=256, server_session_tickets=0)
+    (RFC 8449 §4: a record larger than the advertised limit -> record_overflow;
+    longtls always advertises record_size_limit.)  100 bytes of content, the
+    type byte and ``padding`` zeros exceed ``limit``; the ciphertext itself is
+    within 2^14 + 256."""
+    pair, _, slog = connected(client_record_size_limit=limit, server_session_tickets=0)
     record = seal(
-        SUITE, slog.secret("SERVER_TRAFFIC_SECRET_0"), ContentType.APPLICATION_DATA, bytes(100), padding=200,
+        SUITE, slog.secret("SERVER_TRAFFIC_SECRET_0"), ContentType.APPLICATION_DATA, bytes(100), padding=padding,
     )
+    assert 100 + 1 + padding > limit and len(record) - 5 <= 2**14 + 256
     expect_fatal(pair.client, record, A.record_overflow, peer=pair.server)
 
 
@@ -712,7 +769,7 @@ def test_no_common_signature_scheme() -> None:
 
 def test_certificate_that_is_not_der() -> None:
     """§6.2 bad_certificate: "A certificate was corrupt"."""
-    c, s, _clog, slog = make_configs()
+    c, s, _, slog = make_configs()
     garbage = Certificate(b"", (CertificateEntry(b"\x30\x82\x01\x00 not a certificate"),)).encode()
     client, server, flight = tampered_server_flight(
         c, s, slog, lambda m: replace(m, HandshakeType.certificate, garbage),
@@ -757,7 +814,7 @@ def test_client_certificate_key_that_cannot_sign() -> None:
     was of an unsupported type".  The client presents an X25519 certificate
     (and signs with an unrelated ECDSA key)."""
     cert, signing_key, ca = _x25519_leaf()
-    c, s, _clog, _slog = make_configs(ca=ca, server_client_auth=ClientAuth.REQUIRED)
+    c, s, _, _ = make_configs(ca=ca, server_client_auth=ClientAuth.REQUIRED)
     c.certificate_chain, c.private_key = [cert], signing_key
     client, server, flight = client_flight(c, s)
     expect_fatal(server, flight, A.unsupported_certificate, peer=client)
@@ -768,7 +825,7 @@ def test_server_certificate_without_server_auth_usage() -> None:
     certificate (extendedKeyUsage clientAuth only)."""
     ca = make_ca("ecdsa-p256")
     wrong = make_leaf(ca, "ecdsa-p256", client=True)
-    c, s, _clog, _ = make_configs(ca=ca)
+    c, s, _, _ = make_configs(ca=ca)
     s.certificate_chain, s.private_key = wrong.chain, wrong.key
     client, server, flight = server_flight(c, s)
     expect_fatal(client, flight, A.unsupported_certificate, peer=server, error=CertificateError)
@@ -783,7 +840,7 @@ def test_expired_server_certificate() -> None:
     now = datetime.datetime.now(datetime.UTC)
     leaf = make_leaf(ca, "ecdsa-p256", not_before=now - datetime.timedelta(days=30),
                      not_after=now - datetime.timedelta(days=1))
-    c, s, _clog, _ = make_configs(ca=ca)
+    c, s, _, _ = make_configs(ca=ca)
     s.certificate_chain, s.private_key = leaf.chain, leaf.key
     client, server, flight = server_flight(c, s)
     expect_fatal(client, flight, A.certificate_expired, peer=server, error=CertificateError)
@@ -795,7 +852,7 @@ def test_client_certificate_not_yet_valid() -> None:
     now = datetime.datetime.now(datetime.UTC)
     leaf = make_leaf(ca, "ecdsa-p256", client=True, not_before=now + datetime.timedelta(days=1),
                      not_after=now + datetime.timedelta(days=30))
-    c, s, _, _slog = make_configs(ca=ca, server_client_auth=ClientAuth.REQUIRED)
+    c, s, _, _ = make_configs(ca=ca, server_client_auth=ClientAuth.REQUIRED)
     c.certificate_chain, c.private_key = leaf.chain, leaf.key
     client, server, flight = client_flight(c, s)
     expect_fatal(server, flight, A.certificate_expired, peer=client, error=CertificateError)
@@ -807,7 +864,7 @@ def test_client_certificate_not_yet_valid() -> None:
 def test_server_certificate_from_an_untrusted_ca() -> None:
     """§6.2 unknown_ca: "the CA certificate could not be located or could not
     be matched with a known trust anchor"."""
-    c, s, _clog, _ = make_configs()
+    c, s, _, _ = make_configs()
     stranger = make_leaf(make_ca("ecdsa-p256", common_name="stranger CA"), "ecdsa-p256")
     s.certificate_chain, s.private_key = stranger.chain, stranger.key
     client, server, flight = server_flight(c, s)
@@ -816,11 +873,54 @@ def test_server_certificate_from_an_untrusted_ca() -> None:
 
 def test_client_certificate_from_an_untrusted_ca() -> None:
     """§6.2 unknown_ca, for a client certificate the server must verify."""
-    c, s, _, _slog = make_configs(server_client_auth=ClientAuth.REQUIRED)
+    c, s, _, _ = make_configs(server_client_auth=ClientAuth.REQUIRED)
     stranger = make_leaf(make_ca("ecdsa-p256", common_name="stranger CA"), "ecdsa-p256", client=True)
     c.certificate_chain, c.private_key = stranger.chain, stranger.key
     client, server, flight = client_flight(c, s)
     expect_fatal(server, flight, A.unknown_ca, peer=client, error=CertificateError)
+
+
+# =========================================================================== certificate_unknown
+
+
+def _ca_child(issuer: Credential, name: str, *, path_length: int | None = None,
+              permitted: list[x509.GeneralName] | None = None) -> Credential:
+    """An intermediate CA with its own name (and optional constraints)."""
+    key = generate_key("ecdsa-p256")
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(issuer.cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
+    )
+    if permitted is not None:
+        builder = builder.add_extension(x509.NameConstraints(permitted, None), critical=True)
+    return Credential("ecdsa-p256", key, builder.sign(issuer.key, hashes.SHA256()), issuer)
+
+
+@pytest.mark.parametrize("problem", ["path-length", "name-constraints"])
+def test_server_chain_violating_a_ca_constraint(problem: str) -> None:
+    """§6.2 certificate_unknown: "Some other (unspecified) issue arose in
+    processing the certificate, rendering it unacceptable" -- a chain that
+    breaks its CA's pathLenConstraint or nameConstraints (RFC 5280 §4.2.1.9,
+    §4.2.1.10): properly signed, from a trusted root, yet unacceptable."""
+    ca = make_ca("ecdsa-p256")
+    if problem == "path-length":
+        top = _ca_child(ca, "top intermediate", path_length=0)
+        issuer = _ca_child(top, "bottom intermediate")
+    else:
+        issuer = _ca_child(ca, "constrained intermediate", permitted=[x509.DNSName("example.com")])
+    leaf = make_leaf(issuer, "ecdsa-p256")
+    c, s, _, _ = make_configs(ca=ca)
+    s.certificate_chain, s.private_key = leaf.chain, leaf.key
+    client, server, flight = server_flight(c, s)
+    expect_fatal(client, flight, A.certificate_unknown, peer=server, error=CertificateError)
 
 
 # =========================================================================== illegal_parameter
@@ -985,7 +1085,7 @@ def test_duplicate_extension_in_client_hello() -> None:
 
 def test_duplicate_extension_in_encrypted_extensions() -> None:
     """§4.3: no two extensions of one type in a block -> illegal_parameter."""
-    c, s, _clog, slog = make_configs()
+    c, s, _, slog = make_configs()
     twice = Extension(ExtensionType.record_size_limit, X.encode_record_size_limit(2**14 + 1))
     client, server, flight = tampered_server_flight(c, s, slog, edit_ee([twice]))
     expect_fatal(client, flight, A.illegal_parameter, peer=server)
@@ -994,7 +1094,7 @@ def test_duplicate_extension_in_encrypted_extensions() -> None:
 def test_key_update_with_an_unknown_request_value() -> None:
     """§4.7.3 request_update: "If an implementation receives any other value,
     it MUST terminate the connection with an illegal_parameter alert"."""
-    pair, clog, _slog = connected(**no_eku())
+    pair, clog, _ = connected(**no_eku())
     record = seal(
         SUITE, clog.secret("CLIENT_TRAFFIC_SECRET_0"), ContentType.HANDSHAKE,
         encode_handshake(HandshakeType.key_update, b"\x05"),
@@ -1006,7 +1106,7 @@ def test_alpn_protocol_the_client_did_not_offer() -> None:
     """§6 / §6.2 illegal_parameter (a field inconsistent with other fields):
     the server selects "h2" from the client's list ["http/1.1"] (RFC 7301 §3.1:
     the server's choice is one of the client's protocols)."""
-    c, s, _clog, slog = make_configs(client_alpn_protocols=["http/1.1"])
+    c, s, _, slog = make_configs(client_alpn_protocols=["http/1.1"])
     alpn = Extension(ExtensionType.application_layer_protocol_negotiation,
                      X.encode_application_layer_protocol_negotiation([b"h2"]))
     client, server, flight = tampered_server_flight(c, s, slog, edit_ee([alpn]))
@@ -1018,7 +1118,7 @@ def test_forbidden_extension_in_encrypted_extensions() -> None:
     any forbidden extensions and if any are found MUST abort the handshake
     with an illegal_parameter alert" (key_share was offered, but belongs in
     ServerHello)."""
-    c, s, _clog, slog = make_configs()
+    c, s, _, slog = make_configs()
     share = Extension(ExtensionType.key_share, X.encode_key_share_server(X.KeyShareEntry(NamedGroup.x25519, bytes(32))))
     client, server, flight = tampered_server_flight(c, s, slog, edit_ee([share]))
     expect_fatal(client, flight, A.illegal_parameter, peer=server)
@@ -1053,6 +1153,41 @@ def test_pre_shared_key_not_the_last_extension() -> None:
         X.OfferedPsks((X.PskIdentity(b"ticket", 0),), (bytes(32),))))
     exts = client_hello_of(ch).extensions
     expect_fatal(server, _rebuilt_client_hello(ch, extensions=(psk, *exts)), A.illegal_parameter, peer=client)
+
+
+def test_second_client_hello_without_the_requested_key_share() -> None:
+    """§4.3.8: after a HelloRetryRequest the client "MUST replace the original
+    key_share extension with one containing only a new KeyShareEntry for the
+    group indicated in the selected_group field"; servers "MAY check for
+    violations of these rules and abort the handshake with an
+    illegal_parameter alert"."""
+    calls: list[int] = []
+
+    def empty_second_share(exts: list[Extension]) -> list[Extension]:
+        calls.append(1)
+        if len(calls) == 1:
+            return exts
+        return hook_set(ExtensionType.key_share, X.encode_key_share_client([]))(exts)
+
+    c, s, _, _ = make_configs(
+        client_groups=[NamedGroup.x25519, NamedGroup.secp256r1], client_key_share_groups=[NamedGroup.x25519],
+        server_groups=[NamedGroup.secp256r1],
+    )
+    c.client_hello_hook = empty_second_share
+    client, server, ch = hello(c, s)
+    server.receive_data(ch)
+    client.receive_data(server.data_to_send())
+    expect_fatal(server, client.data_to_send(), A.illegal_parameter, peer=client)
+
+
+def test_new_session_ticket_lifetime_over_seven_days() -> None:
+    """§4.7.1: "Servers MUST NOT use any value greater than 604800 seconds (7
+    days)" -- a well-formed but invalid field -> illegal_parameter (§6)."""
+    pair, _, slog = connected(**no_eku(server_session_tickets=0))
+    nst = NewSessionTicket(604801, 0, b"\x00", b"ticket").encode()
+    record = seal(SUITE, slog.secret("SERVER_TRAFFIC_SECRET_0"), ContentType.HANDSHAKE,
+                  encode_handshake(HandshakeType.new_session_ticket, nst))
+    expect_fatal(pair.client, record, A.illegal_parameter, peer=pair.server)
 
 
 def test_server_hello_selecting_tls_1_2_in_supported_versions() -> None:
@@ -1107,7 +1242,7 @@ def test_alert_record_of_the_wrong_length(payload: bytes) -> None:
 def test_empty_server_certificate() -> None:
     """§4.5.1.3: "If the server supplies an empty Certificate message, the
     client MUST abort the handshake with a decode_error alert"."""
-    c, s, _clog, slog = make_configs()
+    c, s, _, slog = make_configs()
     client, server, flight = tampered_server_flight(
         c, s, slog, lambda m: replace(m, HandshakeType.certificate, Certificate(b"", ()).encode()),
     )
@@ -1118,7 +1253,7 @@ def test_empty_server_certificate() -> None:
 def test_finished_of_the_wrong_length(length: int) -> None:
     """§4.5.3: verify_data is Hash.length bytes; another length does not fit
     the formal syntax -> decode_error (§6, §6.2)."""
-    c, s, _clog, slog = make_configs()
+    c, s, _, slog = make_configs()
     client, server, flight = tampered_server_flight(
         c, s, slog, lambda m: replace(m, HandshakeType.finished, bytes(length)),
     )
@@ -1136,7 +1271,7 @@ def test_bad_server_finished() -> None:
     """§4.5.3: "Recipients of Finished messages MUST verify that the contents
     are correct and if incorrect MUST terminate the connection with a
     decrypt_error alert"."""
-    c, s, _clog, slog = make_configs()
+    c, s, _, slog = make_configs()
     client, server, flight = tampered_server_flight(
         c, s, slog, lambda m: replace(m, HandshakeType.finished, _flip_last(body_of(m, HandshakeType.finished))),
     )
@@ -1145,7 +1280,7 @@ def test_bad_server_finished() -> None:
 
 def test_bad_client_finished() -> None:
     """§4.5.3 (the server checks the client's Finished) -> decrypt_error."""
-    c, s, clog, _slog = make_configs()
+    c, s, clog, _ = make_configs()
     client, server, flight = client_flight(c, s)
     flight = rewrite_flight(
         flight, SUITE, clog.secret("CLIENT_HANDSHAKE_TRAFFIC_SECRET"),
@@ -1173,7 +1308,7 @@ def test_bad_client_certificate_verify() -> None:
     """§4.5.2 (the server checks the client's signature) -> decrypt_error."""
     ca = make_ca("ecdsa-p256")
     leaf = make_leaf(ca, "ed25519", client=True)
-    c, s, clog, _slog = make_configs(ca=ca, server_client_auth=ClientAuth.REQUIRED)
+    c, s, clog, _ = make_configs(ca=ca, server_client_auth=ClientAuth.REQUIRED)
     c.certificate_chain, c.private_key = leaf.chain, leaf.key
 
     def corrupt(messages: list[Message]) -> list[Message]:
@@ -1311,7 +1446,7 @@ def test_server_hello_without_key_share() -> None:
 def test_certificate_request_without_signature_algorithms() -> None:
     """§4.4.2: "The signature_algorithms extension MUST be specified" in a
     CertificateRequest; §6.2 missing_extension."""
-    c, s, _clog, slog = make_configs(server_client_auth=ClientAuth.OPTIONAL)
+    c, s, _, slog = make_configs(server_client_auth=ClientAuth.OPTIONAL)
     client, server, flight = tampered_server_flight(
         c, s, slog, lambda m: replace(m, HandshakeType.certificate_request, CertificateRequest(b"", ()).encode()),
     )
@@ -1330,7 +1465,7 @@ def test_encrypted_extensions_with_an_extension_not_offered(extension: Extension
     """§4.3: extension responses (EncryptedExtensions) for extensions the
     client did not send -> "an endpoint MUST abort the handshake with an
     unsupported_extension alert"."""
-    c, s, _clog, slog = make_configs()
+    c, s, _, slog = make_configs()
     client, server, flight = tampered_server_flight(c, s, slog, edit_ee([extension]))
     expect_fatal(client, flight, A.unsupported_extension, peer=server)
 
@@ -1349,7 +1484,7 @@ def test_server_hello_with_an_extension_not_offered() -> None:
 def test_certificate_entry_with_an_extension_not_requested() -> None:
     """§4.3: Certificate extensions are responses too; status_request was not
     offered -> unsupported_extension."""
-    c, s, _clog, slog = make_configs()
+    c, s, _, slog = make_configs()
 
     def add_extension(messages: list[Message]) -> list[Message]:
         cert = Certificate.decode(body_of(messages, HandshakeType.certificate))
@@ -1367,7 +1502,7 @@ def test_certificate_entry_with_an_extension_not_requested() -> None:
 def test_required_client_certificate_missing() -> None:
     """§4.5.1.3: with no client certificate the server MAY "abort the
     handshake with a certificate_required alert"; §6.2 certificate_required."""
-    c, s, _clog, _slog = make_configs(server_client_auth=ClientAuth.REQUIRED)
+    c, s, _, _ = make_configs(server_client_auth=ClientAuth.REQUIRED)
     client, server, flight = client_flight(c, s)
     expect_fatal(server, flight, A.certificate_required, peer=client)
 
@@ -1379,7 +1514,7 @@ def test_no_common_application_protocol() -> None:
     """§6.2 no_application_protocol: "Sent by servers when a client
     application_layer_protocol_negotiation extension advertises only protocols
     that the server does not support" (RFC 7301 §3.2)."""
-    c, s, _clog, _slog = make_configs(client_alpn_protocols=["http/1.1"], server_alpn_protocols=["h2"])
+    c, s, _, _ = make_configs(client_alpn_protocols=["http/1.1"], server_alpn_protocols=["h2"])
     client, server, ch = hello(c, s)
     expect_fatal(server, ch, A.no_application_protocol, peer=client)
 
@@ -1430,3 +1565,20 @@ def test_client_without_a_suitable_certificate_sends_an_empty_certificate() -> N
     pair = connect(c, s)
     (done,) = [e for e in pair.server_events if isinstance(e, HandshakeComplete)]
     assert not done.client_authenticated
+
+
+def test_data_after_close_notify_is_ignored() -> None:
+    """§6.1 close_notify: "Any data received after a closure alert has been
+    received MUST be ignored" -- ignored, not answered with an alert.  The
+    client half-closes, then a further (authentic) application data record
+    arrives."""
+    pair, clog, _ = connected()
+    pair.client.close()
+    pair.server.receive_data(pair.client.data_to_send())
+    pair.server.events()
+    late = seal(SUITE, clog.secret("CLIENT_TRAFFIC_SECRET_0"), ContentType.APPLICATION_DATA, b"late",
+                sequence_number=1)
+    pair.server.receive_data(late)
+    assert not [e for e in pair.server.events() if isinstance(e, ApplicationData)]
+    assert not pair.server.is_closed
+    assert pair.server.data_to_send() == b""

@@ -427,3 +427,39 @@ def test_post_handshake_auth_after_and_across_updates(profile: str) -> None:
     pair.client.send(b"after both")
     pair.pump()
     assert pair.received("server") == b"after both"
+
+
+@pytest.mark.parametrize("eku", [True, False])
+def test_rekey_policy_by_bytes_and_records(eku: bool) -> None:
+    pair = _pair(client_rekey_bytes=10_000, client_extended_key_update=eku)
+    for _ in range(10):
+        pair.client.send(b"b" * 4000)
+        pair.pump()
+    assert pair.received("server") == b"b" * 40_000
+    if eku:
+        assert len(_completed(pair.client_events)) == 3  # after 12k, 24k and 36k bytes
+    else:
+        from longtls.events import KeyUpdated
+
+        sends = [e for e in pair.client_events if isinstance(e, KeyUpdated) and e.direction == "send"]
+        assert len(sends) == 3
+    records = _pair(client_rekey_records=5)
+    for _ in range(12):
+        records.client.send(b"r")
+        records.pump()
+    assert len(_completed(records.client_events)) == 2
+
+
+def test_rekey_policy_by_interval() -> None:
+    pair, clock = _clocked_pair("draft-13", client_rekey_interval=60.0)
+    start = clock[0]
+    assert pair.client.get_timer() == start + 60.0
+    assert pair.server.get_timer() is None
+    clock[0] += 59.0
+    pair.client.handle_timer()
+    assert not pair.client.data_to_send()
+    clock[0] += 1.0
+    pair.client.handle_timer()
+    pair.pump()
+    assert [e.generation for e in _completed(pair.client_events)] == [1]
+    assert pair.client.get_timer() == clock[0] + 60.0

@@ -1,0 +1,273 @@
+"""longtls against GnuTLS 3.7 (`gnutls-serv`, `gnutls-cli`).
+
+gnutls-serv --echo answers a KeyUpdate but cannot start one; gnutls-cli can
+with --inline-commands: "^rekey^" updates its keys and requests ours,
+"^rekey1^" updates only its own.  GnuTLS 3.7 has no ML-KEM, so the classic
+groups are exercised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
+from helpers.peers import PeerProcess, free_port, start_process
+from helpers.pki import Pki, PkiFiles
+from longtls.config import ClientAuth
+from longtls.constants import CipherSuite, NamedGroup, SignatureScheme
+
+KEY_TYPES = ["rsa-2048", "ecdsa-p256", "ed25519"]
+# longtls refuses Ed25519 CA keys (Web PKI profile): Ed25519 leaves get an ECDSA CA.
+CA_KEY_TYPE = {"ed25519": "ecdsa-p256"}
+EXPECTED_SCHEME = {
+    "rsa-2048": SignatureScheme.rsa_pss_rsae_sha256,
+    "ecdsa-p256": SignatureScheme.ecdsa_secp256r1_sha256,
+    "ed25519": SignatureScheme.ed25519,
+}
+GNUTLS_GROUPS = {
+    NamedGroup.x25519: "GROUP-X25519",
+    NamedGroup.secp256r1: "GROUP-SECP256R1",
+    NamedGroup.secp384r1: "GROUP-SECP384R1",
+}
+GNUTLS_KX = {NamedGroup.x25519: "ECDHE-X25519", NamedGroup.secp256r1: "ECDHE-SECP256R1",
+             NamedGroup.secp384r1: "ECDHE-SECP384R1"}
+GNUTLS_SIG = {"rsa-2048": "RSA-PSS-RSAE-SHA256", "ecdsa-p256": "ECDSA-SECP256R1-SHA256", "ed25519": "EdDSA-Ed25519"}
+TLS13 = "NORMAL:-VERS-ALL:+VERS-TLS1.3"
+
+
+def _priority(*groups: NamedGroup) -> str:
+    if not groups:
+        return TLS13
+    return TLS13 + ":-GROUP-ALL" + "".join(f":+{GNUTLS_GROUPS[g]}" for g in groups)
+
+
+def _pki(pki: Any, key_type: str, tmp_path: Path) -> tuple[Pki, PkiFiles]:
+    bundle: Pki = pki(key_type, ca_key_type=CA_KEY_TYPE.get(key_type))
+    return bundle, bundle.write_pem(tmp_path / key_type)
+
+
+# ------------------------------------------------------------- gnutls-serv
+
+
+def gnutls_serv(files: PkiFiles, port: int, priority: str, *extra: str) -> list[str]:
+    return [
+        "gnutls-serv", "--echo", "--port", str(port),
+        "--x509certfile", str(files.server.chain), "--x509keyfile", str(files.server.key),
+        "--priority", priority, *extra,
+    ]  # fmt: skip
+
+
+def converse_with_echo(drv: SocketDriver) -> None:
+    """Data both ways (echoed), a KeyUpdate from longtls asking for one back,
+    more data both ways."""
+    drv.send(b"1 longtls to gnutls-serv\n")
+    assert drv.recv_until(b"\n") == b"1 longtls to gnutls-serv\n"
+    drv.update_keys(request_peer_update=True)
+    drv.send(b"2 longtls after its KeyUpdate\n")
+    # The echo comes back under gnutls' updated key: it answered the request.
+    assert drv.recv_until(b"\n") == b"2 longtls after its KeyUpdate\n"
+    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
+    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+    # and once more without asking
+    drv.update_keys(request_peer_update=False)
+    drv.send(b"3 longtls after a KeyUpdate not requesting one\n")
+    assert drv.recv_until(b"\n") == b"3 longtls after a KeyUpdate not requesting one\n"
+    assert [e.generation for e in drv.key_updates("send")] == [1, 2]
+    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+
+
+@pytest.mark.parametrize("group", list(GNUTLS_GROUPS), ids=[g.name for g in GNUTLS_GROUPS])
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_longtls_client_gnutls_serv(pki: Any, tmp_path: Path, key_type: str, group: NamedGroup) -> None:
+    """Default longtls client (shares X25519MLKEM768 + x25519) against a
+    gnutls-serv limited to one group: the NIST curves need a HelloRetryRequest."""
+    bundle, files = _pki(pki, key_type, tmp_path)
+    port = free_port()
+    with start_process(gnutls_serv(files, port, _priority(group)), ready_pattern=r"listening on IPv4"):
+        drv = connect(client_config(bundle.ca), port)
+        try:
+            done = drv.handshake()
+            assert done.version == "TLSv1.3"
+            assert done.group == group, drv.describe()
+            assert drv.conn.handshake.hello_retry_seen == (group != NamedGroup.x25519)  # type: ignore[attr-defined]
+            assert done.signature_scheme == EXPECTED_SCHEME[key_type]
+            assert done.peer_certificates[0] == bundle.server.cert
+            converse_with_echo(drv)
+        finally:
+            drv.close()
+
+
+@pytest.mark.parametrize("suite", list(CipherSuite), ids=[s.name for s in CipherSuite])
+def test_longtls_client_gnutls_serv_cipher_suites(pki: Any, tmp_path: Path, suite: CipherSuite) -> None:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    with start_process(gnutls_serv(files, port, TLS13), ready_pattern=r"listening on IPv4"):
+        drv = connect(client_config(bundle.ca, cipher_suites=[suite]), port)
+        try:
+            assert drv.handshake().cipher_suite == suite
+            converse_with_echo(drv)
+        finally:
+            drv.close()
+
+
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_longtls_client_mutual_tls_with_gnutls_serv(pki: Any, tmp_path: Path, key_type: str) -> None:
+    bundle, files = _pki(pki, key_type, tmp_path)
+    port = free_port()
+    args = gnutls_serv(
+        files, port, TLS13, "--require-client-cert", "--verify-client-cert", "--x509cafile", str(files.ca)
+    )
+    with start_process(args, ready_pattern=r"listening on IPv4") as srv:
+        drv = connect(client_config(bundle.ca, client_cert=bundle.client), port)
+        try:
+            done = drv.handshake()
+            assert done.client_authenticated
+            converse_with_echo(drv)
+        finally:
+            drv.close()
+    assert "Error" not in srv.output(), srv.describe()
+
+
+def test_longtls_client_resumption_with_gnutls_serv(pki: Any, tmp_path: Path) -> None:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    cfg = client_config(bundle.ca)
+    with start_process(gnutls_serv(files, port, TLS13), ready_pattern=r"listening on IPv4"):
+        first = connect(cfg, port)
+        try:
+            assert not first.handshake().resumed
+            tickets = first.wait_for_tickets(1)
+            converse_with_echo(first)
+        finally:
+            first.close()
+        second = connect(dataclasses.replace(cfg, session_ticket=tickets[0].ticket), port)
+        try:
+            done = second.handshake()
+            assert done.resumed, second.describe()
+            assert done.signature_scheme is None
+            assert done.group is not None
+            converse_with_echo(second)
+        finally:
+            second.close()
+
+
+# ------------------------------------------------------------- gnutls-cli
+
+
+def gnutls_cli(files: PkiFiles, port: int, priority: str, *extra: str) -> list[str]:
+    return [
+        "gnutls-cli", "--x509cafile", str(files.ca), "--port", str(port),
+        "--priority", priority, "--inline-commands", *extra, "localhost",
+    ]  # fmt: skip
+
+
+def serve_gnutls_cli(drv: SocketDriver) -> None:
+    """longtls side of converse_with_gnutls_cli (runs in the server thread)."""
+    assert drv.recv_until(b"\n") == b"1 gnutls-cli to longtls\n"
+    drv.send(b"2 longtls to gnutls-cli\n")
+    drv.update_keys(request_peer_update=True)
+    drv.send(b"3 longtls after its KeyUpdate\n")
+    assert drv.recv_until(b"\n") == b"4 gnutls-cli after answering\n"
+    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
+    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+    drv.send(b"5 longtls ready\n")
+    # gnutls-cli: ^rekey^ (update_requested)
+    assert drv.recv_until(b"\n") == b"6 gnutls-cli after ^rekey^\n"
+    assert [e.generation for e in drv.key_updates("receive")] == [1, 2], drv.describe()
+    sends = drv.key_updates("send")
+    assert [(e.generation, e.requested_by_peer) for e in sends] == [(1, False), (2, True)], drv.describe()
+    drv.send(b"7 longtls after answering\n")
+    # gnutls-cli: ^rekey1^ (update_not_requested)
+    assert drv.recv_until(b"\n") == b"8 gnutls-cli after ^rekey1^\n"
+    assert [e.generation for e in drv.key_updates("receive")] == [1, 2, 3], drv.describe()
+    assert len(drv.key_updates("send")) == 2, drv.describe()
+    drv.send(b"9 longtls done\n")
+
+
+def converse_with_gnutls_cli(cli: PeerProcess) -> None:
+    cli.write("1 gnutls-cli to longtls\n")
+    cli.wait_for_output(r"^2 longtls to gnutls-cli$")
+    cli.wait_for_output(r"^3 longtls after its KeyUpdate$")
+    cli.write("4 gnutls-cli after answering\n")
+    cli.wait_for_output(r"^5 longtls ready$")
+    cli.write("^rekey^\n")
+    cli.wait_for_output(r"Rekey was completed")
+    cli.write("6 gnutls-cli after ^rekey^\n")
+    cli.wait_for_output(r"^7 longtls after answering$")
+    cli.write("^rekey1^\n")
+    m = cli.wait_for_output(r"(?s)Rekey was completed.*Rekey was completed")
+    assert m
+    cli.write("8 gnutls-cli after ^rekey1^\n")
+    cli.wait_for_output(r"^9 longtls done$")
+
+
+@pytest.mark.parametrize("group", list(GNUTLS_GROUPS), ids=[g.name for g in GNUTLS_GROUPS])
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_gnutls_cli_longtls_server(pki: Any, tmp_path: Path, key_type: str, group: NamedGroup) -> None:
+    bundle, files = _pki(pki, key_type, tmp_path)
+    with LongtlsServer(server_config(bundle.server), serve_gnutls_cli) as server:
+        args = gnutls_cli(files, server.port, _priority(group))
+        with start_process(args, ready_pattern=r"Handshake was completed") as cli:
+            converse_with_gnutls_cli(cli)
+        server.join()
+    done = server.handshakes[0]
+    assert done.group == group
+    assert done.server_name == "localhost"
+    assert server.driver.conn.handshake.hrr_group is None  # type: ignore[attr-defined]
+    out = cli.stdout
+    assert "The certificate is trusted" in out, cli.describe()
+    desc = re.search(r"- Description: (.*)", out)
+    assert desc, cli.describe()
+    assert GNUTLS_KX[group] in desc.group(1) and GNUTLS_SIG[key_type] in desc.group(1), cli.describe()
+
+
+def test_gnutls_cli_hello_retry_request_from_longtls(pki: Any, tmp_path: Path) -> None:
+    """gnutls-cli shares x25519 (and its first NIST curve); longtls accepts
+    only secp384r1, its third group, and asks for it."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    cfg = server_config(bundle.server, groups=[NamedGroup.secp384r1])
+    with LongtlsServer(cfg, serve_gnutls_cli) as server:
+        priority = _priority(NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.secp384r1)
+        with start_process(gnutls_cli(files, server.port, priority), ready_pattern=r"Handshake was completed") as cli:
+            converse_with_gnutls_cli(cli)
+        server.join()
+    assert server.driver.conn.handshake.hrr_group == NamedGroup.secp384r1  # type: ignore[attr-defined]
+    assert server.handshakes[0].group == NamedGroup.secp384r1
+    assert "ECDHE-SECP384R1" in cli.stdout, cli.describe()
+
+
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_gnutls_cli_mutual_tls_with_longtls_server(pki: Any, tmp_path: Path, key_type: str) -> None:
+    bundle, files = _pki(pki, key_type, tmp_path)
+    cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
+    with LongtlsServer(cfg, serve_gnutls_cli) as server:
+        args = gnutls_cli(
+            files, server.port, TLS13, "--x509certfile", str(files.client.chain), "--x509keyfile", str(files.client.key)
+        )
+        with start_process(args, ready_pattern=r"Handshake was completed") as cli:
+            converse_with_gnutls_cli(cli)
+        server.join()
+    done = server.handshakes[0]
+    assert done.client_authenticated
+    assert done.signature_scheme == EXPECTED_SCHEME[key_type]
+    assert done.peer_certificates[0] == bundle.client.cert
+
+
+def test_gnutls_cli_resumption_with_longtls_server(pki: Any, tmp_path: Path) -> None:
+    """gnutls-cli --resume: a full handshake, then a resumed one with longtls' ticket."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    with LongtlsServer(server_config(bundle.server), [SocketDriver.wait_for_peer_close, serve_gnutls_cli]) as server:
+        args = gnutls_cli(files, server.port, TLS13, "--resume", "--waitresumption")
+        with start_process(args, ready_pattern=r"This is a resumed session") as cli:
+            converse_with_gnutls_cli(cli)
+        server.join()
+    first, second = server.handshakes
+    assert not first.resumed
+    assert second.resumed
+    assert second.signature_scheme is None
+    assert second.group is not None

@@ -1,0 +1,185 @@
+"""tshark decrypts a captured longtls session with longtls' own key log.
+
+A longtls client and a longtls server talk over loopback while tshark
+captures the port; both write SSLKEYLOGFILE lines (Configuration.keylog).
+tshark (Wireshark 4.0) then decrypts the capture with that key log alone: the
+application data both ways, before and after a KeyUpdate, must show up in
+clear.  This checks the key log independently of longtls: Wireshark derives
+the record keys itself from the logged secrets.
+
+A second test does the same with openssl s_server as the peer, so the
+secrets are checked against a session longtls did not run both ends of.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
+from helpers.peers import LOOPBACK, PeerProcess, free_port, require_binary, run, start_process
+from longtls.constants import CipherSuite, NamedGroup
+
+CLIENT_LINES = [b"GET /longtls-client-plaintext-1 HTTP/1.0\n", b"client-after-keyupdate-7d1f\n"]
+SERVER_LINES = [b"server-plaintext-reply-3a9c\n", b"server-after-keyupdate-b62e\n"]
+KEYLOG_LABELS = {
+    "CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+    "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0", "EXPORTER_SECRET",
+}
+
+
+class Capture:
+    """tshark capturing one TCP port on loopback into a pcapng file."""
+
+    def __init__(self, port: int, path: Path) -> None:
+        self.port = port
+        self.path = path
+        self._cm = start_process(
+            ["tshark", "-i", "lo", "-f", f"tcp port {port}", "-w", str(path)],
+            ready_pattern=r"Capturing on",
+            timeout=15,
+        )
+        self.proc: PeerProcess | None = None
+
+    def __enter__(self) -> Capture:
+        self.proc = self._cm.__enter__()
+        return self
+
+    def stop(self) -> None:
+        """SIGINT: tshark tells dumpcap to stop and flushes the file."""
+        assert self.proc is not None
+        if self.proc.proc.poll() is None:
+            self.proc.proc.send_signal(signal.SIGINT)
+            self.proc.wait(15)
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(*exc)  # type: ignore[arg-type]
+
+
+def decrypted_stream(pcap: Path, keylog: Path) -> tuple[str, str]:
+    """(follow,tls output, hex dump of decrypted records) for the capture."""
+    follow = run(
+        ["tshark", "-r", str(pcap), "-o", f"tls.keylog_file:{keylog}", "-q", "-z", "follow,tls,ascii,0"],
+        timeout=60,
+    ).stdout
+    dump = run(
+        ["tshark", "-r", str(pcap), "-o", f"tls.keylog_file:{keylog}", "-Y", "tls", "-x"],
+        timeout=60,
+    ).stdout
+    return follow, dump
+
+
+def assert_plaintext_visible(pcap: Path, keylog: Path, lines: list[bytes]) -> None:
+    follow, dump = decrypted_stream(pcap, keylog)
+    for line in lines:
+        assert line.decode().strip() in follow, f"{line!r} not decrypted by tshark:\n{follow}"
+    assert "Decrypted TLS" in dump, dump[-3000:]
+    # Without the key log, tshark sees none of it.
+    blind = run(["tshark", "-r", str(pcap), "-q", "-z", "follow,tls,ascii,0"], timeout=60).stdout
+    for line in lines:
+        assert line.decode().strip() not in blind, blind
+
+
+def _keylog_lines(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+def server_side(drv: SocketDriver) -> None:
+    assert drv.recv_until(b"\n") == CLIENT_LINES[0]
+    drv.send(SERVER_LINES[0])
+    assert drv.recv_until(b"\n") == CLIENT_LINES[1]  # after the client's KeyUpdate
+    assert [e.generation for e in drv.key_updates("receive")] == [1]
+    drv.send(SERVER_LINES[1])  # after answering it
+
+
+@pytest.mark.parametrize("suite", list(CipherSuite), ids=[s.name for s in CipherSuite])
+def test_tshark_decrypts_longtls_session_with_key_log(pki: Any, tmp_path: Path, suite: CipherSuite) -> None:
+    require_binary("tshark")
+    bundle = pki("ecdsa-p256")
+    client_keylog = tmp_path / "client.keys"
+    server_keylog = tmp_path / "server.keys"
+    pcap = tmp_path / "longtls.pcapng"
+    # EKU (longtls' default) has no Wireshark support: use the classic KeyUpdate.
+    ccfg = client_config(bundle.ca, cipher_suites=[suite], extended_key_update=False)
+    ccfg.set_keylog_file(client_keylog)
+    scfg = server_config(bundle.server, extended_key_update=False)
+    scfg.set_keylog_file(server_keylog)
+
+    with LongtlsServer(scfg, server_side) as server, Capture(server.port, pcap) as capture:
+        drv = connect(ccfg, server.port)
+        try:
+            done = drv.handshake()
+            assert done.cipher_suite == suite
+            drv.send(CLIENT_LINES[0])
+            assert drv.recv_until(b"\n") == SERVER_LINES[0]
+            drv.update_keys(request_peer_update=True)
+            drv.send(CLIENT_LINES[1])
+            assert drv.recv_until(b"\n") == SERVER_LINES[1]
+            assert [e.generation for e in drv.key_updates("receive")] == [1]
+        finally:
+            drv.close()
+        server.join()
+        capture.stop()
+
+    # Both ends logged the same secrets, for the same client_random.
+    client_lines = _keylog_lines(client_keylog)
+    server_lines = _keylog_lines(server_keylog)
+    assert {label for label, _, _ in client_lines} >= KEYLOG_LABELS | {
+        "CLIENT_TRAFFIC_SECRET_1", "SERVER_TRAFFIC_SECRET_1",
+    }, client_lines
+    assert sorted(map(tuple, client_lines)) == sorted(map(tuple, server_lines))
+    assert len({random for _, random, _ in client_lines}) == 1
+    assert client_lines[0][1] == drv.conn.client_random.hex()
+
+    assert pcap.stat().st_size > 0
+    assert_plaintext_visible(pcap, client_keylog, CLIENT_LINES + SERVER_LINES)
+
+
+def test_tshark_decrypts_longtls_client_to_openssl_with_hello_retry(pki: Any, tmp_path: Path) -> None:
+    """longtls client, openssl s_server (HelloRetryRequest to secp384r1): only
+    longtls' key log is given to tshark."""
+    require_binary("tshark")
+    bundle = pki("ecdsa-p256")
+    files = bundle.write_pem(tmp_path / "pki")
+    keylog = tmp_path / "client.keys"
+    pcap = tmp_path / "openssl.pcapng"
+    cfg = client_config(bundle.ca)
+    cfg.set_keylog_file(keylog)
+    port = free_port()
+    s_server = [
+        "openssl", "s_server", "-accept", f"{LOOPBACK}:{port}", "-naccept", "1",
+        "-cert", str(files.server.cert), "-key", str(files.server.key), "-tls1_3", "-groups", "P-384",
+    ]  # fmt: skip
+    with Capture(port, pcap) as capture, start_process(s_server, ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(cfg, port)
+        try:
+            done = drv.handshake()
+            assert done.group == NamedGroup.secp384r1
+            assert drv.conn.handshake.hello_retry_seen  # type: ignore[attr-defined]
+            drv.send(CLIENT_LINES[0])
+            srv.wait_for_output(r"longtls-client-plaintext-1")
+            srv.write(SERVER_LINES[0].decode())
+            assert drv.recv_until(b"\n") == SERVER_LINES[0]
+            drv.update_keys(request_peer_update=True)
+            drv.send(CLIENT_LINES[1])
+            srv.wait_for_output(r"client-after-keyupdate-7d1f")
+            srv.write(SERVER_LINES[1].decode())
+            assert drv.recv_until(b"\n") == SERVER_LINES[1]
+        finally:
+            drv.close()
+        srv.wait(10)
+        capture.stop()
+    assert_plaintext_visible(pcap, keylog, CLIENT_LINES + SERVER_LINES)
+
+
+def test_root_can_capture_on_loopback() -> None:
+    """The capture tests need dumpcap on 'lo' (root, or CAP_NET_RAW)."""
+    require_binary("tshark")
+    out = subprocess.run(["tshark", "-D"], capture_output=True, text=True, timeout=30)
+    assert re.search(r"^\d+\. lo\b", out.stdout, re.M), out.stdout + out.stderr
+
