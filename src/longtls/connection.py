@@ -195,7 +195,7 @@ class Connection:
         Timers: a deferred EKU response (rate limit) and the rekey interval.
         """
         deadlines = []
-        if self.eku is not None and self._eku_deferred_by_rate():
+        if self._eku_deferred_by_rate():
             deadlines.append(self._last_peer_eku + self.configuration.eku_min_interval)
         interval = self.configuration.rekey_interval
         if interval is not None and self.state is ConnectionState.CONNECTED and not self._close_sent:
@@ -205,9 +205,10 @@ class Connection:
     def handle_timer(self, now: float | None = None) -> None:
         """Run what ``get_timer`` asked for, if its time has come."""
         current = self.configuration.now() if now is None else now
-        if self.eku is not None and self._eku_deferred_by_rate():
-            if current >= self._last_peer_eku + self.configuration.eku_min_interval:
-                self._guard(self._respond_deferred_eku)
+        if self._eku_deferred_by_rate() and (
+            current >= self._last_peer_eku + self.configuration.eku_min_interval
+        ):
+            self._guard(self._respond_deferred_eku)
         interval = self.configuration.rekey_interval
         if (
             interval is not None and self.state is ConnectionState.CONNECTED
