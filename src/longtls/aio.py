@@ -18,7 +18,7 @@ the event loop's own buffers are the only buffering.
 Closing follows RFC 9846 §6.1, where close_notify closes one direction:
 
 * the peer's close_notify is EOF on the reader; we may still write;
-* ``writer.write_eof()`` sends close_notify (then a TCP FIN) and keeps reading;
+* ``writer.write_eof()`` sends close_notify and keeps reading;
 * ``writer.close()`` does the same and closes the transport once the peer has
   closed its side too, or after ``close_timeout`` seconds;
 * a fatal alert (sent or received), a protocol error, a handshake timeout or a
@@ -66,6 +66,7 @@ DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 #: How long ``writer.close()`` waits for the peer's close_notify before
 #: closing the TCP connection anyway.
 DEFAULT_CLOSE_TIMEOUT = 5.0
+_ALERT_LINGER = 1.0  # seconds to wait for the peer's FIN after our fatal alert
 _DEFAULT_LIMIT = 2**16  # reader buffer high-water mark, as in asyncio.streams
 
 #: Called with every event except ApplicationData (which goes to the reader).
@@ -117,7 +118,9 @@ class TLSProtocol(asyncio.Protocol):
         self._event_handler = event_handler
         self._client_connected_cb = client_connected_cb
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # handshake timeout, close linger
+        self._connection_timer: asyncio.TimerHandle | None = None  # Connection.get_timer()
+        self._connection_deadline: float | None = None
         self._peer_closed = False  # the peer's close_notify arrived
         self._close_requested = False  # writer.close() was called
         self._paused = False
@@ -155,6 +158,7 @@ class TLSProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        self._cancel_connection_timer()
         if self.exception is None:
             if exc is not None and not self.handshake.done():
                 lost = ConnectionLostError(f"connection lost during the TLS handshake: {exc}")
@@ -183,27 +187,25 @@ class TLSProtocol(asyncio.Protocol):
     # ------------------------------------------------- used by the writer
 
     def send(self, data: bytes) -> None:
-        if self.exception is not None:
-            raise self.exception
-        self._run(lambda: self.connection.send(data), reraise=True)
+        self.command(lambda: self.connection.send(data))
 
-    def update_keys(self, request_peer_update: bool) -> None:
+    def command(self, action: Callable[[], None]) -> None:
+        """Run a Connection command (update_keys, extended_key_update ...) and send its output."""
         if self.exception is not None:
             raise self.exception
-        self._run(lambda: self.connection.update_keys(request_peer_update), reraise=True)
+        self._run(action, reraise=True)
 
     def write_eof(self) -> None:
-        """Send close_notify, then FIN; reading goes on (RFC 9846 §6.1)."""
+        """Send close_notify; reading goes on (RFC 9846 §6.1).
+
+        No TCP FIN: close_notify is the half-close, and the Connection may
+        still have to send (an answer to a KeyUpdate already on its way).
+        """
         if self.exception is not None:
             return
         self._run(self.connection.close)
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        if self.connection.is_closed:
-            transport.close()  # both directions are done
-        elif transport.can_write_eof():
-            transport.write_eof()
+        if self.connection.is_closed and self._transport is not None and not self._transport.is_closing():
+            self._transport.close()  # both directions are done
 
     def close(self) -> None:
         if self._close_requested:
@@ -250,6 +252,7 @@ class TLSProtocol(asyncio.Protocol):
                 self._fail(exc)  # first, so this error wins over the ConnectionClosed event
         self._flush()
         self._dispatch_events()
+        self._arm_connection_timer()
         if error is not None and reraise:
             raise error
 
@@ -316,6 +319,7 @@ class TLSProtocol(asyncio.Protocol):
             return
         self.exception = exc
         self._cancel_timer()
+        self._cancel_connection_timer()
         if not self.handshake.done():
             logger.info("%s: TLS handshake failed: %s", self.peername, exc)
             self.handshake.set_exception(exc)
@@ -324,9 +328,42 @@ class TLSProtocol(asyncio.Protocol):
         if not self._peer_closed:  # after the peer's close_notify, EOF stays EOF
             self.reader.set_exception(exc)
         self._wake_drain_waiters(exc)
-        if self._transport is not None and not self._transport.is_closing():
-            self._flush()
-            self._transport.close()
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._flush()
+        if isinstance(exc, TLSError) and not isinstance(exc, AlertReceived) and transport.can_write_eof():
+            # We sent a fatal alert.  Closing now, with the peer's records still
+            # unread, would send a RST that may destroy the alert before the peer
+            # reads it: half-close, discard input, close on its FIN or soon after.
+            transport.write_eof()
+            self._timer = self._loop.call_later(_ALERT_LINGER, transport.close)
+        else:
+            transport.close()
+
+    def _arm_connection_timer(self, fired: float | None = None) -> None:
+        """Schedule ``Connection.handle_timer`` for ``Connection.get_timer()``
+        (rekey interval, deferred EKU answers).  Both use the configuration's clock."""
+        deadline = None if self.exception is not None else self.connection.get_timer()
+        if deadline == self._connection_deadline and fired is None:
+            return
+        if self._connection_timer is not None:
+            self._connection_timer.cancel()
+            self._connection_timer = None
+        self._connection_deadline = deadline
+        if deadline is None:
+            return
+        delay = deadline - self.connection.configuration.now()
+        if fired is not None and deadline <= fired:
+            delay = max(delay, 0.05)  # the deadline did not move: never spin
+        self._connection_timer = self._loop.call_later(max(delay, 0.0), self._connection_timer_fired)
+
+    def _connection_timer_fired(self) -> None:
+        self._connection_timer = None
+        fired = self._connection_deadline
+        self._connection_deadline = None
+        self._run(self.connection.handle_timer)
+        self._arm_connection_timer(fired)
 
     def _handshake_timed_out(self) -> None:
         self._timer = None
@@ -336,6 +373,12 @@ class TLSProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _cancel_connection_timer(self) -> None:
+        if self._connection_timer is not None:
+            self._connection_timer.cancel()
+            self._connection_timer = None
+        self._connection_deadline = None
 
     def _wake_drain_waiters(self, exc: BaseException | None) -> None:
         for waiter in self._drain_waiters:
@@ -403,8 +446,16 @@ class TLSWriter:
         self._protocol.write_eof()
 
     def update_keys(self, request_peer_update: bool = True) -> None:
-        """Send a KeyUpdate (RFC 9846 §4.6.3)."""
-        self._protocol.update_keys(request_peer_update)
+        """Send a standard KeyUpdate (RFC 9846 §4.6.3); not once EKU was negotiated."""
+        self._protocol.command(lambda: self.connection.update_keys(request_peer_update))
+
+    def extended_key_update(self) -> None:
+        """Start an Extended Key Update (when ``handshake.extended_key_update``)."""
+        self._protocol.command(self.connection.extended_key_update)
+
+    def request_client_authentication(self) -> None:
+        """Server: ask for a client certificate now (RFC 9846 §4.6.2)."""
+        self._protocol.command(self.connection.request_client_authentication)
 
     def export_keying_material(self, label: str | bytes, context: bytes, length: int) -> bytes:
         return self.connection.export_keying_material(label, context, length)

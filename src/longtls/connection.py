@@ -43,7 +43,7 @@ from .events import (
     KeyUpdated,
 )
 from .keylog import format_line, from_environment
-from .record.tls import RecordProtection, RecordReader, plaintext_record
+from .record.tls import TAG_LENGTH, RecordProtection, RecordReader, plaintext_record
 from .wire.messages import HandshakeReassembler, KeyUpdate, encode_handshake
 
 logger = logging.getLogger("longtls")
@@ -497,17 +497,18 @@ class Connection:
                 raise RemoteProtocolError(
                     "unprotected record after keys were established", AlertDescription.unexpected_message
                 )
+            # RFC 8449 §4 / RFC 9846 §5.4: the limit covers the whole
+            # TLSInnerPlaintext (content, type and padding).
+            if len(fragment) - TAG_LENGTH > self.configuration.record_size_limit:
+                raise RemoteProtocolError(
+                    "record exceeds our record_size_limit", AlertDescription.record_overflow
+                )
             try:
                 content_type, content = self._read.open(header, fragment)
             except RemoteProtocolError as exc:
                 if self.handshake.skip_undecryptable(len(fragment), exc):
                     return
                 raise
-            # RFC 8449 §4: a record larger than the limit we advertised.
-            if len(content) + 1 > self.configuration.record_size_limit:
-                raise RemoteProtocolError(
-                    "record exceeds our record_size_limit", AlertDescription.record_overflow
-                )
         if not content and content_type != ContentType.APPLICATION_DATA:
             # RFC 9846 §5.1: zero-length handshake and alert fragments are forbidden.
             raise RemoteProtocolError(
@@ -639,7 +640,7 @@ class Connection:
                 "application data before the handshake completed", AlertDescription.unexpected_message
             )
         if self._close_received:
-            raise RemoteProtocolError("application data after close_notify", AlertDescription.unexpected_message)
+            return  # RFC 9846 §6.1: data after a closure alert is ignored
         if not content:
             self._empty_records += 1
             if self._empty_records > _MAX_EMPTY_RECORDS:

@@ -8,7 +8,8 @@ longtls Connections.  Secrets come only from the public key log callback
     server_cfg.keylog = log
     ...
     flight = server.data_to_send()
-    flight = rewrite_flight(flight, log.secret("SERVER_HANDSHAKE_TRAFFIC_SECRET"), edit)
+    secret = log.secret("SERVER_HANDSHAKE_TRAFFIC_SECRET")
+    flight = rewrite_flight(flight, negotiated_suite(flight), secret, edit)
 
 Every function here works on whole records; a record is ``Record(type, raw)``
 where ``raw`` includes the 5-byte header.

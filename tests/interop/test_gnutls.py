@@ -271,3 +271,145 @@ def test_gnutls_cli_resumption_with_longtls_server(pki: Any, tmp_path: Path) -> 
     assert second.resumed
     assert second.signature_scheme is None
     assert second.group is not None
+
+
+# ----------------------------------------------------------- edge cases
+#
+# GnuTLS implements RFC 8449 record_size_limit, post-handshake authentication
+# (gnutls-serv's "**REAUTH**" echo command, gnutls-cli --post-handshake-auth),
+# exporters (--keymatexport) and ALPN.  gnutls-cli reads stdin with a 1 KB
+# line buffer, so lines sent through it stay short.
+
+
+def test_longtls_client_record_size_limit_with_gnutls_serv(pki: Any, tmp_path: Path) -> None:
+    """Both sides advertise a limit: gnutls-serv 512, longtls 600.  longtls must
+    send records of at most 512 bytes (gnutls refuses larger ones) and gnutls'
+    records to longtls carry at most 599 bytes of data."""
+    from longtls.events import ApplicationData
+
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    with start_process(gnutls_serv(files, port, TLS13, "--recordsize", "512"), ready_pattern=r"listening on IPv4"):
+        drv = connect(client_config(bundle.ca, record_size_limit=600), port)
+        try:
+            drv.handshake()
+            assert drv.conn.peer_record_size_limit == 513  # gnutls counts the content type
+            big = b"5" * 5000 + b"\n"
+            drv.send(big)
+            assert drv.recv_until(b"\n") == big
+            sizes = [len(e.data) for e in drv.of_type(ApplicationData)]
+            assert max(sizes) == 599, sizes
+            converse_with_echo(drv)
+        finally:
+            drv.close()
+
+
+def test_gnutls_cli_record_size_limit_with_longtls_server(pki: Any, tmp_path: Path) -> None:
+    """gnutls-cli --recordsize 512: longtls splits its 6000-byte reply into
+    records gnutls accepts."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    reply = b"6" * 6000 + b"\n"
+
+    def handler(drv: SocketDriver) -> int:
+        assert drv.recv_until(b"\n") == b"1 gnutls-cli to longtls\n"
+        drv.send(reply)
+        assert drv.recv_until(b"\n") == b"2 gnutls-cli got it\n"
+        return drv.conn.peer_record_size_limit
+
+    with LongtlsServer(server_config(bundle.server), handler) as server:
+        args = gnutls_cli(files, server.port, TLS13, "--recordsize", "512")
+        with start_process(args, ready_pattern=r"Handshake was completed") as cli:
+            cli.write("1 gnutls-cli to longtls\n")
+            cli.wait_for_output(r"^6{6000}$")
+            cli.write("2 gnutls-cli got it\n")
+            server.join()  # before gnutls-cli is stopped
+    assert server.result == 513
+
+
+def test_gnutls_cli_post_handshake_auth_by_longtls_server(pki: Any, tmp_path: Path) -> None:
+    from longtls.events import PeerAuthenticated
+
+    bundle, files = _pki(pki, "ed25519", tmp_path)
+
+    def handler(drv: SocketDriver) -> PeerAuthenticated:
+        assert drv.recv_until(b"\n") == b"1 gnutls-cli to longtls\n"
+        drv.conn.request_client_authentication()
+        drv.flush()
+        event = drv.wait_for(PeerAuthenticated)
+        drv.send(b"2 longtls authenticated you\n")
+        assert drv.recv_until(b"\n") == b"3 gnutls-cli after re-auth\n"
+        return event
+
+    cfg = server_config(bundle.server, client_ca=bundle.ca)
+    with LongtlsServer(cfg, handler) as server:
+        args = gnutls_cli(files, server.port, TLS13, "--post-handshake-auth",
+                          "--x509certfile", str(files.client.chain), "--x509keyfile", str(files.client.key))
+        with start_process(args, ready_pattern=r"Handshake was completed") as cli:
+            cli.write("1 gnutls-cli to longtls\n")
+            cli.wait_for_output(r"^2 longtls authenticated you$")
+            cli.write("3 gnutls-cli after re-auth\n")
+            server.join()  # before gnutls-cli is stopped
+    assert not server.handshakes[0].client_authenticated
+    event = server.result
+    assert event.peer_certificates[0] == bundle.client.cert
+    assert event.signature_scheme == SignatureScheme.ed25519
+    assert "Re-auth was performed" in cli.output(), cli.describe()
+
+
+def test_longtls_client_post_handshake_auth_by_gnutls_serv(pki: Any, tmp_path: Path) -> None:
+    """gnutls-serv's echo "**REAUTH**" command runs gnutls_reauth(), which
+    only reports success after checking longtls' Certificate,
+    CertificateVerify and Finished."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    args = gnutls_serv(files, port, TLS13, "--disable-client-cert", "--verify-client-cert", "--x509cafile", str(files.ca))
+    cfg = client_config(bundle.ca, client_cert=bundle.client, post_handshake_auth=True)
+    with start_process(args, ready_pattern=r"listening on IPv4") as srv:
+        drv = connect(cfg, port)
+        try:
+            assert not drv.handshake().client_authenticated
+            drv.send(b"**REAUTH**\n")
+            assert drv.recv_until(b"\n") == b"Successfully executed command\n"
+            converse_with_echo(drv)
+        finally:
+            drv.close()
+        srv.wait_for_output(r"Sending re-auth request")
+
+
+def test_gnutls_cli_exporter_matches_longtls(pki: Any, tmp_path: Path) -> None:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    label = "EXPERIMENTAL-longtls-interop"
+
+    def handler(drv: SocketDriver) -> bytes:
+        serve_gnutls_cli(drv)
+        return drv.conn.export_keying_material(label, b"", 20)
+
+    with LongtlsServer(server_config(bundle.server), handler) as server:
+        args = gnutls_cli(files, server.port, TLS13, "--keymatexport", label, "--keymatexportsize", "20")
+        with start_process(args, ready_pattern=r"Handshake was completed") as cli:
+            converse_with_gnutls_cli(cli)
+        server.join()
+    m = re.search(r"- Key material: ([0-9a-f]+)", cli.stdout)
+    assert m, cli.describe()
+    assert bytes.fromhex(m.group(1)) == server.result
+
+
+def test_gnutls_alpn_both_directions(pki: Any, tmp_path: Path) -> None:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    with start_process(
+        gnutls_serv(files, port, TLS13, "--alpn", "h2", "--alpn", "http/1.1"), ready_pattern=r"listening on IPv4"
+    ):
+        drv = connect(client_config(bundle.ca, alpn_protocols=["http/1.1"]), port)
+        try:
+            assert drv.handshake().alpn_protocol == "http/1.1"
+            converse_with_echo(drv)
+        finally:
+            drv.close()
+    with LongtlsServer(server_config(bundle.server, alpn_protocols=["h2", "http/1.1"]), serve_gnutls_cli) as server:
+        args = gnutls_cli(files, server.port, TLS13, "--alpn", "http/1.1", "--alpn", "h2")
+        with start_process(args, ready_pattern=r"Handshake was completed") as cli:
+            converse_with_gnutls_cli(cli)
+        server.join()
+    assert server.handshakes[0].alpn_protocol == "h2"  # longtls' preference
+    assert re.search(r"- Application protocol: h2", cli.stdout), cli.describe()

@@ -395,3 +395,411 @@ def test_openssl_s_client_resumption_with_longtls_server(pki: object, tmp_path: 
     assert second.resumed
     assert second.signature_scheme is None
     assert second.group is not None
+
+
+# ----------------------------------------------------------- edge cases
+#
+# The same peers, pushed past the happy path: record padding, fragmented
+# handshake messages, no middlebox compatibility mode, large transfers, many
+# KeyUpdates, resumption after a HelloRetryRequest, psk_ke, ALPN, exporters,
+# post-handshake authentication, key logs, record_size_limit.
+
+
+def _big(n: int, tag: str) -> bytes:
+    """``n`` bytes of digits ending in a newline (no command letters)."""
+    body = (tag + "0123456789" * (n // 10 + 1))[: n - 1]
+    return body.encode() + b"\n"
+
+
+@pytest.mark.parametrize("side", ["s_server", "s_client"])
+def test_openssl_record_padding(pki: object, tmp_path: Path, side: str) -> None:
+    """openssl pads every TLS 1.3 record to a multiple of 512 bytes; longtls
+    strips the zeros (RFC 9846 §5.4).  longtls pads its own records too."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    from longtls.config import pad_to_block
+
+    if side == "s_server":
+        port = free_port()
+        args = s_server(files, port, "-record_padding", "512")
+        with start_process(args, ready_pattern=r"^ACCEPT$") as srv:
+            drv = connect(client_config(bundle.ca, record_padding=pad_to_block(256)), port)
+            try:
+                drv.handshake()
+                converse_with_s_server(drv, srv)
+            finally:
+                drv.close()
+            srv.wait(10)
+    else:
+        cfg = server_config(bundle.server, record_padding=pad_to_block(256))
+        with LongtlsServer(cfg, serve_s_client) as server:
+            with start_process(
+                s_client(files, server.port, "-record_padding", "512"), ready_pattern=r"^CONNECTION ESTABLISHED$"
+            ) as cli:
+                converse_with_s_client(cli)
+            server.join()
+
+
+@pytest.mark.parametrize("key_type", ["rsa-2048", "ecdsa-p256"])
+def test_openssl_s_server_fragments_handshake_messages(pki: object, tmp_path: Path, key_type: str) -> None:
+    """s_server -max_send_frag 512: Certificate (and, for RSA, CertificateVerify)
+    span several records; longtls reassembles them."""
+    bundle, files = _pki(pki, key_type, tmp_path)
+    port = free_port()
+    args = s_server(files, port, "-max_send_frag", "512", "-Verify", "1", "-CAfile", str(files.ca))
+    with start_process(args, ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(client_config(bundle.ca, client_cert=bundle.client), port)
+        try:
+            done = drv.handshake()
+            assert done.peer_certificates[0] == bundle.server.cert
+            converse_with_s_server(drv, srv)
+            big = _big(20000, "9")
+            srv.write(big.decode())
+            assert drv.recv_until(b"\n") == big
+        finally:
+            drv.close()
+        srv.wait(10)
+
+
+def test_openssl_s_client_fragments_handshake_messages(pki: object, tmp_path: Path) -> None:
+    """s_client -max_send_frag 512 with a client certificate: longtls server
+    reassembles the client's Certificate from several records."""
+    bundle, files = _pki(pki, "rsa-2048", tmp_path)
+    cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
+    with LongtlsServer(cfg, serve_s_client) as server:
+        args = s_client(files, server.port, "-max_send_frag", "512",
+                        "-cert", str(files.client.cert), "-key", str(files.client.key))
+        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
+            converse_with_s_client(cli)
+        server.join()
+    assert server.handshakes[0].client_authenticated
+
+
+def test_openssl_without_middlebox_compatibility(pki: object, tmp_path: Path) -> None:
+    """No change_cipher_spec and an empty legacy_session_id on either side."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    with start_process(s_server(files, port, "-no_middlebox"), ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(client_config(bundle.ca, middlebox_compatibility=False), port)
+        try:
+            drv.handshake()
+            converse_with_s_server(drv, srv)
+        finally:
+            drv.close()
+        srv.wait(10)
+    with LongtlsServer(server_config(bundle.server), serve_s_client) as server:
+        with start_process(
+            s_client(files, server.port, "-no_middlebox"), ready_pattern=r"^CONNECTION ESTABLISHED$"
+        ) as cli:
+            converse_with_s_client(cli)
+        server.join()
+
+
+def test_openssl_large_transfer_both_ways(pki: object, tmp_path: Path) -> None:
+    """200 KB each way (many full-size records) through s_server."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    with start_process(s_server(files, port), ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(client_config(bundle.ca), port)
+        try:
+            drv.handshake()
+            down = _big(200_000, "1")
+            srv.write(down.decode())
+            assert drv.recv_until(b"\n", timeout=20) == down
+            up = _big(200_000, "2")
+            drv.send(up)
+            srv.wait_for_output(re.escape(up.decode().strip()[-64:]) + "$", timeout=20)
+            assert up.decode() in srv.stdout
+        finally:
+            drv.close()
+        srv.wait(10)
+
+
+def test_openssl_many_key_updates(pki: object, tmp_path: Path) -> None:
+    """30 KeyUpdates from longtls, each requesting one back, with data in
+    between; then s_server sends 5 of its own."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    with start_process(s_server(files, port), ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(client_config(bundle.ca), port)
+        try:
+            drv.handshake()
+            for i in range(1, 31):
+                drv.update_keys(request_peer_update=True)
+                drv.send(f"{i} longtls generation {i}\n".encode())
+                srv.wait_for_output(rf"^{i} longtls generation {i}$")
+                srv.write(f"{i} s_server reply {i}\n")
+                assert drv.recv_until(b"\n") == f"{i} s_server reply {i}\n".encode()
+                assert len(drv.key_updates("receive")) == i
+            for j in range(31, 36):
+                srv.write("K\n")
+                drv.pump_until(lambda j=j: len(drv.key_updates("receive")) >= j, what=f"KeyUpdate {j}")
+                srv.write(f"{j} s_server after its update\n")
+                assert drv.recv_until(b"\n") == f"{j} s_server after its update\n".encode()
+                drv.send(f"{j} longtls after answering\n".encode())
+                srv.wait_for_output(rf"^{j} longtls after answering$")
+            assert len(drv.key_updates("send")) == 35
+        finally:
+            drv.close()
+        srv.wait(10)
+
+
+def test_longtls_client_resumption_after_hello_retry_request(pki: object, tmp_path: Path) -> None:
+    """s_server only does secp384r1: both the full and the resumed handshake go
+    through a HelloRetryRequest, so the PSK binder is computed over the
+    HRR transcript (RFC 9846 §4.2.11.2)."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    cfg = client_config(bundle.ca)
+    with start_process(s_server(files, port, "-groups", "P-384", naccept=2), ready_pattern=r"^ACCEPT$") as srv:
+        first = connect(cfg, port)
+        try:
+            assert first.handshake().group == NamedGroup.secp384r1
+            assert first.conn.handshake.hello_retry_seen  # type: ignore[attr-defined]
+            tickets = first.wait_for_tickets(1)
+        finally:
+            first.close()
+        second = connect(dataclasses.replace(cfg, session_ticket=tickets[0].ticket), port)
+        try:
+            done = second.handshake()
+            assert second.conn.handshake.hello_retry_seen  # type: ignore[attr-defined]
+            assert done.resumed, second.describe()
+            assert done.group == NamedGroup.secp384r1
+            converse_with_s_server(second, srv)
+        finally:
+            second.close()
+        srv.wait(10)
+    assert "Reused session-id" in srv.stdout, srv.describe()
+
+
+def test_openssl_s_client_resumption_after_hello_retry_request(pki: object, tmp_path: Path) -> None:
+    """longtls server wants secp384r1, s_client shares x25519: both handshakes
+    see a HelloRetryRequest, the second one with s_client's PSK offered."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    session = tmp_path / "session.pem"
+    cfg = server_config(bundle.server, groups=[NamedGroup.secp384r1])
+    with LongtlsServer(cfg, serve_s_client, accept=2) as server:
+        args = s_client(files, server.port, "-groups", "X25519:P-384", "-sess_out", str(session))
+        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
+            converse_with_s_client(cli)
+        args = s_client(files, server.port, "-groups", "X25519:P-384", "-sess_in", str(session))
+        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli2:
+            converse_with_s_client(cli2)
+        server.join()
+    assert [d.conn.handshake.hrr_group for d in server.drivers] == [NamedGroup.secp384r1] * 2  # type: ignore[attr-defined]
+    assert [h.resumed for h in server.handshakes] == [False, True]
+
+
+def test_longtls_client_psk_ke_resumption_with_openssl(pki: object, tmp_path: Path) -> None:
+    """psk_ke (no (EC)DHE) resumption: s_server -allow_no_dhe_kex, longtls
+    offering only psk_ke; HandshakeComplete.group is None."""
+    from longtls.constants import PskKeyExchangeMode
+
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    cfg = client_config(bundle.ca, psk_key_exchange_modes=(PskKeyExchangeMode.psk_ke,))
+    with start_process(s_server(files, port, "-allow_no_dhe_kex", naccept=2), ready_pattern=r"^ACCEPT$") as srv:
+        first = connect(cfg, port)
+        try:
+            first.handshake()
+            tickets = first.wait_for_tickets(1)
+        finally:
+            first.close()
+        second = connect(dataclasses.replace(cfg, session_ticket=tickets[0].ticket), port)
+        try:
+            done = second.handshake()
+            assert done.resumed and done.group is None, second.describe()
+            converse_with_s_server(second, srv)
+        finally:
+            second.close()
+        srv.wait(10)
+
+
+def test_openssl_s_client_psk_ke_resumption_with_longtls(pki: object, tmp_path: Path) -> None:
+    """s_client -allow_no_dhe_kex offers psk_ke as well; a longtls server that
+    accepts only psk_ke resumes without a key share."""
+    from longtls.constants import PskKeyExchangeMode
+
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    session = tmp_path / "session.pem"
+    cfg = server_config(bundle.server, psk_key_exchange_modes=(PskKeyExchangeMode.psk_ke,))
+    with LongtlsServer(cfg, serve_s_client, accept=2) as server:
+        args = s_client(files, server.port, "-allow_no_dhe_kex", "-sess_out", str(session))
+        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
+            converse_with_s_client(cli)
+        args = s_client(files, server.port, "-allow_no_dhe_kex", "-sess_in", str(session))
+        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli2:
+            converse_with_s_client(cli2)
+        server.join()
+    first, second = server.handshakes
+    assert second.resumed and second.group is None
+
+
+def test_openssl_alpn_both_directions(pki: object, tmp_path: Path) -> None:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    with start_process(s_server(files, port, "-alpn", "h2,http/1.1"), ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(client_config(bundle.ca, alpn_protocols=["http/1.1", "h2"]), port)
+        try:
+            assert drv.handshake().alpn_protocol == "h2"  # s_server's preference
+            converse_with_s_server(drv, srv)
+        finally:
+            drv.close()
+        srv.wait(10)
+    assert "ALPN protocols selected: h2" in srv.stdout, srv.describe()
+    with LongtlsServer(server_config(bundle.server, alpn_protocols=["h2", "http/1.1"]), serve_s_client) as server:
+        args = s_client(files, server.port, "-alpn", "http/1.1")
+        args.remove("-brief")  # -brief does not print the ALPN result
+        with start_process(args, ready_pattern=r"^ALPN protocol: ") as cli:
+            converse_with_s_client(cli)
+        server.join()
+    assert server.handshakes[0].alpn_protocol == "http/1.1"
+    assert "ALPN protocol: http/1.1" in cli.stdout, cli.describe()
+
+
+def test_openssl_s_client_exporter_matches_longtls(pki: object, tmp_path: Path) -> None:
+    """s_client -keymatexport prints the TLS exporter; longtls derives the same."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    label = "EXPERIMENTAL-longtls-interop"
+
+    def handler(drv: SocketDriver) -> bytes:
+        serve_s_client(drv)
+        return drv.conn.export_keying_material(label, b"", 32)
+
+    with LongtlsServer(server_config(bundle.server), handler) as server:
+        args = s_client(files, server.port, "-keymatexport", label, "-keymatexportlen", "32")
+        args.remove("-brief")
+        with start_process(args, ready_pattern=r"Keying material: [0-9A-F]+") as cli:
+            converse_with_s_client(cli)
+        server.join()
+    m = re.search(r"Keying material: ([0-9A-F]+)", cli.stdout)
+    assert m, cli.describe()
+    assert bytes.fromhex(m.group(1)) == server.result
+
+
+def test_openssl_key_log_matches_longtls(pki: object, tmp_path: Path) -> None:
+    """s_server -keylogfile and longtls' key log hold the same secrets."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    openssl_log = tmp_path / "openssl.keys"
+    longtls_log = tmp_path / "longtls.keys"
+    port = free_port()
+    cfg = client_config(bundle.ca)
+    cfg.set_keylog_file(longtls_log)
+    with start_process(s_server(files, port, "-keylogfile", str(openssl_log)), ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(cfg, port)
+        try:
+            drv.handshake()
+            converse_with_s_server(drv, srv)
+        finally:
+            drv.close()
+        srv.wait(10)
+
+    def entries(path: Path) -> dict[str, tuple[str, str]]:
+        out = {}
+        for line in path.read_text().splitlines():
+            if line and not line.startswith("#"):
+                label, random, secret = line.split()
+                out[label] = (random.lower(), secret.lower())
+        return out
+
+    theirs, ours = entries(openssl_log), entries(longtls_log)
+    for label in ("CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+                  "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0", "EXPORTER_SECRET"):
+        assert label in theirs and label in ours, (theirs.keys(), ours.keys())
+        assert ours[label] == theirs[label], label
+
+
+def test_longtls_server_post_handshake_auth_of_openssl_s_client(pki: object, tmp_path: Path) -> None:
+    """s_client -enable_pha; longtls asks for its certificate after the handshake."""
+    from longtls.events import PeerAuthenticated
+
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+
+    def handler(drv: SocketDriver) -> PeerAuthenticated:
+        assert drv.recv_until(b"\n") == b"1 s_client to longtls\n"
+        drv.conn.request_client_authentication()
+        drv.flush()
+        event = drv.wait_for(PeerAuthenticated)
+        drv.send(b"2 longtls authenticated you\n")
+        return event
+
+    cfg = server_config(bundle.server, client_ca=bundle.ca)
+    with LongtlsServer(cfg, handler) as server:
+        args = s_client(files, server.port, "-enable_pha", "-cert", str(files.client.cert), "-key", str(files.client.key))
+        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
+            cli.write("1 s_client to longtls\n")
+            cli.wait_for_output(r"^2 longtls authenticated you$")
+        server.join()
+    event = server.result
+    assert event.peer_certificates[0] == bundle.client.cert
+    assert event.signature_scheme == SignatureScheme.ecdsa_secp256r1_sha256
+
+
+def test_longtls_client_post_handshake_auth_by_openssl_s_server(pki: object, tmp_path: Path) -> None:
+    """longtls offers post_handshake_auth; s_server's "c" command asks for the
+    certificate after the handshake and verifies it."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    # no -verify: s_server must not ask for the certificate in the handshake
+    args = s_server(files, port, "-CAfile", str(files.ca), "-verify_return_error")
+    cfg = client_config(bundle.ca, client_cert=bundle.client, post_handshake_auth=True)
+    with start_process(args, ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(cfg, port)
+        try:
+            done = drv.handshake()
+            assert not done.client_authenticated
+            drv.wait_for_tickets(2)
+            drv.send(b"1 longtls\n")
+            srv.wait_for_output(r"^1 longtls$")
+            srv.write("c\n")
+            # s_server prints nothing unbuffered on success, but once it has
+            # checked our Certificate/CertificateVerify/Finished it issues two
+            # new tickets.
+            drv.wait_for_tickets(4)
+            srv.write("2 s_server after authenticating you\n")
+            assert drv.recv_until(b"\n") == b"2 s_server after authenticating you\n"
+            drv.send(b"3 longtls again\n")
+            srv.wait_for_output(r"^3 longtls again$")
+        finally:
+            drv.close()
+        srv.wait(10)
+    out = srv.output()
+    assert "verify error" not in out, srv.describe()
+    assert "SSL_do_handshake -> 1" in out, srv.describe()  # stdout flushed at exit
+
+
+def test_longtls_client_record_size_limit_with_openssl_which_ignores_it(pki: object, tmp_path: Path) -> None:
+    """OpenSSL 3.0 does not implement RFC 8449: it never acknowledges the
+    client's record_size_limit, so the limit was not negotiated and the server
+    may send full-size records.  longtls must accept them."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    port = free_port()
+    with start_process(s_server(files, port), ready_pattern=r"^ACCEPT$") as srv:
+        drv = connect(client_config(bundle.ca, record_size_limit=512), port)
+        try:
+            drv.handshake()
+            big = _big(8000, "3")
+            srv.write(big.decode())
+            assert drv.recv_until(b"\n") == big
+            converse_with_s_server(drv, srv)
+        finally:
+            drv.close()
+        srv.wait(10)
+
+
+def test_longtls_server_record_size_limit_with_openssl_which_ignores_it(pki: object, tmp_path: Path) -> None:
+    """s_client (OpenSSL 3.0) sends no record_size_limit, so longtls' limit is
+    not in force and s_client's 8 KB records must be accepted."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    big = _big(8000, "4")
+
+    def handler(drv: SocketDriver) -> bytes:
+        data = drv.recv_until(b"\n")
+        drv.send(b"5 got it\n")
+        return data
+
+    with LongtlsServer(server_config(bundle.server, record_size_limit=512), handler) as server:
+        with start_process(s_client(files, server.port), ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
+            cli.write(big.decode())
+            cli.wait_for_output(r"^5 got it$")
+        server.join()
+    assert server.result == big

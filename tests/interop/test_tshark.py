@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ class Capture:
         self.path = path
         self._cm = start_process(
             ["tshark", "-i", "lo", "-f", f"tcp port {port}", "-w", str(path)],
-            ready_pattern=r"Capturing on",
+            ready_pattern=r"Capture started",
             timeout=15,
         )
         self.proc: PeerProcess | None = None
@@ -53,6 +54,9 @@ class Capture:
     def stop(self) -> None:
         """SIGINT: tshark tells dumpcap to stop and flushes the file."""
         assert self.proc is not None
+        # dumpcap hands packets over in batches (libpcap buffer timeout);
+        # give the last ones time to arrive before stopping.
+        time.sleep(1.5)
         if self.proc.proc.poll() is None:
             self.proc.proc.send_signal(signal.SIGINT)
             self.proc.wait(15)
@@ -74,7 +78,15 @@ def decrypted_stream(pcap: Path, keylog: Path) -> tuple[str, str]:
     return follow, dump
 
 
+def assert_capture_complete(pcap: Path) -> None:
+    """The capture holds the whole TCP connection (SYN to FIN or RST): a
+    failure here is a capture problem, not a decryption one."""
+    packets = run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "tcp.flags.str"], timeout=60).stdout
+    assert "S" in packets and ("F" in packets or "R" in packets), f"capture incomplete:\n{packets}"
+
+
 def assert_plaintext_visible(pcap: Path, keylog: Path, lines: list[bytes]) -> None:
+    assert_capture_complete(pcap)
     follow, dump = decrypted_stream(pcap, keylog)
     for line in lines:
         assert line.decode().strip() in follow, f"{line!r} not decrypted by tshark:\n{follow}"

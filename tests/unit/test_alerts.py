@@ -12,7 +12,12 @@ Each test feeds a longtls Connection hostile bytes and checks, through
    log), and a second longtls Connection fed those bytes reports
    ``ConnectionClosed(alert=X, by_peer=True)``;
 3. the connection is closed, has queued exactly one ``ConnectionClosed``
-   event, and further ``receive_data`` is a no-op.
+   event, and further ``receive_data`` is a no-op;
+4. nothing but a longtls ``ProtocolError`` escapes (anything else propagates
+   and errors the test).
+
+A few tests at the end check the opposite: input the spec says to ignore or
+answer without an alert.
 
 Section numbers are those of the spec text in
 /work/shared/specs/rfc9846-tls13-rfc8446bis.md (RFC 9846); where RFC 8446
@@ -111,7 +116,7 @@ def expect_fatal(
     peer_prefix: bytes = b"",
     error: type[ProtocolError] = RemoteProtocolError,
 ) -> ProtocolError:
-    """Feed ``data`` to ``victim`` and check the four promises of a fatal error.
+    """Feed ``data`` to ``victim`` and check what a fatal error promises (module docstring).
 
     A protected alert is opened with the secrets from the victim's KeyLog;
     ``peer`` is the other end, fed ``peer_prefix`` (bytes the victim sent
@@ -301,8 +306,8 @@ def test_server_hello_to_a_server() -> None:
 def test_change_cipher_spec_after_the_handshake(victim: str) -> None:
     """§5: a change_cipher_spec received after the peer's Finished "MUST be
     treated as an unexpected record type" -> unexpected_message."""
-    pair, clog, slog = connected()
-    me, peer, _log = (pair.client, pair.server, clog) if victim == "client" else (pair.server, pair.client, slog)
+    pair, _, _ = connected()
+    me, peer = (pair.client, pair.server) if victim == "client" else (pair.server, pair.client)
     expect_fatal(me, plaintext_record(ContentType.CHANGE_CIPHER_SPEC, b"\x01"), A.unexpected_message, peer=peer)
 
 
@@ -485,9 +490,9 @@ def test_second_hello_retry_request() -> None:
     client.receive_data(hrr)
     server.receive_data(client.data_to_send())
     flight = server.data_to_send()
+    assert flight  # the server answered the second ClientHello; now the HRR comes again
     hrr_only = b"".join(r.raw for r in split_records(hrr) if r.type == ContentType.HANDSHAKE)
     expect_fatal(client, hrr_only, A.unexpected_message, peer=server)
-    assert flight  # the server had answered the second ClientHello
 
 
 @pytest.mark.parametrize("content_type", [ContentType.HANDSHAKE, ContentType.ALERT], ids=lambda t: t.name)
@@ -959,9 +964,8 @@ def test_bad_client_key_share(group: NamedGroup, key_exchange: bytes) -> None:
     share of p - 1" is the spec's example of illegal_parameter; ML-KEM: the
     encapsulation key length and modulus checks (draft-ietf-tls-mlkem)."""
     c, s, _, _ = make_configs(
-        client_groups=[group], client_key_share_groups=[group], client_client_hello_hook=None,
+        client_groups=[group], client_key_share_groups=[group], client_client_hello_hook=_share_hook(group, key_exchange),
     )
-    c.client_hello_hook = _share_hook(group, key_exchange)
     client, server, ch = hello(c, s)
     expect_fatal(server, ch, A.illegal_parameter, peer=client)
 
@@ -1190,16 +1194,62 @@ def test_new_session_ticket_lifetime_over_seven_days() -> None:
     expect_fatal(pair.client, record, A.illegal_parameter, peer=pair.server)
 
 
-def test_server_hello_selecting_tls_1_2_in_supported_versions() -> None:
+@pytest.mark.parametrize("version", [0x0303, 0x0305], ids=["tls1.2", "not-offered-0x0305"])
+@pytest.mark.parametrize("message", ["ServerHello", "HelloRetryRequest"])
+def test_selected_version_other_than_tls_1_3(message: str, version: int) -> None:
     """§4.3.1: "If the supported_versions extension in the ServerHello contains
     a version not offered by the client or contains a version prior to TLS
-    1.3, the client MUST abort the handshake with an illegal_parameter alert"."""
+    1.3, the client MUST abort the handshake with an illegal_parameter alert"
+    (§4.2.4: a HelloRetryRequest is checked the same way)."""
     c, s, _, _ = make_configs()
+    selected = X.encode_supported_versions_server(version)
+    if message == "ServerHello":
+        client, server, flight = server_flight(c, s)
+        data = rewrite_plaintext(flight, edit_server_hello(
+            lambda sh: with_extensions(sh, [Extension(e.type, selected) if e.type == ExtensionType.supported_versions
+                                            else e for e in sh.extensions])))
+    else:
+        client, server, ch = hello(c, s)
+        hrr = ServerHello(HELLO_RETRY_REQUEST_RANDOM, client_hello_of(ch).legacy_session_id, AES128, (
+            Extension(ExtensionType.supported_versions, selected),
+            Extension(ExtensionType.key_share, X.encode_key_share_hrr(NamedGroup.secp256r1)),
+        ))
+        data = handshake_record(HandshakeType.server_hello, hrr.encode())
+    expect_fatal(client, data, A.illegal_parameter, peer=server)
+
+
+@pytest.mark.parametrize("problem", ["two-shares-one-group", "share-not-in-supported_groups"])
+def test_inconsistent_client_key_shares(problem: str) -> None:
+    """§4.3.8: "Clients MUST NOT offer multiple KeyShareEntry values for the
+    same group.  Clients MUST NOT offer any KeyShareEntry values for groups
+    not listed in the client's supported_groups extension.  Servers MAY check
+    for violations of these rules and abort the handshake with an
+    illegal_parameter alert if one is violated"."""
+    c, s, _, _ = make_configs(client_groups=[NamedGroup.x25519, NamedGroup.secp256r1],
+                              client_key_share_groups=[NamedGroup.x25519])
+    share = bytes(range(1, 33))
+    if problem == "two-shares-one-group":
+        entries = [X.KeyShareEntry(NamedGroup.x25519, share), X.KeyShareEntry(NamedGroup.x25519, share)]
+    else:
+        entries = [X.KeyShareEntry(NamedGroup.x25519, share), X.KeyShareEntry(NamedGroup.secp384r1, b"\x04" + bytes(96))]
+    c.client_hello_hook = hook_set(ExtensionType.key_share, X.encode_key_share_client(entries))
+    client, server, ch = hello(c, s)
+    expect_fatal(server, ch, A.illegal_parameter, peer=client)
+
+
+def test_server_selecting_a_psk_identity_out_of_range() -> None:
+    """§4.3.11: "Clients MUST verify that the server's selected_identity is
+    within the range supplied by the client ... If these values are not
+    consistent, the client MUST abort the handshake with an illegal_parameter
+    alert"."""
+    c, s, _, _ = make_configs(**no_eku())
+    tickets = [e.ticket for e in connect(c, s).client_events if isinstance(e, SessionTicketReceived)]
+    c.session_ticket = tickets[0]
     client, server, flight = server_flight(c, s)
-    v12 = X.encode_supported_versions_server(0x0303)
+    out_of_range = X.encode_pre_shared_key_server(1)
     flight = rewrite_plaintext(flight, edit_server_hello(
-        lambda sh: with_extensions(sh, [Extension(e.type, v12) if e.type == ExtensionType.supported_versions else e
-                                        for e in sh.extensions])))
+        lambda sh: with_extensions(sh, [Extension(e.type, out_of_range) if e.type == ExtensionType.pre_shared_key
+                                        else e for e in sh.extensions])))
     expect_fatal(client, flight, A.illegal_parameter, peer=server)
 
 
@@ -1582,3 +1632,27 @@ def test_data_after_close_notify_is_ignored() -> None:
     assert not [e for e in pair.server.events() if isinstance(e, ApplicationData)]
     assert not pair.server.is_closed
     assert pair.server.data_to_send() == b""
+
+
+# =========================================================================== extended_key_update_required
+
+
+@pytest.mark.parametrize("decline", ["rejected", "retry"])
+def test_extended_key_update_declined_when_required(decline: str) -> None:
+    """EKU draft-05 §4 (the rejection reasons): after "retry" or "rejected",
+    an initiator that "cannot proceed without immediate Extended Key Update
+    ... MUST terminate the connection with TLS alert
+    extended_key_update_required" (longtls: ``eku_required=True``).  The
+    server rejects (no peer updates allowed) or asks to retry (rate limit)."""
+    server_limits: dict[str, object] = (
+        {"server_eku_max_peer_updates": 0} if decline == "rejected" else {"server_eku_min_interval": 3600.0}
+    )
+    pair, _, _ = connected(
+        client_eku_profile="draft-05", server_eku_profile="draft-05", client_eku_required=True, **server_limits,
+    )
+    if decline == "retry":  # the handshake itself does not count: spend the interval on a first update
+        pair.client.extended_key_update()
+        pair.pump()
+    pair.client.extended_key_update()
+    pair.server.receive_data(pair.client.data_to_send())
+    expect_fatal(pair.client, pair.server.data_to_send(), A.extended_key_update_required, peer=pair.server)

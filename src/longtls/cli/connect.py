@@ -17,7 +17,15 @@ from .. import aio
 from ..config import Configuration
 from ..constants import AlertDescription
 from ..errors import TLSError
-from ..events import ConnectionClosed, Event, HandshakeComplete, KeyUpdated, SessionTicketReceived
+from ..events import (
+    ConnectionClosed,
+    Event,
+    HandshakeComplete,
+    KeyUpdateCompleted,
+    KeyUpdated,
+    KeyUpdateRejected,
+    SessionTicketReceived,
+)
 from . import common
 from .common import CLIError
 from .stdio import open_stdin, write_stdout
@@ -43,7 +51,10 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--summary", choices=["json"],
         help="print the handshake and later events as JSON lines on stderr",
     )
-    p.add_argument("--key-update", action="store_true", help="send a KeyUpdate after the handshake")
+    p.add_argument(
+        "--key-update", action="store_true",
+        help="update the keys after the handshake (Extended Key Update if negotiated, else KeyUpdate)",
+    )
     common.add_tls_options(p)
     p.set_defaults(run=run)
 
@@ -88,8 +99,18 @@ class Summary:
             self.emit(common.handshake_summary(event))
         elif isinstance(event, KeyUpdated):
             self.emit({
-                "event": "key_update", "direction": event.direction,
+                "event": "key_update", "kind": "standard", "direction": event.direction,
                 "generation": event.generation, "requested_by_peer": event.requested_by_peer,
+            })
+        elif isinstance(event, KeyUpdateCompleted):
+            self.emit({
+                "event": "key_update", "kind": "extended", "generation": event.generation,
+                "initiator": event.initiator, "group": event.group.name,
+            })
+        elif isinstance(event, KeyUpdateRejected):
+            self.emit({
+                "event": "key_update_rejected", "status": event.status,
+                "retry_after": event.retry_after,
             })
         elif isinstance(event, SessionTicketReceived):
             ticket = event.ticket
@@ -129,7 +150,11 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
 
     try:
         if args.key_update:
-            writer.update_keys(request_peer_update=True)
+            # Once Extended Key Update is negotiated it replaces KeyUpdate (EKU draft §4).
+            if writer.handshake.extended_key_update:
+                writer.extended_key_update()
+            else:
+                writer.update_keys(request_peer_update=True)
         async with open_stdin() as stdin:
             sender = asyncio.create_task(_send_stdin(stdin, writer))
             try:

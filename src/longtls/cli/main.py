@@ -15,6 +15,8 @@ from .. import __version__
 from ..errors import ConfigurationError
 from . import common, connect, serve
 
+logger = common.logger
+
 # Later: tunnel, certs, demo.
 COMMANDS = (serve, connect)
 
@@ -47,6 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: still one line, the traceback with -v
+        logger.debug("internal error", exc_info=True)
+        hint = "" if args.verbose else " (run with -v for details)"
+        print(f"{common.PROG}: error: internal error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+        return 1
     return status
 
 

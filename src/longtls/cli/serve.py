@@ -166,6 +166,7 @@ def describe_connection(writer: aio.TLSWriter) -> str:
     ]
     if hs.peer_subject:
         rows.append(("Client signature scheme", common.name_or_none(hs.signature_scheme) or "none"))
+    rows.append(("Extended Key Update", "yes" if hs.extended_key_update else "no"))
     rows.append(("Resumed", "yes" if hs.resumed else "no"))
     width = max(len(label) for label, _ in rows) + 1
     lines = [f"longtls {__version__} serve --www", ""]

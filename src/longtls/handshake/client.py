@@ -193,8 +193,15 @@ class ClientHandshake(HandshakeEngine):
         assert self.client_hello is not None
         versions = {e.type: e.data for e in sh.extensions}
         sv = versions.get(ExtensionType.supported_versions)
-        if sv is None or X.decode_supported_versions_server(sv) != TLS13_VERSION:
-            raise RemoteProtocolError("server did not negotiate TLS 1.3", AlertDescription.protocol_version)
+        if sv is None:
+            # No supported_versions: the server negotiates TLS 1.2 or older (§4.2.1).
+            raise RemoteProtocolError(
+                "server does not speak TLS 1.3 (longtls speaks only TLS 1.3)",
+                AlertDescription.protocol_version,
+            )
+        if X.decode_supported_versions_server(sv) != TLS13_VERSION:
+            # §4.2.1: a version we did not offer, or one prior to TLS 1.3.
+            raise RemoteProtocolError("server selected a version we did not offer", AlertDescription.illegal_parameter)
         if sh.legacy_version != LEGACY_VERSION:
             raise RemoteProtocolError("ServerHello legacy_version is not 0x0303", AlertDescription.protocol_version)
         if sh.legacy_session_id_echo != self.session_id:
@@ -394,13 +401,18 @@ class ClientHandshake(HandshakeEngine):
         """Certificate (+ CertificateVerify) in answer to a CertificateRequest."""
         exts = {e.type: e.data for e in request.extensions}
         peer_schemes = X.decode_signature_algorithms(exts[ExtensionType.signature_algorithms])
-        if not self.config.certificate_chain or self.config.private_key is None:
+        scheme = None
+        if self.config.certificate_chain and self.config.private_key is not None:
+            try:
+                scheme = self.choose_signature_scheme(peer_schemes)
+            except RemoteProtocolError:
+                scheme = None  # §4.4.2: no suitable certificate -> an empty Certificate
+        if scheme is None:
             body = Certificate(context, ()).encode()
             raw = encode_handshake(HandshakeType.certificate, body)
             transcript.update(raw)
             self.conn.queue_handshake(raw)
             return False
-        scheme = self.choose_signature_scheme(peer_schemes)
         raw = encode_handshake(HandshakeType.certificate, self.build_certificate(context))
         transcript.update(raw)
         self.conn.queue_handshake(raw)

@@ -1,0 +1,320 @@
+"""The ``longtls`` command line, run as a real subprocess on 127.0.0.1.
+
+Scripts drive these flags as written, so the tests use them as a script
+would: ``longtls serve`` in the background, ``longtls connect`` with stdin
+and stdout, ``--summary json`` lines on stderr, exit statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.peers import LOOPBACK, PeerProcess, free_port, run, start_process
+from helpers.pki import PkiFiles
+
+LONGTLS = [sys.executable, "-m", "longtls.cli.main"]
+READY = r"^longtls: serving \((www|echo)\) on "
+GET = "GET / HTTP/1.0\r\n\r\n"
+
+
+def longtls(*args: str, input: str = "", timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return run([*LONGTLS, *args], input=input, timeout=timeout, check=False)
+
+
+def page_fields(page: str) -> dict[str, str]:
+    """The ``Label: value`` lines of a --www page."""
+    fields = {}
+    for line in page.splitlines():
+        label, sep, value = line.partition(":")
+        if sep and not line.startswith("HTTP/"):
+            fields[label] = value.strip()
+    return fields
+
+
+def summary(stderr: str) -> list[dict[str, Any]]:
+    """The --summary json records (stderr lines that are JSON objects)."""
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Non-zero exit, no traceback, exactly one ``longtls: error:`` line containing ``fragments``."""
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("{")]
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("longtls: error: "), line
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
+
+
+@pytest.fixture
+def files(tmp_pki_files: Callable[..., PkiFiles]) -> PkiFiles:
+    return tmp_pki_files("ecdsa-p256")
+
+
+@pytest.fixture
+def serve(files: PkiFiles) -> Iterator[Callable[..., tuple[PeerProcess, int]]]:
+    """``serve(*extra_args)`` starts ``longtls serve`` on a free port; stopped at teardown."""
+    stack: list[Any] = []
+
+    def start(*extra: str) -> tuple[PeerProcess, int]:
+        port = free_port()
+        args = [
+            *LONGTLS, "serve", "--cert", str(files.server.chain), "--key", str(files.server.key),
+            "--port", str(port), *extra,
+        ]
+        context = start_process(args, ready_pattern=READY)
+        stack.append(context)
+        return context.__enter__(), port
+
+    yield start
+    for context in reversed(stack):
+        context.__exit__(None, None, None)
+
+
+# -- round trips -------------------------------------------------------------------------
+
+
+def test_echo_round_trip_with_json_summary(serve: Any, files: PkiFiles) -> None:
+    server, port = serve("--echo")
+    message = "hello longtls\n" * 1000
+    result = longtls(
+        "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json", "--key-update",
+        input=message,
+    )
+    assert result.returncode == 0, (result.stderr, server.describe())
+    assert result.stdout == message
+    assert "Traceback" not in result.stderr
+
+    records = summary(result.stderr)
+    handshake = records[0]
+    assert handshake == {
+        "event": "handshake",
+        "version": "TLSv1.3",
+        "cipher_suite": "TLS_AES_128_GCM_SHA256",
+        "group": "X25519MLKEM768",
+        "signature_scheme": "ecdsa_secp256r1_sha256",
+        "alpn": None,
+        "peer_subject": "CN=localhost,O=longtls tests",
+        "resumed": False,
+    }
+    # Two longtls peers negotiate Extended Key Update, which replaces KeyUpdate.
+    updates = [r for r in records if r["event"] == "key_update"]
+    assert updates == [
+        {"event": "key_update", "kind": "extended", "generation": 1, "initiator": "client", "group": "X25519MLKEM768"}
+    ], records
+    # EKU draft-13 §6: with EKU negotiated the server sends no tickets.
+    assert not any(r["event"] == "session_ticket" for r in records)
+    assert records[-1] == {"event": "closed", "alert": None, "by_peer": True}
+
+
+def test_classic_key_update_and_tickets_from_a_server_without_eku(files: PkiFiles) -> None:
+    """The CLI against an in-process longtls.aio server that does not offer EKU."""
+    from longtls import aio
+    from longtls.config import Configuration
+
+    config = Configuration(is_client=False, extended_key_update=False)
+    config.load_cert_chain(files.server.chain, files.server.key)
+
+    async def echo(reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    async def scenario() -> tuple[int, bytes, bytes]:
+        server = await aio.start_server(echo, LOOPBACK, 0, config)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            proc = await asyncio.create_subprocess_exec(
+                *LONGTLS, "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca),
+                "--summary", "json", "--key-update",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(b"ping\n"), 30)
+            assert proc.returncode is not None
+            return proc.returncode, out, err
+
+    returncode, out, err = asyncio.run(scenario())
+    assert (returncode, out) == (0, b"ping\n"), err
+    records = summary(err.decode())
+    assert records[0]["event"] == "handshake"
+    updates = [r for r in records if r["event"] == "key_update"]
+    assert updates == [
+        {"event": "key_update", "kind": "standard", "direction": "send", "generation": 1, "requested_by_peer": False},
+        {"event": "key_update", "kind": "standard", "direction": "receive", "generation": 1, "requested_by_peer": False},
+    ], records
+    tickets = [r for r in records if r["event"] == "session_ticket"]
+    assert tickets and tickets[0]["cipher_suite"] == "TLS_AES_128_GCM_SHA256", records
+    assert records[-1]["event"] == "closed" and records[-1]["alert"] is None
+
+
+def test_www_page_describes_the_connection(serve: Any, files: PkiFiles) -> None:
+    _, port = serve("--www", "--alpn", "h2,http/1.1")
+    result = longtls(
+        "connect", f"localhost:{port}", "--ca", str(files.ca), "--summary", "json",
+        "--groups", "SECP384R1", "--ciphers", "TLS_AES_256_GCM_SHA384", "--alpn", "http/1.1",
+        input=GET,
+    )
+    assert result.returncode == 0, result.stderr
+    page = result.stdout
+    assert page.startswith("HTTP/1.0 200 ok\n"), page  # text mode: \r\n read as \n
+    handshake = summary(result.stderr)[0]
+    assert handshake["cipher_suite"] == "TLS_AES_256_GCM_SHA384"
+    assert handshake["group"] == "secp384r1"
+    assert handshake["alpn"] == "http/1.1"
+    fields = page_fields(page)
+    assert fields["Protocol"] == "TLSv1.3"
+    assert fields["Cipher suite"] == "TLS_AES_256_GCM_SHA384"
+    assert fields["Group"] == "secp384r1"
+    assert fields["Signature scheme"] == "ecdsa_secp256r1_sha256"
+    assert fields["ALPN"] == "http/1.1"
+    assert fields["Server name"] == "localhost"
+    assert fields["Client certificate"] == "none"
+    assert fields["Resumed"] == "no"
+
+
+def test_keylog_file_gets_the_secrets(serve: Any, files: PkiFiles, tmp_path: Path) -> None:
+    _, port = serve("--echo")
+    keylog = tmp_path / "keys.log"
+    result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--keylog", str(keylog), input="x")
+    assert result.returncode == 0, result.stderr
+    labels = {line.split()[0] for line in keylog.read_text().splitlines()}
+    assert {"CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_TRAFFIC_SECRET_0", "CLIENT_TRAFFIC_SECRET_0"} <= labels
+
+
+# -- mutual TLS --------------------------------------------------------------------------
+
+
+def test_mutual_tls_required(serve: Any, files: PkiFiles) -> None:
+    server, port = serve("--www", "--ca", str(files.ca), "--verify-client", "required")
+
+    refused = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json", input=GET)
+    assert_one_error_line(refused, "certificate_required", "--cert")
+    assert summary(refused.stderr)[-1] == {
+        "event": "closed", "alert": "certificate_required", "by_peer": True,
+        "error": "peer sent fatal alert 116 (certificate_required)",
+    }
+    server.wait_for_output("certificate_required")  # the server says why, too
+
+    accepted = longtls(
+        "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca),
+        "--cert", str(files.client.chain), "--key", str(files.client.key), input=GET,
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    fields = page_fields(accepted.stdout)
+    assert fields["Client certificate"] == "CN=localhost,O=longtls tests"
+    assert fields["Client signature scheme"] == "ecdsa_secp256r1_sha256"
+
+
+# -- errors: one line, non-zero exit, no traceback ----------------------------------------
+
+
+def test_missing_certificate_file(files: PkiFiles, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.crt"
+    result = longtls("serve", "--cert", str(missing), "--key", str(files.server.key), "--echo")
+    assert_one_error_line(result, "cannot read certificate file", str(missing))
+
+
+def test_key_does_not_match_certificate(
+    files: PkiFiles, tmp_pki_files: Callable[..., PkiFiles]
+) -> None:
+    other = tmp_pki_files("ed25519")
+    result = longtls("serve", "--cert", str(files.server.cert), "--key", str(other.server.key), "--echo")
+    assert_one_error_line(result, "does not match the certificate")
+
+
+def test_refused_port(files: PkiFiles) -> None:
+    port = free_port()  # nothing listens there
+    result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca))
+    assert_one_error_line(result, f"cannot connect to {LOOPBACK}:{port}", "Connection refused")
+
+
+def test_bad_group_name(files: PkiFiles) -> None:
+    result = longtls("connect", f"{LOOPBACK}:4433", "--groups", "x25519,curve9000")
+    line = assert_one_error_line(result, "--groups", "curve9000", "X25519MLKEM768")
+    assert result.returncode == 2, line
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["connect", "localhost"], "HOST:PORT"),
+        (["connect", f"{LOOPBACK}:1", "--ciphers", "TLS_AES_128_CCM_SHA256"], "unknown cipher suite"),
+        (["connect", f"{LOOPBACK}:1", "--ca", "ca.pem", "--insecure"], "not allowed"),
+        (["serve", "--cert", "c", "--key", "k"], "--www --echo"),
+        (["serve", "--cert", "c", "--key", "k", "--www", "--port", "70000"], "invalid port"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments(args: list[str], fragment: str) -> None:
+    result = longtls(*args)
+    assert_one_error_line(result, fragment)
+    assert result.returncode == 2
+
+
+def test_verify_client_needs_a_ca(files: PkiFiles) -> None:
+    result = longtls(
+        "serve", "--cert", str(files.server.cert), "--key", str(files.server.key),
+        "--www", "--verify-client", "required",
+    )
+    assert_one_error_line(result, "--ca")
+
+
+def test_untrusted_server_certificate(serve: Any, tmp_pki_files: Callable[..., PkiFiles]) -> None:
+    _, port = serve("--echo")
+    other_ca = tmp_pki_files("ed25519").ca
+    result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(other_ca))
+    assert_one_error_line(result, "TLS handshake", "(unknown_ca)")
+
+
+def test_handshake_timeout() -> None:
+    # A listener that never answers: the TCP connect succeeds, the handshake cannot.
+    with socket.socket() as silent:
+        silent.bind((LOOPBACK, 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        result = longtls("connect", f"{LOOPBACK}:{port}", "--insecure", "--timeout", "0.5")
+    assert_one_error_line(result, "TLS handshake", "0.5 seconds")
+
+
+# -- serve lifecycle ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_exits_cleanly_on_signal(serve: Any, files: PkiFiles, sig: signal.Signals) -> None:
+    server, port = serve("--echo")
+    # Serves several connections, concurrently with one that stays open.
+    with start_process(
+        [*LONGTLS, "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca)], port=None
+    ) as idle:
+        idle.write("still here\n")
+        idle.wait_for_output("still here")
+        for i in range(3):
+            result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), input=f"n{i}")
+            assert (result.returncode, result.stdout) == (0, f"n{i}"), result.stderr
+        server.proc.send_signal(sig)
+        assert server.wait() == 0, server.describe()
+        # The open connection got close_notify: the client sees a clean close.
+        assert idle.wait() == 0, idle.describe()
+    assert "Traceback" not in server.stderr, server.describe()
+
+
+def test_main_returns_the_exit_status() -> None:
+    from longtls.cli.main import main
+
+    assert main(["--version"]) == 0
+    assert main(["connect"]) == 2
