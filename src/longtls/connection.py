@@ -12,7 +12,6 @@ to the client or server handshake engine in ``longtls.handshake``.
 
 from __future__ import annotations
 
-import hmac as _hmac
 import logging
 from collections import deque
 from enum import Enum
@@ -692,7 +691,3 @@ class Connection:
             limit = self.peer_record_size_limit - 1 - len(content)
             padding = max(0, min(policy(content_type, len(content)), limit))
         self._out += self._write.seal(content_type, content, padding)
-
-
-def constant_time_equal(a: bytes, b: bytes) -> bool:
-    return _hmac.compare_digest(a, b)

@@ -1,4 +1,4 @@
-"""``longtls connect HOST:PORT``: a TLS client between stdin/stdout and a server.
+"""longtls connect HOST:PORT: a TLS client between stdin/stdout and a server.
 
 Standard input goes to the server, the server's bytes to standard output.  At
 the end of standard input the client sends close_notify and goes on reading

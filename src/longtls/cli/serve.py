@@ -1,4 +1,4 @@
-"""``longtls serve``: a TLS test server.
+"""longtls serve: a TLS test server.
 
 --www answers an HTTP GET with a plain-text page describing the connection,
 then sends close_notify (like ``openssl s_server -www``); --echo sends every

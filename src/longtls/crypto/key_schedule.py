@@ -7,6 +7,8 @@ labels and contexts.
 
 from __future__ import annotations
 
+import hmac as _hmac
+
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
@@ -64,6 +66,11 @@ def finished_verify_data(suite: SuiteInfo, base_key: bytes, transcript_hash: byt
     h = hmac.HMAC(finished_key(suite, base_key), suite.hash)
     h.update(transcript_hash)
     return h.finalize()
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    """Compare MACs (Finished, binders) without leaking where they differ."""
+    return _hmac.compare_digest(a, b)
 
 
 def resumption_psk(suite: SuiteInfo, resumption_secret: bytes, ticket_nonce: bytes) -> bytes:

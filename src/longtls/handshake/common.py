@@ -278,9 +278,7 @@ class HandshakeEngine:
         if len(body) != self.suite.hash_length:
             raise RemoteProtocolError("Finished has the wrong length", AlertDescription.decode_error)
         expected = ks.finished_verify_data(self.suite, base_key, transcript.digest())
-        from ..connection import constant_time_equal
-
-        if not constant_time_equal(expected, Finished.decode(body).verify_data):
+        if not ks.constant_time_equal(expected, Finished.decode(body).verify_data):
             raise RemoteProtocolError("Finished verify_data is wrong", AlertDescription.decrypt_error)
 
     def verify_peer_chain(

@@ -36,6 +36,7 @@ from ..wire.messages import (
     Extension,
     NewSessionTicket,
     ServerHello,
+    encode_handshake,
     extensions_by_type,
 )
 from .common import (
@@ -281,9 +282,7 @@ class ServerHandshake(HandshakeEngine):
             truncated = raw[: len(raw) - X.offered_psks_binders_length(offered)]
             binder_key = ks.HandshakeSecrets(self.suite, found.psk).binder_key()
             expected = ks.finished_verify_data(self.suite, binder_key, self.transcript.digest_with(truncated))
-            from ..connection import constant_time_equal
-
-            if not constant_time_equal(expected, offered.binders[index]):
+            if not ks.constant_time_equal(expected, offered.binders[index]):
                 raise RemoteProtocolError("PSK binder does not verify", AlertDescription.decrypt_error)
             self.selected_identity = index
             return found
@@ -491,8 +490,6 @@ class ServerHandshake(HandshakeEngine):
             psk = ks.resumption_psk(self.suite, self.conn.resumption_secret, nonce)
             nst = NewSessionTicket(self.config.ticket_lifetime, age_add, nonce, self._seal_ticket(psk, age_add), ())
             raw = nst.encode()
-            from ..wire.messages import encode_handshake
-
             self.conn.queue_handshake(encode_handshake(HandshakeType.new_session_ticket, raw))
 
     def tickets_allowed(self) -> bool:
@@ -512,8 +509,6 @@ class ServerHandshake(HandshakeEngine):
         cr = CertificateRequest(self.pha_context, (
             Extension(ExtensionType.signature_algorithms, X.encode_signature_algorithms(list(self.signature_algorithms))),
         ))
-        from ..wire.messages import encode_handshake
-
         raw = encode_handshake(HandshakeType.certificate_request, cr.encode())
         self.pha_transcript.update(raw)
         self.conn.queue_handshake(raw)
