@@ -81,6 +81,8 @@ class Connection:
         self.client_random = b""
         # Largest TLSInnerPlaintext the peer accepts (RFC 8449); until it tells us, 2^14 + 1.
         self.peer_record_size_limit = MAX_PLAINTEXT + 1
+        # The limit we enforce: ours once the peer agreed to it (RFC 8449 §4), else 2^14 + 1.
+        self.receive_record_size_limit = MAX_PLAINTEXT + 1
         self._ccs_seen = 0
         self._empty_records = 0
         self._close_sent = False
@@ -407,7 +409,12 @@ class Connection:
         return secrets.resumption_secret if secrets is not None else b""
 
     def set_peer_record_size_limit(self, limit: int) -> None:
+        """The peer's record_size_limit; RFC 8449 §4 binds both ends once it is negotiated."""
         self.peer_record_size_limit = min(limit, MAX_PLAINTEXT + 1)
+
+    def enforce_record_size_limit(self) -> None:
+        """The peer has agreed to our record_size_limit: hold it to it."""
+        self.receive_record_size_limit = self.configuration.record_size_limit
 
     @property
     def read_protection(self) -> RecordProtection | None:
@@ -498,7 +505,7 @@ class Connection:
                 )
             # RFC 8449 §4 / RFC 9846 §5.4: the limit covers the whole
             # TLSInnerPlaintext (content, type and padding).
-            if len(fragment) - TAG_LENGTH > self.configuration.record_size_limit:
+            if len(fragment) - TAG_LENGTH > self.receive_record_size_limit:
                 raise RemoteProtocolError(
                     "record exceeds our record_size_limit", AlertDescription.record_overflow
                 )
@@ -573,9 +580,10 @@ class Connection:
         self._read_generation += 1
         self.set_read_secret(suite, ks.next_traffic_secret(suite, self._read_secret))
         self.log_secret(self._traffic_label(peer=True), self._read_secret)
-        self._events.append(
-            KeyUpdated(direction="receive", generation=self._read_generation, requested_by_peer=False)
-        )
+        self._events.append(KeyUpdated(
+            direction="receive", generation=self._read_generation,
+            requested_by_peer=request == KeyUpdateRequest.update_requested,
+        ))
         if request == KeyUpdateRequest.update_requested and not self._close_sent:
             # §4.6.3: answer before our next application data record.  If we
             # already sent an update the peer has not yet seen, one more is

@@ -53,6 +53,7 @@ class KeyUpdated(Event):
 
     direction: str  # "send" or "receive"
     generation: int  # number of updates of that direction so far
+    #: send: this update answers the peer's request; receive: the peer asked us to answer.
     requested_by_peer: bool
 
 

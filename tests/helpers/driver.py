@@ -19,11 +19,15 @@ event longtls emits is kept in ``SocketDriver.events``, in order.
 
 from __future__ import annotations
 
+import datetime
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from longtls.config import ClientAuth, Configuration
 from longtls.connection import Connection
@@ -40,7 +44,15 @@ from longtls.events import (
 )
 
 from .peers import LOOPBACK
-from .pki import Credential
+from .pki import (
+    Credential,
+    Pki,
+    _signature_hash,
+    generate_key,
+    make_ca,
+    make_intermediate,
+    make_leaf,
+)
 
 DEFAULT_TIMEOUT = 15.0
 
@@ -63,7 +75,7 @@ class SocketDriver:
         self.conn = conn
         self.timeout = timeout
         self.events: list[Event] = []
-        self._consumed = 0  # events already looked at by wait_for()
+        self._returned: set[int] = set()  # indices of events wait_for() returned
         self._buffer = bytearray()  # application data received, not yet returned
         self.received_total = bytearray()  # every application byte ever received
         self.eof = False
@@ -155,10 +167,9 @@ class SocketDriver:
         """The next not yet returned event of type ``kind`` (reading as needed)."""
 
         def find() -> E | None:
-            for i in range(self._consumed, len(self.events)):
-                event = self.events[i]
-                if isinstance(event, kind):
-                    self._consumed = i + 1
+            for i, event in enumerate(self.events):
+                if i not in self._returned and isinstance(event, kind):
+                    self._returned.add(i)
                     return event
             return None
 
@@ -416,3 +427,50 @@ def server_config(
         is_client=False, certificate_chain=server_cert.chain, private_key=server_cert.key,
         trust_store=store, client_auth=client_auth, **kwargs,
     )
+
+
+def long_chain_pki(key_type: str, intermediates: int = 2) -> Pki:
+    """A root, ``intermediates`` CAs in a line below it (distinct names, path
+    lengths that allow the chain) and a server and a client leaf: for
+    Certificate messages that span several records.
+
+    (helpers.pki.make_intermediate always sets pathLenConstraint 0, so it
+    can only make the last intermediate.)
+    """
+    root = make_ca(key_type)
+    issuer = root
+    for depth in range(intermediates - 1, 0, -1):
+        issuer = _intermediate(issuer, key_type, f"longtls test intermediate {intermediates - depth}", depth)
+    if intermediates:
+        issuer = make_intermediate(issuer, key_type, common_name=f"longtls test intermediate {intermediates}")
+    return Pki(ca=root, server=make_leaf(issuer, key_type), client=make_leaf(issuer, key_type, client=True))
+
+
+def _intermediate(issuer: Credential, key_type: str, name: str, path_length: int) -> Credential:
+    key = generate_key(key_type)
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "longtls tests"),
+        x509.NameAttribute(NameOID.COMMON_NAME, name),
+    ])
+    issuer_ski = issuer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    usage = x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+        encipher_only=False, decipher_only=False,
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), critical=False)
+    )
+    cert = builder.sign(issuer.key, _signature_hash(issuer.key))
+    return Credential(key_type, key, cert, issuer)

@@ -362,7 +362,9 @@ def test_longtls_client_post_handshake_auth_by_gnutls_serv(pki: Any, tmp_path: P
     CertificateVerify and Finished."""
     bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
     port = free_port()
-    args = gnutls_serv(files, port, TLS13, "--disable-client-cert", "--verify-client-cert", "--x509cafile", str(files.ca))
+    args = gnutls_serv(
+        files, port, TLS13, "--disable-client-cert", "--verify-client-cert", "--x509cafile", str(files.ca)
+    )
     cfg = client_config(bundle.ca, client_cert=bundle.client, post_handshake_auth=True)
     with start_process(args, ready_pattern=r"listening on IPv4") as srv:
         drv = connect(cfg, port)

@@ -22,7 +22,14 @@ from typing import Any
 
 import pytest
 
-from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
+from helpers.driver import (
+    LongtlsServer,
+    SocketDriver,
+    client_config,
+    connect,
+    long_chain_pki,
+    server_config,
+)
 from helpers.peers import LOOPBACK, require_module
 from helpers.pki import Pki, PkiFiles
 from longtls.config import ClientAuth
@@ -349,3 +356,100 @@ def test_openssl4_client_mutual_tls_with_longtls_server(pki: Any, tmp_path: Path
     assert done.client_authenticated
     assert done.signature_scheme == SignatureScheme.mldsa65
     assert done.peer_certificates[0] == bundle.client.cert
+
+
+# ----------------------------------------------------------- edge cases
+
+
+def _big_mldsa87_pki(tmp_path: Path) -> tuple[Pki, PkiFiles]:
+    """ML-DSA-87 root, two intermediates, leaves: Certificate messages of ~22 KB."""
+    bundle = long_chain_pki("mldsa87", intermediates=2)
+    return bundle, bundle.write_pem(tmp_path / "mldsa87-chain")
+
+
+def test_longtls_client_verifies_openssl4_mldsa87_chain_over_two_records(pki: Any, tmp_path: Path) -> None:
+    """OpenSSL 4 sends a ~22 KB Certificate (ML-DSA-87 leaf + 2 intermediates)
+    over two records; longtls reassembles and verifies it, and answers a
+    CertificateRequest with a chain just as large."""
+    bundle, files = _big_mldsa87_pki(tmp_path)
+    with PyOpenSSLServer(server_context(files, client_auth=True), pyopenssl_server_side) as server:
+        drv = connect(client_config(bundle.ca, client_cert=bundle.client), server.port)
+        try:
+            done = drv.handshake()
+            assert done.signature_scheme == SignatureScheme.mldsa87
+            assert list(done.peer_certificates) == bundle.server.chain
+            assert done.client_authenticated
+            converse_as_client(drv)
+        finally:
+            drv.close()
+    assert server.result["peer"].to_cryptography() == bundle.client.cert
+    assert server.result["lines"] == EXPECTED_LINES
+
+
+def test_openssl4_client_verifies_longtls_mldsa87_chain_over_two_records(pki: Any, tmp_path: Path) -> None:
+    bundle, files = _big_mldsa87_pki(tmp_path)
+    cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
+    with LongtlsServer(cfg, longtls_server_side) as server:
+        info = pyopenssl_client(client_context(files, client_cert=True), server.port, converse_as_pyopenssl_client)
+    assert info["peer"].to_cryptography() == bundle.server.cert
+    done = server.handshakes[0]
+    assert done.client_authenticated and done.signature_scheme == SignatureScheme.mldsa87
+    assert list(done.peer_certificates) == bundle.client.chain
+
+
+def test_longtls_client_resumes_with_openssl4_ticket(pki: Any, tmp_path: Path) -> None:
+    import dataclasses
+
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    cfg = client_config(bundle.ca)
+    ctx = server_context(files)
+    tickets: list[Any] = []
+    for attempt in range(2):
+        with PyOpenSSLServer(ctx, pyopenssl_server_side) as server:
+            c = cfg if not tickets else dataclasses.replace(cfg, session_ticket=tickets[0].ticket)
+            drv = connect(c, server.port)
+            try:
+                done = drv.handshake()
+                assert done.resumed == (attempt == 1), drv.describe()
+                assert done.group == NamedGroup.X25519MLKEM768
+                converse_as_client(drv)
+                if not tickets:
+                    tickets = drv.wait_for_tickets(1)
+            finally:
+                drv.close()
+        assert server.result["lines"] == EXPECTED_LINES
+
+
+def test_openssl4_client_resumes_with_longtls_ticket(pki: Any, tmp_path: Path) -> None:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    ctx = client_context(files)
+    sessions: list[Any] = []
+
+    def resume(conn: Any) -> dict[str, Any]:
+        info = converse_as_pyopenssl_client(conn)
+        info["reused"] = _util.lib.SSL_session_reused(conn._ssl) == 1
+        sessions.append(conn.get_session())
+        # OpenSSL marks a session not resumable when its connection ends
+        # without close_notify.
+        conn.shutdown()
+        return info
+
+    def connect_with_session(port: int) -> dict[str, Any]:
+        raw = _bounded(socket.create_connection((LOOPBACK, port), timeout=TIMEOUT))
+        try:
+            conn = SSL.Connection(ctx, raw)
+            conn.set_connect_state()
+            conn.set_tlsext_host_name(b"localhost")
+            if sessions:
+                conn.set_session(sessions[-1])
+            conn.do_handshake()
+            return resume(conn)
+        finally:
+            raw.close()
+
+    with LongtlsServer(server_config(bundle.server), longtls_server_side, accept=2) as server:
+        first = connect_with_session(server.port)
+        second = connect_with_session(server.port)
+    assert [first["reused"], second["reused"]] == [False, True]
+    assert [h.resumed for h in server.handshakes] == [False, True]
+    assert second["exporter"] == server.results[1]

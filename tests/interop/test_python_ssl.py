@@ -264,12 +264,14 @@ def _ssl_connect(ctx: ssl.SSLContext, port: int, session: ssl.SSLSession | None 
 @pytest.mark.parametrize("key_type", KEY_TYPES)
 def test_python_ssl_client_longtls_server(pki: Any, tmp_path: Path, key_type: str) -> None:
     bundle, files = _pki(pki, key_type, tmp_path)
-    with LongtlsServer(server_config(bundle.server), longtls_server_side) as server:
-        with _ssl_connect(_client_context(files), server.port) as s:
-            assert s.version() == "TLSv1.3"
-            assert s.getpeercert()["subject"]
-            converse_as_ssl_client(s)
-            cipher = s.cipher()
+    with (
+        LongtlsServer(server_config(bundle.server), longtls_server_side) as server,
+        _ssl_connect(_client_context(files), server.port) as s,
+    ):
+        assert s.version() == "TLSv1.3"
+        assert s.getpeercert()["subject"]
+        converse_as_ssl_client(s)
+        cipher = s.cipher()
     done = server.handshakes[0]
     assert done.group == NamedGroup.x25519  # ssl's first key share
     assert done.server_name == "localhost"
@@ -279,9 +281,11 @@ def test_python_ssl_client_longtls_server(pki: Any, tmp_path: Path, key_type: st
 @pytest.mark.parametrize("group", list(CURVES), ids=[g.name for g in CURVES])
 def test_python_ssl_client_longtls_server_groups(pki: Any, tmp_path: Path, group: NamedGroup) -> None:
     bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    with LongtlsServer(server_config(bundle.server), longtls_server_side) as server:
-        with _ssl_connect(_client_context(files, curve=CURVES[group]), server.port) as s:
-            converse_as_ssl_client(s)
+    with (
+        LongtlsServer(server_config(bundle.server), longtls_server_side) as server,
+        _ssl_connect(_client_context(files, curve=CURVES[group]), server.port) as s,
+    ):
+        converse_as_ssl_client(s)
     assert server.handshakes[0].group == group
     assert server.driver.conn.handshake.hrr_group is None  # type: ignore[attr-defined]
 
@@ -290,10 +294,12 @@ def test_python_ssl_client_longtls_server_groups(pki: Any, tmp_path: Path, group
 def test_python_ssl_client_longtls_server_cipher_suites(pki: Any, tmp_path: Path, suite: CipherSuite) -> None:
     """longtls picks the suite: the only one it is configured with."""
     bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    with LongtlsServer(server_config(bundle.server, cipher_suites=[suite]), longtls_server_side) as server:
-        with _ssl_connect(_client_context(files), server.port) as s:
-            converse_as_ssl_client(s)
-            cipher = s.cipher()
+    with (
+        LongtlsServer(server_config(bundle.server, cipher_suites=[suite]), longtls_server_side) as server,
+        _ssl_connect(_client_context(files), server.port) as s,
+    ):
+        converse_as_ssl_client(s)
+        cipher = s.cipher()
     assert server.handshakes[0].cipher_suite == suite
     assert cipher is not None and cipher[0] == suite.name
 
@@ -302,9 +308,11 @@ def test_python_ssl_client_longtls_server_cipher_suites(pki: Any, tmp_path: Path
 def test_python_ssl_client_mutual_tls_with_longtls_server(pki: Any, tmp_path: Path, key_type: str) -> None:
     bundle, files = _pki(pki, key_type, tmp_path)
     cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
-    with LongtlsServer(cfg, longtls_server_side) as server:
-        with _ssl_connect(_client_context(files, client_cert=True), server.port) as s:
-            converse_as_ssl_client(s)
+    with (
+        LongtlsServer(cfg, longtls_server_side) as server,
+        _ssl_connect(_client_context(files, client_cert=True), server.port) as s,
+    ):
+        converse_as_ssl_client(s)
     done = server.handshakes[0]
     assert done.client_authenticated
     assert done.signature_scheme == EXPECTED_SCHEME[key_type]
@@ -327,3 +335,91 @@ def test_python_ssl_client_resumes_with_longtls_ticket(pki: Any, tmp_path: Path)
     assert not first.resumed
     assert second.resumed
     assert reused
+
+
+# ----------------------------------------------------------- edge cases
+
+
+def test_python_ssl_client_hello_retry_then_resumption(pki: Any, tmp_path: Path) -> None:
+    """longtls accepts only secp384r1; ssl's first ClientHello shares x25519,
+    so both the full and the resumed handshake need a HelloRetryRequest."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    ctx = _client_context(files)
+    cfg = server_config(bundle.server, groups=[NamedGroup.secp384r1])
+    with LongtlsServer(cfg, longtls_server_side, accept=2) as server:
+        with _ssl_connect(ctx, server.port) as s:
+            converse_as_ssl_client(s)
+            session = s.session
+        with _ssl_connect(ctx, server.port, session=session) as s2:
+            converse_as_ssl_client(s2)
+            reused = s2.session_reused
+    assert reused
+    assert [d.conn.handshake.hrr_group for d in server.drivers] == [NamedGroup.secp384r1] * 2  # type: ignore[attr-defined]
+    assert [h.resumed for h in server.handshakes] == [False, True]
+
+
+def test_python_ssl_large_transfer(pki: Any, tmp_path: Path) -> None:
+    """1 MB each way through ssl and a longtls server."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    blob = bytes(range(256)) * 4096  # 1 MiB
+
+    def handler(drv: SocketDriver) -> None:
+        data = drv.recv_exactly(len(blob), timeout=30)
+        assert data == blob
+        drv.send(blob[::-1])
+
+    with (
+
+        LongtlsServer(server_config(bundle.server), handler, timeout=30) as server,
+
+        _ssl_connect(_client_context(files), server.port) as s,
+
+    ):
+        s.sendall(blob)
+        got = b""
+        while len(got) < len(blob):
+            chunk = s.recv(65536)
+            assert chunk, f"EOF after {len(got)} bytes"
+            got += chunk
+    assert got == blob[::-1]
+
+
+def test_python_ssl_tls12_only_client_is_refused(pki: Any, tmp_path: Path) -> None:
+    """longtls speaks only TLS 1.3: a TLS 1.2-only ssl client gets protocol_version."""
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    ctx = _client_context(files)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    server = LongtlsServer(server_config(bundle.server)).start()
+    with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"):
+        _ssl_connect(ctx, server.port)
+    with pytest.raises(AssertionError, match=r"protocol_version"):
+        server.join()
+
+
+def test_longtls_client_refused_by_tls12_only_ssl_server(pki: Any, tmp_path: Path) -> None:
+    """A TLS 1.2-only ssl server cannot agree on anything with longtls (it
+    offers only TLS 1.3 and its suites): the handshake fails with an alert,
+    never a TLS 1.2 session."""
+    from longtls.events import ConnectionClosed
+
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    ctx = _server_context(files)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    def never(_s: ssl.SSLSocket) -> None:
+        raise AssertionError("the TLS 1.2 server completed a handshake with longtls")
+
+    server = SSLServer(ctx, never)
+    server.thread.start()
+    drv = connect(client_config(bundle.ca), server.port)
+    try:
+        with pytest.raises(AssertionError):
+            drv.handshake()
+        closed = drv.of_type(ConnectionClosed)
+        assert closed and closed[0].alert is not None, drv.describe()
+    finally:
+        drv.sock.close()
+        server.thread.join(TIMEOUT)
+    assert isinstance(server.error, ssl.SSLError), server.error

@@ -12,12 +12,18 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
+from helpers.driver import (
+    LongtlsServer,
+    SocketDriver,
+    client_config,
+    connect,
+    long_chain_pki,
+    server_config,
+)
 from helpers.peers import LOOPBACK, require_module
 from helpers.pki import Credential, Pki
 from longtls.config import ClientAuth
@@ -100,34 +106,44 @@ def _der(chain: Any) -> bytes:
 
 
 class TlsliteServer:
-    """tlslite-ng server in a thread: one connection, then ``handler(conn)``."""
+    """tlslite-ng server in a thread: ``accept`` connections, each handshaken
+    and then given to ``handler(conn)``; ``results`` holds what it returned."""
 
-    def __init__(self, cred: Credential, handler: Callable[[Any], Any], settings: Any, req_cert: bool = False) -> None:
+    def __init__(
+        self, cred: Credential, handler: Callable[[Any], Any], settings: Any, req_cert: bool = False,
+        accept: int = 1,
+    ) -> None:
         self.cred = cred
         self.handler = handler
         self.settings = settings
         self.req_cert = req_cert
+        self.accept = accept
         self.listener = socket.create_server((LOOPBACK, 0))
         self.listener.settimeout(TIMEOUT)
         self.port: int = self.listener.getsockname()[1]
-        self.result: Any = None
+        self.results: list[Any] = []
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
+    @property
+    def result(self) -> Any:
+        return self.results[0] if self.results else None
+
     def _run(self) -> None:
         try:
-            raw, _ = self.listener.accept()
-            raw.settimeout(TIMEOUT)
-            conn = tlslite.TLSConnection(raw)
-            try:
-                conn.handshakeServer(
-                    certChain=_chain(self.cred), privateKey=_key(self.cred), settings=self.settings,
-                    reqCert=self.req_cert,
-                )
-                self.result = self.handler(conn)
-                conn.close()
-            finally:
-                raw.close()
+            chain, key = _chain(self.cred), _key(self.cred)
+            for _ in range(self.accept):
+                raw, _ = self.listener.accept()
+                raw.settimeout(TIMEOUT)
+                conn = tlslite.TLSConnection(raw)
+                try:
+                    conn.handshakeServer(
+                        certChain=chain, privateKey=key, settings=self.settings, reqCert=self.req_cert,
+                    )
+                    self.results.append(self.handler(conn))
+                    conn.close()
+                finally:
+                    raw.close()
         except BaseException as exc:
             self.error = exc
         finally:
@@ -274,7 +290,9 @@ def converse_as_tlslite_client(conn: Any) -> None:
     assert _read_line(conn) == b"7 longtls after answering\n"
 
 
-def _run_tlslite_client(cfg: Any, settings: Any, client_cred: Credential | None = None) -> tuple[LongtlsServer, dict[str, Any]]:
+def _run_tlslite_client(
+    cfg: Any, settings: Any, client_cred: Credential | None = None
+) -> tuple[LongtlsServer, dict[str, Any]]:
     with LongtlsServer(cfg, longtls_server_side, timeout=TIMEOUT) as server:
         raw = socket.create_connection((LOOPBACK, server.port), timeout=TIMEOUT)
         try:
@@ -338,3 +356,147 @@ def test_tlslite_client_mldsa65_mutual_tls_with_longtls_server(pki: Any) -> None
     assert done.client_authenticated
     assert done.signature_scheme == SignatureScheme.mldsa65
     assert done.peer_certificates[0] == bundle.client.cert
+
+
+# ----------------------------------------------------------- edge cases
+#
+# record_size_limit (tlslite implements RFC 8449), resumption with tlslite's
+# tickets and with longtls' (also after a HelloRetryRequest), and a
+# Certificate message too large for one record (ML-DSA-87 leaf and two
+# ML-DSA-87 intermediates).
+
+
+def _mldsa87_chain_pki() -> Pki:
+    """ML-DSA-87 root, two intermediates and leaves: the server's Certificate
+    message is about 22 KB, over two records."""
+    return long_chain_pki("mldsa87", intermediates=2)
+
+
+def test_longtls_client_record_size_limit_with_tlslite(pki: Any) -> None:
+    """tlslite server limits longtls to 256-byte records, longtls limits
+    tlslite to 512; 5 KB each way plus the usual KeyUpdates."""
+    from longtls.events import ApplicationData
+
+    bundle = pki("ecdsa-p256")
+    big = b"8" * 5000 + b"\n"
+
+    def handler(conn: Any) -> dict[str, Any]:
+        conn.write(_read_line(conn))  # echo the big line
+        return tlslite_server_side(conn)
+
+    settings = _settings()
+    settings.record_size_limit = 256
+    with TlsliteServer(bundle.server, handler, settings) as srv:
+        drv = connect(client_config(bundle.ca, record_size_limit=512), srv.port, timeout=TIMEOUT)
+        try:
+            drv.handshake()
+            assert drv.conn.peer_record_size_limit == 256
+            drv.send(big)
+            assert drv.recv_until(b"\n") == big
+            converse_as_client(drv)
+        finally:
+            drv.close()
+    assert max(len(e.data) for e in drv.of_type(ApplicationData)) <= 511
+    assert srv.result["lines"] == EXPECTED_TLSLITE_LINES
+
+
+def test_tlslite_client_record_size_limit_with_longtls_server(pki: Any) -> None:
+    bundle = pki("ecdsa-p256")
+    big = b"9" * 5000 + b"\n"
+
+    def handler(drv: SocketDriver) -> int:
+        assert drv.recv_until(b"\n") == big
+        drv.send(big)
+        longtls_server_side(drv)
+        return drv.conn.peer_record_size_limit
+
+    settings = _settings()
+    settings.record_size_limit = 300
+    with LongtlsServer(server_config(bundle.server, record_size_limit=400), handler, timeout=TIMEOUT) as server:
+        raw = socket.create_connection((LOOPBACK, server.port), timeout=TIMEOUT)
+        try:
+            conn = tlslite.TLSConnection(raw)
+            conn.handshakeClientCert(settings=settings, serverName="localhost")
+            conn.write(big)
+            assert _read_line(conn) == big
+            converse_as_tlslite_client(conn)
+            conn.close()
+        finally:
+            raw.close()
+    assert server.result == 300
+
+
+def test_longtls_client_resumes_with_tlslite_ticket(pki: Any) -> None:
+    import dataclasses
+    import os
+
+    bundle = pki("ecdsa-p256")
+    settings = _settings()
+    settings.ticketKeys = [os.urandom(32)]
+    cfg = client_config(bundle.ca)
+    with TlsliteServer(bundle.server, tlslite_server_side, settings, accept=2) as srv:
+        first = connect(cfg, srv.port, timeout=TIMEOUT)
+        try:
+            assert not first.handshake().resumed
+            converse_as_client(first)
+            tickets = first.wait_for_tickets(1)
+        finally:
+            first.close()
+        second = connect(dataclasses.replace(cfg, session_ticket=tickets[0].ticket), srv.port, timeout=TIMEOUT)
+        try:
+            done = second.handshake()
+            assert done.resumed, second.describe()
+            assert done.signature_scheme is None
+            converse_as_client(second)
+        finally:
+            second.close()
+    # tlslite-ng's server reports conn.resumed == False for TLS 1.3 PSK
+    # handshakes; longtls saw no Certificate/CertificateVerify above.
+    assert len(srv.results) == 2
+
+
+@pytest.mark.parametrize("hrr", [False, True], ids=["no-retry", "after-HelloRetryRequest"])
+def test_tlslite_client_resumes_with_longtls_ticket(pki: Any, hrr: bool) -> None:
+    """tlslite resumes with longtls' ticket; with ``hrr`` longtls accepts only
+    SecP384r1MLKEM1024, which tlslite never sends a share for, so both
+    handshakes see a HelloRetryRequest and the binder covers it."""
+    bundle = pki("ecdsa-p256")
+    groups = [NamedGroup.SecP384r1MLKEM1024] if hrr else list(server_config(bundle.server).groups)
+    cfg = server_config(bundle.server, groups=groups)
+    with LongtlsServer(cfg, longtls_server_side, accept=2, timeout=TIMEOUT) as server:
+        session = None
+        infos = []
+        for _ in range(2):
+            raw = socket.create_connection((LOOPBACK, server.port), timeout=TIMEOUT)
+            try:
+                conn = tlslite.TLSConnection(raw)
+                conn.handshakeClientCert(settings=_settings(), serverName="localhost", session=session)
+                infos.append(_info(conn))
+                converse_as_tlslite_client(conn)
+                session = conn.session
+                conn.close()
+            finally:
+                raw.close()
+    assert [i["resumed"] for i in infos] == [False, True]
+    assert [h.resumed for h in server.handshakes] == [False, True]
+    expected_hrr = NamedGroup.SecP384r1MLKEM1024 if hrr else None
+    assert [d.conn.handshake.hrr_group for d in server.drivers] == [expected_hrr] * 2  # type: ignore[attr-defined]
+
+
+def test_longtls_client_verifies_tlslite_mldsa87_chain_over_two_records() -> None:
+    bundle = _mldsa87_chain_pki()
+    done, _, _info = _run_longtls_client(bundle, _settings(), client_cert=bundle.client)
+    assert done.signature_scheme == SignatureScheme.mldsa87
+    assert list(done.peer_certificates) == bundle.server.chain
+    assert done.client_authenticated
+
+
+def test_tlslite_client_gets_longtls_mldsa87_chain_over_two_records() -> None:
+    bundle = _mldsa87_chain_pki()
+    cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
+    server, info = _run_tlslite_client(cfg, _settings(), client_cred=bundle.client)
+    assert len(info["server_chain"].x509List) == 3
+    assert info["server_sigalg"] == tls_constants.SignatureScheme.mldsa87
+    done = server.handshakes[0]
+    assert done.client_authenticated and done.signature_scheme == SignatureScheme.mldsa87
+    assert list(done.peer_certificates) == bundle.client.chain

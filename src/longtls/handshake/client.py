@@ -315,6 +315,7 @@ class ClientHandshake(HandshakeEngine):
         limit = exts.get(ExtensionType.record_size_limit)
         if limit is not None:
             self.conn.set_peer_record_size_limit(X.decode_record_size_limit(limit))
+            self.conn.enforce_record_size_limit()
         if ExtensionType.early_data in exts:
             raise RemoteProtocolError("early_data accepted but never offered", AlertDescription.unsupported_extension)
         self.on_encrypted_extensions_hook(exts)

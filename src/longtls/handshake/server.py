@@ -399,6 +399,7 @@ class ServerHandshake(HandshakeEngine):
             self.alpn_protocol = None
         if ExtensionType.record_size_limit in exts:
             out.append(Extension(ExtensionType.record_size_limit, X.encode_record_size_limit(self.config.record_size_limit)))
+            self.conn.enforce_record_size_limit()
         out.extend(self.extra_encrypted_extensions(exts))
         return out
 

@@ -1,0 +1,532 @@
+"""longtls side by side with Python ssl, pyOpenSSL and tlslite-ng.
+
+    .venv/bin/python bench/run.py                 # everything (~5 minutes on 2 cores)
+    .venv/bin/python bench/run.py --quick         # a smoke run, under a minute
+    .venv/bin/python bench/run.py --only bulk,eku # some sections
+    .venv/bin/python bench/run.py --profile eku   # cProfile of one longtls case
+
+Prints a header describing the machine, then one markdown table per
+measurement and a summary of the targets.  Every number is the median of
+``--rounds`` rounds measured round-robin across the columns of its table, all
+in this one run.  Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aio_cases
+import harness
+import longtls_cases
+import peers
+from harness import (
+    HANDSHAKE_SUITE,
+    KIB,
+    MIB,
+    SUITES,
+    Cell,
+    LocalCell,
+    Operation,
+    Pki,
+    RemoteCell,
+    Spec,
+    Worker,
+    fmt_ms,
+    fmt_rate,
+    fmt_ratio,
+    log,
+    table,
+)
+
+SECTIONS = ("handshakes", "bulk", "eku", "memory", "asyncio")
+NAMES = {"longtls": "longtls", "ssl": "ssl", "pyopenssl": "pyOpenSSL", "tlslite": "tlslite-ng"}
+PEERS = ("ssl", "pyopenssl", "tlslite")
+HANDSHAKE_CASES = (("x25519", False), ("X25519MLKEM768", False), ("x25519", True), ("X25519MLKEM768", True))
+EKU_GROUPS = ("x25519", "secp256r1", "X25519MLKEM768", "MLKEM768")
+BULK_IMPLS = ("longtls", "ssl", "pyopenssl", "tlslite", "floor", "aead")
+MEMORY_IMPLS = ("longtls", "ssl", "pyopenssl")
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    rounds: int
+    min_time: float  # seconds per timed round of one cell
+    connections: int  # memory and asyncio sections
+    memory_rounds: int
+    aio_rounds: int
+    bulk_write: int = 1 * MIB  # bytes per send(); 64 records of 16 KiB
+    tlslite_write: int = 16 * KIB  # tlslite-ng seals ~0.3 MB/s: one record per send
+    aio_total: int = 16 * MIB  # bytes per SINK command
+    aio_write: int = 256 * KIB
+
+    @classmethod
+    def make(cls, quick: bool, rounds: int | None) -> Settings:
+        if quick:
+            return cls(True, rounds or 3, 0.05, 100, 1, 1, aio_total=2 * MIB)
+        return cls(False, rounds or 5, 0.5, 1000, 3, 3)
+
+
+# ---------------------------------------------------------------- operations
+
+HANDSHAKES: dict[str, Callable[[Pki, str, bool], Operation]] = {
+    "longtls": longtls_cases.handshake_operation,
+    "ssl": peers.ssl_handshake_operation,
+    "pyopenssl": peers.pyopenssl_handshake_operation,
+    "tlslite": peers.tlslite_handshake_operation,
+}
+BULK: dict[str, Callable[[Pki, str, int], Operation]] = {
+    "longtls": longtls_cases.bulk_operation,
+    "ssl": peers.ssl_bulk_operation,
+    "pyopenssl": peers.pyopenssl_bulk_operation,
+    "tlslite": peers.tlslite_bulk_operation,
+    "floor": lambda _pki, suite, size: peers.record_floor_operation(suite, size),
+    "aead": lambda _pki, suite, size: peers.aead_limit_operation(suite, size),
+}
+
+
+def build_operation(spec: Spec, pki: Pki) -> Operation:
+    impl, kind = spec["impl"], spec["kind"]
+    if kind == "handshake":
+        return HANDSHAKES[impl](pki, spec["group"], spec["resumed"])
+    if kind == "bulk":
+        return BULK[impl](pki, spec["suite"], spec["write_size"])
+    if kind == "eku":
+        return longtls_cases.eku_operation(pki, spec["group"])
+    raise ValueError(f"unknown operation kind {kind!r}")
+
+
+def supported(impl: str, group: str) -> bool:
+    # Python's ssl here is linked against OpenSSL 3.0: no ML-KEM groups.
+    return impl != "ssl" or group == "x25519"
+
+
+# ------------------------------------------------------------------ the bench
+
+
+@dataclass
+class Bench:
+    settings: Settings
+    pki: Pki
+    workers: dict[str, Worker] = field(default_factory=dict)
+    targets: list[tuple[str, str, str, bool]] = field(default_factory=list)
+
+    def worker(self, suite: str) -> Worker:
+        if suite not in self.workers:
+            self.workers[suite] = Worker(self.pki, suite, harness.openssl_conf(suite))
+        return self.workers[suite]
+
+    def cell(self, spec: Spec) -> Cell:
+        if spec["impl"] == "ssl":
+            return RemoteCell(self.worker(spec.get("suite", HANDSHAKE_SUITE)), spec)
+        return LocalCell(lambda: build_operation(spec, self.pki))
+
+    def measure(self, cells: dict[str, Cell]) -> dict[str, float]:
+        s = self.settings
+        return harness.run_rounds(cells, s.rounds, s.min_time)
+
+    def target(self, name: str, case: str, measured: str, met: bool) -> None:
+        self.targets.append((name, case, measured, met))
+
+    def close(self) -> None:
+        for w in self.workers.values():
+            w.close()
+
+    # -------------------------------------------------------------- 1
+
+    def handshakes(self) -> str:
+        cells: dict[str, Cell] = {}
+        for group, resumed in HANDSHAKE_CASES:
+            for impl in NAMES:
+                if supported(impl, group):
+                    spec = {"impl": impl, "kind": "handshake", "group": group, "resumed": resumed}
+                    cells[f"{impl} {group} {resumed}"] = self.cell(spec)
+        r = self.measure(cells)
+        rows = []
+        for group, resumed in HANDSHAKE_CASES:
+            values = {impl: r.get(f"{impl} {group} {resumed}") for impl in NAMES}
+            case = f"{'resumed (psk_dhe_ke)' if resumed else 'full'}, {group} + ECDSA P-256"
+            lt = values["longtls"]
+            rows.append([case, *(fmt_rate(values[i]) for i in NAMES),
+                         *(fmt_ratio(lt, values[p]) for p in PEERS)])
+            if values["tlslite"] is not None and lt is not None:
+                ratio = lt / values["tlslite"]
+                self.target("handshakes >= 10x tlslite-ng", case, f"{ratio:.1f}x", ratio >= 10)
+            if values["ssl"] is not None and lt is not None:
+                ratio = lt / values["ssl"]
+                self.target("handshakes >= 0.5x ssl", case, f"{ratio:.2f}x", ratio >= 0.5)
+        return table(
+            "1. Handshakes per second (client and server in one process, paired in memory)",
+            ["handshake", *NAMES.values(), *(f"longtls / {NAMES[p]}" for p in PEERS)],
+            rows,
+            f"One handshake is both ends' work. {HANDSHAKE_SUITE}, one key share, the client "
+            "verifies the chain, the server sends 2 tickets which the client processes. "
+            f"`ssl` is {ssl.OPENSSL_VERSION}: no ML-KEM. tlslite-ng does not validate the chain. "
+            "longtls negotiates Extended Key Update on full handshakes; resumption has it off "
+            "(draft-13 EKU disables tickets).",
+        )
+
+    # -------------------------------------------------------------- 2
+
+    def bulk(self) -> str:
+        s = self.settings
+        cells: dict[str, Cell] = {}
+        for suite in SUITES:
+            for impl in BULK_IMPLS:
+                size = s.tlslite_write if impl == "tlslite" else s.bulk_write
+                spec = {"impl": impl, "kind": "bulk", "suite": suite, "write_size": size}
+                cells[f"{impl} {suite}"] = self.cell(spec)
+        r = self.measure(cells)
+        mb = {k: v / 1e6 for k, v in r.items()}
+        rows = []
+        for suite in SUITES:
+            v = {impl: mb[f"{impl} {suite}"] for impl in BULK_IMPLS}
+            lt = v["longtls"]
+            rows.append([suite, *(fmt_rate(v[i]) for i in BULK_IMPLS),
+                         fmt_ratio(lt, v["ssl"]), fmt_ratio(lt, v["tlslite"]),
+                         fmt_ratio(lt, v["aead"]), fmt_ratio(v["floor"], v["aead"])])
+            ratio = lt / v["aead"]
+            self.target("bulk >= 0.8x raw AEAD", suite, f"{ratio:.2f}x", ratio >= 0.8)
+        return table(
+            "2. Bulk throughput, MB/s (10^6 bytes) of application data, one direction, 16 KiB records",
+            ["suite", "longtls", "ssl", "pyOpenSSL", "tlslite-ng", "Python floor", "raw AEAD limit",
+             "longtls / ssl", "longtls / tlslite-ng", "longtls / limit", "floor / limit"],
+            rows,
+            f"Writes of {s.bulk_write // KIB} KiB ({s.tlslite_write // KIB} KiB for tlslite-ng), "
+            "sealed by the client and opened by the server in one process. Raw AEAD limit: "
+            "pyca/cryptography sealing and opening the same 16 KiB + 1 record payloads and nothing "
+            "else. Python floor: the least a Python record layer can do around those AEAD calls "
+            "(`encrypt_into` into one buffer, memoryview parsing, one copy out; "
+            "`peers.record_floor_operation`), not a product.",
+        )
+
+    # -------------------------------------------------------------- 3
+
+    def eku(self) -> str:
+        cells: dict[str, Cell] = {}
+        for group in EKU_GROUPS:
+            base = {"impl": "longtls", "group": group}
+            cells[f"eku {group}"] = self.cell({**base, "kind": "eku"})
+            cells[f"full {group}"] = self.cell({**base, "kind": "handshake", "resumed": False})
+            cells[f"resumed {group}"] = self.cell({**base, "kind": "handshake", "resumed": True})
+        r = self.measure(cells)
+        rows = []
+        for group in EKU_GROUPS:
+            eku, full, resumed = (1 / r[f"{k} {group}"] for k in ("eku", "full", "resumed"))
+            rows.append([group, fmt_rate(1 / eku), fmt_ms(eku), fmt_ms(full), fmt_ms(resumed),
+                         f"{eku / full:.2f}", f"{eku / resumed:.2f}"])
+            self.target("EKU <= 0.25x full handshake", group, f"{eku / full:.2f}x", eku / full <= 0.25)
+        return table(
+            "3. Extended Key Update (draft-13) over a paired connection, longtls",
+            ["group", "updates/s", "update (ms)", "full handshake (ms)", "resumed handshake (ms)",
+             "update / full", "update / resumed"],
+            rows,
+            "An update is started by the client and runs to completion on both ends (request, "
+            "response, finish). The handshakes use the same group, ECDSA P-256 and "
+            f"{HANDSHAKE_SUITE}; the resumed one (psk_dhe_ke, EKU off) is the reconnect users do "
+            "today. Times are both ends' work.",
+        )
+
+    # -------------------------------------------------------------- 4
+
+    def memory(self) -> str:
+        s = self.settings
+        samples: dict[str, list[dict[str, float]]] = {i: [] for i in MEMORY_IMPLS}
+        for r in range(s.memory_rounds):
+            order = MEMORY_IMPLS[r % len(MEMORY_IMPLS):] + MEMORY_IMPLS[: r % len(MEMORY_IMPLS)]
+            for impl in order:
+                samples[impl].append(self._memory_process(impl, s.connections))
+        rows = []
+        per: dict[str, float] = {}
+        for impl in MEMORY_IMPLS:
+            runs = sorted(samples[impl], key=lambda x: x["per_connection"])
+            mid = runs[len(runs) // 2]
+            per[impl] = mid["per_connection"]
+            rows.append([NAMES[impl], f"{s.connections:,} pairs", f"{mid['before'] / 1024:.1f}",
+                         f"{mid['after'] / 1024:.1f}", f"{per[impl] / 1024:.1f}", ""])
+        for row, impl in zip(rows, MEMORY_IMPLS, strict=True):
+            row[-1] = fmt_ratio(per[impl], per["ssl"])
+        ratio = per["longtls"] / per["ssl"]
+        self.target("memory per connection <= ssl", "idle, established", f"{ratio:.2f}x", ratio <= 1)
+        return table(
+            "4. Memory per established idle connection (RSS growth of a fresh process)",
+            ["implementation", "established", "RSS before (MiB)", "RSS after (MiB)",
+             "per connection (KiB)", "vs ssl"],
+            rows,
+            f"Each process sets up its contexts, makes and drops 10 warm-up pairs, then holds "
+            f"{s.connections:,} established pairs (x25519, {HANDSHAKE_SUITE}, tickets received, "
+            f"events drained); per connection = RSS growth / {2 * s.connections:,}, measured after "
+            "gc and malloc_trim. The ssl and pyOpenSSL pairs include their memory BIOs. longtls "
+            "has Extended Key Update negotiated. Median of "
+            f"{s.memory_rounds} process(es) each.",
+        )
+
+    def _memory_process(self, impl: str, connections: int) -> dict[str, float]:
+        env = dict(os.environ)
+        if impl == "ssl":
+            conf = self.pki.directory / "openssl-memory.cnf"
+            conf.write_text(harness.openssl_conf(HANDSHAKE_SUITE))
+            env["OPENSSL_CONF"] = str(conf)
+        log(f"  memory: {impl}, {connections} pairs")
+        out = subprocess.run(
+            [sys.executable, str(harness.RUN_PY), "--internal-memory", impl,
+             "--connections", str(connections), "--pki", str(self.pki.directory)],
+            env=env, check=True, capture_output=True, text=True,
+        ).stdout
+        result: dict[str, float] = json.loads(out)
+        return result
+
+    # -------------------------------------------------------------- 5
+
+    def asyncio(self) -> str:
+        s = self.settings
+        servers = {impl: aio_cases.ServerProcess(impl, self.pki) for impl in aio_cases.IMPLS}
+        try:
+            res = asyncio.run(aio_cases.run_all(
+                self.pki, {i: srv.port for i, srv in servers.items()}, count=s.connections,
+                rounds=s.aio_rounds, min_time=s.min_time * 2, total=s.aio_total,
+                write_size=s.aio_write,
+            ))
+        finally:
+            for srv in servers.values():
+                srv.close()
+        n = f"{s.connections:,}"
+        rows = [
+            [f"open {n} connections concurrently (handshakes/s)",
+             fmt_rate(res.connect["longtls"]), fmt_rate(res.connect["ssl"]),
+             fmt_ratio(res.connect["longtls"], res.connect["ssl"])],
+            [f"then each of the {n} updates, concurrently (updates/s; ssl: reconnects/s)",
+             fmt_rate(res.update["longtls"]), fmt_rate(res.update["ssl"]),
+             fmt_ratio(res.update["longtls"], res.update["ssl"])],
+            ["one connection, client to server (MB/s)",
+             fmt_rate(res.throughput["longtls"] / 1e6), fmt_rate(res.throughput["ssl"] / 1e6),
+             fmt_ratio(res.throughput["longtls"], res.throughput["ssl"])],
+        ]
+        return table(
+            "5. asyncio over loopback: longtls.aio vs asyncio streams with ssl",
+            ["measurement", "longtls.aio", "asyncio + ssl", "longtls / ssl"],
+            rows,
+            "Servers in their own processes, clients in the benchmark process (x25519, "
+            f"{HANDSHAKE_SUITE}, ECDSA P-256). longtls' update is an Extended Key Update; "
+            "Python's ssl has no key update API, so its row is a reconnect (close, full "
+            f"handshake). Throughput: {s.aio_write // KIB} KiB writes with drain(), "
+            f"{s.aio_total // MIB} MiB per transfer. Median of {s.aio_rounds} round(s).",
+        )
+
+    # ---------------------------------------------------------- targets
+
+    def targets_table(self) -> str:
+        rows = [[name, case, measured, "met" if met else "**missed**"]
+                for name, case, measured, met in self.targets]
+        return table("Targets (ratios from this run)", ["target", "case", "measured", "result"], rows,
+                     text_columns=2)
+
+
+# -------------------------------------------------------------------- header
+
+
+def machine() -> str:
+    import cryptography
+    import OpenSSL
+    import tlslite
+    from cryptography.hazmat.backends.openssl import backend
+
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    rows = [
+        ["CPUs (nproc)", str(len(os.sched_getaffinity(0)))],
+        ["CPU model", cpu],
+        ["kernel", platform.release()],
+        ["Python", platform.python_version()],
+        ["Python ssl", ssl.OPENSSL_VERSION],
+        ["cryptography / pyOpenSSL", f"{cryptography.__version__} / {OpenSSL.__version__}, "
+                                     f"{backend.openssl_version_text()}"],
+        ["tlslite-ng", f"{tlslite.__version__} (pure Python primitives)"],
+        ["date", time.strftime("%Y-%m-%d %H:%M %Z")],
+    ]
+    return table("Machine", ["", ""], rows, text_columns=2)
+
+
+# ---------------------------------------------------------------- internals
+
+
+def worker_main(pki: Pki) -> None:
+    """--internal-worker: measure specs read from stdin, one JSON line each."""
+    ops: dict[str, Operation] = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        spec = request["spec"]
+        key = json.dumps(spec, sort_keys=True)
+        try:
+            if key not in ops:
+                ops[key] = build_operation(spec, pki)
+            answer: dict[str, object] = {"rate": harness.measure(ops[key], request["min_time"])}
+        except Exception as exc:
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(answer), flush=True)
+
+
+def memory_main(impl: str, pki: Pki, connections: int) -> None:
+    """--internal-memory: RSS growth of ``connections`` established pairs."""
+    establish: Callable[[Pki, int], list[object]] = {  # type: ignore[assignment]
+        "longtls": longtls_cases.establish,
+        "ssl": peers.ssl_establish,
+        "pyopenssl": peers.pyopenssl_establish,
+    }[impl]
+    warm = establish(pki, 10)  # imports, caches, lazily built state
+    del warm
+    harness.release_free_memory()
+    before = harness.vm_rss_kib()
+    pairs = establish(pki, connections)
+    harness.release_free_memory()
+    after = harness.vm_rss_kib()
+    assert len(pairs) == connections
+    per = (after - before) * 1024 / (2 * connections)
+    print(json.dumps({"before": before, "after": after, "per_connection": per}))
+
+
+PROFILES: dict[str, Spec] = {
+    "handshake": {"impl": "longtls", "kind": "handshake", "group": "x25519", "resumed": False},
+    "handshake-mlkem": {"impl": "longtls", "kind": "handshake", "group": "X25519MLKEM768", "resumed": False},
+    "resumed": {"impl": "longtls", "kind": "handshake", "group": "x25519", "resumed": True},
+    "bulk": {"impl": "longtls", "kind": "bulk", "suite": "AES-128-GCM", "write_size": MIB},
+    "bulk-chacha": {"impl": "longtls", "kind": "bulk", "suite": "ChaCha20-Poly1305", "write_size": MIB},
+    "eku": {"impl": "longtls", "kind": "eku", "group": "x25519"},
+    "eku-mlkem": {"impl": "longtls", "kind": "eku", "group": "X25519MLKEM768"},
+}
+
+
+def profile_main(name: str, pki: Pki, seconds: float, top: int = 30) -> None:
+    """cProfile one longtls operation; functions by own time, with their share."""
+    import cProfile
+    import pstats
+
+    if name == "memory":
+        return memory_profile(pki, top)
+    op = build_operation(PROFILES[name], pki)
+    profiler = cProfile.Profile()
+    count = 0
+    start = time.perf_counter()
+    profiler.enable()
+    while time.perf_counter() - start < seconds:
+        op()
+        count += 1
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    entries = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in entries.values())
+    print(f"**cProfile of `{name}`: {count} operations, {total:.2f} s of profiled time**\n")
+    print("| own % | incl. % | calls/op | function |\n|---:|---:|---:|---|")
+    rows = sorted(entries.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    root = str(harness.ROOT) + "/"
+    for (path, line, func), (_cc, ncalls, tottime, cumtime, _callers) in rows:
+        where = f"{path.replace(root, '')}:{line}({func})" if line else func
+        print(f"| {100 * tottime / total:.1f} | {100 * cumtime / total:.1f} | "
+              f"{ncalls / count:.1f} | `{where}` |")
+    return None
+
+
+def memory_profile(pki: Pki, top: int) -> None:
+    """tracemalloc of 200 established longtls pairs: Python bytes per connection, by line."""
+    import gc
+    import tracemalloc
+
+    n = 200
+    longtls_cases.establish(pki, 10)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    pairs = longtls_cases.establish(pki, n)
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    diff = after.compare_to(before, "lineno")
+    total = sum(d.size_diff for d in diff)
+    print(f"**tracemalloc: {total / (2 * n):,.0f} Python bytes per established longtls "
+          f"connection ({n} pairs)**\n")
+    print("| bytes/conn | objects/conn | allocated at |\n|---:|---:|---|")
+    root = str(harness.ROOT) + "/"
+    for d in diff[:top]:
+        frame = d.traceback[0]
+        print(f"| {d.size_diff / (2 * n):,.0f} | {d.count_diff / (2 * n):.1f} | "
+              f"`{frame.filename.replace(root, '')}:{frame.lineno}` |")
+    del pairs
+
+
+# ---------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 3 short rounds, 100 connections (CI; under a minute)")
+    parser.add_argument("--only", metavar="NAME[,NAME]",
+                        help=f"run only these sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--rounds", type=int, help="rounds per cell (default 5, --quick 3)")
+    parser.add_argument("--profile", metavar="CASE", choices=[*PROFILES, "memory"],
+                        help=f"cProfile one longtls case instead: {', '.join([*PROFILES, 'memory'])}")
+    parser.add_argument("--internal-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--internal-memory", metavar="IMPL", help=argparse.SUPPRESS)
+    parser.add_argument("--internal-serve", metavar="IMPL", help=argparse.SUPPRESS)
+    parser.add_argument("--pki", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--connections", type=int, default=1000, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.internal_worker:
+        worker_main(Pki.load(args.pki))
+        return 0
+    if args.internal_memory:
+        memory_main(args.internal_memory, Pki.load(args.pki), args.connections)
+        return 0
+    if args.internal_serve:
+        aio_cases.serve_main(args.internal_serve, Pki.load(args.pki))
+        return 0
+
+    settings = Settings.make(args.quick, args.rounds)
+    pki = Pki.create()
+    if args.profile:
+        profile_main(args.profile, pki, 1.0 if args.quick else 5.0)
+        return 0
+    only = SECTIONS if not args.only else tuple(x.strip() for x in args.only.split(","))
+    unknown = [x for x in only if x not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+
+    bench = Bench(settings, pki)
+    started = time.perf_counter()
+    mode = "quick" if settings.quick else "full"
+    print(f"# longtls benchmarks ({mode} run)\n")
+    print(machine())
+    try:
+        for name in SECTIONS:
+            if name in only:
+                log(f"{name} ...")
+                t0 = time.perf_counter()
+                print(getattr(bench, name)(), flush=True)
+                log(f"{name}: {time.perf_counter() - t0:.0f} s")
+    finally:
+        bench.close()
+    if bench.targets:
+        print(bench.targets_table())
+    took = time.perf_counter() - started
+    print(f"_{mode} run: {settings.rounds} round(s) of {settings.min_time:g} s per cell, "
+          f"{settings.connections:,} connections; {took:.0f} s in all._")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
