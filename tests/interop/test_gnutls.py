@@ -92,6 +92,7 @@ def test_longtls_client_gnutls_serv(pki: Any, tmp_path: Path, key_type: str, gro
         drv = connect(client_config(bundle.ca), port)
         try:
             done = drv.handshake()
+            assert not done.extended_key_update  # the peer does not offer EKU
             assert done.version == "TLSv1.3"
             assert done.group == group, drv.describe()
             assert drv.conn.handshake.hello_retry_seen == (group != NamedGroup.x25519)  # type: ignore[attr-defined]

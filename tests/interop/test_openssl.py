@@ -125,6 +125,9 @@ def test_longtls_client_openssl_s_server(pki: object, tmp_path: Path, key_type: 
             assert done.cipher_suite == CipherSuite.TLS_AES_128_GCM_SHA256  # our first choice
             assert not done.resumed
             assert done.peer_certificates[0] == bundle.server.cert
+            # longtls offered Extended Key Update; openssl ignores the flag, so
+            # it is not negotiated and the classic KeyUpdate below is used.
+            assert not done.extended_key_update
             # openssl 3.0 does not know X25519MLKEM768: it either used the
             # x25519 share or asked for its group with a HelloRetryRequest.
             assert drv.conn.handshake.hello_retry_seen == (group != NamedGroup.x25519)  # type: ignore[attr-defined]
@@ -300,6 +303,7 @@ def test_openssl_s_client_longtls_server(pki: object, tmp_path: Path, key_type: 
         server.join()
     done = server.handshakes[0]
     assert done.group == group
+    assert not done.extended_key_update  # s_client does not offer EKU; KeyUpdate is used
     assert done.cipher_suite == CipherSuite.TLS_AES_128_GCM_SHA256
     assert done.signature_scheme is None and not done.client_authenticated
     assert done.server_name == "localhost"

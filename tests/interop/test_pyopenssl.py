@@ -193,6 +193,7 @@ def test_longtls_client_negotiates_x25519mlkem768_with_openssl4(pki: Any, tmp_pa
         drv = connect(client_config(bundle.ca), server.port)
         try:
             done = drv.handshake()
+            assert not done.extended_key_update  # the peer does not offer EKU
             assert done.group == NamedGroup.X25519MLKEM768, drv.describe()
             assert not drv.conn.handshake.hello_retry_seen  # type: ignore[attr-defined]
             assert done.signature_scheme == SignatureScheme.ecdsa_secp256r1_sha256

@@ -163,6 +163,7 @@ def test_longtls_client_python_ssl_server(pki: Any, tmp_path: Path, key_type: st
         drv = connect(client_config(bundle.ca), server.port)
         try:
             done = drv.handshake()
+            assert not done.extended_key_update  # the peer does not offer EKU
             assert done.version == "TLSv1.3"
             # OpenSSL 3.0 ignores X25519MLKEM768 and takes the x25519 share.
             assert done.group == NamedGroup.x25519

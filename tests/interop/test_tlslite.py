@@ -206,6 +206,7 @@ def _run_longtls_client(bundle: Pki, settings: Any, *, server: Credential | None
         drv = connect(client_config(bundle.ca, **cfg), srv.port, timeout=TIMEOUT)
         try:
             done = drv.handshake()
+            assert not done.extended_key_update  # the peer does not offer EKU
             converse_as_client(drv)
         finally:
             drv.close()
