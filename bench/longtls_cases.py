@@ -16,6 +16,7 @@ from longtls.config import Configuration
 from longtls.connection import Connection
 from longtls.constants import CipherSuite, NamedGroup
 from longtls.crypto.certificates import TrustStore
+from longtls.crypto.groups import get_group
 from longtls.events import (
     ApplicationData,
     Event,
@@ -138,6 +139,23 @@ def eku_operation(pki: Pki, group: str) -> Operation:
         server.events()
         if not any(isinstance(e, KeyUpdateCompleted) for e in client.events()):
             raise RuntimeError("extended key update did not complete")
+        return 1.0
+
+    op()
+    return op
+
+
+def key_exchange_operation(group: str) -> Operation:
+    """The key exchange of one update and nothing else: a key share, the peer's
+    response (encapsulation for ML-KEM) and its completion, with longtls' own
+    group code (``longtls.crypto.groups``) over pyca/cryptography."""
+    g = get_group(NamedGroup[group])
+
+    def op() -> float:
+        share = g.generate()
+        response, secret = g.respond(share.public)
+        if share.complete(response) != secret:
+            raise RuntimeError(f"{group}: the two ends derived different secrets")
         return 1.0
 
     op()

@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import ssl
 import subprocess
 import sys
@@ -66,7 +67,10 @@ class Settings:
     connections: int  # memory and asyncio sections
     memory_rounds: int
     aio_rounds: int
-    bulk_write: int = 1 * MIB  # bytes per send(); 64 records of 16 KiB
+    # Bytes per send(): 16 records of 16 KiB.  Not 1 MiB: in a fresh process
+    # glibc then serves every such buffer with a new mmap, and the numbers
+    # measure page faults (about half the throughput, for longtls and pyOpenSSL alike).
+    bulk_write: int = 256 * KIB
     tlslite_write: int = 16 * KIB  # tlslite-ng seals ~0.3 MB/s: one record per send
     aio_total: int = 16 * MIB  # bytes per SINK command
     aio_write: int = 256 * KIB
@@ -104,6 +108,8 @@ def build_operation(spec: Spec, pki: Pki) -> Operation:
         return BULK[impl](pki, spec["suite"], spec["write_size"])
     if kind == "eku":
         return longtls_cases.eku_operation(pki, spec["group"])
+    if kind == "kx":
+        return longtls_cases.key_exchange_operation(spec["group"])
     raise ValueError(f"unknown operation kind {kind!r}")
 
 
@@ -194,14 +200,16 @@ class Bench:
             v = {impl: mb[f"{impl} {suite}"] for impl in BULK_IMPLS}
             lt = v["longtls"]
             rows.append([suite, *(fmt_rate(v[i]) for i in BULK_IMPLS),
-                         fmt_ratio(lt, v["ssl"]), fmt_ratio(lt, v["tlslite"]),
-                         fmt_ratio(lt, v["aead"]), fmt_ratio(v["floor"], v["aead"])])
+                         fmt_ratio(lt, v["ssl"]), fmt_ratio(lt, v["pyopenssl"]),
+                         fmt_ratio(lt, v["tlslite"]), fmt_ratio(lt, v["aead"]),
+                         fmt_ratio(v["floor"], v["aead"])])
             ratio = lt / v["aead"]
             self.target("bulk >= 0.8x raw AEAD", suite, f"{ratio:.2f}x", ratio >= 0.8)
         return table(
             "2. Bulk throughput, MB/s (10^6 bytes) of application data, one direction, 16 KiB records",
             ["suite", "longtls", "ssl", "pyOpenSSL", "tlslite-ng", "Python floor", "raw AEAD limit",
-             "longtls / ssl", "longtls / tlslite-ng", "longtls / limit", "floor / limit"],
+             "longtls / ssl", "longtls / pyOpenSSL", "longtls / tlslite-ng", "longtls / limit",
+             "floor / limit"],
             rows,
             f"Writes of {s.bulk_write // KIB} KiB ({s.tlslite_write // KIB} KiB for tlslite-ng), "
             "sealed by the client and opened by the server in one process. Raw AEAD limit: "
@@ -218,24 +226,31 @@ class Bench:
         for group in EKU_GROUPS:
             base = {"impl": "longtls", "group": group}
             cells[f"eku {group}"] = self.cell({**base, "kind": "eku"})
+            cells[f"kx {group}"] = self.cell({**base, "kind": "kx"})
             cells[f"full {group}"] = self.cell({**base, "kind": "handshake", "resumed": False})
             cells[f"resumed {group}"] = self.cell({**base, "kind": "handshake", "resumed": True})
         r = self.measure(cells)
         rows = []
         for group in EKU_GROUPS:
-            eku, full, resumed = (1 / r[f"{k} {group}"] for k in ("eku", "full", "resumed"))
-            rows.append([group, fmt_rate(1 / eku), fmt_ms(eku), fmt_ms(full), fmt_ms(resumed),
-                         f"{eku / full:.2f}", f"{eku / resumed:.2f}"])
+            eku, kx, full, resumed = (
+                1 / r[f"{k} {group}"] for k in ("eku", "kx", "full", "resumed")
+            )
+            rows.append([group, fmt_rate(1 / eku), fmt_ms(eku), fmt_ms(kx), fmt_ms(full),
+                         fmt_ms(resumed), f"{eku / full:.2f}", f"{eku / resumed:.2f}",
+                         f"{kx / full:.2f}"])
             self.target("EKU <= 0.25x full handshake", group, f"{eku / full:.2f}x", eku / full <= 0.25)
         return table(
             "3. Extended Key Update (draft-13) over a paired connection, longtls",
-            ["group", "updates/s", "update (ms)", "full handshake (ms)", "resumed handshake (ms)",
-             "update / full", "update / resumed"],
+            ["group", "updates/s", "update (ms)", "its key exchange alone (ms)",
+             "full handshake (ms)", "resumed handshake (ms)", "update / full", "update / resumed",
+             "key exchange alone / full"],
             rows,
             "An update is started by the client and runs to completion on both ends (request, "
             "response, finish). The handshakes use the same group, ECDSA P-256 and "
             f"{HANDSHAKE_SUITE}; the resumed one (psk_dhe_ke, EKU off) is the reconnect users do "
-            "today. Times are both ends' work.",
+            "today. Times are both ends' work. \"Its key exchange alone\" is the group's "
+            "cryptography with no TLS around it (key share, response, completion): the floor "
+            "of an update, and of \"update / full\" (last column).",
         )
 
     # -------------------------------------------------------------- 4
@@ -279,12 +294,14 @@ class Bench:
             conf.write_text(harness.openssl_conf(HANDSHAKE_SUITE))
             env["OPENSSL_CONF"] = str(conf)
         log(f"  memory: {impl}, {connections} pairs")
-        out = subprocess.run(
+        proc = subprocess.run(
             [sys.executable, str(harness.RUN_PY), "--internal-memory", impl,
              "--connections", str(connections), "--pki", str(self.pki.directory)],
-            env=env, check=True, capture_output=True, text=True,
-        ).stdout
-        result: dict[str, float] = json.loads(out)
+            env=env, capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory measurement of {impl} failed:\n{proc.stderr}")
+        result: dict[str, float] = json.loads(proc.stdout)
         return result
 
     # -------------------------------------------------------------- 5
@@ -336,7 +353,7 @@ class Bench:
 # -------------------------------------------------------------------- header
 
 
-def machine() -> str:
+def machine(malloc_pinned: bool) -> str:
     import cryptography
     import OpenSSL
     import tlslite
@@ -357,6 +374,8 @@ def machine() -> str:
         ["cryptography / pyOpenSSL", f"{cryptography.__version__} / {OpenSSL.__version__}, "
                                      f"{backend.openssl_version_text()}"],
         ["tlslite-ng", f"{tlslite.__version__} (pure Python primitives)"],
+        ["malloc", "glibc, mmap threshold 4 MiB, trim threshold 128 MiB (harness.pin_malloc)"
+         if malloc_pinned else "default (no glibc mallopt)"],
         ["date", time.strftime("%Y-%m-%d %H:%M %Z")],
     ]
     return table("Machine", ["", ""], rows, text_columns=2)
@@ -404,8 +423,8 @@ PROFILES: dict[str, Spec] = {
     "handshake": {"impl": "longtls", "kind": "handshake", "group": "x25519", "resumed": False},
     "handshake-mlkem": {"impl": "longtls", "kind": "handshake", "group": "X25519MLKEM768", "resumed": False},
     "resumed": {"impl": "longtls", "kind": "handshake", "group": "x25519", "resumed": True},
-    "bulk": {"impl": "longtls", "kind": "bulk", "suite": "AES-128-GCM", "write_size": MIB},
-    "bulk-chacha": {"impl": "longtls", "kind": "bulk", "suite": "ChaCha20-Poly1305", "write_size": MIB},
+    "bulk": {"impl": "longtls", "kind": "bulk", "suite": "AES-128-GCM", "write_size": 256 * KIB},
+    "bulk-chacha": {"impl": "longtls", "kind": "bulk", "suite": "ChaCha20-Poly1305", "write_size": 256 * KIB},
     "eku": {"impl": "longtls", "kind": "eku", "group": "x25519"},
     "eku-mlkem": {"impl": "longtls", "kind": "eku", "group": "X25519MLKEM768"},
 }
@@ -417,7 +436,8 @@ def profile_main(name: str, pki: Pki, seconds: float, top: int = 30) -> None:
     import pstats
 
     if name == "memory":
-        return memory_profile(pki, top)
+        memory_profile(pki, top)
+        return
     op = build_operation(PROFILES[name], pki)
     profiler = cProfile.Profile()
     count = 0
@@ -438,7 +458,6 @@ def profile_main(name: str, pki: Pki, seconds: float, top: int = 30) -> None:
         where = f"{path.replace(root, '')}:{line}({func})" if line else func
         print(f"| {100 * tottime / total:.1f} | {100 * cumtime / total:.1f} | "
               f"{ncalls / count:.1f} | `{where}` |")
-    return None
 
 
 def memory_profile(pki: Pki, top: int) -> None:
@@ -486,11 +505,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=1000, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.internal_memory:  # the allocator as users have it
+        memory_main(args.internal_memory, Pki.load(args.pki), args.connections)
+        return 0
+    malloc_pinned = harness.pin_malloc()
     if args.internal_worker:
         worker_main(Pki.load(args.pki))
-        return 0
-    if args.internal_memory:
-        memory_main(args.internal_memory, Pki.load(args.pki), args.connections)
         return 0
     if args.internal_serve:
         aio_cases.serve_main(args.internal_serve, Pki.load(args.pki))
@@ -498,9 +518,19 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings.make(args.quick, args.rounds)
     pki = Pki.create()
-    if args.profile:
-        profile_main(args.profile, pki, 1.0 if args.quick else 5.0)
-        return 0
+    try:
+        if args.profile:
+            profile_main(args.profile, pki, 1.0 if args.quick else 5.0)
+            return 0
+        return run_sections(parser, args, settings, pki, malloc_pinned)
+    finally:
+        shutil.rmtree(pki.directory, ignore_errors=True)
+
+
+def run_sections(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings, pki: Pki,
+    malloc_pinned: bool,
+) -> int:
     only = SECTIONS if not args.only else tuple(x.strip() for x in args.only.split(","))
     unknown = [x for x in only if x not in SECTIONS]
     if unknown:
@@ -510,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     mode = "quick" if settings.quick else "full"
     print(f"# longtls benchmarks ({mode} run)\n")
-    print(machine())
+    print(machine(malloc_pinned))
     try:
         for name in SECTIONS:
             if name in only:

@@ -44,6 +44,7 @@ from .events import (
     ConnectionClosed,
     Event,
     HandshakeComplete,
+    KeyUpdateCompleted,
 )
 
 __all__ = [
@@ -125,6 +126,8 @@ class TLSProtocol(asyncio.Protocol):
         self._close_requested = False  # writer.close() was called
         self._paused = False
         self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # writer.update_keys() callers, woken by KeyUpdateCompleted
+        self._update_waiters: list[asyncio.Future[int]] = []
         # A future nobody awaits must not log "exception was never retrieved".
         self.handshake.add_done_callback(_consume_exception)
 
@@ -276,6 +279,11 @@ class TLSProtocol(asyncio.Protocol):
             elif isinstance(event, CloseNotifyReceived):
                 self._peer_closed = True
                 self.reader.feed_eof()
+            elif isinstance(event, KeyUpdateCompleted):
+                waiters, self._update_waiters = self._update_waiters, []
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(event.generation)
             elif isinstance(event, ConnectionClosed):
                 self._connection_closed(event)
 
@@ -297,7 +305,19 @@ class TLSProtocol(asyncio.Protocol):
             self._task = self._loop.create_task(result)
             self._task.add_done_callback(self._callback_done)
 
+    def key_update_waiter(self) -> asyncio.Future[int]:
+        waiter: asyncio.Future[int] = self._loop.create_future()
+        self._update_waiters.append(waiter)
+        return waiter
+
+    def _fail_update_waiters(self, exc: BaseException) -> None:
+        waiters, self._update_waiters = self._update_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
+
     def _connection_closed(self, event: ConnectionClosed) -> None:
+        self._fail_update_waiters(ConnectionLostError(f"connection closed: {event.reason or 'closed'}"))
         if event.alert is not None:
             if event.by_peer:
                 self._fail(AlertReceived(event.alert))
@@ -445,12 +465,25 @@ class TLSWriter:
         """Send close_notify; the peer may go on sending until it closes too."""
         self._protocol.write_eof()
 
-    def update_keys(self, request_peer_update: bool = True) -> None:
-        """Send a standard KeyUpdate (RFC 9846 §4.6.3); not once EKU was negotiated."""
-        self._protocol.command(lambda: self.connection.update_keys(request_peer_update))
+    async def update_keys(self) -> int:
+        """Update the traffic keys and return the new generation.
+
+        With Extended Key Update negotiated: a fresh key exchange, awaited until
+        both sides use the new keys.  Otherwise a standard KeyUpdate
+        (RFC 9846 §4.6.3) that asks the peer to update too.
+        """
+        if not self.handshake.extended_key_update:
+            self._protocol.command(lambda: self.connection.update_keys(request_peer_update=True))
+            return self.connection.send_key_generation
+        eku = self.connection.eku
+        if eku is not None and eku.in_progress:
+            return await self._protocol.key_update_waiter()  # join the update under way
+        waiter = self._protocol.key_update_waiter()
+        self._protocol.command(self.connection.extended_key_update)
+        return await waiter
 
     def extended_key_update(self) -> None:
-        """Start an Extended Key Update (when ``handshake.extended_key_update``)."""
+        """Start an Extended Key Update without waiting for it (see ``update_keys``)."""
         self._protocol.command(self.connection.extended_key_update)
 
     def request_client_authentication(self) -> None:

@@ -240,6 +240,11 @@ class Connection:
         """How many extended key updates completed on this connection."""
         return self.eku.generation if self.eku is not None else 0
 
+    @property
+    def send_key_generation(self) -> int:
+        """How many times our sending key changed (KeyUpdate or EKU)."""
+        return self._write_generation
+
     def close(self) -> None:
         """Send close_notify.  We may still receive until the peer closes too."""
         if self.state is ConnectionState.CLOSED or self._close_sent:
@@ -415,6 +420,10 @@ class Connection:
     def enforce_record_size_limit(self) -> None:
         """The peer has agreed to our record_size_limit: hold it to it."""
         self.receive_record_size_limit = self.configuration.record_size_limit
+
+    @property
+    def close_sent(self) -> bool:
+        return self._close_sent
 
     @property
     def read_protection(self) -> RecordProtection | None:

@@ -278,6 +278,8 @@ class ExtendedKeyUpdate:
             self._on_finish()
 
     def _on_request(self, msg: EKUMessage, raw: bytes) -> None:
+        if self.conn.close_sent:
+            return  # RFC 9846 §6.1: after our close_notify we send nothing more
         if self.role in (Role.WAIT_FINISH, Role.RESPONDING, Role.WAIT_PEER_FINISH):
             # draft-13 §11.3: a new update before the previous one completed.
             raise RemoteProtocolError(
@@ -351,6 +353,18 @@ class ExtendedKeyUpdate:
         if msg.status != Status.accepted:
             self._on_declined(msg)
             return
+        if self.conn.close_sent:
+            # We closed meanwhile and may send no finish.  In draft-13 the peer
+            # already sends under the new keys, so follow it on receive only.
+            shared = self._share.complete(msg.key_exchange)
+            self._share = None
+            self.role = Role.IDLE
+            if self.profile.three_messages:
+                self._derive(shared, self._request, raw)
+                assert self._next is not None
+                self.conn.eku_switch_receive(self._next[1])
+                self._next = None
+            return
         shared = self._share.complete(msg.key_exchange)
         self._share = None
         self._derive(shared, self._request, raw)
@@ -391,7 +405,7 @@ class ExtendedKeyUpdate:
         if self.role is Role.WAIT_FINISH and self._next is not None:
             send, receive = self._next[0], self._next[1]
             self.conn.eku_switch_receive(receive)
-            if not self.profile.three_messages:
+            if not self.profile.three_messages and not self.conn.close_sent:
                 # draft-2025-10 §5 step 4: answer with our own NKU, then switch.
                 self._send(EKUMessage(Kind.FINISH))
                 self.conn.eku_switch_send(send)

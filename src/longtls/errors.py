@@ -35,7 +35,13 @@ class RemoteProtocolError(ProtocolError):
 
 
 class LocalProtocolError(ProtocolError):
-    """The application asked for something the protocol does not allow now."""
+    """The application asked for something the protocol does not allow now.
+
+    Nothing is sent and the connection stays as it was.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class DecodeError(RemoteProtocolError):

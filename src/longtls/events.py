@@ -33,6 +33,8 @@ class HandshakeComplete(Event):
     server_name: str | None
     client_authenticated: bool = False
     extended_key_update: bool = False  # EKU negotiated
+    #: The scheme of our own CertificateVerify, if we sent one.
+    local_signature_scheme: SignatureScheme | None = None
 
     @property
     def peer_subject(self) -> str | None:

@@ -463,3 +463,26 @@ def test_rekey_policy_by_interval() -> None:
     pair.pump()
     assert [e.generation for e in _completed(pair.client_events)] == [1]
     assert pair.client.get_timer() == clock[0] + 60.0
+
+
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
+def test_nothing_is_sent_after_our_close_notify(profile: str) -> None:
+    """RFC 9846 §6.1: after close_notify an endpoint sends nothing, not even EKU."""
+    pair = _pair(profile=profile)
+    pair.client.extended_key_update()
+    out = pair.client.data_to_send()
+    pair.client.close()
+    out += pair.client.data_to_send()
+    pair.server.receive_data(out)
+    pair.client.receive_data(pair.server.data_to_send())
+    assert pair.client.data_to_send() == b""
+    # The other way round: the server closed, then the client asks for an update.
+    other = _pair(profile=profile)
+    other.server.close()
+    other.client.receive_data(other.server.data_to_send())
+    other.client.extended_key_update()
+    other.server.receive_data(other.client.data_to_send())
+    assert other.server.data_to_send() == b""
+    other.client.send(b"half-closed but flowing")
+    other.server.receive_data(other.client.data_to_send())
+    assert [e for e in other.server.events() if getattr(e, "data", None) == b"half-closed but flowing"]

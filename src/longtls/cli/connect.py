@@ -150,11 +150,9 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
 
     try:
         if args.key_update:
-            # Once Extended Key Update is negotiated it replaces KeyUpdate (EKU draft §4).
-            if writer.handshake.extended_key_update:
-                writer.extended_key_update()
-            else:
-                writer.update_keys(request_peer_update=True)
+            # Extended Key Update when negotiated (it replaces KeyUpdate), else
+            # KeyUpdate; finished before any of our data or our close_notify.
+            await writer.update_keys()
         async with open_stdin() as stdin:
             sender = asyncio.create_task(_send_stdin(stdin, writer))
             try:

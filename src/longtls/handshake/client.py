@@ -15,6 +15,7 @@ from ..constants import (
     HandshakeType,
     NamedGroup,
     PskKeyExchangeMode,
+    SignatureScheme,
     TLSFlag,
 )
 from ..crypto import key_schedule as ks
@@ -372,9 +373,9 @@ class ClientHandshake(HandshakeEngine):
         self.conn.log_secret("EXPORTER_SECRET", secrets.exporter_secret)
         self.conn.set_read_secret(self.suite, secrets.server_application_traffic_secret)
 
-        client_authenticated = False
+        local_scheme = None
         if self.certificate_request is not None:
-            client_authenticated = self._send_client_certificate(b"", self.certificate_request, self.transcript)
+            local_scheme = self._send_client_certificate(b"", self.certificate_request, self.transcript)
         self.send(HandshakeType.finished, self.finished_body(secrets.client_handshake_traffic_secret, self.transcript))
         secrets.derive_resumption(self.transcript.digest())
         self.handshake_transcript = self.transcript
@@ -392,14 +393,16 @@ class ClientHandshake(HandshakeEngine):
             peer_certificates=self.peer_certificates,
             resumed=self.resumed,
             server_name=self.server_name,
-            client_authenticated=client_authenticated,
+            client_authenticated=local_scheme is not None,
             extended_key_update=self.eku_negotiated,
+            local_signature_scheme=local_scheme,
         ))
 
     def _send_client_certificate(
         self, context: bytes, request: CertificateRequest, transcript: ks.Transcript
-    ) -> bool:
-        """Certificate (+ CertificateVerify) in answer to a CertificateRequest."""
+    ) -> SignatureScheme | None:
+        """Certificate (+ CertificateVerify) in answer to a CertificateRequest;
+        returns the scheme we signed with, or None if we sent no certificate."""
         exts = {e.type: e.data for e in request.extensions}
         peer_schemes = X.decode_signature_algorithms(exts[ExtensionType.signature_algorithms])
         scheme = None
@@ -413,7 +416,7 @@ class ClientHandshake(HandshakeEngine):
             raw = encode_handshake(HandshakeType.certificate, body)
             transcript.update(raw)
             self.conn.queue_handshake(raw)
-            return False
+            return None
         raw = encode_handshake(HandshakeType.certificate, self.build_certificate(context))
         transcript.update(raw)
         self.conn.queue_handshake(raw)
@@ -422,7 +425,7 @@ class ClientHandshake(HandshakeEngine):
         )
         transcript.update(raw)
         self.conn.queue_handshake(raw)
-        return True
+        return scheme
 
     # ------------------------------------------------------- post-handshake
 

@@ -476,6 +476,7 @@ class ServerHandshake(HandshakeEngine):
             server_name=self.server_name,
             client_authenticated=self.client_authenticated,
             extended_key_update=self.eku_negotiated,
+            local_signature_scheme=self.scheme,
         ))
         self.send_session_tickets(self.config.session_tickets)
 
