@@ -15,6 +15,7 @@ today, a reconnect), and the throughput of one connection.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness import RUN_PY, Pki, openssl_conf, release_free_memory
+from harness import HANDSHAKE_SUITE, RUN_PY, Pki, openssl_conf, release_free_memory
 
 import longtls.aio
 from longtls.errors import TLSError
@@ -80,11 +81,9 @@ async def serve(impl: str, pki: Pki) -> None:
 class ServerProcess:
     def __init__(self, impl: str, pki: Pki) -> None:
         env = None
-        if impl == "ssl":
-            import os
-
+        if impl == "ssl":  # pin the suite as the longtls server does
             conf = pki.directory / "openssl-aio.cnf"
-            conf.write_text(openssl_conf("AES-128-GCM"))
+            conf.write_text(openssl_conf(HANDSHAKE_SUITE))
             env = dict(os.environ, OPENSSL_CONF=str(conf))
         self.proc = subprocess.Popen(
             [sys.executable, str(RUN_PY), "--internal-serve", impl, "--pki", str(pki.directory)],

@@ -243,8 +243,8 @@ def pin_malloc() -> bool:
 
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 4 * MIB) == 1
-        return ok and libc.mallopt(m_trim_threshold, 128 * MIB) == 1
+        ok: bool = libc.mallopt(m_mmap_threshold, 4 * MIB) == 1
+        return ok and bool(libc.mallopt(m_trim_threshold, 128 * MIB) == 1)
     except (OSError, AttributeError):
         return False
 

@@ -1,6 +1,6 @@
 """longtls side by side with Python ssl, pyOpenSSL and tlslite-ng.
 
-    .venv/bin/python bench/run.py                 # everything (~5 minutes on 2 cores)
+    .venv/bin/python bench/run.py                 # everything (~2.5 minutes on 2 cores)
     .venv/bin/python bench/run.py --quick         # a smoke run, under a minute
     .venv/bin/python bench/run.py --only bulk,eku # some sections
     .venv/bin/python bench/run.py --profile eku   # cProfile of one longtls case
@@ -67,9 +67,8 @@ class Settings:
     connections: int  # memory and asyncio sections
     memory_rounds: int
     aio_rounds: int
-    # Bytes per send(): 16 records of 16 KiB.  Not 1 MiB: in a fresh process
-    # glibc then serves every such buffer with a new mmap, and the numbers
-    # measure page faults (about half the throughput, for longtls and pyOpenSSL alike).
+    # Bytes per send(): 16 records of 16 KiB (see harness.pin_malloc for why
+    # the allocator is pinned: transient buffers of this size page-fault otherwise).
     bulk_write: int = 256 * KIB
     tlslite_write: int = 16 * KIB  # tlslite-ng seals ~0.3 MB/s: one record per send
     aio_total: int = 16 * MIB  # bytes per SINK command

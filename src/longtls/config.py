@@ -102,7 +102,27 @@ class Configuration:
     #: RFC 8449: the largest protected record plaintext (content + type) we accept.
     record_size_limit: int = 2**14 + 1
     record_padding: PaddingPolicy | None = field(default=None, repr=False)
+    # -- limits against hostile peers; each exceeded limit ends the connection
+    #: Largest handshake message accepted (ML-DSA-87 chains run to ~25 KB).
     max_handshake_message_size: int = 2**17
+    #: Most certificates in a peer's chain.
+    max_certificate_chain_length: int = 10
+    #: Most handshake records a peer may send before its Finished (tiny
+    #: fragments cost us an AEAD operation each).
+    max_handshake_records: int = 512
+    #: Most empty application data records in a row.
+    max_empty_records: int = 32
+    #: Most ignorable warning alerts (user_canceled) on one connection.
+    max_warning_alerts: int = 16
+    #: Most standard KeyUpdates the peer may send in one second.  (Extended
+    #: key updates are paced by ``eku_min_interval`` instead: one at a time,
+    #: the response deferred, as EKU draft-13 §11.3 asks.)
+    max_peer_key_updates_per_second: int = 32
+    #: Client: most session tickets taken from one connection (more are ignored).
+    max_session_tickets: int = 8
+    #: Seconds allowed from the first message to the end of the handshake
+    #: (None: no limit).  Enforced through get_timer()/handle_timer().
+    handshake_timeout: float | None = 30.0
     #: Client: send a 32-byte legacy_session_id and the dummy change_cipher_spec
     #: (RFC 9846 Appendix D.4).
     middlebox_compatibility: bool = True

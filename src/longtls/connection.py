@@ -48,8 +48,8 @@ from .wire.messages import HandshakeReassembler, KeyUpdate, encode_handshake
 logger = logging.getLogger("longtls")
 
 # Warning-level alerts a peer may send before we treat it as abuse.
+# RFC 9846 §5: a compatibility-mode peer sends one; a few more are tolerated.
 _MAX_CCS_RECORDS = 16
-_MAX_EMPTY_RECORDS = 32
 
 
 class ConnectionState(Enum):
@@ -85,6 +85,10 @@ class Connection:
         self.receive_record_size_limit = MAX_PLAINTEXT + 1
         self._ccs_seen = 0
         self._empty_records = 0
+        self._handshake_records = 0
+        self._warning_alerts = 0
+        self._key_update_times: deque[float] = deque()
+        self._started_at: float | None = None
         self._close_sent = False
         self._close_received = False
         self._read_generation = 0
@@ -111,6 +115,7 @@ class Connection:
         """Client: queue the ClientHello.  A server waits for the peer instead."""
         if not self.is_client:
             raise LocalProtocolError("only a client starts the handshake")
+        self._started_at = self.configuration.now()
         self._guard(self.handshake.start)
 
     def receive_data(self, data: bytes) -> None:
@@ -121,6 +126,8 @@ class Connection:
         """
         if self.state is ConnectionState.CLOSED:
             return
+        if self._started_at is None:
+            self._started_at = self.configuration.now()
         self._reader.feed(data)
         self._guard(self._process_records)
 
@@ -196,6 +203,9 @@ class Connection:
         Timers: a deferred EKU response (rate limit) and the rekey interval.
         """
         deadlines = []
+        timeout = self.configuration.handshake_timeout
+        if self.state is ConnectionState.HANDSHAKING and timeout is not None and self._started_at is not None:
+            deadlines.append(self._started_at + timeout)
         if self._eku_deferred_by_rate():
             deadlines.append(self._last_peer_eku + self.configuration.eku_min_interval)
         interval = self.configuration.rekey_interval
@@ -206,6 +216,17 @@ class Connection:
     def handle_timer(self, now: float | None = None) -> None:
         """Run what ``get_timer`` asked for, if its time has come."""
         current = self.configuration.now() if now is None else now
+        timeout = self.configuration.handshake_timeout
+        if (
+            self.state is ConnectionState.HANDSHAKING and timeout is not None
+            and self._started_at is not None and current >= self._started_at + timeout
+        ):
+            # No alert names a timeout; user_canceled is "canceled for some
+            # reason unrelated to a protocol failure" and is followed by
+            # close_notify (RFC 9846 §6.1).
+            self._send_alert(AlertDescription.user_canceled)
+            self._fail(ProtocolError("handshake timed out", AlertDescription.close_notify))
+            return
         if self._eku_deferred_by_rate() and (
             current >= self._last_peer_eku + self.configuration.eku_min_interval
         ):
@@ -535,6 +556,12 @@ class Connection:
                 AlertDescription.unexpected_message,
             )
         if content_type == ContentType.HANDSHAKE:
+            if not self.handshake.complete:
+                self._handshake_records += 1
+                if self._handshake_records > self.configuration.max_handshake_records:
+                    raise RemoteProtocolError(
+                        "too many handshake records before Finished", AlertDescription.unexpected_message
+                    )
             self._handle_handshake_fragment(content)
         elif content_type == ContentType.ALERT:
             self._handle_alert(content)
@@ -576,8 +603,21 @@ class Connection:
             else:
                 self.handshake.handle(msg_type, body, raw)
 
+    def count_peer_key_update(self) -> None:
+        """At most ``max_peer_key_updates_per_second`` KeyUpdate/EKU requests a second."""
+        now = self.configuration.now()
+        times = self._key_update_times
+        times.append(now)
+        while times and times[0] <= now - 1.0:
+            times.popleft()
+        if len(times) > self.configuration.max_peer_key_updates_per_second:
+            raise RemoteProtocolError(
+                "peer requests key updates faster than allowed", AlertDescription.unexpected_message
+            )
+
     def _handle_key_update(self, body: bytes) -> None:
         self.handshake.check_key_update_allowed(local=False)
+        self.count_peer_key_update()
         request = KeyUpdate.decode(body).request_update
         # RFC 9846 §5.1: a KeyUpdate must end its record.
         if self._reassembler.has_partial() or self._reassembler.has_complete():
@@ -640,7 +680,11 @@ class Connection:
                 self._finish(None, by_peer=True, reason="closed by peer")
             return
         if description == AlertDescription.user_canceled and level == AlertLevel.WARNING:
-            return  # RFC 9846 §6.1: followed by close_notify; nothing to do yet.
+            # RFC 9846 §6.1: followed by close_notify; nothing to do yet.
+            self._warning_alerts += 1
+            if self._warning_alerts > self.configuration.max_warning_alerts:
+                raise RemoteProtocolError("too many warning alerts", AlertDescription.unexpected_message)
+            return
         # §6: every other alert is an error alert, whatever its level.
         try:
             desc = AlertDescription(description)
@@ -659,7 +703,7 @@ class Connection:
             return  # RFC 9846 §6.1: data after a closure alert is ignored
         if not content:
             self._empty_records += 1
-            if self._empty_records > _MAX_EMPTY_RECORDS:
+            if self._empty_records > self.configuration.max_empty_records:
                 raise RemoteProtocolError("too many empty records", AlertDescription.unexpected_message)
             return
         self._empty_records = 0

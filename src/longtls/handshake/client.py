@@ -79,6 +79,7 @@ class ClientHandshake(HandshakeEngine):
         self.sent_ccs = False
         self.server_name = config.server_name
         self.client_hello: ClientHello | None = None
+        self.tickets_taken = 0
 
     def initial_state(self) -> Enum:
         return ClientState.START
@@ -347,7 +348,7 @@ class ClientHandshake(HandshakeEngine):
         for entry in cert.certificate_list:
             if entry.extensions:
                 raise RemoteProtocolError("certificate extension we did not ask for", AlertDescription.unsupported_extension)
-        certs = decode_certificates(cert.certificate_list)
+        certs = decode_certificates(cert.certificate_list, self.config.max_certificate_chain_length)
         self.peer_certificates = tuple(certs)
         if self.config.verify_peer:
             self.verify_peer_chain(certs, self.config.trust_store, self.server_name, is_server_cert=True)
@@ -442,6 +443,9 @@ class ClientHandshake(HandshakeEngine):
             return  # §4.6.1: a zero lifetime means discard at once
         if self.eku_negotiated and self.eku_disables_tickets:
             return  # EKU draft-13 §6: ticket resumption is disabled with EKU
+        self.tickets_taken += 1
+        if self.tickets_taken > self.config.max_session_tickets:
+            return  # a server handing out tickets without end gets no more memory
         psk = ks.resumption_psk(self.suite, self.conn.resumption_secret, nst.ticket_nonce)
         self.conn.emit(SessionTicketReceived(SessionTicket(
             ticket=nst.ticket, psk=psk, cipher_suite=CipherSuite(self.suite.suite),

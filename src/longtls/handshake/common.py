@@ -58,7 +58,14 @@ def is_ip_address(name: str) -> bool:
     return True
 
 
-def decode_certificates(entries: Sequence[CertificateEntry]) -> list[x509.Certificate]:
+def decode_certificates(
+    entries: Sequence[CertificateEntry], max_length: int
+) -> list[x509.Certificate]:
+    if len(entries) > max_length:
+        raise RemoteProtocolError(
+            f"certificate chain of {len(entries)} certificates exceeds the limit of {max_length}",
+            AlertDescription.bad_certificate,
+        )
     certs = []
     for entry in entries:
         try:

@@ -437,7 +437,7 @@ class ServerHandshake(HandshakeEngine):
                 raise RemoteProtocolError("client certificate required", AlertDescription.certificate_required)
             self.state = ServerState.PHA_WAIT_FINISHED if self.pha_context else ServerState.WAIT_FINISHED
             return
-        certs = decode_certificates(cert.certificate_list)
+        certs = decode_certificates(cert.certificate_list, self.config.max_certificate_chain_length)
         self.peer_certificates = tuple(certs)
         self.verify_peer_chain(certs, self.config.trust_store, None, is_server_cert=False)
         self.state = ServerState.PHA_WAIT_CV if self.pha_context else ServerState.WAIT_CV
