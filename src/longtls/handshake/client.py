@@ -22,7 +22,7 @@ from ..crypto import key_schedule as ks
 from ..crypto.groups import KeyShare, get_group
 from ..crypto.suites import suite_info
 from ..errors import RemoteProtocolError
-from ..events import HandshakeComplete, SessionTicket, SessionTicketReceived
+from ..events import SessionTicket, SessionTicketReceived
 from ..wire import extensions as X
 from ..wire.messages import (
     Certificate,
@@ -381,23 +381,10 @@ class ClientHandshake(HandshakeEngine):
         secrets.derive_resumption(self.transcript.digest())
         self.handshake_transcript = self.transcript
         self.conn.set_write_secret(self.suite, secrets.client_application_traffic_secret)
-        self.complete = True
-        self.application_data_allowed = True
-        self.state = ClientState.CONNECTED
-        self.conn.handshake_done()
-        self.conn.emit(HandshakeComplete(
-            version="TLSv1.3",
-            cipher_suite=CipherSuite(self.suite.suite),
-            group=NamedGroup(self.group) if self.group is not None else None,
-            signature_scheme=self.peer_signature_scheme,
-            alpn_protocol=self.alpn_protocol,
-            peer_certificates=self.peer_certificates,
-            resumed=self.resumed,
-            server_name=self.server_name,
-            client_authenticated=local_scheme is not None,
-            extended_key_update=self.eku_negotiated,
+        self.finish_handshake(
+            ClientState.CONNECTED, client_authenticated=local_scheme is not None,
             local_signature_scheme=local_scheme,
-        ))
+        )
 
     def _send_client_certificate(
         self, context: bytes, request: CertificateRequest, transcript: ks.Transcript

@@ -18,12 +18,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, rsa
 
 from ..config import Configuration
-from ..constants import AlertDescription, ExtensionType, HandshakeType, SignatureScheme
+from ..constants import (
+    AlertDescription,
+    CipherSuite,
+    ExtensionType,
+    HandshakeType,
+    NamedGroup,
+    SignatureScheme,
+)
 from ..crypto import key_schedule as ks
 from ..crypto import signatures
 from ..crypto.certificates import TrustStore, verify_chain
 from ..crypto.suites import SuiteInfo
 from ..errors import LocalProtocolError, RemoteProtocolError
+from ..events import HandshakeComplete
 from ..wire.messages import (
     Certificate,
     CertificateEntry,
@@ -224,6 +232,30 @@ class HandshakeEngine:
         return ks.export_keying_material(self.suite, self.secrets.exporter_secret, label, context, length)
 
     # -- helpers for subclasses -------------------------------------------------
+
+    def finish_handshake(
+        self, connected: Enum, *, client_authenticated: bool,
+        local_signature_scheme: SignatureScheme | None,
+    ) -> None:
+        """Both Finished messages are done: application data may flow."""
+        assert self.suite is not None
+        self.complete = True
+        self.application_data_allowed = True
+        self.state = connected
+        self.conn.handshake_done()
+        self.conn.emit(HandshakeComplete(
+            version="TLSv1.3",
+            cipher_suite=CipherSuite(self.suite.suite),
+            group=NamedGroup(self.group) if self.group is not None else None,
+            signature_scheme=self.peer_signature_scheme,
+            alpn_protocol=self.alpn_protocol,
+            peer_certificates=self.peer_certificates,
+            resumed=self.resumed,
+            server_name=self.server_name,
+            client_authenticated=client_authenticated,
+            extended_key_update=self.eku_negotiated,
+            local_signature_scheme=local_signature_scheme,
+        ))
 
     def send(self, msg_type: HandshakeType, body: bytes) -> bytes:
         raw = encode_handshake(msg_type, body)

@@ -25,7 +25,7 @@ from ..crypto import key_schedule as ks
 from ..crypto.groups import get_group
 from ..crypto.suites import SuiteInfo, suite_info
 from ..errors import LocalProtocolError, RemoteProtocolError
-from ..events import HandshakeComplete, PeerAuthenticated
+from ..events import PeerAuthenticated
 from ..wire import extensions as X
 from ..wire.buffer import Buffer, u8, u16, u32, u64, vec
 from ..wire.messages import (
@@ -461,23 +461,10 @@ class ServerHandshake(HandshakeEngine):
         secrets.derive_resumption(self.transcript.digest())
         self.handshake_transcript = self.transcript.fork()
         self.conn.set_read_secret(self.suite, secrets.client_application_traffic_secret)
-        self.complete = True
-        self.application_data_allowed = True
-        self.state = ServerState.CONNECTED
-        self.conn.handshake_done()
-        self.conn.emit(HandshakeComplete(
-            version="TLSv1.3",
-            cipher_suite=CipherSuite(self.suite.suite),
-            group=NamedGroup(self.group) if self.group is not None else None,
-            signature_scheme=self.peer_signature_scheme,
-            alpn_protocol=self.alpn_protocol,
-            peer_certificates=self.peer_certificates,
-            resumed=self.resumed,
-            server_name=self.server_name,
-            client_authenticated=self.client_authenticated,
-            extended_key_update=self.eku_negotiated,
+        self.finish_handshake(
+            ServerState.CONNECTED, client_authenticated=self.client_authenticated,
             local_signature_scheme=self.scheme,
-        ))
+        )
         self.send_session_tickets(self.config.session_tickets)
 
     def send_session_tickets(self, count: int) -> None:
