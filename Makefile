@@ -12,7 +12,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := test
 
-.PHONY: venv peers lint typecheck test pytest demo bench clean distclean
+.PHONY: venv peers lint typecheck test pytest demo bench bench-quick clean distclean
 
 venv: $(STAMP)
 
@@ -38,9 +38,14 @@ typecheck: venv
 pytest: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The benchmark's --quick mode only proves it still runs (no timing is judged);
+# it goes before pytest so pytest's summary stays the last line.
 test: venv peers
-	$(MAKE) --no-print-directory lint typecheck
+	$(MAKE) --no-print-directory lint typecheck bench-quick
 	$(MAKE) --no-print-directory pytest
+
+bench-quick: venv
+	$(BIN)/python bench/run.py --quick > /dev/null
 
 demo: venv
 	$(BIN)/longtls demo

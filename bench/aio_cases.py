@@ -28,7 +28,6 @@ from harness import HANDSHAKE_SUITE, RUN_PY, Pki, openssl_conf, release_free_mem
 
 import longtls.aio
 from longtls.errors import TLSError
-from longtls.events import Event, KeyUpdateCompleted
 
 HOST = "127.0.0.1"
 IMPLS = ("longtls", "ssl")
@@ -112,7 +111,6 @@ class ServerProcess:
 class Client:
     reader: asyncio.StreamReader
     writer: Any  # longtls.aio.TLSWriter or asyncio.StreamWriter
-    updated: asyncio.Event | None = None  # longtls: set on KeyUpdateCompleted
 
 
 def _ssl_client_context(pki: Pki) -> ssl.SSLContext:
@@ -129,14 +127,7 @@ def connector(impl: str, pki: Pki, port: int) -> Callable[[], Awaitable[Client]]
         config = configs(pki, "x25519")[0]
 
         async def connect_longtls() -> Client:
-            updated = asyncio.Event()
-
-            def on_event(event: Event) -> None:
-                if isinstance(event, KeyUpdateCompleted):
-                    updated.set()
-
-            reader, writer = await longtls.aio.connect(HOST, port, config, event_handler=on_event)
-            return Client(reader, writer, updated)
+            return Client(*await longtls.aio.connect(HOST, port, config))
 
         return connect_longtls
     ctx = _ssl_client_context(pki)
@@ -163,11 +154,10 @@ async def _close(client: Client) -> None:
 
 
 async def _update(impl: str, client: Client, connect: Callable[[], Awaitable[Client]]) -> Client:
-    if impl == "longtls":
-        assert client.updated is not None
-        client.updated.clear()
-        client.writer.extended_key_update()
-        await client.updated.wait()
+    if impl == "longtls":  # an Extended Key Update, awaited until both ends use it
+        before = client.writer.connection.key_generation
+        if await client.writer.update_keys() != before + 1:
+            raise RuntimeError("the extended key update did not advance the generation")
         return client
     client.writer.close()  # ssl: a reconnect
     return await connect()
