@@ -11,6 +11,18 @@
 ``asyncio.start_server``, except that both return only once the TLS
 handshake is complete (``writer.handshake`` is its ``HandshakeComplete``).
 
+Events other than application data (key updates, tickets, close) reach the
+application two ways: an ``event_handler`` callback, called synchronously as
+they happen, or an async stream that buffers them::
+
+    async for event in writer.events():      # ends after ConnectionClosed
+        if isinstance(event, KeyUpdateCompleted):
+            print("generation", event.generation, "in", event.seconds, "s")
+
+``handshake_timeout`` bounds the handshake; ``idle_timeout`` closes a
+connection (close_notify, then ``IdleTimeoutError`` on the local reader)
+after that many seconds without application data in either direction.
+
 One :class:`TLSProtocol` per TCP connection: ``data_received`` feeds
 ``Connection.receive_data`` and writes ``data_to_send()`` straight back, so
 the event loop's own buffers are the only buffering.
@@ -32,8 +44,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Configuration
 from .connection import Connection
@@ -45,15 +59,23 @@ from .events import (
     Event,
     HandshakeComplete,
     KeyUpdateCompleted,
+    KeyUpdateRejected,
 )
+
+if TYPE_CHECKING:
+    from .metrics import ConnectionMetrics, Metrics
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "ClientConnectedCallback",
+    "ConfigurationSource",
     "ConnectionLostError",
     "EventHandler",
+    "EventStream",
     "HandshakeTimeoutError",
+    "IdleTimeoutError",
+    "KeyUpdateRejectedError",
     "TLSProtocol",
     "TLSReader",
     "TLSWriter",
@@ -73,6 +95,12 @@ _DEFAULT_LIMIT = 2**16  # reader buffer high-water mark, as in asyncio.streams
 #: Called with every event except ApplicationData (which goes to the reader).
 EventHandler = Callable[[Event], None]
 ClientConnectedCallback = Callable[["TLSReader", "TLSWriter"], Awaitable[None] | None]
+#: A Configuration, or a function returning the one to use for each new
+#: connection (so a server can swap certificates without restarting).
+ConfigurationSource = Configuration | Callable[[], Configuration]
+#: Events an ``EventStream`` holds before it drops the oldest (a consumer that
+#: stopped reading must not make a long-lived connection grow without bound).
+DEFAULT_EVENT_BUFFER = 1024
 
 
 class ConnectionLostError(ConnectionResetError):
@@ -84,12 +112,103 @@ class HandshakeTimeoutError(TimeoutError):
     """The handshake did not complete within ``handshake_timeout`` seconds."""
 
 
+class IdleTimeoutError(TimeoutError):
+    """No application data either way for ``idle_timeout`` seconds; we sent close_notify."""
+
+
+class KeyUpdateRejectedError(Exception):
+    """draft-05: the peer declined our extended key update.
+
+    ``status`` is "retry" (try again after ``retry_after`` seconds) or "rejected".
+    """
+
+    def __init__(self, status: str, retry_after: int) -> None:
+        detail = f"; retry after {retry_after} s" if status == "retry" else ""
+        super().__init__(f"the peer declined the extended key update ({status}{detail})")
+        self.status = status
+        self.retry_after = retry_after
+
+
 class TLSReader(asyncio.StreamReader):
     """Decrypted bytes from the peer (``read``, ``readline``, ``readexactly`` ...).
 
     EOF means the peer sent close_notify.  A failed connection raises its
     error from every read.
     """
+
+
+class EventStream:
+    """The connection's events (all but ApplicationData), from the moment it
+    was created: ``async for event in writer.events(): ...``.
+
+    Iteration ends after ``ConnectionClosed``, or when the TCP connection is
+    gone.  If the consumer falls more than ``maxsize`` events behind, the
+    oldest are dropped and counted in ``dropped``.  ``close()`` (or leaving a
+    ``with`` block) unsubscribes.
+    """
+
+    def __init__(self, protocol: TLSProtocol, maxsize: int = DEFAULT_EVENT_BUFFER) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self._protocol = protocol
+        self._events: collections.deque[Event] = collections.deque()
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False
+        self.dropped = 0
+
+    def __repr__(self) -> str:
+        state = "ended" if self._ended else "open"
+        return f"<EventStream {state} queued={len(self._events)} dropped={self.dropped}>"
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._events:
+            if self._ended:
+                raise StopAsyncIteration
+            self._waiter = self._protocol._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._events.popleft()
+
+    async def get(self) -> Event | None:
+        """The next event, or None once the stream has ended."""
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def close(self) -> None:
+        """Stop receiving events (what is queued can still be read)."""
+        self._protocol._subscribers.discard(self)
+        self._end()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _put(self, event: Event) -> None:
+        if self._ended:
+            return
+        if len(self._events) >= self._maxsize:
+            self._events.popleft()
+            self.dropped += 1
+        self._events.append(event)
+        self._wake()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 class TLSProtocol(asyncio.Protocol):
@@ -100,10 +219,12 @@ class TLSProtocol(asyncio.Protocol):
         configuration: Configuration,
         *,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        idle_timeout: float | None = None,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         limit: int = _DEFAULT_LIMIT,
         event_handler: EventHandler | None = None,
         client_connected_cb: ClientConnectedCallback | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self.connection = Connection(configuration)
@@ -116,8 +237,15 @@ class TLSProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._handshake_timeout = handshake_timeout
         self._close_timeout = close_timeout
-        self._event_handler = event_handler
+        self._event_handlers: list[EventHandler] = [event_handler] if event_handler else []
+        self._subscribers: set[EventStream] = set()
         self._client_connected_cb = client_connected_cb
+        self._metrics: ConnectionMetrics | None = (
+            metrics.connection(is_client=configuration.is_client) if metrics is not None else None
+        )
+        self._idle_timeout = idle_timeout
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._last_activity = self._loop.time()
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None  # handshake timeout, close linger
         self._connection_timer: asyncio.TimerHandle | None = None  # Connection.get_timer()
@@ -176,7 +304,14 @@ class TLSProtocol(asyncio.Protocol):
                     "the TCP connection closed without close_notify (truncated)"
                 ))
         self.reader.feed_eof()  # no-op for a reader that already holds an error
-        self._wake_drain_waiters(self.exception or ConnectionResetError("connection lost"))
+        gone: Exception = self.exception or ConnectionResetError("connection lost")
+        self._wake_drain_waiters(gone)
+        self._fail_update_waiters(gone)
+        self._cancel_idle_timer()
+        for stream in list(self._subscribers):
+            stream.close()
+        if self._metrics is not None:
+            self._metrics.closed()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -191,6 +326,24 @@ class TLSProtocol(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         self.command(lambda: self.connection.send(data))
+        self._last_activity = self._loop.time()
+        if self._metrics is not None:
+            self._metrics.sent(len(data))
+
+    def add_event_handler(self, handler: EventHandler) -> None:
+        self._event_handlers.append(handler)
+
+    def subscribe(self, maxsize: int) -> EventStream:
+        stream = EventStream(self, maxsize)
+        if self.closed.done() or self.connection.is_closed:
+            stream._end()
+        else:
+            self._subscribers.add(stream)
+        return stream
+
+    def abort(self) -> None:
+        """Close the TCP connection now, without close_notify: the peer sees a truncation."""
+        self._fail(ConnectionAbortedError("connection aborted"), abort=True)
 
     def command(self, action: Callable[[], None]) -> None:
         """Run a Connection command (update_keys, extended_key_update ...) and send its output."""
@@ -268,12 +421,19 @@ class TLSProtocol(asyncio.Protocol):
         for event in self.connection.events():
             if isinstance(event, ApplicationData):
                 self.reader.feed_data(event.data)
+                self._last_activity = self._loop.time()
+                if self._metrics is not None:
+                    self._metrics.received(len(event.data))
                 continue
-            if self._event_handler is not None:
+            if self._metrics is not None:
+                self._metrics.event(event)
+            for handler in self._event_handlers:
                 try:
-                    self._event_handler(event)
+                    handler(event)
                 except Exception:
                     logger.exception("event handler failed on %r", event)
+            for stream in list(self._subscribers):
+                stream._put(event)
             if isinstance(event, HandshakeComplete):
                 self._handshake_completed(event)
             elif isinstance(event, CloseNotifyReceived):
@@ -284,7 +444,11 @@ class TLSProtocol(asyncio.Protocol):
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(event.generation)
+            elif isinstance(event, KeyUpdateRejected):
+                self._fail_update_waiters(KeyUpdateRejectedError(event.status, event.retry_after))
             elif isinstance(event, ConnectionClosed):
+                for stream in list(self._subscribers):
+                    stream.close()  # ConnectionClosed is the last event
                 self._connection_closed(event)
 
     def _handshake_completed(self, event: HandshakeComplete) -> None:
@@ -293,6 +457,9 @@ class TLSProtocol(asyncio.Protocol):
             return
         self.handshake.set_result(event)
         logger.debug("%s: handshake complete: %r", self.peername, event)
+        if self._idle_timeout is not None:
+            self._last_activity = self._loop.time()
+            self._idle_timer = self._loop.call_later(self._idle_timeout, self._idle_check)
         if self._client_connected_cb is None:
             return
         try:
@@ -333,23 +500,33 @@ class TLSProtocol(asyncio.Protocol):
         elif self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
-    def _fail(self, exc: Exception) -> None:
-        """End the connection with ``exc``: flush any alert, wake everyone, close."""
+    def _fail(self, exc: Exception, *, abort: bool = False) -> None:
+        """End the connection with ``exc``: flush any alert, wake everyone, close.
+
+        ``abort``: reset the TCP connection instead, sending nothing more.
+        """
         if self.exception is not None:
             return
         self.exception = exc
         self._cancel_timer()
         self._cancel_connection_timer()
+        self._cancel_idle_timer()
         if not self.handshake.done():
             logger.info("%s: TLS handshake failed: %s", self.peername, exc)
             self.handshake.set_exception(exc)
+            if self._metrics is not None:
+                self._metrics.handshake_failed()
         else:
             logger.debug("%s: connection failed: %s", self.peername, exc)
         if not self._peer_closed:  # after the peer's close_notify, EOF stays EOF
             self.reader.set_exception(exc)
         self._wake_drain_waiters(exc)
+        self._fail_update_waiters(exc)
         transport = self._transport
         if transport is None or transport.is_closing():
+            return
+        if abort:
+            reset_transport(transport)
             return
         self._flush()
         if isinstance(exc, TLSError) and not isinstance(exc, AlertReceived) and transport.can_write_eof():
@@ -384,6 +561,30 @@ class TLSProtocol(asyncio.Protocol):
         self._connection_deadline = None
         self._run(self.connection.handle_timer)
         self._arm_connection_timer(fired)
+
+    def _idle_check(self) -> None:
+        """Close after ``idle_timeout`` seconds without application data either way.
+
+        One timer, re-armed for the remaining time, so writes cost no timer churn.
+        """
+        self._idle_timer = None
+        if self.exception is not None or self._idle_timeout is None:
+            return
+        remaining = self._last_activity + self._idle_timeout - self._loop.time()
+        if remaining > 0:
+            self._idle_timer = self._loop.call_later(remaining, self._idle_check)
+            return
+        logger.info("%s: idle for %g seconds: closing", self.peername, self._idle_timeout)
+        # close_notify first, so the peer sees a clean close, not a truncation.
+        self._run(self.connection.close)
+        self._fail(IdleTimeoutError(
+            f"no data either way for {self._idle_timeout:g} seconds (idle timeout)"
+        ))
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
 
     def _handshake_timed_out(self) -> None:
         self._timer = None
@@ -469,8 +670,12 @@ class TLSWriter:
         """Update the traffic keys and return the new generation.
 
         With Extended Key Update negotiated: a fresh key exchange, awaited until
-        both sides use the new keys.  Otherwise a standard KeyUpdate
-        (RFC 9846 §4.6.3) that asks the peer to update too.
+        both sides use the new keys.  If the peer's own update crosses ours and
+        wins (draft-13 §5), this returns once that one completes.  Otherwise a
+        standard KeyUpdate (RFC 9846 §4.6.3) that asks the peer to update too.
+
+        Raises KeyUpdateRejectedError if a draft-05 peer declines, and the
+        connection's error if it fails first.
         """
         if not self.handshake.extended_key_update:
             self._protocol.command(lambda: self.connection.update_keys(request_peer_update=True))
@@ -481,6 +686,17 @@ class TLSWriter:
         waiter = self._protocol.key_update_waiter()
         self._protocol.command(self.connection.extended_key_update)
         return await waiter
+
+    def events(self, maxsize: int = DEFAULT_EVENT_BUFFER) -> EventStream:
+        """The connection's events from now on, as an async iterator.
+
+        Every call returns a new, independent stream; each receives every event.
+        """
+        return self._protocol.subscribe(maxsize)
+
+    def add_event_handler(self, handler: EventHandler) -> None:
+        """Call ``handler(event)`` for every later event (like ``event_handler``)."""
+        self._protocol.add_event_handler(handler)
 
     def extended_key_update(self) -> None:
         """Start an Extended Key Update without waiting for it (see ``update_keys``)."""
@@ -500,6 +716,14 @@ class TLSWriter:
         """Send close_notify and close the transport once the peer closes too."""
         self._protocol.close()
 
+    def abort(self) -> None:
+        """Reset the TCP connection now, without close_notify.
+
+        The peer sees a truncated connection, never a clean end: use it when
+        the data stream is incomplete (a relay lost its other side).
+        """
+        self._protocol.abort()
+
     def is_closing(self) -> bool:
         transport = self._protocol._transport
         return self._protocol._close_requested or transport is None or transport.is_closing()
@@ -515,9 +739,11 @@ async def connect(
     configuration: Configuration,
     *,
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    idle_timeout: float | None = None,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     limit: int = _DEFAULT_LIMIT,
     event_handler: EventHandler | None = None,
+    metrics: Metrics | None = None,
     **kwargs: Any,
 ) -> tuple[TLSReader, TLSWriter]:
     """Open a TCP connection, complete the TLS handshake, return (reader, writer).
@@ -527,6 +753,8 @@ async def connect(
     TLSError (a fatal alert, sent or received), ConnectionLostError (the peer
     closed the TCP connection) or HandshakeTimeoutError.  The timeout
     covers the handshake only; bound the TCP connect with ``asyncio.timeout``.
+    ``event_handler`` sees every event from the first (HandshakeComplete
+    included); ``metrics`` (a ``longtls.metrics.Metrics``) counts this connection.
     """
     if not configuration.is_client:
         raise ConfigurationError("connect() needs a client configuration (is_client=True)")
@@ -535,8 +763,8 @@ async def connect(
 
     def factory() -> TLSProtocol:
         return TLSProtocol(
-            configuration, handshake_timeout=handshake_timeout, close_timeout=close_timeout,
-            limit=limit, event_handler=event_handler,
+            configuration, handshake_timeout=handshake_timeout, idle_timeout=idle_timeout,
+            close_timeout=close_timeout, limit=limit, event_handler=event_handler, metrics=metrics,
         )
 
     _, protocol = await loop.create_connection(factory, host, port, **kwargs)
@@ -553,31 +781,55 @@ async def start_server(
     client_connected_cb: ClientConnectedCallback,
     host: str | None,
     port: int | None,
-    configuration: Configuration,
+    configuration: ConfigurationSource,
     *,
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    idle_timeout: float | None = None,
     close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     limit: int = _DEFAULT_LIMIT,
+    event_handler: EventHandler | None = None,
+    metrics: Metrics | None = None,
     **kwargs: Any,
 ) -> asyncio.Server:
     """Listen on host:port; call ``client_connected_cb(reader, writer)`` after each handshake.
 
     A coroutine callback runs as a task.  Connections whose handshake fails or
     times out never reach the callback (they are logged at INFO on
-    ``longtls.aio``).  ``kwargs`` go to ``loop.create_server``.
+    ``longtls.aio``).  ``configuration`` may be a function returning the
+    Configuration for each new connection (certificate rotation).
+    ``event_handler`` is called with the events of every connection;
+    ``metrics`` counts them all.  ``kwargs`` go to ``loop.create_server``.
     """
-    if configuration.is_client:
+    get_configuration = configuration if callable(configuration) else lambda: configuration
+    first = get_configuration()
+    if first.is_client:
         raise ConfigurationError("start_server() needs a server configuration (is_client=False)")
-    configuration.validate()
+    first.validate()
     loop = asyncio.get_running_loop()
 
     def factory() -> TLSProtocol:
         return TLSProtocol(
-            configuration, handshake_timeout=handshake_timeout, close_timeout=close_timeout,
-            limit=limit, client_connected_cb=client_connected_cb,
+            get_configuration(), handshake_timeout=handshake_timeout, idle_timeout=idle_timeout,
+            close_timeout=close_timeout, limit=limit, event_handler=event_handler,
+            client_connected_cb=client_connected_cb, metrics=metrics,
         )
 
     return await loop.create_server(factory, host, port, **kwargs)
+
+
+def reset_transport(transport: asyncio.Transport) -> None:
+    """Close a TCP transport with a RST (SO_LINGER 0), not a FIN.
+
+    A FIN reads as a clean end of stream to a plain TCP peer; a reset tells it
+    the stream was cut short.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass  # not a TCP socket, or already closed: a plain close will do
+    transport.abort()
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:

@@ -48,6 +48,7 @@ from .wire.messages import HandshakeReassembler, KeyUpdate, encode_handshake
 logger = logging.getLogger("longtls")
 
 # Warning-level alerts a peer may send before we treat it as abuse.
+_APPLICATION_DATA = int(ContentType.APPLICATION_DATA)  # a plain int: compared per record
 # RFC 9846 §5: a compatibility-mode peer sends one; a few more are tolerated.
 _MAX_CCS_RECORDS = 16
 
@@ -88,6 +89,7 @@ class Connection:
         self._handshake_records = 0
         self._warning_alerts = 0
         self._key_update_times: deque[float] = deque()
+        self._answers_owed_to_us = 0  # KeyUpdates we asked the peer for
         self._started_at: float | None = None
         self._close_sent = False
         self._close_received = False
@@ -511,13 +513,24 @@ class Connection:
                 return
             self._handle_record(*record)
 
-    def _handle_record(self, outer_type: int, header: bytes, fragment: bytes) -> None:
-        if outer_type == ContentType.CHANGE_CIPHER_SPEC:
+    def _handle_record(self, outer_type: int, header: bytes, fragment: memoryview) -> None:
+        read = self._read
+        if outer_type == _APPLICATION_DATA and read is not None and self.handshake.application_data_allowed:
+            # The hot path: protected application data on an established connection.
+            if len(fragment) - TAG_LENGTH > self.receive_record_size_limit:
+                raise RemoteProtocolError(
+                    "record exceeds our record_size_limit", AlertDescription.record_overflow
+                )
+            content_type, content = read.open(header, fragment)
+            if content_type == _APPLICATION_DATA and not self._reassembler.has_partial():
+                if content and not self._close_received:
+                    self._empty_records = 0
+                    self._events.append(ApplicationData(content))
+                    return
+        elif outer_type == ContentType.CHANGE_CIPHER_SPEC:
             self._handle_change_cipher_spec(fragment)
             return
-        if self._read is None or (
-            outer_type == ContentType.ALERT and not self.handshake.complete
-        ):
+        elif read is None or (outer_type == ContentType.ALERT and not self.handshake.complete):
             # Unprotected records: the hellos, and a peer's alert sent before it
             # had our handshake keys.
             if outer_type not in (ContentType.HANDSHAKE, ContentType.ALERT):
@@ -527,7 +540,7 @@ class Connection:
                 )
             if len(fragment) > MAX_PLAINTEXT:
                 raise RemoteProtocolError("plaintext record over 2^14 bytes", AlertDescription.record_overflow)
-            content_type, content = outer_type, fragment
+            content_type, content = outer_type, bytes(fragment)
         else:
             if outer_type != ContentType.APPLICATION_DATA:
                 raise RemoteProtocolError(
@@ -540,7 +553,7 @@ class Connection:
                     "record exceeds our record_size_limit", AlertDescription.record_overflow
                 )
             try:
-                content_type, content = self._read.open(header, fragment)
+                content_type, content = read.open(header, fragment)
             except RemoteProtocolError as exc:
                 if self.handshake.skip_undecryptable(len(fragment), exc):
                     return
@@ -572,11 +585,11 @@ class Connection:
                 f"unknown record content type {content_type}", AlertDescription.unexpected_message
             )
 
-    def _handle_change_cipher_spec(self, fragment: bytes) -> None:
+    def _handle_change_cipher_spec(self, fragment: memoryview) -> None:
         # RFC 9846 §5: a single 0x01 byte between the first ClientHello and the
         # peer's Finished is dropped; anything else is unexpected.
         if (
-            fragment != b"\x01"
+            bytes(fragment) != b"\x01"
             or self.handshake.peer_finished
             or not self.handshake.started
         ):
@@ -617,7 +630,10 @@ class Connection:
 
     def _handle_key_update(self, body: bytes) -> None:
         self.handshake.check_key_update_allowed(local=False)
-        self.count_peer_key_update()
+        if self._answers_owed_to_us:
+            self._answers_owed_to_us -= 1  # the answer to our own update_requested
+        else:
+            self.count_peer_key_update()
         request = KeyUpdate.decode(body).request_update
         # RFC 9846 §5.1: a KeyUpdate must end its record.
         if self._reassembler.has_partial() or self._reassembler.has_complete():
@@ -644,6 +660,8 @@ class Connection:
     ) -> None:
         assert self._write is not None
         suite = self._write.suite
+        if request == KeyUpdateRequest.update_requested:
+            self._answers_owed_to_us += 1
         self.queue_handshake(encode_handshake(HandshakeType.key_update, KeyUpdate(request).encode()))
         self._flush_handshake()
         self._write_generation += 1
@@ -733,7 +751,8 @@ class Connection:
 
     def _send_records(self, content_type: ContentType, data: bytes) -> None:
         size = self._max_fragment()
-        if self._write is None:
+        write = self._write
+        if write is None:
             version = 0x0301 if self.handshake.first_flight else 0x0303
             for i in range(0, len(data), size):
                 self._out += plaintext_record(content_type, data[i : i + size], version)
@@ -741,14 +760,19 @@ class Connection:
         if not data:
             self._seal(content_type, data)
             return
+        view = memoryview(data)
+        if self.configuration.record_padding is None:
+            for i in range(0, len(data), size):
+                write.seal_into(self._out, content_type, view[i : i + size])
+            return
         for i in range(0, len(data), size):
-            self._seal(content_type, data[i : i + size])
+            self._seal(content_type, view[i : i + size])
 
-    def _seal(self, content_type: ContentType, content: bytes) -> None:
+    def _seal(self, content_type: ContentType, content: bytes | memoryview) -> None:
         assert self._write is not None
         padding = 0
         policy = self.configuration.record_padding
         if policy is not None:
             limit = self.peer_record_size_limit - 1 - len(content)
             padding = max(0, min(policy(content_type, len(content)), limit))
-        self._out += self._write.seal(content_type, content, padding)
+        self._write.seal_into(self._out, content_type, content, padding)

@@ -11,12 +11,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ..config import Configuration
+from ..config import ClientAuth, Configuration
 from ..constants import CipherSuite, NamedGroup
 from ..crypto.groups import SUPPORTED_GROUPS
 from ..crypto.suites import SUITES
+from ..eku import DEFAULT_PROFILE, PROFILES
 from ..errors import ConfigurationError, TLSError
-from ..events import HandshakeComplete
+from ..events import HandshakeComplete, KeyUpdateCompleted
 
 PROG = "longtls"
 logger = logging.getLogger("longtls.cli")
@@ -56,6 +57,14 @@ def group_list(text: str) -> tuple[NamedGroup, ...]:
         if group not in groups:
             groups.append(group)
     return tuple(groups)
+
+
+def group_name(text: str) -> NamedGroup:
+    """One NamedGroup name, any case."""
+    groups = group_list(text)
+    if len(groups) != 1:
+        raise argparse.ArgumentTypeError(f"give one group, not {text!r}")
+    return groups[0]
 
 
 def cipher_list(text: str) -> tuple[CipherSuite, ...]:
@@ -101,6 +110,33 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r} (give a positive whole number)")
+    return value
+
+
+def byte_count(text: str) -> int:
+    """A positive number of bytes, with an optional K, M or G suffix (powers of 1024)."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    number, scale = text.strip(), 1
+    if number and number[-1].lower() in units:
+        number, scale = number[:-1], units[number[-1].lower()]
+    try:
+        value = int(number) * scale
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid byte count {text!r} (give a positive number, e.g. 1048576 or 1M)"
+        )
+    return value
+
+
 def add_tls_options(parser: argparse.ArgumentParser) -> None:
     """--groups, --ciphers, --alpn, --keylog, --timeout (client and server alike)."""
     tls = parser.add_argument_group("TLS options")
@@ -120,6 +156,38 @@ def add_tls_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_eku_options(parser: argparse.ArgumentParser) -> None:
+    """Extended Key Update and rekey policy: --eku-profile, --no-eku, --require-eku, --rekey-*."""
+    eku = parser.add_argument_group("key update options")
+    eku.add_argument(
+        "--eku-profile", choices=list(PROFILES), default=DEFAULT_PROFILE,
+        help="Extended Key Update draft to speak; both peers must use the same (default: %(default)s)",
+    )
+    eku.add_argument(
+        "--no-eku", action="store_true",
+        help="do not offer or accept Extended Key Update (key updates use the standard KeyUpdate)",
+    )
+    eku.add_argument(
+        "--require-eku", action="store_true",
+        help="refuse a peer that does not negotiate Extended Key Update",
+    )
+    eku.add_argument(
+        "--rekey-interval", type=positive_seconds, metavar="SECONDS",
+        help="update the keys after this many seconds (EKU if negotiated, else KeyUpdate)",
+    )
+    eku.add_argument(
+        "--rekey-bytes", type=byte_count, metavar="N",
+        help="update the keys after sending N bytes (suffix K, M or G allowed)",
+    )
+
+
+def add_key_password_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key-password-file", metavar="FILE",
+        help="read the password of an encrypted --key from the first line of FILE",
+    )
+
+
 # -- configuration ----------------------------------------------------------------------
 
 
@@ -136,16 +204,102 @@ def build_configuration(args: argparse.Namespace, *, is_client: bool) -> Configu
     if args.alpn:
         config.alpn_protocols = args.alpn
     if args.keylog:
-        _check_writable(args.keylog, "key log file")
+        check_writable(args.keylog, "key log file")
         config.set_keylog_file(args.keylog)
+    apply_eku_options(config, args)
     return config
 
 
+def apply_eku_options(config: Configuration, args: argparse.Namespace) -> None:
+    """The add_eku_options choices, for the subcommands that have them."""
+    if not hasattr(args, "eku_profile"):
+        return
+    if args.no_eku and args.require_eku:
+        raise CLIError("--no-eku and --require-eku contradict each other: choose one")
+    config.extended_key_update = not args.no_eku
+    config.eku_profile = args.eku_profile
+    config.rekey_interval = args.rekey_interval
+    config.rekey_bytes = args.rekey_bytes
+
+
+def require_eku_message(event: HandshakeComplete, peer: str) -> str | None:
+    """With --require-eku: why this connection must not be used, or None if it may."""
+    if event.extended_key_update:
+        return None
+    return (
+        f"{peer} did not negotiate Extended Key Update (--require-eku); "
+        "it may not support it, or may run with it turned off"
+    )
+
+
+def read_key_password(args: argparse.Namespace) -> bytes | None:
+    path = getattr(args, "key_password_file", None)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            line = f.readline()
+    except OSError as exc:
+        raise CLIError(f"cannot read key password file {path!r}: {exc.strerror}") from None
+    return line.rstrip(b"\r\n")
+
+
+def build_server_configuration(args: argparse.Namespace) -> Configuration:
+    """serve and tunnel server: --cert/--key/--chain, --ca/--verify-client, TLS and EKU options."""
+    config = build_configuration(args, is_client=False)
+    load_credentials(config, args.cert, args.key, args.chain, password=read_key_password(args))
+    config.client_auth = ClientAuth(args.verify_client)
+    if args.ca:
+        config.load_verify_locations(args.ca)
+    elif config.client_auth is not ClientAuth.NONE:
+        raise CLIError(f"--verify-client {args.verify_client} needs --ca FILE (the CA of client certificates)")
+    return config
+
+
+def build_client_configuration(args: argparse.Namespace, host: str) -> Configuration:
+    """connect and tunnel client: --ca/--insecure, --servername, --cert/--key, TLS and EKU options."""
+    if args.key and not args.cert:
+        raise CLIError("--key needs --cert")
+    config = build_configuration(args, is_client=True)
+    config.server_name = args.servername or host
+    if getattr(args, "insecure", False):
+        config.verify_peer = False
+    elif args.ca:
+        config.load_verify_locations(args.ca)
+    if args.cert:
+        load_credentials(config, args.cert, args.key, password=read_key_password(args))
+    return config
+
+
+def add_server_credential_options(p: argparse.ArgumentParser) -> None:
+    """--cert, --key, --chain, --key-password-file, --ca, --verify-client."""
+    p.add_argument("--cert", required=True, metavar="FILE", help="certificate (PEM; may hold the chain)")
+    p.add_argument("--key", required=True, metavar="FILE", help="private key of --cert (PEM)")
+    p.add_argument("--chain", metavar="FILE", help="intermediate certificates to send after --cert")
+    add_key_password_option(p)
+    p.add_argument("--ca", metavar="FILE", help="CA certificates that issue client certificates")
+    p.add_argument(
+        "--verify-client", choices=[c.value for c in ClientAuth], default=ClientAuth.NONE.value,
+        help="ask for a client certificate (default: %(default)s)",
+    )
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # [::1]:443
+    return host, port_number(port)
+
+
 def load_credentials(
-    config: Configuration, cert: str, key: str | None, chain: str | None = None
+    config: Configuration, cert: str, key: str | None, chain: str | None = None,
+    password: bytes | None = None,
 ) -> None:
     """Certificate (+ intermediates) and private key; ConfigurationError says what is wrong."""
-    config.load_cert_chain(cert, key)
+    config.load_cert_chain(cert, key, password)
     if chain is not None:
         from ..crypto.certificates import load_certificate_chain
 
@@ -153,7 +307,7 @@ def load_credentials(
         config.certificate_chain = [*config.certificate_chain, *extra]
 
 
-def _check_writable(path: str, what: str) -> None:
+def check_writable(path: str, what: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     except OSError as exc:
@@ -180,6 +334,15 @@ def describe_error(exc: BaseException) -> str:
 
 def name_or_none(value: Any) -> str | None:
     return None if value is None else str(value.name)
+
+
+def key_update_summary(event: KeyUpdateCompleted) -> dict[str, Any]:
+    """One completed extended key update, as a --summary json record."""
+    return {
+        "event": "key_update", "kind": "extended", "generation": event.generation,
+        "initiator": event.initiator, "group": event.group.name,
+        "milliseconds": round(event.seconds * 1000, 3),
+    }
 
 
 def handshake_summary(event: HandshakeComplete) -> dict[str, Any]:

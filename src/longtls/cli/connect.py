@@ -3,13 +3,26 @@
 Standard input goes to the server, the server's bytes to standard output.  At
 the end of standard input the client sends close_notify and goes on reading
 until the server closes too; a clean close exits with status 0.
+
+--rekey-count N performs N key updates started by this client, one after the
+other as fast as the server allows (an update the server starts meanwhile
+does not count), then closes without reading standard input.  With Extended
+Key Update negotiated each is an EKU; otherwise a standard KeyUpdate.
+
+--summary json prints one JSON object per line on stderr: the handshake,
+then each key update as it completes, e.g.
+  {"event": "key_update", "kind": "extended", "generation": 1,
+   "initiator": "client", "group": "X25519MLKEM768", "milliseconds": 1.234}
+and last {"event": "closed", ...}.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
 import sys
 from typing import Any
 
@@ -51,35 +64,26 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--summary", choices=["json"],
         help="print the handshake and later events as JSON lines on stderr",
     )
+    common.add_key_password_option(p)
     p.add_argument(
         "--key-update", action="store_true",
         help="update the keys after the handshake (Extended Key Update if negotiated, else KeyUpdate)",
     )
+    p.add_argument(
+        "--rekey-count", type=common.positive_int, metavar="N",
+        help="perform N key updates as fast as the server allows, then close (stdin is not read)",
+    )
     common.add_tls_options(p)
+    common.add_eku_options(p)
     p.set_defaults(run=run)
 
 
-def host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]  # [::1]:443
-    return host, common.port_number(port)
+host_port = common.host_port
 
 
 def run(args: argparse.Namespace) -> int:
     host, port = args.address
-    if args.key and not args.cert:
-        raise CLIError("--key needs --cert")
-    config = common.build_configuration(args, is_client=True)
-    config.server_name = args.servername or host
-    if args.insecure:
-        config.verify_peer = False
-    elif args.ca:
-        config.load_verify_locations(args.ca)
-    if args.cert:
-        common.load_credentials(config, args.cert, args.key)
+    config = common.build_client_configuration(args, host)
     return asyncio.run(_connect(args, host, port, config))
 
 
@@ -103,10 +107,7 @@ class Summary:
                 "generation": event.generation, "requested_by_peer": event.requested_by_peer,
             })
         elif isinstance(event, KeyUpdateCompleted):
-            self.emit({
-                "event": "key_update", "kind": "extended", "generation": event.generation,
-                "initiator": event.initiator, "group": event.group.name,
-            })
+            self.emit(common.key_update_summary(event))
         elif isinstance(event, KeyUpdateRejected):
             self.emit({
                 "event": "key_update_rejected", "status": event.status,
@@ -148,11 +149,23 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
     except OSError as exc:
         raise CLIError(f"cannot connect to {where}: {common.describe_error(exc)}") from None
 
+    if args.require_eku:
+        problem = common.require_eku_message(writer.handshake, f"the server at {where}")
+        if problem is not None:
+            writer.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            summary.closed()
+            raise CLIError(problem)
     try:
         if args.key_update:
             # Extended Key Update when negotiated (it replaces KeyUpdate), else
             # KeyUpdate; finished before any of our data or our close_notify.
             await writer.update_keys()
+        if args.rekey_count:
+            await _rekey_and_close(args.rekey_count, reader, writer)
+            summary.closed()
+            return 0
         async with open_stdin() as stdin:
             sender = asyncio.create_task(_send_stdin(stdin, writer))
             try:
@@ -166,8 +179,47 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
         writer.close()
         summary.closed(exc)
         raise CLIError(f"connection to {where} failed: {_explain(exc)}") from None
+    except aio.KeyUpdateRejectedError as exc:
+        writer.close()
+        summary.closed(exc)
+        raise CLIError(f"key update with {where} failed: {exc}") from None
     summary.closed()
     return 0
+
+
+async def _rekey_and_close(count: int, reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
+    """``count`` updates started by us, back to back; then close_notify and wait for the peer's."""
+    ours = 0
+    local = "client"
+
+    def on_event(event: Event) -> None:
+        nonlocal ours
+        if isinstance(event, KeyUpdateCompleted) and event.initiator == local:
+            ours += 1
+
+    writer.add_event_handler(on_event)
+    receiver = asyncio.create_task(_receive(reader))
+    try:
+        if not writer.handshake.extended_key_update:
+            # Standard KeyUpdate: each is complete as soon as it is sent.
+            for _ in range(count):
+                await writer.update_keys()
+        else:
+            while ours < count:
+                try:
+                    # Returns when our update completes, or a crossing one of
+                    # the server's that won (then ours is not counted: go again).
+                    await writer.update_keys()
+                except aio.KeyUpdateRejectedError as exc:
+                    if exc.status != "retry":
+                        raise
+                    logging.getLogger("longtls.cli").info("%s; waiting", exc)
+                    await asyncio.sleep(max(exc.retry_after, 0.01))
+        writer.close()
+        await receiver  # until the server's close_notify (or the connection's error)
+    finally:
+        receiver.cancel()
+    await writer.wait_closed()
 
 
 _HINTS = {

@@ -13,18 +13,18 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ConfigurationError
-from . import common, connect, serve
+from . import certs, common, connect, demo, serve, tunnel
 
 logger = common.logger
 
-# Later: tunnel, certs, demo.
-COMMANDS = (serve, connect)
+COMMANDS = (serve, connect, tunnel, certs, demo)
 
 
 def build_parser() -> common.ArgumentParser:
     parser = common.ArgumentParser(
         prog=common.PROG,
-        description="TLS 1.3 test client and server built on longtls.",
+        description="TLS 1.3 with Extended Key Update: test client and server, tunnel, "
+        "certificates and a live demo, built on longtls.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level to stderr")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

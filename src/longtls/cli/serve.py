@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import __version__, aio
-from ..config import ClientAuth, Configuration
+from ..config import Configuration
 from ..errors import TLSError
 from . import common
 from .common import CLIError, logger
@@ -37,33 +37,21 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         subparsers, "serve", help="run a TLS test server (--www or --echo)",
         description=DESCRIPTION, parents=parents,
     )
-    p.add_argument("--cert", required=True, metavar="FILE", help="certificate (PEM; may hold the chain)")
-    p.add_argument("--key", required=True, metavar="FILE", help="private key of --cert (PEM)")
-    p.add_argument("--chain", metavar="FILE", help="intermediate certificates to send after --cert")
+    common.add_server_credential_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument(
         "--port", type=common.port_number, default=4433, help="port to listen on (default: %(default)s)"
-    )
-    p.add_argument("--ca", metavar="FILE", help="CA certificates that issue client certificates")
-    p.add_argument(
-        "--verify-client", choices=[c.value for c in ClientAuth], default=ClientAuth.NONE.value,
-        help="ask for a client certificate (default: %(default)s)",
     )
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--www", action="store_true", help="answer HTTP GET with a page about the connection")
     mode.add_argument("--echo", action="store_true", help="send every byte back")
     common.add_tls_options(p)
+    common.add_eku_options(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = common.build_configuration(args, is_client=False)
-    common.load_credentials(config, args.cert, args.key, args.chain)
-    config.client_auth = ClientAuth(args.verify_client)
-    if args.ca:
-        config.load_verify_locations(args.ca)
-    elif config.client_auth is not ClientAuth.NONE:
-        raise CLIError(f"--verify-client {args.verify_client} needs --ca FILE (the CA of client certificates)")
+    config = common.build_server_configuration(args)
     return asyncio.run(_serve(args, config))
 
 
@@ -80,6 +68,11 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
         peer = common.format_address(*writer.get_extra_info("peername")[:2])
         logger.debug("%s: %s", peer, common.handshake_summary(writer.handshake))
         try:
+            if args.require_eku:
+                problem = common.require_eku_message(writer.handshake, f"client {peer}")
+                if problem is not None:
+                    logger.warning("%s: closing", problem)
+                    return
             await handler(reader, writer)
         except (TLSError, OSError, TimeoutError, ValueError) as exc:
             logger.info("%s: %s", peer, common.describe_error(exc))

@@ -18,12 +18,14 @@ from ..errors import RemoteProtocolError
 HEADER_LENGTH = 5
 TAG_LENGTH = 16
 _APPLICATION_DATA_HEADER = bytes((ContentType.APPLICATION_DATA, 3, 3))
+# Room for one record's ciphertext, appended then overwritten by encrypt_into.
+_ZEROS = memoryview(bytes(MAX_PLAINTEXT + MAX_CIPHERTEXT_EXPANSION))
 
 
 class RecordProtection:
     """AEAD protection of one direction under one traffic secret (RFC 9846 §5.2-5.3)."""
 
-    __slots__ = ("suite", "_aead", "_iv", "sequence_number")
+    __slots__ = ("suite", "_aead", "_iv", "sequence_number", "_inner")
 
     def __init__(self, suite: SuiteInfo, traffic_secret: bytes) -> None:
         key, iv = traffic_keys(suite, traffic_secret)
@@ -31,6 +33,7 @@ class RecordProtection:
         self._aead = suite.aead(key)
         self._iv = int.from_bytes(iv, "big")
         self.sequence_number = 0
+        self._inner = bytearray()  # reused TLSInnerPlaintext buffer
 
     def __repr__(self) -> str:
         return f"<RecordProtection {self.suite.suite.name} seq={self.sequence_number}>"
@@ -56,15 +59,44 @@ class RecordProtection:
 
     def seal(self, content_type: int, content: bytes, padding: int = 0) -> bytes:
         """One complete TLSCiphertext record carrying ``content``."""
+        out = bytearray()
+        self.seal_into(out, content_type, content, padding)
+        return bytes(out)
+
+    def seal_into(
+        self, out: bytearray, content_type: int, content: bytes | memoryview, padding: int = 0
+    ) -> None:
+        """Append one complete TLSCiphertext record carrying ``content`` to ``out``.
+
+        The hot path of bulk data: the content is copied once into the
+        TLSInnerPlaintext and sealed straight into ``out`` (no intermediate
+        ciphertext object).
+        """
         if self.exhausted:
             raise RemoteProtocolError(
                 "AEAD usage limit reached without a key update", AlertDescription.internal_error
             )
-        inner = b"".join((content, bytes((content_type,)), bytes(padding)))
-        header = _APPLICATION_DATA_HEADER + (len(inner) + TAG_LENGTH).to_bytes(2, "big")
-        return header + self._aead.encrypt(self._nonce(), inner, header)
+        n = len(content)
+        inner_length = n + 1 + padding
+        inner = self._inner
+        if len(inner) < inner_length:
+            inner = self._inner = bytearray(inner_length)
+        inner[:n] = content
+        inner[n] = content_type
+        if padding:
+            inner[n + 1 : inner_length] = bytes(padding)
+        length = inner_length + TAG_LENGTH
+        start = len(out)
+        out += _APPLICATION_DATA_HEADER
+        out += length.to_bytes(2, "big")
+        out += _ZEROS[:length]
+        with memoryview(out) as view, memoryview(inner) as plain:
+            self._aead.encrypt_into(
+                self._nonce(), plain[:inner_length], view[start : start + HEADER_LENGTH],
+                view[start + HEADER_LENGTH :],
+            )
 
-    def open(self, header: bytes, encrypted_record: bytes) -> tuple[int, bytes]:
+    def open(self, header: bytes, encrypted_record: bytes | memoryview) -> tuple[int, bytes]:
         """Decrypt one record; returns (inner content type, content)."""
         try:
             inner = self._aead.decrypt(self._nonce(), encrypted_record, header)
@@ -72,12 +104,15 @@ class RecordProtection:
             raise RemoteProtocolError(
                 "record failed authentication", AlertDescription.bad_record_mac
             ) from None
-        # §5.4: the content type is the last non-zero byte; the zeros after it are padding.
-        end = len(inner.rstrip(b"\x00"))
-        if end == 0:
-            raise RemoteProtocolError(
-                "protected record has no non-zero content type", AlertDescription.unexpected_message
-            )
+        if inner and inner[-1]:  # no padding: the common case
+            end = len(inner)
+        else:
+            # §5.4: the content type is the last non-zero byte; the zeros after it are padding.
+            end = len(inner.rstrip(b"\x00"))
+            if end == 0:
+                raise RemoteProtocolError(
+                    "protected record has no non-zero content type", AlertDescription.unexpected_message
+                )
         if end - 1 > MAX_PLAINTEXT:
             raise RemoteProtocolError(
                 "decrypted record longer than 2^14 bytes", AlertDescription.record_overflow
@@ -86,41 +121,47 @@ class RecordProtection:
 
 
 class RecordReader:
-    """Splits a byte stream into TLS records (RFC 9846 §5.1)."""
+    """Splits a byte stream into TLS records (RFC 9846 §5.1).
 
-    __slots__ = ("_buffer", "max_buffered")
+    Records are handed out as memoryview slices of the received bytes, so a
+    record is not copied before it is decrypted.
+    """
 
-    def __init__(self, max_buffered: int = 1 << 20) -> None:
-        self._buffer = bytearray()
-        self.max_buffered = max_buffered
+    __slots__ = ("_data", "_pos")
+
+    def __init__(self) -> None:
+        self._data = b""
+        self._pos = 0
 
     def __repr__(self) -> str:
-        return f"<RecordReader buffered={len(self._buffer)}>"
+        return f"<RecordReader buffered={self.buffered}>"
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return len(self._data) - self._pos
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
+        if self._pos >= len(self._data):
+            self._data = bytes(data)
+        else:
+            self._data = self._data[self._pos :] + data
+        self._pos = 0
 
-    def pop(self) -> tuple[int, bytes, bytes] | None:
+    def pop(self) -> tuple[int, bytes, memoryview] | None:
         """The next whole record as (outer content type, header, fragment), if there is one."""
-        buf = self._buffer
-        if len(buf) < HEADER_LENGTH:
+        data, pos = self._data, self._pos
+        if len(data) - pos < HEADER_LENGTH:
             return None
-        length = (buf[3] << 8) | buf[4]
+        length = (data[pos + 3] << 8) | data[pos + 4]
         if length > MAX_PLAINTEXT + MAX_CIPHERTEXT_EXPANSION:
             raise RemoteProtocolError(
                 f"record of {length} bytes exceeds 2^14 + 256", AlertDescription.record_overflow
             )
-        end = HEADER_LENGTH + length
-        if len(buf) < end:
+        end = pos + HEADER_LENGTH + length
+        if len(data) < end:
             return None
-        header = bytes(buf[:HEADER_LENGTH])
-        fragment = bytes(buf[HEADER_LENGTH:end])
-        del buf[:end]
-        return header[0], header, fragment
+        self._pos = end
+        return data[pos], data[pos : pos + HEADER_LENGTH], memoryview(data)[pos + HEADER_LENGTH : end]
 
 
 def plaintext_record(content_type: int, fragment: bytes, legacy_version: int = 0x0303) -> bytes:

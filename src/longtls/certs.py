@@ -1,0 +1,237 @@
+"""A small private PKI: one CA, a server and a client certificate.
+
+    bundle = make_bundle(["localhost", "127.0.0.1"], "ecdsa-p256")
+    paths = write_bundle(bundle, "certs")     # ca.pem ca.key server.pem server.key client.pem client.key
+
+Enough for ``longtls serve``/``connect``/``tunnel`` and mutual TLS, and for
+OpenSSL (``openssl verify -CAfile ca.pem server.pem``).  Not a CA product:
+no revocation, no intermediates, keys unencrypted on disk (0600).
+
+Why the CA's key type can differ from the leaves': cryptography's path
+validation follows the Web PKI profile, which forbids EdDSA CA keys, so
+longtls refuses an Ed25519 CA.  For ``ed25519`` the leaves get Ed25519 keys
+under an ECDSA P-256 CA.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = [
+    "FILES",
+    "KEY_TYPES",
+    "Bundle",
+    "Issued",
+    "make_bundle",
+    "make_leaf",
+    "write_bundle",
+]
+
+PrivateKey = CertificateIssuerPrivateKeyTypes
+
+#: Leaf key type -> CA key type.
+KEY_TYPES: dict[str, str] = {
+    "ecdsa-p256": "ecdsa-p256",
+    "ed25519": "ecdsa-p256",  # EdDSA CA keys are refused by Web PKI path validation
+    "rsa-2048": "rsa-2048",
+    "mldsa65": "mldsa65",
+}
+#: What write_bundle writes, in order.
+FILES = ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")
+DEFAULT_NAMES = ("localhost", "127.0.0.1")
+ORGANIZATION = "longtls"
+_BACKDATE = datetime.timedelta(hours=1)  # tolerate clock skew between peers
+
+
+@dataclass(frozen=True, eq=False)
+class Issued:
+    """A certificate and its private key (``repr`` never shows the key)."""
+
+    cert: x509.Certificate
+    key: PrivateKey
+
+    def __repr__(self) -> str:
+        return f"<Issued {self.cert.subject.rfc4514_string()} serial={self.cert.serial_number:x}>"
+
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    ca: Issued
+    server: Issued
+    client: Issued
+
+
+def generate_key(key_type: str) -> PrivateKey:
+    if key_type == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if key_type == "rsa-2048":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if key_type == "mldsa65":
+        return mldsa.MLDSA65PrivateKey.generate()
+    raise ValueError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
+
+
+def _signature_hash(key: PrivateKey) -> hashes.SHA256 | None:
+    # EdDSA and ML-DSA sign the message itself: no separate hash.
+    if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        return hashes.SHA256()
+    return None
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    """IP literals become iPAddress names, anything else a dNSName."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def _key_usage(*, ca: bool, key_encipherment: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=key_encipherment,
+        data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+        encipher_only=False, decipher_only=False,
+    )
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+
+
+def make_ca(key_type: str = "ecdsa-p256", *, days: int = 365, common_name: str = "longtls CA") -> Issued:
+    key = generate_key(key_type)
+    now = datetime.datetime.now(datetime.UTC)
+    name = _name(common_name)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + datetime.timedelta(days=days))
+        # path_length 0: this CA issues end-entity certificates only.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, _signature_hash(key))
+    )
+    return Issued(cert, key)
+
+
+def make_leaf(
+    ca: Issued, key_type: str, names: Sequence[str], *, client: bool = False, days: int = 365,
+    common_name: str | None = None,
+) -> Issued:
+    """A server (serverAuth) or client (clientAuth) certificate for ``names``."""
+    if not names:
+        raise ValueError("a certificate needs at least one name")
+    key = generate_key(key_type)
+    now = datetime.datetime.now(datetime.UTC)
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name or names[0]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(min(now + datetime.timedelta(days=days), ca.cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # keyEncipherment only for RSA, for TLS 1.2 peers that still check it.
+        .add_extension(
+            _key_usage(ca=False, key_encipherment=isinstance(key, rsa.RSAPrivateKey)), critical=True
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+        .sign(ca.key, _signature_hash(ca.key))
+    )
+    return Issued(cert, key)
+
+
+def make_bundle(
+    names: Sequence[str] = DEFAULT_NAMES, key_type: str = "ecdsa-p256", *, days: int = 365,
+    client_name: str = "longtls client",
+) -> Bundle:
+    """A CA, a server certificate for ``names`` and a client certificate."""
+    if key_type not in KEY_TYPES:
+        raise ValueError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
+    ca = make_ca(KEY_TYPES[key_type], days=days)
+    return Bundle(
+        ca=ca,
+        server=make_leaf(ca, key_type, names, days=days),
+        client=make_leaf(ca, key_type, [client_name], client=True, days=days),
+    )
+
+
+def write_bundle(bundle: Bundle, directory: str | os.PathLike[str], *, overwrite: bool = False) -> list[Path]:
+    """Write FILES into ``directory`` (created 0700); keys are 0600.
+
+    Raises FileExistsError naming the first file that exists, unless ``overwrite``.
+    """
+    out = Path(directory)
+    if not out.is_dir():
+        out.mkdir(mode=0o700, parents=True)
+        out.chmod(0o700)  # whatever the umask: the directory holds private keys
+    contents = {
+        "ca.pem": bundle.ca.cert_pem(),
+        "ca.key": bundle.ca.key_pem(),
+        # The chain a server sends: its certificate (there is no intermediate).
+        "server.pem": bundle.server.cert_pem(),
+        "server.key": bundle.server.key_pem(),
+        "client.pem": bundle.client.cert_pem(),
+        "client.key": bundle.client.key_pem(),
+    }
+    paths = [out / name for name in FILES]
+    if not overwrite:
+        for path in paths:
+            if path.exists():
+                raise FileExistsError(f"{path} already exists")
+    for path in paths:
+        _write(path, contents[path.name], secret=path.suffix == ".key")
+    return paths
+
+
+def _write(path: Path, data: bytes, *, secret: bool) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a key;
+    a key is 0600 from the moment it exists."""
+    mode = 0o600 if secret else 0o644
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
+            os.fchmod(f.fileno(), mode)  # O_CREAT's mode does not apply to an existing file
+            f.write(data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)

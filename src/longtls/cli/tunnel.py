@@ -1,0 +1,203 @@
+"""longtls tunnel server|client: relay plain TCP over longtls.
+
+  tunnel server --listen ADDR:PORT --forward ADDR:PORT --cert FILE --key FILE
+      TLS in, plain TCP out: put it in front of a service.
+  tunnel client --listen ADDR:PORT --connect ADDR:PORT [--ca FILE]
+      plain TCP in, TLS out: applications connect to --listen.
+
+Bytes are relayed in order, with back-pressure, never dropped.  A clean end
+of one direction (FIN, close_notify) is passed on as a clean end and the other
+direction keeps flowing; an unclean end (reset, TLS error, truncation) is
+passed on as a reset, so an application never takes a cut-short stream for
+a complete one.
+
+Signals: SIGHUP reloads the certificate, key and CA files for new
+connections (a file that fails to load is logged and the old credentials
+stay); SIGTERM or SIGINT stops accepting and lets open connections finish for
+up to --grace seconds, then resets what is left and exits 0 (a second signal
+cuts the grace period short).
+
+--metrics ADDR:PORT serves Prometheus metrics at http://ADDR:PORT/metrics:
+longtls_open_connections, longtls_handshakes_total{result},
+longtls_key_updates_total{initiator,result}, longtls_bytes_total{direction},
+longtls_oldest_key_age_seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..config import Configuration
+from ..errors import ConfigurationError
+from ..metrics import Metrics, serve_metrics
+from ..tunnel import Tunnel, format_address
+from . import common
+from .common import CLIError, logger
+
+DESCRIPTION = __doc__
+_DEFAULT_GRACE = 30.0
+
+
+def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = common.subcommand(
+        subparsers, "tunnel", help="relay plain TCP over TLS (server: TLS in; client: TLS out)",
+        description=DESCRIPTION, parents=parents,
+    )
+    modes = p.add_subparsers(dest="mode", metavar="MODE", required=True)
+
+    server = common.subcommand(
+        modes, "server", help="TLS in, plain TCP out (in front of a service)",
+        description=DESCRIPTION, parents=parents,
+    )
+    server.add_argument(
+        "--listen", required=True, type=common.host_port, metavar="ADDR:PORT",
+        help="where TLS clients connect",
+    )
+    server.add_argument(
+        "--forward", required=True, type=common.host_port, metavar="ADDR:PORT",
+        help="the plain TCP service to relay to",
+    )
+    common.add_server_credential_options(server)
+    _add_shared_options(server)
+    server.set_defaults(run=run)
+
+    client = common.subcommand(
+        modes, "client", help="plain TCP in, TLS out (next to an application)",
+        description=DESCRIPTION, parents=parents,
+    )
+    client.add_argument(
+        "--listen", required=True, type=common.host_port, metavar="ADDR:PORT",
+        help="where plain TCP clients connect",
+    )
+    client.add_argument(
+        "--connect", required=True, type=common.host_port, metavar="ADDR:PORT",
+        help="the tunnel server (or any TLS server) to relay to",
+    )
+    client.add_argument("--ca", metavar="FILE", help="trust the CA certificates in FILE (default: the system's)")
+    client.add_argument(
+        "--servername", metavar="NAME", help="name to send (SNI) and verify (default: the --connect host)"
+    )
+    client.add_argument("--cert", metavar="FILE", help="client certificate chain (PEM), for mutual TLS")
+    client.add_argument("--key", metavar="FILE", help="private key of --cert (default: in the --cert file)")
+    common.add_key_password_option(client)
+    _add_shared_options(client)
+    client.set_defaults(run=run)
+
+
+def _add_shared_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics", type=common.host_port, metavar="ADDR:PORT",
+        help="serve Prometheus metrics at http://ADDR:PORT/metrics",
+    )
+    p.add_argument(
+        "--idle-timeout", type=common.positive_seconds, metavar="SECONDS",
+        help="close a connection after this long without data either way (default: never)",
+    )
+    p.add_argument(
+        "--grace", type=common.positive_seconds, default=_DEFAULT_GRACE, metavar="SECONDS",
+        help="on SIGTERM, how long open connections may go on (default: %(default)g)",
+    )
+    common.add_tls_options(p)
+    common.add_eku_options(p)
+
+
+def _build(args: argparse.Namespace) -> Configuration:
+    if args.mode == "server":
+        return common.build_server_configuration(args)
+    return common.build_client_configuration(args, args.connect[0])
+
+
+def run(args: argparse.Namespace) -> int:
+    configuration = _build(args)
+    return asyncio.run(_tunnel(args, configuration))
+
+
+async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int:
+    # Startup, reloads, refused handshakes and unreachable targets are worth a
+    # line by default; per-connection chatter is for -v.
+    if not args.verbose:
+        for name in ("longtls.aio", "longtls.cli", "longtls.tunnel"):
+            logging.getLogger(name).setLevel(logging.INFO)
+    target = args.forward if args.mode == "server" else args.connect
+    metrics = Metrics() if args.metrics else None
+    tunnel = Tunnel(
+        args.mode, args.listen, target, configuration,
+        handshake_timeout=args.timeout, idle_timeout=args.idle_timeout,
+        metrics=metrics, require_eku=args.require_eku,
+    )
+    where = format_address(args.listen)
+    try:
+        await tunnel.start()
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {where}: {common.describe_error(exc)}") from None
+    metrics_server = None
+    if metrics is not None:
+        try:
+            metrics_server = await serve_metrics(metrics, *args.metrics)
+        except OSError as exc:
+            await tunnel.shutdown(0)
+            raise CLIError(
+                f"cannot serve metrics on {format_address(args.metrics)}: {common.describe_error(exc)}"
+            ) from None
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_stop() -> None:
+        if stop.is_set():
+            tunnel.hurry()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_stop)
+    loop.add_signal_handler(signal.SIGHUP, _reloader(args, tunnel))
+
+    listening = ", ".join(format_address(a) for a in tunnel.sockets)
+    inbound = "TLS" if args.mode == "server" else "plain TCP"
+    outbound = "plain TCP" if args.mode == "server" else "TLS"
+    line = (
+        f"{common.PROG}: tunnel {args.mode}: {inbound} on {listening} -> "
+        f"{outbound} to {format_address(target)}"
+    )
+    if metrics_server is not None:
+        line += f"; metrics on http://{format_address(args.metrics)}/metrics"
+    print(line, file=sys.stderr, flush=True)
+
+    await stop.wait()
+    if tunnel.active:
+        logger.info(
+            "stopping: %d open connection(s) get up to %g s to finish", tunnel.active, args.grace
+        )
+    cut = await tunnel.shutdown(args.grace)
+    if cut:
+        logger.warning("reset %d connection(s) still open after the grace period", cut)
+    if metrics_server is not None:
+        metrics_server.close()
+    return 0
+
+
+def _reloader(args: argparse.Namespace, tunnel: Tunnel) -> Callable[[], None]:
+    """SIGHUP: read the credential files again; keep the old ones if the new fail."""
+
+    def reload() -> None:
+        try:
+            configuration = _build(args)
+        except (CLIError, ConfigurationError) as exc:
+            logger.error(
+                "reload failed, still using the previous certificate: %s", common.describe_error(exc)
+            )
+            return
+        # Tickets and cookies sealed before the reload stay valid.
+        configuration.ticket_key = tunnel.configuration.ticket_key
+        configuration.ticket_generations = tunnel.configuration.ticket_generations
+        tunnel.configuration = configuration
+        files = [f for f in (getattr(args, "cert", None), args.ca) if f]
+        logger.info("reloaded %s for new connections", ", ".join(files) or "the configuration")
+
+    return reload

@@ -1,0 +1,314 @@
+"""A TLS tunnel: plain TCP on one side, longtls on the other.
+
+    # TLS in, plain TCP out (in front of a service):
+    tunnel = Tunnel("server", ("0.0.0.0", 8443), ("127.0.0.1", 8000), server_config)
+    # plain TCP in, TLS out (next to a client):
+    tunnel = Tunnel("client", ("127.0.0.1", 8000), ("server.example", 8443), client_config)
+    await tunnel.start()
+    ...
+    await tunnel.shutdown(grace=30)
+
+Each accepted connection gets one connection on the other side, and two
+pumps copy bytes between them, one per direction, in order, with
+back-pressure (a pump waits for ``drain()`` before it reads more).
+
+Endings travel across:
+
+- a clean end of one direction goes through as a clean end: a TCP FIN
+  becomes close_notify and close_notify becomes a FIN, and the other
+  direction keeps flowing (half-close);
+- an unclean end (a reset, a TLS error, a truncated TLS connection) becomes
+  an unclean end: the other side is reset (plain TCP: RST; TLS: no
+  close_notify, which the peer reports as truncation), so a cut-short stream
+  never reaches an application as a complete one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Literal
+
+from . import aio
+from .config import Configuration
+from .errors import TLSError
+from .metrics import Metrics
+
+__all__ = ["Address", "Tunnel", "splice"]
+
+logger = logging.getLogger("longtls.tunnel")
+
+Address = tuple[str, int]
+Mode = Literal["server", "client"]
+
+_CHUNK = 65536
+_CLOSE_WAIT = 5.0  # seconds to wait for both transports to close after a clean end
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+def format_address(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _peer(writer: asyncio.StreamWriter | aio.TLSWriter) -> str:
+    name = writer.get_extra_info("peername")
+    return format_address((str(name[0]), int(name[1]))) if name else "?"
+
+
+def _reset_plain(writer: asyncio.StreamWriter) -> None:
+    transport = writer.transport
+    if isinstance(transport, asyncio.Transport) and not transport.is_closing():
+        aio.reset_transport(transport)
+
+
+async def _pump(
+    src: asyncio.StreamReader, dst: asyncio.StreamWriter | aio.TLSWriter
+) -> int:
+    """Copy until a clean end of ``src``, then end ``dst`` cleanly (half-close)."""
+    total = 0
+    while data := await src.read(_CHUNK):
+        dst.write(data)
+        await dst.drain()  # back-pressure: read no more until the other side takes it
+        total += len(data)
+    if not dst.is_closing():
+        dst.write_eof()
+    return total
+
+
+async def splice(
+    tls_reader: aio.TLSReader,
+    tls_writer: aio.TLSWriter,
+    plain_reader: asyncio.StreamReader,
+    plain_writer: asyncio.StreamWriter,
+) -> tuple[int, int]:
+    """Relay both ways until both directions have ended; return (plain->TLS, TLS->plain) bytes.
+
+    Raises the first error (after resetting both sides); a cancellation
+    resets both sides too.
+    """
+    up = asyncio.create_task(_pump(plain_reader, tls_writer))
+    down = asyncio.create_task(_pump(tls_reader, plain_writer))
+    try:
+        done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_EXCEPTION)
+        for task in (up, down):
+            error = task.exception() if task in done else None
+            if error is not None:
+                raise error
+    except BaseException as exc:
+        for task in (up, down):
+            task.cancel()
+        if isinstance(exc, aio.IdleTimeoutError):
+            # Not a loss: nothing was in flight, and the TLS peer got close_notify.
+            plain_writer.close()
+        else:
+            tls_writer.abort()
+            _reset_plain(plain_writer)
+        raise
+    tls_writer.close()
+    plain_writer.close()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(
+            asyncio.gather(tls_writer.wait_closed(), plain_writer.wait_closed(), return_exceptions=True),
+            _CLOSE_WAIT,
+        )
+    return up.result(), down.result()
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a log: what ended a tunnelled connection."""
+    if isinstance(exc, TLSError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class Tunnel:
+    """One listening tunnel and the connections it relays.
+
+    ``configuration`` is read for each new connection, so assigning a new
+    one (certificate reload) affects only later connections.
+    """
+
+    def __init__(
+        self,
+        mode: Mode,
+        listen: Address,
+        target: Address,
+        configuration: Configuration,
+        *,
+        handshake_timeout: float = aio.DEFAULT_HANDSHAKE_TIMEOUT,
+        idle_timeout: float | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        metrics: Metrics | None = None,
+        require_eku: bool = False,
+    ) -> None:
+        if configuration.is_client != (mode == "client"):
+            raise ValueError(f"a tunnel {mode} needs a {'client' if mode == 'client' else 'server'} configuration")
+        self.mode = mode
+        self.listen = listen
+        self.target = target
+        self.configuration = configuration
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.metrics = metrics
+        self.require_eku = require_eku
+        self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[None]] = set()
+        self._cut = False  # the grace period is over: refuse connections still arriving
+        self._hurry = asyncio.Event()  # a second stop request: skip the rest of the grace period
+
+    def __repr__(self) -> str:
+        return (
+            f"<Tunnel {self.mode} {format_address(self.listen)} -> {format_address(self.target)} "
+            f"sessions={len(self._sessions)}>"
+        )
+
+    @property
+    def sockets(self) -> list[Address]:
+        """The addresses actually listened on (port 0 resolved)."""
+        if self._server is None:
+            return []
+        return [s.getsockname()[:2] for s in self._server.sockets]
+
+    @property
+    def active(self) -> int:
+        return len(self._sessions)
+
+    async def start(self) -> None:
+        """Listen; raises OSError (port in use ...) or ConfigurationError."""
+        host, port = self.listen
+        if self.mode == "server":
+            self._server = await aio.start_server(
+                self._on_tls_client, host, port, lambda: self.configuration,
+                handshake_timeout=self.handshake_timeout, idle_timeout=self.idle_timeout,
+                metrics=self.metrics,
+            )
+        else:
+            self.configuration.validate()
+            self._server = await asyncio.start_server(self._on_plain_client, host, port)
+
+    async def shutdown(self, grace: float) -> int:
+        """Stop accepting, give open connections ``grace`` seconds to end, then reset
+        the rest.  Returns how many had to be reset."""
+        if self._server is not None:
+            self._server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        # Connections still handshaking may become sessions meanwhile: loop.
+        while self._sessions and not self._hurry.is_set() and (remaining := deadline - loop.time()) > 0:
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            try:
+                await asyncio.wait(
+                    {*self._sessions, hurry}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                hurry.cancel()
+        self._cut = True
+        left = list(self._sessions)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=_CLOSE_WAIT)
+        return len(left)
+
+    def hurry(self) -> None:
+        """End a running ``shutdown`` grace period now."""
+        self._hurry.set()
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def _track(self) -> Callable[[], None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        return lambda: self._sessions.discard(task)
+
+    async def _on_tls_client(self, reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
+        """server mode: a TLS client arrived; open the plain connection to the target."""
+        untrack = self._track()
+        peer = _peer(writer)
+        try:
+            if self._cut:
+                writer.abort()
+                return
+            if not self._eku_ok(writer, f"client {peer}"):
+                writer.close()
+                return
+            try:
+                plain_reader, plain_writer = await asyncio.wait_for(
+                    asyncio.open_connection(*self.target), self.connect_timeout
+                )
+            except (OSError, TimeoutError) as exc:
+                reason = "timed out" if isinstance(exc, TimeoutError) else describe(exc)
+                logger.warning(
+                    "%s: cannot connect to %s: %s", peer, format_address(self.target), reason
+                )
+                writer.abort()  # the client must not mistake this for an empty, complete stream
+                return
+            await self._relay(peer, reader, writer, plain_reader, plain_writer)
+        finally:
+            untrack()
+
+    async def _on_plain_client(
+        self, plain_reader: asyncio.StreamReader, plain_writer: asyncio.StreamWriter
+    ) -> None:
+        """client mode: a plain client arrived; open the TLS connection to the target."""
+        untrack = self._track()
+        peer = _peer(plain_writer)
+        try:
+            if self._cut:
+                _reset_plain(plain_writer)
+                return
+            where = format_address(self.target)
+            try:
+                async with asyncio.timeout(self.connect_timeout + self.handshake_timeout):
+                    reader, writer = await aio.connect(
+                        self.target[0], self.target[1], self.configuration,
+                        handshake_timeout=self.handshake_timeout, idle_timeout=self.idle_timeout,
+                        metrics=self.metrics,
+                    )
+            except (TLSError, aio.ConnectionLostError, aio.HandshakeTimeoutError) as exc:
+                logger.warning("%s: TLS handshake with %s failed: %s", peer, where, describe(exc))
+                _reset_plain(plain_writer)
+                return
+            except (OSError, TimeoutError) as exc:
+                reason = "timed out" if isinstance(exc, TimeoutError) else describe(exc)
+                logger.warning("%s: cannot connect to %s: %s", peer, where, reason)
+                _reset_plain(plain_writer)
+                return
+            if not self._eku_ok(writer, f"the server at {where}"):
+                writer.close()
+                _reset_plain(plain_writer)
+                return
+            await self._relay(peer, reader, writer, plain_reader, plain_writer)
+        finally:
+            untrack()
+
+    def _eku_ok(self, writer: aio.TLSWriter, who: str) -> bool:
+        if not self.require_eku or writer.handshake.extended_key_update:
+            return True
+        logger.warning(
+            "%s did not negotiate Extended Key Update (--require-eku): closing", who
+        )
+        return False
+
+    async def _relay(
+        self, peer: str, reader: aio.TLSReader, writer: aio.TLSWriter,
+        plain_reader: asyncio.StreamReader, plain_writer: asyncio.StreamWriter,
+    ) -> None:
+        logger.debug("%s: relaying (%s)", peer, self.mode)
+        try:
+            up, down = await splice(reader, writer, plain_reader, plain_writer)
+        except asyncio.CancelledError:
+            logger.info("%s: reset at shutdown (grace period over)", peer)
+            raise
+        except Exception as exc:
+            # An unclean end was passed on as one (see the module docstring).
+            logger.info("%s: connection ended: %s", peer, describe(exc))
+            return
+        logger.debug("%s: closed cleanly: %d bytes plain->TLS, %d bytes TLS->plain", peer, up, down)
