@@ -522,11 +522,13 @@ class Connection:
                     "record exceeds our record_size_limit", AlertDescription.record_overflow
                 )
             content_type, content = read.open(header, fragment)
-            if content_type == _APPLICATION_DATA and not self._reassembler.has_partial():
-                if content and not self._close_received:
-                    self._empty_records = 0
-                    self._events.append(ApplicationData(content))
-                    return
+            if (
+                content_type == _APPLICATION_DATA and content and not self._close_received
+                and not self._reassembler.has_partial()
+            ):
+                self._empty_records = 0
+                self._events.append(ApplicationData(content))
+                return
         elif outer_type == ContentType.CHANGE_CIPHER_SPEC:
             self._handle_change_cipher_spec(fragment)
             return

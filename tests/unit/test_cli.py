@@ -112,6 +112,9 @@ def test_echo_round_trip_with_json_summary(serve: Any, files: PkiFiles) -> None:
     }
     # Two longtls peers negotiate Extended Key Update, which replaces KeyUpdate.
     updates = [r for r in records if r["event"] == "key_update"]
+    assert len(updates) == 1, records
+    milliseconds = updates[0].pop("milliseconds")
+    assert isinstance(milliseconds, float) and 0 <= milliseconds < 10_000
     assert updates == [
         {"event": "key_update", "kind": "extended", "generation": 1, "initiator": "client", "group": "X25519MLKEM768"}
     ], records
@@ -318,3 +321,193 @@ def test_main_returns_the_exit_status() -> None:
 
     assert main(["--version"]) == 0
     assert main(["connect"]) == 2
+
+
+# -- key updates: --rekey-count, --rekey-interval, --rekey-bytes, profiles, --no-eku ------
+
+
+def key_updates(stderr: str) -> list[dict[str, Any]]:
+    return [r for r in summary(stderr) if r["event"] == "key_update"]
+
+
+def assert_extended_updates(updates: list[dict[str, Any]], count: int, initiator: str) -> None:
+    """``count`` extended updates, generations 1..count, with the documented fields."""
+    assert [u["generation"] for u in updates] == list(range(1, count + 1)), updates
+    for update in updates:
+        assert set(update) == {"event", "kind", "generation", "initiator", "group", "milliseconds"}
+        assert update["kind"] == "extended"
+        assert update["initiator"] == initiator
+        assert update["group"] == "X25519MLKEM768"
+        assert isinstance(update["milliseconds"], float) and update["milliseconds"] >= 0
+
+
+def test_rekey_count_performs_that_many_extended_updates(serve: Any, files: PkiFiles) -> None:
+    server, port = serve("--echo")
+    result = longtls(
+        "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json",
+        "--rekey-count", "50",
+    )
+    assert result.returncode == 0, (result.stderr, server.describe())
+    assert result.stdout == ""
+    assert_extended_updates(key_updates(result.stderr), 50, "client")
+    assert summary(result.stderr)[-1] == {"event": "closed", "alert": None, "by_peer": True}
+
+
+@pytest.mark.parametrize("profile", ["draft-13", "draft-2025-10", "draft-05"])
+def test_every_eku_profile(serve: Any, files: PkiFiles, profile: str) -> None:
+    _, port = serve("--echo", "--eku-profile", profile)
+    result = longtls(
+        "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json",
+        "--eku-profile", profile, "--rekey-count", "5",
+    )
+    assert result.returncode == 0, result.stderr
+    assert_extended_updates(key_updates(result.stderr), 5, "client")
+
+
+def test_server_rekey_interval_starts_updates(serve: Any, files: PkiFiles) -> None:
+    _, port = serve("--echo", "--rekey-interval", "0.1")
+    with start_process(
+        [*LONGTLS, "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json"],
+        port=None,
+    ) as client:
+        client.write("hello\n")
+        client.wait_for_output("hello")
+        # Updates every 0.1 s from the server while the connection is idle.
+        client.wait_for_output(r'"generation": 3, "initiator": "server"', timeout=10)
+        assert client.proc.stdin is not None
+        client.proc.stdin.close()
+        assert client.wait() == 0, client.describe()
+        updates = key_updates(client.stderr)
+    assert len(updates) >= 3
+    assert {u["initiator"] for u in updates} == {"server"}
+    assert [u["generation"] for u in updates] == list(range(1, len(updates) + 1))
+
+
+def test_server_rekey_bytes_starts_updates(serve: Any, files: PkiFiles) -> None:
+    _, port = serve("--echo", "--rekey-bytes", "64K")
+    message = "x" * (2 << 20)
+    result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json", input=message)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == message
+    updates = key_updates(result.stderr)
+    # At most one update per 64 KiB the server sends, and one at a time: an
+    # update takes a round trip while the echo streams on.
+    assert len([u for u in updates if u["initiator"] == "server"]) >= 2, updates
+    assert [u["generation"] for u in updates] == list(range(1, len(updates) + 1))
+
+
+@pytest.mark.parametrize("side", ["serve", "connect"])
+def test_no_eku_on_one_side_falls_back_to_key_update(serve: Any, files: PkiFiles, side: str) -> None:
+    _, port = serve("--echo", *(["--no-eku"] if side == "serve" else []))
+    result = longtls(
+        "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json",
+        "--rekey-count", "3", *(["--no-eku"] if side == "connect" else []),
+    )
+    assert result.returncode == 0, result.stderr
+    updates = key_updates(result.stderr)
+    assert {u["kind"] for u in updates} == {"standard"}, updates
+    sent = [u for u in updates if u["direction"] == "send"]
+    assert [u["generation"] for u in sent] == [1, 2, 3]
+    # The server answers each update_requested with its own KeyUpdate.
+    received = [u for u in updates if u["direction"] == "receive"]
+    assert [u["generation"] for u in received] == [1, 2, 3]
+
+
+def test_no_eku_server_rekey_interval_uses_key_update(serve: Any, files: PkiFiles) -> None:
+    _, port = serve("--echo", "--no-eku", "--rekey-interval", "0.1")
+    with start_process(
+        [*LONGTLS, "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json"],
+        port=None,
+    ) as client:
+        client.wait_for_output(r'"kind": "standard", "direction": "receive", "generation": 2')
+        assert client.proc.stdin is not None
+        client.proc.stdin.close()
+        assert client.wait() == 0, client.describe()
+
+
+def test_require_eku_refuses_a_server_without_it(serve: Any, files: PkiFiles) -> None:
+    _, port = serve("--echo", "--no-eku")
+    result = longtls(
+        "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--require-eku", input="data"
+    )
+    assert_one_error_line(result, "did not negotiate Extended Key Update", "--require-eku")
+    assert result.returncode == 1
+    assert result.stdout == ""
+
+
+def test_require_eku_on_the_server(serve: Any, files: PkiFiles) -> None:
+    server, port = serve("--echo", "--require-eku")
+    result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--no-eku", input="data")
+    assert result.stdout == ""  # closed before any data was echoed
+    server.wait_for_output("did not negotiate Extended Key Update")
+    ok = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), input="data")
+    assert (ok.returncode, ok.stdout) == (0, "data"), ok.stderr
+
+
+def test_no_eku_with_require_eku_is_an_error(files: PkiFiles) -> None:
+    result = longtls("connect", f"{LOOPBACK}:1", "--ca", str(files.ca), "--no-eku", "--require-eku")
+    assert_one_error_line(result, "--no-eku", "--require-eku")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--eku-profile", "draft-99"], "invalid choice"),
+        (["--rekey-interval", "0"], "invalid time"),
+        (["--rekey-bytes", "lots"], "invalid byte count"),
+        (["--rekey-count", "-1"], "invalid number"),
+    ],
+)
+def test_bad_key_update_arguments(args: list[str], fragment: str) -> None:
+    result = longtls("connect", f"{LOOPBACK}:1", *args)
+    assert_one_error_line(result, fragment)
+    assert result.returncode == 2
+
+
+# -- more user errors --------------------------------------------------------------------
+
+
+def test_encrypted_key_and_its_password(files: PkiFiles, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(files.server.key.read_bytes(), None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"right horse"),
+    ))
+    wrong, right = tmp_path / "wrong.txt", tmp_path / "right.txt"
+    wrong.write_text("battery staple\n")
+    right.write_text("right horse\n")
+    base = ["serve", "--cert", str(files.server.chain), "--key", str(encrypted), "--echo"]
+
+    assert_one_error_line(longtls(*base), "is encrypted")
+    assert_one_error_line(longtls(*base, "--key-password-file", str(wrong)), "wrong password")
+    assert_one_error_line(
+        longtls(*base, "--key-password-file", str(tmp_path / "none.txt")), "cannot read key password file"
+    )
+    port = free_port()
+    with start_process(
+        [*LONGTLS, *base, "--key-password-file", str(right), "--port", str(port)], ready_pattern=READY
+    ):
+        result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), input="ok")
+        assert (result.returncode, result.stdout) == (0, "ok"), result.stderr
+
+
+def test_port_in_use(files: PkiFiles) -> None:
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = longtls(
+            "serve", "--cert", str(files.server.chain), "--key", str(files.server.key),
+            "--echo", "--port", str(port),
+        )
+    assert_one_error_line(result, f"cannot listen on {LOOPBACK}:{port}", "Address already in use")
+
+
+@pytest.mark.parametrize("command", ["serve", "connect", "tunnel", "tunnel server", "tunnel client", "certs", "demo"])
+def test_every_command_takes_verbose_and_help(command: str) -> None:
+    result = longtls(*command.split(), "-v", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "-v, --verbose" in result.stdout
