@@ -457,7 +457,12 @@ class ExtendedKeyUpdate:
         client = ks.derive_secret(s, self._main_secret, p.client_traffic_label, context)
         server = ks.derive_secret(s, self._main_secret, p.server_traffic_label, context)
         exporter = ks.derive_secret(s, self._main_secret, p.exporter_label, context)
-        resumption = ks.derive_secret(s, self._main_secret, p.resumption_label, context)
+        # draft-13 disables ticket resumption with EKU: its resumption secret
+        # would never be used, so it is not derived.
+        resumption = (
+            b"" if p.disable_tickets
+            else ks.derive_secret(s, self._main_secret, p.resumption_label, context)
+        )
         n = self.generation + 1
         self.conn.log_secret(f"CLIENT_TRAFFIC_SECRET_{n}", client)
         self.conn.log_secret(f"SERVER_TRAFFIC_SECRET_{n}", server)

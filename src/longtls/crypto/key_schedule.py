@@ -42,7 +42,7 @@ def derive_secret(suite: SuiteInfo, secret: bytes, label: bytes, transcript_hash
 
 
 def empty_hash(suite: SuiteInfo) -> bytes:
-    return transcript_digest(suite, b"")
+    return suite.empty_hash
 
 
 def traffic_keys(suite: SuiteInfo, traffic_secret: bytes) -> tuple[bytes, bytes]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from cryptography.hazmat.primitives import hashes
@@ -27,14 +27,17 @@ class SuiteInfo:
     hash_name: str  # "sha256" or "sha384"
     record_limit: int  # records we may seal under one key (RFC 9846 §5.5)
     iv_length: int = 12
+    # Derived once: the key schedule asks for these dozens of times per handshake.
+    hash: hashes.HashAlgorithm = field(init=False, repr=False, compare=False)
+    hash_length: int = field(init=False, repr=False, compare=False)
+    empty_hash: bytes = field(init=False, repr=False, compare=False)  # Hash("")
 
-    @property
-    def hash(self) -> hashes.HashAlgorithm:
-        return hashes.SHA384() if self.hash_name == "sha384" else hashes.SHA256()
-
-    @property
-    def hash_length(self) -> int:
-        return 48 if self.hash_name == "sha384" else 32
+    def __post_init__(self) -> None:
+        algorithm = hashes.SHA384() if self.hash_name == "sha384" else hashes.SHA256()
+        digest = hashes.Hash(algorithm)
+        object.__setattr__(self, "hash", algorithm)
+        object.__setattr__(self, "hash_length", algorithm.digest_size)
+        object.__setattr__(self, "empty_hash", digest.finalize())
 
     def aead(self, key: bytes) -> AEAD:
         if self.suite == CipherSuite.TLS_CHACHA20_POLY1305_SHA256:
