@@ -477,6 +477,11 @@ class TLSProtocol(asyncio.Protocol):
         self._update_waiters.append(waiter)
         return waiter
 
+    def discard_key_update_waiter(self, waiter: asyncio.Future[int]) -> None:
+        waiter.cancel()
+        if waiter in self._update_waiters:
+            self._update_waiters.remove(waiter)
+
     def _fail_update_waiters(self, exc: BaseException) -> None:
         waiters, self._update_waiters = self._update_waiters, []
         for waiter in waiters:
@@ -680,11 +685,17 @@ class TLSWriter:
         if not self.handshake.extended_key_update:
             self._protocol.command(lambda: self.connection.update_keys(request_peer_update=True))
             return self.connection.send_key_generation
-        eku = self.connection.eku
-        if eku is not None and eku.in_progress:
-            return await self._protocol.key_update_waiter()  # join the update under way
+        while (eku := self.connection.eku) is not None and eku.in_progress:
+            # One update at a time (draft-13 §11.3): let the one under way
+            # (the peer's, or ours still finishing) complete, then start ours,
+            # so that two calls always mean two updates.
+            await self._protocol.key_update_waiter()
         waiter = self._protocol.key_update_waiter()
-        self._protocol.command(self.connection.extended_key_update)
+        try:
+            self._protocol.command(self.connection.extended_key_update)
+        except BaseException:
+            self._protocol.discard_key_update_waiter(waiter)
+            raise
         return await waiter
 
     def events(self, maxsize: int = DEFAULT_EVENT_BUFFER) -> EventStream:

@@ -357,3 +357,14 @@ def test_eddsa_ca_is_refused_with_a_clear_alert() -> None:
         pair.pump()
     assert info.value.alert == AlertDescription.unsupported_certificate
     assert "CA" in str(info.value)
+
+
+def test_handshake_secrets_are_wiped_once_connected() -> None:
+    pair = connect(*configs()[:2])
+    for conn in (pair.client, pair.server):
+        secrets = conn.handshake.secrets
+        assert secrets is not None
+        assert secrets.client_handshake_traffic_secret == b""
+        assert secrets.server_handshake_traffic_secret == b""
+        assert secrets.handshake_secret == b"" and secrets.early_secret == b""
+        assert conn.handshake.handshake_transcript is None  # no post-handshake auth offered

@@ -148,6 +148,14 @@ class ClientHandshake(HandshakeEngine):
             exts = list(cfg.client_hello_hook(exts))
         return exts
 
+    def release_handshake_state(self) -> None:
+        super().release_handshake_state()
+        self.client_hello = None
+        self.certificate_request = None
+        self.key_shares = {}
+        if not self.config.post_handshake_auth:
+            self.handshake_transcript = None  # only post-handshake auth extends it
+
     def extra_client_hello_extensions(self) -> list[Extension]:
         # EKU draft-13 §3: support is offered with the tls_flags extension.
         if not self.config.extended_key_update:

@@ -211,6 +211,16 @@ class HandshakeEngine:
     def on_extended_key_update(self, eku: ExtendedKeyUpdate | None) -> None:
         """Called when an extended key update completed."""
 
+    def release_handshake_state(self) -> None:
+        """Drop what only the handshake needed: memory per idle connection, and
+        secrets kept no longer than they are used."""
+        secrets = self.secrets
+        if secrets is not None:
+            secrets.client_handshake_traffic_secret = b""
+            secrets.server_handshake_traffic_secret = b""
+            secrets.handshake_secret = b""
+            secrets.early_secret = b""
+
     def post_handshake_transcript(self) -> ks.Transcript:
         """The transcript a post-handshake CertificateRequest extends.
 
@@ -243,6 +253,7 @@ class HandshakeEngine:
         self.application_data_allowed = True
         self.state = connected
         self.conn.handshake_done()
+        self.release_handshake_state()
         self.conn.emit(HandshakeComplete(
             version="TLSv1.3",
             cipher_suite=CipherSuite(self.suite.suite),

@@ -94,6 +94,7 @@ class ServerHandshake(HandshakeEngine):
         self.first_flight = False  # only a client's initial ClientHello uses 0x0301
         self.client_hello: ClientHello | None = None
         self.client_extensions: dict[int, bytes] = {}
+        self.client_offered_post_handshake_auth = False
         self.hrr_group: int | None = None
         self.hrr_cookie: bytes | None = None
         self.certificate_requested = False
@@ -137,6 +138,7 @@ class ServerHandshake(HandshakeEngine):
         assert self.suite is not None
         self.client_hello = ch
         self.client_extensions = exts
+        self.client_offered_post_handshake_auth = ExtensionType.post_handshake_auth in exts
 
         if ExtensionType.server_name in exts:
             self.server_name = X.decode_server_name(exts[ExtensionType.server_name])
@@ -403,6 +405,13 @@ class ServerHandshake(HandshakeEngine):
         out.extend(self.extra_encrypted_extensions(exts))
         return out
 
+    def release_handshake_state(self) -> None:
+        super().release_handshake_state()
+        self.client_hello = None
+        self.client_extensions = {}
+        if not self.client_offered_post_handshake_auth:
+            self.handshake_transcript = None  # only post-handshake auth extends it
+
     def extra_encrypted_extensions(self, client_exts: dict[int, bytes]) -> list[Extension]:
         # EKU draft-13 §3: acknowledge the client's flag in EncryptedExtensions.
         flags = client_exts.get(ExtensionType.tls_flags)
@@ -488,7 +497,7 @@ class ServerHandshake(HandshakeEngine):
     # ------------------------------------------- post-handshake authentication
 
     def request_post_handshake_auth(self) -> None:
-        if ExtensionType.post_handshake_auth not in self.client_extensions:
+        if not self.client_offered_post_handshake_auth:
             raise LocalProtocolError("the client did not offer post_handshake_auth")
         if self.state is not ServerState.CONNECTED:
             raise LocalProtocolError("a client authentication request is already in progress")
