@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import socket
 import struct
@@ -51,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Configuration
 from .connection import Connection
+from .constants import AlertDescription
 from .errors import AlertReceived, ConfigurationError, TLSError
 from .events import (
     ApplicationData,
@@ -727,6 +729,11 @@ class TLSWriter:
         """Send close_notify and close the transport once the peer closes too."""
         self._protocol.close()
 
+    def close_with_alert(self, alert: AlertDescription, reason: str = "closed by the application") -> None:
+        """End the connection with a fatal ``alert`` (e.g. insufficient_security
+        when the peer lacks a feature this side requires)."""
+        self._protocol.command(lambda: self.connection.abort(alert, reason))
+
     def abort(self) -> None:
         """Reset the TCP connection now, without close_notify.
 
@@ -784,6 +791,12 @@ async def connect(
     except asyncio.CancelledError:
         if protocol._transport is not None:
             protocol._transport.abort()
+        raise
+    except Exception:
+        # Let our fatal alert reach the peer and the transport close (the
+        # peer's FIN, or the linger timer) before the caller moves on.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(protocol.closed), _ALERT_LINGER + 0.5)
         raise
     return protocol.reader, protocol.writer
 

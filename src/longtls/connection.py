@@ -211,9 +211,18 @@ class Connection:
         if self._eku_deferred_by_rate():
             deadlines.append(self._last_peer_eku + self.configuration.eku_min_interval)
         interval = self.configuration.rekey_interval
-        if interval is not None and self.state is ConnectionState.CONNECTED and not self._close_sent:
+        if interval is not None and self._rekey_possible():
             deadlines.append(self._last_rekey_at + interval)
         return min(deadlines) if deadlines else None
+
+    def _rekey_possible(self) -> bool:
+        """Whether the rekey policy could start an update now (else its timer waits
+        for the update or the client authentication under way to finish)."""
+        if self.state is not ConnectionState.CONNECTED or self._close_sent:
+            return False
+        if self.handshake.post_handshake_auth_in_progress:
+            return False
+        return self.eku is None or not self.eku.in_progress
 
     def handle_timer(self, now: float | None = None) -> None:
         """Run what ``get_timer`` asked for, if its time has come."""
@@ -234,10 +243,7 @@ class Connection:
         ):
             self._guard(self._respond_deferred_eku)
         interval = self.configuration.rekey_interval
-        if (
-            interval is not None and self.state is ConnectionState.CONNECTED
-            and not self._close_sent and current >= self._last_rekey_at + interval
-        ):
+        if interval is not None and self._rekey_possible() and current >= self._last_rekey_at + interval:
             self._guard(self._policy_rekey)
 
     def export_epoch_keying_material(
@@ -277,6 +283,13 @@ class Connection:
         self._close_sent = True
         if self._close_received or not self.handshake.complete:
             self._finish(None, by_peer=False, reason="closed")
+
+    def abort(self, alert: AlertDescription, reason: str = "aborted by the application") -> None:
+        """End the connection at once with a fatal ``alert`` of the application's
+        choosing (e.g. insufficient_security when the peer lacks a required feature)."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        self._fail(ProtocolError(reason, alert))
 
     def export_keying_material(self, label: str | bytes, context: bytes, length: int) -> bytes:
         """TLS-Exporter (RFC 9846 §7.5)."""
@@ -387,18 +400,19 @@ class Connection:
         return max(0.0, self._last_peer_eku + self.configuration.eku_min_interval - self.configuration.now())
 
     def _eku_deferred_by_rate(self) -> bool:
+        """A peer's update waits for the rate limit (not for client authentication,
+        and not refused for good by ``eku_max_peer_updates``)."""
         from .eku import Role
 
+        limit = self.configuration.eku_max_peer_updates
         return (
             self.eku is not None and self.eku.role is Role.RESPONDING
             and not self.handshake.post_handshake_auth_in_progress
+            and (limit is None or self._peer_updates < limit)
         )
 
     def _respond_deferred_eku(self) -> None:
         if self.eku is not None and self._eku_deferred_by_rate():
-            limit = self.configuration.eku_max_peer_updates
-            if limit is not None and self._peer_updates >= limit:
-                return  # beyond the hard limit: this request is never answered
             self._admit_peer_update()
             self.eku.respond_deferred()
 
@@ -421,7 +435,9 @@ class Connection:
                 try:
                     self.eku.start()
                 except LocalProtocolError:
-                    return  # draft-05 "retry" delay still running
+                    # draft-05 "retry" delay still running: try again one interval later.
+                    self._last_rekey_at = self.configuration.now()
+                    return
                 # Count from the start, so a slow peer does not trigger a storm.
                 self._bytes_since_rekey = 0
                 self._last_rekey_at = self.configuration.now()

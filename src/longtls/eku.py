@@ -309,9 +309,14 @@ class ExtendedKeyUpdate:
         self._peer_key_exchange = msg.key_exchange
         self.conn.emit(KeyUpdateStarted(generation=self.generation + 1, initiator=self._side(local=False)))
         verdict = self.conn.eku_admission()
-        if verdict == "reject" and self.profile.separate_types:
-            self.role = Role.IDLE
-            self._send(EKUMessage(Kind.RESPONSE, status=Status.rejected))
+        if verdict == "reject":
+            if self.profile.separate_types:
+                self.role = Role.IDLE
+                self._send(EKUMessage(Kind.RESPONSE, status=Status.rejected))
+            else:
+                # draft-13 / draft-2025-10 have no way to refuse: the response
+                # is held back for good (the connection keeps its keys).
+                self.role = Role.RESPONDING
             return
         if verdict == "defer":
             # Rate limit (draft-13 §11.3) or client authentication in progress

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from typing import Literal
 
@@ -121,8 +122,9 @@ def describe(exc: BaseException) -> str:
     """One line for a log: what ended a tunnelled connection."""
     if isinstance(exc, TLSError):
         return str(exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
+        # asyncio's strerror is "Connect call failed (...)"; the OS says why.
+        return os.strerror(exc.errno)
     return str(exc) or type(exc).__name__
 
 
@@ -237,7 +239,9 @@ class Tunnel:
                 writer.abort()
                 return
             if not self._eku_ok(writer, f"client {peer}"):
-                writer.close()
+                # Not close_notify: through a tunnel client that would reach the
+                # application as a clean, empty stream.
+                writer.abort()
                 return
             try:
                 plain_reader, plain_writer = await asyncio.wait_for(

@@ -8,27 +8,20 @@ and stdout, ``--summary json`` lines on stderr, exit statuses.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers.peers import LOOPBACK, PeerProcess, free_port, run, start_process
+from helpers.cli import LONGTLS, assert_one_error_line, longtls, summary
+from helpers.peers import LOOPBACK, PeerProcess, free_port, start_process
 from helpers.pki import PkiFiles
 
-LONGTLS = [sys.executable, "-m", "longtls.cli.main"]
 READY = r"^longtls: serving \((www|echo)\) on "
 GET = "GET / HTTP/1.0\r\n\r\n"
-
-
-def longtls(*args: str, input: str = "", timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    return run([*LONGTLS, *args], input=input, timeout=timeout, check=False)
 
 
 def page_fields(page: str) -> dict[str, str]:
@@ -39,24 +32,6 @@ def page_fields(page: str) -> dict[str, str]:
         if sep and not line.startswith("HTTP/"):
             fields[label] = value.strip()
     return fields
-
-
-def summary(stderr: str) -> list[dict[str, Any]]:
-    """The --summary json records (stderr lines that are JSON objects)."""
-    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    """Non-zero exit, no traceback, exactly one ``longtls: error:`` line containing ``fragments``."""
-    assert result.returncode != 0, result
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("{")]
-    assert len(lines) == 1, result.stderr
-    line = lines[0]
-    assert line.startswith("longtls: error: "), line
-    for fragment in fragments:
-        assert fragment in line, line
-    return line
 
 
 @pytest.fixture
@@ -439,6 +414,7 @@ def test_require_eku_on_the_server(serve: Any, files: PkiFiles) -> None:
     server, port = serve("--echo", "--require-eku")
     result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--no-eku", input="data")
     assert result.stdout == ""  # closed before any data was echoed
+    assert result.returncode != 0 and "insufficient_security" in result.stderr, result.stderr
     server.wait_for_output("did not negotiate Extended Key Update")
     ok = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), input="data")
     assert (ok.returncode, ok.stdout) == (0, "data"), ok.stderr

@@ -486,3 +486,39 @@ def test_nothing_is_sent_after_our_close_notify(profile: str) -> None:
     other.client.send(b"half-closed but flowing")
     other.server.receive_data(other.client.data_to_send())
     assert [e for e in other.server.events() if getattr(e, "data", None) == b"half-closed but flowing"]
+
+
+def test_rekey_timer_waits_while_an_update_is_under_way() -> None:
+    """The timer never asks to be called in the past while nothing can be done
+    (an event loop would spin)."""
+    pair, clock = _clocked_pair("draft-13", client_rekey_interval=10.0)
+    pair.server.extended_key_update()  # the peer's update is in flight
+    pair.client.receive_data(pair.server.data_to_send())
+    clock[0] += 20.0
+    assert pair.client.eku is not None and pair.client.eku.in_progress
+    assert pair.client.get_timer() is None
+    pair.server.receive_data(pair.client.data_to_send())  # finish
+    pair.pump()
+    assert pair.client.get_timer() == clock[0] + 10.0  # counted from the completed update
+
+
+@pytest.mark.parametrize("profile", ["draft-13", "draft-2025-10"])
+def test_max_peer_updates_holds_responses_back_for_good(profile: str) -> None:
+    pair = _pair(profile=profile, server_eku_max_peer_updates=2)
+    for _ in range(3):
+        pair.client.extended_key_update()
+        pair.pump()
+    assert pair.server.key_generation == 2
+    assert pair.server.get_timer() is None  # nothing to wait for: the third is never answered
+    pair.client.send(b"old keys still work")
+    pair.pump()
+    assert pair.received("server") == b"old keys still work"
+
+
+def test_abort_sends_the_chosen_alert() -> None:
+    pair = _pair()
+    pair.client.abort(AlertDescription.insufficient_security, "peer lacks a required feature")
+    pair.server.receive_data(pair.client.data_to_send())
+    closed = next(e for e in pair.server.events() if isinstance(e, ConnectionClosed))
+    assert closed.alert == AlertDescription.insufficient_security and closed.by_peer
+    assert pair.client.is_closed

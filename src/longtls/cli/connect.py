@@ -152,7 +152,8 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
     if args.require_eku:
         problem = common.require_eku_message(writer.handshake, f"the server at {where}")
         if problem is not None:
-            writer.close()
+            # The peer cannot give the post-compromise security asked for.
+            writer.close_with_alert(AlertDescription.insufficient_security, problem)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
             summary.closed()

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import __version__, aio
 from ..config import Configuration
+from ..constants import AlertDescription
 from ..errors import TLSError
 from . import common
 from .common import CLIError, logger
@@ -72,6 +73,7 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
                 problem = common.require_eku_message(writer.handshake, f"client {peer}")
                 if problem is not None:
                     logger.warning("%s: closing", problem)
+                    writer.close_with_alert(AlertDescription.insufficient_security, problem)
                     return
             await handler(reader, writer)
         except (TLSError, OSError, TimeoutError, ValueError) as exc:
