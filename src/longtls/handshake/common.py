@@ -15,6 +15,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, rsa
 
 from ..config import Configuration
@@ -77,8 +78,12 @@ def decode_certificates(
     certs = []
     for entry in entries:
         try:
-            certs.append(x509.load_der_x509_certificate(entry.cert_data))
-        except ValueError:
+            cert = x509.load_der_x509_certificate(entry.cert_data)
+            # cryptography parses some fields lazily: parse the ones validation
+            # and error messages read now, so a corrupt one is bad_certificate.
+            cert.subject, cert.issuer, cert.public_key()
+            certs.append(cert)
+        except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion):
             raise RemoteProtocolError(
                 "peer sent a certificate that is not valid DER X.509",
                 AlertDescription.bad_certificate,
