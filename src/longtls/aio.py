@@ -434,6 +434,8 @@ class TLSProtocol(asyncio.Protocol):
                     handler(event)
                 except Exception:
                     logger.exception("event handler failed on %r", event)
+                    # Outside this dispatch loop: end the connection with internal_error.
+                    self._loop.call_soon(self._application_failed)
             for stream in list(self._subscribers):
                 stream._put(event)
             if isinstance(event, HandshakeComplete):
@@ -468,7 +470,7 @@ class TLSProtocol(asyncio.Protocol):
             result = self._client_connected_cb(self.reader, self.writer)
         except Exception:
             logger.exception("%s: connection handler failed", self.peername)
-            self._abort()
+            self._application_failed()
             return
         if asyncio.iscoroutine(result):
             self._task = self._loop.create_task(result)
@@ -623,11 +625,16 @@ class TLSProtocol(asyncio.Protocol):
             exc = task.exception()
         if exc is not None:
             logger.error("%s: connection handler failed", self.peername, exc_info=exc)
-            self._abort()
+            self._application_failed()
 
-    def _abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
+    def _application_failed(self) -> None:
+        """An application callback raised: that connection ends with internal_error
+        (RFC 9846 §6.2), the others go on."""
+        if self.exception is not None or self.connection.is_closed:
+            return
+        self._run(lambda: self.connection.abort(
+            AlertDescription.internal_error, "application callback failed"
+        ))
 
 
 class TLSWriter:
