@@ -290,12 +290,18 @@ def _corrupt(der: bytes, field: str) -> bytes:
     if field == "version":
         index = der.index(b"\xa0\x03\x02\x01\x02")  # [0] EXPLICIT Version v3
         return der[: index + 4] + b"\x29" + der[index + 5 :]
+    if field == "extension":
+        # subjectAltName (2.5.29.17): its OCTET STRING wraps a SEQUENCE (0x30);
+        # a SET (0x31) there parses only when the extension is read.
+        index = der.index(b"\x06\x03\x55\x1d\x11")
+        inner = der.index(b"\x30", index + 5)
+        return der[:inner] + b"\x31" + der[inner + 1 :]
     value = b"longtls test"  # in the issuer CN (first) and the subject O (last)
     index = der.index(value) if field == "issuer" else der.rindex(value)
     return der[:index] + b"\x8e\x90\x91\x98" + der[index + 4 :]
 
 
-@pytest.mark.parametrize("field", ["issuer", "subject", "version"])
+@pytest.mark.parametrize("field", ["issuer", "subject", "version", "extension"])
 def test_corrupt_certificate_is_bad_certificate(field: str) -> None:
     """A certificate whose outer DER parses but whose fields do not is
     bad_certificate (RFC 9846 §6.2: "a certificate was corrupt"), never

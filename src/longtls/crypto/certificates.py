@@ -358,6 +358,9 @@ def _classify(
 
     if "not valid at validation time" in reason:
         return CertificateError(_validity_message(chain, store, now), A.certificate_expired)
+    if "ASN.1 parsing error" in reason:
+        # RFC 9846 §6.2 bad_certificate: "a certificate was corrupt".
+        return CertificateError(f"corrupt certificate in the chain of {subject}", A.bad_certificate)
     if "all candidates exhausted with no interior errors" in reason:
         issuer = _describe_name(chain[-1].issuer)
         return CertificateError(

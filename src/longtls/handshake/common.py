@@ -321,7 +321,12 @@ class HandshakeEngine:
             raise RemoteProtocolError(
                 "peer certificate key type cannot sign in TLS 1.3", AlertDescription.unsupported_certificate
             )
-        signatures.verify(key, scheme, cv.signature, content, cert=self.peer_certificates[0])
+        try:
+            signatures.verify(key, scheme, cv.signature, content, cert=self.peer_certificates[0])
+        except ValueError:
+            raise RemoteProtocolError(
+                "peer certificate has a malformed field", AlertDescription.bad_certificate
+            ) from None
         return scheme
 
     def finished_body(self, base_key: bytes, transcript: ks.Transcript) -> bytes:
@@ -342,10 +347,17 @@ class HandshakeEngine:
     ) -> None:
         if store is None:
             store = _system_store()
-        verify_chain(
-            certs, store, server_name=server_name, is_server_cert=is_server_cert,
-            now=_utc(self.config.now()),
-        )
+        try:
+            verify_chain(
+                certs, store, server_name=server_name, is_server_cert=is_server_cert,
+                now=_utc(self.config.now()),
+            )
+        except ValueError:
+            # cryptography parses extensions lazily: a malformed one surfaces
+            # here (RFC 9846 §6.2: "a certificate was corrupt").
+            raise RemoteProtocolError(
+                "peer certificate has a malformed field", AlertDescription.bad_certificate
+            ) from None
 
 
 @functools.cache
