@@ -375,21 +375,32 @@ def test_older_profiles_invalidate_tickets_issued_before_an_update(profile: str)
 
 
 def test_eku_message_before_the_peer_finished_is_unexpected() -> None:
-    c, s, _ = configs()
+    """draft-13 §4: an ExtendedKeyUpdate before its sender's Finished is
+    unexpected_message.  The client sends one under its handshake key where
+    its Finished belongs."""
+    from longtls.constants import ContentType
+    from longtls.crypto.suites import suite_info
+    from longtls.record.tls import RecordProtection
+
+    logged: dict[str, bytes] = {}
+
+    def log(line: str) -> None:
+        label, _rand, secret = line.split()
+        logged[label] = bytes.fromhex(secret)
+
+    c, s, _ = configs(client_keylog=log)
     pair = Pair(Connection(c), Connection(s))
     pair.client.start_handshake()
     pair.server.receive_data(pair.client.data_to_send())
     pair.client.receive_data(pair.server.data_to_send())
-    # The client has its application keys but the server has not seen its
-    # Finished yet: smuggle an EKU request in front of the Finished.
-    flight = pair.client.data_to_send()
-    pair.client.queue_handshake(
-        PROFILES["draft-13"].encode(EKUMessage(Kind.REQUEST, NamedGroup.X25519MLKEM768, b"\x01"))
-    )
-    del flight  # the Finished is never delivered
+    pair.client.data_to_send()  # the client's real Finished never arrives
+    assert pair.server.handshake.suite is not None
+    suite = suite_info(pair.server.handshake.suite.suite)
+    sealer = RecordProtection(suite, logged["CLIENT_HANDSHAKE_TRAFFIC_SECRET"])
+    request = PROFILES["draft-13"].encode(EKUMessage(Kind.REQUEST, NamedGroup.X25519MLKEM768, b"\x01"))
     with pytest.raises(RemoteProtocolError) as info:
-        pair.server.receive_data(pair.client.data_to_send())
-    assert info.value.alert in (AlertDescription.unexpected_message, AlertDescription.bad_record_mac)
+        pair.server.receive_data(sealer.seal(ContentType.HANDSHAKE, request))
+    assert info.value.alert == AlertDescription.unexpected_message
 
 
 @pytest.mark.parametrize("profile", PROFILE_NAMES)
