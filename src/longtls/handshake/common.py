@@ -83,7 +83,8 @@ def decode_certificates(
             # and error messages read now, so a corrupt one is bad_certificate.
             cert.subject, cert.issuer, cert.public_key()
             certs.append(cert)
-        except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion):
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion):
+            # cryptography reports malformed DER and names with any of these.
             raise RemoteProtocolError(
                 "peer sent a certificate that is not valid DER X.509",
                 AlertDescription.bad_certificate,
@@ -323,7 +324,7 @@ class HandshakeEngine:
             )
         try:
             signatures.verify(key, scheme, cv.signature, content, cert=self.peer_certificates[0])
-        except ValueError:
+        except (ValueError, TypeError):
             raise RemoteProtocolError(
                 "peer certificate has a malformed field", AlertDescription.bad_certificate
             ) from None
@@ -352,7 +353,7 @@ class HandshakeEngine:
                 certs, store, server_name=server_name, is_server_cert=is_server_cert,
                 now=_utc(self.config.now()),
             )
-        except ValueError:
+        except (ValueError, TypeError):
             # cryptography parses extensions lazily: a malformed one surfaces
             # here (RFC 9846 §6.2: "a certificate was corrupt").
             raise RemoteProtocolError(
