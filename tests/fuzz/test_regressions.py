@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from tests.fuzz import targets
 
 HERE = Path(__file__).resolve().parent / "regressions"
