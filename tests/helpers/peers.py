@@ -333,3 +333,57 @@ def _text(data: str | bytes | None) -> str:
     if data is None:
         return ""
     return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+class PeerServerThread:
+    """An interop peer's server in a thread on a loopback port.
+
+    It accepts ``accept`` connections and hands each raw socket to
+    ``serve(raw)`` (the peer's handshake, the test's handler); ``results``
+    keeps what each returned and ``error`` the first failure, which leaving
+    the ``with`` block raises.
+    """
+
+    name = "peer"
+
+    def __init__(self, accept: int = 1, timeout: float = 15.0) -> None:
+        self.accept = accept
+        self.timeout = timeout
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.listener.settimeout(timeout)
+        self.port: int = self.listener.getsockname()[1]
+        self.results: list[object] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def result(self) -> object:
+        return self.results[0] if self.results else None
+
+    def serve(self, raw: socket.socket) -> object:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        try:
+            for _ in range(self.accept):
+                raw, _ = self.listener.accept()
+                raw.settimeout(self.timeout)
+                try:
+                    self.results.append(self.serve(raw))
+                finally:
+                    raw.close()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.listener.close()
+
+    def __enter__(self) -> PeerServerThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.thread.join(self.timeout + 5 if exc_type is None else 3)
+        if exc_type is None:
+            assert not self.thread.is_alive(), f"{self.name} server thread still running"
+        if self.error is not None:
+            raise AssertionError(f"the {self.name} server failed: {self.error!r}") from self.error

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from helpers.driver import (
     long_chain_pki,
     server_config,
 )
-from helpers.peers import LOOPBACK, require_module
+from helpers.peers import LOOPBACK, PeerServerThread, require_module
 from helpers.pki import Pki, PkiFiles
 from longtls.config import ClientAuth
 from longtls.constants import NamedGroup, SignatureScheme
@@ -118,45 +117,23 @@ def _info(conn: Any) -> dict[str, Any]:
     }
 
 
-class PyOpenSSLServer:
+class PyOpenSSLServer(PeerServerThread):
     """pyOpenSSL server in a thread: one connection, ``handler(conn)``."""
 
+    name = "pyOpenSSL"
+
     def __init__(self, ctx: Any, handler: Callable[[Any], Any]) -> None:
+        super().__init__(1, TIMEOUT)
         self.ctx = ctx
         self.handler = handler
-        self.listener = socket.create_server((LOOPBACK, 0))
-        self.listener.settimeout(TIMEOUT)
-        self.port: int = self.listener.getsockname()[1]
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        try:
-            raw, _ = self.listener.accept()
-            conn = SSL.Connection(self.ctx, _bounded(raw))
-            conn.set_accept_state()
-            try:
-                conn.do_handshake()
-                self.result = self.handler(conn)
-                conn.shutdown()
-            finally:
-                raw.close()
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.listener.close()
-
-    def __enter__(self) -> PyOpenSSLServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.thread.join(TIMEOUT + 5 if exc_type is None else 3)
-        if exc_type is None:
-            assert not self.thread.is_alive(), "pyOpenSSL server thread still running"
-        if self.error is not None:
-            raise AssertionError(f"the pyOpenSSL server failed: {self.error!r}") from self.error
+    def serve(self, raw: socket.socket) -> Any:
+        conn = SSL.Connection(self.ctx, _bounded(raw))
+        conn.set_accept_state()
+        conn.do_handshake()
+        result = self.handler(conn)
+        conn.shutdown()
+        return result
 
 
 # ------------------------------------------------------------ longtls client

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import socket
 import ssl
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
-from helpers.peers import LOOPBACK
+from helpers.peers import LOOPBACK, PeerServerThread
 from helpers.pki import Pki, PkiFiles
 from longtls.config import ClientAuth
 from longtls.constants import CipherSuite, NamedGroup, SignatureScheme
@@ -81,47 +80,25 @@ def _read_line(sock: ssl.SSLSocket) -> bytes:
     return data
 
 
-class SSLServer:
+class SSLServer(PeerServerThread):
     """A Python ``ssl`` server in a thread: accepts ``accept`` connections and
     runs ``handler(sslsock)`` on each; results and the first error are kept."""
 
+    name = "Python ssl"
+
     def __init__(self, ctx: ssl.SSLContext, handler: Callable[[ssl.SSLSocket], Any], accept: int = 1) -> None:
+        super().__init__(accept, TIMEOUT)
         self.ctx = ctx
         self.handler = handler
-        self.accept = accept
-        self.listener = socket.create_server((LOOPBACK, 0))
-        self.listener.settimeout(TIMEOUT)
-        self.port: int = self.listener.getsockname()[1]
-        self.results: list[Any] = []
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        try:
-            for _ in range(self.accept):
-                raw, _ = self.listener.accept()
-                raw.settimeout(TIMEOUT)
-                with self.ctx.wrap_socket(raw, server_side=True) as s:
-                    self.results.append(self.handler(s))
-                    try:
-                        s.unwrap()
-                    except (OSError, ssl.SSLError):
-                        pass
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.listener.close()
-
-    def __enter__(self) -> SSLServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.thread.join(TIMEOUT if exc_type is None else 3)
-        if exc_type is None:
-            assert not self.thread.is_alive(), "ssl server thread still running"
-        if self.error is not None:
-            raise AssertionError(f"the Python ssl server failed: {self.error!r}") from self.error
+    def serve(self, raw: socket.socket) -> Any:
+        with self.ctx.wrap_socket(raw, server_side=True) as s:
+            result = self.handler(s)
+            try:
+                s.unwrap()
+            except (OSError, ssl.SSLError):
+                pass
+        return result
 
 
 # ------------------------------------------------------------ longtls client

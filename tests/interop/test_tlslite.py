@@ -10,7 +10,6 @@ longtls' request.
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,7 @@ from helpers.driver import (
     long_chain_pki,
     server_config,
 )
-from helpers.peers import LOOPBACK, require_module
+from helpers.peers import LOOPBACK, PeerServerThread, require_module
 from helpers.pki import Credential, Pki
 from longtls.config import ClientAuth
 from longtls.constants import NamedGroup, SignatureScheme
@@ -105,60 +104,30 @@ def _der(chain: Any) -> bytes:
     return bytes(chain.x509List[0].bytes)
 
 
-class TlsliteServer:
+class TlsliteServer(PeerServerThread):
     """tlslite-ng server in a thread: ``accept`` connections, each handshaken
     and then given to ``handler(conn)``; ``results`` holds what it returned."""
+
+    name = "tlslite-ng"
 
     def __init__(
         self, cred: Credential, handler: Callable[[Any], Any], settings: Any, req_cert: bool = False,
         accept: int = 1,
     ) -> None:
-        self.cred = cred
+        super().__init__(accept, TIMEOUT)
         self.handler = handler
         self.settings = settings
         self.req_cert = req_cert
-        self.accept = accept
-        self.listener = socket.create_server((LOOPBACK, 0))
-        self.listener.settimeout(TIMEOUT)
-        self.port: int = self.listener.getsockname()[1]
-        self.results: list[Any] = []
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.chain, self.key = _chain(cred), _key(cred)
 
-    @property
-    def result(self) -> Any:
-        return self.results[0] if self.results else None
-
-    def _run(self) -> None:
-        try:
-            chain, key = _chain(self.cred), _key(self.cred)
-            for _ in range(self.accept):
-                raw, _ = self.listener.accept()
-                raw.settimeout(TIMEOUT)
-                conn = tlslite.TLSConnection(raw)
-                try:
-                    conn.handshakeServer(
-                        certChain=chain, privateKey=key, settings=self.settings, reqCert=self.req_cert,
-                    )
-                    self.results.append(self.handler(conn))
-                    conn.close()
-                finally:
-                    raw.close()
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.listener.close()
-
-    def __enter__(self) -> TlsliteServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.thread.join(TIMEOUT + 5 if exc_type is None else 3)
-        if exc_type is None:
-            assert not self.thread.is_alive(), "tlslite server thread still running"
-        if self.error is not None:
-            raise AssertionError(f"the tlslite-ng server failed: {self.error!r}") from self.error
+    def serve(self, raw: socket.socket) -> Any:
+        conn = tlslite.TLSConnection(raw)
+        conn.handshakeServer(
+            certChain=self.chain, privateKey=self.key, settings=self.settings, reqCert=self.req_cert,
+        )
+        result = self.handler(conn)
+        conn.close()
+        return result
 
 
 # ------------------------------------------------------------ longtls client
