@@ -65,10 +65,21 @@ class Capture:
         self._cm.__exit__(*exc)  # type: ignore[arg-type]
 
 
+def tls_stream(pcap: Path) -> str:
+    """The index of the TCP connection that carries TLS.
+
+    Not always 0: a port probe (a peer's readiness check) can be the first
+    connection in the capture.
+    """
+    streams = run(["tshark", "-r", str(pcap), "-Y", "tls", "-T", "fields", "-e", "tcp.stream"], timeout=60)
+    return (streams.stdout.split() or ["0"])[0]
+
+
 def decrypted_stream(pcap: Path, keylog: Path) -> tuple[str, str]:
     """(follow,tls output, hex dump of decrypted records) for the capture."""
     follow = run(
-        ["tshark", "-r", str(pcap), "-o", f"tls.keylog_file:{keylog}", "-q", "-z", "follow,tls,ascii,0"],
+        ["tshark", "-r", str(pcap), "-o", f"tls.keylog_file:{keylog}", "-q", "-z",
+         f"follow,tls,ascii,{tls_stream(pcap)}"],
         timeout=60,
     ).stdout
     dump = run(
@@ -92,7 +103,9 @@ def assert_plaintext_visible(pcap: Path, keylog: Path, lines: list[bytes]) -> No
         assert line.decode().strip() in follow, f"{line!r} not decrypted by tshark:\n{follow}"
     assert "Decrypted TLS" in dump, dump[-3000:]
     # Without the key log, tshark sees none of it.
-    blind = run(["tshark", "-r", str(pcap), "-q", "-z", "follow,tls,ascii,0"], timeout=60).stdout
+    blind = run(
+        ["tshark", "-r", str(pcap), "-q", "-z", f"follow,tls,ascii,{tls_stream(pcap)}"], timeout=60
+    ).stdout
     for line in lines:
         assert line.decode().strip() not in blind, blind
 
