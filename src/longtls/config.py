@@ -20,6 +20,7 @@ from .crypto.suites import DEFAULT_CIPHER_SUITES
 from .errors import ConfigurationError
 from .events import SessionTicket
 from .keylog import KeyLogCallback, KeyLogFile
+from .psk import ExternalPsk, PskLookup, check_psk_configuration
 
 if TYPE_CHECKING:
     from .crypto.certificates import TrustStore
@@ -90,6 +91,12 @@ class Configuration:
 
     #: Client: a ticket from an earlier connection to resume.
     session_ticket: SessionTicket | None = field(default=None, repr=False)
+    #: External PSKs (RFC 9846 §4.2.11; longtls.psk.ExternalPsk).  Client: all
+    #: are offered, after the ticket if there is one.  Server: the ones it
+    #: accepts; a server with PSKs needs no certificate (docs/external-psk.md).
+    external_psks: Sequence[ExternalPsk] = field(default=(), repr=False)
+    #: Server: look an identity up instead of (or beyond) ``external_psks``.
+    external_psk_lookup: PskLookup | None = field(default=None, repr=False)
     #: PSK key exchange modes offered (client) or accepted (server), in preference order.
     psk_key_exchange_modes: Sequence[PskKeyExchangeMode] = (PskKeyExchangeMode.psk_dhe_ke,)
     #: Server: tickets sent after each handshake (0 disables resumption).
@@ -198,6 +205,10 @@ class Configuration:
     def set_keylog_file(self, path: str | os.PathLike[str]) -> None:
         self.keylog = KeyLogFile(path)
 
+    @property
+    def has_external_psks(self) -> bool:
+        return bool(self.external_psks) or (not self.is_client and self.external_psk_lookup is not None)
+
     def validate(self) -> None:
         """Raise ConfigurationError with a helpful message if this cannot work."""
         if not self.cipher_suites:
@@ -208,8 +219,12 @@ class Configuration:
             for g in self.key_share_groups:
                 if g not in self.groups:
                     raise ConfigurationError(f"key share group {g.name} is not in groups")
-        elif not self.certificate_chain or self.private_key is None:
-            raise ConfigurationError("a server needs a certificate chain and a private key")
+        elif (not self.certificate_chain or self.private_key is None) and not self.has_external_psks:
+            raise ConfigurationError(
+                "a server needs a certificate chain and a private key, or external PSKs"
+            )
+        if self.has_external_psks:
+            check_psk_configuration(self)
         if self.extended_key_update:
             from .eku import get_profile
 

@@ -348,14 +348,15 @@ class Connection:
         hs = self.handshake
         if hs.eku_negotiated:
             secrets, suite = hs.secrets, hs.suite
-            assert secrets is not None and suite is not None and hs.group is not None
+            group = hs.eku_group  # under psk_ke, not the handshake's (docs/external-psk.md)
+            assert secrets is not None and suite is not None and group is not None
             # EKU draft-13 §9.1: the epoch-aware exporter's generation 0.
             exporter_eku = ks.derive_secret(
                 suite, secrets.main_secret, b"exporter eku", secrets.server_finished_hash
             )
             profile = get_profile(self.configuration.eku_profile)
             self.eku = ExtendedKeyUpdate(
-                self, profile, suite, hs.group, secrets.main_secret,
+                self, profile, suite, group, secrets.main_secret,
                 secrets.client_finished_hash, secrets.exporter_secret,
                 exporter_eku if profile.chained_transcript else secrets.exporter_secret,
             )

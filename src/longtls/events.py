@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from .constants import AlertDescription, CipherSuite, NamedGroup, SignatureScheme
+from .constants import (
+    AlertDescription,
+    CipherSuite,
+    NamedGroup,
+    PskKeyExchangeMode,
+    SignatureScheme,
+)
 
 
 class Event:
@@ -25,7 +31,7 @@ class HandshakeComplete(Event):
 
     version: str
     cipher_suite: CipherSuite
-    group: NamedGroup | None  # None for psk_ke resumption
+    group: NamedGroup | None  # None for psk_ke (resumption or external PSK)
     signature_scheme: SignatureScheme | None  # the peer's CertificateVerify; None when resumed
     alpn_protocol: str | None
     peer_certificates: tuple[x509.Certificate, ...] = field(repr=False)
@@ -35,6 +41,13 @@ class HandshakeComplete(Event):
     extended_key_update: bool = False  # EKU negotiated
     #: The scheme of our own CertificateVerify, if we sent one.
     local_signature_scheme: SignatureScheme | None = None
+    #: The PSK used, if any: "resumption" (a ticket; ``resumed`` is True),
+    #: "external" or "imported" (RFC 9258) -- docs/external-psk.md.
+    psk: str | None = None
+    #: The identity of an external or imported PSK (its external identity).
+    psk_identity: bytes | None = None
+    #: psk_ke or psk_dhe_ke when a PSK was used (RFC 9846 §4.2.9).
+    psk_key_exchange_mode: PskKeyExchangeMode | None = None
 
     @property
     def peer_subject(self) -> str | None:

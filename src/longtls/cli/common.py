@@ -4,6 +4,7 @@ building, error wording and the connection summary."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import socket
@@ -12,12 +13,13 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ..config import ClientAuth, Configuration
-from ..constants import CipherSuite, NamedGroup
+from ..constants import CipherSuite, NamedGroup, PskKeyExchangeMode
 from ..crypto.groups import SUPPORTED_GROUPS
 from ..crypto.suites import SUITES
 from ..eku import DEFAULT_PROFILE, PROFILES
 from ..errors import ConfigurationError, TLSError
 from ..events import HandshakeComplete, KeyUpdateCompleted
+from ..psk import PSK_HASHES, ExternalPsk, load_psk_file
 
 PROG = "longtls"
 logger = logging.getLogger("longtls.cli")
@@ -154,6 +156,57 @@ def add_tls_options(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
         help="handshake timeout (default: %(default)g)",
     )
+    add_psk_options(parser)
+
+
+def psk_mode_list(text: str) -> tuple[PskKeyExchangeMode, ...]:
+    """Comma-separated PSK key exchange modes, in order of preference: ``psk_dhe_ke,psk_ke``."""
+    modes: list[PskKeyExchangeMode] = []
+    for name in _split(text, "PSK mode"):
+        try:
+            mode = PskKeyExchangeMode[name.lower()]
+        except KeyError:
+            raise argparse.ArgumentTypeError(
+                f"unknown PSK mode {name!r} (choose from psk_dhe_ke, psk_ke)"
+            ) from None
+        if mode not in modes:
+            modes.append(mode)
+    return tuple(modes)
+
+
+def add_psk_options(parser: argparse.ArgumentParser) -> None:
+    """--psk-identity, --psk-file, --psk-hash, --psk-modes (external PSK, RFC 9846 §4.2.11)."""
+    psk = parser.add_argument_group("external PSK options (docs/external-psk.md)")
+    psk.add_argument("--psk-identity", metavar="ID", help="identity of the external PSK (needs --psk-file)")
+    psk.add_argument(
+        "--psk-file", metavar="FILE",
+        help="the PSK in hex on the first line, as openssl -psk takes it (at least 16 bytes)",
+    )
+    psk.add_argument(
+        "--psk-hash", choices=PSK_HASHES, default="sha256",
+        help="hash the PSK is bound to; both peers must agree (default: %(default)s)",
+    )
+    psk.add_argument(
+        "--psk-modes", type=psk_mode_list, metavar="LIST",
+        help="PSK key exchange modes in order of preference: psk_dhe_ke (default; forward "
+        "secret), psk_ke (no key exchange; also allows psk_ke resumption), or both",
+    )
+
+
+def apply_psk_options(config: Configuration, args: argparse.Namespace) -> None:
+    """The add_psk_options choices: one ExternalPsk from --psk-identity/--psk-file."""
+    if getattr(args, "psk_modes", None):
+        config.psk_key_exchange_modes = args.psk_modes
+    identity, path = getattr(args, "psk_identity", None), getattr(args, "psk_file", None)
+    if identity is None and path is None:
+        return
+    if identity is None or path is None:
+        raise CLIError("--psk-identity and --psk-file go together: give both")
+    key = load_psk_file(path)
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_mode & 0o077:
+            logger.warning("PSK file %s can be read by other users: chmod 600 it", path)
+    config.external_psks = [ExternalPsk(identity.encode(), key, hash_name=args.psk_hash)]
 
 
 def add_eku_options(parser: argparse.ArgumentParser) -> None:
@@ -207,6 +260,7 @@ def build_configuration(args: argparse.Namespace, *, is_client: bool) -> Configu
         check_writable(args.keylog, "key log file")
         config.set_keylog_file(args.keylog)
     apply_eku_options(config, args)
+    apply_psk_options(config, args)
     return config
 
 
@@ -247,7 +301,12 @@ def read_key_password(args: argparse.Namespace) -> bytes | None:
 def build_server_configuration(args: argparse.Namespace) -> Configuration:
     """serve and tunnel server: --cert/--key/--chain, --ca/--verify-client, TLS and EKU options."""
     config = build_configuration(args, is_client=False)
-    load_credentials(config, args.cert, args.key, args.chain, password=read_key_password(args))
+    if args.cert or args.key:
+        if not (args.cert and args.key):
+            raise CLIError("--cert and --key go together: give both")
+        load_credentials(config, args.cert, args.key, args.chain, password=read_key_password(args))
+    elif not config.external_psks:
+        raise CLIError("give --cert FILE --key FILE, or --psk-identity ID --psk-file FILE, or both")
     config.client_auth = ClientAuth(args.verify_client)
     if args.ca:
         config.load_verify_locations(args.ca)
@@ -273,8 +332,10 @@ def build_client_configuration(args: argparse.Namespace, host: str) -> Configura
 
 def add_server_credential_options(p: argparse.ArgumentParser) -> None:
     """--cert, --key, --chain, --key-password-file, --ca, --verify-client."""
-    p.add_argument("--cert", required=True, metavar="FILE", help="certificate (PEM; may hold the chain)")
-    p.add_argument("--key", required=True, metavar="FILE", help="private key of --cert (PEM)")
+    p.add_argument(
+        "--cert", metavar="FILE", help="certificate (PEM; may hold the chain); optional with --psk-file"
+    )
+    p.add_argument("--key", metavar="FILE", help="private key of --cert (PEM)")
     p.add_argument("--chain", metavar="FILE", help="intermediate certificates to send after --cert")
     add_key_password_option(p)
     p.add_argument("--ca", metavar="FILE", help="CA certificates that issue client certificates")
@@ -346,7 +407,7 @@ def key_update_summary(event: KeyUpdateCompleted) -> dict[str, Any]:
 
 
 def handshake_summary(event: HandshakeComplete) -> dict[str, Any]:
-    return {
+    record = {
         "event": "handshake",
         "version": event.version,
         "cipher_suite": event.cipher_suite.name,
@@ -356,6 +417,14 @@ def handshake_summary(event: HandshakeComplete) -> dict[str, Any]:
         "peer_subject": event.peer_subject,
         "resumed": event.resumed,
     }
+    if event.psk is not None:
+        # Only with a PSK: "psk" ("external", "imported" or "resumption"), the
+        # external PSK's identity (null for a ticket), and the mode.
+        identity = event.psk_identity
+        record["psk"] = event.psk
+        record["psk_identity"] = identity.decode("utf-8", "backslashreplace") if identity is not None else None
+        record["psk_mode"] = name_or_none(event.psk_key_exchange_mode)
+    return record
 
 
 def setup_logging(verbose: bool) -> None:

@@ -154,7 +154,7 @@ def describe_connection(writer: aio.TLSWriter) -> str:
         ("Protocol", hs.version),
         ("Cipher suite", hs.cipher_suite.name),
         ("Group", common.name_or_none(hs.group) or "none (PSK only)"),
-        ("Signature scheme", common.name_or_none(own_scheme) or "none (resumed)"),
+        ("Signature scheme", common.name_or_none(own_scheme) or "none (PSK)"),
         ("ALPN", hs.alpn_protocol or "none"),
         ("Server name", hs.server_name or "none"),
         ("Client certificate", hs.peer_subject or "none"),
@@ -163,6 +163,11 @@ def describe_connection(writer: aio.TLSWriter) -> str:
         rows.append(("Client signature scheme", common.name_or_none(hs.signature_scheme) or "none"))
     rows.append(("Extended Key Update", "yes" if hs.extended_key_update else "no"))
     rows.append(("Resumed", "yes" if hs.resumed else "no"))
+    if hs.psk is not None:  # e.g. "external 'meter-17', psk_ke"
+        what = hs.psk
+        if hs.psk_identity is not None:
+            what += f" {hs.psk_identity.decode('utf-8', 'backslashreplace')!r}"
+        rows.append(("PSK", f"{what}, {common.name_or_none(hs.psk_key_exchange_mode)}"))
     width = max(len(label) for label, _ in rows) + 1
     lines = [f"longtls {__version__} serve --www", ""]
     lines += [f"{label + ':':<{width}} {value}" for label, value in rows]

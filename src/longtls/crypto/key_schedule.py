@@ -182,8 +182,9 @@ class HandshakeSecrets:
     def __repr__(self) -> str:
         return f"<HandshakeSecrets {self.suite.suite.name}>"
 
-    def binder_key(self, external: bool = False) -> bytes:
-        label = b"ext binder" if external else b"res binder"
+    def binder_key(self, label: bytes = b"res binder") -> bytes:
+        """RFC 9846 §7.1: "res binder" for tickets, "ext binder" for external PSKs;
+        "imp binder" for imported ones (RFC 9258 §5.2)."""
         return derive_secret(self.suite, self.early_secret, label, empty_hash(self.suite))
 
     def client_early_traffic_secret(self, hello_hash: bytes) -> bytes:

@@ -23,6 +23,7 @@ from ..crypto.groups import KeyShare, get_group
 from ..crypto.suites import suite_info
 from ..errors import RemoteProtocolError
 from ..events import SessionTicket, SessionTicketReceived
+from ..psk import PskCandidate, PskKind, client_candidates, hash_suite
 from ..wire import extensions as X
 from ..wire.messages import (
     Certificate,
@@ -75,6 +76,8 @@ class ClientHandshake(HandshakeEngine):
         self.cookie: bytes | None = None
         self.ticket: SessionTicket | None = None
         self.psk_modes: tuple[int, ...] = ()
+        #: The PSKs of the last ClientHello, in the order of its identities.
+        self.offered_psks: list[PskCandidate] = []
         self.certificate_request: CertificateRequest | None = None
         self.sent_ccs = False
         self.server_name = config.server_name
@@ -153,6 +156,7 @@ class ClientHandshake(HandshakeEngine):
         self.client_hello = None
         self.certificate_request = None
         self.key_shares = {}
+        self.offered_psks = []  # they hold the PSKs themselves
         if not self.config.post_handshake_auth:
             self.handshake_transcript = None  # only post-handshake auth extends it
 
@@ -167,34 +171,57 @@ class ClientHandshake(HandshakeEngine):
         cfg = self.config
         exts = self._client_hello_extensions()
         suites = tuple(int(s) for s in cfg.cipher_suites)
-        ticket = self.ticket
-        if ticket is not None:
-            suite = suite_info(ticket.cipher_suite)
-            age_ms = int((cfg.now() - ticket.received_at) * 1000)
-            identity = X.PskIdentity(ticket.ticket, (age_ms + ticket.age_add) % 2**32)
-            placeholder = X.OfferedPsks((identity,), (bytes(suite.hash_length),))
+        offered = self._psk_offer()
+        self.offered_psks = [candidate for candidate, _ in offered]
+        if offered:
+            identities = tuple(X.PskIdentity(c.identity, age) for c, age in offered)
+            placeholder = X.OfferedPsks(identities, tuple(bytes(hash_suite(c.hash_name).hash_length) for c, _ in offered))
             exts.append(Extension(ExtensionType.pre_shared_key, X.encode_pre_shared_key_client(placeholder)))
             hello = ClientHello(self.conn.client_random, self.session_id, suites, tuple(exts))
             raw = encode_handshake(HandshakeType.client_hello, hello.encode())
             truncated = raw[: len(raw) - X.offered_psks_binders_length(placeholder)]
-            # RFC 9846 §4.2.11.2: the binder covers the transcript up to and
-            # including the truncated ClientHello; after a HelloRetryRequest,
-            # that transcript starts with message_hash and the HRR.
-            secrets = ks.HandshakeSecrets(suite, ticket.psk)
-            if self.hello_retry_seen:
-                binder_hash = self.transcript.digest_with(truncated)
-            else:
-                binder_hash = ks.transcript_digest(suite, truncated)
-            binder = ks.finished_verify_data(suite, secrets.binder_key(), binder_hash)
+            # RFC 9846 §4.2.11.2: each binder covers the transcript up to and
+            # including the truncated ClientHello, hashed with its PSK's hash;
+            # after a HelloRetryRequest, that transcript starts with
+            # message_hash and the HRR (and only PSKs of the suite's hash remain).
+            binders = []
+            for candidate, _ in offered:
+                suite = hash_suite(candidate.hash_name)
+                if self.hello_retry_seen:
+                    binder_hash = self.transcript.digest_with(truncated)
+                else:
+                    binder_hash = ks.transcript_digest(suite, truncated)
+                binders.append(ks.finished_verify_data(suite, candidate.binder_key(), binder_hash))
             exts[-1] = Extension(
                 ExtensionType.pre_shared_key,
-                X.encode_pre_shared_key_client(X.OfferedPsks((identity,), (binder,))),
+                X.encode_pre_shared_key_client(X.OfferedPsks(identities, tuple(binders))),
             )
             self.psk_modes = tuple(cfg.psk_key_exchange_modes)
         self.offered_extensions = {e.type for e in exts}
         hello = ClientHello(self.conn.client_random, self.session_id, suites, tuple(exts))
         self.client_hello = hello
         self.send(HandshakeType.client_hello, hello.encode())
+
+    def _psk_offer(self) -> list[tuple[PskCandidate, int]]:
+        """The PSKs to offer, each with its obfuscated_ticket_age: the ticket
+        first (a fresh PSK from the last connection), then the external PSKs
+        in configuration order, with age 0 (RFC 9846 §4.2.11)."""
+        cfg = self.config
+        offered: list[tuple[PskCandidate, int]] = []
+        ticket = self.ticket
+        if ticket is not None:
+            age_ms = int((cfg.now() - ticket.received_at) * 1000)
+            hash_name = suite_info(ticket.cipher_suite).hash_name
+            candidate = PskCandidate(ticket.ticket, ticket.psk, hash_name, PskKind.RESUMPTION)
+            offered.append((candidate, (age_ms + ticket.age_add) % 2**32))
+        if cfg.psk_key_exchange_modes:
+            hashes = [suite_info(s).hash_name for s in cfg.cipher_suites]
+            offered.extend((c, 0) for c in client_candidates(cfg.external_psks, hashes))
+        if self.hello_retry_seen:
+            # §4.1.4: the PSKs must now be usable with the suite the HRR chose.
+            assert self.suite is not None
+            offered = [(c, age) for c, age in offered if c.hash_name == self.suite.hash_name]
+        return offered
 
     # ---------------------------------------------------------- ServerHello
 
@@ -234,14 +261,17 @@ class ClientHandshake(HandshakeEngine):
         psk: bytes | None = None
         if ExtensionType.pre_shared_key in exts:
             selected = X.decode_pre_shared_key_server(exts[ExtensionType.pre_shared_key])
-            ticket = self.ticket
-            if ticket is None or selected != 0:
+            if selected >= len(self.offered_psks):
                 raise RemoteProtocolError("server selected a PSK we did not offer", AlertDescription.illegal_parameter)
-            if suite_info(ticket.cipher_suite).hash_name != self.suite.hash_name:
+            chosen = self.offered_psks[selected]
+            if chosen.hash_name != self.suite.hash_name:
                 raise RemoteProtocolError("PSK cipher suite hash mismatch", AlertDescription.illegal_parameter)
-            psk = ticket.psk
-            self.resumed = True
-            self.alpn_protocol = ticket.alpn_protocol
+            psk = chosen.psk
+            self.psk_kind, self.psk_identity = chosen.kind, chosen.display_identity
+            if chosen.kind is PskKind.RESUMPTION:
+                assert self.ticket is not None
+                self.resumed = True
+                self.alpn_protocol = self.ticket.alpn_protocol
 
         shared: bytes | None = None
         if ExtensionType.key_share in exts:
@@ -249,14 +279,19 @@ class ClientHandshake(HandshakeEngine):
             share = self.key_shares.get(entry.group)
             if share is None:
                 raise RemoteProtocolError("server key share for a group we did not send", AlertDescription.illegal_parameter)
-            if self.resumed and PskKeyExchangeMode.psk_dhe_ke not in self.psk_modes:
+            if self.psk_kind is not None and PskKeyExchangeMode.psk_dhe_ke not in self.psk_modes:
                 raise RemoteProtocolError("key share with psk_ke only", AlertDescription.illegal_parameter)
             shared = share.complete(entry.key_exchange)
             self.group = entry.group
-        elif not self.resumed:
+        elif self.psk_kind is None:
             raise RemoteProtocolError("ServerHello without key_share", AlertDescription.missing_extension)
         elif PskKeyExchangeMode.psk_ke not in self.psk_modes:
             raise RemoteProtocolError("server chose psk_ke which we did not offer", AlertDescription.illegal_parameter)
+        else:
+            # psk_ke: an extended key update uses the first group of our
+            # supported_groups (docs/external-psk.md; the EKU drafts assume a
+            # negotiated group, and psk_ke negotiates none).
+            self.psk_ke_eku_group = self.config.groups[0]
         self.key_shares.clear()  # ephemeral keys are used once (RFC 9846 §4.2.8)
 
         self.secrets = ks.HandshakeSecrets(self.suite, psk)
@@ -329,7 +364,8 @@ class ClientHandshake(HandshakeEngine):
         if ExtensionType.early_data in exts:
             raise RemoteProtocolError("early_data accepted but never offered", AlertDescription.unsupported_extension)
         self.on_encrypted_extensions_hook(exts)
-        self.state = ClientState.WAIT_FINISHED if self.resumed else ClientState.WAIT_CERT_CR
+        # A PSK handshake has no Certificate or CertificateVerify (RFC 9846 §2.2).
+        self.state = ClientState.WAIT_FINISHED if self.psk_kind is not None else ClientState.WAIT_CERT_CR
 
     def on_encrypted_extensions_hook(self, exts: dict[int, bytes]) -> None:
         flags = exts.get(ExtensionType.tls_flags)
@@ -449,6 +485,12 @@ class ClientHandshake(HandshakeEngine):
         )))
 
     def on_post_handshake_certificate_request(self, body: bytes, raw: bytes) -> None:
+        if self.psk_kind in (PskKind.EXTERNAL, PskKind.IMPORTED):
+            # RFC 9846 §4.3.2: never after an external PSK handshake.
+            raise RemoteProtocolError(
+                "CertificateRequest on a connection authenticated with an external PSK",
+                AlertDescription.unexpected_message,
+            )
         if not (self.config.post_handshake_auth and self.config.certificate_chain):
             raise RemoteProtocolError(
                 "CertificateRequest after the handshake without post_handshake_auth",

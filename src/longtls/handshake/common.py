@@ -25,6 +25,7 @@ from ..constants import (
     ExtensionType,
     HandshakeType,
     NamedGroup,
+    PskKeyExchangeMode,
     SignatureScheme,
 )
 from ..crypto import key_schedule as ks
@@ -33,6 +34,7 @@ from ..crypto.certificates import TrustStore, verify_chain
 from ..crypto.suites import SuiteInfo
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..events import HandshakeComplete
+from ..psk import PskKind
 from ..wire.messages import (
     Certificate,
     CertificateEntry,
@@ -145,12 +147,28 @@ class HandshakeEngine:
         # post-handshake authentication: the transcript up to client Finished.
         self.handshake_transcript: ks.Transcript | None = None
         self.eku_negotiated = False
+        # The PSK the handshake used (RFC 9846 §4.2.11): its kind and, for an
+        # external one, its identity (never the key: these outlive the handshake).
+        self.psk_kind: PskKind | None = None
+        self.psk_identity: bytes | None = None
+        #: psk_ke negotiates no group; EKU then uses this one (docs/external-psk.md).
+        self.psk_ke_eku_group: int | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.state.name}>"
 
     def initial_state(self) -> Enum:
         raise NotImplementedError
+
+    @property
+    def eku_group(self) -> int | None:
+        """The group of extended key updates: the handshake's, or under psk_ke
+        the client's first supported group."""
+        return self.group if self.group is not None else self.psk_ke_eku_group
+
+    @property
+    def external_psk_used(self) -> bool:
+        return self.psk_kind in (PskKind.EXTERNAL, PskKind.IMPORTED)
 
     def start(self) -> None:
         raise LocalProtocolError("this side does not start the handshake")
@@ -272,7 +290,15 @@ class HandshakeEngine:
             client_authenticated=client_authenticated,
             extended_key_update=self.eku_negotiated,
             local_signature_scheme=local_signature_scheme,
+            psk=self.psk_kind.value if self.psk_kind is not None else None,
+            psk_identity=self.psk_identity,
+            psk_key_exchange_mode=self._psk_mode(),
         ))
+
+    def _psk_mode(self) -> PskKeyExchangeMode | None:
+        if self.psk_kind is None:
+            return None
+        return PskKeyExchangeMode.psk_ke if self.group is None else PskKeyExchangeMode.psk_dhe_ke
 
     def send(self, msg_type: HandshakeType, body: bytes) -> bytes:
         raw = encode_handshake(msg_type, body)

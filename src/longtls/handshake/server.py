@@ -26,6 +26,7 @@ from ..crypto.groups import get_group
 from ..crypto.suites import SuiteInfo, suite_info
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..events import PeerAuthenticated
+from ..psk import PskKind, find_external, server_candidate
 from ..wire import extensions as X
 from ..wire.buffer import Buffer, u8, u16, u32, u64, vec
 from ..wire.messages import (
@@ -74,18 +75,23 @@ class ServerState(Enum):
 
 
 class _Resumption:
-    """What a valid ticket gave us."""
+    """What a valid ticket (or an external PSK we know) gave us."""
 
-    __slots__ = ("psk", "suite", "alpn", "server_name")
+    __slots__ = ("psk", "suite", "alpn", "server_name", "kind", "identity")
 
-    def __init__(self, psk: bytes, suite: CipherSuite, alpn: str | None, server_name: str | None) -> None:
+    def __init__(
+        self, psk: bytes, suite: CipherSuite, alpn: str | None, server_name: str | None,
+        kind: PskKind = PskKind.RESUMPTION, identity: bytes | None = None,
+    ) -> None:
         self.psk = psk
         self.suite = suite
         self.alpn = alpn
         self.server_name = server_name
+        self.kind = kind
+        self.identity = identity  # an external PSK's identity
 
     def __repr__(self) -> str:
-        return f"<_Resumption {self.suite.name}>"
+        return f"<_Resumption {self.kind.value} {self.suite.name}>"
 
 
 class ServerHandshake(HandshakeEngine):
@@ -106,6 +112,9 @@ class ServerHandshake(HandshakeEngine):
         self.client_psk_modes: tuple[int, ...] = ()
         self.client_signature_algorithms: tuple[int, ...] = ()
         self.selected_identity = 0
+        # An offered PSK identity we know but cannot use (hash or mode): the
+        # alert a server without a certificate sends (docs/external-psk.md).
+        self.known_psk_unusable = False
         # Names this connection inside its tickets, so an extended key update
         # can invalidate the ones issued before it.
         self.ticket_origin = config.random(8)
@@ -133,7 +142,7 @@ class ServerHandshake(HandshakeEngine):
         if self.state is ServerState.WAIT_CH2:
             self._check_second_client_hello(ch, exts)
         else:
-            self.suite = self._choose_suite(ch)
+            self.suite = self._choose_suite(ch, exts)
             self.transcript.start(self.suite)
         assert self.suite is not None
         self.client_hello = ch
@@ -175,12 +184,21 @@ class ServerHandshake(HandshakeEngine):
 
         use_dhe = True
         if resumption is not None:
-            dhe_ok = PskKeyExchangeMode.psk_dhe_ke in self.client_psk_modes and bool(client_groups)
-            use_dhe = dhe_ok and PskKeyExchangeMode.psk_dhe_ke in self.config.psk_key_exchange_modes
-            if not use_dhe and PskKeyExchangeMode.psk_ke not in self.config.psk_key_exchange_modes:
+            # §4.2.9: a mode both allow, in our order of preference (psk_dhe_ke
+            # needs the client's groups); none in common means no PSK.
+            mode = self._choose_psk_mode(client_groups)
+            if mode is None:
+                self.known_psk_unusable = True
                 resumption = None
-                use_dhe = True
+            elif mode == PskKeyExchangeMode.psk_ke:
+                use_dhe = False
+                # EKU's group under psk_ke: the client's first supported group,
+                # if we have it (docs/external-psk.md).
+                if client_groups and client_groups[0] in self.config.groups:
+                    self.psk_ke_eku_group = client_groups[0]
 
+        if resumption is None and not (self.config.certificate_chain and self.config.private_key is not None):
+            raise self._no_usable_psk(ExtensionType.pre_shared_key in exts)
         if resumption is None:
             if ExtensionType.signature_algorithms not in exts:
                 raise RemoteProtocolError("ClientHello without signature_algorithms", AlertDescription.missing_extension)
@@ -205,15 +223,54 @@ class ServerHandshake(HandshakeEngine):
             self.group = group
 
         if resumption is not None:
-            self.resumed = True
-            self.alpn_protocol = resumption.alpn
+            self.psk_kind, self.psk_identity = resumption.kind, resumption.identity
+            if resumption.kind is PskKind.RESUMPTION:
+                self.resumed = True
+                self.alpn_protocol = resumption.alpn
         self._send_server_flight(ch, exts, resumption, server_share, shared)
 
-    def _choose_suite(self, ch: ClientHello) -> SuiteInfo:
-        for suite in self.config.cipher_suites:
-            if suite in ch.cipher_suites:
+    def _choose_psk_mode(self, client_groups: tuple[int, ...]) -> PskKeyExchangeMode | None:
+        for mode in self.config.psk_key_exchange_modes:
+            if mode in self.client_psk_modes and (mode == PskKeyExchangeMode.psk_ke or client_groups):
+                return PskKeyExchangeMode(mode)
+        return None
+
+    def _no_usable_psk(self, offered: bool) -> RemoteProtocolError:
+        """A server without a certificate found no PSK it can use (§4.2.11;
+        the alerts are the decision of docs/external-psk.md)."""
+        if not offered:
+            return RemoteProtocolError(
+                "this server authenticates with external PSKs only, and the client offered none",
+                AlertDescription.handshake_failure,
+            )
+        if self.known_psk_unusable:
+            return RemoteProtocolError(
+                "the client's PSK cannot be used with the cipher suites or PSK modes we share",
+                AlertDescription.handshake_failure,
+            )
+        return RemoteProtocolError("no PSK identity the client offered is known", AlertDescription.unknown_psk_identity)
+
+    def _choose_suite(self, ch: ClientHello, exts: dict[int, bytes]) -> SuiteInfo:
+        common = [s for s in self.config.cipher_suites if s in ch.cipher_suites]
+        if not common:
+            raise RemoteProtocolError("no cipher suite in common", AlertDescription.handshake_failure)
+        # §4.2.11: "externally established PSKs SHOULD influence cipher suite
+        # selection": our best suite with the hash of the first one we know.
+        wanted = self._external_psk_hash(exts)
+        for suite in common:
+            if suite_info(suite).hash_name == wanted:
                 return suite_info(suite)
-        raise RemoteProtocolError("no cipher suite in common", AlertDescription.handshake_failure)
+        return suite_info(common[0])
+
+    def _external_psk_hash(self, exts: dict[int, bytes]) -> str | None:
+        data = exts.get(ExtensionType.pre_shared_key)
+        if data is None or not self.config.has_external_psks:
+            return None
+        for identity in X.decode_pre_shared_key_client(data).identities:
+            found = find_external(self.config.external_psks, self.config.external_psk_lookup, identity.identity)
+            if found is not None:
+                return found[1]
+        return None
 
     def _choose_group(self, client_groups: tuple[int, ...], shares: dict[int, bytes]) -> int:
         # Prefer a group the client already sent a share for (saves a round
@@ -273,22 +330,41 @@ class ServerHandshake(HandshakeEngine):
         offered = X.decode_pre_shared_key_client(data)
         if len(offered.identities) != len(offered.binders):
             raise RemoteProtocolError("PSK identities and binders differ in number", AlertDescription.illegal_parameter)
-        if self.config.session_tickets <= 0 or not self.config.psk_key_exchange_modes:
+        if not self.config.psk_key_exchange_modes:
             return None
         assert self.suite is not None
+        # §4.2.11: the first identity we can use; unknown ones are skipped.
         for index, identity in enumerate(offered.identities):
-            found = self._open_ticket(identity.identity, identity.obfuscated_ticket_age)
-            if found is None or suite_info(found.suite).hash_name != self.suite.hash_name:
+            found = None
+            if self.config.session_tickets > 0:
+                found = self._open_ticket(identity.identity, identity.obfuscated_ticket_age)
+                if found is not None and suite_info(found.suite).hash_name != self.suite.hash_name:
+                    found = None
+            if found is None and self.config.has_external_psks:
+                found = self._external_psk(identity.identity)
+            if found is None:
                 continue
             # §4.2.11.2: verify the binder before accepting the PSK.
             truncated = raw[: len(raw) - X.offered_psks_binders_length(offered)]
-            binder_key = ks.HandshakeSecrets(self.suite, found.psk).binder_key()
+            binder_key = ks.HandshakeSecrets(self.suite, found.psk).binder_key(found.kind.binder_label)
             expected = ks.finished_verify_data(self.suite, binder_key, self.transcript.digest_with(truncated))
             if not ks.constant_time_equal(expected, offered.binders[index]):
                 raise RemoteProtocolError("PSK binder does not verify", AlertDescription.decrypt_error)
             self.selected_identity = index
             return found
         return None
+
+    def _external_psk(self, identity: bytes) -> _Resumption | None:
+        assert self.suite is not None
+        cfg = self.config
+        candidate = server_candidate(cfg.external_psks, cfg.external_psk_lookup, identity, self.suite.hash_name)
+        if candidate is None:
+            if find_external(cfg.external_psks, cfg.external_psk_lookup, identity) is not None:
+                self.known_psk_unusable = True  # ours, but bound to the other hash
+            return None
+        return _Resumption(
+            candidate.psk, CipherSuite(self.suite.suite), None, None, candidate.kind, candidate.display_identity
+        )
 
     def _seal_ticket(self, psk: bytes, age_add: int) -> bytes:
         assert self.suite is not None
@@ -415,7 +491,7 @@ class ServerHandshake(HandshakeEngine):
     def extra_encrypted_extensions(self, client_exts: dict[int, bytes]) -> list[Extension]:
         # EKU draft-13 §3: acknowledge the client's flag in EncryptedExtensions.
         flags = client_exts.get(ExtensionType.tls_flags)
-        if flags is None:
+        if flags is None or self.eku_group is None:  # psk_ke without a usable group
             return []
         offered = X.decode_tls_flags(flags)
         if not (self.config.extended_key_update and TLSFlag.extended_key_update in offered):
@@ -497,6 +573,9 @@ class ServerHandshake(HandshakeEngine):
     # ------------------------------------------- post-handshake authentication
 
     def request_post_handshake_auth(self) -> None:
+        if self.external_psk_used:
+            # RFC 9846 §4.3.2: not on a connection authenticated by an external PSK.
+            raise LocalProtocolError("a connection authenticated with an external PSK cannot ask for a certificate")
         if not self.client_offered_post_handshake_auth:
             raise LocalProtocolError("the client did not offer post_handshake_auth")
         if self.state is not ServerState.CONNECTED:
