@@ -8,9 +8,9 @@ OpenSSL (``openssl verify -CAfile ca.pem server.pem``).  Not a CA product:
 no revocation, no intermediates, keys unencrypted on disk (0600).
 
 Why the CA's key type can differ from the leaves': cryptography's path
-validation follows the Web PKI profile, which forbids EdDSA CA keys, so
-longtls refuses an Ed25519 CA.  For ``ed25519`` the leaves get Ed25519 keys
-under an ECDSA P-256 CA.
+validation follows the Web PKI profile, which forbids EdDSA and brainpool CA
+keys, so longtls refuses an Ed25519 or brainpool CA.  For ``ed25519`` and
+``ecdsa-brainpoolp256r1`` the leaves get those keys under an ECDSA P-256 CA.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ PrivateKey = CertificateIssuerPrivateKeyTypes
 #: Leaf key type -> CA key type.
 KEY_TYPES: dict[str, str] = {
     "ecdsa-p256": "ecdsa-p256",
+    "ecdsa-p521": "ecdsa-p521",
+    # RFC 8734 curve; the Web PKI profile refuses brainpool CA keys, not leaves.
+    "ecdsa-brainpoolp256r1": "ecdsa-p256",
     "ed25519": "ecdsa-p256",  # EdDSA CA keys are refused by Web PKI path validation
     "rsa-2048": "rsa-2048",
     "mldsa65": "mldsa65",
@@ -84,6 +87,10 @@ class Bundle:
 def generate_key(key_type: str) -> PrivateKey:
     if key_type == "ecdsa-p256":
         return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ecdsa-p521":
+        return ec.generate_private_key(ec.SECP521R1())
+    if key_type == "ecdsa-brainpoolp256r1":
+        return ec.generate_private_key(ec.BrainpoolP256R1())
     if key_type == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
     if key_type == "rsa-2048":
@@ -93,8 +100,11 @@ def generate_key(key_type: str) -> PrivateKey:
     raise ValueError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
 
 
-def _signature_hash(key: PrivateKey) -> hashes.SHA256 | None:
-    # EdDSA and ML-DSA sign the message itself: no separate hash.
+def _signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA512 | None:
+    # EdDSA and ML-DSA sign the message itself: no separate hash.  A P-521 CA
+    # signs with SHA-512, the hash of its strength (as ecdsa_secp521r1_sha512).
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 384:
+        return hashes.SHA512()
     if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         return hashes.SHA256()
     return None

@@ -42,7 +42,7 @@ from .events import (
     KeyUpdated,
 )
 from .keylog import format_line, from_environment
-from .record.tls import TAG_LENGTH, RecordProtection, RecordReader, plaintext_record
+from .record.tls import RecordProtection, RecordReader, plaintext_record
 from .wire.messages import HandshakeReassembler, KeyUpdate, encode_handshake
 
 logger = logging.getLogger("longtls")
@@ -534,7 +534,7 @@ class Connection:
         read = self._read
         if outer_type == _APPLICATION_DATA and read is not None and self.handshake.application_data_allowed:
             # The hot path: protected application data on an established connection.
-            if len(fragment) - TAG_LENGTH > self.receive_record_size_limit:
+            if len(fragment) - read.tag_length > self.receive_record_size_limit:
                 raise RemoteProtocolError(
                     "record exceeds our record_size_limit", AlertDescription.record_overflow
                 )
@@ -567,7 +567,7 @@ class Connection:
                 )
             # RFC 8449 §4 / RFC 9846 §5.4: the limit covers the whole
             # TLSInnerPlaintext (content, type and padding).
-            if len(fragment) - TAG_LENGTH > self.receive_record_size_limit:
+            if len(fragment) - read.tag_length > self.receive_record_size_limit:
                 raise RemoteProtocolError(
                     "record exceeds our record_size_limit", AlertDescription.record_overflow
                 )

@@ -115,6 +115,8 @@ class CipherSuite(IntEnum):
     TLS_AES_128_GCM_SHA256 = 0x1301
     TLS_AES_256_GCM_SHA384 = 0x1302
     TLS_CHACHA20_POLY1305_SHA256 = 0x1303
+    TLS_AES_128_CCM_SHA256 = 0x1304
+    TLS_AES_128_CCM_8_SHA256 = 0x1305
 
 
 class NamedGroup(IntEnum):
@@ -123,6 +125,16 @@ class NamedGroup(IntEnum):
     secp521r1 = 0x0019
     x25519 = 0x001D
     x448 = 0x001E
+    # RFC 8734: the brainpool curves for TLS 1.3 (distinct from the TLS 1.2 code points)
+    brainpoolP256r1tls13 = 0x001F
+    brainpoolP384r1tls13 = 0x0020
+    brainpoolP512r1tls13 = 0x0021
+    # RFC 7919 finite field groups
+    ffdhe2048 = 0x0100
+    ffdhe3072 = 0x0101
+    ffdhe4096 = 0x0102
+    ffdhe6144 = 0x0103
+    ffdhe8192 = 0x0104
     # draft-ietf-tls-mlkem (assigned)
     MLKEM512 = 0x0200
     MLKEM768 = 0x0201
@@ -148,6 +160,10 @@ class SignatureScheme(IntEnum):
     rsa_pss_pss_sha256 = 0x0809
     rsa_pss_pss_sha384 = 0x080A
     rsa_pss_pss_sha512 = 0x080B
+    # RFC 8734: ECDSA on the brainpool curves, TLS 1.3 only
+    ecdsa_brainpoolP256r1tls13_sha256 = 0x081A
+    ecdsa_brainpoolP384r1tls13_sha384 = 0x081B
+    ecdsa_brainpoolP512r1tls13_sha512 = 0x081C
     # draft-ietf-tls-mldsa
     mldsa44 = 0x0904
     mldsa65 = 0x0905

@@ -31,6 +31,10 @@ KEY_TYPES: tuple[str, ...] = (
     "rsa-2048",
     "ecdsa-p256",
     "ecdsa-p384",
+    "ecdsa-p521",
+    "ecdsa-brainpoolP256r1",
+    "ecdsa-brainpoolP384r1",
+    "ecdsa-brainpoolP512r1",
     "ed25519",
     "ed448",
     "mldsa44",
@@ -69,6 +73,16 @@ def generate_key(key_type: str) -> PrivateKey:
         return ec.generate_private_key(ec.SECP256R1())
     if key_type == "ecdsa-p384":
         return ec.generate_private_key(ec.SECP384R1())
+    if key_type == "ecdsa-p521":
+        return ec.generate_private_key(ec.SECP521R1())
+    # RFC 8734 curves. The Web PKI profile longtls verifies with refuses them
+    # as CA keys: issue such leaves from a NIST-curve CA (ca_key_type=...).
+    if key_type == "ecdsa-brainpoolP256r1":
+        return ec.generate_private_key(ec.BrainpoolP256R1())
+    if key_type == "ecdsa-brainpoolP384r1":
+        return ec.generate_private_key(ec.BrainpoolP384R1())
+    if key_type == "ecdsa-brainpoolP512r1":
+        return ec.generate_private_key(ec.BrainpoolP512R1())
     if key_type == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
     if key_type == "ed448":
@@ -89,6 +103,8 @@ def _signature_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
     if isinstance(key, rsa.RSAPrivateKey):
         return hashes.SHA256()
     if isinstance(key, ec.EllipticCurvePrivateKey):
+        if key.curve.key_size > 384:
+            return hashes.SHA512()
         return hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
     return None
 

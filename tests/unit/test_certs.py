@@ -18,7 +18,11 @@ READY = r"^longtls: serving \((www|echo)\) on "
 GET = "GET / HTTP/1.0\r\n\r\n"
 FILES = ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")
 CA_KEY = {"ecdsa-p256": ec.EllipticCurvePrivateKey, "rsa-2048": rsa.RSAPrivateKey,
-          "ed25519": ec.EllipticCurvePrivateKey, "mldsa65": mldsa.MLDSA65PrivateKey}
+          "ed25519": ec.EllipticCurvePrivateKey, "mldsa65": mldsa.MLDSA65PrivateKey,
+          "ecdsa-p521": ec.EllipticCurvePrivateKey, "ecdsa-brainpoolp256r1": ec.EllipticCurvePrivateKey}
+# The curve of the server key and of the CA key, for the EC key types.
+CURVES = {"ecdsa-p256": ("secp256r1", "secp256r1"), "ecdsa-p521": ("secp521r1", "secp521r1"),
+          "ecdsa-brainpoolp256r1": ("brainpoolP256r1", "secp256r1")}
 
 
 def make(out: Path, *args: str) -> Path:
@@ -37,7 +41,9 @@ def test_files_and_permissions(tmp_path: Path) -> None:
         assert mode == (0o600 if name.endswith(".key") else 0o644), (name, oct(mode))
 
 
-@pytest.mark.parametrize("key_type", ["ecdsa-p256", "rsa-2048", "ed25519"])
+@pytest.mark.parametrize(
+    "key_type", ["ecdsa-p256", "rsa-2048", "ed25519", "ecdsa-p521", "ecdsa-brainpoolp256r1"]
+)
 def test_openssl_verifies_the_certificates(tmp_path: Path, key_type: str) -> None:
     out = make(tmp_path, "--key-type", key_type)
     openssl = require_binary("openssl")
@@ -49,7 +55,9 @@ def test_openssl_verifies_the_certificates(tmp_path: Path, key_type: str) -> Non
     assert result.returncode == 0
 
 
-@pytest.mark.parametrize("key_type", ["ecdsa-p256", "rsa-2048", "ed25519", "mldsa65"])
+@pytest.mark.parametrize(
+    "key_type", ["ecdsa-p256", "rsa-2048", "ed25519", "mldsa65", "ecdsa-p521", "ecdsa-brainpoolp256r1"]
+)
 def test_key_types(tmp_path: Path, key_type: str) -> None:
     out = make(tmp_path, "--key-type", key_type)
     ca = x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())
@@ -62,6 +70,12 @@ def test_key_types(tmp_path: Path, key_type: str) -> None:
     if key_type == "ed25519":
         # longtls refuses EdDSA CA keys (Web PKI profile): Ed25519 leaves, ECDSA CA.
         assert isinstance(server.public_key(), ed25519.Ed25519PublicKey)
+    if key_type in CURVES:
+        # Brainpool CA keys are refused too: brainpool leaves, P-256 CA.
+        server_key, ca_public = server.public_key(), ca.public_key()
+        assert isinstance(server_key, ec.EllipticCurvePublicKey)
+        assert isinstance(ca_public, ec.EllipticCurvePublicKey)
+        assert (server_key.curve.name, ca_public.curve.name) == CURVES[key_type]
     assert server.issuer == ca.subject
     constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
     assert constraints.ca
@@ -77,7 +91,10 @@ def test_names(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("key_type", ["ecdsa-p256", "rsa-2048", "ed25519"])
+# ecdsa-p521: `serve` takes P-521 keys (ecdsa_secp521r1_sha512).  OpenSSL 3.0
+# has no TLS 1.3 brainpool schemes; brainpool is tested against OpenSSL 4.0 in
+# tests/interop/test_groups_suites.py.
+@pytest.mark.parametrize("key_type", ["ecdsa-p256", "rsa-2048", "ed25519", "ecdsa-p521"])
 def test_openssl_s_client_against_longtls_serve(tmp_path: Path, key_type: str) -> None:
     out = make(tmp_path, "--key-type", key_type)
     port = free_port()

@@ -25,13 +25,19 @@ from longtls.events import (
 from longtls.wire.messages import KeyUpdate, encode_handshake
 
 GROUPS = [NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.X25519MLKEM768, NamedGroup.MLKEM768]
+# Issue 9's groups (not offered by default; both peers list them, docs/groups-and-suites.md).
+NEW_GROUPS = [
+    NamedGroup.secp521r1, NamedGroup.x448, NamedGroup.brainpoolP256r1tls13,
+    NamedGroup.brainpoolP384r1tls13, NamedGroup.brainpoolP512r1tls13, NamedGroup.ffdhe2048,
+    NamedGroup.ffdhe3072, NamedGroup.ffdhe4096, NamedGroup.ffdhe6144, NamedGroup.ffdhe8192,
+]
 PROFILE_NAMES = list(PROFILES)
 
 
 def _pair(group: NamedGroup = NamedGroup.x25519, profile: str = "draft-13", **kw: Any) -> Pair:
     c, s, _ = configs(
-        client_groups=[group], client_key_share_groups=[group], client_eku_profile=profile,
-        server_eku_profile=profile, **kw,
+        client_groups=[group], client_key_share_groups=[group], server_groups=[group],
+        client_eku_profile=profile, server_eku_profile=profile, **kw,
     )
     return connect(c, s)
 
@@ -63,7 +69,7 @@ def test_not_negotiated_when_one_side_declines(side: str) -> None:
 
 
 @pytest.mark.parametrize("profile", PROFILE_NAMES)
-@pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.name)
+@pytest.mark.parametrize("group", GROUPS + NEW_GROUPS, ids=lambda g: g.name)
 def test_updates_from_both_sides_while_data_flows(group: NamedGroup, profile: str) -> None:
     pair = _pair(group, profile)
     sent_c, sent_s = bytearray(), bytearray()
@@ -124,7 +130,10 @@ LABELS = {
 
 
 @pytest.mark.parametrize("profile", PROFILE_NAMES)
-def test_secrets_match_the_spec_formulas(profile: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("group", [NamedGroup.x25519, *NEW_GROUPS], ids=lambda g: g.name)
+def test_secrets_match_the_spec_formulas(
+    group: NamedGroup, profile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each text's derivation, computed here with HKDF directly (not longtls' key
     schedule): draft-13 §6 (chained transcript), draft-2025-10 §7, draft-05 §5."""
     logged: dict[str, bytes] = {}
@@ -133,7 +142,7 @@ def test_secrets_match_the_spec_formulas(profile: str, monkeypatch: pytest.Monke
         label, _rand, secret = line.split()
         logged[label] = bytes.fromhex(secret)
 
-    pair = _pair(profile=profile, client_keylog=log)
+    pair = _pair(group, profile=profile, client_keylog=log)
     spy = _spy(pair, monkeypatch)
     secrets = pair.client.handshake.secrets
     assert secrets is not None

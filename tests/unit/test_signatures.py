@@ -42,6 +42,10 @@ def keys() -> dict[str, PrivateKey]:
         "rsa": rsa.generate_private_key(65537, 2048),
         "p256": ec.generate_private_key(ec.SECP256R1()),
         "p384": ec.generate_private_key(ec.SECP384R1()),
+        "p521": ec.generate_private_key(ec.SECP521R1()),
+        "bp256": ec.generate_private_key(ec.BrainpoolP256R1()),
+        "bp384": ec.generate_private_key(ec.BrainpoolP384R1()),
+        "bp512": ec.generate_private_key(ec.BrainpoolP512R1()),
         "ed25519": ed25519.Ed25519PrivateKey.generate(),
         "ed448": ed448.Ed448PrivateKey.generate(),
         "mldsa44": mldsa.MLDSA44PrivateKey.generate(),
@@ -54,6 +58,11 @@ EXPECTED = {
     "rsa": [S.rsa_pss_rsae_sha256, S.rsa_pss_rsae_sha384, S.rsa_pss_rsae_sha512],
     "p256": [S.ecdsa_secp256r1_sha256],
     "p384": [S.ecdsa_secp384r1_sha384],
+    "p521": [S.ecdsa_secp521r1_sha512],
+    # RFC 8734 §2: the TLS 1.3 brainpool schemes, curve and hash bound together.
+    "bp256": [S.ecdsa_brainpoolP256r1tls13_sha256],
+    "bp384": [S.ecdsa_brainpoolP384r1tls13_sha384],
+    "bp512": [S.ecdsa_brainpoolP512r1tls13_sha512],
     "ed25519": [S.ed25519],
     "ed448": [S.ed448],
     "mldsa44": [S.mldsa44],
@@ -76,7 +85,7 @@ def test_schemes_for_private_and_public_key(keys: dict[str, PrivateKey], name: s
 
 
 def test_unusable_keys_have_no_scheme() -> None:
-    assert schemes_for_key(ec.generate_private_key(ec.SECP521R1())) == []
+    assert schemes_for_key(ec.generate_private_key(ec.SECP224R1())) == []
     assert schemes_for_key(ec.generate_private_key(ec.SECP256K1())) == []
     assert schemes_for_key(x25519.X25519PrivateKey.generate()) == []
     assert schemes_for_key(object()) == []
@@ -147,6 +156,27 @@ def test_rsa_pss_salt_is_hash_length_and_mgf1_same_hash(
             verify(key.public_key(), scheme, other, DATA)
 
 
+# The hash each ECDSA scheme signs with (RFC 9846 §4.3.3, RFC 8734 §2), checked
+# with cryptography directly rather than through longtls' own table.
+ECDSA_HASHES = {
+    "p256": hashes.SHA256, "p384": hashes.SHA384, "p521": hashes.SHA512,
+    "bp256": hashes.SHA256, "bp384": hashes.SHA384, "bp512": hashes.SHA512,
+}
+
+
+@pytest.mark.parametrize("name", ECDSA_HASHES)
+def test_ecdsa_scheme_uses_its_hash(keys: dict[str, PrivateKey], name: str) -> None:
+    key = keys[name]
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    signature = sign(key, EXPECTED[name][0], DATA)
+    key.public_key().verify(signature, DATA, ec.ECDSA(ECDSA_HASHES[name]()))
+    for other in {hashes.SHA256, hashes.SHA384, hashes.SHA512} - {ECDSA_HASHES[name]}:
+        with pytest.raises(InvalidSignature):
+            key.public_key().verify(signature, DATA, ec.ECDSA(other()))
+    # And a peer's signature made with the scheme's hash verifies through longtls.
+    verify(key.public_key(), EXPECTED[name][0], key.sign(DATA, ec.ECDSA(ECDSA_HASHES[name]())), DATA)
+
+
 def test_ecdsa_signature_is_der(keys: dict[str, PrivateKey]) -> None:
     signature = sign(keys["p256"], S.ecdsa_secp256r1_sha256, DATA)
     r, s = decode_dss_signature(signature)  # RFC 9846 §4.3.3: DER ECDSA-Sig-Value
@@ -169,6 +199,15 @@ MISFITS = [
     ("p256", S.ed25519),
     ("p256", S.ecdsa_secp384r1_sha384),  # right algorithm, wrong curve
     ("p384", S.ecdsa_secp256r1_sha256),
+    ("p521", S.ecdsa_secp384r1_sha384),
+    ("p384", S.ecdsa_secp521r1_sha512),
+    # Same hash, other curve: TLS 1.3 schemes name the curve (RFC 8734 §2).
+    ("bp256", S.ecdsa_secp256r1_sha256),
+    ("p256", S.ecdsa_brainpoolP256r1tls13_sha256),
+    ("bp384", S.ecdsa_secp384r1_sha384),
+    ("bp512", S.ecdsa_secp521r1_sha512),
+    ("p521", S.ecdsa_brainpoolP512r1tls13_sha512),
+    ("bp256", S.ecdsa_brainpoolP384r1tls13_sha384),
     ("ed25519", S.ed448),
     ("ed448", S.ed25519),
     ("rsa", S.rsa_pkcs1_sha256),  # never valid in CertificateVerify

@@ -257,11 +257,11 @@ def test_rfc8448_client_hello() -> None:
         NamedGroup.secp256r1,
         NamedGroup.secp384r1,
         NamedGroup.secp521r1,
-        0x0100,  # ffdhe2048 .. ffdhe8192: unknown to longtls, kept as ints
-        0x0101,
-        0x0102,
-        0x0103,
-        0x0104,
+        NamedGroup.ffdhe2048,
+        NamedGroup.ffdhe3072,
+        NamedGroup.ffdhe4096,
+        NamedGroup.ffdhe6144,
+        NamedGroup.ffdhe8192,
     )
     (share,) = wx.decode_key_share_client(exts[ExtensionType.key_share])
     assert share == KeyShareEntry(

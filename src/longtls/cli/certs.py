@@ -10,10 +10,11 @@ certificate (CN "longtls client") is for mutual TLS:
   longtls serve   ... --ca DIR/ca.pem --verify-client required
   longtls connect ... --cert DIR/client.pem --key DIR/client.key
 
-Key types: ecdsa-p256 (default), rsa-2048, mldsa65 (post-quantum ML-DSA-65;
-OpenSSL 3.0 cannot read it), and ed25519, where the server and client keys
-are Ed25519 but the CA's is ECDSA P-256: longtls, like every verifier that
-follows the Web PKI profile (cryptography's), refuses EdDSA CA keys.
+Key types: ecdsa-p256 (default), ecdsa-p521, rsa-2048, mldsa65 (post-quantum
+ML-DSA-65; OpenSSL 3.0 cannot read it), and ed25519 and ecdsa-brainpoolp256r1,
+where the server and client keys are Ed25519 or brainpoolP256r1 but the CA's is
+ECDSA P-256: longtls, like every verifier that follows the Web PKI profile
+(cryptography's), refuses EdDSA and brainpool CA keys.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--key-type", choices=list(certs.KEY_TYPES), default="ecdsa-p256",
-        help="key type of the certificates (default: %(default)s; ed25519 leaves get an ECDSA P-256 CA)",
+        help="key type of the certificates (default: %(default)s; ed25519 and brainpool leaves get "
+        "an ECDSA P-256 CA)",
     )
     p.add_argument(
         "--days", type=common.positive_int, default=365, metavar="N",

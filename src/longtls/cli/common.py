@@ -46,11 +46,18 @@ def _split(text: str, what: str) -> list[str]:
     return items
 
 
+# OpenSSL's names for the NIST curves, so its -groups lists can be pasted as they are.
+_GROUP_ALIASES = {
+    "p-256": NamedGroup.secp256r1, "p-384": NamedGroup.secp384r1, "p-521": NamedGroup.secp521r1,
+}
+
+
 def group_list(text: str) -> tuple[NamedGroup, ...]:
-    """Comma-separated NamedGroup names, any case: ``x25519,X25519MLKEM768``."""
-    by_name = {g.name.lower(): g for g in NamedGroup}
+    """NamedGroup names, any case, separated by commas or colons (OpenSSL's -groups
+    form, P-256/P-384/P-521 included): ``x25519,X25519MLKEM768``, ``X448:ffdhe2048``."""
+    by_name = {g.name.lower(): g for g in NamedGroup} | _GROUP_ALIASES
     groups: list[NamedGroup] = []
-    for name in _split(text, "group"):
+    for name in _split(text.replace(":", ","), "group"):
         group = by_name.get(name.lower())
         if group is None or group not in SUPPORTED_GROUPS:
             known = "unknown" if group is None else "unsupported"
@@ -70,10 +77,12 @@ def group_name(text: str) -> NamedGroup:
 
 
 def cipher_list(text: str) -> tuple[CipherSuite, ...]:
-    """Comma-separated IANA cipher suite names: ``TLS_AES_128_GCM_SHA256,...``."""
+    """IANA cipher suite names separated by commas or colons (OpenSSL's -ciphersuites
+    form): ``TLS_AES_128_GCM_SHA256,...``.  The CCM suites are available only
+    this way (not offered by default)."""
     by_name = {s.name.lower(): s for s in CipherSuite}
     suites: list[CipherSuite] = []
-    for name in _split(text, "cipher suite"):
+    for name in _split(text.replace(":", ","), "cipher suite"):
         suite = by_name.get(name.lower())
         if suite is None or suite not in SUITES:
             choices = ", ".join(s.name for s in SUITES)
@@ -144,11 +153,14 @@ def add_tls_options(parser: argparse.ArgumentParser) -> None:
     tls = parser.add_argument_group("TLS options")
     tls.add_argument(
         "--groups", type=group_list, metavar="LIST",
-        help="key exchange groups in order of preference, e.g. X25519MLKEM768,x25519",
+        help="key exchange groups in order of preference, e.g. X25519MLKEM768,x25519 "
+        "(also secp521r1, x448, ffdhe2048..ffdhe8192, brainpoolP256r1tls13..P512r1tls13; "
+        "not offered by default)",
     )
     tls.add_argument(
         "--ciphers", type=cipher_list, metavar="LIST",
-        help="cipher suites in order of preference, e.g. TLS_AES_256_GCM_SHA384",
+        help="cipher suites in order of preference, e.g. TLS_AES_256_GCM_SHA384 "
+        "(TLS_AES_128_CCM_SHA256 and TLS_AES_128_CCM_8_SHA256 only when listed here)",
     )
     tls.add_argument("--alpn", type=alpn_list, metavar="LIST", help="ALPN protocols, e.g. h2,http/1.1")
     tls.add_argument("--keylog", metavar="FILE", help="append secrets to FILE (SSLKEYLOGFILE format)")

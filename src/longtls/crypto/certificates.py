@@ -7,8 +7,11 @@ the CA/Browser Forum Web PKI profile).  What that means for users:
   asked for (DNS name, or IP address for an IP literal), an authorityKeyIdentifier,
   and serverAuth in extendedKeyUsage if that extension is present.
 - CA keys must be RSA >= 2048 bits, ECDSA P-256/P-384/P-521 or ML-DSA-44/65/87.
-  CAs with Ed25519, Ed448 or RSASSA-PSS (id-RSASSA-PSS) keys are refused by the
-  profile ("unsupported certificate algorithm"); such keys are fine in leaves.
+  CAs with Ed25519, Ed448, brainpool (RFC 8734 curves) or RSASSA-PSS
+  (id-RSASSA-PSS) keys are refused by the profile (unsupported_certificate,
+  "unsupported certificate algorithm"); such keys are fine in leaves, so a
+  brainpool server or client certificate issued by an RSA or NIST-curve CA
+  works (docs/groups-and-suites.md).
 - ML-DSA-signed chains verify natively, so no fallback verifier exists here.
 - Client certificates are checked with the same profile except that a
   subjectAltName is optional (mutual-TLS client certificates often carry
@@ -127,7 +130,8 @@ def load_private_key(path: StrPath, password: bytes | None = None) -> PrivateKey
     if not isinstance(key, _SIGNING_KEY_TYPES) or not schemes_for_key(key):
         raise ConfigurationError(
             f"key file {name!r} holds a {key_description(key)} key, which has no TLS 1.3 "
-            f"signature scheme; use RSA, EC P-256/P-384, Ed25519, Ed448 or ML-DSA"
+            f"signature scheme; use RSA, EC P-256/P-384/P-521, EC brainpoolP256r1/P384r1/"
+            f"P512r1, Ed25519, Ed448 or ML-DSA"
         )
     return key
 
@@ -383,6 +387,16 @@ def _classify(
             f"not {server_name!r}",
             A.bad_certificate,
         )
+    if "Forbidden public key algorithm" in reason and _BRAINPOOL_OID_PREFIX in reason:
+        # The Web PKI profile knows only the NIST curves; RFC 8734 curves are
+        # TLS-legal, so say exactly what works instead.
+        return CertificateError(
+            f"unsupported certificate algorithm in the chain of {subject}: a CA has a "
+            f"brainpool key, which the Web PKI profile longtls verifies chains with does not "
+            f"accept; brainpool end-entity certificates work when issued by an RSA, ECDSA "
+            f"P-256/P-384/P-521 or ML-DSA CA",
+            A.unsupported_certificate,
+        )
     if "Forbidden public key algorithm" in reason or "Forbidden signature algorithm" in reason:
         # RFC 9846 §4.5.1.2: no acceptable chain -> unsupported_certificate by default.
         return CertificateError(
@@ -406,6 +420,11 @@ def _classify(
     return CertificateError(
         f"certificate not acceptable in the chain of {subject}: {detail}", A.certificate_unknown
     )
+
+
+# id-ecPublicKey's named-curve parameter of brainpoolP256r1/P384r1/P512r1
+# (RFC 5639: 1.3.36.3.3.2.8.1.1.7, .11, .13), as cryptography prints it.
+_BRAINPOOL_OID_PREFIX = "1.3.36.3.3.2.8.1.1."
 
 
 def _validity_message(

@@ -15,9 +15,15 @@ the ciphertext) and ``complete`` is Decaps.  Hybrids do both and concatenate
 in the order draft-ietf-tls-ecdhe-mlkem §4 gives.
 
 Every malformed peer value ends in ``RemoteProtocolError`` with the
-``illegal_parameter`` alert, as RFC 9846 §4.3.8.2 / §7.4.2,
+``illegal_parameter`` alert, as RFC 9846 §4.3.8.1 / §4.3.8.2 / §7.4,
 draft-ietf-tls-mlkem §4.2 and draft-ietf-tls-ecdhe-mlkem §4 require.
 Messages name the group and sizes only, never key bytes.
+
+Groups: X25519 and X448 (RFC 7748), the NIST curves P-256/P-384/P-521, the
+brainpool curves of RFC 8734, the RFC 7919 finite field groups ffdhe2048 to
+ffdhe8192, ML-KEM and the ECDHE-MLKEM hybrids.  Which of them a
+Configuration offers by default is config.DEFAULT_GROUPS' business (see
+docs/groups-and-suites.md).
 
 MLKEM512 (0x0200) is not supported: pyca/cryptography 50 offers only
 ML-KEM-768 and ML-KEM-1024.
@@ -29,13 +35,20 @@ RFC 8446 numbered the same sections one lower (§4.3.x there was §4.2.x, §4.5.
 from __future__ import annotations
 
 import abc
+import functools
 import hmac
+import warnings
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
+from cryptography.hazmat.primitives.asymmetric import dh, ec, mlkem, x448, x25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.utils import CryptographyDeprecationWarning
 
 from ..constants import AlertDescription, NamedGroup
 from ..errors import ConfigurationError, ProtocolError, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.dh import DHPrivateKey, DHPublicKey
 
 __all__ = ["SUPPORTED_GROUPS", "Group", "KeyShare", "get_group"]
 
@@ -100,9 +113,10 @@ class Group(abc.ABC):
     def from_private_bytes(self, data: bytes) -> KeyShare:
         """A key share from fixed private bytes, for known-answer tests.
 
-        X25519: the 32-byte scalar; P-256/P-384: the big-endian scalar of the
-        field size; ML-KEM: the 64-byte seed d || z (FIPS 203); hybrids: the
-        components' private bytes concatenated in key_exchange order.
+        X25519/X448: the 32/56-byte scalar; NIST and brainpool curves: the
+        big-endian scalar of the field size; FFDHE: the big-endian exponent
+        padded to the size of p; ML-KEM: the 64-byte seed d || z (FIPS 203);
+        hybrids: the components' private bytes concatenated in key_exchange order.
         """
 
     def _own_share(self, ephemeral: KeyShare | None) -> KeyShare:
@@ -118,41 +132,64 @@ class Group(abc.ABC):
         return f"<Group {self.code.name}>"
 
 
-# --- X25519 (RFC 7748, RFC 9846 §4.3.8.2 and §7.4.2) -------------------------------------
+# --- X25519 and X448 (RFC 7748, RFC 9846 §4.3.8.2 and §7.4.2) -----------------------------
 
-_X25519_ZERO = bytes(32)
+_XPrivateKey = x25519.X25519PrivateKey | x448.X448PrivateKey
 
 
-class _X25519Share(KeyShare):
-    __slots__ = ("_private",)
+class _XDHShare(KeyShare):
+    __slots__ = ("_owner", "_private")
 
-    def __init__(self, private: x25519.X25519PrivateKey) -> None:
-        super().__init__(NamedGroup.x25519, private.public_key().public_bytes_raw())
+    def __init__(self, owner: _XDHGroup, private: _XPrivateKey) -> None:
+        super().__init__(owner.code, private.public_key().public_bytes_raw())
+        self._owner = owner
         self._private = private
 
     def complete(self, peer_key_exchange: bytes) -> bytes:
-        _check_length("X25519 public value", peer_key_exchange, 32)
-        peer = x25519.X25519PublicKey.from_public_bytes(peer_key_exchange)
+        owner = self._owner
+        _check_length(f"{owner.name} public value", peer_key_exchange, owner.public_length)
         try:
-            secret = self._private.exchange(peer)
+            if isinstance(self._private, x25519.X25519PrivateKey):
+                secret = self._private.exchange(
+                    x25519.X25519PublicKey.from_public_bytes(peer_key_exchange)
+                )
+            else:
+                secret = self._private.exchange(
+                    x448.X448PublicKey.from_public_bytes(peer_key_exchange)
+                )
         except ValueError:
             # OpenSSL refuses the all-zero output itself; same verdict as below.
-            secret = _X25519_ZERO
-        # RFC 9846 §7.4.2 / RFC 7748 §6.1: abort on an all-zero shared secret
+            secret = owner.zero
+        # RFC 9846 §7.4.2 / RFC 7748 §6: abort on an all-zero shared secret
         # (the peer sent a low-order point).  The alert is illegal_parameter per
         # draft-ietf-tls-ecdhe-mlkem §4.3.  Constant-time compare: it is a secret.
-        if hmac.compare_digest(secret, _X25519_ZERO):
-            raise _illegal("X25519 shared secret is all zero (peer sent a low-order point)")
+        if hmac.compare_digest(secret, owner.zero):
+            raise _illegal(
+                f"{owner.name} shared secret is all zero (peer sent a low-order point)"
+            )
         return secret
 
 
-class _X25519Group(Group):
-    code = NamedGroup.x25519
+class _XDHGroup(Group):
     is_kem = False
-    public_length = response_length = secret_length = 32
+
+    def __init__(
+        self,
+        code: NamedGroup,
+        name: str,
+        private_cls: type[x25519.X25519PrivateKey] | type[x448.X448PrivateKey],
+        length: int,
+    ) -> None:
+        self.code = code
+        self.name = name
+        self._private_cls = private_cls
+        # RFC 7748 §6: the u-coordinate and the shared secret are 32 (X25519)
+        # or 56 (X448) bytes.
+        self.public_length = self.response_length = self.secret_length = length
+        self.zero = bytes(length)
 
     def generate(self) -> KeyShare:
-        return _X25519Share(x25519.X25519PrivateKey.generate())
+        return _XDHShare(self, self._private_cls.generate())
 
     def respond(
         self, peer_key_exchange: bytes, ephemeral: KeyShare | None = None
@@ -161,9 +198,11 @@ class _X25519Group(Group):
         return share.public, share.complete(peer_key_exchange)
 
     def from_private_bytes(self, data: bytes) -> KeyShare:
-        if len(data) != 32:
-            raise ConfigurationError(f"an X25519 private key is 32 bytes, got {len(data)}")
-        return _X25519Share(x25519.X25519PrivateKey.from_private_bytes(data))
+        if len(data) != self.public_length:
+            raise ConfigurationError(
+                f"an {self.name} private key is {self.public_length} bytes, got {len(data)}"
+            )
+        return _XDHShare(self, self._private_cls.from_private_bytes(data))
 
 
 # --- NIST curves (RFC 9846 §4.3.8.2 and §7.4.2) --------------------------------------------
@@ -232,6 +271,138 @@ class _ECDHGroup(Group):
                 f"{self._curve.name} private scalar is out of range"
             ) from None
         return _ECDHShare(self, private)
+
+
+# --- Finite field groups (RFC 7919, RFC 9846 §4.3.8.1 and §7.4.1) ------------------------
+#
+# pyca/cryptography 50 deprecates its FFDH API (a warning on every access to
+# the dh module's classes), so the three classes are fetched once here with
+# the warning silenced.  If a future cryptography drops FFDH, these groups go
+# with it; nothing else in longtls uses dh.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    _DHParameterNumbers = dh.DHParameterNumbers
+    _DHPublicNumbers = dh.DHPublicNumbers
+    _DHPrivateNumbers = dh.DHPrivateNumbers
+
+#: X of each RFC 7919 group (Appendix A): p = 2^b - 2^{b-64} + {[2^{b-130} e] + X} * 2^64 - 1.
+_FFDHE_X = {
+    NamedGroup.ffdhe2048: (2048, 560316),
+    NamedGroup.ffdhe3072: (3072, 2625351),
+    NamedGroup.ffdhe4096: (4096, 5736041),
+    NamedGroup.ffdhe6144: (6144, 15705020),
+    NamedGroup.ffdhe8192: (8192, 10965728),
+}
+
+
+def _floor_e_times_2_to(bits: int) -> int:
+    """floor(e * 2^bits), from the series e = sum 1/k!, in integers.
+
+    64 guard bits absorb the truncation of each term (a few thousand terms at
+    most, each off by less than one unit in the last guard place).
+    """
+    guard = 64
+    total, term, k = 0, 1 << (bits + guard), 0
+    while term:
+        total += term
+        k += 1
+        term //= k
+    return total >> guard
+
+
+@functools.cache
+def ffdhe_prime(code: NamedGroup) -> int:
+    """The safe prime p of an RFC 7919 group, from the RFC's own definition (Appendix A).
+
+    Computed rather than pasted: the formula is the specification, and the
+    tests compare the result with OpenSSL's built-in copies of the groups.
+    """
+    b, x = _FFDHE_X[code]
+    return (1 << b) - (1 << (b - 64)) + ((_floor_e_times_2_to(b - 130) + x) << 64) - 1
+
+
+class _FFDHEShare(KeyShare):
+    __slots__ = ("_owner", "_private")
+
+    def __init__(self, owner: _FFDHEGroup, private: DHPrivateKey) -> None:
+        # RFC 9846 §4.3.8.1: Y big-endian, left-padded with zeros to the size of p.
+        y = private.public_key().public_numbers().y
+        super().__init__(owner.code, y.to_bytes(owner.public_length, "big"))
+        self._owner = owner
+        self._private = private
+
+    def complete(self, peer_key_exchange: bytes) -> bytes:
+        owner = self._owner
+        peer = owner.load_peer(peer_key_exchange)
+        try:
+            secret = self._private.exchange(peer)
+        except ValueError:  # unreachable after load_peer's checks; never a traceback
+            raise _illegal(f"{owner.code.name} public value is unusable") from None
+        # RFC 9846 §7.4.1: Z left-padded with zeros to the size of p (cryptography
+        # already returns it so; TLS 1.2 stripped the zeros, TLS 1.3 must not).
+        return secret.rjust(owner.secret_length, b"\x00")
+
+
+class _FFDHEGroup(Group):
+    is_kem = False
+
+    def __init__(self, code: NamedGroup) -> None:
+        self.code = code
+        bits, _ = _FFDHE_X[code]
+        self.public_length = self.response_length = self.secret_length = bits // 8
+
+    @functools.cached_property
+    def _parameter_numbers(self) -> dh.DHParameterNumbers:
+        return _DHParameterNumbers(ffdhe_prime(self.code), 2)  # RFC 7919: g = 2
+
+    @functools.cached_property
+    def _parameters(self) -> dh.DHParameters:
+        # OpenSSL recognises the RFC 7919 primes as named groups and draws
+        # short exponents of the strength RFC 7919 §5.2 asks for (225 bits
+        # for ffdhe2048 up to 400 for ffdhe8192).
+        return self._parameter_numbers.parameters()
+
+    def load_peer(self, data: bytes) -> DHPublicKey:
+        """Parse and check a peer's Y (RFC 9846 §4.3.8.1)."""
+        what = f"{self.code.name} public value"
+        # Y is always padded to the size of p, so any other length is malformed.
+        _check_length(what, data, self.public_length)
+        y = int.from_bytes(data, "big")
+        p = ffdhe_prime(self.code)
+        # "Peers MUST validate each other's public key Y by ensuring that
+        # 1 < Y < p-1": rules out 0, 1 and p-1 (the order-1 and order-2
+        # elements, the only small subgroup of a safe prime) and Y >= p.
+        # A full subgroup test (Y^q = 1) is not required: with a safe prime
+        # it only tells whether Y is a quadratic residue, which leaks at most
+        # the low bit of our single-use exponent (RFC 7919 §5.1).
+        if not 1 < y < p - 1:
+            raise _illegal(f"{what} is outside 1 < Y < p-1")
+        try:
+            return _DHPublicNumbers(y, self._parameter_numbers).public_key()
+        except ValueError:
+            raise _illegal(f"{what} is not usable in the group") from None
+
+    def generate(self) -> KeyShare:
+        return _FFDHEShare(self, self._parameters.generate_private_key())
+
+    def respond(
+        self, peer_key_exchange: bytes, ephemeral: KeyShare | None = None
+    ) -> tuple[bytes, bytes]:
+        share = self._own_share(ephemeral)
+        return share.public, share.complete(peer_key_exchange)
+
+    def from_private_bytes(self, data: bytes) -> KeyShare:
+        if len(data) != self.public_length:
+            raise ConfigurationError(
+                f"an {self.code.name} private exponent is {self.public_length} bytes "
+                f"(big-endian, padded), got {len(data)}"
+            )
+        x = int.from_bytes(data, "big")
+        p = ffdhe_prime(self.code)
+        if not 1 < x < p - 1:
+            raise ConfigurationError(f"{self.code.name} private exponent is out of range")
+        public = _DHPublicNumbers(pow(2, x, p), self._parameter_numbers)
+        return _FFDHEShare(self, _DHPrivateNumbers(x, public).private_key())
 
 
 # --- ML-KEM (FIPS 203, draft-ietf-tls-mlkem) ----------------------------------------------
@@ -414,7 +585,7 @@ _MLKEM1024 = _MLKEMGroup(
     NamedGroup.MLKEM1024, "ML-KEM-1024", mlkem.MLKEM1024PrivateKey, mlkem.MLKEM1024PublicKey,
     1568, 1568,
 )
-_X25519 = _X25519Group()
+_X25519 = _XDHGroup(NamedGroup.x25519, "X25519", x25519.X25519PrivateKey, 32)
 _P256 = _ECDHGroup(NamedGroup.secp256r1, ec.SECP256R1())
 _P384 = _ECDHGroup(NamedGroup.secp384r1, ec.SECP384R1())
 
@@ -429,11 +600,21 @@ _GROUPS: dict[int, Group] = {
         _HybridGroup(NamedGroup.SecP384r1MLKEM1024, _MLKEM1024, _P384, kem_first=False),
         _MLKEM768,
         _MLKEM1024,
+        # Groups not offered by default (docs/groups-and-suites.md):
+        _ECDHGroup(NamedGroup.secp521r1, ec.SECP521R1()),
+        _XDHGroup(NamedGroup.x448, "X448", x448.X448PrivateKey, 56),
+        # RFC 8734 §2: the same encoding and checks as the NIST curves (the
+        # uncompressed point, validated on the curve; the cofactor is 1).
+        _ECDHGroup(NamedGroup.brainpoolP256r1tls13, ec.BrainpoolP256R1()),
+        _ECDHGroup(NamedGroup.brainpoolP384r1tls13, ec.BrainpoolP384R1()),
+        _ECDHGroup(NamedGroup.brainpoolP512r1tls13, ec.BrainpoolP512R1()),
+        *(_FFDHEGroup(code) for code in _FFDHE_X),
     )
 }
 
 #: Every group longtls implements (a registry, not a preference order).
 #: MLKEM512 is absent: pyca/cryptography 50 has no ML-KEM-512.
+#: secp521r1 onwards are implemented but not in config.DEFAULT_GROUPS.
 SUPPORTED_GROUPS: tuple[NamedGroup, ...] = tuple(NamedGroup(code) for code in _GROUPS)
 
 

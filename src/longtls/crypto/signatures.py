@@ -3,7 +3,9 @@
 ``sign`` and ``verify`` take the bytes to be signed as they are: building the
 CertificateVerify content (64 spaces, context string, 0, transcript hash) is
 the handshake's job.  ML-DSA follows draft-ietf-tls-mldsa: pure ML-DSA with an
-empty context string.
+empty context string.  ECDSA schemes bind the curve in TLS 1.3 (RFC 9846
+§4.3.3): P-256/SHA-256, P-384/SHA-384, P-521/SHA-512, and RFC 8734's
+brainpoolP256r1/SHA-256, brainpoolP384r1/SHA-384, brainpoolP512r1/SHA-512.
 
 RFC 9846 section numbers are those of the spec text (specs/rfc9846-tls13-rfc8446bis.md);
 RFC 8446 numbered the same sections one lower (§4.3.x there was §4.2.x, §4.5.x was §4.4.x).
@@ -57,11 +59,17 @@ S = SignatureScheme
 
 #: Schemes longtls signs and verifies in CertificateVerify, most preferred first:
 #: small and fast classical signatures, then RSA, then ML-DSA (2.4-4.6 KB).
+#: All of them are offered by default: each costs two bytes in the hello and
+#: is used only with a key of its own type (docs/groups-and-suites.md).
 SUPPORTED_SIGNATURE_SCHEMES: tuple[SignatureScheme, ...] = (
     S.ecdsa_secp256r1_sha256,
     S.ecdsa_secp384r1_sha384,
+    S.ecdsa_secp521r1_sha512,
     S.ed25519,
     S.ed448,
+    S.ecdsa_brainpoolP256r1tls13_sha256,
+    S.ecdsa_brainpoolP384r1tls13_sha384,
+    S.ecdsa_brainpoolP512r1tls13_sha512,
     S.rsa_pss_rsae_sha256,
     S.rsa_pss_rsae_sha384,
     S.rsa_pss_rsae_sha512,
@@ -106,9 +114,15 @@ _PSS_PADDING: dict[SignatureScheme, padding.PSS] = {
     scheme: padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size)
     for scheme, h in _PSS_HASH.items()
 }
+# Curve name (cryptography's) -> the one TLS 1.3 scheme for keys on that curve.
 _ECDSA: dict[str, tuple[SignatureScheme, ec.ECDSA]] = {
     "secp256r1": (S.ecdsa_secp256r1_sha256, ec.ECDSA(hashes.SHA256())),
     "secp384r1": (S.ecdsa_secp384r1_sha384, ec.ECDSA(hashes.SHA384())),
+    "secp521r1": (S.ecdsa_secp521r1_sha512, ec.ECDSA(hashes.SHA512())),
+    # RFC 8734 §2: TLS 1.3 only; the TLS 1.2 brainpool code points do not apply.
+    "brainpoolP256r1": (S.ecdsa_brainpoolP256r1tls13_sha256, ec.ECDSA(hashes.SHA256())),
+    "brainpoolP384r1": (S.ecdsa_brainpoolP384r1tls13_sha384, ec.ECDSA(hashes.SHA384())),
+    "brainpoolP512r1": (S.ecdsa_brainpoolP512r1tls13_sha512, ec.ECDSA(hashes.SHA512())),
 }
 _ECDSA_BY_SCHEME = {scheme: algorithm for scheme, algorithm in _ECDSA.values()}
 

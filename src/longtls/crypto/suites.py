@@ -1,4 +1,12 @@
-"""Cipher suites: the AEAD and the hash of each (RFC 9846 §B.4)."""
+"""Cipher suites: the AEAD, its tag length, its usage limit and the hash of each (RFC 9846 §B.4).
+
+The two AES-CCM suites are implemented but not offered by default
+(docs/groups-and-suites.md): TLS_AES_128_CCM_SHA256 because the GCM suites
+do the same job faster wherever both exist (ask for it with
+``cipher_suites=`` or ``--ciphers``), TLS_AES_128_CCM_8_SHA256 because its
+8-byte tag is not suitable for general use (RFC 9147 §4.5.3 and its
+Appendix B.3; the IANA registry marks it "Recommended: N").
+"""
 
 from __future__ import annotations
 
@@ -6,18 +14,26 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
 from ..constants import CipherSuite
 from ..errors import ConfigurationError
 
-AEAD: TypeAlias = AESGCM | ChaCha20Poly1305
+AEAD: TypeAlias = AESGCM | ChaCha20Poly1305 | AESCCM
 
 # RFC 9846 §5.5: AES-GCM may protect up to 2^24.5 full-size records under one
 # key.  We rekey well before that.  ChaCha20-Poly1305's sequence number would
 # wrap first, so its only limit is the 64-bit sequence space.
 AES_GCM_RECORD_LIMIT = int(2**24.5)
 SEQUENCE_LIMIT = 2**64 - 1
+# RFC 9846 §5.5 gives no figure for AES-CCM.  RFC 9147 Appendix B.1 (the
+# analysis draft-irtf-cfrg-aead-limits summarises) derives q <= 2^23 full-size
+# records for the same 2^-60 confidentiality margin; it does not depend on the
+# tag, so CCM_8 shares it.  The integrity limits there (2^23.5 forgeries for
+# CCM, only 2^7 for CCM_8) count records that fail authentication; TLS closes
+# the connection at the first one (bad_record_mac), so at most one forgery is
+# ever tried per key and those limits cannot be reached.
+AES_CCM_RECORD_LIMIT = 2**23
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +43,8 @@ class SuiteInfo:
     hash_name: str  # "sha256" or "sha384"
     record_limit: int  # records we may seal under one key (RFC 9846 §5.5)
     iv_length: int = 12
+    #: bytes the AEAD adds to each record: 16, or 8 for AES-128-CCM-8 (RFC 6655)
+    tag_length: int = 16
     # Derived once: the key schedule asks for these dozens of times per handshake.
     hash: hashes.HashAlgorithm = field(init=False, repr=False, compare=False)
     hash_length: int = field(init=False, repr=False, compare=False)
@@ -42,7 +60,16 @@ class SuiteInfo:
     def aead(self, key: bytes) -> AEAD:
         if self.suite == CipherSuite.TLS_CHACHA20_POLY1305_SHA256:
             return ChaCha20Poly1305(key)
+        if self.suite in _CCM_SUITES:
+            # RFC 9846 §5.3: a 12-byte nonce for every suite, so CCM's length
+            # field is 3 bytes (messages up to 2^24 bytes, far above 2^14 + 256).
+            return AESCCM(key, tag_length=self.tag_length)
         return AESGCM(key)
+
+
+_CCM_SUITES = frozenset(
+    (CipherSuite.TLS_AES_128_CCM_SHA256, CipherSuite.TLS_AES_128_CCM_8_SHA256)
+)
 
 
 SUITES: dict[CipherSuite, SuiteInfo] = {
@@ -54,6 +81,13 @@ SUITES: dict[CipherSuite, SuiteInfo] = {
     ),
     CipherSuite.TLS_CHACHA20_POLY1305_SHA256: SuiteInfo(
         CipherSuite.TLS_CHACHA20_POLY1305_SHA256, 32, "sha256", SEQUENCE_LIMIT
+    ),
+    # Not in DEFAULT_CIPHER_SUITES: on request only (see the module docstring).
+    CipherSuite.TLS_AES_128_CCM_SHA256: SuiteInfo(
+        CipherSuite.TLS_AES_128_CCM_SHA256, 16, "sha256", AES_CCM_RECORD_LIMIT
+    ),
+    CipherSuite.TLS_AES_128_CCM_8_SHA256: SuiteInfo(
+        CipherSuite.TLS_AES_128_CCM_8_SHA256, 16, "sha256", AES_CCM_RECORD_LIMIT, tag_length=8
     ),
 }
 

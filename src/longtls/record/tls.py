@@ -16,6 +16,8 @@ from ..crypto.suites import SuiteInfo
 from ..errors import RemoteProtocolError
 
 HEADER_LENGTH = 5
+#: The AEAD tag of every suite but TLS_AES_128_CCM_8_SHA256 (8 bytes); a
+#: RecordProtection's ``tag_length`` is the one of its suite.
 TAG_LENGTH = 16
 _APPLICATION_DATA_HEADER = bytes((ContentType.APPLICATION_DATA, 3, 3))
 # Room for one record's ciphertext, appended then overwritten by encrypt_into.
@@ -25,11 +27,13 @@ _ZEROS = memoryview(bytes(MAX_PLAINTEXT + MAX_CIPHERTEXT_EXPANSION))
 class RecordProtection:
     """AEAD protection of one direction under one traffic secret (RFC 9846 §5.2-5.3)."""
 
-    __slots__ = ("suite", "_aead", "_iv", "sequence_number", "_inner")
+    __slots__ = ("suite", "tag_length", "_aead", "_iv", "sequence_number", "_inner")
 
     def __init__(self, suite: SuiteInfo, traffic_secret: bytes) -> None:
         key, iv = traffic_keys(suite, traffic_secret)
         self.suite = suite
+        #: What the AEAD adds to each record (RFC 9846 §5.2: length = inner plaintext + tag).
+        self.tag_length = suite.tag_length
         self._aead = suite.aead(key)
         self._iv = int.from_bytes(iv, "big")
         self.sequence_number = 0
@@ -85,7 +89,7 @@ class RecordProtection:
         inner[n] = content_type
         if padding:
             inner[n + 1 : inner_length] = bytes(padding)
-        length = inner_length + TAG_LENGTH
+        length = inner_length + self.tag_length
         start = len(out)
         out += _APPLICATION_DATA_HEADER
         out += length.to_bytes(2, "big")
