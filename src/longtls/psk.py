@@ -16,9 +16,9 @@ on the wire, the PSK, its hash and the binder label (RFC 9846 §7.1: "ext binder
 for external PSKs, "res binder" for tickets; RFC 9258 §5.2: "imp binder").
 
 Decisions (docs/external-psk.md): keys shorter than 16 bytes are refused
-(RFC 9846 §2.2 and RFC 9257 §6 warn against low-entropy PSKs; 128 bits is the
-least any TLS 1.3 suite is designed for); an identity is looked up byte for
-byte; ``repr`` never shows a key.
+(RFC 9257 §6: a PSK "MUST be at least 128 bits long"; RFC 9846 §2.2 warns
+against low-entropy PSKs); an identity is looked up byte for byte (RFC 9257
+§6.1.1); ``repr`` never shows a key.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ class PskKind(Enum):
 class ExternalPsk:
     """One externally provisioned PSK: identity, key, and the hash it is bound to.
 
-    RFC 9257 §6 / RFC 9846 §E.6: an external PSK is meant to be known to
-    exactly one client and one server.  Do not let a node use the same PSK
+    RFC 9257 §4.1, §6 and RFC 9846 Appendix E.8: an external PSK is meant to be
+    known to exactly one client and one server.  Do not let a node use the same PSK
     both as a client and as a server (a "Selfie" reflection makes it talk to
     itself): provision one PSK per direction, or use the importer with a
     ``context`` naming both ends, e.g. ``b"client=meter-17;server=gw-2"``.

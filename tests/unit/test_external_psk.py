@@ -6,18 +6,28 @@ Expected secrets are computed here from the spec formulas with plain HKDF/HMAC
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
+import re
+import socket
+import socketserver
 import struct
+import threading
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from tests.vectors.rfc8448 import derive_secret, expand_label, hkdf_extract, transcript_hash
 
+from helpers.cli import LONGTLS, assert_one_error_line, summary
+from helpers.cli import longtls as cli_longtls
 from helpers.pair import Pair, configs
+from helpers.peers import LOOPBACK, free_port, start_process
 from longtls.config import ClientAuth, Configuration
 from longtls.connection import Connection
 from longtls.constants import (
@@ -576,3 +586,107 @@ def test_key_never_in_reprs_or_logs(monkeypatch: pytest.MonkeyPatch, caplog: pyt
             assert secret.hex() not in text and secret.hex().upper() not in text and repr(secret) not in text
     # The handshake drops its PSK candidates once it is over.
     assert pair.client.handshake.offered_psks == []  # type: ignore[attr-defined]
+
+
+# -- the command line: serve, connect and tunnel with --psk-identity/--psk-file ------------
+
+
+@pytest.fixture
+def psk_file(tmp_path: Path) -> Path:
+    path = tmp_path / "psk.hex"
+    path.write_text(KEY.hex() + "\n")  # as `openssl s_server -psk` takes it
+    path.chmod(0o600)
+    return path
+
+
+def _cli_psk(psk_file: Path, *modes: str) -> list[str]:
+    return ["--psk-identity", "meter-17", "--psk-file", str(psk_file), *(["--psk-modes", ",".join(modes)] if modes else [])]
+
+
+def test_cli_serve_and_connect_with_psk_ke_and_extended_key_updates(psk_file: Path) -> None:
+    """A certificate-less ``longtls serve`` and ``longtls connect`` on a psk_ke
+    link: the handshake line names the PSK and mode, and the updates are EKUs."""
+    port = free_port()
+    serve = [*LONGTLS, "serve", "--echo", "--port", str(port), *_cli_psk(psk_file, "psk_ke")]
+    with start_process(serve, ready_pattern=r"^longtls: serving \(echo\)"):
+        result = cli_longtls(
+            "connect", f"{LOOPBACK}:{port}", *_cli_psk(psk_file, "psk_ke"), "--summary", "json",
+            "--rekey-count", "2",
+        )
+    assert result.returncode == 0, result.stderr
+    records = summary(result.stderr)
+    handshake = records[0]
+    assert handshake["event"] == "handshake"
+    assert (handshake["psk"], handshake["psk_identity"], handshake["psk_mode"]) == ("external", "meter-17", "psk_ke")
+    assert handshake["group"] is None and handshake["peer_subject"] is None
+    updates = [r for r in records if r["event"] == "key_update"]
+    assert [(u["kind"], u["generation"], u["group"]) for u in updates] == [
+        ("extended", 1, "X25519MLKEM768"), ("extended", 2, "X25519MLKEM768"),
+    ]  # psk_ke: the client's first supported group (docs/external-psk.md)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["serve", "--echo"], ("--cert FILE --key FILE, or --psk-identity ID --psk-file FILE",)),
+        (["serve", "--echo", "--psk-identity", "x"], ("--psk-identity and --psk-file go together",)),
+        (["connect", f"{LOOPBACK}:1", "--psk-file", "{short}", "--psk-identity", "x"], ("at least 16",)),
+        (["connect", f"{LOOPBACK}:1", "--psk-file", "{nothex}", "--psk-identity", "x"], ("hexadecimal",)),
+        (["connect", f"{LOOPBACK}:1", "--psk-file", "{missing}", "--psk-identity", "x"], ("cannot read PSK file",)),
+    ],
+)
+def test_cli_psk_errors(args: list[str], fragments: tuple[str, ...], tmp_path: Path) -> None:
+    paths = {"short": tmp_path / "short", "nothex": tmp_path / "nothex", "missing": tmp_path / "missing"}
+    paths["short"].write_text("1a2b3c4d\n")  # the openssl manual's example: 4 bytes
+    paths["nothex"].write_text("not a key\n")
+    result = cli_longtls(*(a.format(**{k: str(v) for k, v in paths.items()}) for a in args))
+    assert_one_error_line(result, *fragments)
+
+
+class _EchoBackend(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__((LOOPBACK, 0), _EchoHandler)
+        self.port: int = self.server_address[1]
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _EchoHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(1 << 16):
+            self.request.sendall(data)
+
+
+def test_cli_tunnel_over_an_external_psk(psk_file: Path) -> None:
+    """``tunnel server`` with only a PSK (no certificate) and ``tunnel client``
+    with the same PSK, psk_ke, rekeying by EKU every 16 KiB of traffic."""
+    backend = _EchoBackend()
+    server_port, client_port, metrics_port = free_port(), free_port(), free_port()
+    try:
+        with contextlib.ExitStack() as stack:
+            for args in (
+                ["server", "--listen", f"{LOOPBACK}:{server_port}", "--forward", f"{LOOPBACK}:{backend.port}"],
+                ["client", "--listen", f"{LOOPBACK}:{client_port}", "--connect", f"{LOOPBACK}:{server_port}",
+                 "--rekey-bytes", "16K", "--metrics", f"{LOOPBACK}:{metrics_port}"],
+            ):
+                stack.enter_context(start_process(
+                    [*LONGTLS, "tunnel", *args, *_cli_psk(psk_file, "psk_ke")], ready_pattern=r"^longtls: tunnel "
+                ))
+            payload = bytes(range(256)) * 1024  # 256 KiB
+            with socket.create_connection((LOOPBACK, client_port), timeout=10) as app:
+                received = bytearray()
+                for offset in range(0, len(payload), 8192):
+                    app.sendall(payload[offset:offset + 8192])
+                    while len(received) < offset + 8192:
+                        received += app.recv(1 << 16)
+            assert bytes(received) == payload
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{metrics_port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        local = re.search(r'^longtls_key_updates_total\{initiator="local",result="completed"\} (\d+)', text, re.M)
+        assert local and int(local.group(1)) >= 1, text  # the server paces peer-started EKUs
+        assert 'longtls_handshakes_total{result="ok"} 1' in text, text
+    finally:
+        backend.shutdown()
+        backend.server_close()

@@ -214,11 +214,10 @@ def apply_psk_options(config: Configuration, args: argparse.Namespace) -> None:
         return
     if identity is None or path is None:
         raise CLIError("--psk-identity and --psk-file go together: give both")
-    key = load_psk_file(path)
+    config.external_psks = [ExternalPsk(identity.encode(), load_psk_file(path), hash_name=args.psk_hash)]
     with contextlib.suppress(OSError):
         if os.stat(path).st_mode & 0o077:
             logger.warning("PSK file %s can be read by other users: chmod 600 it", path)
-    config.external_psks = [ExternalPsk(identity.encode(), key, hash_name=args.psk_hash)]
 
 
 def add_eku_options(parser: argparse.ArgumentParser) -> None:
