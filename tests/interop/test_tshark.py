@@ -132,7 +132,8 @@ def test_tshark_decrypts_longtls_session_with_key_log(pki: Any, tmp_path: Path, 
     # EKU (longtls' default) has no Wireshark support: use the classic KeyUpdate.
     ccfg = client_config(bundle.ca, cipher_suites=[suite], extended_key_update=False)
     ccfg.set_keylog_file(client_keylog)
-    scfg = server_config(bundle.server, extended_key_update=False)
+    # The server lists the suite too: the CCM suites are on request only.
+    scfg = server_config(bundle.server, extended_key_update=False, cipher_suites=[suite])
     scfg.set_keylog_file(server_keylog)
 
     with LongtlsServer(scfg, server_side) as server, Capture(server.port, pcap) as capture:

@@ -568,7 +568,8 @@ def _session(
     receiver must fail with bad_record_mac (checked with expect_fatal).
     Returns how many protected records each step carried, and the error.
     """
-    kwargs: dict[str, object] = {"client_cipher_suites": [suite]}
+    # The server lists the suite too: the CCM suites are on request only.
+    kwargs: dict[str, object] = {"client_cipher_suites": [suite], "server_cipher_suites": [suite]}
     if not eku:
         kwargs.update(no_eku())
     c, s, clog, slog = make_configs(**kwargs)
