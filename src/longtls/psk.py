@@ -256,12 +256,12 @@ def server_candidate(
 
 
 def _lookup(psks: Sequence[ExternalPsk], lookup: PskLookup | None, identity: bytes) -> ExternalPsk | None:
-    if lookup is not None:
-        return lookup(identity)
+    """The configured PSK with this identity (compared byte for byte), else
+    what the application's lookup returns."""
     for epsk in psks:
         if epsk.identity == identity:
             return epsk
-    return None
+    return lookup(identity) if lookup is not None else None
 
 
 def load_psk_file(path: str) -> bytes:

@@ -625,6 +625,18 @@ def test_cli_serve_and_connect_with_psk_ke_and_extended_key_updates(psk_file: Pa
     ]  # psk_ke: the client's first supported group (docs/external-psk.md)
 
 
+def test_cli_www_page_names_the_psk(psk_file: Path) -> None:
+    port = free_port()
+    serve = [*LONGTLS, "serve", "--www", "--port", str(port), *_cli_psk(psk_file)]
+    with start_process(serve, ready_pattern=r"^longtls: serving \(www\)"):
+        result = cli_longtls("connect", f"{LOOPBACK}:{port}", *_cli_psk(psk_file), input="GET / HTTP/1.0\r\n\r\n")
+    assert result.returncode == 0, result.stderr
+    fields = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+    assert fields["PSK"].strip() == "external 'meter-17', psk_dhe_ke"
+    assert fields["Signature scheme"].strip() == "none (PSK)"
+    assert fields["Client certificate"].strip() == "none"
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
