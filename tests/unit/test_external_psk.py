@@ -460,6 +460,18 @@ def test_ticket_is_offered_before_the_external_psk(monkeypatch: pytest.MonkeyPat
     assert (hs.psk, hs.resumed, hs.psk_identity) == ("external", False, b"meter-17")
 
 
+def test_no_psk_offered_without_psk_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # §4.2.9: a client that offers pre_shared_key MUST send psk_key_exchange_modes;
+    # with no modes configured a ticket is not offered at all.
+    client, server, _ = configs(client_extended_key_update=False, server_extended_key_update=False)
+    client.session_ticket = _ticket(client, server, monkeypatch)
+    client.psk_key_exchange_modes = ()
+    pair, wire = start(client, server, monkeypatch)
+    extensions = {e.type for e in ClientHello.decode(wire.first("client", CH)[4:]).extensions}
+    assert not {ExtensionType.pre_shared_key, ExtensionType.psk_key_exchange_modes} & extensions
+    assert done(pair.client_events).psk is None
+
+
 @pytest.mark.parametrize(
     ("client_modes", "server_modes", "expected"),
     [

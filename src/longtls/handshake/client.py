@@ -207,6 +207,8 @@ class ClientHandshake(HandshakeEngine):
         first (a fresh PSK from the last connection), then the external PSKs
         in configuration order, with age 0 (RFC 9846 §4.2.11)."""
         cfg = self.config
+        if not cfg.psk_key_exchange_modes:
+            return []  # §4.2.9: no pre_shared_key without psk_key_exchange_modes
         offered: list[tuple[PskCandidate, int]] = []
         ticket = self.ticket
         if ticket is not None:
@@ -214,9 +216,8 @@ class ClientHandshake(HandshakeEngine):
             hash_name = suite_info(ticket.cipher_suite).hash_name
             candidate = PskCandidate(ticket.ticket, ticket.psk, hash_name, PskKind.RESUMPTION)
             offered.append((candidate, (age_ms + ticket.age_add) % 2**32))
-        if cfg.psk_key_exchange_modes:
-            hashes = [suite_info(s).hash_name for s in cfg.cipher_suites]
-            offered.extend((c, 0) for c in client_candidates(cfg.external_psks, hashes))
+        hashes = [suite_info(s).hash_name for s in cfg.cipher_suites]
+        offered.extend((c, 0) for c in client_candidates(cfg.external_psks, hashes))
         if self.hello_retry_seen:
             # §4.1.4: the PSKs must now be usable with the suite the HRR chose.
             assert self.suite is not None
