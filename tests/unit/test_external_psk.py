@@ -704,7 +704,9 @@ def test_cli_tunnel_over_an_external_psk(psk_file: Path) -> None:
                 for offset in range(0, len(payload), 8192):
                     app.sendall(payload[offset:offset + 8192])
                     while len(received) < offset + 8192:
-                        received += app.recv(1 << 16)
+                        data = app.recv(1 << 16)
+                        assert data, f"the tunnel closed after {len(received)} bytes"
+                        received += data
             assert bytes(received) == payload
             with urllib.request.urlopen(f"http://{LOOPBACK}:{metrics_port}/metrics", timeout=5) as response:
                 text = response.read().decode()
