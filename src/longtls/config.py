@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from .constants import CipherSuite, ContentType, NamedGroup, PskKeyExchangeMode, SignatureScheme
+from .certcompress import DEFAULT_CERTIFICATE_COMPRESSION, check_certificate_compression
+from .constants import (
+    CertificateCompressionAlgorithm,
+    CipherSuite,
+    ContentType,
+    NamedGroup,
+    PskKeyExchangeMode,
+    SignatureScheme,
+)
 from .crypto.suites import DEFAULT_CIPHER_SUITES
 from .errors import ConfigurationError
 from .events import SessionTicket
@@ -75,6 +83,11 @@ class Configuration:
     #: Client: groups for which a key share goes in the first ClientHello.
     key_share_groups: Sequence[NamedGroup] = DEFAULT_KEY_SHARE_GROUPS
     signature_algorithms: Sequence[SignatureScheme] | None = None
+    #: RFC 8879 certificate compression, in preference order: the algorithms
+    #: we accept (offered in ClientHello / CertificateRequest) and may compress
+    #: our own Certificate with.  Default: every one installed (zlib always;
+    #: brotli and zstd with ``longtls[compression]``); () turns it off.
+    certificate_compression: Sequence[CertificateCompressionAlgorithm] = DEFAULT_CERTIFICATE_COMPRESSION
 
     certificate_chain: list[x509.Certificate] = field(default_factory=list, repr=False)
     private_key: Any = field(default=None, repr=False)
@@ -235,5 +248,6 @@ class Configuration:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigurationError(f"{name} must be positive (or None to disable)")
+        check_certificate_compression(self.certificate_compression)
         if not 64 <= self.record_size_limit <= 2**14 + 1:
             raise ConfigurationError("record_size_limit must be between 64 and 16385")

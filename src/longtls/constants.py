@@ -74,6 +74,7 @@ class HandshakeType(IntEnum):
     client_certificate_request = 17
     finished = 20
     key_update = 24
+    compressed_certificate = 25  # RFC 8879 §4 (replaces Certificate)
     # PROVISIONAL: extended_key_update (EKU draft-13 and draft-2025-10).
     extended_key_update = 27
     # PROVISIONAL: EKU draft-05 uses three message types; 27 is shared with the
@@ -91,6 +92,7 @@ class ExtensionType(IntEnum):
     signature_algorithms = 13
     application_layer_protocol_negotiation = 16
     padding = 21
+    compress_certificate = 27  # RFC 8879 §3 (ClientHello, CertificateRequest)
     record_size_limit = 28  # RFC 8449
     pre_shared_key = 41
     early_data = 42
@@ -168,6 +170,14 @@ class SignatureScheme(IntEnum):
     mldsa44 = 0x0904
     mldsa65 = 0x0905
     mldsa87 = 0x0906
+
+
+class CertificateCompressionAlgorithm(IntEnum):
+    """RFC 8879 §3 (the IANA "Certificate Compression Algorithm IDs" registry)."""
+
+    zlib = 1  # RFC 1950
+    brotli = 2  # RFC 7932
+    zstd = 3  # RFC 8878
 
 
 class PskKeyExchangeMode(IntEnum):

@@ -12,6 +12,7 @@ from cryptography import x509
 
 from .constants import (
     AlertDescription,
+    CertificateCompressionAlgorithm,
     CipherSuite,
     NamedGroup,
     PskKeyExchangeMode,
@@ -48,6 +49,10 @@ class HandshakeComplete(Event):
     psk_identity: bytes | None = None
     #: psk_ke or psk_dhe_ke when a PSK was used (RFC 9846 §4.2.9).
     psk_key_exchange_mode: PskKeyExchangeMode | None = None
+    #: RFC 8879: the algorithm the peer's certificate arrived compressed with
+    #: (None: uncompressed, or no certificate), and the one we sent ours with.
+    peer_certificate_compression: CertificateCompressionAlgorithm | None = None
+    local_certificate_compression: CertificateCompressionAlgorithm | None = None
 
     @property
     def peer_subject(self) -> str | None:
@@ -118,6 +123,8 @@ class PeerAuthenticated(Event):
 
     peer_certificates: tuple[x509.Certificate, ...] = field(repr=False)
     signature_scheme: SignatureScheme | None
+    #: RFC 8879: how the client's certificate arrived compressed, or None.
+    certificate_compression: CertificateCompressionAlgorithm | None = None
 
 
 @dataclass(frozen=True, slots=True)

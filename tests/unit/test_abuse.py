@@ -141,7 +141,9 @@ def test_huge_certificate_over_max_handshake_message_size(huge_chain: tuple[Cred
     """max_handshake_message_size: the client refuses the Certificate from its
     header alone (illegal_parameter), before buffering its 40 KB."""
     ca, leaf = huge_chain
-    c, s, _ = configs(ca=ca, client_max_handshake_message_size=16_384)
+    # Uncompressed (a compressed one is bounded by its uncompressed_length:
+    # tests/unit/test_cert_compression.py).
+    c, s, _ = configs(ca=ca, client_max_handshake_message_size=16_384, server_certificate_compression=())
     s.certificate_chain, s.private_key = leaf.chain, leaf.key
     client, server = Connection(c), Connection(s)
     client.start_handshake()
@@ -174,7 +176,10 @@ def test_huge_client_certificate_over_the_servers_limit(huge_chain: tuple[Creden
     from longtls.config import ClientAuth
 
     ca, _ = huge_chain
-    c, s, _ = configs(ca=ca, server_client_auth=ClientAuth.REQUIRED, server_max_handshake_message_size=8_192)
+    c, s, _ = configs(
+        ca=ca, server_client_auth=ClientAuth.REQUIRED, server_max_handshake_message_size=8_192,
+        client_certificate_compression=(),
+    )
     client_leaf = big_leaf(ca, 20_000)
     c.certificate_chain, c.private_key = client_leaf.chain, client_leaf.key
     pair = Pair(Connection(c), Connection(s))
@@ -307,7 +312,8 @@ def test_corrupt_certificate_is_bad_certificate(field: str) -> None:
     bad_certificate (RFC 9846 §6.2: "a certificate was corrupt"), never
     internal_error.  Found by the fuzzer (tests/fuzz, target client)."""
     log = KeyLog()
-    c, s, _ = configs(server_keylog=log)
+    # The edit rewrites a plain Certificate: no RFC 8879 compression here.
+    c, s, _ = configs(server_keylog=log, server_certificate_compression=())
     client, server = Connection(c), Connection(s)
     client.start_handshake()
     server.receive_data(client.data_to_send())

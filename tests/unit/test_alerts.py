@@ -776,6 +776,7 @@ def test_no_common_signature_scheme() -> None:
 def test_certificate_that_is_not_der() -> None:
     """§6.2 bad_certificate: "A certificate was corrupt"."""
     c, s, _, slog = make_configs()
+    s.certificate_compression = ()  # the edit replaces a plain Certificate (RFC 8879 aside)
     garbage = Certificate(b"", (CertificateEntry(b"\x30\x82\x01\x00 not a certificate"),)).encode()
     client, server, flight = tampered_server_flight(
         c, s, slog, lambda m: replace(m, HandshakeType.certificate, garbage),
@@ -1294,6 +1295,7 @@ def test_empty_server_certificate() -> None:
     """§4.5.1.3: "If the server supplies an empty Certificate message, the
     client MUST abort the handshake with a decode_error alert"."""
     c, s, _, slog = make_configs()
+    s.certificate_compression = ()  # the edit replaces a plain Certificate (RFC 8879 aside)
     client, server, flight = tampered_server_flight(
         c, s, slog, lambda m: replace(m, HandshakeType.certificate, Certificate(b"", ()).encode()),
     )
@@ -1536,6 +1538,7 @@ def test_certificate_entry_with_an_extension_not_requested() -> None:
     """§4.3: Certificate extensions are responses too; status_request was not
     offered -> unsupported_extension."""
     c, s, _, slog = make_configs()
+    s.certificate_compression = ()  # the edit replaces a plain Certificate (RFC 8879 aside)
 
     def add_extension(messages: list[Message]) -> list[Message]:
         cert = Certificate.decode(body_of(messages, HandshakeType.certificate))

@@ -84,6 +84,8 @@ def test_echo_round_trip_with_json_summary(serve: Any, files: PkiFiles) -> None:
         "alpn": None,
         "peer_subject": "CN=localhost,O=longtls tests",
         "resumed": False,
+        # RFC 8879, on by default: the server compresses with the first algorithm it has.
+        "peer_certificate_compression": "brotli",
     }
     # Two longtls peers negotiate Extended Key Update, which replaces KeyUpdate.
     updates = [r for r in records if r["event"] == "key_update"]

@@ -59,6 +59,7 @@ from longtls.wire.messages import (
     CertificateRequest,
     CertificateVerify,
     ClientHello,
+    CompressedCertificate,
     EncryptedExtensions,
     EndOfEarlyData,
     Extension,
@@ -150,6 +151,8 @@ EXTENSION_CODECS = [
     Codec("certificate_authorities",
           st.lists(st.binary(min_size=1, max_size=120), min_size=1, max_size=5).map(tuple),
           wx.encode_certificate_authorities, wx.decode_certificate_authorities),
+    Codec("compress_certificate", st.lists(u16s, min_size=1, max_size=127).map(tuple),
+          wx.encode_compress_certificate, wx.decode_compress_certificate),
     Codec("tls_flags", st.frozensets(st.integers(0, wx.TLS_FLAGS_MAX_BIT), min_size=1, max_size=12),
           wx.encode_tls_flags, wx.decode_tls_flags),
 ]
@@ -222,6 +225,9 @@ MESSAGES: dict[str, tuple[type[Any], st.SearchStrategy[Any]]] = {
         Certificate, st.binary(max_size=255),
         st.lists(st.builds(CertificateEntry, st.binary(min_size=1, max_size=400), extension_blocks),
                  max_size=5).map(tuple),
+    )),
+    "CompressedCertificate": (CompressedCertificate, st.builds(
+        CompressedCertificate, u16s, st.integers(0, 0xFFFFFF), st.binary(min_size=1, max_size=400)
     )),
     "CertificateVerify": (CertificateVerify, st.builds(CertificateVerify, u16s, st.binary(max_size=600))),
     "Finished": (Finished, st.builds(Finished, st.binary(max_size=64))),

@@ -103,6 +103,7 @@ def _client(tr: Trace) -> tuple[Connection, dict[str, bytes]]:
         key_share_groups=(NamedGroup.x25519,),
         middlebox_compatibility=False,
         extended_key_update=False,  # the trace's client predates EKU
+        certificate_compression=(),  # ... and RFC 8879
         verify_peer=False,  # the trace's certificate is self-signed; CertificateVerify is still checked
         random=_random_from(tr.client_random),
         key_share_factory=_x25519_factory(tr.ephemeral_private_key("client")),

@@ -12,8 +12,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from .. import certcompress
 from ..config import ClientAuth, Configuration
-from ..constants import CipherSuite, NamedGroup, PskKeyExchangeMode
+from ..constants import (
+    CertificateCompressionAlgorithm,
+    CipherSuite,
+    NamedGroup,
+    PskKeyExchangeMode,
+)
 from ..crypto.groups import SUPPORTED_GROUPS
 from ..crypto.suites import SUITES
 from ..eku import DEFAULT_PROFILE, PROFILES
@@ -169,6 +175,7 @@ def add_tls_options(parser: argparse.ArgumentParser) -> None:
         help="handshake timeout (default: %(default)g)",
     )
     add_psk_options(parser)
+    add_compression_options(parser)
 
 
 def psk_mode_list(text: str) -> tuple[PskKeyExchangeMode, ...]:
@@ -203,6 +210,48 @@ def add_psk_options(parser: argparse.ArgumentParser) -> None:
         help="PSK key exchange modes in order of preference: psk_dhe_ke (default; forward "
         "secret), psk_ke (no key exchange; also allows psk_ke resumption), or both",
     )
+
+
+def compression_list(text: str) -> tuple[CertificateCompressionAlgorithm, ...]:
+    """Comma-separated RFC 8879 algorithms, in order of preference: ``brotli,zlib``."""
+    algorithms: list[CertificateCompressionAlgorithm] = []
+    for name in _split(text, "compression algorithm"):
+        try:
+            algorithm = CertificateCompressionAlgorithm[name.lower()]
+        except KeyError:
+            choices = ", ".join(a.name for a in CertificateCompressionAlgorithm)
+            raise argparse.ArgumentTypeError(f"unknown algorithm {name!r} (choose from {choices})") from None
+        if not certcompress.is_available(algorithm):
+            raise argparse.ArgumentTypeError(
+                f"{algorithm.name} is not installed: pip install 'longtls[compression]' "
+                f"(or {certcompress.MISSING_PACKAGE[algorithm]!r})"
+            )
+        if algorithm not in algorithms:
+            algorithms.append(algorithm)
+    return tuple(algorithms)
+
+
+def add_compression_options(parser: argparse.ArgumentParser) -> None:
+    """--compress-cert, --no-compress-cert (RFC 8879 certificate compression)."""
+    group = parser.add_argument_group("certificate compression (RFC 8879)")
+    choice = group.add_mutually_exclusive_group()
+    available = ",".join(a.name for a in certcompress.DEFAULT_CERTIFICATE_COMPRESSION)
+    choice.add_argument(
+        "--compress-cert", type=compression_list, metavar="ALG[,ALG]",
+        help="certificate compression algorithms to accept and to compress our certificate "
+        f"with, in order of preference (default: every one installed, here {available})",
+    )
+    choice.add_argument(
+        "--no-compress-cert", action="store_true",
+        help="neither offer nor use certificate compression",
+    )
+
+
+def apply_compression_options(config: Configuration, args: argparse.Namespace) -> None:
+    if getattr(args, "no_compress_cert", False):
+        config.certificate_compression = ()
+    elif getattr(args, "compress_cert", None):
+        config.certificate_compression = args.compress_cert
 
 
 def apply_psk_options(config: Configuration, args: argparse.Namespace) -> None:
@@ -272,6 +321,7 @@ def build_configuration(args: argparse.Namespace, *, is_client: bool) -> Configu
         config.set_keylog_file(args.keylog)
     apply_eku_options(config, args)
     apply_psk_options(config, args)
+    apply_compression_options(config, args)
     return config
 
 
@@ -435,6 +485,9 @@ def handshake_summary(event: HandshakeComplete) -> dict[str, Any]:
         record["psk"] = event.psk
         record["psk_identity"] = identity.decode("utf-8", "backslashreplace") if identity is not None else None
         record["psk_mode"] = name_or_none(event.psk_key_exchange_mode)
+    if event.peer_certificate_compression is not None:
+        # Only when the peer's certificate arrived compressed (RFC 8879).
+        record["peer_certificate_compression"] = event.peer_certificate_compression.name
     return record
 
 

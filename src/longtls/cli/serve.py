@@ -163,6 +163,13 @@ def describe_connection(writer: aio.TLSWriter) -> str:
         rows.append(("Client signature scheme", common.name_or_none(hs.signature_scheme) or "none"))
     rows.append(("Extended Key Update", "yes" if hs.extended_key_update else "no"))
     rows.append(("Resumed", "yes" if hs.resumed else "no"))
+    # RFC 8879: how our certificate went out (and the client's came in, if any).
+    rows.append(("Certificate compression", common.name_or_none(hs.local_certificate_compression) or "none"))
+    if hs.peer_subject:
+        rows.append((
+            "Client certificate compression",
+            common.name_or_none(hs.peer_certificate_compression) or "none",
+        ))
     if hs.psk is not None:  # e.g. "external 'meter-17', psk_ke"
         what = hs.psk
         if hs.psk_identity is not None:

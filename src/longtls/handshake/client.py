@@ -79,6 +79,8 @@ class ClientHandshake(HandshakeEngine):
         #: The PSKs of the last ClientHello, in the order of its identities.
         self.offered_psks: list[PskCandidate] = []
         self.certificate_request: CertificateRequest | None = None
+        # RFC 8879: the algorithms our ClientHello's compress_certificate listed.
+        self.offered_compression: tuple[int, ...] = ()
         self.sent_ccs = False
         self.server_name = config.server_name
         self.client_hello: ClientHello | None = None
@@ -144,6 +146,12 @@ class ClientHandshake(HandshakeEngine):
                 X.encode_psk_key_exchange_modes(list(cfg.psk_key_exchange_modes)),
             ))
         exts.append(Extension(ExtensionType.record_size_limit, X.encode_record_size_limit(cfg.record_size_limit)))
+        if cfg.certificate_compression:
+            # RFC 8879 §3: we accept a compressed server Certificate.
+            exts.append(Extension(
+                ExtensionType.compress_certificate,
+                X.encode_compress_certificate(list(cfg.certificate_compression)),
+            ))
         if cfg.post_handshake_auth and cfg.certificate_chain:
             exts.append(Extension(ExtensionType.post_handshake_auth, X.encode_post_handshake_auth()))
         exts.extend(self.extra_client_hello_extensions())
@@ -198,6 +206,8 @@ class ClientHandshake(HandshakeEngine):
             )
             self.psk_modes = tuple(cfg.psk_key_exchange_modes)
         self.offered_extensions = {e.type for e in exts}
+        if ExtensionType.compress_certificate in self.offered_extensions:
+            self.offered_compression = tuple(cfg.certificate_compression)
         hello = ClientHello(self.conn.client_random, self.session_id, suites, tuple(exts))
         self.client_hello = hello
         self.send(HandshakeType.client_hello, hello.encode())
@@ -380,12 +390,27 @@ class ClientHandshake(HandshakeEngine):
         exts = {e.type: e.data for e in cr.extensions}
         if ExtensionType.signature_algorithms not in exts:
             raise RemoteProtocolError("CertificateRequest without signature_algorithms", AlertDescription.missing_extension)
+        if ExtensionType.compress_certificate in exts:
+            # RFC 8879 §3; parsed now so a malformed one is refused on arrival.
+            X.decode_compress_certificate(exts[ExtensionType.compress_certificate])
         self.transcript.update(raw)
         self.certificate_request = cr
         self.state = ClientState.WAIT_CERT
 
     def on_certificate(self, body: bytes, raw: bytes) -> None:
-        cert = Certificate.decode(body)
+        self._on_server_certificate(Certificate.decode(body), raw)
+
+    def on_compressed_certificate(self, body: bytes, raw: bytes) -> None:
+        """RFC 8879 §4: the server's Certificate, compressed; the transcript
+        takes the CompressedCertificate as it was sent."""
+        if not self.offered_compression:
+            raise RemoteProtocolError(
+                "CompressedCertificate, but our ClientHello offered no certificate compression",
+                AlertDescription.unexpected_message,
+            )
+        self._on_server_certificate(self.open_compressed_certificate(body, self.offered_compression), raw)
+
+    def _on_server_certificate(self, cert: Certificate, raw: bytes) -> None:
         if cert.certificate_request_context:
             raise RemoteProtocolError("server Certificate with a request context", AlertDescription.illegal_parameter)
         if not cert.certificate_list:
@@ -438,6 +463,9 @@ class ClientHandshake(HandshakeEngine):
         returns the scheme we signed with, or None if we sent no certificate."""
         exts = {e.type: e.data for e in request.extensions}
         peer_schemes = X.decode_signature_algorithms(exts[ExtensionType.signature_algorithms])
+        # RFC 8879 §3: the compression algorithms the server accepts, if any.
+        compression = exts.get(ExtensionType.compress_certificate)
+        algorithms = X.decode_compress_certificate(compression) if compression is not None else ()
         scheme = None
         if self.config.certificate_chain and self.config.private_key is not None:
             try:
@@ -450,7 +478,7 @@ class ClientHandshake(HandshakeEngine):
             transcript.update(raw)
             self.conn.queue_handshake(raw)
             return None
-        raw = encode_handshake(HandshakeType.certificate, self.build_certificate(context))
+        raw = encode_handshake(*self.certificate_message(context, algorithms))
         transcript.update(raw)
         self.conn.queue_handshake(raw)
         raw = encode_handshake(
@@ -526,6 +554,8 @@ class ClientHandshake(HandshakeEngine):
         (ClientState.WAIT_CERT_CR, HandshakeType.certificate_request): on_certificate_request,
         (ClientState.WAIT_CERT_CR, HandshakeType.certificate): on_certificate,
         (ClientState.WAIT_CERT, HandshakeType.certificate): on_certificate,
+        (ClientState.WAIT_CERT_CR, HandshakeType.compressed_certificate): on_compressed_certificate,
+        (ClientState.WAIT_CERT, HandshakeType.compressed_certificate): on_compressed_certificate,
         (ClientState.WAIT_CV, HandshakeType.certificate_verify): on_certificate_verify,
         (ClientState.WAIT_FINISHED, HandshakeType.finished): on_finished,
         (ClientState.CONNECTED, HandshakeType.new_session_ticket): on_new_session_ticket,

@@ -18,9 +18,11 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, rsa
 
+from .. import certcompress
 from ..config import Configuration
 from ..constants import (
     AlertDescription,
+    CertificateCompressionAlgorithm,
     CipherSuite,
     ExtensionType,
     HandshakeType,
@@ -32,13 +34,14 @@ from ..crypto import key_schedule as ks
 from ..crypto import signatures
 from ..crypto.certificates import TrustStore, verify_chain
 from ..crypto.suites import SuiteInfo
-from ..errors import LocalProtocolError, RemoteProtocolError
+from ..errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from ..events import HandshakeComplete
 from ..psk import PskKind
 from ..wire.messages import (
     Certificate,
     CertificateEntry,
     CertificateVerify,
+    CompressedCertificate,
     Extension,
     Finished,
     encode_handshake,
@@ -146,6 +149,9 @@ class HandshakeEngine:
         )
         # post-handshake authentication: the transcript up to client Finished.
         self.handshake_transcript: ks.Transcript | None = None
+        # RFC 8879: how the peer's last Certificate arrived, and how we sent ours.
+        self.peer_certificate_compression: CertificateCompressionAlgorithm | None = None
+        self.local_certificate_compression: CertificateCompressionAlgorithm | None = None
         self.eku_negotiated = False
         # The PSK the handshake used (RFC 9846 §4.2.11): its kind and, for an
         # external one, its identity (never the key: these outlive the handshake).
@@ -290,6 +296,8 @@ class HandshakeEngine:
             client_authenticated=client_authenticated,
             extended_key_update=self.eku_negotiated,
             local_signature_scheme=local_signature_scheme,
+            peer_certificate_compression=self.peer_certificate_compression,
+            local_certificate_compression=self.local_certificate_compression,
             psk=self.psk_kind.value if self.psk_kind is not None else None,
             psk_identity=self.psk_identity,
             psk_key_exchange_mode=self._psk_mode(),
@@ -311,6 +319,48 @@ class HandshakeEngine:
             CertificateEntry(cert.public_bytes(_DER), ()) for cert in self.config.certificate_chain
         )
         return Certificate(context, entries).encode()
+
+    def certificate_message(self, context: bytes, peer_algorithms: Sequence[int]) -> tuple[HandshakeType, bytes]:
+        """Our Certificate body, or a CompressedCertificate in its place (RFC 8879 §4).
+
+        Compressed with our most preferred algorithm among ``peer_algorithms``
+        (the peer's compress_certificate list), and only when that makes the
+        message smaller: post-quantum chains barely compress.  The handshake's
+        Certificate (empty context) is compressed once per chain and cached.
+        """
+        body = self.build_certificate(context)
+        self.local_certificate_compression = None
+        algorithm = next((a for a in self.config.certificate_compression if a in peer_algorithms), None)
+        if algorithm is None or not body:
+            return HandshakeType.certificate, body
+        compressed = certcompress.compress_certificate(
+            CertificateCompressionAlgorithm(algorithm), body, cache=not context
+        ).encode()
+        if len(compressed) >= len(body):
+            return HandshakeType.certificate, body
+        self.local_certificate_compression = CertificateCompressionAlgorithm(algorithm)
+        return HandshakeType.compressed_certificate, compressed
+
+    def open_compressed_certificate(self, body: bytes, offered: Sequence[int]) -> Certificate:
+        """The Certificate inside a CompressedCertificate body (RFC 8879 §4).
+
+        ``offered``: the algorithms of our compress_certificate extension.  A
+        malformed CompressedCertificate is decode_error; one that cannot be
+        decompressed, or does not decompress to a Certificate, bad_certificate.
+        """
+        message = CompressedCertificate.decode(body)
+        inner = certcompress.decompress_certificate(
+            message, offered, self.config.max_handshake_message_size
+        )
+        try:
+            certificate = Certificate.decode(inner)
+        except DecodeError:
+            raise RemoteProtocolError(
+                "compressed certificate does not decompress to a Certificate message",
+                AlertDescription.bad_certificate,
+            ) from None
+        self.peer_certificate_compression = CertificateCompressionAlgorithm(message.algorithm)
+        return certificate
 
     def choose_signature_scheme(self, peer_schemes: Sequence[int]) -> SignatureScheme:
         ours = signatures.schemes_for_key(

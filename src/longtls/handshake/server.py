@@ -108,6 +108,10 @@ class ServerHandshake(HandshakeEngine):
         self.skip_budget = 0
         self.tickets_sent = 0
         self.pha_context: bytes | None = None
+        # RFC 8879: the client's compress_certificate list (for our Certificate),
+        # and what our CertificateRequest offered (for the client's).
+        self.client_compression: tuple[int, ...] = ()
+        self.requested_compression: tuple[int, ...] = ()
         self.pha_transcript: ks.Transcript | None = None
         self.client_psk_modes: tuple[int, ...] = ()
         self.client_signature_algorithms: tuple[int, ...] = ()
@@ -157,6 +161,8 @@ class ServerHandshake(HandshakeEngine):
             self.client_psk_modes = X.decode_psk_key_exchange_modes(exts[ExtensionType.psk_key_exchange_modes])
         if ExtensionType.signature_algorithms in exts:
             self.client_signature_algorithms = X.decode_signature_algorithms(exts[ExtensionType.signature_algorithms])
+        if ExtensionType.compress_certificate in exts:
+            self.client_compression = X.decode_compress_certificate(exts[ExtensionType.compress_certificate])
         if ExtensionType.early_data in exts:
             # We never accept 0-RTT: skip the client's early records (§4.2.10).
             self.skip_budget = _MAX_SKIPPED_EARLY_DATA
@@ -440,12 +446,10 @@ class ServerHandshake(HandshakeEngine):
         self.send(HandshakeType.encrypted_extensions, EncryptedExtensions(tuple(self._encrypted_extensions(exts, resumption))).encode())
         if resumption is None:
             if cfg.client_auth is not ClientAuth.NONE:
-                cr = CertificateRequest(b"", (
-                    Extension(ExtensionType.signature_algorithms, X.encode_signature_algorithms(list(self.signature_algorithms))),
-                ))
+                cr = CertificateRequest(b"", self._certificate_request_extensions())
                 self.send(HandshakeType.certificate_request, cr.encode())
                 self.certificate_requested = True
-            self.send(HandshakeType.certificate, self.build_certificate(b""))
+            self.send(*self.certificate_message(b"", self.client_compression))
             assert self.scheme is not None
             self.send(HandshakeType.certificate_verify, self.sign_certificate_verify(self.scheme, SERVER_CV_CONTEXT, self.transcript))
         self.send(HandshakeType.finished, self.finished_body(secrets.server_handshake_traffic_secret, self.transcript))
@@ -511,8 +515,32 @@ class ServerHandshake(HandshakeEngine):
 
     # -------------------------------------------------- client's second flight
 
+    def _certificate_request_extensions(self) -> tuple[Extension, ...]:
+        exts = [Extension(ExtensionType.signature_algorithms, X.encode_signature_algorithms(list(self.signature_algorithms)))]
+        self.requested_compression = tuple(self.config.certificate_compression)
+        if self.requested_compression:
+            # RFC 8879 §3: we accept a compressed client Certificate.
+            exts.append(Extension(
+                ExtensionType.compress_certificate, X.encode_compress_certificate(list(self.requested_compression))
+            ))
+        return tuple(exts)
+
     def on_certificate(self, body: bytes, raw: bytes) -> None:
-        cert = Certificate.decode(body)
+        self.peer_certificate_compression = None
+        self._on_client_certificate(Certificate.decode(body), raw)
+
+    def on_compressed_certificate(self, body: bytes, raw: bytes) -> None:
+        """RFC 8879 §4: the client's Certificate, compressed, in answer to a
+        CertificateRequest that offered compression; the transcript takes the
+        CompressedCertificate as it was sent."""
+        if not self.requested_compression:
+            raise RemoteProtocolError(
+                "CompressedCertificate, but our CertificateRequest offered no certificate compression",
+                AlertDescription.unexpected_message,
+            )
+        self._on_client_certificate(self.open_compressed_certificate(body, self.requested_compression), raw)
+
+    def _on_client_certificate(self, cert: Certificate, raw: bytes) -> None:
         if cert.certificate_request_context != (self.pha_context or b""):
             raise RemoteProtocolError("Certificate has the wrong request context", AlertDescription.illegal_parameter)
         transcript = self._auth_transcript()
@@ -583,9 +611,7 @@ class ServerHandshake(HandshakeEngine):
         self.check_post_handshake_auth_allowed()
         self.pha_context = self.config.random(16)
         self.pha_transcript = self.post_handshake_transcript()
-        cr = CertificateRequest(self.pha_context, (
-            Extension(ExtensionType.signature_algorithms, X.encode_signature_algorithms(list(self.signature_algorithms))),
-        ))
+        cr = CertificateRequest(self.pha_context, self._certificate_request_extensions())
         raw = encode_handshake(HandshakeType.certificate_request, cr.encode())
         self.pha_transcript.update(raw)
         self.conn.queue_handshake(raw)
@@ -597,7 +623,9 @@ class ServerHandshake(HandshakeEngine):
         self.pha_context = None
         self.pha_transcript = None
         self.state = ServerState.CONNECTED
-        self.conn.emit(PeerAuthenticated(self.peer_certificates, self.peer_signature_scheme))
+        self.conn.emit(PeerAuthenticated(
+            self.peer_certificates, self.peer_signature_scheme, self.peer_certificate_compression
+        ))
         self.conn.post_handshake_auth_done()
 
     @property
@@ -619,9 +647,11 @@ class ServerHandshake(HandshakeEngine):
         (ServerState.START, HandshakeType.client_hello): on_client_hello,
         (ServerState.WAIT_CH2, HandshakeType.client_hello): on_client_hello,
         (ServerState.WAIT_CERT, HandshakeType.certificate): on_certificate,
+        (ServerState.WAIT_CERT, HandshakeType.compressed_certificate): on_compressed_certificate,
         (ServerState.WAIT_CV, HandshakeType.certificate_verify): on_certificate_verify,
         (ServerState.WAIT_FINISHED, HandshakeType.finished): on_finished,
         (ServerState.PHA_WAIT_CERT, HandshakeType.certificate): on_certificate,
+        (ServerState.PHA_WAIT_CERT, HandshakeType.compressed_certificate): on_compressed_certificate,
         (ServerState.PHA_WAIT_CV, HandshakeType.certificate_verify): on_certificate_verify,
         (ServerState.PHA_WAIT_FINISHED, HandshakeType.finished): on_post_handshake_finished,
     }

@@ -37,6 +37,7 @@ __all__ = [
     "decode_alpn",
     "decode_application_layer_protocol_negotiation",
     "decode_certificate_authorities",
+    "decode_compress_certificate",
     "decode_cookie",
     "decode_early_data",
     "decode_early_data_nst",
@@ -58,6 +59,7 @@ __all__ = [
     "encode_alpn",
     "encode_application_layer_protocol_negotiation",
     "encode_certificate_authorities",
+    "encode_compress_certificate",
     "encode_cookie",
     "encode_early_data",
     "encode_early_data_nst",
@@ -542,6 +544,24 @@ def decode_certificate_authorities(data: bytes) -> tuple[bytes, ...]:
     while not names.eof():
         out.append(names.read_vector(2, 1, _U16_MAX))
     return tuple(out)
+
+
+# -- compress_certificate (RFC 8879 §3) --------------------------------------
+
+
+def encode_compress_certificate(algorithms: Sequence[int]) -> bytes:
+    """CertificateCompressionAlgorithms: ``algorithms<2..2^8-2>``."""
+    return _encode_u16_list(algorithms, 1, 2, 254, "algorithms")
+
+
+def decode_compress_certificate(data: bytes) -> tuple[int, ...]:
+    """``CertificateCompressionAlgorithm algorithms<2..2^8-2>``.
+
+    An empty list is below the vector's minimum, hence decode_error (RFC 9846
+    §4.2, §6.2); RFC 8879 names no other alert for it.  Algorithms we do not
+    know come back as ints, for the caller to ignore.
+    """
+    return _decode_u16_list(data, 1, 2, 254, "algorithms")
 
 
 # -- tls_flags (draft-ietf-tls-tlsflags §2) ----------------------------------

@@ -42,6 +42,7 @@ __all__ = [
     "CertificateRequest",
     "CertificateVerify",
     "ClientHello",
+    "CompressedCertificate",
     "EncryptedExtensions",
     "EndOfEarlyData",
     "Extension",
@@ -359,6 +360,38 @@ class Certificate:
 
 
 @dataclass(frozen=True, slots=True)
+class CompressedCertificate:
+    """RFC 8879 §4: a Certificate body, compressed, sent in its place.
+
+    The codec checks the syntax only; whether ``algorithm`` was offered, the
+    size limits and the decompression itself belong to the engine
+    (:mod:`longtls.certcompress`), because each failure there is bad_certificate.
+    """
+
+    msg_type: ClassVar[HandshakeType] = HandshakeType.compressed_certificate
+
+    algorithm: int
+    uncompressed_length: int
+    compressed_certificate_message: bytes
+
+    def encode(self) -> bytes:
+        data = self.compressed_certificate_message
+        _check_bounds("compressed_certificate_message", len(data), 1, _U24_MAX)
+        if not 0 <= self.uncompressed_length <= _U24_MAX:
+            raise ValueError(f"uncompressed_length {self.uncompressed_length} is not a uint24")
+        return b"".join((u16(self.algorithm), u24(self.uncompressed_length), u24(len(data)), data))
+
+    @classmethod
+    def decode(cls, body: bytes) -> Self:
+        buf = Buffer(body)
+        algorithm = buf.read_uint16()
+        uncompressed_length = buf.read_uint24()
+        data = buf.read_vector(3, 1, _U24_MAX)
+        buf.expect_end("CompressedCertificate")
+        return cls(algorithm, uncompressed_length, data)
+
+
+@dataclass(frozen=True, slots=True)
 class CertificateVerify:
     msg_type: ClassVar[HandshakeType] = HandshakeType.certificate_verify
 
@@ -498,6 +531,7 @@ HandshakeMessage = (
     | EncryptedExtensions
     | CertificateRequest
     | Certificate
+    | CompressedCertificate
     | CertificateVerify
     | Finished
     | EndOfEarlyData
@@ -513,6 +547,7 @@ _MESSAGE_CLASSES: dict[int, type[HandshakeMessage]] = {
         EncryptedExtensions,
         CertificateRequest,
         Certificate,
+        CompressedCertificate,
         CertificateVerify,
         Finished,
         EndOfEarlyData,
