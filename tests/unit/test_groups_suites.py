@@ -114,6 +114,8 @@ def test_a_server_accepts_a_new_group_only_when_configured() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         server.receive_data(client.data_to_send())
     assert info.value.alert is A.handshake_failure
+    # The server's error (its log line) says what to change.
+    assert "the client offers x448, which longtls implements but the configured groups" in str(info.value)
     assert server.data_to_send() == bytes([21, 3, 3, 0, 2, 2, A.handshake_failure])
 
 
@@ -126,6 +128,7 @@ def test_ccm_is_chosen_only_when_both_sides_list_it() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         server.receive_data(client.data_to_send())
     assert info.value.alert is A.handshake_failure
+    assert "the client offers TLS_AES_128_CCM_8_SHA256, which longtls implements" in str(info.value)
 
 
 # --- handshakes over each new group ---------------------------------------------------------

@@ -38,6 +38,7 @@ import abc
 import functools
 import hmac
 import warnings
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric import dh, ec, mlkem, x448, x25519
@@ -50,7 +51,7 @@ from ..errors import ConfigurationError, ProtocolError, RemoteProtocolError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.dh import DHPrivateKey, DHPublicKey
 
-__all__ = ["SUPPORTED_GROUPS", "Group", "KeyShare", "get_group"]
+__all__ = ["SUPPORTED_GROUPS", "Group", "KeyShare", "get_group", "not_enabled_hint"]
 
 
 def _illegal(message: str) -> RemoteProtocolError:
@@ -616,6 +617,20 @@ _GROUPS: dict[int, Group] = {
 #: MLKEM512 is absent: pyca/cryptography 50 has no ML-KEM-512.
 #: secp521r1 onwards are implemented but not in config.DEFAULT_GROUPS.
 SUPPORTED_GROUPS: tuple[NamedGroup, ...] = tuple(NamedGroup(code) for code in _GROUPS)
+
+
+def not_enabled_hint(offered: Iterable[int], enabled: Iterable[int]) -> str:
+    """Why a server found no group in common, when the peer offered groups
+    longtls implements but ``enabled`` (Configuration.groups) does not list:
+    text to append to the handshake_failure message, or ""."""
+    enabled_set = set(enabled)
+    names = [NamedGroup(g).name for g in offered if g in _GROUPS and g not in enabled_set]
+    if not names:
+        return ""
+    return (
+        f"; the client offers {', '.join(names)}, which longtls implements but the "
+        f"configured groups do not list (add them to Configuration.groups / --groups)"
+    )
 
 
 def get_group(code: int) -> Group:

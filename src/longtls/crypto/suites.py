@@ -10,6 +10,7 @@ Appendix B.3; the IANA registry marks it "Recommended: N").
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -96,6 +97,23 @@ DEFAULT_CIPHER_SUITES: tuple[CipherSuite, ...] = (
     CipherSuite.TLS_AES_256_GCM_SHA384,
     CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
 )
+
+
+def not_enabled_hint(offered: Iterable[int], enabled: Iterable[int]) -> str:
+    """Why a server found no cipher suite in common, when the peer offered
+    suites longtls implements but ``enabled`` (Configuration.cipher_suites)
+    does not list (the CCM suites, typically): text to append, or ""."""
+    enabled_set = set(enabled)
+    names = [
+        CipherSuite(s).name for s in offered if s in set(SUITES) and s not in enabled_set
+    ]
+    if not names:
+        return ""
+    return (
+        f"; the client offers {', '.join(names)}, which longtls implements but the "
+        f"configured cipher suites do not list (add them to Configuration.cipher_suites / "
+        f"--ciphers)"
+    )
 
 
 def suite_info(suite: int) -> SuiteInfo:

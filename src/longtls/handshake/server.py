@@ -21,7 +21,9 @@ from ..constants import (
     SignatureScheme,
     TLSFlag,
 )
+from ..crypto import groups as _groups
 from ..crypto import key_schedule as ks
+from ..crypto import suites as _suites
 from ..crypto.groups import get_group
 from ..crypto.suites import SuiteInfo, suite_info
 from ..errors import LocalProtocolError, RemoteProtocolError
@@ -259,7 +261,10 @@ class ServerHandshake(HandshakeEngine):
     def _choose_suite(self, ch: ClientHello, exts: dict[int, bytes]) -> SuiteInfo:
         common = [s for s in self.config.cipher_suites if s in ch.cipher_suites]
         if not common:
-            raise RemoteProtocolError("no cipher suite in common", AlertDescription.handshake_failure)
+            hint = _suites.not_enabled_hint(ch.cipher_suites, self.config.cipher_suites)
+            raise RemoteProtocolError(
+                "no cipher suite in common" + hint, AlertDescription.handshake_failure
+            )
         # §4.2.11: "externally established PSKs SHOULD influence cipher suite
         # selection": our best suite with the hash of the first one we know.
         wanted = self._external_psk_hash(exts)
@@ -287,7 +292,10 @@ class ServerHandshake(HandshakeEngine):
         for g in self.config.groups:
             if g in client_groups:
                 return g
-        raise RemoteProtocolError("no key exchange group in common", AlertDescription.handshake_failure)
+        hint = _groups.not_enabled_hint(client_groups, self.config.groups)
+        raise RemoteProtocolError(
+            "no key exchange group in common" + hint, AlertDescription.handshake_failure
+        )
 
     def _check_second_client_hello(self, ch: ClientHello, exts: dict[int, bytes]) -> None:
         # §4.1.2: the second ClientHello answers the HelloRetryRequest.
