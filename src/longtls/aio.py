@@ -61,6 +61,7 @@ from .events import (
     Event,
     HandshakeComplete,
     KeyUpdateCompleted,
+    KeyUpdated,
     KeyUpdateRejected,
 )
 
@@ -443,7 +444,16 @@ class TLSProtocol(asyncio.Protocol):
             elif isinstance(event, CloseNotifyReceived):
                 self._peer_closed = True
                 self.reader.feed_eof()
-            elif isinstance(event, KeyUpdateCompleted):
+                # The peer sends nothing more: an update of ours it has not
+                # answered yet never completes (RFC 9846 §6.1).
+                self._fail_update_waiters(ConnectionLostError(
+                    "the peer closed its side (close_notify) before the key update completed"
+                ))
+            elif isinstance(event, KeyUpdateCompleted) or (
+                isinstance(event, KeyUpdated) and event.direction == "receive"
+            ):
+                # An extended key update completed, or the peer's KeyUpdate
+                # answered ours (the two never share a connection).
                 waiters, self._update_waiters = self._update_waiters, []
                 for waiter in waiters:
                     if not waiter.done():
@@ -680,7 +690,7 @@ class TLSWriter:
         """Send close_notify; the peer may go on sending until it closes too."""
         self._protocol.write_eof()
 
-    async def update_keys(self) -> int:
+    async def update_keys(self, timeout: float | None = None) -> int:
         """Update the traffic keys and return the new generation.
 
         With Extended Key Update negotiated: a fresh key exchange, awaited until
@@ -688,12 +698,32 @@ class TLSWriter:
         wins (draft-13 §5), this returns once that one completes.  Otherwise a
         standard KeyUpdate (RFC 9846 §4.6.3) that asks the peer to update too.
 
+        A standard KeyUpdate returns (our send generation) once the peer's own
+        KeyUpdate came back, so both directions use new keys.
+
+        The peer must answer within ``timeout`` seconds (None: the
+        configuration's ``rekey_timeout``, 30 s by default; ``math.inf``: no
+        limit), else the connection ends (user_canceled, close_notify) and
+        this raises ``KeyUpdateTimeoutError``.
+
         Raises KeyUpdateRejectedError if a draft-05 peer declines, and the
         connection's error if it fails first.
         """
         if not self.handshake.extended_key_update:
-            self._protocol.command(lambda: self.connection.update_keys(request_peer_update=True))
-            return self.connection.send_key_generation
+            waiter = self._protocol.key_update_waiter()
+            try:
+                self._protocol.command(
+                    lambda: self.connection.update_keys(request_peer_update=True, timeout=timeout)
+                )
+            except BaseException:
+                self._protocol.discard_key_update_waiter(waiter)
+                raise
+            generation = self.connection.send_key_generation
+            if self.connection.key_update_answer_owed:
+                await waiter  # the peer's KeyUpdate (RFC 9846 §4.6.3)
+            else:
+                self._protocol.discard_key_update_waiter(waiter)
+            return generation
         while (eku := self.connection.eku) is not None and eku.in_progress:
             # One update at a time (draft-13 §11.3): let the one under way
             # (the peer's, or ours still finishing) complete, then start ours,
@@ -701,7 +731,7 @@ class TLSWriter:
             await self._protocol.key_update_waiter()
         waiter = self._protocol.key_update_waiter()
         try:
-            self._protocol.command(self.connection.extended_key_update)
+            self._protocol.command(lambda: self.connection.extended_key_update(timeout))
         except BaseException:
             self._protocol.discard_key_update_waiter(waiter)
             raise

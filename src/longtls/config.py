@@ -20,6 +20,7 @@ from .constants import (
     CertificateCompressionAlgorithm,
     CipherSuite,
     ContentType,
+    EKUProfileName,
     NamedGroup,
     PskKeyExchangeMode,
     SignatureScheme,
@@ -46,6 +47,10 @@ DEFAULT_GROUPS: tuple[NamedGroup, ...] = (
     NamedGroup.MLKEM1024,
 )
 DEFAULT_KEY_SHARE_GROUPS: tuple[NamedGroup, ...] = (NamedGroup.X25519MLKEM768, NamedGroup.x25519)
+#: A server answers at most one peer-started Extended Key Update per second
+#: unless told otherwise (EKU draft-13 §11.3; SECURITY.md): each costs it a
+#: key exchange, and an honest peer has no reason to update more often.
+DEFAULT_SERVER_EKU_MIN_INTERVAL = 1.0
 
 # Padding policy: given the content type and the length of the content, return
 # how many zero bytes of padding to add (RFC 9846 §5.4).
@@ -101,6 +106,10 @@ class Configuration:
     client_auth: ClientAuth = ClientAuth.NONE
     #: Client: offer post-handshake authentication (RFC 9846 §4.2.6).
     post_handshake_auth: bool = False
+    #: Client: most post-handshake CertificateRequests answered on one
+    #: connection (each costs a signature); one more ends the connection with
+    #: unexpected_message.  None: no limit.
+    max_post_handshake_auth_requests: int | None = 64
 
     #: Client: a ticket from an earlier connection to resume.
     session_ticket: SessionTicket | None = field(default=None, repr=False)
@@ -149,11 +158,24 @@ class Configuration:
 
     #: Offer (client) or accept (server) Extended Key Update.
     extended_key_update: bool = True
-    #: Which EKU draft to speak; both peers must agree ("draft-13").
-    eku_profile: str = "draft-13"
+    #: Which EKU drafts to offer (client) or accept (server).  Each has its own
+    #: tls_flags bit; the server picks the newest both speak, whatever the
+    #: order here (docs/eku-profiles.md).  A str is read as "draft-13,draft-05".
+    eku_profiles: Sequence[EKUProfileName | str] = (EKUProfileName.draft_13,)
+    #: The single-profile form older callers use: when set, it stands for
+    #: ``eku_profiles=(eku_profile,)``.
+    eku_profile: str | None = None
     #: DoS limit (EKU draft-13 §11.3): minimum seconds between updates the
-    #: peer starts; a request arriving sooner gets its response deferred.
-    eku_min_interval: float = 0.0
+    #: peer starts; a request arriving sooner gets its response deferred
+    #: (draft-05: answered "retry").  None: 1 s for a server
+    #: (``DEFAULT_SERVER_EKU_MIN_INTERVAL``), 0 (no pacing) for a client.
+    eku_min_interval: float | None = None
+    #: Seconds a key update may wait for the peer: from our EKU request to its
+    #: completion, from our EKU response to the peer's finish, from a KeyUpdate
+    #: with update_requested to the peer's KeyUpdate.  Then the connection ends
+    #: with user_canceled + close_notify and ``KeyUpdateTimeoutError``.  Keep
+    #: it above the peer's ``eku_min_interval``.  None: wait for ever.
+    rekey_timeout: float | None = 30.0
     #: Rekey policy: start an update (EKU when negotiated, else KeyUpdate)
     #: after this many seconds, bytes sent, or records sent, whichever is first.
     #: The AEAD usage limits of RFC 9846 §5.5 apply regardless.
@@ -218,6 +240,34 @@ class Configuration:
     def set_keylog_file(self, path: str | os.PathLike[str]) -> None:
         self.keylog = KeyLogFile(path)
 
+    def eku_profile_names(self) -> tuple[EKUProfileName, ...]:
+        """The EKU profiles offered or accepted (``eku_profile`` if set, else
+        ``eku_profiles``), without repeats; ConfigurationError names a bad one."""
+        raw: Sequence[str] = (
+            (self.eku_profile,) if self.eku_profile is not None
+            else self.eku_profiles.split(",") if isinstance(self.eku_profiles, str)
+            else self.eku_profiles
+        )
+        names: list[EKUProfileName] = []
+        for item in raw:
+            try:
+                name = EKUProfileName(item.strip())
+            except ValueError:
+                choices = ", ".join(p.value for p in EKUProfileName)
+                raise ConfigurationError(f"unknown EKU profile {item!r}; choose from {choices}") from None
+            if name not in names:
+                names.append(name)
+        if not names and self.extended_key_update:
+            raise ConfigurationError("no EKU profile configured (or set extended_key_update=False)")
+        return tuple(names)
+
+    @property
+    def effective_eku_min_interval(self) -> float:
+        """``eku_min_interval``, or its default for this side when it is None."""
+        if self.eku_min_interval is not None:
+            return self.eku_min_interval
+        return 0.0 if self.is_client else DEFAULT_SERVER_EKU_MIN_INTERVAL
+
     @property
     def has_external_psks(self) -> bool:
         return bool(self.external_psks) or (not self.is_client and self.external_psk_lookup is not None)
@@ -239,11 +289,14 @@ class Configuration:
         if self.has_external_psks:
             check_psk_configuration(self)
         if self.extended_key_update:
-            from .eku import get_profile
-
-            get_profile(self.eku_profile)
-        if self.eku_min_interval < 0:
+            self.eku_profile_names()
+        if self.eku_min_interval is not None and self.eku_min_interval < 0:
             raise ConfigurationError("eku_min_interval must not be negative")
+        if self.rekey_timeout is not None and not self.rekey_timeout > 0:
+            raise ConfigurationError("rekey_timeout must be positive (or None to wait for ever)")
+        limit = self.max_post_handshake_auth_requests
+        if limit is not None and limit < 0:
+            raise ConfigurationError("max_post_handshake_auth_requests must not be negative")
         for name in ("rekey_interval", "rekey_bytes", "rekey_records"):
             value = getattr(self, name)
             if value is not None and value <= 0:

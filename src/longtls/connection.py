@@ -13,6 +13,7 @@ to the client or server handshake engine in ``longtls.handshake``.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from enum import Enum
 
@@ -29,6 +30,7 @@ from .crypto import key_schedule as ks
 from .crypto.suites import SuiteInfo
 from .eku import ExtendedKeyUpdate, get_profile
 from .errors import (
+    KeyUpdateTimeoutError,
     LocalProtocolError,
     ProtocolError,
     RemoteProtocolError,
@@ -51,6 +53,12 @@ logger = logging.getLogger("longtls")
 _APPLICATION_DATA = int(ContentType.APPLICATION_DATA)  # a plain int: compared per record
 # RFC 9846 §5: a compatibility-mode peer sends one; a few more are tolerated.
 _MAX_CCS_RECORDS = 16
+
+
+def check_update_timeout(timeout: float | None) -> None:
+    """A key update's ``timeout`` argument: None, or a positive number of seconds."""
+    if timeout is not None and not timeout > 0:
+        raise LocalProtocolError("a key update timeout must be positive (or None for rekey_timeout)")
 
 
 class ConnectionState(Enum):
@@ -89,7 +97,11 @@ class Connection:
         self._handshake_records = 0
         self._warning_alerts = 0
         self._key_update_times: deque[float] = deque()
-        self._answers_owed_to_us = 0  # KeyUpdates we asked the peer for
+        # Our KeyUpdate(update_requested) awaits the peer's KeyUpdate (RFC 9846
+        # §4.6.3), until the deadline if there is one (rekey_timeout).
+        self._key_update_answer_owed = False
+        self._key_update_deadline: float | None = None
+        self._key_update_timeout = 0.0
         self._started_at: float | None = None
         self._close_sent = False
         self._close_received = False
@@ -175,41 +187,61 @@ class Connection:
         ):
             self._policy_rekey()
 
-    def update_keys(self, request_peer_update: bool = True) -> None:
-        """Send a KeyUpdate (RFC 9846 §4.6.3) and switch to the next sending key."""
+    def update_keys(self, request_peer_update: bool = True, timeout: float | None = None) -> None:
+        """Send a KeyUpdate (RFC 9846 §4.6.3) and switch to the next sending key.
+
+        With ``request_peer_update`` the peer must answer with its own KeyUpdate
+        within ``timeout`` seconds (None: ``Configuration.rekey_timeout``;
+        ``math.inf``: no limit), else ``handle_timer`` ends the connection with
+        ``KeyUpdateTimeoutError``.  While an answer is still owed, a further
+        update does not ask again (§4.6.3: "MUST NOT send another KeyUpdate with
+        request_update set to update_requested").
+        """
         if self.state is not ConnectionState.CONNECTED:
             raise LocalProtocolError("KeyUpdate is only possible once the handshake is complete")
+        check_update_timeout(timeout)
         self._guard(lambda: self.handshake.check_key_update_allowed(local=True))
         request = (
             KeyUpdateRequest.update_requested if request_peer_update
             else KeyUpdateRequest.update_not_requested
         )
-        self._send_key_update(request)
+        self._send_key_update(request, timeout=timeout)
 
-    def extended_key_update(self) -> None:
+    def extended_key_update(self, timeout: float | None = None) -> None:
         """Start an Extended Key Update: a fresh key exchange that derives new
         traffic and exporter secrets (EKU draft-13).  ``KeyUpdateCompleted``
-        follows once the peer answered."""
+        follows once the peer answered; if it has not within ``timeout``
+        seconds (None: ``Configuration.rekey_timeout``; ``math.inf``: no
+        limit), ``handle_timer`` ends the connection with ``KeyUpdateTimeoutError``."""
         if self.state is not ConnectionState.CONNECTED or self.eku is None:
             raise LocalProtocolError("Extended Key Update was not negotiated on this connection")
         if self._close_sent:
             raise LocalProtocolError("cannot update keys after close()")
+        if self._close_received:
+            # RFC 9846 §6.1: the peer sends nothing after its close_notify.
+            raise LocalProtocolError("the peer has closed its side and can no longer answer a key update")
         if self.handshake.post_handshake_auth_in_progress:
             # EKU draft-13 §8.3: no EKU while client authentication runs.
             raise LocalProtocolError("client authentication is in progress; update keys afterwards")
-        self._guard(self.eku.start)
+        check_update_timeout(timeout)
+        eku = self.eku
+        self._guard(lambda: eku.start(timeout))
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` should be called next, or None.
 
-        Timers: a deferred EKU response (rate limit) and the rekey interval.
+        Timers: the handshake timeout, a deferred EKU response (rate limit),
+        the rekey interval, and the peer's answer to a key update (rekey_timeout).
         """
         deadlines = []
         timeout = self.configuration.handshake_timeout
         if self.state is ConnectionState.HANDSHAKING and timeout is not None and self._started_at is not None:
             deadlines.append(self._started_at + timeout)
         if self._eku_deferred_by_rate():
-            deadlines.append(self._last_peer_eku + self.configuration.eku_min_interval)
+            deadlines.append(self._last_peer_eku + self.configuration.effective_eku_min_interval)
+        update_deadline = self._update_deadline()
+        if update_deadline is not None:
+            deadlines.append(update_deadline[0])
         interval = self.configuration.rekey_interval
         if interval is not None and self._rekey_possible():
             deadlines.append(self._last_rekey_at + interval)
@@ -222,7 +254,26 @@ class Connection:
             return False
         if self.handshake.post_handshake_auth_in_progress:
             return False
+        if self.eku is not None and self._close_received:
+            return False  # an EKU needs the peer's answer; it sends nothing after close_notify
         return self.eku is None or not self.eku.in_progress
+
+    def _update_deadline(self) -> tuple[float, str, float] | None:
+        """The earliest time the peer must have answered a key update by:
+        (deadline, "extended" or "standard", seconds allowed), or None.
+
+        After a close_notify either way the peer owes us nothing more (§6.1),
+        and our own close has its own timeout in the I/O layer.
+        """
+        if self.state is not ConnectionState.CONNECTED or self._close_sent or self._close_received:
+            return None
+        found: tuple[float, str, float] | None = None
+        if self._key_update_answer_owed and self._key_update_deadline is not None:
+            found = (self._key_update_deadline, "standard", self._key_update_timeout)
+        eku = self.eku
+        if eku is not None and eku.deadline is not None and (found is None or eku.deadline < found[0]):
+            found = (eku.deadline, "extended", eku.timeout)
+        return found
 
     def handle_timer(self, now: float | None = None) -> None:
         """Run what ``get_timer`` asked for, if its time has come."""
@@ -238,8 +289,16 @@ class Connection:
             self._send_alert(AlertDescription.user_canceled)
             self._fail(ProtocolError("handshake timed out", AlertDescription.close_notify))
             return
+        update_deadline = self._update_deadline()
+        if update_deadline is not None and current >= update_deadline[0]:
+            # The same pair of alerts as the handshake timeout: user_canceled,
+            # then close_notify (errors.KeyUpdateTimeoutError).
+            error = KeyUpdateTimeoutError(update_deadline[1], update_deadline[2])
+            self._send_alert(AlertDescription.user_canceled)
+            self._fail(error)
+            raise error
         if self._eku_deferred_by_rate() and (
-            current >= self._last_peer_eku + self.configuration.eku_min_interval
+            current >= self._last_peer_eku + self.configuration.effective_eku_min_interval
         ):
             self._guard(self._respond_deferred_eku)
         interval = self.configuration.rekey_interval
@@ -268,6 +327,11 @@ class Connection:
     def key_generation(self) -> int:
         """How many extended key updates completed on this connection."""
         return self.eku.generation if self.eku is not None else 0
+
+    @property
+    def key_update_answer_owed(self) -> bool:
+        """Our KeyUpdate(update_requested) still awaits the peer's KeyUpdate."""
+        return self._key_update_answer_owed
 
     @property
     def send_key_generation(self) -> int:
@@ -354,7 +418,8 @@ class Connection:
             exporter_eku = ks.derive_secret(
                 suite, secrets.main_secret, b"exporter eku", secrets.server_finished_hash
             )
-            profile = get_profile(self.configuration.eku_profile)
+            assert hs.eku_profile is not None
+            profile = get_profile(hs.eku_profile)
             self.eku = ExtendedKeyUpdate(
                 self, profile, suite, group, secrets.main_secret,
                 secrets.client_finished_hash, secrets.exporter_secret,
@@ -386,7 +451,7 @@ class Connection:
             return "reject"
         if self.handshake.post_handshake_auth_in_progress:
             return "defer"
-        if cfg.now() - self._last_peer_eku < cfg.eku_min_interval:
+        if cfg.now() - self._last_peer_eku < cfg.effective_eku_min_interval:
             return "defer"
         self._admit_peer_update()
         return "accept"
@@ -398,7 +463,9 @@ class Connection:
     def eku_wait_seconds(self) -> float:
         if self.handshake.post_handshake_auth_in_progress:
             return 1.0
-        return max(0.0, self._last_peer_eku + self.configuration.eku_min_interval - self.configuration.now())
+        return max(
+            0.0, self._last_peer_eku + self.configuration.effective_eku_min_interval - self.configuration.now()
+        )
 
     def _eku_deferred_by_rate(self) -> bool:
         """A peer's update waits for the rate limit (not for client authentication,
@@ -649,8 +716,11 @@ class Connection:
 
     def _handle_key_update(self, body: bytes) -> None:
         self.handshake.check_key_update_allowed(local=False)
-        if self._answers_owed_to_us:
-            self._answers_owed_to_us -= 1  # the answer to our own update_requested
+        if self._key_update_answer_owed:
+            # The answer to our update_requested (§4.6.3: any KeyUpdate from the
+            # peer after ours is the one we may ask again after).
+            self._key_update_answer_owed = False
+            self._key_update_deadline = None
         else:
             self.count_peer_key_update()
         request = KeyUpdate.decode(body).request_update
@@ -675,12 +745,22 @@ class Connection:
             self._send_key_update(KeyUpdateRequest.update_not_requested, requested_by_peer=True)
 
     def _send_key_update(
-        self, request: KeyUpdateRequest, requested_by_peer: bool = False
+        self, request: KeyUpdateRequest, requested_by_peer: bool = False, timeout: float | None = None
     ) -> None:
         assert self._write is not None
         suite = self._write.suite
         if request == KeyUpdateRequest.update_requested:
-            self._answers_owed_to_us += 1
+            if self._key_update_answer_owed or self._close_received:
+                # §4.6.3: no second update_requested before the peer's KeyUpdate;
+                # §6.1: none after the peer's close_notify, which ends its sending.
+                request = KeyUpdateRequest.update_not_requested
+            else:
+                self._key_update_answer_owed = True
+                allowed = self.configuration.rekey_timeout if timeout is None else timeout
+                self._key_update_timeout = allowed if allowed is not None else math.inf
+                self._key_update_deadline = (
+                    None if allowed is None or math.isinf(allowed) else self.configuration.now() + allowed
+                )
         self.queue_handshake(encode_handshake(HandshakeType.key_update, KeyUpdate(request).encode()))
         self._flush_handshake()
         self._write_generation += 1

@@ -7,7 +7,7 @@ PROVISIONAL; each lives here and nowhere else so it can change in one line.
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 TLS13_VERSION = 0x0304
 LEGACY_VERSION = 0x0303  # legacy_version / legacy_record_version (RFC 9846 §4.1.2, §5.1)
@@ -109,8 +109,34 @@ class ExtensionType(IntEnum):
 
 
 class TLSFlag(IntEnum):
-    # PROVISIONAL: bit number of the extended_key_update flag in tls_flags.
-    extended_key_update = 0
+    """Flag numbers in tls_flags (draft-ietf-tls-tlsflags §2).
+
+    PROVISIONAL, all three.  Every EKU text asks IANA for one
+    "extended_key_update" flag (draft-13 §12.1 "TBD1") and none is assigned.
+    The three texts longtls speaks are incompatible on the wire, so each gets
+    its own bit: a client offers every profile it is configured with, the
+    server acknowledges exactly one (docs/eku-profiles.md).
+    - 0, draft-13: the bit it always had, which the only other flags-based
+      EKU prototype uses too.
+    - 1, draft-2025-10 and 2, draft-05: the next bits, so that any
+      combination still fits in one flags octet; below 8, the registry's
+      one initial entry (resumption_across_names); inside 0-15, which the
+      registry keeps for Standards Action, so no other specification can be
+      given them before the EKU document is.
+    """
+
+    extended_key_update = 0  # EKU draft-13
+    extended_key_update_draft_2025_10 = 1  # EKU editor's copy of 23 Oct 2025
+    extended_key_update_draft_05 = 2  # EKU draft-05
+
+
+class EKUProfileName(StrEnum):
+    """The Extended Key Update texts longtls speaks, newest first (specs README,
+    "The three Extended Key Update profiles"; each has its TLSFlag above)."""
+
+    draft_13 = "draft-13"
+    draft_2025_10 = "draft-2025-10"
+    draft_05 = "draft-05"
 
 
 class CipherSuite(IntEnum):

@@ -21,7 +21,7 @@ from typing import TextIO
 
 from . import aio, certs
 from .config import Configuration
-from .constants import NamedGroup
+from .constants import EKUProfileName, NamedGroup
 from .crypto.certificates import TrustStore
 from .errors import TLSError
 from .events import KeyUpdateCompleted
@@ -40,7 +40,7 @@ class DemoOptions:
     duration: float = 10.0
     interval: float = 1.0  # seconds between key updates (and between plain status lines)
     group: NamedGroup = NamedGroup.X25519MLKEM768
-    eku_profile: str = "draft-13"
+    eku_profile: EKUProfileName = EKUProfileName.draft_13
     keylog: str | None = None
 
 
@@ -72,12 +72,15 @@ def _configurations(options: DemoOptions) -> tuple[Configuration, Configuration]
     bundle = certs.make_bundle([SERVER_NAME, HOST], "ecdsa-p256", days=1)
     groups = (options.group,)
     server = Configuration(
-        is_client=False, groups=groups, eku_profile=options.eku_profile,
+        is_client=False, groups=groups, eku_profiles=(options.eku_profile,),
+        # The demo's own client is the only peer and its schedule (--interval)
+        # is the pacing: answer every update at once (servers default to 1 s).
+        eku_min_interval=0.0,
         certificate_chain=[bundle.server.cert], private_key=bundle.server.key,
     )
     client = Configuration(
         is_client=True, server_name=SERVER_NAME, groups=groups, key_share_groups=groups,
-        eku_profile=options.eku_profile, trust_store=TrustStore([bundle.ca.cert]),
+        eku_profiles=(options.eku_profile,), trust_store=TrustStore([bundle.ca.cert]),
     )
     if options.keylog:
         client.set_keylog_file(options.keylog)  # one side is enough: both know every secret
@@ -249,7 +252,7 @@ async def run_demo(options: DemoOptions, out: TextIO, say: Callable[[str], None]
         say(
             f"longtls demo: client and server on {HOST}:{port}, {hs.version} "
             f"{hs.cipher_suite.name}, group {hs.group.name if hs.group else 'none'}, "
-            f"Extended Key Update {options.eku_profile if hs.extended_key_update else 'NOT negotiated'}, "
+            f"Extended Key Update {hs.eku_profile if hs.eku_profile is not None else 'NOT negotiated'}, "
             f"an update every {options.interval:g} s for {options.duration:g} s"
         )
         status = Status()

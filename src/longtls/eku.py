@@ -3,7 +3,9 @@
 A fresh key exchange inside a live connection, with the group negotiated in
 the handshake, derives a new main secret and new application traffic,
 exporter and resumption secrets.  The draft changed twice; longtls speaks all
-three texts, one per connection (both peers must be configured alike):
+three texts, one per connection.  Each has its own tls_flags bit: a client
+offers the profiles it is configured with, the server acknowledges the newest
+one it also speaks (``select_profile``, docs/eku-profiles.md):
 
 - ``draft-13`` (default): one HandshakeType with subtypes request, response,
   finish; three messages; the responder switches its send keys right after
@@ -27,11 +29,12 @@ encrypted with the old key is received before any message with the new key").
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import TYPE_CHECKING
 
-from .constants import AlertDescription, HandshakeType, NamedGroup
+from .constants import AlertDescription, EKUProfileName, HandshakeType, NamedGroup, TLSFlag
 from .crypto import key_schedule as ks
 from .crypto.groups import KeyShare, get_group
 from .crypto.suites import SuiteInfo
@@ -75,7 +78,8 @@ class EKUMessage:
 class EKUProfile:
     """What differs between the three texts (specs README, "The three profiles")."""
 
-    name: str
+    name: EKUProfileName
+    flag: TLSFlag  # its bit in tls_flags (PROVISIONAL, constants.TLSFlag)
     derived_label: bytes
     client_traffic_label: bytes
     server_traffic_label: bytes
@@ -155,33 +159,82 @@ class EKUProfile:
         return msg
 
 
-PROFILES: dict[str, EKUProfile] = {
-    "draft-13": EKUProfile(
-        "draft-13", b"derived", b"c ap traffic", b"s ap traffic", b"exp master", b"res master",
+#: The three texts, newest first: ``select_profile`` picks the first both speak.
+PROFILES: dict[EKUProfileName, EKUProfile] = {
+    EKUProfileName.draft_13: EKUProfile(
+        EKUProfileName.draft_13, TLSFlag.extended_key_update,
+        b"derived", b"c ap traffic", b"s ap traffic", b"exp master", b"res master",
         chained_transcript=True, three_messages=True, separate_types=False, log_exporter=True,
         disable_tickets=True,
     ),
-    "draft-2025-10": EKUProfile(
-        "draft-2025-10", b"key derived", b"c ap traffic2", b"s ap traffic2", b"exp main2",
-        b"res main2", chained_transcript=False, three_messages=False, separate_types=False,
+    EKUProfileName.draft_2025_10: EKUProfile(
+        EKUProfileName.draft_2025_10, TLSFlag.extended_key_update_draft_2025_10,
+        b"key derived", b"c ap traffic2", b"s ap traffic2", b"exp main2", b"res main2",
+        chained_transcript=False, three_messages=False, separate_types=False,
         log_exporter=True, disable_tickets=False,
     ),
-    "draft-05": EKUProfile(
-        "draft-05", b"key derived", b"c ap traffic2", b"s ap traffic2", b"exp master2",
-        b"res master2", chained_transcript=False, three_messages=False, separate_types=True,
+    EKUProfileName.draft_05: EKUProfile(
+        EKUProfileName.draft_05, TLSFlag.extended_key_update_draft_05,
+        b"key derived", b"c ap traffic2", b"s ap traffic2", b"exp master2", b"res master2",
+        chained_transcript=False, three_messages=False, separate_types=True,
         log_exporter=False, disable_tickets=False,
     ),
 }
-DEFAULT_PROFILE = "draft-13"
+DEFAULT_PROFILE = EKUProfileName.draft_13
+_BY_FLAG: dict[int, EKUProfile] = {profile.flag: profile for profile in PROFILES.values()}
 
 
 def get_profile(name: str) -> EKUProfile:
+    """The profile called ``name`` ("draft-13", or an EKUProfileName)."""
     try:
-        return PROFILES[name]
-    except KeyError:
+        return PROFILES[EKUProfileName(name)]
+    except ValueError:
         raise ConfigurationError(
-            f"unknown EKU profile {name!r}; choose one of {', '.join(PROFILES)}"
+            f"unknown EKU profile {name!r}; choose from {', '.join(PROFILES)}"
         ) from None
+
+
+def profile_flags(names: Iterable[str]) -> frozenset[int]:
+    """The tls_flags bits that offer (or accept) these profiles."""
+    return frozenset(get_profile(name).flag for name in names)
+
+
+def select_profile(offered_flags: Collection[int], ours: Iterable[str]) -> EKUProfile | None:
+    """Server: the newest profile the client offered that we speak, or None.
+
+    The flags are a set on the wire, so the client cannot say which it
+    prefers; the newest text wins because each revision fixes its
+    predecessor, and a fixed rule lets both ends predict the outcome.
+    """
+    accepted = {EKUProfileName(name) for name in ours}
+    for profile in PROFILES.values():  # newest first
+        if profile.name in accepted and profile.flag in offered_flags:
+            return profile
+    return None
+
+
+def acknowledged_profile(acknowledged: Collection[int], proposed: Collection[int]) -> EKUProfile | None:
+    """Client: the profile the server's tls_flags in EncryptedExtensions chose
+    (``proposed``: the flags of our ClientHello).
+
+    draft-ietf-tls-tlsflags §3: a flag acknowledged without having been
+    proposed is illegal_parameter.  Acknowledging two EKU profiles is not a
+    choice either (each is a different wire format): illegal_parameter too.
+    """
+    unsolicited = sorted(set(acknowledged) - set(proposed))
+    if unsolicited:
+        raise RemoteProtocolError(
+            f"server acknowledged tls_flags {unsolicited} that we did not offer",
+            AlertDescription.illegal_parameter,
+        )
+    chosen = [_BY_FLAG[flag] for flag in sorted(acknowledged) if flag in _BY_FLAG]
+    if len(chosen) > 1:
+        raise RemoteProtocolError(
+            "server acknowledged several Extended Key Update profiles "
+            f"({', '.join(p.name for p in chosen)}); it must choose one",
+            AlertDescription.illegal_parameter,
+        )
+    return chosen[0] if chosen else None
 
 
 class Role(Enum):
@@ -226,6 +279,11 @@ class ExtendedKeyUpdate:
         self._started_at = 0.0
         #: draft-05 "retry": no new request from us before this time.
         self.retry_not_before = float("-inf")
+        # The peer must have answered (sent its response or finish) by then;
+        # Connection.handle_timer enforces it (rekey_timeout).
+        self._deadline: float | None = None
+        #: Seconds the exchange under way was given (for the error message).
+        self.timeout = math.inf
 
     def __repr__(self) -> str:
         return f"<ExtendedKeyUpdate {self.profile.name} generation={self.generation} {self.role.value}>"
@@ -233,6 +291,24 @@ class ExtendedKeyUpdate:
     @property
     def in_progress(self) -> bool:
         return self.role is not Role.IDLE
+
+    @property
+    def deadline(self) -> float | None:
+        """When the peer's next message of this update is overdue, or None.
+
+        Only while we wait for the peer: not while idle, and not while we hold
+        our own response back (RESPONDING: the wait is ours, not the peer's).
+        """
+        if self.role in (Role.WAIT_RESP, Role.WAIT_PEER_FINISH, Role.WAIT_FINISH):
+            return self._deadline
+        return None
+
+    def _arm_deadline(self, timeout: float | None) -> None:
+        """The whole exchange, from our request (or our response) to its
+        completion, gets ``timeout`` seconds (None: rekey_timeout)."""
+        allowed = self.conn.configuration.rekey_timeout if timeout is None else timeout
+        self.timeout = math.inf if allowed is None else allowed
+        self._deadline = None if math.isinf(self.timeout) else self.conn.configuration.now() + self.timeout
 
     @property
     def message_types(self) -> frozenset[int]:
@@ -248,7 +324,7 @@ class ExtendedKeyUpdate:
 
     # ------------------------------------------------------------- initiator
 
-    def start(self) -> None:
+    def start(self, timeout: float | None = None) -> None:
         if self.role is not Role.IDLE:
             raise LocalProtocolError("an extended key update is already in progress")
         if self.conn.configuration.now() < self.retry_not_before:
@@ -258,6 +334,7 @@ class ExtendedKeyUpdate:
         self.role = Role.WAIT_RESP
         self._initiated_locally = True
         self._started_at = self.conn.configuration.now()
+        self._arm_deadline(timeout)
         self._request = self._send(EKUMessage(Kind.REQUEST, self.group.code, self._share.public))
         self.conn.emit(KeyUpdateStarted(generation=self.generation + 1, initiator=self._side(local=True)))
 
@@ -342,6 +419,7 @@ class ExtendedKeyUpdate:
         response = self._send(EKUMessage(Kind.RESPONSE, self.group.code, response_share))
         self._derive(shared, self._peer_request, response)
         self.role = Role.WAIT_FINISH
+        self._arm_deadline(None)  # the initiator's finish is due within rekey_timeout
         if self.profile.three_messages:
             # draft-13 §5 step 3: the responder switches its send keys right after its response.
             assert self._next is not None

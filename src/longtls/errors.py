@@ -69,3 +69,27 @@ class CertificateError(RemoteProtocolError):
     """A certificate chain failed validation; ``alert`` names the reason."""
 
     alert = AlertDescription.bad_certificate
+
+
+class KeyUpdateTimeoutError(ProtocolError):
+    """The peer did not answer a key update within ``Configuration.rekey_timeout``
+    (or the ``timeout`` given for that update): an Extended Key Update that did
+    not complete, or a KeyUpdate with update_requested that got no KeyUpdate back.
+
+    No alert names a timeout.  As for the handshake timeout, longtls sent
+    user_canceled ("canceled for some reason unrelated to a protocol
+    failure", RFC 9846 §6.1) and then close_notify; ``alert`` is close_notify.
+    ``kind`` is "extended" or "standard"; ``seconds`` the time allowed.
+    """
+
+    def __init__(self, kind: str, seconds: float) -> None:
+        what = (
+            "did not complete the extended key update" if kind == "extended"
+            else "did not answer our KeyUpdate (update_requested)"
+        )
+        super().__init__(
+            f"the peer {what} within {seconds:g} seconds (rekey_timeout); the connection is closed",
+            AlertDescription.close_notify,
+        )
+        self.kind = kind
+        self.seconds = seconds

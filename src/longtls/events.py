@@ -14,6 +14,7 @@ from .constants import (
     AlertDescription,
     CertificateCompressionAlgorithm,
     CipherSuite,
+    EKUProfileName,
     NamedGroup,
     PskKeyExchangeMode,
     SignatureScheme,
@@ -40,6 +41,8 @@ class HandshakeComplete(Event):
     server_name: str | None
     client_authenticated: bool = False
     extended_key_update: bool = False  # EKU negotiated
+    #: Which EKU text was negotiated (tls_flags; docs/eku-profiles.md), or None.
+    eku_profile: EKUProfileName | None = None
     #: The scheme of our own CertificateVerify, if we sent one.
     local_signature_scheme: SignatureScheme | None = None
     #: The PSK used, if any: "resumption" (a ticket; ``resumed`` is True),

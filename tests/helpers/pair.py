@@ -55,6 +55,11 @@ def configs(
     leaf = make_leaf(ca, key_type)
     client_kw = {k[7:]: v for k, v in kwargs.items() if k.startswith("client_")}
     server_kw = {k[7:]: v for k, v in kwargs.items() if k.startswith("server_")}
+    # Tests drive extended key updates back to back; a server's default pacing
+    # (1 s, Configuration.eku_min_interval) would defer every second one.  The
+    # default itself is tested in test_safe_defaults.py; pass server_eku_min_interval
+    # to test pacing.
+    server_kw.setdefault("eku_min_interval", 0.0)
     store = TrustStore([ca.cert])
     client = Configuration(is_client=True, server_name="localhost", trust_store=store, **client_kw)  # type: ignore[arg-type]
     server = Configuration(

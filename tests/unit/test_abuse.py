@@ -850,9 +850,9 @@ def test_eku_flood(abuse_pki: Path, latencies: Latencies, capsys: pytest.Capture
     async def unpaced(stop: asyncio.Event) -> None:
         attacker = _TLSAttacker(client_cfg)
         await attacker.connect(server.port)
-        codec = PROFILES[client_cfg.eku_profile]
         eku = attacker.conn.eku
         assert eku is not None
+        codec = PROFILES[eku.profile.name]  # the negotiated profile
         # The first request properly (so the attacker can read the answer),
         # then requests without waiting for it.
         attacker.conn.extended_key_update()

@@ -84,6 +84,8 @@ def test_echo_round_trip_with_json_summary(serve: Any, files: PkiFiles) -> None:
         "alpn": None,
         "peer_subject": "CN=localhost,O=longtls tests",
         "resumed": False,
+        "eku": True,
+        "eku_profile": "draft-13",
         # RFC 8879, on by default: the server compresses with the first algorithm it has.
         "peer_certificate_compression": "brotli",
     }
@@ -319,7 +321,8 @@ def assert_extended_updates(updates: list[dict[str, Any]], count: int, initiator
 
 
 def test_rekey_count_performs_that_many_extended_updates(serve: Any, files: PkiFiles) -> None:
-    server, port = serve("--echo")
+    # Back to back: without the server's default pacing (one update a second).
+    server, port = serve("--echo", "--eku-min-interval", "0")
     result = longtls(
         "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json",
         "--rekey-count", "50",
@@ -332,7 +335,7 @@ def test_rekey_count_performs_that_many_extended_updates(serve: Any, files: PkiF
 
 @pytest.mark.parametrize("profile", ["draft-13", "draft-2025-10", "draft-05"])
 def test_every_eku_profile(serve: Any, files: PkiFiles, profile: str) -> None:
-    _, port = serve("--echo", "--eku-profile", profile)
+    _, port = serve("--echo", "--eku-profile", profile, "--eku-min-interval", "0")
     result = longtls(
         "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json",
         "--eku-profile", profile, "--rekey-count", "5",

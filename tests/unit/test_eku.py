@@ -496,13 +496,14 @@ def test_nothing_is_sent_after_our_close_notify(profile: str) -> None:
     pair.server.receive_data(out)
     pair.client.receive_data(pair.server.data_to_send())
     assert pair.client.data_to_send() == b""
-    # The other way round: the server closed, then the client asks for an update.
+    # The other way round: the server closed, then the client asks for an
+    # update.  The server could never answer it: refused at once, nothing sent.
     other = _pair(profile=profile)
     other.server.close()
     other.client.receive_data(other.server.data_to_send())
-    other.client.extended_key_update()
-    other.server.receive_data(other.client.data_to_send())
-    assert other.server.data_to_send() == b""
+    with pytest.raises(LocalProtocolError, match="closed its side"):
+        other.client.extended_key_update()
+    assert other.client.data_to_send() == b""
     other.client.send(b"half-closed but flowing")
     other.server.receive_data(other.client.data_to_send())
     assert [e for e in other.server.events() if getattr(e, "data", None) == b"half-closed but flowing"]
@@ -514,9 +515,12 @@ def test_rekey_timer_waits_while_an_update_is_under_way() -> None:
     pair, clock = _clocked_pair("draft-13", client_rekey_interval=10.0)
     pair.server.extended_key_update()  # the peer's update is in flight
     pair.client.receive_data(pair.server.data_to_send())
+    answered_at = clock[0]
     clock[0] += 20.0
     assert pair.client.eku is not None and pair.client.eku.in_progress
-    assert pair.client.get_timer() is None
+    # Not the rekey time (in the past), only the deadline of the server's
+    # finish: rekey_timeout (30 s) after our response.
+    assert pair.client.get_timer() == answered_at + 30.0
     pair.server.receive_data(pair.client.data_to_send())  # finish
     pair.pump()
     assert pair.client.get_timer() == clock[0] + 10.0  # counted from the completed update

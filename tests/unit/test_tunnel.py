@@ -168,7 +168,11 @@ def test_multi_megabyte_transfer_with_rekeys_and_metrics(
     server_metrics, client_metrics = free_port(), free_port()
     server, client, port = tunnel_pair(
         tunnel, files, service.port,
-        server_args=("--rekey-interval", "0.1", "--metrics", f"{LOOPBACK}:{server_metrics}"),
+        # Updates from both ends every 0.1 s: without the server's default
+        # pacing (one peer-started update a second), which would hold the
+        # client's back and leave one pending at the close.
+        server_args=("--rekey-interval", "0.1", "--eku-min-interval", "0",
+                     "--metrics", f"{LOOPBACK}:{server_metrics}"),
         client_args=("--rekey-interval", "0.1", "--metrics", f"{LOOPBACK}:{client_metrics}"),
     )
     data = os.urandom(8 << 20)

@@ -17,6 +17,7 @@ from ..config import ClientAuth, Configuration
 from ..constants import (
     CertificateCompressionAlgorithm,
     CipherSuite,
+    EKUProfileName,
     NamedGroup,
     PskKeyExchangeMode,
 )
@@ -125,6 +126,30 @@ def positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"invalid time {text!r} (give a positive number of seconds)")
     return value
+
+
+def non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid time {text!r} (give a number of seconds, 0 or more)")
+    return value
+
+
+def eku_profile_list(text: str) -> tuple[EKUProfileName, ...]:
+    """Comma-separated EKU profiles to offer or accept: ``draft-13,draft-05``."""
+    profiles: list[EKUProfileName] = []
+    for name in _split(text, "EKU profile"):
+        try:
+            profile = EKUProfileName(name.lower())
+        except ValueError:
+            choices = ", ".join(p.value for p in PROFILES)
+            raise argparse.ArgumentTypeError(f"invalid choice: {name!r} (choose from {choices})") from None
+        if profile not in profiles:
+            profiles.append(profile)
+    return tuple(profiles)
 
 
 def positive_int(text: str) -> int:
@@ -273,8 +298,9 @@ def add_eku_options(parser: argparse.ArgumentParser) -> None:
     """Extended Key Update and rekey policy: --eku-profile, --no-eku, --require-eku, --rekey-*."""
     eku = parser.add_argument_group("key update options")
     eku.add_argument(
-        "--eku-profile", choices=list(PROFILES), default=DEFAULT_PROFILE,
-        help="Extended Key Update draft to speak; both peers must use the same (default: %(default)s)",
+        "--eku-profile", type=eku_profile_list, default=(DEFAULT_PROFILE,), metavar="LIST",
+        help=f"Extended Key Update drafts to offer (client) or accept (server), comma-separated, "
+        f"from {', '.join(PROFILES)}; the server picks the newest both speak (default: {DEFAULT_PROFILE})",
     )
     eku.add_argument(
         "--no-eku", action="store_true",
@@ -291,6 +317,16 @@ def add_eku_options(parser: argparse.ArgumentParser) -> None:
     eku.add_argument(
         "--rekey-bytes", type=byte_count, metavar="N",
         help="update the keys after sending N bytes (suffix K, M or G allowed)",
+    )
+    eku.add_argument(
+        "--rekey-timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
+        help="end the connection if the peer does not answer a key update within this time "
+        "(default: %(default)g)",
+    )
+    eku.add_argument(
+        "--eku-min-interval", type=non_negative_seconds, metavar="SECONDS",
+        help="answer at most one peer-started Extended Key Update per SECONDS; later ones wait "
+        "(default: 1 for serve and tunnel server, 0 for clients)",
     )
 
 
@@ -332,9 +368,11 @@ def apply_eku_options(config: Configuration, args: argparse.Namespace) -> None:
     if args.no_eku and args.require_eku:
         raise CLIError("--no-eku and --require-eku contradict each other: choose one")
     config.extended_key_update = not args.no_eku
-    config.eku_profile = args.eku_profile
+    config.eku_profiles = args.eku_profile
     config.rekey_interval = args.rekey_interval
     config.rekey_bytes = args.rekey_bytes
+    config.rekey_timeout = args.rekey_timeout
+    config.eku_min_interval = args.eku_min_interval  # None: the side's default
 
 
 def require_eku_message(event: HandshakeComplete, peer: str) -> str | None:
@@ -368,12 +406,30 @@ def build_server_configuration(args: argparse.Namespace) -> Configuration:
         load_credentials(config, args.cert, args.key, args.chain, password=read_key_password(args))
     elif not config.external_psks:
         raise CLIError("give --cert FILE --key FILE, or --psk-identity ID --psk-file FILE, or both")
-    config.client_auth = ClientAuth(args.verify_client)
+    config.client_auth = client_auth_mode(args)
     if args.ca:
         config.load_verify_locations(args.ca)
     elif config.client_auth is not ClientAuth.NONE:
         raise CLIError(f"--verify-client {args.verify_client} needs --ca FILE (the CA of client certificates)")
     return config
+
+
+def client_auth_mode(args: argparse.Namespace) -> ClientAuth:
+    """--verify-client as given; unsaid, ``required`` when --ca names the CA of
+    client certificates (a CA given and then not asked for would let any client
+    in), else ``none``."""
+    if args.verify_client is not None:
+        return ClientAuth(args.verify_client)
+    return ClientAuth.REQUIRED if args.ca else ClientAuth.NONE
+
+
+def client_auth_description(args: argparse.Namespace) -> str:
+    """For the start-up line: which client certificates the server asks for, and why."""
+    mode = client_auth_mode(args)
+    if mode is ClientAuth.NONE:
+        return "client certificates: none" + (" (--verify-client none)" if args.ca else "")
+    how = "--verify-client " + mode.value if args.verify_client is not None else "default with --ca"
+    return f"client certificates: {mode.value} ({how}; CA {args.ca})"
 
 
 def build_client_configuration(args: argparse.Namespace, host: str) -> Configuration:
@@ -401,8 +457,8 @@ def add_server_credential_options(p: argparse.ArgumentParser) -> None:
     add_key_password_option(p)
     p.add_argument("--ca", metavar="FILE", help="CA certificates that issue client certificates")
     p.add_argument(
-        "--verify-client", choices=[c.value for c in ClientAuth], default=ClientAuth.NONE.value,
-        help="ask for a client certificate (default: %(default)s)",
+        "--verify-client", choices=[c.value for c in ClientAuth], default=None,
+        help="ask for a client certificate (default: required with --ca, else none)",
     )
 
 
@@ -477,6 +533,8 @@ def handshake_summary(event: HandshakeComplete) -> dict[str, Any]:
         "alpn": event.alpn_protocol,
         "peer_subject": event.peer_subject,
         "resumed": event.resumed,
+        "eku": event.extended_key_update,
+        "eku_profile": event.eku_profile.value if event.eku_profile is not None else None,
     }
     if event.psk is not None:
         # Only with a PSK: "psk" ("external", "imported" or "resumption"), the

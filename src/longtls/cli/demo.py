@@ -19,6 +19,7 @@ import asyncio
 import sys
 from typing import Any
 
+from ..constants import EKUProfileName
 from ..demo import DemoOptions, run_demo
 from ..eku import DEFAULT_PROFILE, PROFILES
 from . import common
@@ -44,7 +45,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="key exchange group for the handshake and every update (default: X25519MLKEM768)",
     )
     p.add_argument(
-        "--eku-profile", choices=list(PROFILES), default=DEFAULT_PROFILE,
+        "--eku-profile", choices=[p.value for p in PROFILES], default=DEFAULT_PROFILE.value,
         help="Extended Key Update draft to speak (default: %(default)s)",
     )
     p.add_argument("--keylog", metavar="FILE", help="append secrets to FILE (SSLKEYLOGFILE format)")
@@ -56,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
         common.check_writable(args.keylog, "key log file")
     options = DemoOptions(
         duration=args.duration, interval=args.interval, group=args.group,
-        eku_profile=args.eku_profile, keylog=args.keylog,
+        eku_profile=EKUProfileName(args.eku_profile), keylog=args.keylog,
     )
     return asyncio.run(run_demo(options, sys.stdout))

@@ -95,7 +95,10 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     mode = "www" if args.www else "echo"
-    print(f"{common.PROG}: serving ({mode}) on {where}; Ctrl-C to stop", file=sys.stderr, flush=True)
+    print(
+        f"{common.PROG}: serving ({mode}) on {where}; {common.client_auth_description(args)}; Ctrl-C to stop",
+        file=sys.stderr, flush=True,
+    )
     async with server:
         await stop.wait()
         server.close()

@@ -165,6 +165,8 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
         f"{common.PROG}: tunnel {args.mode}: {inbound} on {listening} -> "
         f"{outbound} to {format_address(target)}"
     )
+    if args.mode == "server":
+        line += f"; {common.client_auth_description(args)}"
     if metrics_server is not None:
         line += f"; metrics on http://{format_address(args.metrics)}/metrics"
     print(line, file=sys.stderr, flush=True)

@@ -16,11 +16,11 @@ from ..constants import (
     NamedGroup,
     PskKeyExchangeMode,
     SignatureScheme,
-    TLSFlag,
 )
 from ..crypto import key_schedule as ks
 from ..crypto.groups import KeyShare, get_group
 from ..crypto.suites import suite_info
+from ..eku import acknowledged_profile, profile_flags
 from ..errors import RemoteProtocolError
 from ..events import SessionTicket, SessionTicketReceived
 from ..psk import PskCandidate, PskKind, client_candidates, hash_suite
@@ -85,6 +85,7 @@ class ClientHandshake(HandshakeEngine):
         self.server_name = config.server_name
         self.client_hello: ClientHello | None = None
         self.tickets_taken = 0
+        self.post_handshake_auth_requests = 0
 
     def initial_state(self) -> Enum:
         return ClientState.START
@@ -169,10 +170,11 @@ class ClientHandshake(HandshakeEngine):
             self.handshake_transcript = None  # only post-handshake auth extends it
 
     def extra_client_hello_extensions(self) -> list[Extension]:
-        # EKU draft-13 §3: support is offered with the tls_flags extension.
+        # EKU draft-13 §3: support is offered with the tls_flags extension,
+        # one flag per profile we speak (docs/eku-profiles.md).
         if not self.config.extended_key_update:
             return []
-        flags = X.encode_tls_flags({TLSFlag.extended_key_update})
+        flags = X.encode_tls_flags(profile_flags(self.config.eku_profile_names()))
         return [Extension(ExtensionType.tls_flags, flags)]
 
     def _send_client_hello(self) -> None:
@@ -380,8 +382,15 @@ class ClientHandshake(HandshakeEngine):
 
     def on_encrypted_extensions_hook(self, exts: dict[int, bytes]) -> None:
         flags = exts.get(ExtensionType.tls_flags)
-        if flags is not None:
-            self.eku_negotiated = TLSFlag.extended_key_update in X.decode_tls_flags(flags)
+        if flags is None:
+            return
+        # draft-ietf-tls-tlsflags §3: only flags our ClientHello proposed may
+        # be acknowledged; and one EKU profile at most (illegal_parameter).
+        assert self.client_hello is not None
+        sent = next((e.data for e in self.client_hello.extensions if e.type == ExtensionType.tls_flags), None)
+        proposed = X.decode_tls_flags(sent) if sent is not None else frozenset()
+        profile = acknowledged_profile(X.decode_tls_flags(flags), proposed)
+        self.eku_profile = profile.name if profile is not None else None
 
     def on_certificate_request(self, body: bytes, raw: bytes) -> None:
         cr = CertificateRequest.decode(body)
@@ -523,6 +532,15 @@ class ClientHandshake(HandshakeEngine):
         if not (self.config.post_handshake_auth and self.config.certificate_chain):
             raise RemoteProtocolError(
                 "CertificateRequest after the handshake without post_handshake_auth",
+                AlertDescription.unexpected_message,
+            )
+        # Each request costs us a signature: a server asking without end is cut
+        # off, with the alert of our other per-connection limits.
+        self.post_handshake_auth_requests += 1
+        limit = self.config.max_post_handshake_auth_requests
+        if limit is not None and self.post_handshake_auth_requests > limit:
+            raise RemoteProtocolError(
+                f"more than {limit} post-handshake CertificateRequests (max_post_handshake_auth_requests)",
                 AlertDescription.unexpected_message,
             )
         cr = CertificateRequest.decode(body)

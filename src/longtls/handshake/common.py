@@ -24,6 +24,7 @@ from ..constants import (
     AlertDescription,
     CertificateCompressionAlgorithm,
     CipherSuite,
+    EKUProfileName,
     ExtensionType,
     HandshakeType,
     NamedGroup,
@@ -152,7 +153,8 @@ class HandshakeEngine:
         # RFC 8879: how the peer's last Certificate arrived, and how we sent ours.
         self.peer_certificate_compression: CertificateCompressionAlgorithm | None = None
         self.local_certificate_compression: CertificateCompressionAlgorithm | None = None
-        self.eku_negotiated = False
+        #: The Extended Key Update profile negotiated in tls_flags, or None.
+        self.eku_profile: EKUProfileName | None = None
         # The PSK the handshake used (RFC 9846 §4.2.11): its kind and, for an
         # external one, its identity (never the key: these outlive the handshake).
         self.psk_kind: PskKind | None = None
@@ -233,10 +235,15 @@ class HandshakeEngine:
         return False
 
     @property
+    def eku_negotiated(self) -> bool:
+        return self.eku_profile is not None
+
+    @property
     def eku_disables_tickets(self) -> bool:
+        """The negotiated profile disables ticket resumption (EKU draft-13 §6)."""
         from ..eku import get_profile
 
-        return get_profile(self.config.eku_profile).disable_tickets
+        return self.eku_profile is not None and get_profile(self.eku_profile).disable_tickets
 
     def on_extended_key_update(self, eku: ExtendedKeyUpdate | None) -> None:
         """Called when an extended key update completed."""
@@ -295,6 +302,7 @@ class HandshakeEngine:
             server_name=self.server_name,
             client_authenticated=client_authenticated,
             extended_key_update=self.eku_negotiated,
+            eku_profile=self.eku_profile,
             local_signature_scheme=local_signature_scheme,
             peer_certificate_compression=self.peer_certificate_compression,
             local_certificate_compression=self.local_certificate_compression,

@@ -19,13 +19,13 @@ from ..constants import (
     NamedGroup,
     PskKeyExchangeMode,
     SignatureScheme,
-    TLSFlag,
 )
 from ..crypto import groups as _groups
 from ..crypto import key_schedule as ks
 from ..crypto import suites as _suites
 from ..crypto.groups import get_group
 from ..crypto.suites import SuiteInfo, suite_info
+from ..eku import select_profile
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..events import PeerAuthenticated
 from ..psk import PskKind, find_external, server_candidate
@@ -506,10 +506,15 @@ class ServerHandshake(HandshakeEngine):
         if flags is None or self.eku_group is None:  # psk_ke without a usable group
             return []
         offered = X.decode_tls_flags(flags)
-        if not (self.config.extended_key_update and TLSFlag.extended_key_update in offered):
+        if not self.config.extended_key_update:
             return []
-        self.eku_negotiated = True
-        return [Extension(ExtensionType.tls_flags, X.encode_tls_flags({TLSFlag.extended_key_update}))]
+        # One flag per EKU profile: acknowledge exactly one, the newest both
+        # speak (docs/eku-profiles.md); unknown flags are ignored.
+        profile = select_profile(offered, self.config.eku_profile_names())
+        if profile is None:
+            return []
+        self.eku_profile = profile.name
+        return [Extension(ExtensionType.tls_flags, X.encode_tls_flags({profile.flag}))]
 
     def skip_undecryptable(self, length: int, exc: RemoteProtocolError) -> bool:
         # §4.2.10: a server that rejects 0-RTT discards records that fail to
