@@ -108,7 +108,11 @@ def make_configs(args: argparse.Namespace) -> tuple[Configuration, Configuration
         is_client=True, server_name="localhost", trust_store=TrustStore([ca]),
         key_share_groups=[NamedGroup[args.group]], **common,
     )
-    server = Configuration(is_client=False, certificate_chain=[leaf], private_key=key, **common)
+    # Updates every --update-interval from both sides are the point: no pacing
+    # (a server's default answers one peer-started update a second).
+    server = Configuration(
+        is_client=False, certificate_chain=[leaf], private_key=key, eku_min_interval=0.0, **common
+    )
     return client, server
 
 
