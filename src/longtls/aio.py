@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Configuration
 from .connection import Connection
 from .constants import AlertDescription
-from .errors import AlertReceived, ConfigurationError, TLSError
+from .errors import AlertReceived, ConfigurationError, NotTLSError, NotTLSReason, TLSError
 from .events import (
     ApplicationData,
     CloseNotifyReceived,
@@ -531,7 +531,11 @@ class TLSProtocol(asyncio.Protocol):
         self._cancel_connection_timer()
         self._cancel_idle_timer()
         if not self.handshake.done():
-            logger.info("%s: TLS handshake failed: %s", self.peername, exc)
+            if isinstance(exc, NotTLSError) and exc.reason is NotTLSReason.HTTP_REQUEST:
+                # A common mistake (http:// for https://) deserves its own words.
+                logger.warning("plain HTTP request on a TLS port from %s", self.peername)
+            else:
+                logger.info("%s: TLS handshake failed: %s", self.peername, exc)
             self.handshake.set_exception(exc)
             if self._metrics is not None:
                 self._metrics.handshake_failed()

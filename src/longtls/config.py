@@ -143,6 +143,10 @@ class Configuration:
     max_empty_records: int = 32
     #: Most ignorable warning alerts (user_canceled) on one connection.
     max_warning_alerts: int = 16
+    #: Server: bytes of early data (0-RTT records, which longtls never accepts)
+    #: skipped before the client's next flight, per RFC 9846 §4.3.10; more ends
+    #: the connection (docs/conformance.md).
+    max_early_data_skipped: int = 2**16
     #: Most standard KeyUpdates the peer may send in one second.  (Extended
     #: key updates are paced by ``eku_min_interval`` instead: one at a time,
     #: the response deferred, as EKU draft-13 §11.3 asks.)

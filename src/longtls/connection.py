@@ -44,6 +44,7 @@ from .events import (
     KeyUpdated,
 )
 from .keylog import format_line, from_environment
+from .record.arrival import RECORD_TYPES, SERVER_FIRST_RECORD_TYPES
 from .record.tls import RecordProtection, RecordReader, plaintext_record
 from .wire.messages import HandshakeReassembler, KeyUpdate, encode_handshake
 
@@ -81,7 +82,8 @@ class Connection:
         self.state = ConnectionState.HANDSHAKING
         self._events: deque[Event] = deque()
         self._out = bytearray()
-        self._reader = RecordReader()
+        # RFC 9846 §5: a server's first record must carry the ClientHello.
+        self._reader = RecordReader(RECORD_TYPES if self.is_client else SERVER_FIRST_RECORD_TYPES)
         self._reassembler = HandshakeReassembler(configuration.max_handshake_message_size)
         self._read: RecordProtection | None = None
         self._write: RecordProtection | None = None
@@ -619,6 +621,10 @@ class Connection:
         elif read is None or (outer_type == ContentType.ALERT and not self.handshake.complete):
             # Unprotected records: the hellos, and a peer's alert sent before it
             # had our handshake keys.
+            if outer_type == _APPLICATION_DATA and read is None and self.handshake.skip_early_data_record(
+                len(fragment)
+            ):
+                return  # RFC 9846 §4.3.10: 0-RTT after our HelloRetryRequest
             if outer_type not in (ContentType.HANDSHAKE, ContentType.ALERT):
                 raise RemoteProtocolError(
                     f"unexpected unprotected record of type {outer_type}",

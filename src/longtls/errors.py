@@ -5,6 +5,8 @@ Messages never contain key material: only names, sizes and code points.
 
 from __future__ import annotations
 
+from enum import Enum
+
 from .constants import AlertDescription
 
 
@@ -69,6 +71,32 @@ class CertificateError(RemoteProtocolError):
     """A certificate chain failed validation; ``alert`` names the reason."""
 
     alert = AlertDescription.bad_certificate
+
+
+class NotTLSReason(Enum):
+    """What the first bytes from a peer looked like when they were not TLS."""
+
+    #: An HTTP request (``GET / HTTP/1.1`` ...): a plain-HTTP client on a TLS port.
+    HTTP_REQUEST = "plain HTTP request"
+    #: An HTTP response (``HTTP/1.1 400 ...``): a TLS client talking to a plain-HTTP server.
+    HTTP_RESPONSE = "plain HTTP response"
+    #: An SSL 2.0-format CLIENT-HELLO (RFC 9846 Appendix E.5 forbids negotiating with it).
+    SSL2_CLIENT_HELLO = "SSL 2.0 ClientHello"
+    #: Anything else that does not start with a TLS record header.
+    UNKNOWN = "not TLS"
+
+
+class NotTLSError(RemoteProtocolError):
+    """The peer's first bytes are not a TLS record at all (RFC 9846 §5).
+
+    ``reason`` says what they looked like, so a server can log a plain-HTTP
+    request on its TLS port as such.  The alert (already queued) is the one the
+    spec names for the first bad header field; see docs/conformance.md.
+    """
+
+    def __init__(self, message: str, alert: AlertDescription, reason: NotTLSReason) -> None:
+        super().__init__(message, alert)
+        self.reason = reason
 
 
 class KeyUpdateTimeoutError(ProtocolError):

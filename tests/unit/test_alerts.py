@@ -556,6 +556,10 @@ POSITIONS: dict[str, Callable[[int], int]] = {
     "middle": lambda n: 5 + (n - 5) // 2,
     "tag": lambda n: n - 1,
 }
+# A flipped high version byte (0x03 -> 0x02) is judged from the header before
+# any decryption: a record version below 0x0300 is not TLS (Appendix E.5,
+# docs/conformance.md) -> protocol_version.  Every other flip fails the AEAD.
+POSITION_ALERT = {"version-hi": A.protocol_version}
 
 
 def _session(
@@ -565,7 +569,8 @@ def _session(
 
     ``tamper`` = (step, index of the protected record within the step,
     position name): that record arrives with one byte flipped, and the
-    receiver must fail with bad_record_mac (checked with expect_fatal).
+    receiver must fail with bad_record_mac, or protocol_version for the
+    version's high byte (checked with expect_fatal).
     Returns how many protected records each step carried, and the error.
     """
     # The server lists the suite too: the CCM suites are on request only.
@@ -590,7 +595,8 @@ def _session(
                     src.events()
                     # after close_notify both ways the sender is closed and reads no more
                     witness = None if src.is_closed else src
-                    return expect_fatal(dst, flip(record.raw, byte), A.bad_record_mac, peer=witness)
+                    alert = POSITION_ALERT.get(tamper[2], A.bad_record_mac)
+                    return expect_fatal(dst, flip(record.raw, byte), alert, peer=witness)
             dst.receive_data(record.raw)
         return None
 
@@ -667,12 +673,13 @@ def test_flipped_byte_in_a_protected_record(eku: bool, step: str, suite: CipherS
     connection with a bad_record_mac alert" (also §6.2).  Fuzz-lite: one
     flipped byte in each protected record of a scripted session (handshake
     flights, tickets, data, key updates, close_notify), in the header (part of
-    the AAD), the encrypted record and the tag."""
+    the AAD), the encrypted record and the tag.  The version's high byte is
+    judged before decryption (protocol_version, docs/conformance.md)."""
     counts, _ = _session(None, suite, eku)
     assert counts[step] >= 1
     for index in range(counts[step]):
         _, error = _session((step, index, position), suite, eku)
-        assert error is not None and error.alert is A.bad_record_mac
+        assert error is not None and error.alert is POSITION_ALERT.get(position, A.bad_record_mac)
 
 
 # =========================================================================== record_overflow
@@ -681,11 +688,13 @@ def test_flipped_byte_in_a_protected_record(eku: bool, step: str, suite: CipherS
 def test_record_longer_than_2_14_plus_256() -> None:
     """§5.2: "An endpoint that receives a record from its peer with
     TLSCiphertext.length larger than 2^14 + 256 octets MUST terminate the
-    connection with a record_overflow alert" -- judged from the header alone."""
+    connection with a record_overflow alert" -- judged from the header alone.
+    (After the ClientHello: an application_data record cannot come first.)"""
     c, s, _, _ = make_configs()
-    client, server, _ch = hello(c, s)
+    client, server, ch = hello(c, s)
+    server.receive_data(ch)
     header = bytes((ContentType.APPLICATION_DATA, 3, 3)) + (2**14 + 257).to_bytes(2, "big")
-    expect_fatal(server, header, A.record_overflow, peer=client)
+    expect_fatal(server, header, A.record_overflow, peer=client, peer_prefix=server.data_to_send())
 
 
 def test_plaintext_record_longer_than_2_14() -> None:
@@ -1040,7 +1049,7 @@ def test_hello_retry_request_for_a_group_already_offered() -> None:
     c, s, _, _ = make_configs(client_key_share_groups=[NamedGroup.x25519])
     client, server, ch = hello(c, s)
     hrr = _hrr(client_hello_of(ch), [Extension(ExtensionType.key_share, X.encode_key_share_hrr(NamedGroup.x25519))])
-    expect_fatal(client, hrr, A.illegal_parameter, peer=server)
+    expect_fatal(client, hrr, A.illegal_parameter, peer=server, peer_prefix=ch)
 
 
 def test_hello_retry_request_for_a_group_not_offered() -> None:
@@ -1049,7 +1058,7 @@ def test_hello_retry_request_for_a_group_not_offered() -> None:
     c, s, _, _ = make_configs(client_groups=[NamedGroup.x25519], client_key_share_groups=[NamedGroup.x25519])
     client, server, ch = hello(c, s)
     hrr = _hrr(client_hello_of(ch), [Extension(ExtensionType.key_share, X.encode_key_share_hrr(NamedGroup.secp384r1))])
-    expect_fatal(client, hrr, A.illegal_parameter, peer=server)
+    expect_fatal(client, hrr, A.illegal_parameter, peer=server, peer_prefix=ch)
 
 
 def test_hello_retry_request_that_changes_nothing() -> None:
@@ -1058,7 +1067,7 @@ def test_hello_retry_request_that_changes_nothing() -> None:
     ClientHello"."""
     c, s, _, _ = make_configs()
     client, server, ch = hello(c, s)
-    expect_fatal(client, _hrr(client_hello_of(ch), []), A.illegal_parameter, peer=server)
+    expect_fatal(client, _hrr(client_hello_of(ch), []), A.illegal_parameter, peer=server, peer_prefix=ch)
 
 
 def test_server_hello_suite_differs_from_hello_retry_request() -> None:
@@ -1205,6 +1214,7 @@ def test_selected_version_other_than_tls_1_3(message: str, version: int) -> None
     (§4.2.4: a HelloRetryRequest is checked the same way)."""
     c, s, _, _ = make_configs()
     selected = X.encode_supported_versions_server(version)
+    unseen = b""  # what the server has not read yet: its first record must be the ClientHello
     if message == "ServerHello":
         client, server, flight = server_flight(c, s)
         data = rewrite_plaintext(flight, edit_server_hello(
@@ -1217,7 +1227,8 @@ def test_selected_version_other_than_tls_1_3(message: str, version: int) -> None
             Extension(ExtensionType.key_share, X.encode_key_share_hrr(NamedGroup.secp256r1)),
         ))
         data = handshake_record(HandshakeType.server_hello, hrr.encode())
-    expect_fatal(client, data, A.illegal_parameter, peer=server)
+        unseen = ch
+    expect_fatal(client, data, A.illegal_parameter, peer=server, peer_prefix=unseen)
 
 
 @pytest.mark.parametrize("problem", ["two-shares-one-group", "share-not-in-supported_groups"])

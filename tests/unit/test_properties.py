@@ -45,6 +45,7 @@ from longtls.crypto.suites import SUITES, suite_info
 from longtls.eku import PROFILES, EKUMessage, EKUProfile, Kind, Status
 from longtls.errors import DecodeError, RemoteProtocolError, TLSError
 from longtls.events import ConnectionClosed
+from longtls.record.arrival import RECORD_TYPES
 from longtls.record.tls import (
     HEADER_LENGTH,
     TAG_LENGTH,
@@ -463,8 +464,14 @@ record_types = st.sampled_from(list(ContentType))
 plain_records = st.tuples(record_types, st.binary(max_size=MAX_PLAINTEXT), u16s)
 
 
+# What RecordReader frames: the four TLS content types (RFC 9846 §5), any
+# legacy_record_version whose first byte is 3 (the rest of it is ignored, §5.1).
+tls_record_types = st.sampled_from(sorted(RECORD_TYPES))
+tls_versions = st.integers(0, 0xFF).map(lambda minor: 0x0300 | minor)
+
+
 @PROPERTY
-@given(st.lists(st.tuples(u8s, st.binary(max_size=2000), u16s), min_size=1, max_size=6),
+@given(st.lists(st.tuples(tls_record_types, st.binary(max_size=2000), tls_versions), min_size=1, max_size=6),
        st.lists(st.integers(1, 20000), max_size=10))
 def test_record_framing_round_trip(records: list[tuple[int, bytes, int]], cuts: list[int]) -> None:
     stream = b"".join(plaintext_record(t, f, v) for t, f, v in records)
@@ -494,9 +501,31 @@ def test_record_reader_on_hostile_bytes(chunks: list[bytes]) -> None:
                 assert len(fragment) <= MAX_PLAINTEXT + MAX_CIPHERTEXT_EXPANSION
                 consumed += len(header) + len(fragment)
     except RemoteProtocolError as exc:
-        assert exc.alert == AlertDescription.record_overflow
+        # §5: unknown type; Appendix E.5: a version below 0x0300; §5.1/§5.2: too long.
+        assert exc.alert in (
+            AlertDescription.unexpected_message, AlertDescription.protocol_version,
+            AlertDescription.record_overflow,
+        )
         return
     assert consumed + reader.buffered == fed
+
+
+@PROPERTY
+@given(u8s, u8s, u16s)
+def test_record_header_alone_is_judged(content_type: int, major: int, length: int) -> None:
+    """The 5 header bytes alone decide: a record the reader will frame waits
+    for its body; any other header raises at once (RFC 9846 §5, §5.1, §5.2)."""
+    reader = RecordReader()
+    reader.feed(bytes((content_type, major, 3)) + length.to_bytes(2, "big"))
+    limit = MAX_PLAINTEXT + MAX_CIPHERTEXT_EXPANSION if content_type == ContentType.APPLICATION_DATA else MAX_PLAINTEXT
+    acceptable = content_type in RECORD_TYPES and major == 3 and length <= limit
+    try:
+        item = reader.pop()
+    except RemoteProtocolError:
+        assert not acceptable
+        return
+    assert acceptable
+    assert (item is None) == (length > 0)
     assert reader.buffered < HEADER_LENGTH + MAX_PLAINTEXT + MAX_CIPHERTEXT_EXPANSION
 
 

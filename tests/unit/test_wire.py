@@ -467,12 +467,16 @@ def test_hello_bounds() -> None:
     # legacy_compression_methods<1..2^8-1>: empty is rejected.
     with pytest.raises(DecodeError):
         ClientHello.decode(body[:39] + b"\x00" + body[41:])
-    # Extension extensions<7..2^16-1>: a 4-byte empty extension alone is too short.
+    # Extension extensions<7..2^16-1> is a TLS 1.3 ClientHello's minimum: we
+    # never send less.  A shorter block is a valid TLS 1.2-style one (Appendix
+    # D.2), so it decodes and the engine answers protocol_version; a block
+    # that overruns the message is still a decode_error.
     short = ClientHello(b"\x01" * 32, b"", (0x1301,), (Extension(0x1234, b""),))
     with pytest.raises(ValueError):
         short.encode()
+    assert ClientHello.decode(body[:41] + b"\x00\x04\x12\x34\x00\x00").extensions == (Extension(0x1234, b""),)
     with pytest.raises(DecodeError):
-        ClientHello.decode(body[:41] + b"\x00\x04\x12\x34\x00\x00")
+        ClientHello.decode(body[:41] + b"\x00\x05\x12\x34\x00\x00")
     # ServerHello extensions<6..2^16-1>.
     with pytest.raises(DecodeError):
         ServerHello.decode(

@@ -1,8 +1,22 @@
 """longtls serve: a TLS test server.
 
---www answers an HTTP GET with a plain-text page describing the connection,
-then sends close_notify (like ``openssl s_server -www``); --echo sends every
-byte back.  Connections are served concurrently until SIGINT or SIGTERM.
+--www answers one HTTP GET per connection in plain text, then sends
+close_notify (like ``openssl s_server -www``); its paths let any client test
+what a server starts after the handshake:
+
+  GET /           a page describing the connection (version, suite, group,
+                  signature scheme, Extended Key Update, key generations)
+  GET /keyupdate  the server updates the keys first -- an Extended Key Update
+                  if negotiated, else a KeyUpdate (update_requested) -- then
+                  answers under the new key
+  GET /secret     the server asks for a client certificate (post-handshake
+                  authentication, RFC 9846 §4.7.2; the client must offer it,
+                  e.g. openssl s_client -enable_pha -cert FILE -key FILE) and
+                  answers with the certificate's subject; the certificate is
+                  verified against --ca
+
+--echo sends every byte back.  Connections are served concurrently until
+SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,12 +34,10 @@ from .. import __version__, aio
 from ..config import Configuration
 from ..constants import AlertDescription
 from ..errors import TLSError
-from . import common
+from . import common, www
 from .common import CLIError, logger
 
 _CHUNK = 65536
-_REQUEST_TIMEOUT = 30.0  # --www: seconds to wait for the request header
-_MAX_REQUEST_LINES = 100
 _SHUTDOWN_GRACE = 2.0  # seconds open connections get to close at exit
 
 DESCRIPTION = __doc__
@@ -44,7 +56,10 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--port", type=common.port_number, default=4433, help="port to listen on (default: %(default)s)"
     )
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--www", action="store_true", help="answer HTTP GET with a page about the connection")
+    mode.add_argument(
+        "--www", action="store_true",
+        help="answer HTTP GET /, /keyupdate, /secret (see above)",
+    )
     mode.add_argument("--echo", action="store_true", help="send every byte back")
     common.add_tls_options(p)
     common.add_eku_options(p)
@@ -120,31 +135,7 @@ async def _echo(reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
 
 
 async def _www(reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
-    request = await asyncio.wait_for(_read_request_head(reader), _REQUEST_TIMEOUT)
-    if not request:
-        return  # closed without a request
-    method = request[0].split(b" ", 1)[0]
-    if method == b"GET":
-        head = "HTTP/1.0 200 ok"
-        body = describe_connection(writer)
-    else:
-        head = "HTTP/1.0 400 bad request"
-        body = "longtls serve --www answers GET requests only.\n"
-    writer.write(
-        f"{head}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}".encode()
-    )
-    await writer.drain()
-
-
-async def _read_request_head(reader: aio.TLSReader) -> list[bytes]:
-    """The request line and header lines, up to the blank line (or EOF)."""
-    lines: list[bytes] = []
-    while len(lines) < _MAX_REQUEST_LINES:
-        line = await reader.readline()
-        if not line.strip():
-            break
-        lines.append(line.rstrip(b"\r\n"))
-    return lines
+    await www.respond(reader, writer, describe_connection)
 
 
 def describe_connection(writer: aio.TLSWriter) -> str:

@@ -201,6 +201,11 @@ class HandshakeEngine:
     def skip_undecryptable(self, length: int, exc: RemoteProtocolError) -> bool:
         return False
 
+    def skip_early_data_record(self, length: int) -> bool:
+        """Whether to drop an application_data record that arrived before we
+        have a key to open it (a server skipping 0-RTT after a HelloRetryRequest)."""
+        return False
+
     @property
     def standard_key_update_allowed(self) -> bool:
         return self.complete and not self.eku_negotiated

@@ -57,8 +57,6 @@ if TYPE_CHECKING:
 _TICKET_VERSION = 1
 # Grace for clock skew between the ticket's issue time and its use.
 _TICKET_AGE_TOLERANCE_MS = 10_000
-# Bytes of undecryptable (rejected 0-RTT) records we skip (RFC 9846 §4.2.10).
-_MAX_SKIPPED_EARLY_DATA = 2**14 * 4
 # Connections whose ticket generations a server remembers.
 _MAX_TICKET_ORIGINS = 100_000
 
@@ -147,6 +145,9 @@ class ServerHandshake(HandshakeEngine):
 
         if self.state is ServerState.WAIT_CH2:
             self._check_second_client_hello(ch, exts)
+            # §4.3.10: early data, skipped since the HelloRetryRequest, ends
+            # with this ClientHello; from now on every record must open.
+            self.skip_budget = 0
         else:
             self.suite = self._choose_suite(ch, exts)
             self.transcript.start(self.suite)
@@ -167,7 +168,7 @@ class ServerHandshake(HandshakeEngine):
             self.client_compression = X.decode_compress_certificate(exts[ExtensionType.compress_certificate])
         if ExtensionType.early_data in exts:
             # We never accept 0-RTT: skip the client's early records (§4.2.10).
-            self.skip_budget = _MAX_SKIPPED_EARLY_DATA
+            self.skip_budget = self.config.max_early_data_skipped
 
         # Groups: the client's shares must be for groups it lists (§4.2.8).
         client_groups: tuple[int, ...] = ()
@@ -517,12 +518,29 @@ class ServerHandshake(HandshakeEngine):
         return [Extension(ExtensionType.tls_flags, X.encode_tls_flags({profile.flag}))]
 
     def skip_undecryptable(self, length: int, exc: RemoteProtocolError) -> bool:
-        # §4.2.10: a server that rejects 0-RTT discards records that fail to
-        # decrypt under the handshake key, up to a limit.
-        if self.skip_budget > 0 and not self.peer_finished and self.state is not ServerState.START:
+        # §4.3.10: a server that rejects 0-RTT discards records that fail to
+        # decrypt under the handshake key, up to a limit.  "Once a record is
+        # deprotected successfully, it is treated as the start of the client's
+        # second flight": after that a record that fails is bad_record_mac.
+        read = self.conn.read_protection
+        assert read is not None
+        # The failed attempt used a sequence number; the ones before it opened.
+        second_flight_started = read.sequence_number > 1
+        if self.skip_budget > 0 and not second_flight_started and not self.peer_finished:
             self.skip_budget -= length
-            assert self.conn.read_protection is not None
-            self.conn.read_protection.sequence_number -= 1
+            read.sequence_number -= 1
+            return self.skip_budget >= 0
+        self.skip_budget = 0
+        return False
+
+    def skip_early_data_record(self, length: int) -> bool:
+        # §4.3.10: after a HelloRetryRequest the server "ignores early data by
+        # skipping all records with an external content type of
+        # application_data ... up to the configured max_early_data_size",
+        # until the second ClientHello.  Past the limit the record is an
+        # unexpected one (unexpected_message).
+        if self.state is ServerState.WAIT_CH2 and self.skip_budget > 0:
+            self.skip_budget -= length
             return self.skip_budget >= 0
         return False
 

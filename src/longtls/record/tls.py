@@ -14,6 +14,7 @@ from ..constants import MAX_CIPHERTEXT_EXPANSION, MAX_PLAINTEXT, AlertDescriptio
 from ..crypto.key_schedule import traffic_keys
 from ..crypto.suites import SuiteInfo
 from ..errors import RemoteProtocolError
+from .arrival import MAX_CIPHERTEXT_LENGTH, PROTECTED_RECORD_TYPE, RECORD_TYPES, header_error
 
 HEADER_LENGTH = 5
 #: The AEAD tag of every suite but TLS_AES_128_CCM_8_SHA256 (8 bytes); a
@@ -127,15 +128,23 @@ class RecordProtection:
 class RecordReader:
     """Splits a byte stream into TLS records (RFC 9846 §5.1).
 
-    Records are handed out as memoryview slices of the received bytes, so a
-    record is not copied before it is decrypted.
+    Each header is judged as soon as its 5 bytes are in (content type, the
+    major byte of legacy_record_version, length; see ``record.arrival``), so
+    bytes that are not TLS end the connection at once instead of being
+    buffered until the handshake timeout.  Records are handed out as
+    memoryview slices of the received bytes, so a record is not copied before
+    it is decrypted.
     """
 
-    __slots__ = ("_data", "_pos")
+    __slots__ = ("_data", "_pos", "_allowed", "_first")
 
-    def __init__(self) -> None:
+    def __init__(self, first_record_types: frozenset[int] = RECORD_TYPES) -> None:
+        """``first_record_types``: the content types the peer's first record may
+        have (a server passes ``SERVER_FIRST_RECORD_TYPES``)."""
         self._data = b""
         self._pos = 0
+        self._allowed = first_record_types
+        self._first = True
 
     def __repr__(self) -> str:
         return f"<RecordReader buffered={self.buffered}>"
@@ -152,20 +161,33 @@ class RecordReader:
         self._pos = 0
 
     def pop(self) -> tuple[int, bytes, memoryview] | None:
-        """The next whole record as (outer content type, header, fragment), if there is one."""
+        """The next whole record as (outer content type, header, fragment), if there is one.
+
+        Raises RemoteProtocolError (NotTLSError for a first record that is not
+        TLS) as soon as a header is unacceptable, whole record or not.
+        """
         data, pos = self._data, self._pos
         if len(data) - pos < HEADER_LENGTH:
             return None
+        content_type = data[pos]
+        if content_type not in self._allowed or data[pos + 1] != 3:
+            raise header_error(data[pos : pos + 16], self._first, self._allowed)
         length = (data[pos + 3] << 8) | data[pos + 4]
-        if length > MAX_PLAINTEXT + MAX_CIPHERTEXT_EXPANSION:
+        # §5.2: a protected record (outer type application_data) carries up to
+        # 2^14 + 256 bytes; the plaintext types up to 2^14 (§5.1).
+        limit = MAX_CIPHERTEXT_LENGTH if content_type == PROTECTED_RECORD_TYPE else MAX_PLAINTEXT
+        if length > limit:
             raise RemoteProtocolError(
-                f"record of {length} bytes exceeds 2^14 + 256", AlertDescription.record_overflow
+                f"record of {length} bytes exceeds {limit}", AlertDescription.record_overflow
             )
         end = pos + HEADER_LENGTH + length
         if len(data) < end:
             return None
         self._pos = end
-        return data[pos], data[pos : pos + HEADER_LENGTH], memoryview(data)[pos + HEADER_LENGTH : end]
+        if self._first:
+            self._first = False
+            self._allowed = RECORD_TYPES
+        return content_type, data[pos : pos + HEADER_LENGTH], memoryview(data)[pos + HEADER_LENGTH : end]
 
 
 def plaintext_record(content_type: int, fragment: bytes, legacy_version: int = 0x0303) -> bytes:

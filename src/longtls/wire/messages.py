@@ -191,7 +191,11 @@ class ClientHello:
         comp = buf.read_vector(1, 1, 255)
         exts: tuple[Extension, ...] = ()
         if not buf.eof():
-            exts = _decode_extensions(buf.read_vector(2, 7, _U16_MAX))
+            # Any length here: the <7..> minimum of §4.2.2 is that of a TLS
+            # 1.3 ClientHello (supported_versions alone takes 7 bytes).  A
+            # shorter block is a valid TLS 1.2-style one (Appendix E.2): the
+            # engine answers it protocol_version, not decode_error.
+            exts = _decode_extensions(buf.read_vector(2, 0, _U16_MAX))
             buf.expect_end("ClientHello")
             psk = ExtensionType.pre_shared_key
             for i in range(len(exts) - 1):
