@@ -107,7 +107,7 @@ def test_longtls_client_gnutls_serv(pki: Any, tmp_path: Path, key_type: str, gro
 def test_longtls_client_gnutls_serv_cipher_suites(pki: Any, tmp_path: Path, suite: CipherSuite) -> None:
     bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
     port = free_port()
-    # GnuTLS' NORMAL leaves CCM-8 out, as RFC 9150 advises; ask for it.
+    # GnuTLS' NORMAL priority leaves CCM-8 out; ask for it.
     priority = TLS13 + (":+AES-128-CCM-8" if suite == CipherSuite.TLS_AES_128_CCM_8_SHA256 else "")
     with start_process(gnutls_serv(files, port, priority), ready_pattern=r"listening on IPv4"):
         drv = connect(client_config(bundle.ca, cipher_suites=[suite]), port)

@@ -12,8 +12,9 @@
 - GnuTLS 3.7 (`gnutls-cli`): secp521r1, X448, ffdhe2048 and ffdhe8192 with
   a P-521 server certificate, and the two CCM suites.
 
-longtls lists the new groups and suites explicitly: none is offered by
-default (docs/groups-and-suites.md).  Each test moves data both ways and
+longtls lists the new groups and suites explicitly (the groups and CCM_8 are
+not in its defaults; CCM is, last: docs/groups-and-suites.md), so each
+test gets the group or suite it names.  Each test moves data both ways and
 does a key update with the peer; what was negotiated is asserted on both
 ends (longtls' HandshakeComplete, the peer's own report).
 """

@@ -90,11 +90,13 @@ def _both_ways(pair: Pair) -> None:
 # --- defaults (docs/groups-and-suites.md) ---------------------------------------------------
 
 
-def test_new_groups_and_suites_are_not_offered_by_default() -> None:
-    """Opt-in: the default ClientHello stays lean; the new signature schemes
+def test_what_is_offered_by_default() -> None:
+    """The new groups and CCM_8 are opt-in (the default ClientHello stays
+    lean); TLS_AES_128_CCM_SHA256 is offered last; the new signature schemes
     are offered (two bytes each, used only with a key of their own type)."""
     assert not set(NEW_GROUPS) & set(DEFAULT_GROUPS)
-    assert not set(CCM_SUITES) & set(DEFAULT_CIPHER_SUITES)
+    assert DEFAULT_CIPHER_SUITES[-1] is C.TLS_AES_128_CCM_SHA256
+    assert C.TLS_AES_128_CCM_8_SHA256 not in DEFAULT_CIPHER_SUITES
     assert set(CCM_SUITES) <= set(SUITES)
     client = Connection(Configuration(is_client=True, server_name="localhost"))
     client.start_handshake()
@@ -102,7 +104,10 @@ def test_new_groups_and_suites_are_not_offered_by_default() -> None:
     ch = ClientHello.decode(body)
     exts = {e.type: e.data for e in ch.extensions}
     assert not set(X.decode_supported_groups(exts[ExtensionType.supported_groups])) & set(NEW_GROUPS)
-    assert not set(ch.cipher_suites) & set(CCM_SUITES)
+    assert ch.cipher_suites == (
+        C.TLS_AES_128_GCM_SHA256, C.TLS_AES_256_GCM_SHA384, C.TLS_CHACHA20_POLY1305_SHA256,
+        C.TLS_AES_128_CCM_SHA256,
+    )
     offered = X.decode_signature_algorithms(exts[ExtensionType.signature_algorithms])
     assert {scheme for _, scheme in NEW_SCHEMES.values()} <= set(offered)
 
@@ -119,9 +124,16 @@ def test_a_server_accepts_a_new_group_only_when_configured() -> None:
     assert server.data_to_send() == bytes([21, 3, 3, 0, 2, 2, A.handshake_failure])
 
 
-def test_ccm_is_chosen_only_when_both_sides_list_it() -> None:
-    c, s, _ = configs(server_cipher_suites=[C.TLS_AES_128_CCM_SHA256, C.TLS_AES_128_GCM_SHA256])
+def test_which_suite_default_peers_choose() -> None:
+    """Defaults on both sides: GCM.  A device that speaks only CCM reaches a
+    default server.  A server that prefers CCM gets it from a default client.
+    CCM_8 needs the server to list it."""
+    c, s, _ = configs()
     assert _done(connect(c, s).client_events).cipher_suite is C.TLS_AES_128_GCM_SHA256
+    c, s, _ = configs(client_cipher_suites=[C.TLS_AES_128_CCM_SHA256])
+    assert _done(connect(c, s).server_events).cipher_suite is C.TLS_AES_128_CCM_SHA256
+    c, s, _ = configs(server_cipher_suites=[C.TLS_AES_128_CCM_SHA256, C.TLS_AES_128_GCM_SHA256])
+    assert _done(connect(c, s).client_events).cipher_suite is C.TLS_AES_128_CCM_SHA256
     c, s, _ = configs(client_cipher_suites=[C.TLS_AES_128_CCM_8_SHA256])
     client, server = Connection(c), Connection(s)
     client.start_handshake()

@@ -85,8 +85,8 @@ def group_name(text: str) -> NamedGroup:
 
 def cipher_list(text: str) -> tuple[CipherSuite, ...]:
     """IANA cipher suite names separated by commas or colons (OpenSSL's -ciphersuites
-    form): ``TLS_AES_128_GCM_SHA256,...``.  The CCM suites are available only
-    this way (not offered by default)."""
+    form): ``TLS_AES_128_GCM_SHA256,...``.  TLS_AES_128_CCM_8_SHA256 is
+    available only this way (not in the defaults)."""
     by_name = {s.name.lower(): s for s in CipherSuite}
     suites: list[CipherSuite] = []
     for name in _split(text.replace(":", ","), "cipher suite"):
@@ -191,7 +191,8 @@ def add_tls_options(parser: argparse.ArgumentParser) -> None:
     tls.add_argument(
         "--ciphers", type=cipher_list, metavar="LIST",
         help="cipher suites in order of preference, e.g. TLS_AES_256_GCM_SHA384 "
-        "(TLS_AES_128_CCM_SHA256 and TLS_AES_128_CCM_8_SHA256 only when listed here)",
+        "(default: the GCM suites, ChaCha20, then TLS_AES_128_CCM_SHA256; "
+        "TLS_AES_128_CCM_8_SHA256 only when listed here)",
     )
     tls.add_argument("--alpn", type=alpn_list, metavar="LIST", help="ALPN protocols, e.g. h2,http/1.1")
     tls.add_argument("--keylog", metavar="FILE", help="append secrets to FILE (SSLKEYLOGFILE format)")

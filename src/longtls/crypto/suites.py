@@ -1,11 +1,10 @@
 """Cipher suites: the AEAD, its tag length, its usage limit and the hash of each (RFC 9846 §B.4).
 
-The two AES-CCM suites are implemented but not offered by default
-(docs/groups-and-suites.md): TLS_AES_128_CCM_SHA256 because the GCM suites
-do the same job faster wherever both exist (ask for it with
-``cipher_suites=`` or ``--ciphers``), TLS_AES_128_CCM_8_SHA256 because its
-8-byte tag is not suitable for general use (RFC 9147 §4.5.3 and its
-Appendix B.3; the IANA registry marks it "Recommended: N").
+The AES-CCM suites (docs/groups-and-suites.md): TLS_AES_128_CCM_SHA256 is
+in the defaults, last, so constrained devices that speak only CCM reach a
+default server while everyone else keeps GCM/ChaCha20; TLS_AES_128_CCM_8_SHA256
+is on request only (``cipher_suites=`` or ``--ciphers``): with its 8-byte tag
+it "is not suitable for general use" (RFC 9147 Appendix B.3; §4.5.3).
 """
 
 from __future__ import annotations
@@ -83,26 +82,29 @@ SUITES: dict[CipherSuite, SuiteInfo] = {
     CipherSuite.TLS_CHACHA20_POLY1305_SHA256: SuiteInfo(
         CipherSuite.TLS_CHACHA20_POLY1305_SHA256, 32, "sha256", SEQUENCE_LIMIT
     ),
-    # Not in DEFAULT_CIPHER_SUITES: on request only (see the module docstring).
     CipherSuite.TLS_AES_128_CCM_SHA256: SuiteInfo(
         CipherSuite.TLS_AES_128_CCM_SHA256, 16, "sha256", AES_CCM_RECORD_LIMIT
     ),
+    # Not in DEFAULT_CIPHER_SUITES: on request only (see the module docstring).
     CipherSuite.TLS_AES_128_CCM_8_SHA256: SuiteInfo(
         CipherSuite.TLS_AES_128_CCM_8_SHA256, 16, "sha256", AES_CCM_RECORD_LIMIT, tag_length=8
     ),
 }
 
+#: In preference order; a server picks by its own order, so CCM is used only
+#: with peers that offer none of the others (or that prefer it as servers).
 DEFAULT_CIPHER_SUITES: tuple[CipherSuite, ...] = (
     CipherSuite.TLS_AES_128_GCM_SHA256,
     CipherSuite.TLS_AES_256_GCM_SHA384,
     CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+    CipherSuite.TLS_AES_128_CCM_SHA256,
 )
 
 
 def not_enabled_hint(offered: Iterable[int], enabled: Iterable[int]) -> str:
     """Why a server found no cipher suite in common, when the peer offered
     suites longtls implements but ``enabled`` (Configuration.cipher_suites)
-    does not list (the CCM suites, typically): text to append, or ""."""
+    does not list (TLS_AES_128_CCM_8_SHA256, typically): text to append, or ""."""
     enabled_set = set(enabled)
     names = [
         CipherSuite(s).name for s in offered if s in set(SUITES) and s not in enabled_set
