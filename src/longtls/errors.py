@@ -116,7 +116,7 @@ class KeyUpdateTimeoutError(ProtocolError):
             else "did not answer our KeyUpdate (update_requested)"
         )
         super().__init__(
-            f"the peer {what} within {seconds:g} seconds (rekey_timeout); the connection is closed",
+            f"the peer {what} within {seconds:g} s (rekey_timeout); the connection is closed",
             AlertDescription.close_notify,
         )
         self.kind = kind

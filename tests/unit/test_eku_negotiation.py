@@ -306,10 +306,11 @@ def _connect(files: PkiFiles, port: int, *args: str) -> list[dict[str, Any]]:
     ((), ("--eku-profile", "draft-2025-10"), None),  # hung after the handshake
     (("--eku-profile", "draft-2025-10"), (), None),  # "update complete", then bad_record_mac
     ((), ("--eku-profile", "draft-05"), None),  # "TLS handshake failed" after a handshake
+    (("--eku-profile", "draft-05"), (), None),
     # Several profiles offered: the newest both speak.
     (("--eku-profile", "draft-2025-10,draft-05"), ("--eku-profile", "draft-13,draft-05"), "draft-05"),
     (("--eku-profile", "draft-05,draft-13"), ("--eku-profile", "draft-13,draft-05"), "draft-13"),
-], ids=["2025-10-vs-default", "default-vs-2025-10", "05-vs-default", "lists-05", "lists-13"])
+], ids=["2025-10-vs-default", "default-vs-2025-10", "05-vs-default", "default-vs-05", "lists-05", "lists-13"])
 def test_cli_profiles(files: PkiFiles, server_args: Sequence[str], client_args: Sequence[str],
                       profile: str | None) -> None:
     context, port = _serve(files, *server_args)

@@ -75,7 +75,7 @@ def test_initiator_gives_up_on_a_swallowed_request(profile: str) -> None:
         pair.client.handle_timer()
     error = info.value
     assert (error.kind, error.seconds, error.alert) == ("extended", 30.0, AlertDescription.close_notify)
-    assert "did not complete the extended key update within 30 seconds" in str(error)
+    assert "did not complete the extended key update within 30 s (rekey_timeout)" in str(error)
     # On the wire: user_canceled, then close_notify (under the generation-0 key).
     assert _alerts(pair.client.data_to_send(), log, "client") == [USER_CANCELED, CLOSE_NOTIFY]
     closed = _closed(pair.client.events())

@@ -382,7 +382,8 @@ def require_eku_message(event: HandshakeComplete, peer: str) -> str | None:
         return None
     return (
         f"{peer} did not negotiate Extended Key Update (--require-eku); "
-        "it may not support it, or may run with it turned off"
+        "it may not support it, may run with it turned off, or may speak none of "
+        "the --eku-profile drafts offered"
     )
 
 
