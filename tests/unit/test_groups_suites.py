@@ -38,6 +38,7 @@ from longtls.constants import (
     SignatureScheme,
 )
 from longtls.crypto.groups import KeyShare, ffdhe_prime, get_group
+from longtls.crypto.signatures import schemes_for_key
 from longtls.crypto.suites import DEFAULT_CIPHER_SUITES, SUITES
 from longtls.errors import RemoteProtocolError
 from longtls.events import ConnectionClosed, Event, HandshakeComplete
@@ -541,3 +542,15 @@ def test_cli_serve_and_connect_with_p521_ffdhe_and_ccm_8(tmp_pki_files: Any) -> 
     assert handshake["signature_scheme"] == "ecdsa_secp521r1_sha512"
     updates = [r for r in records if r["event"] == "key_update"]
     assert [(u["kind"], u["group"]) for u in updates] == [("extended", "ffdhe3072")], records
+
+
+@pytest.mark.parametrize("key_type", ["ecdsa-p521", "ecdsa-brainpoolp256r1"])
+def test_serve_loads_p521_and_brainpool_keys(tmp_path: Any, key_type: str) -> None:
+    """What `longtls serve --cert --key` does with the files `longtls certs` writes."""
+    assert longtls("certs", "--out", str(tmp_path), "--key-type", key_type).returncode == 0
+    config = Configuration(is_client=False)
+    config.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    config.validate()
+    scheme = {"ecdsa-p521": S.ecdsa_secp521r1_sha512,
+              "ecdsa-brainpoolp256r1": S.ecdsa_brainpoolP256r1tls13_sha256}[key_type]
+    assert schemes_for_key(config.private_key, config.certificate_chain[0]) == [scheme]
