@@ -7,8 +7,8 @@ cap their output) and ``zstandard`` (``pip install 'longtls[compression]'``).
 An algorithm whose package is missing is neither offered nor accepted.
 
 What is compressed is the body of the Certificate message that would have
-been sent otherwise -- without its 4-byte handshake header, as BoringSSL,
-OpenSSL, GnuTLS and tlslite-ng do (RFC 8879 erratum 8753 says so explicitly).
+been sent otherwise, without its 4-byte handshake header (RFC 8879 erratum
+8753 says so explicitly; tlslite-ng, the interop peer, does the same).
 
 Every way a CompressedCertificate can fail to give back a Certificate body is
 bad_certificate (RFC 8879 §4: "If the received CompressedCertificate message
@@ -45,12 +45,14 @@ __all__ = [
     "is_available",
 ]
 
-#: Our preference when we compress and when we list what we accept: best
-#: ratio on certificate chains first (brotli), then zstd, then zlib, which
-#: every peer that compresses at all speaks.
+#: Our preference when we compress and when we list what we accept.  zstd
+#: first: within a few percent of brotli on chains, better than it on a single
+#: small certificate (which brotli sometimes fails to shrink at all), and tens
+#: of times faster to compress (an uncached post-handshake answer pays that).
+#: Then brotli, then zlib, which every peer that compresses at all speaks.
 ALGORITHM_PREFERENCE: tuple[CertificateCompressionAlgorithm, ...] = (
-    CertificateCompressionAlgorithm.brotli,
     CertificateCompressionAlgorithm.zstd,
+    CertificateCompressionAlgorithm.brotli,
     CertificateCompressionAlgorithm.zlib,
 )
 
@@ -60,13 +62,16 @@ MISSING_PACKAGE: dict[CertificateCompressionAlgorithm, str] = {
     CertificateCompressionAlgorithm.zstd: "zstandard",
 }
 
-# Compression levels.  Our own chain is compressed once and cached, so the
-# strongest settings cost nothing per connection; a post-handshake client
-# Certificate (its request context differs every time) is compressed anew,
-# which at these levels takes well under a millisecond for ECDSA/RSA chains.
-_ZLIB_LEVEL = 9
+# Compression levels: each library's default (zlib 6, brotli 11, zstd 3).
+# Stronger settings gain a few bytes on a certificate chain at most, and the
+# defaults give the bytes a peer gets when it compresses the same message
+# itself: tlslite-ng 0.9.0b2 re-encodes a CompressedCertificate it received
+# and hashes that into its post-handshake authentication transcript, so with
+# any other setting its CertificateVerify check fails
+# (docs/certificate-compression.md).
+_ZLIB_LEVEL = 6
 _BROTLI_QUALITY = 11
-_ZSTD_LEVEL = 19
+_ZSTD_LEVEL = 3
 # zstd decoders are only required to support windows up to 8 MiB (RFC 8878
 # §3.1.1.1.2); a frame asking for more is refused before anything is allocated.
 _ZSTD_MAX_WINDOW = 1 << 23

@@ -336,29 +336,30 @@ class HandshakeEngine:
     def certificate_message(self, context: bytes, peer_algorithms: Sequence[int]) -> tuple[HandshakeType, bytes]:
         """Our Certificate body, or a CompressedCertificate in its place (RFC 8879 §4).
 
-        Compressed with our most preferred algorithm among ``peer_algorithms``
-        (the peer's compress_certificate list), and only when that makes the
-        message smaller: post-quantum chains barely compress.  The handshake's
+        Compressed with the first algorithm of our preference that is among
+        ``peer_algorithms`` (the peer's compress_certificate list) and makes
+        the message smaller; if none does (post-quantum chains barely
+        compress) the Certificate goes out as it is.  The handshake's
         Certificate (empty context) is compressed once per chain and cached.
         """
         body = self.build_certificate(context)
         self.local_certificate_compression = None
-        algorithm = next((a for a in self.config.certificate_compression if a in peer_algorithms), None)
-        if algorithm is None or not body:
-            return HandshakeType.certificate, body
-        compressed = certcompress.compress_certificate(
-            CertificateCompressionAlgorithm(algorithm), body, cache=not context
-        ).encode()
-        if len(compressed) >= len(body):
-            return HandshakeType.certificate, body
-        self.local_certificate_compression = CertificateCompressionAlgorithm(algorithm)
-        return HandshakeType.compressed_certificate, compressed
+        for algorithm in self.config.certificate_compression:
+            if algorithm not in peer_algorithms:
+                continue
+            chosen = CertificateCompressionAlgorithm(algorithm)
+            compressed = certcompress.compress_certificate(chosen, body, cache=not context).encode()
+            if len(compressed) < len(body):
+                self.local_certificate_compression = chosen
+                return HandshakeType.compressed_certificate, compressed
+        return HandshakeType.certificate, body
 
     def open_compressed_certificate(self, body: bytes, offered: Sequence[int]) -> Certificate:
         """The Certificate inside a CompressedCertificate body (RFC 8879 §4).
 
         ``offered``: the algorithms of our compress_certificate extension.  A
-        malformed CompressedCertificate is decode_error; one that cannot be
+        malformed CompressedCertificate is decode_error; one longer than our
+        handshake message limit illegal_parameter; one that cannot be
         decompressed, or does not decompress to a Certificate, bad_certificate.
         """
         message = CompressedCertificate.decode(body)

@@ -368,8 +368,8 @@ class CompressedCertificate:
     """RFC 8879 §4: a Certificate body, compressed, sent in its place.
 
     The codec checks the syntax only; whether ``algorithm`` was offered, the
-    size limits and the decompression itself belong to the engine
-    (:mod:`longtls.certcompress`), because each failure there is bad_certificate.
+    size limit and the decompression itself belong to the engine
+    (:mod:`longtls.certcompress`, which names the alert of each failure).
     """
 
     msg_type: ClassVar[HandshakeType] = HandshakeType.compressed_certificate
