@@ -756,6 +756,20 @@ class TLSWriter:
         """Start an Extended Key Update without waiting for it (see ``update_keys``)."""
         self._protocol.command(self.connection.extended_key_update)
 
+    def send_key_update(self, request_peer_update: bool = True, timeout: float | None = None) -> int:
+        """Send a standard KeyUpdate now, without waiting for the peer's answer,
+        and return our new sending generation (Connection.update_keys).
+
+        For request/response protocols: the peer owes its own KeyUpdate only
+        "prior to sending its next Application Data record" (RFC 9846 §4.7.3),
+        and some peers (OpenSSL) send it only then, so a server that waited
+        for it before answering a request would wait for ever.
+        """
+        self._protocol.command(
+            lambda: self.connection.update_keys(request_peer_update=request_peer_update, timeout=timeout)
+        )
+        return self.connection.send_key_generation
+
     def request_client_authentication(self) -> None:
         """Server: ask for a client certificate now (RFC 9846 §4.6.2)."""
         self._protocol.command(self.connection.request_client_authentication)

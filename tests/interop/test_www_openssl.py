@@ -108,3 +108,16 @@ def test_status_page_for_s_client(www: Server) -> None:
     for row in (r"Protocol: +TLSv1\.3", r"Cipher suite: +TLS_AES_256_GCM_SHA384", r"Group: +secp384r1",
                 r"Extended Key Update: +no", r"Send key generation: +0"):
         assert re.search(rf"^{row}$", output, re.M), (row, output)
+
+
+def test_secret_declined_by_s_client_without_a_certificate(www: Server) -> None:
+    """s_client -enable_pha without -cert answers the CertificateRequest with
+    an empty Certificate (RFC 9846 §4.5.1 asks for it); --verify-client none
+    accepts that, and /secret says no certificate came."""
+    output = s_client(www, "/secret", "-enable_pha")
+    request = RECEIVED_CERTIFICATE_REQUEST.search(output)
+    assert request is not None and request.start() < response_at(output), output
+    assert SENT_CERTIFICATE_VERIFY.search(output) is None, output  # nothing to sign with
+    assert "HTTP/1.0 403 forbidden" in output
+    assert "without a certificate" in output
+    www.process.wait_for_output(r"GET /secret: the client sent no certificate$")

@@ -467,16 +467,20 @@ def test_hello_bounds() -> None:
     # legacy_compression_methods<1..2^8-1>: empty is rejected.
     with pytest.raises(DecodeError):
         ClientHello.decode(body[:39] + b"\x00" + body[41:])
-    # Extension extensions<7..2^16-1> is a TLS 1.3 ClientHello's minimum: we
-    # never send less.  A shorter block is a valid TLS 1.2-style one (Appendix
-    # D.2), so it decodes and the engine answers protocol_version; a block
-    # that overruns the message is still a decode_error.
+    # Extension extensions<7..2^16-1>: a 4-byte empty extension alone is too short.
     short = ClientHello(b"\x01" * 32, b"", (0x1301,), (Extension(0x1234, b""),))
     with pytest.raises(ValueError):
         short.encode()
-    assert ClientHello.decode(body[:41] + b"\x00\x04\x12\x34\x00\x00").extensions == (Extension(0x1234, b""),)
     with pytest.raises(DecodeError):
-        ClientHello.decode(body[:41] + b"\x00\x05\x12\x34\x00\x00")
+        ClientHello.decode(body[:41] + b"\x00\x04\x12\x34\x00\x00")
+    # ... but a valid TLS 1.2-style block (<0..2^16-1>, RFC 9846 Appendix E.2),
+    # read so only to answer protocol_version; one overrunning the message is
+    # malformed under any version's rules.
+    legacy = ClientHello.decode(body[:41] + b"\x00\x04\x12\x34\x00\x00", minimum_extensions_length=0)
+    assert legacy.extensions == (Extension(0x1234, b""),)
+    assert ClientHello.decode(body[:41] + b"\x00\x00", minimum_extensions_length=0).extensions == ()
+    with pytest.raises(DecodeError):
+        ClientHello.decode(body[:41] + b"\x00\x05\x12\x34\x00\x00", minimum_extensions_length=0)
     # ServerHello extensions<6..2^16-1>.
     with pytest.raises(DecodeError):
         ServerHello.decode(

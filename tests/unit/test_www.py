@@ -134,6 +134,24 @@ def test_keyupdate_is_a_key_update_before_the_response_without_eku(www: WWW) -> 
     assert fields(body)["Send key generation"] == "1"
 
 
+def test_keyupdate_declined_by_a_draft05_client(pki: object, tmp_path: Path) -> None:
+    """EKU draft-05 lets a peer decline an update ("rejected"): the answer
+    says so (503) instead of failing the connection."""
+    bundle: Pki = pki("ecdsa-p256")  # type: ignore[operator]
+    files = bundle.write_pem(tmp_path / "pki")
+    port = free_port()
+    args = [
+        *LONGTLS, "serve", "--www", "--port", str(port), "--eku-profile", "draft-05",
+        "--cert", str(files.server.chain), "--key", str(files.server.key),
+    ]
+    with start_process(args, ready_pattern=r"^longtls: serving \(www\) on ") as process:
+        server = WWW(process, port, bundle)
+        _, status, body = get(server, "/keyupdate", eku_profile="draft-05", eku_max_peer_updates=0)
+        assert status == "HTTP/1.0 503 service unavailable", body
+        assert "declined the extended key update (rejected)" in body
+        process.wait_for_output(r"GET /keyupdate: the client declined the extended key update \(rejected\)$")
+
+
 # --------------------------------------------------------------------- GET /secret
 
 

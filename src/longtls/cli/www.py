@@ -10,8 +10,9 @@ client (``openssl s_client``, ``curl``, a browser):
 ``GET /keyupdate``
     updates the traffic keys *before* answering: an Extended Key Update when
     EKU was negotiated (awaited until both sides use the new keys), else a
-    KeyUpdate with update_requested (RFC 9846 §4.7.3).  The response is sent
-    under the new key and says which update ran.
+    KeyUpdate with update_requested (RFC 9846 §4.7.3; the client's own
+    KeyUpdate is not awaited: it owes it only before its next application
+    data).  The response is sent under the new key and says which update ran.
 ``GET /secret``
     asks for the client's certificate after the handshake (RFC 9846 §4.7.2)
     and answers once the client's Certificate, CertificateVerify and Finished
@@ -110,14 +111,20 @@ def status_page(writer: aio.TLSWriter, describe: Describe) -> str:
 
 async def _key_update(writer: aio.TLSWriter, describe: Describe, peer: str) -> Response:
     if writer.handshake.extended_key_update:
-        # Awaited: the response goes out under the keys of the new generation.
-        generation = await asyncio.wait_for(writer.update_keys(), REQUEST_TIMEOUT)
+        # Awaited (within the configuration's rekey_timeout): the response
+        # goes out under the keys of the new generation.
+        try:
+            generation = await writer.update_keys()
+        except aio.KeyUpdateRejectedError as exc:  # a draft-05 client may decline
+            logger.info("%s: GET /keyupdate: the client declined the extended key update (%s)", peer, exc.status)
+            return Response("503 service unavailable", f"No key update: {exc}.\n")
         done = f"Extended Key Update completed before this response: generation {generation}."
         logger.info("%s: GET /keyupdate: extended key update to generation %d", peer, generation)
     else:
         # RFC 9846 §4.7.3: our KeyUpdate goes out first, this response under
-        # the new key; update_requested asks the client to update its own.
-        generation = await writer.update_keys()
+        # the new key; update_requested asks the client to update its own,
+        # which it owes only before its next application data: not awaited.
+        generation = writer.send_key_update(request_peer_update=True)
         done = f"KeyUpdate (update_requested) sent before this response: sending key generation {generation}."
         logger.info("%s: GET /keyupdate: KeyUpdate sent, sending key generation %d", peer, generation)
     return Response("200 ok", f"{done}\n\n{status_page(writer, describe)}")

@@ -26,7 +26,7 @@ from ..crypto import suites as _suites
 from ..crypto.groups import get_group
 from ..crypto.suites import SuiteInfo, suite_info
 from ..eku import select_profile
-from ..errors import LocalProtocolError, RemoteProtocolError
+from ..errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from ..events import PeerAuthenticated
 from ..psk import PskKind, find_external, server_candidate
 from ..wire import extensions as X
@@ -94,6 +94,21 @@ class _Resumption:
         return f"<_Resumption {self.kind.value} {self.suite.name}>"
 
 
+def _pre_tls13_client_hello(body: bytes) -> ClientHello:
+    """A ClientHello that failed TLS 1.3's syntax: is it a TLS 1.2-style one?
+
+    Its extensions block may be shorter than the <7..> minimum of a TLS 1.3
+    ClientHello (a TLS 1.2 block is <0..2^16-1>; supported_versions alone
+    takes 7 bytes).  If it parses that way and has no supported_versions it
+    is returned, for the protocol_version answer (Appendix E.2); anything
+    else is malformed: decode_error.
+    """
+    ch = ClientHello.decode(body, minimum_extensions_length=0)
+    if any(e.type == ExtensionType.supported_versions for e in ch.extensions):
+        raise DecodeError("ClientHello extensions block shorter than 7 bytes")
+    return ch
+
+
 class ServerHandshake(HandshakeEngine):
     def __init__(self, conn: Connection, config: Configuration) -> None:
         super().__init__(conn, config)
@@ -131,7 +146,10 @@ class ServerHandshake(HandshakeEngine):
 
     def on_client_hello(self, body: bytes, raw: bytes) -> None:
         self.started = True
-        ch = ClientHello.decode(body)
+        try:
+            ch = ClientHello.decode(body)
+        except DecodeError:
+            ch = _pre_tls13_client_hello(body)
         exts = extensions_by_type(ch.extensions)
         sv = exts.get(ExtensionType.supported_versions)
         if sv is None or TLS13_VERSION not in X.decode_supported_versions_client(sv):

@@ -173,7 +173,7 @@ class ClientHello:
         return b"".join(parts)
 
     @classmethod
-    def decode(cls, body: bytes) -> Self:
+    def decode(cls, body: bytes, *, minimum_extensions_length: int = 7) -> Self:
         """Parse a ClientHello body.
 
         A body that ends right after legacy_compression_methods is a pre-TLS
@@ -182,6 +182,12 @@ class ClientHello:
         than decode_error.  If pre_shared_key is present it must be the last
         extension, else illegal_parameter (§4.2.11: "Servers MUST check that
         it is the last extension").
+
+        ``minimum_extensions_length=0`` reads the extensions block with the
+        syntax of earlier versions (``<0..2^16-1>`` rather than TLS 1.3's
+        ``<7..2^16-1>``): only to tell a TLS 1.2-style ClientHello (RFC 9846
+        Appendix E.2: protocol_version) from a malformed one (decode_error).
+        Such a hello may not re-encode: ``encode`` writes TLS 1.3 ClientHellos.
         """
         buf = Buffer(body)
         legacy_version = buf.read_uint16()
@@ -191,11 +197,7 @@ class ClientHello:
         comp = buf.read_vector(1, 1, 255)
         exts: tuple[Extension, ...] = ()
         if not buf.eof():
-            # Any length here: the <7..> minimum of §4.2.2 is that of a TLS
-            # 1.3 ClientHello (supported_versions alone takes 7 bytes).  A
-            # shorter block is a valid TLS 1.2-style one (Appendix E.2): the
-            # engine answers it protocol_version, not decode_error.
-            exts = _decode_extensions(buf.read_vector(2, 0, _U16_MAX))
+            exts = _decode_extensions(buf.read_vector(2, minimum_extensions_length, _U16_MAX))
             buf.expect_end("ClientHello")
             psk = ExtensionType.pre_shared_key
             for i in range(len(exts) - 1):
