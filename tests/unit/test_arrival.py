@@ -373,7 +373,7 @@ TLS12_EXTENSION_BLOCKS = {
     "empty block": _block(),
     "renegotiation_info only (5 bytes)": _block((0xFF01, b"\x00")),
     "extended_master_secret only (4 bytes)": _block((0x0017, b"")),
-    "two short extensions (6 bytes)": _block((0x0017, b""), (0x0023, b"")),
+    "two empty extensions (8 bytes)": _block((0x0017, b""), (0x0023, b"")),
     "a typical TLS 1.2 set": _block(
         (0x0000, b"\x00\x0c\x00\x00\x09localhost"), (0x000A, b"\x00\x04\x00\x1d\x00\x17"),
         (0x000B, b"\x01\x00"), (0x000D, b"\x00\x04\x04\x03\x08\x04"), (0xFF01, b"\x00"), (0x0017, b""),
