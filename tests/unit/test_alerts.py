@@ -1490,8 +1490,11 @@ def test_pre_shared_key_without_psk_key_exchange_modes() -> None:
     c, s, _, _ = make_configs(**no_eku())
     tickets = [e.ticket for e in connect(c, s).client_events if isinstance(e, SessionTicketReceived)]
     c.session_ticket = tickets[0]
-    c.psk_key_exchange_modes = ()
+    # longtls itself never offers a PSK without the modes (§4.2.9): strip them
+    # after the fact, the pre_shared_key (added after the hook) stays.
+    c.client_hello_hook = lambda exts: [e for e in exts if e.type != ExtensionType.psk_key_exchange_modes]
     client, server, ch = hello(c, s)
+    assert ExtensionType.psk_key_exchange_modes not in {e.type for e in client_hello_of(ch).extensions}
     assert ExtensionType.pre_shared_key in {e.type for e in client_hello_of(ch).extensions}
     expect_fatal(server, ch, A.missing_extension, peer=client)
 
