@@ -382,7 +382,7 @@ class Connection:
         """Queue one encoded handshake message (with header) under the current write key."""
         self._pending_handshake += message
 
-    def send_change_cipher_spec(self) -> None:
+    def compatibility_ccs(self) -> None:
         """The dummy change_cipher_spec of middlebox compatibility mode (RFC 9846 App. D.4)."""
         self._flush_handshake()
         self._out += plaintext_record(ContentType.CHANGE_CIPHER_SPEC, b"\x01")
@@ -401,6 +401,28 @@ class Connection:
             )
         self._read = RecordProtection(suite, secret)
         self._read_secret = secret
+
+    def check_client_auth_may_start(self, requested_by_peer: bool) -> None:
+        """EKU draft-13 §8.3: post-handshake authentication and EKU never overlap."""
+        eku = self.eku
+        if eku is None or not eku.in_progress:
+            return
+        if not requested_by_peer:
+            raise LocalProtocolError("an extended key update is in progress; authenticate afterwards")
+        if eku.role.value != "wait_resp":
+            # The server must not start client authentication during an
+            # update; only our own request may cross its request.
+            raise RemoteProtocolError(
+                "CertificateRequest during an extended key update", AlertDescription.unexpected_message
+            )
+
+    @property
+    def post_handshake_transcript_hash(self) -> bytes | None:
+        """transcript_hash_N after a draft-13 extended key update (EKU draft-13 §8.1)."""
+        eku = self.eku
+        if eku is not None and eku.generation > 0 and eku.profile.chained_transcript:
+            return eku.transcript_hash
+        return None
 
     def log_secret(self, label: str, secret: bytes) -> None:
         if self._keylog is not None:
@@ -646,8 +668,10 @@ class Connection:
                 )
             try:
                 content_type, content = read.open(header, fragment)
-            except RemoteProtocolError as exc:
-                if self.handshake.skip_undecryptable(len(fragment), exc):
+            except RemoteProtocolError:
+                # The failed attempt used a sequence number; the ones before it opened.
+                if self.handshake.skip_undecryptable(len(fragment), read.sequence_number - 1):
+                    read.discard_failed_open()
                     return
                 raise
         if not content and content_type != ContentType.APPLICATION_DATA:
@@ -858,7 +882,9 @@ class Connection:
         size = self._max_fragment()
         write = self._write
         if write is None:
-            version = 0x0301 if self.handshake.first_flight else 0x0303
+            # RFC 9846 §5.1: only the initial ClientHello (one not generated
+            # after a HelloRetryRequest, i.e. before anything arrived) may use 0x0301.
+            version = 0x0301 if self.is_client and not self._reader.started else 0x0303
             for i in range(0, len(data), size):
                 self._out += plaintext_record(content_type, data[i : i + size], version)
             return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum, auto
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from ..config import Configuration
 from ..constants import (
@@ -47,9 +47,7 @@ from .common import (
     decode_certificates,
     is_ip_address,
 )
-
-if TYPE_CHECKING:
-    from ..connection import Connection
+from .host import HandshakeHost
 
 # RFC 9846 §4.6.1: servers MUST NOT use a ticket lifetime over 7 days.
 MAX_TICKET_LIFETIME = 604800
@@ -67,7 +65,7 @@ class ClientState(Enum):
 
 
 class ClientHandshake(HandshakeEngine):
-    def __init__(self, conn: Connection, config: Configuration) -> None:
+    def __init__(self, conn: HandshakeHost, config: Configuration) -> None:
         super().__init__(conn, config)
         self.key_shares: dict[int, KeyShare] = {}
         self.hello_retry_seen = False
@@ -313,13 +311,12 @@ class ClientHandshake(HandshakeEngine):
         self.conn.log_secret("SERVER_HANDSHAKE_TRAFFIC_SECRET", self.secrets.server_handshake_traffic_secret)
         self.conn.set_read_secret(self.suite, self.secrets.server_handshake_traffic_secret)
         self._send_ccs_once()
-        self.first_flight = False
         self.conn.set_write_secret(self.suite, self.secrets.client_handshake_traffic_secret)
         self.state = ClientState.WAIT_EE
 
     def _send_ccs_once(self) -> None:
         if self.config.middlebox_compatibility and not self.sent_ccs:
-            self.conn.send_change_cipher_spec()
+            self.conn.compatibility_ccs()
             self.sent_ccs = True
 
     def _on_hello_retry_request(self, hrr: ServerHello, raw: bytes) -> None:
@@ -351,8 +348,6 @@ class ClientHandshake(HandshakeEngine):
         if self.ticket is not None and suite_info(self.ticket.cipher_suite).hash_name != self.suite.hash_name:
             self.ticket = None  # the PSK cannot be used with this hash (§4.1.4)
         self._send_ccs_once()
-        # RFC 9846 §5.1: only the initial ClientHello may use record version 0x0301.
-        self.first_flight = False
         self._send_client_hello()
         self.state = ClientState.WAIT_SH
 
@@ -549,13 +544,8 @@ class ClientHandshake(HandshakeEngine):
         exts = {e.type: e.data for e in cr.extensions}
         if ExtensionType.signature_algorithms not in exts:
             raise RemoteProtocolError("CertificateRequest without signature_algorithms", AlertDescription.missing_extension)
-        eku = self.conn.eku
-        if eku is not None and eku.in_progress and eku.role.value != "wait_resp":
-            # EKU draft-13 §8.3: the server must not start client authentication
-            # during an update; only our own request may cross its request.
-            raise RemoteProtocolError(
-                "CertificateRequest during an extended key update", AlertDescription.unexpected_message
-            )
+        # EKU draft-13 §8.3: not while an extended key update runs (the host's arbiter decides).
+        self.conn.check_client_auth_may_start(requested_by_peer=True)
         # RFC 9846 §4.4: the post-handshake transcript is the handshake's, then
         # the CertificateRequest and our answer; each request has its own.
         transcript = self.post_handshake_transcript()

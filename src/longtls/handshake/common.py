@@ -48,9 +48,9 @@ from ..wire.messages import (
     encode_handshake,
     extensions_by_type,
 )
+from .host import HandshakeHost
 
 if TYPE_CHECKING:
-    from ..connection import Connection
     from ..eku import ExtendedKeyUpdate
 
 Handler = Callable[[Any, bytes, bytes], None]
@@ -127,7 +127,7 @@ class HandshakeEngine:
 
     TRANSITIONS: ClassVar[dict[tuple[Enum, int], Handler]] = {}
 
-    def __init__(self, conn: Connection, config: Configuration) -> None:
+    def __init__(self, conn: HandshakeHost, config: Configuration) -> None:
         self.conn = conn
         self.config = config
         self.state: Enum = self.initial_state()
@@ -137,7 +137,6 @@ class HandshakeEngine:
         self.complete = False
         self.peer_finished = False
         self.started = False
-        self.first_flight = True
         self.group: int | None = None
         self.peer_signature_scheme: SignatureScheme | None = None
         self.peer_certificates: tuple[x509.Certificate, ...] = ()
@@ -198,7 +197,10 @@ class HandshakeEngine:
 
     # -- hooks the connection asks ------------------------------------------
 
-    def skip_undecryptable(self, length: int, exc: RemoteProtocolError) -> bool:
+    def skip_undecryptable(self, length: int, records_opened: int) -> bool:
+        """Whether to drop a record of ``length`` bytes that failed to open under
+        the current read key, after ``records_opened`` records did (a server
+        skipping rejected 0-RTT); the record layer then forgets the attempt."""
         return False
 
     def skip_early_data_record(self, length: int) -> bool:
@@ -225,12 +227,6 @@ class HandshakeEngine:
                 "classic KeyUpdate after Extended Key Update was negotiated",
                 AlertDescription.unexpected_message,
             )
-
-    def check_post_handshake_auth_allowed(self) -> None:
-        """EKU draft-13 §8.3: post-handshake authentication and EKU never overlap."""
-        eku = self.conn.eku
-        if eku is not None and eku.in_progress:
-            raise LocalProtocolError("an extended key update is in progress; authenticate afterwards")
 
     def request_post_handshake_auth(self) -> None:
         raise LocalProtocolError("only a server can request client authentication")
@@ -269,12 +265,12 @@ class HandshakeEngine:
         RFC 9846 §4.4: the handshake's (ClientHello..client Finished); after a
         draft-13 extended key update, transcript_hash_N+1 instead (EKU draft-13 §8.1).
         """
-        eku = self.conn.eku
-        if eku is not None and eku.generation > 0 and eku.profile.chained_transcript:
+        chained = self.conn.post_handshake_transcript_hash
+        if chained is not None:
             assert self.suite is not None
             transcript = ks.Transcript()
             transcript.start(self.suite)
-            transcript.update(eku.transcript_hash)
+            transcript.update(chained)
             return transcript
         assert self.handshake_transcript is not None
         return self.handshake_transcript.fork()

@@ -49,9 +49,9 @@ from .common import (
     HandshakeEngine,
     decode_certificates,
 )
+from .host import HandshakeHost
 
 if TYPE_CHECKING:
-    from ..connection import Connection
     from ..eku import ExtendedKeyUpdate
 
 _TICKET_VERSION = 1
@@ -110,9 +110,8 @@ def _pre_tls13_client_hello(body: bytes) -> ClientHello:
 
 
 class ServerHandshake(HandshakeEngine):
-    def __init__(self, conn: Connection, config: Configuration) -> None:
+    def __init__(self, conn: HandshakeHost, config: Configuration) -> None:
         super().__init__(conn, config)
-        self.first_flight = False  # only a client's initial ClientHello uses 0x0301
         self.client_hello: ClientHello | None = None
         self.client_extensions: dict[int, bytes] = {}
         self.client_offered_post_handshake_auth = False
@@ -349,7 +348,7 @@ class ServerHandshake(HandshakeEngine):
         self.transcript.restart_after_hello_retry(self.suite)
         self.send(HandshakeType.server_hello, hrr.encode())
         if ch.legacy_session_id:
-            self.conn.send_change_cipher_spec()
+            self.conn.compatibility_ccs()
         self.state = ServerState.WAIT_CH2
 
     # ----------------------------------------------------------- resumption
@@ -459,7 +458,7 @@ class ServerHandshake(HandshakeEngine):
         sh_exts.append(Extension(ExtensionType.supported_versions, X.encode_supported_versions_server(TLS13_VERSION)))
         self.send(HandshakeType.server_hello, ServerHello(cfg.random(32), ch.legacy_session_id, self.suite.suite, tuple(sh_exts)).encode())
         if ch.legacy_session_id and self.hrr_group is None:
-            self.conn.send_change_cipher_spec()
+            self.conn.compatibility_ccs()
 
         secrets = ks.HandshakeSecrets(self.suite, resumption.psk if resumption else None)
         self.secrets = secrets
@@ -535,18 +534,14 @@ class ServerHandshake(HandshakeEngine):
         self.eku_profile = profile.name
         return [Extension(ExtensionType.tls_flags, X.encode_tls_flags({profile.flag}))]
 
-    def skip_undecryptable(self, length: int, exc: RemoteProtocolError) -> bool:
+    def skip_undecryptable(self, length: int, records_opened: int) -> bool:
         # §4.3.10: a server that rejects 0-RTT discards records that fail to
         # decrypt under the handshake key, up to a limit.  "Once a record is
         # deprotected successfully, it is treated as the start of the client's
         # second flight": after that a record that fails is bad_record_mac.
-        read = self.conn.read_protection
-        assert read is not None
-        # The failed attempt used a sequence number; the ones before it opened.
-        second_flight_started = read.sequence_number > 1
+        second_flight_started = records_opened > 0
         if self.skip_budget > 0 and not second_flight_started and not self.peer_finished:
             self.skip_budget -= length
-            read.sequence_number -= 1
             return self.skip_budget >= 0
         self.skip_budget = 0
         return False
@@ -657,7 +652,7 @@ class ServerHandshake(HandshakeEngine):
             raise LocalProtocolError("the client did not offer post_handshake_auth")
         if self.state is not ServerState.CONNECTED:
             raise LocalProtocolError("a client authentication request is already in progress")
-        self.check_post_handshake_auth_allowed()
+        self.conn.check_client_auth_may_start(requested_by_peer=False)
         self.pha_context = self.config.random(16)
         self.pha_transcript = self.post_handshake_transcript()
         cr = CertificateRequest(self.pha_context, self._certificate_request_extensions())

@@ -101,6 +101,11 @@ class RecordProtection:
                 view[start + HEADER_LENGTH :],
             )
 
+    def discard_failed_open(self) -> None:
+        """Give back the sequence number a failed ``open`` used: the record is
+        dropped as if it never arrived (a server skipping rejected 0-RTT, RFC 9846 §4.3.10)."""
+        self.sequence_number -= 1
+
     def open(self, header: bytes, encrypted_record: bytes | memoryview) -> tuple[int, bytes]:
         """Decrypt one record; returns (inner content type, content)."""
         try:
@@ -148,6 +153,11 @@ class RecordReader:
 
     def __repr__(self) -> str:
         return f"<RecordReader buffered={self.buffered}>"
+
+    @property
+    def started(self) -> bool:
+        """Whether a record from the peer has arrived."""
+        return not self._first
 
     @property
     def buffered(self) -> int:
