@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
+from helpers.keyupdate import KeyUpdatePeer, ProcessEnd, longtls_side, peer_side
 from helpers.peers import PeerProcess, free_port, start_process
 from helpers.pki import Pki, PkiFiles
 from longtls.config import ClientAuth
@@ -169,44 +170,19 @@ def gnutls_cli(files: PkiFiles, port: int, priority: str, *extra: str) -> list[s
     ]  # fmt: skip
 
 
+# The whole KeyUpdate conversation of helpers.keyupdate: gnutls-cli's "^rekey^"
+# sends update_requested, "^rekey1^" update_not_requested.
+GNUTLS_CLI = KeyUpdatePeer("gnutls-cli", starts_key_update=True, sends_not_requested=True)
+
+
 def serve_gnutls_cli(drv: SocketDriver) -> None:
     """longtls side of converse_with_gnutls_cli (runs in the server thread)."""
-    assert drv.recv_until(b"\n") == b"1 gnutls-cli to longtls\n"
-    drv.send(b"2 longtls to gnutls-cli\n")
-    drv.update_keys(request_peer_update=True)
-    drv.send(b"3 longtls after its KeyUpdate\n")
-    assert drv.recv_until(b"\n") == b"4 gnutls-cli after answering\n"
-    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
-    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
-    drv.send(b"5 longtls ready\n")
-    # gnutls-cli: ^rekey^ (update_requested)
-    assert drv.recv_until(b"\n") == b"6 gnutls-cli after ^rekey^\n"
-    assert [e.generation for e in drv.key_updates("receive")] == [1, 2], drv.describe()
-    sends = drv.key_updates("send")
-    assert [(e.generation, e.requested_by_peer) for e in sends] == [(1, False), (2, True)], drv.describe()
-    drv.send(b"7 longtls after answering\n")
-    # gnutls-cli: ^rekey1^ (update_not_requested)
-    assert drv.recv_until(b"\n") == b"8 gnutls-cli after ^rekey1^\n"
-    assert [e.generation for e in drv.key_updates("receive")] == [1, 2, 3], drv.describe()
-    assert len(drv.key_updates("send")) == 2, drv.describe()
-    drv.send(b"9 longtls done\n")
+    longtls_side(drv, GNUTLS_CLI)
 
 
 def converse_with_gnutls_cli(cli: PeerProcess) -> None:
-    cli.write("1 gnutls-cli to longtls\n")
-    cli.wait_for_output(r"^2 longtls to gnutls-cli$")
-    cli.wait_for_output(r"^3 longtls after its KeyUpdate$")
-    cli.write("4 gnutls-cli after answering\n")
-    cli.wait_for_output(r"^5 longtls ready$")
-    cli.write("^rekey^\n")
-    cli.wait_for_output(r"Rekey was completed")
-    cli.write("6 gnutls-cli after ^rekey^\n")
-    cli.wait_for_output(r"^7 longtls after answering$")
-    cli.write("^rekey1^\n")
-    m = cli.wait_for_output(r"(?s)Rekey was completed.*Rekey was completed")
-    assert m
-    cli.write("8 gnutls-cli after ^rekey1^\n")
-    cli.wait_for_output(r"^9 longtls done$")
+    commands = {True: "^rekey^", False: "^rekey1^"}
+    peer_side(ProcessEnd(cli, commands, confirmation="Rekey was completed"), GNUTLS_CLI)
 
 
 @pytest.mark.parametrize("group", list(GNUTLS_GROUPS), ids=[g.name for g in GNUTLS_GROUPS])

@@ -1,7 +1,8 @@
 """longtls against the openssl 3.0 command line tools (`s_server`, `s_client`).
 
-Each test: a TLS 1.3 handshake, application data both ways, a KeyUpdate from
-longtls (asking openssl to update too) followed by more data both ways, then a
+Each test: a TLS 1.3 handshake, then the KeyUpdate conversation of
+helpers.keyupdate: application data both ways, a KeyUpdate from longtls
+(asking openssl to update too) followed by more data both ways, then a
 KeyUpdate from openssl ("K" on a line of its own on s_server's / s_client's
 stdin) followed by more data both ways.  What was negotiated is asserted from
 longtls' HandshakeComplete event.
@@ -14,17 +15,29 @@ act on the *first byte of one read()* of stdin and drop the rest of it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
+from helpers.keyupdate import (
+    KeyUpdatePeer,
+    ProcessEnd,
+    in_background,
+    longtls_side,
+    peer_side,
+    wait_until,
+)
 from helpers.peers import LOOPBACK, PeerProcess, free_port, start_process
 from helpers.pki import Pki, PkiFiles
-from longtls.config import ClientAuth
+from longtls.config import ClientAuth, Configuration
 from longtls.constants import CipherSuite, NamedGroup, SignatureScheme
+from longtls.events import HandshakeComplete, SessionTicket
 
 KEY_TYPES = ["rsa-2048", "ecdsa-p256", "ed25519"]
 
@@ -78,33 +91,20 @@ def s_server(
     ]  # fmt: skip
 
 
+S_SERVER = KeyUpdatePeer("s_server", starts_key_update=True)  # "K": update_requested
+S_CLIENT = KeyUpdatePeer("s_client", starts_key_update=True)
+
+
 def converse_with_s_server(drv: SocketDriver, srv: PeerProcess) -> None:
-    """Data both ways, a longtls KeyUpdate, data, an s_server KeyUpdate, data."""
-    srv.write("1 s_server to longtls\n")
-    assert drv.recv_until(b"\n") == b"1 s_server to longtls\n"
-    drv.send(b"2 longtls to s_server\n")
-    srv.wait_for_output(r"^2 longtls to s_server$")
+    """The KeyUpdate conversation, s_server's side in a thread.  s_server prints
+    nothing unbuffered when it acts on "K": its KeyUpdate is confirmed by
+    longtls receiving it (after the one that answered longtls' own request)."""
 
-    # longtls updates its sending key and asks s_server to update its own.
-    drv.update_keys(request_peer_update=True)
-    drv.send(b"3 longtls after its KeyUpdate\n")
-    srv.wait_for_output(r"^3 longtls after its KeyUpdate$")
-    srv.write("4 s_server after answering the KeyUpdate\n")
-    assert drv.recv_until(b"\n") == b"4 s_server after answering the KeyUpdate\n"
-    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
-    # s_server's answer (update_not_requested) arrived before its data.
-    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+    def seen(n: int) -> None:
+        wait_until(lambda: len(drv.key_updates("receive")) > n, f"s_server's KeyUpdate {n}")
 
-    # s_server updates its sending key and requests an update ("K").
-    srv.write("K\n")
-    drv.pump_until(lambda: len(drv.key_updates("receive")) >= 2, what="s_server's KeyUpdate")
-    srv.write("5 s_server after its KeyUpdate\n")
-    assert drv.recv_until(b"\n") == b"5 s_server after its KeyUpdate\n"
-    drv.send(b"6 longtls after answering\n")
-    srv.wait_for_output(r"^6 longtls after answering$")
-    sends = drv.key_updates("send")
-    assert [(e.generation, e.requested_by_peer) for e in sends] == [(1, False), (2, True)], drv.describe()
-    assert [e.generation for e in drv.key_updates("receive")] == [1, 2]
+    with in_background(peer_side, ProcessEnd(srv, {True: "K"}, confirm=seen), S_SERVER):
+        longtls_side(drv, S_SERVER)
 
 
 @pytest.mark.parametrize("group", list(GROUPS), ids=_ids(GROUPS))
@@ -217,35 +217,102 @@ def test_longtls_client_mutual_tls_with_openssl_s_server(pki: object, tmp_path: 
     assert "-----BEGIN CERTIFICATE-----" in out, srv.describe()
 
 
-def test_longtls_client_resumption_with_openssl_s_server(pki: object, tmp_path: Path) -> None:
-    """A ticket from s_server's NewSessionTicket resumes a second connection."""
-    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    port = free_port()
-    cfg = client_config(bundle.ca)
-    with start_process(s_server(files, port, naccept=2), ready_pattern=r"^ACCEPT$") as srv:
-        first = connect(cfg, port)
-        try:
-            done1 = first.handshake()
-            assert not done1.resumed
-            tickets = first.wait_for_tickets(1)
-            srv.write("1 first connection\n")
-            assert first.recv_until(b"\n") == b"1 first connection\n"
-        finally:
-            first.close()
-        ticket = tickets[0].ticket
-        assert ticket.server_name == "localhost"
+# ------------------------------------------------------------- resumption
 
-        second = connect(dataclasses.replace(cfg, session_ticket=ticket), port)
+
+@dataclass(frozen=True)
+class FirstConnection:
+    done: HandshakeComplete
+    tickets: list[SessionTicket]
+    driver: SocketDriver  # closed; its events and state stay readable
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """The scaffolding of the resumption tests (fixture ``resumption``): an
+    ECDSA PKI, s_server for longtls clients, a first connection that collects
+    tickets and a second that offers one, and s_client saving longtls' ticket
+    (-sess_out) then offering it (-sess_in)."""
+
+    bundle: Pki
+    files: PkiFiles
+    session: Path  # s_client's saved session
+
+    def client_config(self, **kwargs: object) -> Configuration:
+        return client_config(self.bundle.ca, **kwargs)
+
+    @contextlib.contextmanager
+    def s_server(self, *extra: str, naccept: int = 2) -> Iterator[tuple[PeerProcess, int]]:
+        """s_server accepting ``naccept`` connections; at the end it must exit by itself."""
+        port = free_port()
+        with start_process(s_server(self.files, port, *extra, naccept=naccept), ready_pattern=r"^ACCEPT$") as srv:
+            yield srv, port
+            srv.wait(10)
+
+    def first_connection(
+        self, cfg: Configuration, port: int, *, tickets: int = 1,
+        then: Callable[[SocketDriver], None] | None = None,
+    ) -> FirstConnection:
+        """A full handshake that waits for ``tickets`` tickets, runs ``then``, and closes."""
+        drv = connect(cfg, port)
         try:
-            done2 = second.handshake()
+            done = drv.handshake()
+            received = drv.wait_for_tickets(tickets)
+            if then is not None:
+                then(drv)
+        finally:
+            drv.close()
+        return FirstConnection(done, [t.ticket for t in received], drv)
+
+    @contextlib.contextmanager
+    def offering(
+        self, cfg: Configuration, port: int, ticket: SessionTicket, **changes: object
+    ) -> Iterator[tuple[SocketDriver, HandshakeComplete]]:
+        """A connection offering ``ticket``: its driver and HandshakeComplete; closed at the end."""
+        drv = connect(dataclasses.replace(cfg, session_ticket=ticket, **changes), port)  # type: ignore[arg-type]
+        try:
+            yield drv, drv.handshake()
+        finally:
+            drv.close()
+
+    def s_client_twice(self, cfg: Configuration, *extra: str) -> LongtlsServer:
+        """A longtls server; s_client saves its ticket, then resumes with it.
+        Both connections hold the KeyUpdate conversation."""
+        with LongtlsServer(cfg, serve_s_client, accept=2) as server:
+            for option in ("-sess_out", "-sess_in"):
+                args = s_client(self.files, server.port, *extra, option, str(self.session))
+                with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
+                    converse_with_s_client(cli)  # tickets were read before the data
+                assert b"BEGIN SSL SESSION PARAMETERS" in self.session.read_bytes()
+            server.join()
+        return server
+
+
+@pytest.fixture
+def resumption(pki: object, tmp_path: Path) -> Resumption:
+    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
+    return Resumption(bundle, files, tmp_path / "session.pem")
+
+
+def test_longtls_client_resumption_with_openssl_s_server(resumption: Resumption) -> None:
+    """A ticket from s_server's NewSessionTicket resumes a second connection."""
+    cfg = resumption.client_config()
+    with resumption.s_server() as (srv, port):
+
+        def data(drv: SocketDriver) -> None:
+            srv.write("1 first connection\n")
+            assert drv.recv_until(b"\n") == b"1 first connection\n"
+
+        first = resumption.first_connection(cfg, port, then=data)
+        assert not first.done.resumed
+        ticket = first.tickets[0]
+        assert ticket.server_name == "localhost"
+        with resumption.offering(cfg, port, ticket) as (second, done2):
             assert done2.resumed, second.describe()
             assert done2.signature_scheme is None  # no certificate in a resumed handshake
             assert done2.group is not None  # psk_dhe_ke: still a fresh (EC)DHE
             assert done2.cipher_suite == ticket.cipher_suite
             converse_with_s_server(second, srv)
-        finally:
-            second.close()
-        srv.wait(10)
     assert "Reused session-id" in srv.stdout, srv.describe()
 
 
@@ -262,33 +329,12 @@ def s_client(files: PkiFiles, port: int, *extra: str) -> list[str]:
 
 def serve_s_client(drv: SocketDriver) -> None:
     """The longtls side of converse_with_s_client (runs in the server thread)."""
-    assert drv.recv_until(b"\n") == b"1 s_client to longtls\n"
-    drv.send(b"2 longtls to s_client\n")
-    # longtls updates its sending key and asks s_client to update its own.
-    drv.update_keys(request_peer_update=True)
-    drv.send(b"3 longtls after its KeyUpdate\n")
-    assert drv.recv_until(b"\n") == b"4 s_client after answering the KeyUpdate\n"
-    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
-    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
-    drv.send(b"5 longtls ready\n")
-    # then s_client updates ("K") and sends under its new key
-    assert drv.recv_until(b"\n") == b"6 s_client after its KeyUpdate\n"
-    assert [e.generation for e in drv.key_updates("receive")] == [1, 2], drv.describe()
-    sends = drv.key_updates("send")
-    assert [(e.generation, e.requested_by_peer) for e in sends] == [(1, False), (2, True)], drv.describe()
-    drv.send(b"7 longtls after answering\n")
+    longtls_side(drv, S_CLIENT)
 
 
 def converse_with_s_client(cli: PeerProcess) -> None:
-    cli.write("1 s_client to longtls\n")
-    cli.wait_for_output(r"^2 longtls to s_client$")
-    cli.wait_for_output(r"^3 longtls after its KeyUpdate$")
-    cli.write("4 s_client after answering the KeyUpdate\n")
-    cli.wait_for_output(r"^5 longtls ready$")
-    cli.write("K\n")
-    cli.wait_for_output(r"^KEYUPDATE$")  # s_client consumed the "K" line
-    cli.write("6 s_client after its KeyUpdate\n")
-    cli.wait_for_output(r"^7 longtls after answering$")
+    # s_client prints KEYUPDATE once it consumed the "K" line
+    peer_side(ProcessEnd(cli, {True: "K"}, confirmation="^KEYUPDATE$"), S_CLIENT)
 
 
 @pytest.mark.parametrize("group", list(GROUPS), ids=_ids(GROUPS))
@@ -377,23 +423,9 @@ def test_openssl_s_client_without_certificate_is_refused_by_longtls(pki: object,
         server.join()
 
 
-def test_openssl_s_client_resumption_with_longtls_server(pki: object, tmp_path: Path) -> None:
+def test_openssl_s_client_resumption_with_longtls_server(resumption: Resumption) -> None:
     """s_client stores longtls' ticket (-sess_out) and resumes with it (-sess_in)."""
-    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    session = tmp_path / "session.pem"
-
-    def handler(drv: SocketDriver) -> None:
-        serve_s_client(drv)
-
-    with LongtlsServer(server_config(bundle.server), handler, accept=2) as server:
-        args = s_client(files, server.port, "-sess_out", str(session))
-        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
-            converse_with_s_client(cli)  # tickets were read before the data
-        assert session.exists() and b"BEGIN SSL SESSION PARAMETERS" in session.read_bytes()
-        args = s_client(files, server.port, "-sess_in", str(session))
-        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli2:
-            converse_with_s_client(cli2)
-        server.join()
+    server = resumption.s_client_twice(server_config(resumption.bundle.server))
     first, second = server.handshakes
     assert not first.resumed
     assert second.resumed
@@ -547,93 +579,52 @@ def test_openssl_many_key_updates(pki: object, tmp_path: Path) -> None:
         srv.wait(10)
 
 
-def test_longtls_client_resumption_after_hello_retry_request(pki: object, tmp_path: Path) -> None:
+def test_longtls_client_resumption_after_hello_retry_request(resumption: Resumption) -> None:
     """s_server only does secp384r1: both the full and the resumed handshake go
     through a HelloRetryRequest, so the PSK binder is computed over the
     HRR transcript (RFC 9846 §4.2.11.2)."""
-    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    port = free_port()
-    cfg = client_config(bundle.ca)
-    with start_process(s_server(files, port, "-groups", "P-384", naccept=2), ready_pattern=r"^ACCEPT$") as srv:
-        first = connect(cfg, port)
-        try:
-            assert first.handshake().group == NamedGroup.secp384r1
-            assert first.conn.handshake.hello_retry_seen  # type: ignore[attr-defined]
-            tickets = first.wait_for_tickets(1)
-        finally:
-            first.close()
-        second = connect(dataclasses.replace(cfg, session_ticket=tickets[0].ticket), port)
-        try:
-            done = second.handshake()
+    cfg = resumption.client_config()
+    with resumption.s_server("-groups", "P-384") as (srv, port):
+        first = resumption.first_connection(cfg, port)
+        assert first.done.group == NamedGroup.secp384r1
+        assert first.driver.conn.handshake.hello_retry_seen  # type: ignore[attr-defined]
+        with resumption.offering(cfg, port, first.tickets[0]) as (second, done):
             assert second.conn.handshake.hello_retry_seen  # type: ignore[attr-defined]
             assert done.resumed, second.describe()
             assert done.group == NamedGroup.secp384r1
             converse_with_s_server(second, srv)
-        finally:
-            second.close()
-        srv.wait(10)
     assert "Reused session-id" in srv.stdout, srv.describe()
 
 
-def test_openssl_s_client_resumption_after_hello_retry_request(pki: object, tmp_path: Path) -> None:
+def test_openssl_s_client_resumption_after_hello_retry_request(resumption: Resumption) -> None:
     """longtls server wants secp384r1, s_client shares x25519: both handshakes
     see a HelloRetryRequest, the second one with s_client's PSK offered."""
-    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    session = tmp_path / "session.pem"
-    cfg = server_config(bundle.server, groups=[NamedGroup.secp384r1])
-    with LongtlsServer(cfg, serve_s_client, accept=2) as server:
-        args = s_client(files, server.port, "-groups", "X25519:P-384", "-sess_out", str(session))
-        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
-            converse_with_s_client(cli)
-        args = s_client(files, server.port, "-groups", "X25519:P-384", "-sess_in", str(session))
-        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli2:
-            converse_with_s_client(cli2)
-        server.join()
+    cfg = server_config(resumption.bundle.server, groups=[NamedGroup.secp384r1])
+    server = resumption.s_client_twice(cfg, "-groups", "X25519:P-384")
     assert [d.conn.handshake.hrr_group for d in server.drivers] == [NamedGroup.secp384r1] * 2  # type: ignore[attr-defined]
     assert [h.resumed for h in server.handshakes] == [False, True]
 
 
-def test_longtls_client_psk_ke_resumption_with_openssl(pki: object, tmp_path: Path) -> None:
+def test_longtls_client_psk_ke_resumption_with_openssl(resumption: Resumption) -> None:
     """psk_ke (no (EC)DHE) resumption: s_server -allow_no_dhe_kex, longtls
     offering only psk_ke; HandshakeComplete.group is None."""
     from longtls.constants import PskKeyExchangeMode
 
-    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    port = free_port()
-    cfg = client_config(bundle.ca, psk_key_exchange_modes=(PskKeyExchangeMode.psk_ke,))
-    with start_process(s_server(files, port, "-allow_no_dhe_kex", naccept=2), ready_pattern=r"^ACCEPT$") as srv:
-        first = connect(cfg, port)
-        try:
-            first.handshake()
-            tickets = first.wait_for_tickets(1)
-        finally:
-            first.close()
-        second = connect(dataclasses.replace(cfg, session_ticket=tickets[0].ticket), port)
-        try:
-            done = second.handshake()
+    cfg = resumption.client_config(psk_key_exchange_modes=(PskKeyExchangeMode.psk_ke,))
+    with resumption.s_server("-allow_no_dhe_kex") as (srv, port):
+        first = resumption.first_connection(cfg, port)
+        with resumption.offering(cfg, port, first.tickets[0]) as (second, done):
             assert done.resumed and done.group is None, second.describe()
             converse_with_s_server(second, srv)
-        finally:
-            second.close()
-        srv.wait(10)
 
 
-def test_openssl_s_client_psk_ke_resumption_with_longtls(pki: object, tmp_path: Path) -> None:
+def test_openssl_s_client_psk_ke_resumption_with_longtls(resumption: Resumption) -> None:
     """s_client -allow_no_dhe_kex offers psk_ke as well; a longtls server that
     accepts only psk_ke resumes without a key share."""
     from longtls.constants import PskKeyExchangeMode
 
-    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    session = tmp_path / "session.pem"
-    cfg = server_config(bundle.server, psk_key_exchange_modes=(PskKeyExchangeMode.psk_ke,))
-    with LongtlsServer(cfg, serve_s_client, accept=2) as server:
-        args = s_client(files, server.port, "-allow_no_dhe_kex", "-sess_out", str(session))
-        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
-            converse_with_s_client(cli)
-        args = s_client(files, server.port, "-allow_no_dhe_kex", "-sess_in", str(session))
-        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli2:
-            converse_with_s_client(cli2)
-        server.join()
+    cfg = server_config(resumption.bundle.server, psk_key_exchange_modes=(PskKeyExchangeMode.psk_ke,))
+    server = resumption.s_client_twice(cfg, "-allow_no_dhe_kex")
     assert [h.resumed for h in server.handshakes] == [False, True]
     assert server.handshakes[1].group is None
 
@@ -811,45 +802,32 @@ def test_longtls_server_record_size_limit_with_openssl_which_ignores_it(pki: obj
     assert server.result == big
 
 
-def test_longtls_client_ticket_unknown_to_new_s_server_falls_back(pki: object, tmp_path: Path) -> None:
+def test_longtls_client_ticket_unknown_to_new_s_server_falls_back(resumption: Resumption) -> None:
     """A ticket from one s_server process offered to another (different ticket
     keys): s_server ignores the PSK and longtls completes a full handshake."""
-    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    cfg = client_config(bundle.ca)
-    port = free_port()
-    with start_process(s_server(files, port), ready_pattern=r"^ACCEPT$") as srv:
-        first = connect(cfg, port)
-        try:
-            first.handshake()
-            tickets = first.wait_for_tickets(1)
-        finally:
-            first.close()
-        srv.wait(10)
-    port2 = free_port()
-    with start_process(s_server(files, port2), ready_pattern=r"^ACCEPT$") as srv2:
-        second = connect(dataclasses.replace(cfg, session_ticket=tickets[0].ticket), port2)
-        try:
-            done = second.handshake()
-            assert not done.resumed
-            assert done.signature_scheme == SignatureScheme.ecdsa_secp256r1_sha256
-            converse_with_s_server(second, srv2)
-        finally:
-            second.close()
-        srv2.wait(10)
+    cfg = resumption.client_config()
+    with resumption.s_server(naccept=1) as (_srv, port):
+        first = resumption.first_connection(cfg, port)
+    with (
+        resumption.s_server(naccept=1) as (srv2, port2),
+        resumption.offering(cfg, port2, first.tickets[0]) as (second, done),
+    ):
+        assert not done.resumed
+        assert done.signature_scheme == SignatureScheme.ecdsa_secp256r1_sha256
+        converse_with_s_server(second, srv2)
 
 
-def test_openssl_s_client_ticket_unknown_to_longtls_falls_back(pki: object, tmp_path: Path) -> None:
+def test_openssl_s_client_ticket_unknown_to_longtls_falls_back(resumption: Resumption) -> None:
     """s_client offers a ticket sealed under another longtls ticket_key: longtls
     cannot open it and completes a full handshake."""
-    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    session = tmp_path / "session.pem"
-    with LongtlsServer(server_config(bundle.server), serve_s_client) as server:
+    files, session = resumption.files, resumption.session
+    with LongtlsServer(server_config(resumption.bundle.server), serve_s_client) as server:
         with start_process(
             s_client(files, server.port, "-sess_out", str(session)), ready_pattern=r"^CONNECTION ESTABLISHED$"
         ) as cli:
             converse_with_s_client(cli)
         server.join()
-    with LongtlsServer(server_config(bundle.server), serve_s_client) as server2:
+    with LongtlsServer(server_config(resumption.bundle.server), serve_s_client) as server2:
         with start_process(
             s_client(files, server2.port, "-sess_in", str(session)), ready_pattern=r"^CONNECTION ESTABLISHED$"
         ) as cli2:
@@ -858,26 +836,19 @@ def test_openssl_s_client_ticket_unknown_to_longtls_falls_back(pki: object, tmp_
     assert not server2.handshakes[0].resumed
 
 
-def test_longtls_client_sha384_ticket_with_openssl(pki: object, tmp_path: Path) -> None:
+def test_longtls_client_sha384_ticket_with_openssl(resumption: Resumption) -> None:
     """A ticket from a TLS_AES_256_GCM_SHA384 session (binder over SHA-384).
     Offered with TLS_AES_128_GCM_SHA256 first, s_server picks that suite and
     so cannot use the PSK: a full handshake.  Offered with the SHA-384 suite
     first, it resumes."""
-    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    port = free_port()
-    cfg = client_config(bundle.ca)
+    cfg = resumption.client_config()
     sha384_first = [CipherSuite.TLS_AES_256_GCM_SHA384, CipherSuite.TLS_AES_128_GCM_SHA256]
-    with start_process(s_server(files, port, naccept=3), ready_pattern=r"^ACCEPT$") as srv:
-        first = connect(dataclasses.replace(cfg, cipher_suites=[CipherSuite.TLS_AES_256_GCM_SHA384]), port)
-        try:
-            assert first.handshake().cipher_suite == CipherSuite.TLS_AES_256_GCM_SHA384
-            tickets = first.wait_for_tickets(2)
-        finally:
-            first.close()
+    with resumption.s_server(naccept=3) as (srv, port):
+        sha384_only = dataclasses.replace(cfg, cipher_suites=[CipherSuite.TLS_AES_256_GCM_SHA384])
+        first = resumption.first_connection(sha384_only, port, tickets=2)
+        assert first.done.cipher_suite == CipherSuite.TLS_AES_256_GCM_SHA384
 
-        second = connect(dataclasses.replace(cfg, session_ticket=tickets[0].ticket), port)
-        try:
-            done = second.handshake()
+        with resumption.offering(cfg, port, first.tickets[0]) as (second, done):
             assert not done.resumed and done.cipher_suite == CipherSuite.TLS_AES_128_GCM_SHA256
             # Data only, no KeyUpdate: OpenSSL 3.0.19's s_server was seen (on
             # the wire, with tshark) to skip the KeyUpdate it owes in answer to
@@ -887,42 +858,23 @@ def test_longtls_client_sha384_ticket_with_openssl(pki: object, tmp_path: Path) 
             assert second.recv_until(b"\n") == b"1 s_server to longtls\n"
             second.send(b"2 longtls to s_server\n")
             srv.wait_for_output(r"^2 longtls to s_server$")
-        finally:
-            second.close()
 
-        third = connect(dataclasses.replace(cfg, session_ticket=tickets[1].ticket, cipher_suites=sha384_first), port)
-        try:
-            done = third.handshake()
+        with resumption.offering(cfg, port, first.tickets[1], cipher_suites=sha384_first) as (third, done):
             assert done.resumed, third.describe()
             assert done.cipher_suite == CipherSuite.TLS_AES_256_GCM_SHA384
             converse_with_s_server(third, srv)
-        finally:
-            third.close()
-        srv.wait(10)
 
 
-def test_longtls_client_resumes_ticket_allowing_early_data(pki: object, tmp_path: Path) -> None:
+def test_longtls_client_resumes_ticket_allowing_early_data(resumption: Resumption) -> None:
     """s_server -max_early_data: its tickets carry the early_data extension.
     longtls records max_early_data_size (it never sends 0-RTT) and resumes."""
-    bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    port = free_port()
-    cfg = client_config(bundle.ca)
-    with start_process(s_server(files, port, "-max_early_data", "16384", naccept=2), ready_pattern=r"^ACCEPT$") as srv:
-        first = connect(cfg, port)
-        try:
-            first.handshake()
-            tickets = first.wait_for_tickets(1)
-        finally:
-            first.close()
-        ticket = tickets[0].ticket
+    cfg = resumption.client_config()
+    with resumption.s_server("-max_early_data", "16384") as (srv, port):
+        ticket = resumption.first_connection(cfg, port).tickets[0]
         assert ticket.max_early_data_size == 16384
-        second = connect(dataclasses.replace(cfg, session_ticket=ticket), port)
-        try:
-            assert second.handshake().resumed, second.describe()
+        with resumption.offering(cfg, port, ticket) as (second, done):
+            assert done.resumed, second.describe()
             converse_with_s_server(second, srv)
-        finally:
-            second.close()
-        srv.wait(10)
 
 
 # ------------------------------------------- failures, reported with alerts

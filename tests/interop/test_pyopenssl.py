@@ -29,6 +29,7 @@ from helpers.driver import (
     long_chain_pki,
     server_config,
 )
+from helpers.keyupdate import KeyUpdatePeer, SocketEnd, longtls_side, peer_side
 from helpers.peers import LOOPBACK, PeerServerThread, require_module
 from helpers.pki import Pki, PkiFiles
 from longtls.config import ClientAuth
@@ -107,6 +108,15 @@ def _read_line(conn: Any) -> bytes:
     return data
 
 
+# The KeyUpdate conversation of helpers.keyupdate, up to longtls' KeyUpdate:
+# pyOpenSSL cannot start one.
+OPENSSL = KeyUpdatePeer("openssl")
+
+
+def _end(conn: Any) -> SocketEnd:
+    return SocketEnd(conn.sendall, lambda: _read_line(conn))
+
+
 def _info(conn: Any) -> dict[str, Any]:
     return {
         "version": conn.get_protocol_version_name(),
@@ -141,26 +151,17 @@ class PyOpenSSLServer(PeerServerThread):
 
 def pyopenssl_server_side(conn: Any) -> dict[str, Any]:
     info = _info(conn)
-    conn.sendall(b"1 openssl to longtls\n")
-    lines = [_read_line(conn), _read_line(conn)]  # 2, then 3 after longtls' KeyUpdate
-    conn.sendall(b"4 openssl after answering the KeyUpdate\n")
-    lines.append(_read_line(conn))  # 5
-    info["lines"] = lines
+    end = _end(conn)
+    peer_side(end, OPENSSL)
+    info["lines"] = end.heard
     return info
 
 
-EXPECTED_LINES = [b"2 longtls to openssl\n", b"3 longtls after its KeyUpdate\n", b"5 longtls done\n"]
+EXPECTED_LINES = OPENSSL.lines_to_peer  # 2, 3 (after longtls' KeyUpdate), 5
 
 
 def converse_as_client(drv: SocketDriver) -> None:
-    assert drv.recv_until(b"\n") == b"1 openssl to longtls\n"
-    drv.send(b"2 longtls to openssl\n")
-    drv.update_keys(request_peer_update=True)
-    drv.send(b"3 longtls after its KeyUpdate\n")
-    assert drv.recv_until(b"\n") == b"4 openssl after answering the KeyUpdate\n"
-    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
-    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
-    drv.send(b"5 longtls done\n")
+    longtls_side(drv, OPENSSL)
 
 
 def test_longtls_client_negotiates_x25519mlkem768_with_openssl4(pki: Any, tmp_path: Path) -> None:
@@ -243,14 +244,7 @@ def test_longtls_client_mutual_tls_with_openssl4(pki: Any, tmp_path: Path) -> No
 
 
 def longtls_server_side(drv: SocketDriver) -> bytes:
-    assert drv.recv_until(b"\n") == b"1 openssl to longtls\n"
-    drv.send(b"2 longtls to openssl\n")
-    drv.update_keys(request_peer_update=True)
-    drv.send(b"3 longtls after its KeyUpdate\n")
-    assert drv.recv_until(b"\n") == b"4 openssl after answering the KeyUpdate\n"
-    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
-    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
-    drv.send(b"5 longtls done\n")
+    longtls_side(drv, OPENSSL)
     return drv.conn.export_keying_material(EXPORTER_LABEL, EXPORTER_CONTEXT, 32)
 
 
@@ -268,11 +262,7 @@ def pyopenssl_client(ctx: Any, port: int, func: Callable[[Any], Any]) -> Any:
 
 def converse_as_pyopenssl_client(conn: Any) -> dict[str, Any]:
     info = _info(conn)
-    conn.sendall(b"1 openssl to longtls\n")
-    assert _read_line(conn) == b"2 longtls to openssl\n"
-    assert _read_line(conn) == b"3 longtls after its KeyUpdate\n"
-    conn.sendall(b"4 openssl after answering the KeyUpdate\n")
-    assert _read_line(conn) == b"5 longtls done\n"
+    peer_side(_end(conn), OPENSSL)
     return info
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
+from helpers.keyupdate import KeyUpdatePeer, SocketEnd, longtls_side, peer_side
 from helpers.peers import LOOPBACK, PeerServerThread
 from helpers.pki import Pki, PkiFiles
 from longtls.config import ClientAuth
@@ -80,6 +81,15 @@ def _read_line(sock: ssl.SSLSocket) -> bytes:
     return data
 
 
+# The KeyUpdate conversation of helpers.keyupdate, up to longtls' KeyUpdate:
+# ssl cannot start one.
+PYTHON_SSL = KeyUpdatePeer("ssl")
+
+
+def _end(s: ssl.SSLSocket) -> SocketEnd:
+    return SocketEnd(s.sendall, lambda: _read_line(s))
+
+
 class SSLServer(PeerServerThread):
     """A Python ``ssl`` server in a thread: accepts ``accept`` connections and
     runs ``handler(sslsock)`` on each; results and the first error are kept."""
@@ -110,27 +120,17 @@ def ssl_server_side(s: ssl.SSLSocket) -> dict[str, Any]:
         "version": s.version(), "cipher": s.cipher(), "reused": s.session_reused,
         "peercert": s.getpeercert(),
     }
-    s.sendall(b"1 ssl to longtls\n")
-    info["lines"] = [_read_line(s)]  # 2
-    info["lines"].append(_read_line(s))  # 3, sent after longtls' KeyUpdate
-    s.sendall(b"4 ssl after answering the KeyUpdate\n")
-    info["lines"].append(_read_line(s))  # 5
+    end = _end(s)
+    peer_side(end, PYTHON_SSL)
+    info["lines"] = end.heard
     return info
 
 
 def converse_as_client(drv: SocketDriver) -> None:
-    assert drv.recv_until(b"\n") == b"1 ssl to longtls\n"
-    drv.send(b"2 longtls to ssl\n")
-    drv.update_keys(request_peer_update=True)
-    drv.send(b"3 longtls after its KeyUpdate\n")
-    assert drv.recv_until(b"\n") == b"4 ssl after answering the KeyUpdate\n"
-    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
-    # ssl's OpenSSL answered the request before its next record.
-    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
-    drv.send(b"5 longtls done\n")
+    longtls_side(drv, PYTHON_SSL)
 
 
-EXPECTED_SSL_LINES = [b"2 longtls to ssl\n", b"3 longtls after its KeyUpdate\n", b"5 longtls done\n"]
+EXPECTED_SSL_LINES = PYTHON_SSL.lines_to_peer  # 2, 3 (after longtls' KeyUpdate), 5
 
 
 @pytest.mark.parametrize("key_type", KEY_TYPES)
@@ -216,22 +216,11 @@ def test_longtls_client_resumes_with_python_ssl_ticket(pki: Any, tmp_path: Path)
 
 def longtls_server_side(drv: SocketDriver) -> None:
     """longtls side of converse_as_ssl_client (runs in the server thread)."""
-    assert drv.recv_until(b"\n") == b"1 ssl to longtls\n"
-    drv.send(b"2 longtls to ssl\n")
-    drv.update_keys(request_peer_update=True)
-    drv.send(b"3 longtls after its KeyUpdate\n")
-    assert drv.recv_until(b"\n") == b"4 ssl after answering the KeyUpdate\n"
-    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
-    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
-    drv.send(b"5 longtls done\n")
+    longtls_side(drv, PYTHON_SSL)
 
 
 def converse_as_ssl_client(s: ssl.SSLSocket) -> None:
-    s.sendall(b"1 ssl to longtls\n")
-    assert _read_line(s) == b"2 longtls to ssl\n"
-    assert _read_line(s) == b"3 longtls after its KeyUpdate\n"
-    s.sendall(b"4 ssl after answering the KeyUpdate\n")
-    assert _read_line(s) == b"5 longtls done\n"
+    peer_side(_end(s), PYTHON_SSL)
 
 
 def _ssl_connect(ctx: ssl.SSLContext, port: int, session: ssl.SSLSession | None = None) -> ssl.SSLSocket:

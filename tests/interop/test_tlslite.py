@@ -23,6 +23,7 @@ from helpers.driver import (
     long_chain_pki,
     server_config,
 )
+from helpers.keyupdate import KeyUpdatePeer, SocketEnd, longtls_side, peer_side
 from helpers.peers import LOOPBACK, PeerServerThread, require_module
 from helpers.pki import Credential, Pki
 from longtls.config import ClientAuth
@@ -88,6 +89,15 @@ def _key_update(conn: Any, requested: bool) -> None:
         pass
 
 
+# The KeyUpdate conversation of helpers.keyupdate, both directions: tlslite
+# starts a KeyUpdate(update_requested) of its own after answering longtls'.
+TLSLITE = KeyUpdatePeer("tlslite", starts_key_update=True)
+
+
+def _end(conn: Any) -> SocketEnd:
+    return SocketEnd(conn.write, lambda: _read_line(conn), lambda requested: _key_update(conn, requested))
+
+
 def _info(conn: Any) -> dict[str, Any]:
     session = conn.session
     return {
@@ -135,37 +145,17 @@ class TlsliteServer(PeerServerThread):
 
 def tlslite_server_side(conn: Any) -> dict[str, Any]:
     info = _info(conn)
-    conn.write(b"1 tlslite to longtls\n")
-    lines = [_read_line(conn), _read_line(conn)]  # 2, then 3 after longtls' KeyUpdate
-    conn.write(b"4 tlslite after answering the KeyUpdate\n")
-    lines.append(_read_line(conn))  # 5
-    _key_update(conn, requested=True)  # tlslite's own KeyUpdate, asking for one back
-    conn.write(b"6 tlslite after its KeyUpdate\n")
-    lines.append(_read_line(conn))  # 7
-    info["lines"] = lines
+    end = _end(conn)
+    peer_side(end, TLSLITE)
+    info["lines"] = end.heard
     return info
 
 
-EXPECTED_TLSLITE_LINES = [
-    b"2 longtls to tlslite\n", b"3 longtls after its KeyUpdate\n", b"5 longtls ready\n",
-    b"7 longtls after answering\n",
-]
+EXPECTED_TLSLITE_LINES = TLSLITE.lines_to_peer  # 2, 3, 5, 7
 
 
 def converse_as_client(drv: SocketDriver) -> None:
-    assert drv.recv_until(b"\n") == b"1 tlslite to longtls\n"
-    drv.send(b"2 longtls to tlslite\n")
-    drv.update_keys(request_peer_update=True)
-    drv.send(b"3 longtls after its KeyUpdate\n")
-    assert drv.recv_until(b"\n") == b"4 tlslite after answering the KeyUpdate\n"
-    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
-    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
-    drv.send(b"5 longtls ready\n")
-    assert drv.recv_until(b"\n") == b"6 tlslite after its KeyUpdate\n"
-    assert [e.generation for e in drv.key_updates("receive")] == [1, 2], drv.describe()
-    sends = drv.key_updates("send")
-    assert [(e.generation, e.requested_by_peer) for e in sends] == [(1, False), (2, True)], drv.describe()
-    drv.send(b"7 longtls after answering\n")
+    longtls_side(drv, TLSLITE)
 
 
 def _run_longtls_client(bundle: Pki, settings: Any, *, server: Credential | None = None,
@@ -234,30 +224,11 @@ _DER = Encoding.DER
 
 
 def longtls_server_side(drv: SocketDriver) -> None:
-    assert drv.recv_until(b"\n") == b"1 tlslite to longtls\n"
-    drv.send(b"2 longtls to tlslite\n")
-    drv.update_keys(request_peer_update=True)
-    drv.send(b"3 longtls after its KeyUpdate\n")
-    assert drv.recv_until(b"\n") == b"4 tlslite after answering the KeyUpdate\n"
-    assert [(e.generation, e.requested_by_peer) for e in drv.key_updates("send")] == [(1, False)]
-    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
-    drv.send(b"5 longtls ready\n")
-    assert drv.recv_until(b"\n") == b"6 tlslite after its KeyUpdate\n"
-    assert [e.generation for e in drv.key_updates("receive")] == [1, 2], drv.describe()
-    sends = drv.key_updates("send")
-    assert [(e.generation, e.requested_by_peer) for e in sends] == [(1, False), (2, True)], drv.describe()
-    drv.send(b"7 longtls after answering\n")
+    longtls_side(drv, TLSLITE)
 
 
 def converse_as_tlslite_client(conn: Any) -> None:
-    conn.write(b"1 tlslite to longtls\n")
-    assert _read_line(conn) == b"2 longtls to tlslite\n"
-    assert _read_line(conn) == b"3 longtls after its KeyUpdate\n"
-    conn.write(b"4 tlslite after answering the KeyUpdate\n")
-    assert _read_line(conn) == b"5 longtls ready\n"
-    _key_update(conn, requested=True)
-    conn.write(b"6 tlslite after its KeyUpdate\n")
-    assert _read_line(conn) == b"7 longtls after answering\n"
+    peer_side(_end(conn), TLSLITE)
 
 
 def _run_tlslite_client(
