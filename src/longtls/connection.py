@@ -30,6 +30,7 @@ from .crypto import key_schedule as ks
 from .crypto.suites import SuiteInfo
 from .eku import ExtendedKeyUpdate, get_profile
 from .errors import (
+    HandshakeTimeoutError,
     KeyUpdateTimeoutError,
     LocalProtocolError,
     ProtocolError,
@@ -133,6 +134,15 @@ class Connection:
             raise LocalProtocolError("only a client starts the handshake")
         self._started_at = self.configuration.now()
         self._guard(self.handshake.start)
+
+    def connection_made(self) -> None:
+        """The transport is open: the handshake timeout runs from now.
+
+        Without this a server's clock starts with the first byte received, and
+        a peer that opens a connection and sends nothing is never timed out.
+        """
+        if self._started_at is None:
+            self._started_at = self.configuration.now()
 
     def receive_data(self, data: bytes) -> None:
         """Process bytes from the peer.
@@ -288,9 +298,12 @@ class Connection:
             # No alert names a timeout; user_canceled is "canceled for some
             # reason unrelated to a protocol failure" and is followed by
             # close_notify (RFC 9846 §6.1).
+            # Raised like KeyUpdateTimeoutError below, so that every caller (the
+            # asyncio layer included) reports this one error.
+            error = HandshakeTimeoutError(timeout)
             self._send_alert(AlertDescription.user_canceled)
-            self._fail(ProtocolError("handshake timed out", AlertDescription.close_notify))
-            return
+            self._fail(error)
+            raise error
         update_deadline = self._update_deadline()
         if update_deadline is not None and current >= update_deadline[0]:
             # The same pair of alerts as the handshake timeout: user_canceled,

@@ -121,3 +121,18 @@ class KeyUpdateTimeoutError(ProtocolError):
         )
         self.kind = kind
         self.seconds = seconds
+
+
+class HandshakeTimeoutError(ProtocolError, TimeoutError):
+    """The handshake did not complete within ``Configuration.handshake_timeout``
+    seconds (counted from the first message, or from ``Connection.connection_made``).
+
+    No alert names a timeout: longtls sent user_canceled ("canceled for some
+    reason unrelated to a protocol failure", RFC 9846 §6.1), then
+    close_notify; ``alert`` is close_notify.  Also a ``TimeoutError``, so code
+    catching timeouts in general sees it.  ``seconds`` is the time allowed.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"TLS handshake not complete after {seconds:g} seconds", AlertDescription.close_notify)
+        self.seconds = seconds

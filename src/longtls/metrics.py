@@ -1,7 +1,9 @@
 """Counters for many TLS connections, served in the Prometheus text format.
 
     metrics = Metrics()
-    server = await longtls.aio.start_server(handler, host, port, config, metrics=metrics)
+    server = await longtls.aio.start_server(
+        handler, host, port, config, longtls.aio.StreamOptions(metrics=metrics)
+    )
     http = await serve_metrics(metrics, "127.0.0.1", 9400)   # GET /metrics
 
 The asyncio layer reports each connection's handshake result, application

@@ -142,7 +142,6 @@ class Tunnel:
         target: Address,
         configuration: Configuration,
         *,
-        handshake_timeout: float = aio.DEFAULT_HANDSHAKE_TIMEOUT,
         idle_timeout: float | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         metrics: Metrics | None = None,
@@ -154,7 +153,6 @@ class Tunnel:
         self.listen = listen
         self.target = target
         self.configuration = configuration
-        self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self.metrics = metrics
@@ -186,9 +184,7 @@ class Tunnel:
         host, port = self.listen
         if self.mode == "server":
             self._server = await aio.start_server(
-                self._on_tls_client, host, port, lambda: self.configuration,
-                handshake_timeout=self.handshake_timeout, idle_timeout=self.idle_timeout,
-                metrics=self.metrics,
+                self._on_tls_client, host, port, lambda: self.configuration, self._stream_options()
             )
         else:
             self.configuration.validate()
@@ -221,6 +217,10 @@ class Tunnel:
     def hurry(self) -> None:
         """End a running ``shutdown`` grace period now."""
         self._hurry.set()
+
+    def _stream_options(self) -> aio.StreamOptions:
+        """The settings of each TLS connection (read per connection, like the configuration)."""
+        return aio.StreamOptions(idle_timeout=self.idle_timeout, metrics=self.metrics)
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -270,11 +270,14 @@ class Tunnel:
                 return
             where = format_address(self.target)
             try:
-                async with asyncio.timeout(self.connect_timeout + self.handshake_timeout):
+                # The handshake times out on its own (the Configuration's
+                # handshake_timeout); this bounds the TCP connect before it.
+                handshake_timeout = self.configuration.handshake_timeout
+                async with asyncio.timeout(
+                    None if handshake_timeout is None else self.connect_timeout + handshake_timeout
+                ):
                     reader, writer = await aio.connect(
-                        self.target[0], self.target[1], self.configuration,
-                        handshake_timeout=self.handshake_timeout, idle_timeout=self.idle_timeout,
-                        metrics=self.metrics,
+                        self.target[0], self.target[1], self.configuration, self._stream_options()
                     )
             except (TLSError, aio.ConnectionLostError, aio.HandshakeTimeoutError) as exc:
                 logger.warning("%s: TLS handshake with %s failed: %s", peer, where, describe(exc))

@@ -448,8 +448,7 @@ async def _serve(args: Any) -> None:
             writer.close()
 
     server = await aio.start_server(
-        echo, "127.0.0.1", 0, config, handshake_timeout=args.handshake_timeout,
-        event_handler=on_event, backlog=2048,
+        echo, "127.0.0.1", 0, config, aio.StreamOptions(event_handler=on_event), backlog=2048,
     )
     port = server.sockets[0].getsockname()[1]
     print(json.dumps({"port": port, "fds": _fd_count()}), flush=True)

@@ -17,6 +17,8 @@ from helpers.peers import LOOPBACK
 from helpers.pki import make_ca, make_leaf
 from longtls import aio
 from longtls.config import Configuration
+from longtls.constants import AlertDescription, ContentType, HandshakeType
+from longtls.errors import HandshakeTimeoutError
 from longtls.events import (
     ConnectionClosed,
     Event,
@@ -28,6 +30,7 @@ from longtls.events import (
 from longtls.metrics import Metrics
 
 Handler = Callable[[aio.TLSReader, aio.TLSWriter], Awaitable[None]]
+DEFAULT_OPTIONS = aio.StreamOptions()
 
 
 def run(coro: Awaitable[Any], timeout: float = 60.0) -> Any:
@@ -37,8 +40,11 @@ def run(coro: Awaitable[Any], timeout: float = 60.0) -> Any:
     return asyncio.run(bounded())
 
 
-async def serve(handler: Handler, config: Configuration, **kwargs: Any) -> tuple[asyncio.Server, int]:
-    server = await aio.start_server(handler, LOOPBACK, 0, config, **kwargs)
+async def serve(
+    handler: Handler, config: Configuration | Callable[[], Configuration],
+    options: aio.StreamOptions = DEFAULT_OPTIONS, **kwargs: Any,
+) -> tuple[asyncio.Server, int]:
+    server = await aio.start_server(handler, LOOPBACK, 0, config, options, **kwargs)
     return server, server.sockets[0].getsockname()[1]
 
 
@@ -177,27 +183,69 @@ def test_back_pressure_bounds_the_writer() -> None:
 # -- timeouts ----------------------------------------------------------------------------
 
 
+# The alerts that end a timed-out handshake, in plaintext records: user_canceled
+# (warning), then close_notify (RFC 9846 §6.1; Connection.handle_timer).
+TIMEOUT_ALERTS = [
+    (ContentType.ALERT, bytes((1, AlertDescription.user_canceled))),
+    (ContentType.ALERT, bytes((1, AlertDescription.close_notify))),
+]
+
+
+def records(data: bytes) -> list[tuple[int, bytes]]:
+    """(content type, fragment) of each plaintext record in ``data`` (RFC 9846 §5.1)."""
+    found = []
+    while data:
+        assert len(data) >= 5, data
+        length = int.from_bytes(data[3:5], "big")
+        found.append((data[0], data[5 : 5 + length]))
+        data = data[5 + length :]
+    return found
+
+
 def test_client_handshake_timeout() -> None:
     client_config, _, _ = configs()
+    client_config.handshake_timeout = 0.3  # the one handshake timeout: the Configuration's
+    received: list[bytes] = []
 
     async def scenario() -> None:
         async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.read()  # never answers
+            received.append(await reader.read())  # never answers
             writer.close()
 
         server = await asyncio.start_server(silent, LOOPBACK, 0)
         port = server.sockets[0].getsockname()[1]
         async with server:
             started = time.monotonic()
-            with pytest.raises(aio.HandshakeTimeoutError, match=r"0\.3 seconds"):
-                await aio.connect(LOOPBACK, port, client_config, handshake_timeout=0.3)
+            with pytest.raises(aio.HandshakeTimeoutError, match=r"0\.3 seconds") as info:
+                await aio.connect(LOOPBACK, port, client_config)
             assert 0.25 < time.monotonic() - started < 5
+            # The core's error, the same a sans-I/O caller of handle_timer gets.
+            assert isinstance(info.value, HandshakeTimeoutError)
+            assert info.value.seconds == 0.3
+            assert info.value.alert is AlertDescription.close_notify
+
+    run(scenario())
+    # The ClientHello, then the timeout's alerts, then the FIN.
+    sent = records(received[0])
+    assert sent[0][0] == ContentType.HANDSHAKE and sent[0][1][0] == HandshakeType.client_hello
+    assert sent[-2:] == TIMEOUT_ALERTS
+
+
+def test_moved_keyword_arguments_say_where_they_went() -> None:
+    client_config, server_config, _ = configs()
+
+    async def scenario() -> None:
+        with pytest.raises(TypeError, match=r"handshake_timeout=: set Configuration\.handshake_timeout"):
+            await aio.connect(LOOPBACK, 1, client_config, handshake_timeout=1)
+        with pytest.raises(TypeError, match=r"idle_timeout=: set StreamOptions\.idle_timeout"):
+            await aio.start_server(echo, LOOPBACK, 0, server_config, idle_timeout=1)
 
     run(scenario())
 
 
 def test_server_handshake_timeout() -> None:
     _, server_config, _ = configs()
+    server_config.handshake_timeout = 0.3
     metrics = Metrics()
     called = []
 
@@ -205,11 +253,13 @@ def test_server_handshake_timeout() -> None:
         called.append(writer)
 
     async def scenario() -> None:
-        server, port = await serve(handler, server_config, handshake_timeout=0.3, metrics=metrics)
+        server, port = await serve(handler, server_config, aio.StreamOptions(metrics=metrics))
         async with server:
             reader, writer = await asyncio.open_connection(LOOPBACK, port)
             started = time.monotonic()
-            assert await asyncio.wait_for(reader.read(), 5) == b""  # the server hung up
+            # A client that never sends a byte: the server's clock ran from the
+            # TCP connect; it sends the timeout's alerts and hangs up.
+            assert records(await asyncio.wait_for(reader.read(), 5)) == TIMEOUT_ALERTS
             assert 0.25 < time.monotonic() - started < 5
             writer.close()
 
@@ -234,7 +284,7 @@ def test_idle_timeout_closes_a_quiet_connection() -> None:
     async def scenario() -> None:
         nonlocal server_error
         server_error = asyncio.get_running_loop().create_future()
-        server, port = await serve(handler, server_config, idle_timeout=0.4)
+        server, port = await serve(handler, server_config, aio.StreamOptions(idle_timeout=0.4))
         async with server:
             reader, writer = await aio.connect(LOOPBACK, port, client_config)
             # Traffic every 0.1 s for a second keeps it open.
@@ -259,7 +309,8 @@ def test_client_idle_timeout() -> None:
     async def scenario() -> None:
         server, port = await serve(echo, server_config)
         async with server:
-            reader, writer = await aio.connect(LOOPBACK, port, client_config, idle_timeout=0.3)
+            options = aio.StreamOptions(idle_timeout=0.3)
+            reader, writer = await aio.connect(LOOPBACK, port, client_config, options)
             with pytest.raises(aio.IdleTimeoutError):
                 await asyncio.wait_for(reader.read(), 5)
             with pytest.raises(aio.IdleTimeoutError):
@@ -288,7 +339,7 @@ def test_hundred_concurrent_connections() -> None:
         return answer == payload and writer.handshake.version == "TLSv1.3"
 
     async def scenario() -> None:
-        server, port = await serve(echo, server_config, metrics=metrics, backlog=200)
+        server, port = await serve(echo, server_config, aio.StreamOptions(metrics=metrics), backlog=200)
         async with server:
             results = await asyncio.gather(*(one(port, i) for i in range(100)))
             assert all(results)
@@ -313,7 +364,9 @@ def test_event_stream_and_callback() -> None:
     async def scenario() -> list[Event]:
         server, port = await serve(echo, server_config)
         async with server:
-            reader, writer = await aio.connect(LOOPBACK, port, client_config, event_handler=seen.append)
+            reader, writer = await aio.connect(
+                LOOPBACK, port, client_config, aio.StreamOptions(event_handler=seen.append)
+            )
             with writer.events() as events:
                 assert await writer.update_keys() == 1
                 assert await writer.update_keys() == 2
@@ -466,7 +519,7 @@ def test_metrics_count_updates_by_initiator_and_key_age() -> None:
         await echo(reader, writer)
 
     async def scenario() -> None:
-        server, port = await serve(handler, server_config, metrics=metrics)
+        server, port = await serve(handler, server_config, aio.StreamOptions(metrics=metrics))
         async with server:
             _, writer = await aio.connect(LOOPBACK, port, client_config)
             await writer.update_keys()  # peer-initiated, for the server
@@ -494,7 +547,7 @@ def test_server_certificate_from_an_unrelated_ca_fails_the_handshake() -> None:
     metrics = Metrics()
 
     async def scenario() -> None:
-        server, port = await serve(echo, server_config, metrics=metrics)
+        server, port = await serve(echo, server_config, aio.StreamOptions(metrics=metrics))
         async with server:
             with pytest.raises(Exception, match=r"unknown_ca|bad_certificate"):
                 await aio.connect(LOOPBACK, port, client_config)

@@ -279,13 +279,14 @@ def test_not_tls_is_answered_and_closed_at_once_by_the_asyncio_server(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     _, server_cfg, _ = configs()
+    server_cfg.handshake_timeout = 30
     connected: list[object] = []
 
     async def handler(reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
         connected.append(writer)  # never: no handshake can succeed
 
     async def scenario() -> dict[str, list[tuple[bytes, float]]]:
-        server = await aio.start_server(handler, LOOPBACK, 0, server_cfg, handshake_timeout=30)
+        server = await aio.start_server(handler, LOOPBACK, 0, server_cfg)
         port = server.sockets[0].getsockname()[1]
         results: dict[str, list[tuple[bytes, float]]] = {}
         async with server:

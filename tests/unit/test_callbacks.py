@@ -60,7 +60,9 @@ async def served_normally(port: int, client_cfg: Any) -> None:
     """The second client: echo, a key update, echo, clean close."""
     events: list[Event] = []
     async with asyncio.timeout(TIMEOUT):
-        reader, writer = await aio.connect("127.0.0.1", port, client_cfg, event_handler=events.append)
+        reader, writer = await aio.connect(
+            "127.0.0.1", port, client_cfg, aio.StreamOptions(event_handler=events.append)
+        )
         writer.write(b"hello")
         assert await reader.readexactly(5) == b"hello"
         assert await writer.update_keys() >= 1
@@ -79,7 +81,9 @@ async def sees_internal_error(
     server must end the connection with a fatal internal_error alert."""
     events: list[Event] = []
     async with asyncio.timeout(TIMEOUT):
-        reader, writer = await aio.connect("127.0.0.1", port, client_cfg, event_handler=events.append)
+        reader, writer = await aio.connect(
+            "127.0.0.1", port, client_cfg, aio.StreamOptions(event_handler=events.append)
+        )
         try:
             writer.write(b"ping")
             if update:
@@ -172,7 +176,7 @@ def test_server_event_handler_raises(on: str) -> None:
             raise Boom(f"application bug in event_handler({on})")
 
     run_server_case(
-        lambda cfg: aio.start_server(echo, "127.0.0.1", 0, cfg, event_handler=handler),
+        lambda cfg: aio.start_server(echo, "127.0.0.1", 0, cfg, aio.StreamOptions(event_handler=handler)),
         update=on == "KeyUpdateCompleted",
     )
     assert raised[0]
@@ -189,13 +193,15 @@ def test_client_event_handler_raises() -> None:
 
     async def main() -> None:
         server = await aio.start_server(
-            echo, "127.0.0.1", 0, server_cfg, event_handler=server_events.append
+            echo, "127.0.0.1", 0, server_cfg, aio.StreamOptions(event_handler=server_events.append)
         )
         port = server.sockets[0].getsockname()[1]
         try:
             async with asyncio.timeout(TIMEOUT):
                 try:
-                    _, writer = await aio.connect("127.0.0.1", port, client_cfg, event_handler=boom)
+                    _, writer = await aio.connect(
+                        "127.0.0.1", port, client_cfg, aio.StreamOptions(event_handler=boom)
+                    )
                 except Exception:
                     pass  # failing the connect is fine; the alert is what matters
                 else:

@@ -8,7 +8,7 @@ from helpers.pair import Pair, configs, connect
 from helpers.pki import make_ca, make_intermediate, make_leaf
 from longtls.connection import Connection
 from longtls.constants import AlertDescription, ContentType, HandshakeType
-from longtls.errors import RemoteProtocolError
+from longtls.errors import HandshakeTimeoutError, RemoteProtocolError
 from longtls.events import ConnectionClosed, SessionTicketReceived
 from longtls.record.tls import plaintext_record
 from longtls.wire.messages import KeyUpdate, encode_handshake
@@ -119,7 +119,10 @@ def test_handshake_timeout() -> None:
     server.handle_timer()
     assert not server.is_closed
     now[0] += 1.0
-    server.handle_timer()
+    # Raised, like KeyUpdateTimeoutError: the error longtls.aio reports too.
+    with pytest.raises(HandshakeTimeoutError, match=r"TLS handshake not complete after 10 seconds") as info:
+        server.handle_timer()
+    assert isinstance(info.value, TimeoutError) and info.value.seconds == 10.0
     assert server.is_closed
     assert _closed_with(server) == AlertDescription.close_notify
     # user_canceled, then close_notify (RFC 9846 §6.1)

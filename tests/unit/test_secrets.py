@@ -423,9 +423,13 @@ def test_asyncio_layer(debug_logs: pytest.LogCaptureFixture) -> None:
         writer.close()
 
     async def main() -> None:
-        server = await aio.start_server(echo, "127.0.0.1", 0, s, event_handler=server_events.append)
+        server = await aio.start_server(
+            echo, "127.0.0.1", 0, s, aio.StreamOptions(event_handler=server_events.append)
+        )
         port = server.sockets[0].getsockname()[1]
-        reader, writer = await aio.connect("127.0.0.1", port, c, event_handler=client_events.append)
+        reader, writer = await aio.connect(
+            "127.0.0.1", port, c, aio.StreamOptions(event_handler=client_events.append)
+        )
         objects.extend([reader, writer, writer.connection, writer.handshake])
         for _ in range(3):
             writer.write(b"ping")

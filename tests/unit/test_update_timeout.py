@@ -267,7 +267,7 @@ def test_aio_update_keys_timeout_against_a_silent_peer() -> None:
 
     async def scenario() -> float:
         server = await aio.start_server(
-            handler, "127.0.0.1", 0, server_config, event_handler=on_server_event
+            handler, "127.0.0.1", 0, server_config, aio.StreamOptions(event_handler=on_server_event)
         )
         async with server:
             port = server.sockets[0].getsockname()[1]

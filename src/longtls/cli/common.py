@@ -344,6 +344,7 @@ def add_key_password_option(parser: argparse.ArgumentParser) -> None:
 def build_configuration(args: argparse.Namespace, *, is_client: bool) -> Configuration:
     """A Configuration with the shared TLS options of ``args`` applied."""
     config = Configuration(is_client=is_client)
+    config.handshake_timeout = args.timeout  # --timeout
     if args.groups:
         config.groups = args.groups
         # The first ClientHello carries a key share for the most preferred group

@@ -141,7 +141,7 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
     summary = Summary(args.summary == "json")
     try:
         reader, writer = await aio.connect(
-            host, port, config, handshake_timeout=args.timeout, event_handler=summary.on_event
+            host, port, config, aio.StreamOptions(event_handler=summary.on_event)
         )
     except (TLSError, aio.ConnectionLostError, aio.HandshakeTimeoutError) as exc:
         summary.closed(exc)

@@ -99,9 +99,7 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
 
     where = common.format_address(args.host, args.port)
     try:
-        server = await aio.start_server(
-            on_client, args.host, args.port, config, handshake_timeout=args.timeout
-        )
+        server = await aio.start_server(on_client, args.host, args.port, config)
     except OSError as exc:
         raise CLIError(f"cannot listen on {where}: {common.describe_error(exc)}") from None
 

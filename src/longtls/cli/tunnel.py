@@ -128,8 +128,7 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
     metrics = Metrics() if args.metrics else None
     tunnel = Tunnel(
         args.mode, args.listen, target, configuration,
-        handshake_timeout=args.timeout, idle_timeout=args.idle_timeout,
-        metrics=metrics, require_eku=args.require_eku,
+        idle_timeout=args.idle_timeout, metrics=metrics, require_eku=args.require_eku,
     )
     where = format_address(args.listen)
     try:

@@ -1,0 +1,523 @@
+"""One asyncio Protocol per TCP connection, driving one sans-I/O ``Connection``.
+
+``data_received`` feeds ``Connection.receive_data`` and writes
+``data_to_send()`` straight back, so the event loop's own buffers are the
+only buffering.  Every timer of the TLS protocol itself (the handshake
+timeout, the rekey interval, deferred EKU answers, key update deadlines) is
+the Connection's: this class only calls ``handle_timer`` when
+``get_timer()`` says so.  The timers it owns are about the byte stream: the
+idle timeout and the linger before closing the TCP connection.
+
+Closing follows RFC 9846 §6.1, where close_notify closes one direction:
+
+* the peer's close_notify is EOF on the reader; we may still write;
+* ``write_eof()`` sends close_notify and keeps reading;
+* ``close()`` does the same and closes the transport once the peer has
+  closed its side too, or after ``close_timeout`` seconds;
+* a fatal alert (sent or received), a protocol error, a handshake timeout or a
+  TCP close without close_notify (truncation) makes ``reader.read()``,
+  ``drain()`` and ``send()`` raise that error.  Unread data still buffered
+  when the error happens is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..config import Configuration
+from ..connection import Connection
+from ..constants import AlertDescription
+from ..errors import AlertReceived, NotTLSError, NotTLSReason, TLSError
+from ..events import (
+    ApplicationData,
+    CloseNotifyReceived,
+    ConnectionClosed,
+    HandshakeComplete,
+    KeyUpdateCompleted,
+    KeyUpdated,
+    KeyUpdateRejected,
+)
+from .errors import ConnectionLostError, IdleTimeoutError, KeyUpdateRejectedError
+from .events import EventDispatcher, EventHandler, EventStream
+from .options import StreamOptions
+
+if TYPE_CHECKING:
+    from ..metrics import ConnectionMetrics
+
+__all__ = ["HandshakeCallback", "TLSProtocol", "reset_transport"]
+
+logger = logging.getLogger("longtls.aio")
+
+#: Seconds to wait for the peer's FIN after our fatal alert before closing.
+ALERT_LINGER = 1.0
+_DEFAULT_OPTIONS = StreamOptions()
+
+#: Called once the handshake is complete (the server's connection handler,
+#: bound to its reader and writer).  A coroutine it returns runs as a task;
+#: an exception from either ends the connection with internal_error.
+HandshakeCallback = Callable[[], Awaitable[None] | None]
+
+
+class TLSProtocol(asyncio.Protocol):
+    """Drives one Connection over one asyncio transport.
+
+    ``reader`` receives the decrypted application data (a fresh
+    ``asyncio.StreamReader`` of ``options.limit`` if not given).
+    """
+
+    def __init__(
+        self,
+        configuration: Configuration,
+        options: StreamOptions = _DEFAULT_OPTIONS,
+        *,
+        reader: asyncio.StreamReader | None = None,
+        on_handshake: HandshakeCallback | None = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.options = options
+        self.connection = Connection(configuration)
+        self.reader = reader if reader is not None else asyncio.StreamReader(options.limit, self._loop)
+        self.handshake: asyncio.Future[HandshakeComplete] = self._loop.create_future()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self.exception: Exception | None = None
+        self.peername: str = "?"
+        self._transport: asyncio.Transport | None = None
+        self._events = EventDispatcher(self._loop, self._application_failed)
+        if options.event_handler is not None:
+            self._events.add_handler(options.event_handler)
+        self._on_handshake = on_handshake
+        self._metrics: ConnectionMetrics | None = (
+            options.metrics.connection(is_client=configuration.is_client)
+            if options.metrics is not None else None
+        )
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._last_activity = self._loop.time()
+        self._task: asyncio.Task[None] | None = None
+        self._close_timer: asyncio.TimerHandle | None = None  # close and alert linger
+        self._connection_timer: asyncio.TimerHandle | None = None  # Connection.get_timer()
+        self._connection_deadline: float | None = None
+        self._peer_closed = False  # the peer's close_notify arrived
+        self._close_requested = False  # close() was called
+        self._paused = False
+        self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # update_keys() callers, woken by KeyUpdateCompleted
+        self._update_waiters: list[asyncio.Future[int]] = []
+        # A future nobody awaits must not log "exception was never retrieved".
+        self.handshake.add_done_callback(_consume_exception)
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """The TCP transport (None before ``connection_made``)."""
+        return self._transport
+
+    # ------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self.peername = _format_address(transport.get_extra_info("peername"))
+        self.reader.set_transport(transport)
+        # The Connection's handshake timeout runs from now, also for a server
+        # whose peer never sends a byte.
+        self.connection.connection_made()
+        if self.connection.is_client:
+            self._run(self.connection.start_handshake)
+        else:
+            self._arm_connection_timer()
+
+    def data_received(self, data: bytes) -> None:
+        self._run(lambda: self.connection.receive_data(data))
+
+    def eof_received(self) -> bool:
+        if self.exception is not None:
+            return False
+        if not self._peer_closed:
+            if self.handshake.done():
+                message = "the peer closed the TCP connection without close_notify (truncated)"
+            else:
+                message = "the peer closed the TCP connection during the TLS handshake"
+            self._fail(ConnectionLostError(message))
+            return False
+        # TLS half-close: we may still write until close().
+        return not self._close_requested
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_close_timer()
+        self._cancel_connection_timer()
+        if self.exception is None:
+            if exc is not None and not self.handshake.done():
+                lost = ConnectionLostError(f"connection lost during the TLS handshake: {exc}")
+                lost.__cause__ = exc
+                self._fail(lost)
+            elif exc is not None:
+                self._fail(exc)
+            elif not self.handshake.done():
+                self._fail(ConnectionLostError("connection closed during the TLS handshake"))
+            elif not self._peer_closed and not self._close_requested:
+                self._fail(ConnectionLostError(
+                    "the TCP connection closed without close_notify (truncated)"
+                ))
+        self.reader.feed_eof()  # no-op for a reader that already holds an error
+        gone: Exception = self.exception or ConnectionResetError("connection lost")
+        self._wake_drain_waiters(gone)
+        self._fail_update_waiters(gone)
+        self._cancel_idle_timer()
+        self._events.end_streams()
+        if self._metrics is not None:
+            self._metrics.closed()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake_drain_waiters(None)
+
+    # ------------------------------------------------- used by the writer
+
+    def send(self, data: bytes) -> None:
+        self.command(lambda: self.connection.send(data))
+        self._last_activity = self._loop.time()
+        if self._metrics is not None:
+            self._metrics.sent(len(data))
+
+    def add_event_handler(self, handler: EventHandler) -> None:
+        self._events.add_handler(handler)
+
+    def subscribe(self, maxsize: int) -> EventStream:
+        return self._events.subscribe(maxsize, ended=self.closed.done() or self.connection.is_closed)
+
+    def abort(self) -> None:
+        """Close the TCP connection now, without close_notify: the peer sees a truncation."""
+        self._fail(ConnectionAbortedError("connection aborted"), abort=True)
+
+    def command(self, action: Callable[[], None]) -> None:
+        """Run a Connection command (update_keys, extended_key_update ...) and send its output."""
+        if self.exception is not None:
+            raise self.exception
+        self._run(action, reraise=True)
+
+    def write_eof(self) -> None:
+        """Send close_notify; reading goes on (RFC 9846 §6.1).
+
+        No TCP FIN: close_notify is the half-close, and the Connection may
+        still have to send (an answer to a KeyUpdate already on its way).
+        """
+        if self.exception is not None:
+            return
+        self._run(self.connection.close)
+        if self.connection.is_closed and self._transport is not None and not self._transport.is_closing():
+            self._transport.close()  # both directions are done
+
+    def close(self) -> None:
+        if self._close_requested:
+            return
+        self._close_requested = True
+        self.write_eof()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self._cancel_close_timer()
+            self._close_timer = self._loop.call_later(self.options.close_timeout, transport.close)
+
+    def is_closing(self) -> bool:
+        """close() was called, or the transport is closing or gone."""
+        transport = self._transport
+        return self._close_requested or transport is None or transport.is_closing()
+
+    async def drain(self) -> None:
+        if self.exception is not None:
+            raise self.exception
+        if self._transport is not None and self._transport.is_closing():
+            # Let connection_lost run first, as asyncio.StreamWriter.drain does.
+            await asyncio.sleep(0)
+            if self.exception is not None:
+                raise self.exception
+        if not self._paused:
+            return
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            self._drain_waiters.remove(waiter)
+
+    def key_update_waiter(self) -> asyncio.Future[int]:
+        waiter: asyncio.Future[int] = self._loop.create_future()
+        self._update_waiters.append(waiter)
+        return waiter
+
+    def discard_key_update_waiter(self, waiter: asyncio.Future[int]) -> None:
+        waiter.cancel()
+        if waiter in self._update_waiters:
+            self._update_waiters.remove(waiter)
+
+    # ------------------------------------------------------------ internals
+
+    def _run(self, action: Callable[[], None], *, reraise: bool = False) -> None:
+        """Run a Connection method, then send what it queued and dispatch its events.
+
+        An error that closed the Connection (it queued a fatal alert) ends the
+        connection; any other (misuse, such as writing after close) is only raised.
+        """
+        was_closed = self.connection.is_closed
+        error: TLSError | None = None
+        try:
+            action()
+        except TLSError as exc:
+            error = exc
+            if not was_closed and self.connection.is_closed:
+                self._fail(exc)  # first, so this error wins over the ConnectionClosed event
+        self._flush()
+        self._dispatch_events()
+        self._arm_connection_timer()
+        if error is not None and reraise:
+            raise error
+
+    def _flush(self) -> None:
+        data = self.connection.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _dispatch_events(self) -> None:
+        for event in self.connection.events():
+            if isinstance(event, ApplicationData):
+                self.reader.feed_data(event.data)
+                self._last_activity = self._loop.time()
+                if self._metrics is not None:
+                    self._metrics.received(len(event.data))
+                continue
+            if self._metrics is not None:
+                self._metrics.event(event)
+            self._events.publish(event)
+            if isinstance(event, HandshakeComplete):
+                self._handshake_completed(event)
+            elif isinstance(event, CloseNotifyReceived):
+                self._peer_closed = True
+                self.reader.feed_eof()
+                # The peer sends nothing more: an update of ours it has not
+                # answered yet never completes (RFC 9846 §6.1).
+                self._fail_update_waiters(ConnectionLostError(
+                    "the peer closed its side (close_notify) before the key update completed"
+                ))
+            elif isinstance(event, KeyUpdateCompleted) or (
+                isinstance(event, KeyUpdated) and event.direction == "receive"
+            ):
+                # An extended key update completed, or the peer's KeyUpdate
+                # answered ours (the two never share a connection).
+                waiters, self._update_waiters = self._update_waiters, []
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(event.generation)
+            elif isinstance(event, KeyUpdateRejected):
+                self._fail_update_waiters(KeyUpdateRejectedError(event.status, event.retry_after))
+            elif isinstance(event, ConnectionClosed):
+                self._events.end_streams()  # ConnectionClosed is the last event
+                self._connection_closed(event)
+
+    def _handshake_completed(self, event: HandshakeComplete) -> None:
+        if self.handshake.done():
+            return
+        self.handshake.set_result(event)
+        logger.debug("%s: handshake complete: %r", self.peername, event)
+        idle_timeout = self.options.idle_timeout
+        if idle_timeout is not None:
+            self._last_activity = self._loop.time()
+            self._idle_timer = self._loop.call_later(idle_timeout, self._idle_check)
+        if self._on_handshake is None:
+            return
+        try:
+            result = self._on_handshake()
+        except Exception:
+            logger.exception("%s: connection handler failed", self.peername)
+            self._application_failed()
+            return
+        if asyncio.iscoroutine(result):
+            self._task = self._loop.create_task(result)
+            self._task.add_done_callback(self._callback_done)
+
+    def _fail_update_waiters(self, exc: BaseException) -> None:
+        waiters, self._update_waiters = self._update_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    def _connection_closed(self, event: ConnectionClosed) -> None:
+        self._fail_update_waiters(ConnectionLostError(f"connection closed: {event.reason or 'closed'}"))
+        if event.alert is not None:
+            if event.by_peer:
+                self._fail(AlertReceived(event.alert))
+            else:
+                # Our own fatal alert; _run normally recorded the error already.
+                self._fail(TLSError(event.reason or "connection failed", event.alert))
+            return
+        # Clean close: close_notify both ways (or closed before the handshake ended).
+        self.reader.feed_eof()
+        if not self.handshake.done():
+            who = "the peer" if event.by_peer else "we"
+            self._fail(ConnectionLostError(f"{who} closed the connection during the TLS handshake"))
+        elif self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def _fail(self, exc: Exception, *, abort: bool = False) -> None:
+        """End the connection with ``exc``: flush any alert, wake everyone, close.
+
+        ``abort``: reset the TCP connection instead, sending nothing more.
+        """
+        if self.exception is not None:
+            return
+        self.exception = exc
+        self._cancel_close_timer()
+        self._cancel_connection_timer()
+        self._cancel_idle_timer()
+        if not self.handshake.done():
+            if isinstance(exc, NotTLSError) and exc.reason is NotTLSReason.HTTP_REQUEST:
+                # A common mistake (http:// for https://) deserves its own words.
+                logger.warning("plain HTTP request on a TLS port from %s", self.peername)
+            else:
+                logger.info("%s: TLS handshake failed: %s", self.peername, exc)
+            self.handshake.set_exception(exc)
+            if self._metrics is not None:
+                self._metrics.handshake_failed()
+        else:
+            logger.debug("%s: connection failed: %s", self.peername, exc)
+        if not self._peer_closed:  # after the peer's close_notify, EOF stays EOF
+            self.reader.set_exception(exc)
+        self._wake_drain_waiters(exc)
+        self._fail_update_waiters(exc)
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if abort:
+            reset_transport(transport)
+            return
+        self._flush()
+        if isinstance(exc, TLSError) and not isinstance(exc, AlertReceived) and transport.can_write_eof():
+            # We sent a fatal alert.  Closing now, with the peer's records still
+            # unread, would send a RST that may destroy the alert before the peer
+            # reads it: half-close, discard input, close on its FIN or soon after.
+            transport.write_eof()
+            self._close_timer = self._loop.call_later(ALERT_LINGER, transport.close)
+        else:
+            transport.close()
+
+    def _arm_connection_timer(self, fired: float | None = None) -> None:
+        """Schedule ``Connection.handle_timer`` for ``Connection.get_timer()``
+        (handshake timeout, rekey interval, deferred EKU answers, key update
+        deadlines).  All use the configuration's clock."""
+        deadline = None if self.exception is not None else self.connection.get_timer()
+        if deadline == self._connection_deadline and fired is None:
+            return
+        if self._connection_timer is not None:
+            self._connection_timer.cancel()
+            self._connection_timer = None
+        self._connection_deadline = deadline
+        if deadline is None:
+            return
+        delay = deadline - self.connection.configuration.now()
+        if fired is not None and deadline <= fired:
+            delay = max(delay, 0.05)  # the deadline did not move: never spin
+        self._connection_timer = self._loop.call_later(max(delay, 0.0), self._connection_timer_fired)
+
+    def _connection_timer_fired(self) -> None:
+        self._connection_timer = None
+        fired = self._connection_deadline
+        self._connection_deadline = None
+        self._run(self.connection.handle_timer)
+        self._arm_connection_timer(fired)
+
+    def _idle_check(self) -> None:
+        """Close after ``idle_timeout`` seconds without application data either way.
+
+        One timer, re-armed for the remaining time, so writes cost no timer churn.
+        """
+        self._idle_timer = None
+        idle_timeout = self.options.idle_timeout
+        if self.exception is not None or idle_timeout is None:
+            return
+        remaining = self._last_activity + idle_timeout - self._loop.time()
+        if remaining > 0:
+            self._idle_timer = self._loop.call_later(remaining, self._idle_check)
+            return
+        logger.info("%s: idle for %g seconds: closing", self.peername, idle_timeout)
+        # close_notify first, so the peer sees a clean close, not a truncation.
+        self._run(self.connection.close)
+        self._fail(IdleTimeoutError(
+            f"no data either way for {idle_timeout:g} seconds (idle timeout)"
+        ))
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _cancel_close_timer(self) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+
+    def _cancel_connection_timer(self) -> None:
+        if self._connection_timer is not None:
+            self._connection_timer.cancel()
+            self._connection_timer = None
+        self._connection_deadline = None
+
+    def _wake_drain_waiters(self, exc: BaseException | None) -> None:
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
+
+    def _callback_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            exc: BaseException | None = None
+        else:
+            exc = task.exception()
+        if exc is not None:
+            logger.error("%s: connection handler failed", self.peername, exc_info=exc)
+            self._application_failed()
+
+    def _application_failed(self) -> None:
+        """An application callback raised: that connection ends with internal_error
+        (RFC 9846 §6.2), the others go on."""
+        if self.exception is not None or self.connection.is_closed:
+            return
+        self._run(lambda: self.connection.abort(
+            AlertDescription.internal_error, "application callback failed"
+        ))
+
+
+def reset_transport(transport: asyncio.Transport) -> None:
+    """Close a TCP transport with a RST (SO_LINGER 0), not a FIN.
+
+    A FIN reads as a clean end of stream to a plain TCP peer; a reset tells it
+    the stream was cut short.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass  # not a TCP socket, or already closed: a plain close will do
+    transport.abort()
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _format_address(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address) if address else "?"
