@@ -38,6 +38,14 @@ from helpers.driver import (
     connect,
     server_config,
 )
+from helpers.keyupdate import (
+    KeyUpdatePeer,
+    ProcessEnd,
+    SocketEnd,
+    in_background,
+    longtls_side,
+    peer_side,
+)
 from helpers.peers import (
     LOOPBACK,
     PeerProcess,
@@ -94,19 +102,16 @@ def s_server(files: PkiFiles, port: int, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+# The KeyUpdate conversation of helpers.keyupdate up to longtls' KeyUpdate
+# (data both ways, a KeyUpdate from longtls that the peer answers, data again);
+# the full one, with openssl's own KeyUpdate, is in test_openssl.py.
+S_SERVER = KeyUpdatePeer("s_server")
+S_CLIENT = KeyUpdatePeer("s_client")
+
+
 def converse_with_s_server(drv: SocketDriver, srv: PeerProcess) -> None:
-    """Data both ways, a KeyUpdate from longtls that s_server answers, data again.
-    (Lines typed into s_server start with a digit: some letters are commands.)"""
-    srv.write("1 s_server to longtls\n")
-    assert drv.recv_until(b"\n") == b"1 s_server to longtls\n"
-    drv.send(b"2 longtls to s_server\n")
-    srv.wait_for_output(r"^2 longtls to s_server$")
-    drv.update_keys(request_peer_update=True)
-    drv.send(b"3 longtls after its KeyUpdate\n")
-    srv.wait_for_output(r"^3 longtls after its KeyUpdate$")
-    srv.write("4 s_server after answering\n")
-    assert drv.recv_until(b"\n") == b"4 s_server after answering\n"
-    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+    with in_background(peer_side, ProcessEnd(srv, {}), S_SERVER):
+        longtls_side(drv, S_SERVER)
 
 
 @pytest.mark.parametrize("group", list(OPENSSL3_GROUPS), ids=_ids(OPENSSL3_GROUPS))
@@ -182,19 +187,11 @@ def s_client(files: PkiFiles, port: int, *extra: str) -> list[str]:
 
 
 def serve_s_client(drv: SocketDriver) -> None:
-    assert drv.recv_until(b"\n") == b"1 s_client to longtls\n"
-    drv.send(b"2 longtls to s_client\n")
-    drv.update_keys(request_peer_update=True)
-    drv.send(b"3 longtls after its KeyUpdate\n")
-    assert drv.recv_until(b"\n") == b"4 s_client after answering\n"
-    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+    longtls_side(drv, S_CLIENT)
 
 
 def converse_with_s_client(cli: PeerProcess) -> None:
-    cli.write("1 s_client to longtls\n")
-    cli.wait_for_output(r"^2 longtls to s_client$")
-    cli.wait_for_output(r"^3 longtls after its KeyUpdate$")
-    cli.write("4 s_client after answering\n")
+    peer_side(ProcessEnd(cli, {}), S_CLIENT)
 
 
 def _run_s_client(server: LongtlsServer, args: list[str]) -> PeerProcess:
@@ -292,28 +289,25 @@ def _read_line(conn: Any) -> bytes:
     return data
 
 
+OPENSSL4 = KeyUpdatePeer("openssl")  # pyOpenSSL cannot start a KeyUpdate
+
+
 def openssl4_side(conn: Any) -> dict[str, Any]:
     """The pyOpenSSL end of every brainpool conversation (either role)."""
-    conn.sendall(b"1 openssl to longtls\n")
-    lines = [_read_line(conn), _read_line(conn)]  # 2, then 3 after longtls' KeyUpdate
-    conn.sendall(b"4 openssl after answering\n")
+    end = SocketEnd(conn.sendall, lambda: _read_line(conn))
+    peer_side(end, OPENSSL4)
     peer = conn.get_peer_certificate()
     return {
-        "group": conn.get_group_name(), "cipher": conn.get_cipher_name(), "lines": lines,
+        "group": conn.get_group_name(), "cipher": conn.get_cipher_name(), "lines": end.heard,
         "peer": peer.to_cryptography() if peer is not None else None,
     }
 
 
-def longtls_side(drv: SocketDriver) -> None:
-    assert drv.recv_until(b"\n") == b"1 openssl to longtls\n"
-    drv.send(b"2 longtls to openssl\n")
-    drv.update_keys(request_peer_update=True)
-    drv.send(b"3 longtls after its KeyUpdate\n")
-    assert drv.recv_until(b"\n") == b"4 openssl after answering\n"
-    assert [e.generation for e in drv.key_updates("receive")] == [1], drv.describe()
+def converse_as_longtls(drv: SocketDriver) -> None:
+    longtls_side(drv, OPENSSL4)
 
 
-EXPECTED_LINES = [b"2 longtls to openssl\n", b"3 longtls after its KeyUpdate\n"]
+EXPECTED_LINES = OPENSSL4.lines_to_peer  # 2, 3 (after longtls' KeyUpdate), 5
 
 
 class OpenSSL4Server(PeerServerThread):
@@ -355,7 +349,7 @@ def test_longtls_client_brainpool_group_with_openssl4(pki: Any, tmp_path: Path, 
             done = drv.handshake()
             assert done.group == group, drv.describe()
             assert drv.conn.handshake.hello_retry_seen  # type: ignore[attr-defined]
-            longtls_side(drv)
+            converse_as_longtls(drv)
         finally:
             drv.close()
     assert server.result["group"] == group.name  # type: ignore[index]
@@ -366,7 +360,7 @@ def test_longtls_client_brainpool_group_with_openssl4(pki: Any, tmp_path: Path, 
 def test_openssl4_client_brainpool_group_with_longtls_server(pki: Any, tmp_path: Path, group: NamedGroup) -> None:
     bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
     cfg = server_config(bundle.server, groups=[*DEFAULT_GROUPS, group])
-    with LongtlsServer(cfg, longtls_side) as server:
+    with LongtlsServer(cfg, converse_as_longtls) as server:
         info = openssl4_client(_context("client", files, verify_peer=True, groups=group.name), server.port)
     assert server.handshakes[0].group == group
     assert info["group"] == group.name
@@ -387,7 +381,7 @@ def test_longtls_client_brainpool_certificates_with_openssl4(pki: Any, tmp_path:
             done = drv.handshake()
             assert done.signature_scheme == scheme and done.local_signature_scheme == scheme
             assert done.client_authenticated and done.peer_certificates[0] == bundle.server.cert
-            longtls_side(drv)
+            converse_as_longtls(drv)
         finally:
             drv.close()
     assert server.result["peer"] == bundle.client.cert  # type: ignore[index]
@@ -400,7 +394,7 @@ def test_openssl4_client_brainpool_certificates_with_longtls_server(pki: Any, tm
     bundle, files = _pki(pki, key_type, tmp_path, ca_key_type="ecdsa-p256")
     cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
     ctx = _context("client", files, own="client", verify_peer=True, sigalgs=name)
-    with LongtlsServer(cfg, longtls_side) as server:
+    with LongtlsServer(cfg, converse_as_longtls) as server:
         info = openssl4_client(ctx, server.port)
     done = server.handshakes[0]
     assert done.signature_scheme == scheme and done.local_signature_scheme == scheme
@@ -415,7 +409,7 @@ def test_brainpool_ca_chain_openssl4_accepts_longtls_refuses(pki: Any, tmp_path:
     verifying with the Web PKI profile, refuses the same chain from OpenSSL
     with unsupported_certificate and a message that says what works."""
     bundle, files = _pki(pki, "ecdsa-brainpoolP256r1", tmp_path)  # CA and leaves brainpool
-    with LongtlsServer(server_config(bundle.server), longtls_side) as server:
+    with LongtlsServer(server_config(bundle.server), converse_as_longtls) as server:
         info = openssl4_client(_context("client", files, verify_peer=True), server.port)
     assert info["peer"] == bundle.server.cert
     assert server.handshakes[0].local_signature_scheme == SignatureScheme.ecdsa_brainpoolP256r1tls13_sha256
@@ -458,10 +452,7 @@ def gnutls_cli(files: PkiFiles, port: int, priority: str) -> list[str]:
 
 def _run_gnutls_cli(server: LongtlsServer, args: list[str]) -> PeerProcess:
     with start_process(args, ready_pattern=r"Handshake was completed") as cli:
-        cli.write("1 s_client to longtls\n")  # serve_s_client's script, from gnutls-cli
-        cli.wait_for_output(r"^2 longtls to s_client$")
-        cli.wait_for_output(r"^3 longtls after its KeyUpdate$")
-        cli.write("4 s_client after answering\n")
+        converse_with_s_client(cli)  # serve_s_client's script, from gnutls-cli
         server.join()
     return cli
 
