@@ -19,7 +19,6 @@ from enum import Enum
 
 from .config import Configuration
 from .constants import (
-    MAX_PLAINTEXT,
     AlertDescription,
     AlertLevel,
     ContentType,
@@ -36,6 +35,7 @@ from .errors import (
     ProtocolError,
     RemoteProtocolError,
     TLSError,
+    UsageLimitError,
 )
 from .events import (
     ApplicationData,
@@ -45,16 +45,13 @@ from .events import (
     KeyUpdated,
 )
 from .keylog import format_line, from_environment
-from .record.arrival import RECORD_TYPES, SERVER_FIRST_RECORD_TYPES
-from .record.tls import RecordProtection, RecordReader, plaintext_record
+from .record.tls import RecordProtection
+from .record.tls_layer import TLSRecordLayer
 from .wire.messages import HandshakeReassembler, KeyUpdate, encode_handshake
 
 logger = logging.getLogger("longtls")
 
-# Warning-level alerts a peer may send before we treat it as abuse.
 _APPLICATION_DATA = int(ContentType.APPLICATION_DATA)  # a plain int: compared per record
-# RFC 9846 §5: a compatibility-mode peer sends one; a few more are tolerated.
-_MAX_CCS_RECORDS = 16
 
 
 def check_update_timeout(timeout: float | None) -> None:
@@ -82,20 +79,10 @@ class Connection:
         self.is_client = configuration.is_client
         self.state = ConnectionState.HANDSHAKING
         self._events: deque[Event] = deque()
-        self._out = bytearray()
-        # RFC 9846 §5: a server's first record must carry the ClientHello.
-        self._reader = RecordReader(RECORD_TYPES if self.is_client else SERVER_FIRST_RECORD_TYPES)
         self._reassembler = HandshakeReassembler(configuration.max_handshake_message_size)
-        self._read: RecordProtection | None = None
-        self._write: RecordProtection | None = None
         self._pending_handshake = bytearray()
         self._keylog = configuration.keylog or from_environment()
         self.client_random = b""
-        # Largest TLSInnerPlaintext the peer accepts (RFC 8449); until it tells us, 2^14 + 1.
-        self.peer_record_size_limit = MAX_PLAINTEXT + 1
-        # The limit we enforce: ours once the peer agreed to it (RFC 8449 §4), else 2^14 + 1.
-        self.receive_record_size_limit = MAX_PLAINTEXT + 1
-        self._ccs_seen = 0
         self._empty_records = 0
         self._handshake_records = 0
         self._warning_alerts = 0
@@ -108,10 +95,6 @@ class Connection:
         self._started_at: float | None = None
         self._close_sent = False
         self._close_received = False
-        self._read_generation = 0
-        self._write_generation = 0
-        self._read_secret = b""
-        self._write_secret = b""
         self.eku: ExtendedKeyUpdate | None = None
         self._last_peer_eku = float("-inf")
         self._peer_updates = 0
@@ -120,6 +103,10 @@ class Connection:
         self._last_rekey_at = 0.0
         self.handshake: HandshakeEngine = (
             ClientHandshake(self, configuration) if self.is_client else ServerHandshake(self, configuration)
+        )
+        #: Framing, protection, padding and record limits (record.tls_layer).
+        self._records = TLSRecordLayer(
+            self.handshake, is_client=self.is_client, padding=configuration.record_padding
         )
 
     def __repr__(self) -> str:
@@ -154,15 +141,13 @@ class Connection:
             return
         if self._started_at is None:
             self._started_at = self.configuration.now()
-        self._reader.feed(data)
+        self._records.feed(data)
         self._guard(self._process_records)
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the transport (empties the buffer)."""
         self._flush_handshake()
-        data = bytes(self._out)
-        self._out.clear()
-        return data
+        return self._records.data_to_send()
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -190,12 +175,13 @@ class Connection:
         if self._close_sent:
             raise LocalProtocolError("cannot send after close()")
         self._maybe_auto_rekey()
-        self._send_records(ContentType.APPLICATION_DATA, data)
+        records = self._records
+        records.send(ContentType.APPLICATION_DATA, data)
         self._bytes_since_rekey += len(data)
         cfg = self.configuration
         if (cfg.rekey_bytes is not None and self._bytes_since_rekey >= cfg.rekey_bytes) or (
-            cfg.rekey_records is not None and self._write is not None
-            and self._write.sequence_number >= cfg.rekey_records
+            cfg.rekey_records is not None and records.write is not None
+            and records.write.sequence_number >= cfg.rekey_records
         ):
             self._policy_rekey()
 
@@ -351,7 +337,7 @@ class Connection:
     @property
     def send_key_generation(self) -> int:
         """How many times our sending key changed (KeyUpdate or EKU)."""
-        return self._write_generation
+        return self._records.write_generation
 
     def close(self) -> None:
         """Send close_notify.  We may still receive until the peer closes too."""
@@ -398,22 +384,23 @@ class Connection:
     def compatibility_ccs(self) -> None:
         """The dummy change_cipher_spec of middlebox compatibility mode (RFC 9846 App. D.4)."""
         self._flush_handshake()
-        self._out += plaintext_record(ContentType.CHANGE_CIPHER_SPEC, b"\x01")
+        self._records.send_change_cipher_spec()
 
     def set_write_secret(self, suite: SuiteInfo, secret: bytes) -> None:
         self._flush_handshake()
-        self._write = RecordProtection(suite, secret)
-        self._write_secret = secret
+        self._records.set_write_secret(suite, secret)
 
     def set_read_secret(self, suite: SuiteInfo, secret: bytes) -> None:
+        self._check_key_change()
+        self._records.set_read_secret(suite, secret)
+
+    def _check_key_change(self) -> None:
         # RFC 9846 §5.1: handshake messages must not span a change of keys,
         # and the message that announces the change ends its record.
         if self._reassembler.has_partial() or self._reassembler.has_complete():
             raise RemoteProtocolError(
                 "handshake message spans a key change", AlertDescription.unexpected_message
             )
-        self._read = RecordProtection(suite, secret)
-        self._read_secret = secret
 
     def check_client_auth_may_start(self, requested_by_peer: bool) -> None:
         """EKU draft-13 §8.3: post-handshake authentication and EKU never overlap."""
@@ -444,8 +431,7 @@ class Connection:
     def handshake_done(self) -> None:
         self.state = ConnectionState.CONNECTED
         self._last_rekey_at = self.configuration.now()
-        self._read_generation = 0
-        self._write_generation = 0
+        self._records.reset_generations()
         hs = self.handshake
         if hs.eku_negotiated:
             secrets, suite = hs.secrets, hs.suite
@@ -466,14 +452,12 @@ class Connection:
     # EKU hooks: switch one direction to a new generation's traffic secret.
 
     def eku_switch_send(self, secret: bytes) -> None:
-        assert self._write is not None
-        self._write_generation += 1
-        self.set_write_secret(self._write.suite, secret)
+        self._flush_handshake()
+        self._records.next_write_generation(secret)
 
     def eku_switch_receive(self, secret: bytes) -> None:
-        assert self._read is not None
-        self._read_generation += 1
-        self.set_read_secret(self._read.suite, secret)
+        self._check_key_change()
+        self._records.next_read_generation(secret)
 
     def eku_admission(self) -> str:
         """Whether to answer a peer's update request now: "accept", "defer" or "reject".
@@ -559,11 +543,16 @@ class Connection:
 
     def set_peer_record_size_limit(self, limit: int) -> None:
         """The peer's record_size_limit; RFC 8449 §4 binds both ends once it is negotiated."""
-        self.peer_record_size_limit = min(limit, MAX_PLAINTEXT + 1)
+        self._records.set_peer_record_size_limit(limit)
+
+    @property
+    def peer_record_size_limit(self) -> int:
+        """Largest TLSInnerPlaintext the peer accepts (RFC 8449)."""
+        return self._records.peer_record_size_limit
 
     def enforce_record_size_limit(self) -> None:
         """The peer has agreed to our record_size_limit: hold it to it."""
-        self.receive_record_size_limit = self.configuration.record_size_limit
+        self._records.receive_record_size_limit = self.configuration.record_size_limit
 
     @property
     def close_sent(self) -> bool:
@@ -571,15 +560,15 @@ class Connection:
 
     @property
     def read_protection(self) -> RecordProtection | None:
-        return self._read
+        return self._records.read
 
     @property
     def current_read_secret(self) -> bytes:
-        return self._read_secret
+        return self._records.read_secret
 
     @property
     def current_write_secret(self) -> bytes:
-        return self._write_secret
+        return self._records.write_secret
 
     # -------------------------------------------------------------- internals
 
@@ -592,6 +581,11 @@ class Connection:
         assert callable(action)
         try:
             action()
+        except UsageLimitError as exc:
+            # Our sending key is used up in the middle of protocol work: the
+            # connection cannot go on (RFC 9846 §5.5), though the peer is not to blame.
+            self._fail(exc)
+            raise
         except LocalProtocolError:
             raise
         except ProtocolError as exc:
@@ -622,71 +616,27 @@ class Connection:
 
     def _finish(self, alert: AlertDescription | None, by_peer: bool, reason: str) -> None:
         self.state = ConnectionState.CLOSED
-        self._read = None
-        self._read_secret = b""
-        self._write_secret = b""
+        self._records.drop_keys()
         self._events.append(ConnectionClosed(alert=alert, by_peer=by_peer, reason=reason))
 
     def _process_records(self) -> None:
+        records, handshake = self._records, self.handshake
         while self.state is not ConnectionState.CLOSED:
-            record = self._reader.pop()
+            record = records.next_record()
             if record is None:
                 return
-            self._handle_record(*record)
-
-    def _handle_record(self, outer_type: int, header: bytes, fragment: memoryview) -> None:
-        read = self._read
-        if outer_type == _APPLICATION_DATA and read is not None and self.handshake.application_data_allowed:
-            # The hot path: protected application data on an established connection.
-            if len(fragment) - read.tag_length > self.receive_record_size_limit:
-                raise RemoteProtocolError(
-                    "record exceeds our record_size_limit", AlertDescription.record_overflow
-                )
-            content_type, content = read.open(header, fragment)
+            content_type, content = record
             if (
-                content_type == _APPLICATION_DATA and content and not self._close_received
-                and not self._reassembler.has_partial()
+                content_type == _APPLICATION_DATA and content and handshake.application_data_allowed
+                and not self._close_received and not self._reassembler.has_partial()
             ):
+                # The hot path: application data on an established connection.
                 self._empty_records = 0
                 self._events.append(ApplicationData(content))
-                return
-        elif outer_type == ContentType.CHANGE_CIPHER_SPEC:
-            self._handle_change_cipher_spec(fragment)
-            return
-        elif read is None or (outer_type == ContentType.ALERT and not self.handshake.complete):
-            # Unprotected records: the hellos, and a peer's alert sent before it
-            # had our handshake keys.
-            if outer_type == _APPLICATION_DATA and read is None and self.handshake.skip_early_data_record(
-                len(fragment)
-            ):
-                return  # RFC 9846 §4.3.10: 0-RTT after our HelloRetryRequest
-            if outer_type not in (ContentType.HANDSHAKE, ContentType.ALERT):
-                raise RemoteProtocolError(
-                    f"unexpected unprotected record of type {outer_type}",
-                    AlertDescription.unexpected_message,
-                )
-            if len(fragment) > MAX_PLAINTEXT:
-                raise RemoteProtocolError("plaintext record over 2^14 bytes", AlertDescription.record_overflow)
-            content_type, content = outer_type, bytes(fragment)
-        else:
-            if outer_type != ContentType.APPLICATION_DATA:
-                raise RemoteProtocolError(
-                    "unprotected record after keys were established", AlertDescription.unexpected_message
-                )
-            # RFC 8449 §4 / RFC 9846 §5.4: the limit covers the whole
-            # TLSInnerPlaintext (content, type and padding).
-            if len(fragment) - read.tag_length > self.receive_record_size_limit:
-                raise RemoteProtocolError(
-                    "record exceeds our record_size_limit", AlertDescription.record_overflow
-                )
-            try:
-                content_type, content = read.open(header, fragment)
-            except RemoteProtocolError:
-                # The failed attempt used a sequence number; the ones before it opened.
-                if self.handshake.skip_undecryptable(len(fragment), read.sequence_number - 1):
-                    read.discard_failed_open()
-                    return
-                raise
+            else:
+                self._handle_content(content_type, content)
+
+    def _handle_content(self, content_type: int, content: bytes) -> None:
         if not content and content_type != ContentType.APPLICATION_DATA:
             # RFC 9846 §5.1: zero-length handshake and alert fragments are forbidden.
             raise RemoteProtocolError(
@@ -712,23 +662,6 @@ class Connection:
         else:
             raise RemoteProtocolError(
                 f"unknown record content type {content_type}", AlertDescription.unexpected_message
-            )
-
-    def _handle_change_cipher_spec(self, fragment: memoryview) -> None:
-        # RFC 9846 §5: a single 0x01 byte between the first ClientHello and the
-        # peer's Finished is dropped; anything else is unexpected.
-        if (
-            bytes(fragment) != b"\x01"
-            or self.handshake.peer_finished
-            or not self.handshake.started
-        ):
-            raise RemoteProtocolError(
-                "unexpected change_cipher_spec record", AlertDescription.unexpected_message
-            )
-        self._ccs_seen += 1
-        if self._ccs_seen > _MAX_CCS_RECORDS:
-            raise RemoteProtocolError(
-                "too many change_cipher_spec records", AlertDescription.unexpected_message
             )
 
     def _handle_handshake_fragment(self, content: bytes) -> None:
@@ -772,13 +705,12 @@ class Connection:
             raise RemoteProtocolError(
                 "data after KeyUpdate in the same record", AlertDescription.unexpected_message
             )
-        assert self._read is not None
-        suite = self._read.suite
-        self._read_generation += 1
-        self.set_read_secret(suite, ks.next_traffic_secret(suite, self._read_secret))
-        self.log_secret(self._traffic_label(peer=True), self._read_secret)
+        records = self._records
+        assert records.read is not None
+        records.next_read_generation(ks.next_traffic_secret(records.read.suite, records.read_secret))
+        self.log_secret(self._traffic_label(peer=True), records.read_secret)
         self._events.append(KeyUpdated(
-            direction="receive", generation=self._read_generation,
+            direction="receive", generation=records.read_generation,
             requested_by_peer=request == KeyUpdateRequest.update_requested,
         ))
         if request == KeyUpdateRequest.update_requested and not self._close_sent:
@@ -790,8 +722,9 @@ class Connection:
     def _send_key_update(
         self, request: KeyUpdateRequest, requested_by_peer: bool = False, timeout: float | None = None
     ) -> None:
-        assert self._write is not None
-        suite = self._write.suite
+        records = self._records
+        assert records.write is not None
+        suite = records.write.suite
         if request == KeyUpdateRequest.update_requested:
             if self._key_update_answer_owed or self._close_received:
                 # §4.6.3: no second update_requested before the peer's KeyUpdate;
@@ -806,22 +739,21 @@ class Connection:
                 )
         self.queue_handshake(encode_handshake(HandshakeType.key_update, KeyUpdate(request).encode()))
         self._flush_handshake()
-        self._write_generation += 1
-        self.set_write_secret(suite, ks.next_traffic_secret(suite, self._write_secret))
-        self.log_secret(self._traffic_label(peer=False), self._write_secret)
+        records.next_write_generation(ks.next_traffic_secret(suite, records.write_secret))
+        self.log_secret(self._traffic_label(peer=False), records.write_secret)
         self._events.append(
-            KeyUpdated(direction="send", generation=self._write_generation, requested_by_peer=requested_by_peer)
+            KeyUpdated(direction="send", generation=records.write_generation, requested_by_peer=requested_by_peer)
         )
         self._rekeyed()
 
     def _traffic_label(self, peer: bool) -> str:
         client_side = self.is_client != peer
-        generation = self._read_generation if peer else self._write_generation
+        generation = self._records.read_generation if peer else self._records.write_generation
         return f"{'CLIENT' if client_side else 'SERVER'}_TRAFFIC_SECRET_{generation}"
 
     def _maybe_auto_rekey(self) -> None:
         # RFC 9846 §5.5: update keys before the AEAD usage limit is reached.
-        if self._write is None or not self._write.near_limit:
+        if not self._records.near_usage_limit:
             return
         if self.eku is not None:
             if not self.eku.in_progress:
@@ -873,50 +805,10 @@ class Connection:
         level = AlertLevel.WARNING if description in (
             AlertDescription.close_notify, AlertDescription.user_canceled
         ) else AlertLevel.FATAL
-        payload = bytes((level, description))
-        if self._write is None:
-            self._out += plaintext_record(ContentType.ALERT, payload)
-        else:
-            self._seal(ContentType.ALERT, payload)
+        self._records.send_alert(level, description)
 
     def _flush_handshake(self) -> None:
         if self._pending_handshake:
             data = bytes(self._pending_handshake)
             self._pending_handshake.clear()
-            self._send_records(ContentType.HANDSHAKE, data)
-
-    def _max_fragment(self) -> int:
-        if self._write is None:
-            return MAX_PLAINTEXT
-        # The peer's limit counts the inner content type byte (RFC 8449 §4).
-        return min(MAX_PLAINTEXT, self.peer_record_size_limit - 1)
-
-    def _send_records(self, content_type: ContentType, data: bytes) -> None:
-        size = self._max_fragment()
-        write = self._write
-        if write is None:
-            # RFC 9846 §5.1: only the initial ClientHello (one not generated
-            # after a HelloRetryRequest, i.e. before anything arrived) may use 0x0301.
-            version = 0x0301 if self.is_client and not self._reader.started else 0x0303
-            for i in range(0, len(data), size):
-                self._out += plaintext_record(content_type, data[i : i + size], version)
-            return
-        if not data:
-            self._seal(content_type, data)
-            return
-        view = memoryview(data)
-        if self.configuration.record_padding is None:
-            for i in range(0, len(data), size):
-                write.seal_into(self._out, content_type, view[i : i + size])
-            return
-        for i in range(0, len(data), size):
-            self._seal(content_type, view[i : i + size])
-
-    def _seal(self, content_type: ContentType, content: bytes | memoryview) -> None:
-        assert self._write is not None
-        padding = 0
-        policy = self.configuration.record_padding
-        if policy is not None:
-            limit = self.peer_record_size_limit - 1 - len(content)
-            padding = max(0, min(policy(content_type, len(content)), limit))
-        self._write.seal_into(self._out, content_type, content, padding)
+            self._records.send(ContentType.HANDSHAKE, data)

@@ -46,6 +46,20 @@ class LocalProtocolError(ProtocolError):
         return str(self.args[0])
 
 
+class UsageLimitError(LocalProtocolError):
+    """Our sending key reached the AEAD usage limit of its cipher (RFC 9846 §5.5)
+    before a key update replaced it: our side's limit, not the peer's fault.
+
+    longtls starts a key update at 7/8 of the limit; this is raised only when
+    that update has not completed yet (e.g. an Extended Key Update waiting for
+    the peer's answer).  Nothing was sent and the connection stays open: send
+    again once the update completes.  ``alert`` (internal_error) is what the
+    connection sends if it has to give up.
+    """
+
+    alert = AlertDescription.internal_error
+
+
 class DecodeError(RemoteProtocolError):
     """A message or record could not be parsed."""
 

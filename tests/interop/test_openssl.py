@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -238,7 +239,7 @@ class Resumption:
     files: PkiFiles
     session: Path  # s_client's saved session
 
-    def client_config(self, **kwargs: object) -> Configuration:
+    def client_config(self, **kwargs: Any) -> Configuration:
         return client_config(self.bundle.ca, **kwargs)
 
     @contextlib.contextmanager
@@ -266,10 +267,10 @@ class Resumption:
 
     @contextlib.contextmanager
     def offering(
-        self, cfg: Configuration, port: int, ticket: SessionTicket, **changes: object
+        self, cfg: Configuration, port: int, ticket: SessionTicket, **changes: Any
     ) -> Iterator[tuple[SocketDriver, HandshakeComplete]]:
         """A connection offering ``ticket``: its driver and HandshakeComplete; closed at the end."""
-        drv = connect(dataclasses.replace(cfg, session_ticket=ticket, **changes), port)  # type: ignore[arg-type]
+        drv = connect(dataclasses.replace(cfg, session_ticket=ticket, **changes), port)
         try:
             yield drv, drv.handshake()
         finally:

@@ -230,15 +230,15 @@ def test_unprocessed_bytes_are_bounded() -> None:
     limit = HEADER_LENGTH + MAX_PLAINTEXT + MAX_CIPHERTEXT_EXPANSION
     almost = bytes((ContentType.APPLICATION_DATA, 3, 3)) + (limit - HEADER_LENGTH).to_bytes(2, "big")
     pair.server.receive_data(almost + bytes(limit - HEADER_LENGTH - 1))  # one byte short
-    assert pair.server._reader.buffered == limit - 1
+    assert pair.server._records.reader.buffered == limit - 1
     # Once complete, the record is judged (here: over our record_size_limit).
     with pytest.raises(RemoteProtocolError) as info:
         pair.server.receive_data(b"\x00")
     assert info.value.alert == A.record_overflow
     # A closed connection ignores input entirely: nothing more is buffered.
-    held = pair.server._reader.buffered
+    held = pair.server._records.reader.buffered
     pair.server.receive_data(bytes(10_000_000))
-    assert pair.server._reader.buffered == held
+    assert pair.server._records.reader.buffered == held
     # Before the handshake, a handshake message can be held up to
     # max_handshake_message_size, spread over at most max_handshake_records records.
     _, s, _ = configs(server_max_handshake_message_size=1000, server_max_handshake_records=8)
@@ -260,12 +260,12 @@ def test_empty_application_data_records() -> None:
     pair = connect(*configs(server_max_empty_records=8)[:2])
     for _ in range(3):
         for _ in range(8):
-            pair.client._send_records(ContentType.APPLICATION_DATA, b"")
+            pair.client._records.send(ContentType.APPLICATION_DATA, b"")
         pair.client.send(b"x")
         pair.server.receive_data(pair.client.data_to_send())
     assert not pair.server.is_closed
     for _ in range(9):
-        pair.client._send_records(ContentType.APPLICATION_DATA, b"")
+        pair.client._records.send(ContentType.APPLICATION_DATA, b"")
     with pytest.raises(RemoteProtocolError) as info:
         pair.server.receive_data(pair.client.data_to_send())
     assert info.value.alert == A.unexpected_message

@@ -333,18 +333,18 @@ def test_reprs_show_no_secrets() -> None:
 def test_keys_are_updated_before_the_aead_usage_limit() -> None:
     """RFC 9846 §5.5: update keys before 2^24.5 AES-GCM records; we do it at 7/8."""
     pair = connect(*configs(client_cipher_suites=[CipherSuite.TLS_AES_128_GCM_SHA256], client_extended_key_update=False, server_extended_key_update=False)[:2])
-    protection = pair.client._write
+    protection = pair.client._records.write
     assert protection is not None
     limit = protection.suite.record_limit
     # As if that many records had been exchanged: both ends agree on the count.
     protection.sequence_number = limit - (limit >> 3)
-    assert pair.server._read is not None
-    pair.server._read.sequence_number = protection.sequence_number
+    assert pair.server._records.read is not None
+    pair.server._records.read.sequence_number = protection.sequence_number
     pair.client.send(b"still flowing")
     pair.pump()
     sends = [e for e in pair.client_events if isinstance(e, KeyUpdated) and e.direction == "send"]
     assert len(sends) == 1
-    assert pair.client._write is not protection and pair.client._write.sequence_number == 1
+    assert pair.client._records.write is not protection and pair.client._records.write.sequence_number == 1
     assert pair.received("server") == b"still flowing"
 
 

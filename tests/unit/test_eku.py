@@ -173,7 +173,7 @@ def test_secrets_match_the_spec_formulas(
             assert f"EXPORTER_SECRET_{generation}" not in logged
         else:
             assert logged[f"EXPORTER_SECRET_{generation}"] == exp
-        assert pair.client._write_secret == c_ap and pair.server._write_secret == s_ap
+        assert pair.client._records.write_secret == c_ap and pair.server._records.write_secret == s_ap
         assert pair.client.eku is not None and pair.client.eku.exporter_secret == exp
         main0 = main1
         if profile == "draft-13":

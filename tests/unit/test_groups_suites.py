@@ -496,13 +496,13 @@ def test_ccm_usage_limit_triggers_a_key_update(suite: CipherSuite) -> None:
     assert SUITES[suite].record_limit == 2**23
     c, s, _ = configs(client_cipher_suites=[suite], server_cipher_suites=[suite])
     pair = connect(c, s)
-    protection = pair.client._write
-    assert protection is not None and pair.server._read is not None
+    protection = pair.client._records.write
+    assert protection is not None and pair.server._records.read is not None
     protection.sequence_number = 2**23 - 2**20  # as if that many records had been sent
-    pair.server._read.sequence_number = protection.sequence_number
+    pair.server._records.read.sequence_number = protection.sequence_number
     pair.client.send(b"still flowing")
     pair.pump()
-    assert pair.client._write is not protection
+    assert pair.client._records.write is not protection
     assert pair.client.key_generation == 1
     assert pair.received("server") == b"still flowing"
 

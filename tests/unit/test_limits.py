@@ -58,7 +58,7 @@ def test_handshake_split_into_too_many_records() -> None:
 
 def test_warning_alert_flood() -> None:
     pair = connect(*configs(server_max_warning_alerts=4)[:2])
-    assert pair.client._write is not None
+    assert pair.client._records.write is not None
     for _ in range(4):
         pair.client._send_alert(AlertDescription.user_canceled)
         pair.server.receive_data(pair.client.data_to_send())

@@ -21,7 +21,7 @@ from ..crypto import key_schedule as ks
 from ..crypto.groups import KeyShare, get_group
 from ..crypto.suites import suite_info
 from ..eku import acknowledged_profile, profile_flags
-from ..errors import RemoteProtocolError
+from ..errors import LocalProtocolError, RemoteProtocolError
 from ..events import SessionTicket, SessionTicketReceived
 from ..psk import PskCandidate, PskKind, client_candidates, hash_suite
 from ..wire import extensions as X
@@ -92,7 +92,8 @@ class ClientHandshake(HandshakeEngine):
 
     def start(self) -> None:
         if self.state is not ClientState.START:
-            raise RemoteProtocolError("handshake already started", AlertDescription.internal_error)
+            # The application's mistake, not the peer's: nothing is sent (errors.LocalProtocolError).
+            raise LocalProtocolError("the handshake was already started")
         cfg = self.config
         self.conn.client_random = cfg.random(32)
         self.session_id = cfg.random(32) if cfg.middlebox_compatibility else b""

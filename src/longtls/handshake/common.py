@@ -203,6 +203,12 @@ class HandshakeEngine:
         skipping rejected 0-RTT); the record layer then forgets the attempt."""
         return False
 
+    @property
+    def change_cipher_spec_allowed(self) -> bool:
+        """RFC 9846 §5: a compatibility change_cipher_spec may arrive between the
+        first ClientHello and the peer's Finished."""
+        return self.started and not self.peer_finished
+
     def skip_early_data_record(self, length: int) -> bool:
         """Whether to drop an application_data record that arrived before we
         have a key to open it (a server skipping 0-RTT after a HelloRetryRequest)."""

@@ -13,7 +13,7 @@ from cryptography.exceptions import InvalidTag
 from ..constants import MAX_CIPHERTEXT_EXPANSION, MAX_PLAINTEXT, AlertDescription, ContentType
 from ..crypto.key_schedule import traffic_keys
 from ..crypto.suites import SuiteInfo
-from ..errors import RemoteProtocolError
+from ..errors import RemoteProtocolError, UsageLimitError
 from .arrival import MAX_CIPHERTEXT_LENGTH, PROTECTED_RECORD_TYPE, RECORD_TYPES, header_error
 
 HEADER_LENGTH = 5
@@ -78,9 +78,8 @@ class RecordProtection:
         ciphertext object).
         """
         if self.exhausted:
-            raise RemoteProtocolError(
-                "AEAD usage limit reached without a key update", AlertDescription.internal_error
-            )
+            # §5.5: our own limit; the key update that replaces this key is late.
+            raise UsageLimitError("AEAD usage limit of the sending key reached; the key update has not completed")
         n = len(content)
         inner_length = n + 1 + padding
         inner = self._inner
