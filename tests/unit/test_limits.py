@@ -129,3 +129,23 @@ def test_handshake_timeout() -> None:
     assert server.data_to_send() == plaintext_record(ContentType.ALERT, bytes((1, 90))) + plaintext_record(
         ContentType.ALERT, bytes((1, 0))
     )
+
+
+def test_handshake_timeout_runs_from_connection_made() -> None:
+    """A peer that connects and never sends a byte: the clock starts when the
+    transport opens (Connection.connection_made), not with the first byte."""
+    now = [5_000_000.0]
+    _, s, _ = configs(server_handshake_timeout=10.0)
+    s.now = lambda: now[0]
+    server = Connection(s)
+    assert server.get_timer() is None  # nothing to time yet
+    server.connection_made()
+    assert server.get_timer() == now[0] + 10.0
+    now[0] += 4.0
+    server.connection_made()  # a second call does not restart the clock
+    server.receive_data(b"\x16")  # nor does the first byte
+    assert server.get_timer() == now[0] + 6.0
+    now[0] += 6.0
+    with pytest.raises(HandshakeTimeoutError):
+        server.handle_timer()
+    assert server.is_closed and _closed_with(server) == AlertDescription.close_notify
