@@ -286,10 +286,10 @@ class Connection:
             # close_notify (RFC 9846 §6.1).
             # Raised like KeyUpdateTimeoutError below, so that every caller (the
             # asyncio layer included) reports this one error.
-            error = HandshakeTimeoutError(timeout)
+            timed_out = HandshakeTimeoutError(timeout)
             self._send_alert(AlertDescription.user_canceled)
-            self._fail(error)
-            raise error
+            self._fail(timed_out)
+            raise timed_out
         update_deadline = self._update_deadline()
         if update_deadline is not None and current >= update_deadline[0]:
             # The same pair of alerts as the handshake timeout: user_canceled,
