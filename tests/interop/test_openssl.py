@@ -338,16 +338,28 @@ def converse_with_s_client(cli: PeerProcess) -> None:
     peer_side(ProcessEnd(cli, {True: "K"}, confirmation="^KEYUPDATE$"), S_CLIENT)
 
 
+def s_client_to_longtls(
+    cfg: Configuration, files: PkiFiles, *extra: str, handler: Callable[[SocketDriver], object] = serve_s_client,
+    brief: bool = True, ready: str = r"^CONNECTION ESTABLISHED$",
+) -> tuple[LongtlsServer, PeerProcess]:
+    """One s_client connection to a longtls server holding the KeyUpdate
+    conversation; returns the joined server and the finished s_client.
+    (``brief=False``: -brief hides what some tests read, e.g. ALPN, exporters.)"""
+    with LongtlsServer(cfg, handler) as server:
+        args = s_client(files, server.port, *extra)
+        if not brief:
+            args.remove("-brief")
+        with start_process(args, ready_pattern=ready) as cli:
+            converse_with_s_client(cli)
+        server.join()
+    return server, cli
+
+
 @pytest.mark.parametrize("group", list(GROUPS), ids=_ids(GROUPS))
 @pytest.mark.parametrize("key_type", KEY_TYPES)
 def test_openssl_s_client_longtls_server(pki: object, tmp_path: Path, key_type: str, group: NamedGroup) -> None:
     bundle, files = _pki(pki, key_type, tmp_path)
-    with LongtlsServer(server_config(bundle.server), serve_s_client) as server:
-        with start_process(
-            s_client(files, server.port, "-groups", GROUPS[group]), ready_pattern=r"^CONNECTION ESTABLISHED$"
-        ) as cli:
-            converse_with_s_client(cli)
-        server.join()
+    server, cli = s_client_to_longtls(server_config(bundle.server), files, "-groups", GROUPS[group])
     done = server.handshakes[0]
     assert done.group == group
     assert not done.extended_key_update  # s_client does not offer EKU; KeyUpdate is used
@@ -372,12 +384,7 @@ def test_openssl_s_client_hello_retry_request_from_longtls(pki: object, tmp_path
     for it with a HelloRetryRequest."""
     bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
     cfg = server_config(bundle.server, groups=[NamedGroup.secp384r1])
-    with LongtlsServer(cfg, serve_s_client) as server:
-        with start_process(
-            s_client(files, server.port, "-groups", "X25519:P-384"), ready_pattern=r"^CONNECTION ESTABLISHED$"
-        ) as cli:
-            converse_with_s_client(cli)
-        server.join()
+    server, cli = s_client_to_longtls(cfg, files, "-groups", "X25519:P-384")
     done = server.handshakes[0]
     assert server.driver.conn.handshake.hrr_group == NamedGroup.secp384r1  # type: ignore[attr-defined]
     assert done.group == NamedGroup.secp384r1
@@ -387,11 +394,7 @@ def test_openssl_s_client_hello_retry_request_from_longtls(pki: object, tmp_path
 @pytest.mark.parametrize("suite", list(OPENSSL_SUITE_NAMES), ids=[s.name for s in OPENSSL_SUITE_NAMES])
 def test_openssl_s_client_longtls_server_cipher_suite(pki: object, tmp_path: Path, suite: CipherSuite) -> None:
     bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    with LongtlsServer(server_config(bundle.server), serve_s_client) as server:
-        args = s_client(files, server.port, "-ciphersuites", OPENSSL_SUITE_NAMES[suite])
-        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
-            converse_with_s_client(cli)
-        server.join()
+    server, cli = s_client_to_longtls(server_config(bundle.server), files, "-ciphersuites", OPENSSL_SUITE_NAMES[suite])
     assert server.handshakes[0].cipher_suite == suite
     assert f"Ciphersuite: {OPENSSL_SUITE_NAMES[suite]}" in cli.stderr, cli.describe()
 
@@ -401,11 +404,7 @@ def test_openssl_s_client_mutual_tls_with_longtls_server(pki: object, tmp_path: 
     """longtls requires a client certificate and verifies s_client's."""
     bundle, files = _pki(pki, key_type, tmp_path)
     cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
-    with LongtlsServer(cfg, serve_s_client) as server:
-        args = s_client(files, server.port, "-cert", str(files.client.cert), "-key", str(files.client.key))
-        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
-            converse_with_s_client(cli)
-        server.join()
+    server, _ = s_client_to_longtls(cfg, files, "-cert", str(files.client.cert), "-key", str(files.client.key))
     done = server.handshakes[0]
     assert done.client_authenticated
     assert done.signature_scheme == EXPECTED_SCHEME[key_type]
@@ -468,12 +467,7 @@ def test_openssl_record_padding(pki: object, tmp_path: Path, side: str) -> None:
             srv.wait(10)
     else:
         cfg = server_config(bundle.server, record_padding=pad_to_block(256))
-        with LongtlsServer(cfg, serve_s_client) as server:
-            with start_process(
-                s_client(files, server.port, "-record_padding", "512"), ready_pattern=r"^CONNECTION ESTABLISHED$"
-            ) as cli:
-                converse_with_s_client(cli)
-            server.join()
+        s_client_to_longtls(cfg, files, "-record_padding", "512")
 
 
 @pytest.mark.parametrize("key_type", ["rsa-2048", "ecdsa-p256"])
@@ -502,12 +496,9 @@ def test_openssl_s_client_fragments_handshake_messages(pki: object, tmp_path: Pa
     reassembles the client's Certificate from several records."""
     bundle, files = _pki(pki, "rsa-2048", tmp_path)
     cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
-    with LongtlsServer(cfg, serve_s_client) as server:
-        args = s_client(files, server.port, "-max_send_frag", "512",
-                        "-cert", str(files.client.cert), "-key", str(files.client.key))
-        with start_process(args, ready_pattern=r"^CONNECTION ESTABLISHED$") as cli:
-            converse_with_s_client(cli)
-        server.join()
+    server, _ = s_client_to_longtls(
+        cfg, files, "-max_send_frag", "512", "-cert", str(files.client.cert), "-key", str(files.client.key)
+    )
     assert server.handshakes[0].client_authenticated
 
 
@@ -523,12 +514,7 @@ def test_openssl_without_middlebox_compatibility(pki: object, tmp_path: Path) ->
         finally:
             drv.close()
         srv.wait(10)
-    with LongtlsServer(server_config(bundle.server), serve_s_client) as server:
-        with start_process(
-            s_client(files, server.port, "-no_middlebox"), ready_pattern=r"^CONNECTION ESTABLISHED$"
-        ) as cli:
-            converse_with_s_client(cli)
-        server.join()
+    s_client_to_longtls(server_config(bundle.server), files, "-no_middlebox")
 
 
 def test_openssl_large_transfer_both_ways(pki: object, tmp_path: Path) -> None:
@@ -642,12 +628,9 @@ def test_openssl_alpn_both_directions(pki: object, tmp_path: Path) -> None:
             drv.close()
         srv.wait(10)
     assert "ALPN protocols selected: h2" in srv.stdout, srv.describe()
-    with LongtlsServer(server_config(bundle.server, alpn_protocols=["h2", "http/1.1"]), serve_s_client) as server:
-        args = s_client(files, server.port, "-alpn", "http/1.1")
-        args.remove("-brief")  # -brief does not print the ALPN result
-        with start_process(args, ready_pattern=r"^ALPN protocol: ") as cli:
-            converse_with_s_client(cli)
-        server.join()
+    cfg = server_config(bundle.server, alpn_protocols=["h2", "http/1.1"])
+    # -brief does not print the ALPN result
+    server, cli = s_client_to_longtls(cfg, files, "-alpn", "http/1.1", brief=False, ready=r"^ALPN protocol: ")
     assert server.handshakes[0].alpn_protocol == "http/1.1"
     assert "ALPN protocol: http/1.1" in cli.stdout, cli.describe()
 
@@ -661,12 +644,10 @@ def test_openssl_s_client_exporter_matches_longtls(pki: object, tmp_path: Path) 
         serve_s_client(drv)
         return drv.conn.export_keying_material(label, b"", 32)
 
-    with LongtlsServer(server_config(bundle.server), handler) as server:
-        args = s_client(files, server.port, "-keymatexport", label, "-keymatexportlen", "32")
-        args.remove("-brief")
-        with start_process(args, ready_pattern=r"Keying material: [0-9A-F]+") as cli:
-            converse_with_s_client(cli)
-        server.join()
+    server, cli = s_client_to_longtls(
+        server_config(bundle.server), files, "-keymatexport", label, "-keymatexportlen", "32",
+        handler=handler, brief=False, ready=r"Keying material: [0-9A-F]+",
+    )
     m = re.search(r"Keying material: ([0-9A-F]+)", cli.stdout)
     assert m, cli.describe()
     assert bytes.fromhex(m.group(1)) == server.result
@@ -821,19 +802,9 @@ def test_longtls_client_ticket_unknown_to_new_s_server_falls_back(resumption: Re
 def test_openssl_s_client_ticket_unknown_to_longtls_falls_back(resumption: Resumption) -> None:
     """s_client offers a ticket sealed under another longtls ticket_key: longtls
     cannot open it and completes a full handshake."""
-    files, session = resumption.files, resumption.session
-    with LongtlsServer(server_config(resumption.bundle.server), serve_s_client) as server:
-        with start_process(
-            s_client(files, server.port, "-sess_out", str(session)), ready_pattern=r"^CONNECTION ESTABLISHED$"
-        ) as cli:
-            converse_with_s_client(cli)
-        server.join()
-    with LongtlsServer(server_config(resumption.bundle.server), serve_s_client) as server2:
-        with start_process(
-            s_client(files, server2.port, "-sess_in", str(session)), ready_pattern=r"^CONNECTION ESTABLISHED$"
-        ) as cli2:
-            converse_with_s_client(cli2)
-        server2.join()
+    files, session = resumption.files, str(resumption.session)
+    s_client_to_longtls(server_config(resumption.bundle.server), files, "-sess_out", session)
+    server2, _ = s_client_to_longtls(server_config(resumption.bundle.server), files, "-sess_in", session)
     assert not server2.handshakes[0].resumed
 
 
