@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
+from helpers.driver import (
+    Handler,
+    LongtlsServer,
+    SocketDriver,
+    client_config,
+    connect,
+    server_config,
+)
 from helpers.keyupdate import KeyUpdatePeer, ProcessEnd, longtls_side, peer_side
 from helpers.peers import PeerProcess, free_port, start_process
 from helpers.pki import Pki, PkiFiles
-from longtls.config import ClientAuth
+from longtls.config import ClientAuth, Configuration
 from longtls.constants import CipherSuite, NamedGroup, SignatureScheme
 
 KEY_TYPES = ["rsa-2048", "ecdsa-p256", "ed25519"]
@@ -185,15 +193,24 @@ def converse_with_gnutls_cli(cli: PeerProcess) -> None:
     peer_side(ProcessEnd(cli, commands, confirmation="Rekey was completed"), GNUTLS_CLI)
 
 
+def gnutls_cli_to_longtls(
+    cfg: Configuration, files: PkiFiles, priority: str, *extra: str,
+    handler: Handler | Sequence[Handler] = serve_gnutls_cli, ready: str = r"Handshake was completed",
+) -> tuple[LongtlsServer, PeerProcess]:
+    """gnutls-cli against a longtls server, holding the KeyUpdate conversation;
+    returns the joined server and the finished gnutls-cli."""
+    with LongtlsServer(cfg, handler) as server:
+        with start_process(gnutls_cli(files, server.port, priority, *extra), ready_pattern=ready) as cli:
+            converse_with_gnutls_cli(cli)
+        server.join()
+    return server, cli
+
+
 @pytest.mark.parametrize("group", list(GNUTLS_GROUPS), ids=[g.name for g in GNUTLS_GROUPS])
 @pytest.mark.parametrize("key_type", KEY_TYPES)
 def test_gnutls_cli_longtls_server(pki: Any, tmp_path: Path, key_type: str, group: NamedGroup) -> None:
     bundle, files = _pki(pki, key_type, tmp_path)
-    with LongtlsServer(server_config(bundle.server), serve_gnutls_cli) as server:
-        args = gnutls_cli(files, server.port, _priority(group))
-        with start_process(args, ready_pattern=r"Handshake was completed") as cli:
-            converse_with_gnutls_cli(cli)
-        server.join()
+    server, cli = gnutls_cli_to_longtls(server_config(bundle.server), files, _priority(group))
     done = server.handshakes[0]
     assert done.group == group
     assert done.server_name == "localhost"
@@ -210,11 +227,8 @@ def test_gnutls_cli_hello_retry_request_from_longtls(pki: Any, tmp_path: Path) -
     only secp384r1, its third group, and asks for it."""
     bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
     cfg = server_config(bundle.server, groups=[NamedGroup.secp384r1])
-    with LongtlsServer(cfg, serve_gnutls_cli) as server:
-        priority = _priority(NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.secp384r1)
-        with start_process(gnutls_cli(files, server.port, priority), ready_pattern=r"Handshake was completed") as cli:
-            converse_with_gnutls_cli(cli)
-        server.join()
+    priority = _priority(NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.secp384r1)
+    server, cli = gnutls_cli_to_longtls(cfg, files, priority)
     assert server.driver.conn.handshake.hrr_group == NamedGroup.secp384r1  # type: ignore[attr-defined]
     assert server.handshakes[0].group == NamedGroup.secp384r1
     assert "ECDHE-SECP384R1" in cli.stdout, cli.describe()
@@ -224,13 +238,9 @@ def test_gnutls_cli_hello_retry_request_from_longtls(pki: Any, tmp_path: Path) -
 def test_gnutls_cli_mutual_tls_with_longtls_server(pki: Any, tmp_path: Path, key_type: str) -> None:
     bundle, files = _pki(pki, key_type, tmp_path)
     cfg = server_config(bundle.server, client_ca=bundle.ca, client_auth=ClientAuth.REQUIRED)
-    with LongtlsServer(cfg, serve_gnutls_cli) as server:
-        args = gnutls_cli(
-            files, server.port, TLS13, "--x509certfile", str(files.client.chain), "--x509keyfile", str(files.client.key)
-        )
-        with start_process(args, ready_pattern=r"Handshake was completed") as cli:
-            converse_with_gnutls_cli(cli)
-        server.join()
+    server, _ = gnutls_cli_to_longtls(
+        cfg, files, TLS13, "--x509certfile", str(files.client.chain), "--x509keyfile", str(files.client.key)
+    )
     done = server.handshakes[0]
     assert done.client_authenticated
     assert done.signature_scheme == EXPECTED_SCHEME[key_type]
@@ -240,11 +250,10 @@ def test_gnutls_cli_mutual_tls_with_longtls_server(pki: Any, tmp_path: Path, key
 def test_gnutls_cli_resumption_with_longtls_server(pki: Any, tmp_path: Path) -> None:
     """gnutls-cli --resume: a full handshake, then a resumed one with longtls' ticket."""
     bundle, files = _pki(pki, "ecdsa-p256", tmp_path)
-    with LongtlsServer(server_config(bundle.server), [SocketDriver.wait_for_peer_close, serve_gnutls_cli]) as server:
-        args = gnutls_cli(files, server.port, TLS13, "--resume", "--waitresumption")
-        with start_process(args, ready_pattern=r"This is a resumed session") as cli:
-            converse_with_gnutls_cli(cli)
-        server.join()
+    server, _ = gnutls_cli_to_longtls(
+        server_config(bundle.server), files, TLS13, "--resume", "--waitresumption",
+        handler=[SocketDriver.wait_for_peer_close, serve_gnutls_cli], ready=r"This is a resumed session",
+    )
     first, second = server.handshakes
     assert not first.resumed
     assert second.resumed
@@ -365,11 +374,10 @@ def test_gnutls_cli_exporter_matches_longtls(pki: Any, tmp_path: Path) -> None:
         serve_gnutls_cli(drv)
         return drv.conn.export_keying_material(label, b"", 20)
 
-    with LongtlsServer(server_config(bundle.server), handler) as server:
-        args = gnutls_cli(files, server.port, TLS13, "--keymatexport", label, "--keymatexportsize", "20")
-        with start_process(args, ready_pattern=r"Handshake was completed") as cli:
-            converse_with_gnutls_cli(cli)
-        server.join()
+    server, cli = gnutls_cli_to_longtls(
+        server_config(bundle.server), files, TLS13, "--keymatexport", label, "--keymatexportsize", "20",
+        handler=handler,
+    )
     m = re.search(r"- Key material: ([0-9a-f]+)", cli.stdout)
     assert m, cli.describe()
     assert bytes.fromhex(m.group(1)) == server.result
@@ -387,10 +395,7 @@ def test_gnutls_alpn_both_directions(pki: Any, tmp_path: Path) -> None:
             converse_with_echo(drv)
         finally:
             drv.close()
-    with LongtlsServer(server_config(bundle.server, alpn_protocols=["h2", "http/1.1"]), serve_gnutls_cli) as server:
-        args = gnutls_cli(files, server.port, TLS13, "--alpn", "http/1.1", "--alpn", "h2")
-        with start_process(args, ready_pattern=r"Handshake was completed") as cli:
-            converse_with_gnutls_cli(cli)
-        server.join()
+    cfg = server_config(bundle.server, alpn_protocols=["h2", "http/1.1"])
+    server, cli = gnutls_cli_to_longtls(cfg, files, TLS13, "--alpn", "http/1.1", "--alpn", "h2")
     assert server.handshakes[0].alpn_protocol == "h2"  # longtls' preference
     assert re.search(r"- Application protocol: h2", cli.stdout), cli.describe()
