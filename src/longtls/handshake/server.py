@@ -5,8 +5,6 @@ from __future__ import annotations
 from enum import Enum, auto
 from typing import TYPE_CHECKING, ClassVar
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from ..config import ClientAuth, Configuration
 from ..constants import (
     HELLO_RETRY_REQUEST_RANDOM,
@@ -30,7 +28,7 @@ from ..errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from ..events import PeerAuthenticated
 from ..psk import PskKind, find_external, server_candidate
 from ..wire import extensions as X
-from ..wire.buffer import Buffer, u8, u16, u32, u64, vec
+from ..wire.buffer import u8
 from ..wire.messages import (
     Certificate,
     CertificateRequest,
@@ -42,6 +40,7 @@ from ..wire.messages import (
     encode_handshake,
     extensions_by_type,
 )
+from ..wire.tickets import TicketState
 from .common import (
     CLIENT_CV_CONTEXT,
     SERVER_CV_CONTEXT,
@@ -50,15 +49,17 @@ from .common import (
     decode_certificates,
 )
 from .host import HandshakeHost
+from .tickets import (
+    ORIGIN_LENGTH,
+    Resumption,
+    open_ticket,
+    remember_generation,
+    seal_ticket,
+    usable_ticket,
+)
 
 if TYPE_CHECKING:
     from ..eku import ExtendedKeyUpdate
-
-_TICKET_VERSION = 1
-# Grace for clock skew between the ticket's issue time and its use.
-_TICKET_AGE_TOLERANCE_MS = 10_000
-# Connections whose ticket generations a server remembers.
-_MAX_TICKET_ORIGINS = 100_000
 
 
 class ServerState(Enum):
@@ -72,26 +73,6 @@ class ServerState(Enum):
     PHA_WAIT_CERT = auto()
     PHA_WAIT_CV = auto()
     PHA_WAIT_FINISHED = auto()
-
-
-class _Resumption:
-    """What a valid ticket (or an external PSK we know) gave us."""
-
-    __slots__ = ("psk", "suite", "alpn", "server_name", "kind", "identity")
-
-    def __init__(
-        self, psk: bytes, suite: CipherSuite, alpn: str | None, server_name: str | None,
-        kind: PskKind = PskKind.RESUMPTION, identity: bytes | None = None,
-    ) -> None:
-        self.psk = psk
-        self.suite = suite
-        self.alpn = alpn
-        self.server_name = server_name
-        self.kind = kind
-        self.identity = identity  # an external PSK's identity
-
-    def __repr__(self) -> str:
-        return f"<_Resumption {self.kind.value} {self.suite.name}>"
 
 
 def _pre_tls13_client_hello(body: bytes) -> ClientHello:
@@ -135,7 +116,7 @@ class ServerHandshake(HandshakeEngine):
         self.known_psk_unusable = False
         # Names this connection inside its tickets, so an extended key update
         # can invalidate the ones issued before it.
-        self.ticket_origin = config.random(8)
+        self.ticket_origin = config.random(ORIGIN_LENGTH)
         self.scheme: SignatureScheme | None = None
 
     def initial_state(self) -> Enum:
@@ -353,7 +334,7 @@ class ServerHandshake(HandshakeEngine):
 
     # ----------------------------------------------------------- resumption
 
-    def _check_psk(self, ch: ClientHello, exts: dict[int, bytes], raw: bytes) -> _Resumption | None:
+    def _check_psk(self, ch: ClientHello, exts: dict[int, bytes], raw: bytes) -> Resumption | None:
         data = exts.get(ExtensionType.pre_shared_key)
         if data is None:
             return None
@@ -386,7 +367,7 @@ class ServerHandshake(HandshakeEngine):
             return found
         return None
 
-    def _external_psk(self, identity: bytes) -> _Resumption | None:
+    def _external_psk(self, identity: bytes) -> Resumption | None:
         assert self.suite is not None
         cfg = self.config
         candidate = server_candidate(cfg.external_psks, cfg.external_psk_lookup, identity, self.suite.hash_name)
@@ -394,58 +375,32 @@ class ServerHandshake(HandshakeEngine):
             if find_external(cfg.external_psks, cfg.external_psk_lookup, identity) is not None:
                 self.known_psk_unusable = True  # ours, but bound to the other hash
             return None
-        return _Resumption(
+        return Resumption(
             candidate.psk, CipherSuite(self.suite.suite), None, None, candidate.kind, candidate.display_identity
         )
 
     def _seal_ticket(self, psk: bytes, age_add: int) -> bytes:
         assert self.suite is not None
-        now_ms = int(self.config.now() * 1000)
-        state = b"".join((
-            u8(_TICKET_VERSION), u16(self.suite.suite), u64(now_ms), u32(self.config.ticket_lifetime),
-            self.ticket_origin, u32(self.conn.key_generation),
-            u32(age_add), vec(1, psk), vec(1, (self.alpn_protocol or "").encode()),
-            vec(2, (self.server_name or "").encode()),
-        ))
-        nonce = self.config.random(12)
-        return nonce + AESGCM(self.config.ticket_key).encrypt(nonce, state, b"longtls ticket")
+        cfg = self.config
+        state = TicketState(
+            self.suite.suite, int(cfg.now() * 1000), cfg.ticket_lifetime, self.ticket_origin,
+            self.conn.key_generation, age_add, psk, self.alpn_protocol, self.server_name,
+        )
+        return seal_ticket(cfg.ticket_key, cfg.random(12), state)
 
-    def _open_ticket(self, ticket: bytes, obfuscated_age: int) -> _Resumption | None:
-        if len(ticket) < 12 + 16:
+    def _open_ticket(self, ticket: bytes, obfuscated_age: int) -> Resumption | None:
+        state = open_ticket(self.config.ticket_key, ticket)
+        if state is None:
             return None
-        try:
-            state = AESGCM(self.config.ticket_key).decrypt(ticket[:12], ticket[12:], b"longtls ticket")
-        except Exception:
-            return None  # not ours, or tampered with: fall back to a full handshake
-        buf = Buffer(state)
-        if buf.read_uint8() != _TICKET_VERSION:
-            return None
-        suite = buf.read_uint16()
-        issued_ms = buf.read_uint64()
-        lifetime = buf.read_uint32()
-        origin = buf.read(len(self.ticket_origin))
-        generation = buf.read_uint32()
-        age_add = buf.read_uint32()
-        psk = buf.read_vector(1)
-        alpn = buf.read_vector(1).decode() or None
-        sni = buf.read_vector(2).decode() or None
-        now_ms = int(self.config.now() * 1000)
-        age_ms = now_ms - issued_ms
-        if age_ms < -_TICKET_AGE_TOLERANCE_MS or age_ms > lifetime * 1000:
-            return None  # expired (§4.6.1)
-        client_age = (obfuscated_age - age_add) % 2**32
-        if abs(client_age - age_ms) > _TICKET_AGE_TOLERANCE_MS + age_ms // 10:
-            return None  # §8.3: the client's view of the ticket age is implausible
-        if suite not in self.config.cipher_suites:
-            return None
-        if generation < self.config.ticket_generations.get(origin, 0):
-            return None  # issued before an extended key update on its connection
-        return _Resumption(psk, CipherSuite(suite), alpn, sni)
+        return usable_ticket(
+            state, now_ms=int(self.config.now() * 1000), obfuscated_age=obfuscated_age,
+            cipher_suites=self.config.cipher_suites, ticket_generations=self.config.ticket_generations,
+        )
 
     # ---------------------------------------------------------- server flight
 
     def _send_server_flight(
-        self, ch: ClientHello, exts: dict[int, bytes], resumption: _Resumption | None,
+        self, ch: ClientHello, exts: dict[int, bytes], resumption: Resumption | None,
         server_share: X.KeyShareEntry | None, shared: bytes | None,
     ) -> None:
         assert self.suite is not None
@@ -486,7 +441,7 @@ class ServerHandshake(HandshakeEngine):
         self.conn.set_write_secret(self.suite, secrets.server_application_traffic_secret)
         self.state = ServerState.WAIT_CERT if self.certificate_requested else ServerState.WAIT_FINISHED
 
-    def _encrypted_extensions(self, exts: dict[int, bytes], resumption: _Resumption | None) -> list[Extension]:
+    def _encrypted_extensions(self, exts: dict[int, bytes], resumption: Resumption | None) -> list[Extension]:
         out: list[Extension] = []
         if ExtensionType.server_name in exts and self.server_name is not None:
             out.append(Extension(ExtensionType.server_name, b""))
@@ -681,10 +636,7 @@ class ServerHandshake(HandshakeEngine):
         # invalidated; fresh ones, from the new resumption secret, replace them.
         if eku is None or eku.profile.disable_tickets:
             return
-        registry = self.config.ticket_generations
-        registry[self.ticket_origin] = eku.generation
-        while len(registry) > _MAX_TICKET_ORIGINS:
-            del registry[next(iter(registry))]
+        remember_generation(self.config.ticket_generations, self.ticket_origin, eku.generation)
         self.send_session_tickets(self.config.session_tickets)
 
     TRANSITIONS: ClassVar[dict[tuple[Enum, int], Handler]] = {

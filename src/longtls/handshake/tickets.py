@@ -1,0 +1,99 @@
+"""Session tickets on the server side (RFC 9846 §4.6.1, §8.3): seal, open, judge.
+
+longtls keeps no server-side session cache: a ticket carries its own state
+(wire/tickets.py), sealed with AES-256-GCM under ``Configuration.ticket_key``.
+Opening a ticket fails quietly (a full handshake follows) when it is not
+ours or was tampered with (the AEAD's InvalidTag, and only that), when it
+authenticates but its state does not decode (a ticket of another format
+under the same key: not the peer's doing, so no alert), or when it is
+expired, implausibly aged, of a suite no longer configured, or older than an
+extended key update on the connection that issued it (EKU draft-13 §6 and
+the earlier drafts invalidate those).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..constants import CipherSuite
+from ..errors import DecodeError
+from ..psk import PskKind
+from ..wire.tickets import ORIGIN_LENGTH, TicketState
+
+__all__ = ["ORIGIN_LENGTH", "Resumption", "open_ticket", "remember_generation", "seal_ticket", "usable_ticket"]
+
+#: Grace for clock skew between the ticket's issue time and its use.
+TICKET_AGE_TOLERANCE_MS = 10_000
+#: Connections whose ticket generations a server remembers.
+MAX_TICKET_ORIGINS = 100_000
+_NONCE_LENGTH = 12
+_TAG_LENGTH = 16
+_AAD = b"longtls ticket"
+
+
+class Resumption:
+    """What a valid ticket (or an external PSK we know) gave us."""
+
+    __slots__ = ("psk", "suite", "alpn", "server_name", "kind", "identity")
+
+    def __init__(
+        self, psk: bytes, suite: CipherSuite, alpn: str | None, server_name: str | None,
+        kind: PskKind = PskKind.RESUMPTION, identity: bytes | None = None,
+    ) -> None:
+        self.psk = psk
+        self.suite = suite
+        self.alpn = alpn
+        self.server_name = server_name
+        self.kind = kind
+        self.identity = identity  # an external PSK's identity
+
+    def __repr__(self) -> str:
+        return f"<Resumption {self.kind.value} {self.suite.name}>"
+
+
+def seal_ticket(key: bytes, nonce: bytes, state: TicketState) -> bytes:
+    """The opaque ticket of NewSessionTicket: ``nonce || AES-256-GCM(key, state)``."""
+    return nonce + AESGCM(key).encrypt(nonce, state.encode(), _AAD)
+
+
+def open_ticket(key: bytes, ticket: bytes) -> TicketState | None:
+    """The state inside ``ticket``, or None if it is not a ticket of ours."""
+    if len(ticket) < _NONCE_LENGTH + _TAG_LENGTH:
+        return None
+    try:
+        plaintext = AESGCM(key).decrypt(ticket[:_NONCE_LENGTH], ticket[_NONCE_LENGTH:], _AAD)
+    except InvalidTag:
+        return None  # not ours, or tampered with: fall back to a full handshake
+    try:
+        return TicketState.decode(plaintext)
+    except DecodeError:
+        return None  # ours, but of another format: a full handshake, no alert
+
+
+def usable_ticket(
+    state: TicketState, *, now_ms: int, obfuscated_age: int, cipher_suites: Container[int],
+    ticket_generations: dict[bytes, int],
+) -> Resumption | None:
+    """The resumption a ticket's state grants now, or None if it may not be used."""
+    age_ms = now_ms - state.issued_ms
+    if age_ms < -TICKET_AGE_TOLERANCE_MS or age_ms > state.lifetime * 1000:
+        return None  # expired (§4.6.1)
+    client_age = (obfuscated_age - state.age_add) % 2**32
+    if abs(client_age - age_ms) > TICKET_AGE_TOLERANCE_MS + age_ms // 10:
+        return None  # §8.3: the client's view of the ticket age is implausible
+    if state.cipher_suite not in cipher_suites:
+        return None
+    if state.generation < ticket_generations.get(state.origin, 0):
+        return None  # issued before an extended key update on its connection
+    return Resumption(state.psk, CipherSuite(state.cipher_suite), state.alpn, state.server_name)
+
+
+def remember_generation(ticket_generations: dict[bytes, int], origin: bytes, generation: int) -> None:
+    """Tickets of ``origin`` issued before ``generation`` are no longer accepted;
+    the oldest origins are forgotten beyond MAX_TICKET_ORIGINS."""
+    ticket_generations[origin] = generation
+    while len(ticket_generations) > MAX_TICKET_ORIGINS:
+        del ticket_generations[next(iter(ticket_generations))]
