@@ -262,6 +262,25 @@ def test_unreachable_target_resets_the_application(tunnel: Any, files: PkiFiles)
     server.wait_for_output(f"cannot connect to {LOOPBACK}:{dead}: Connection refused")
 
 
+def test_handshake_timeout_resets_the_application(tunnel: Any, files: PkiFiles) -> None:
+    """A target that accepts TCP and never answers: --timeout is the Configuration's
+    handshake timeout, reported in the same words as by connect and the library."""
+    with socket.socket() as silent:
+        silent.bind((LOOPBACK, 0))
+        silent.listen()
+        target = silent.getsockname()[1]
+        client, port = tunnel(
+            "client", "--connect", f"{LOOPBACK}:{target}", "--ca", str(files.ca), "--timeout", "0.5",
+        )
+        with socket.create_connection((LOOPBACK, port)) as app:
+            app.settimeout(10)
+            with pytest.raises(ConnectionResetError):
+                _recv_all(app)
+        client.wait_for_output(
+            f"TLS handshake with {LOOPBACK}:{target} failed: TLS handshake not complete after 0.5 seconds"
+        )
+
+
 # -- mutual TLS, EKU requirements ------------------------------------------------------
 
 
