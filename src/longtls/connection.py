@@ -27,7 +27,6 @@ from .constants import (
 )
 from .crypto import key_schedule as ks
 from .crypto.suites import SuiteInfo
-from .eku import ExtendedKeyUpdate, get_profile
 from .errors import (
     HandshakeTimeoutError,
     KeyUpdateTimeoutError,
@@ -41,9 +40,12 @@ from .events import (
     ApplicationData,
     CloseNotifyReceived,
     ConnectionClosed,
+    Direction,
     Event,
     KeyUpdated,
 )
+from .handshake.eku import EKUAdmission, ExtendedKeyUpdate, Role
+from .handshake.eku_profiles import PROFILES
 from .keylog import format_line, from_environment
 from .record.tls import RecordProtection
 from .record.tls_layer import TLSRecordLayer
@@ -438,29 +440,30 @@ class Connection:
             group = hs.eku_group  # under psk_ke, not the handshake's (docs/external-psk.md)
             assert secrets is not None and suite is not None and group is not None
             # EKU draft-13 §9.1: the epoch-aware exporter's generation 0.
-            exporter_eku = ks.derive_secret(
-                suite, secrets.main_secret, b"exporter eku", secrets.server_finished_hash
-            )
+            exporter_eku = ks.eku_exporter_secret(suite, secrets.main_secret, secrets.server_finished_hash)
             assert hs.eku_profile is not None
-            profile = get_profile(hs.eku_profile)
+            profile = PROFILES[hs.eku_profile]
             self.eku = ExtendedKeyUpdate(
                 self, profile, suite, group, secrets.main_secret,
                 secrets.client_finished_hash, secrets.exporter_secret,
                 exporter_eku if profile.chained_transcript else secrets.exporter_secret,
             )
 
-    # EKU hooks: switch one direction to a new generation's traffic secret.
+    # EKU hooks (handshake.eku.EKUHost): switch one direction to a new
+    # generation's traffic secret.  TLS confirms a send switch at once.
 
-    def eku_switch_send(self, secret: bytes) -> None:
+    def request_send_switch(self, secret: bytes) -> None:
+        assert self.eku is not None
         self._flush_handshake()
         self._records.next_write_generation(secret)
+        self.eku.send_switch_done()
 
-    def eku_switch_receive(self, secret: bytes) -> None:
+    def switch_receive(self, secret: bytes) -> None:
         self._check_key_change()
         self._records.next_read_generation(secret)
 
-    def eku_admission(self) -> str:
-        """Whether to answer a peer's update request now: "accept", "defer" or "reject".
+    def eku_admission(self) -> EKUAdmission:
+        """Whether to answer a peer's update request now: accept, defer or reject.
 
         Limits of EKU draft-13 §11.3 (at most one peer-started update per
         ``eku_min_interval`` seconds, at most ``eku_max_peer_updates`` in all)
@@ -469,13 +472,13 @@ class Connection:
         cfg = self.configuration
         limit = cfg.eku_max_peer_updates
         if limit is not None and self._peer_updates >= limit:
-            return "reject"
+            return EKUAdmission.REJECT
         if self.handshake.post_handshake_auth_in_progress:
-            return "defer"
+            return EKUAdmission.DEFER
         if cfg.now() - self._last_peer_eku < cfg.effective_eku_min_interval:
-            return "defer"
+            return EKUAdmission.DEFER
         self._admit_peer_update()
-        return "accept"
+        return EKUAdmission.ACCEPT
 
     def _admit_peer_update(self) -> None:
         self._last_peer_eku = self.configuration.now()
@@ -491,8 +494,6 @@ class Connection:
     def _eku_deferred_by_rate(self) -> bool:
         """A peer's update waits for the rate limit (not for client authentication,
         and not refused for good by ``eku_max_peer_updates``)."""
-        from .eku import Role
-
         limit = self.configuration.eku_max_peer_updates
         return (
             self.eku is not None and self.eku.role is Role.RESPONDING
@@ -710,7 +711,7 @@ class Connection:
         records.next_read_generation(ks.next_traffic_secret(records.read.suite, records.read_secret))
         self.log_secret(self._traffic_label(peer=True), records.read_secret)
         self._events.append(KeyUpdated(
-            direction="receive", generation=records.read_generation,
+            direction=Direction.receive, generation=records.read_generation,
             requested_by_peer=request == KeyUpdateRequest.update_requested,
         ))
         if request == KeyUpdateRequest.update_requested and not self._close_sent:
@@ -742,7 +743,7 @@ class Connection:
         records.next_write_generation(ks.next_traffic_secret(suite, records.write_secret))
         self.log_secret(self._traffic_label(peer=False), records.write_secret)
         self._events.append(
-            KeyUpdated(direction="send", generation=records.write_generation, requested_by_peer=requested_by_peer)
+            KeyUpdated(direction=Direction.send, generation=records.write_generation, requested_by_peer=requested_by_peer)
         )
         self._rekeyed()
 

@@ -7,6 +7,7 @@ printing one is always safe.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from cryptography import x509
 
@@ -19,6 +20,31 @@ from .constants import (
     PskKeyExchangeMode,
     SignatureScheme,
 )
+
+
+class Side(StrEnum):
+    """Which end of the connection (e.g. who started an extended key update).
+
+    A StrEnum whose values are the strings these fields always held, so the
+    CLI's JSON lines (a contract) and comparisons with "client" are unchanged.
+    """
+
+    client = "client"
+    server = "server"
+
+
+class Direction(StrEnum):
+    """Which of our two directions a standard KeyUpdate changed."""
+
+    send = "send"
+    receive = "receive"
+
+
+class UpdateRejection(StrEnum):
+    """How a draft-05 peer declined our extended key update (draft-05 §4)."""
+
+    retry = "retry"
+    rejected = "rejected"
 
 
 class Event:
@@ -74,7 +100,7 @@ class ApplicationData(Event):
 class KeyUpdated(Event):
     """A standard KeyUpdate (RFC 9846 §4.6.3) changed one direction's keys."""
 
-    direction: str  # "send" or "receive"
+    direction: Direction
     generation: int  # number of updates of that direction so far
     #: send: this update answers the peer's request; receive: the peer asked us to answer.
     requested_by_peer: bool
@@ -85,7 +111,7 @@ class KeyUpdateStarted(Event):
     """An extended key update began (we sent or received a request)."""
 
     generation: int  # the generation it will establish
-    initiator: str  # "client" or "server"
+    initiator: Side
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +119,7 @@ class KeyUpdateCompleted(Event):
     """An extended key update finished: both directions use generation ``generation``."""
 
     generation: int
-    initiator: str  # "client" or "server"
+    initiator: Side
     group: NamedGroup
     seconds: float  # from our request (or the peer's request) to completion
 
@@ -102,7 +128,7 @@ class KeyUpdateCompleted(Event):
 class KeyUpdateRejected(Event):
     """draft-05: the peer declined our extended key update (retry or rejected)."""
 
-    status: str  # "retry" or "rejected"
+    status: UpdateRejection
     retry_after: int  # seconds, for "retry"
 
 

@@ -74,9 +74,9 @@ from longtls.constants import (  # noqa: E402
     NamedGroup,
 )
 from longtls.crypto.certificates import TrustStore  # noqa: E402
-from longtls.eku import PROFILES  # noqa: E402
 from longtls.errors import LocalProtocolError, ProtocolError, RemoteProtocolError  # noqa: E402
 from longtls.events import ConnectionClosed, Event, SessionTicketReceived  # noqa: E402
+from longtls.handshake.eku_profiles import PROFILES  # noqa: E402
 from longtls.record.tls import RecordProtection, RecordReader, plaintext_record  # noqa: E402
 from longtls.wire import extensions as wx  # noqa: E402
 from longtls.wire import messages as wm  # noqa: E402
@@ -675,9 +675,9 @@ def target_codecs(data: bytes) -> None:
             return
         if index < len(_PROFILES):
             profile = _PROFILES[index]
-            eku = profile.decode(body[0], body[1:])
-            raw = profile.encode(eku)
-            if profile.decode(raw[0], raw[4:]) != eku:
+            eku = profile.codec.decode(body[0], body[1:])
+            raw = eku.encode()
+            if profile.codec.decode(raw[0], raw[4:]) != eku:
                 raise Finding(f"EKU {profile.name}: decode/encode mismatch")
             return
         msg = wm.decode_message(body[0], body[1:])

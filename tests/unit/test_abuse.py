@@ -67,9 +67,9 @@ from longtls.constants import (
     ContentType,
     HandshakeType,
 )
-from longtls.eku import PROFILES, EKUMessage, Kind
 from longtls.errors import RemoteProtocolError
 from longtls.events import ConnectionClosed, Event
+from longtls.handshake.eku_profiles import PROFILES
 from longtls.record.tls import HEADER_LENGTH, plaintext_record
 from longtls.wire.messages import Certificate, CertificateEntry, encode_handshake
 
@@ -391,13 +391,13 @@ def test_eku_request_flood_without_waiting(profile: str) -> None:
     the server did at most one key exchange for it."""
     c, s, _ = configs(client_eku_profile=profile, server_eku_profile=profile)
     pair = connect(c, s)
-    codec = PROFILES[profile]
+    codec = PROFILES[profile].codec
     eku = pair.client.eku
     assert eku is not None
     flood = b""
     for _ in range(50):
         share = eku.group.generate()
-        pair.client.queue_handshake(codec.encode(EKUMessage(Kind.REQUEST, eku.group.code, share.public)))
+        pair.client.queue_handshake(codec.request(eku.group.code, share.public).encode())
         flood += pair.client.data_to_send()
     with pytest.raises(RemoteProtocolError) as info:
         pair.server.receive_data(flood)
@@ -851,14 +851,14 @@ def test_eku_flood(abuse_pki: Path, latencies: Latencies, capsys: pytest.Capture
         await attacker.connect(server.port)
         eku = attacker.conn.eku
         assert eku is not None
-        codec = PROFILES[eku.profile.name]  # the negotiated profile
+        codec = PROFILES[eku.profile.name].codec  # the negotiated profile
         # The first request properly (so the attacker can read the answer),
         # then requests without waiting for it.
         attacker.conn.extended_key_update()
         await attacker.flush()
         for _ in range(1000):
             share = eku.group.generate()
-            attacker.conn.queue_handshake(codec.encode(EKUMessage(Kind.REQUEST, eku.group.code, share.public)))
+            attacker.conn.queue_handshake(codec.request(eku.group.code, share.public).encode())
             try:
                 await attacker.flush()
             except ConnectionError:

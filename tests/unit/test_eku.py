@@ -10,8 +10,7 @@ from tests.vectors.rfc8448 import derive_secret, expand_label, hkdf_extract
 
 from helpers.pair import Pair, configs, connect
 from longtls.connection import Connection
-from longtls.constants import AlertDescription, HandshakeType, NamedGroup
-from longtls.eku import PROFILES, EKUMessage, Kind
+from longtls.constants import AlertDescription, EKUProfileName, HandshakeType, NamedGroup
 from longtls.errors import LocalProtocolError, RemoteProtocolError
 from longtls.events import (
     ConnectionClosed,
@@ -22,6 +21,7 @@ from longtls.events import (
     KeyUpdateStarted,
     SessionTicketReceived,
 )
+from longtls.handshake.eku_profiles import PROFILES
 from longtls.wire.messages import KeyUpdate, encode_handshake
 
 GROUPS = [NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.X25519MLKEM768, NamedGroup.MLKEM768]
@@ -269,7 +269,7 @@ def test_new_request_while_responder_waits_for_finish(profile: str) -> None:
     pair.server.receive_data(pair.client.data_to_send())  # server answered, waits for finish
     assert pair.client.eku is not None
     share = pair.client.eku.group.generate()
-    request = PROFILES[profile].encode(EKUMessage(Kind.REQUEST, NamedGroup.x25519, share.public))
+    request = PROFILES[profile].codec.request(NamedGroup.x25519, share.public).encode()
     err = _inject(pair, request)
     assert err.alert == AlertDescription.unexpected_message
 
@@ -406,7 +406,7 @@ def test_eku_message_before_the_peer_finished_is_unexpected() -> None:
     assert pair.server.handshake.suite is not None
     suite = suite_info(pair.server.handshake.suite.suite)
     sealer = RecordProtection(suite, logged["CLIENT_HANDSHAKE_TRAFFIC_SECRET"])
-    request = PROFILES["draft-13"].encode(EKUMessage(Kind.REQUEST, NamedGroup.X25519MLKEM768, b"\x01"))
+    request = PROFILES[EKUProfileName.draft_13].codec.request(NamedGroup.X25519MLKEM768, b"\x01").encode()
     with pytest.raises(RemoteProtocolError) as info:
         pair.server.receive_data(sealer.seal(ContentType.HANDSHAKE, request))
     assert info.value.alert == AlertDescription.unexpected_message

@@ -28,7 +28,6 @@ from longtls.constants import (
     HandshakeType,
     NamedGroup,
 )
-from longtls.eku import PROFILES, EKUMessage, Kind, Status
 from longtls.errors import ConfigurationError, RemoteProtocolError
 from longtls.events import (
     ApplicationData,
@@ -38,6 +37,7 @@ from longtls.events import (
     KeyUpdated,
 )
 from longtls.wire import extensions as X
+from longtls.wire.eku import ExtendedKeyUpdateResponseD05, Status
 from longtls.wire.messages import ClientHello, Extension
 
 D13, D2510, D05 = EKUProfileName.draft_13, EKUProfileName.draft_2025_10, EKUProfileName.draft_05
@@ -347,7 +347,7 @@ def test_only_the_negotiated_profile_is_spoken(ca: Credential) -> None:
     unexpected_message to the server."""
     pair = _pair(ca, (D13, D05), (D13,))
     assert _handshake(pair.client_events).eku_profile == D13
-    stray = PROFILES[D05].encode(EKUMessage(Kind.RESPONSE, status=Status.rejected))
+    stray = ExtendedKeyUpdateResponseD05(Status.rejected).encode()
     pair.client.queue_handshake(stray)
     with pytest.raises(RemoteProtocolError) as info:
         pair.server.receive_data(pair.client.data_to_send())

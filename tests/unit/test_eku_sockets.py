@@ -18,8 +18,8 @@ import pytest
 from helpers.pair import configs
 from longtls.connection import Connection
 from longtls.constants import NamedGroup
-from longtls.eku import PROFILES
 from longtls.events import ApplicationData, KeyUpdateCompleted
+from longtls.handshake.eku_profiles import PROFILES
 
 UPDATES = 1000
 STREAM = 1 << 20

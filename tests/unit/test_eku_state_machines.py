@@ -12,8 +12,9 @@ import pytest
 
 from helpers.pair import Pair, configs, connect
 from longtls.constants import AlertDescription, HandshakeType, NamedGroup
-from longtls.eku import PROFILES, EKUMessage, Kind, Role
 from longtls.errors import RemoteProtocolError
+from longtls.handshake.eku import Role
+from longtls.handshake.eku_profiles import PROFILES
 from longtls.wire.messages import KeyUpdate, encode_handshake
 
 UNEXPECTED = AlertDescription.unexpected_message
@@ -51,7 +52,7 @@ def _setup(profile: str, state: str) -> Pair:
 
 
 def _message(pair: Pair, profile: str, what: str) -> bytes:
-    codec = PROFILES[profile]
+    codec = PROFILES[profile].codec
     client_eku = pair.client.eku
     assert client_eku is not None
     group = client_eku.group
@@ -61,23 +62,23 @@ def _message(pair: Pair, profile: str, what: str) -> bytes:
         return bytes([27, 0, 0, 1, 9])
     if what == "wrong_group":
         share = group.generate()
-        return codec.encode(EKUMessage(Kind.REQUEST, NamedGroup.secp256r1, share.public))
+        return codec.request(NamedGroup.secp256r1, share.public).encode()
     if what == "finish":
-        return codec.encode(EKUMessage(Kind.FINISH))
+        return codec.finish().encode()
     if what == "response":
-        return codec.encode(EKUMessage(Kind.RESPONSE, group.code, group.generate().public))
+        return codec.response(group.code, group.generate().public).encode()
     if what.startswith("request"):
         ours = client_eku._share.public if client_eku._share is not None else None
         if what == "request_equal":
             assert ours is not None
-            return codec.encode(EKUMessage(Kind.REQUEST, group.code, ours))
+            return codec.request(group.code, ours).encode()
         while True:
             share = group.generate().public
             if what == "request" or ours is None:
                 break
             if (what == "request_lower") == (share < ours):
                 break
-        return codec.encode(EKUMessage(Kind.REQUEST, group.code, share))
+        return codec.request(group.code, share).encode()
     raise AssertionError(what)
 
 

@@ -42,9 +42,9 @@ from longtls.constants import (
     ExtensionType,
 )
 from longtls.crypto.suites import SUITES, suite_info
-from longtls.eku import PROFILES, EKUMessage, EKUProfile, Kind, Status
 from longtls.errors import DecodeError, RemoteProtocolError, TLSError
 from longtls.events import ConnectionClosed
+from longtls.handshake.eku_profiles import PROFILES
 from longtls.record.arrival import RECORD_TYPES
 from longtls.record.tls import (
     HEADER_LENGTH,
@@ -54,6 +54,13 @@ from longtls.record.tls import (
     plaintext_record,
 )
 from longtls.wire import extensions as wx
+from longtls.wire.eku import (
+    EKUCodec,
+    EKUMessage,
+    EKUWireFormat,
+    ExtendedKeyUpdateResponseD05,
+    Status,
+)
 from longtls.wire.messages import (
     Certificate,
     CertificateEntry,
@@ -369,18 +376,18 @@ def test_decode_message_any_type(msg_type: int, body: bytes) -> None:
 # ---------------------------------------------------------------------------
 
 
-def eku_messages(profile: EKUProfile) -> st.SearchStrategy[EKUMessage]:
+def eku_messages(codec: EKUCodec) -> st.SearchStrategy[EKUMessage]:
     share = st.tuples(u16s, st.binary(min_size=1, max_size=1300))
-    options = [
-        share.map(lambda s: EKUMessage(Kind.REQUEST, s[0], s[1])),
-        share.map(lambda s: EKUMessage(Kind.RESPONSE, s[0], s[1])),
-        st.just(EKUMessage(Kind.FINISH)),
+    options: list[st.SearchStrategy[EKUMessage]] = [
+        share.map(lambda s: codec.request(s[0], s[1])),
+        share.map(lambda s: codec.response(s[0], s[1])),
+        st.just(codec.finish()),
     ]
-    if profile.separate_types:  # draft-05: a status in the response
+    if codec.format is EKUWireFormat.SEPARATE_TYPES:  # draft-05: a status in the response
         options += [
-            u8s.map(lambda d: EKUMessage(Kind.RESPONSE, status=Status.retry, delay=d)),
-            st.just(EKUMessage(Kind.RESPONSE, status=Status.rejected)),
-            st.just(EKUMessage(Kind.RESPONSE, status=Status.clashed)),
+            u8s.map(lambda d: ExtendedKeyUpdateResponseD05(Status.retry, delay=d)),
+            st.just(ExtendedKeyUpdateResponseD05(Status.rejected)),
+            st.just(ExtendedKeyUpdateResponseD05(Status.clashed)),
         ]
     return st.one_of(options)
 
@@ -389,9 +396,9 @@ def eku_messages(profile: EKUProfile) -> st.SearchStrategy[EKUMessage]:
 @PROPERTY
 @given(data=st.data())
 def test_eku_round_trip(profile: str, data: st.DataObject) -> None:
-    codec = PROFILES[profile]
+    codec = PROFILES[profile].codec
     msg = data.draw(eku_messages(codec))
-    raw = codec.encode(msg)
+    raw = msg.encode()
     assert raw[0] in codec.message_types
     assert int.from_bytes(raw[1:4], "big") == len(raw) - 4
     assert codec.decode(raw[0], raw[4:]) == msg
@@ -401,8 +408,8 @@ def test_eku_round_trip(profile: str, data: st.DataObject) -> None:
 @PROPERTY
 @given(data=st.data())
 def test_eku_decoder_on_hostile_bytes(profile: str, data: st.DataObject) -> None:
-    codec = PROFILES[profile]
-    raw = data.draw(mutated(eku_messages(codec).map(codec.encode)))
+    codec = PROFILES[profile].codec
+    raw = data.draw(mutated(eku_messages(codec).map(lambda m: m.encode())))
     if len(raw) < 4:
         return
     msg_type = raw[0] if data.draw(st.booleans()) else data.draw(st.sampled_from(sorted(codec.message_types)))
@@ -412,7 +419,7 @@ def test_eku_decoder_on_hostile_bytes(profile: str, data: st.DataObject) -> None
     except RemoteProtocolError as exc:
         check_tls_error(exc)
         return
-    again = codec.encode(msg)
+    again = msg.encode()
     assert codec.decode(again[0], again[4:]) == msg
     if msg_type in codec.message_types:
         assert again[4:] == body, "an accepted EKU body re-encodes to itself"

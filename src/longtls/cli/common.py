@@ -23,9 +23,9 @@ from ..constants import (
 )
 from ..crypto.groups import SUPPORTED_GROUPS
 from ..crypto.suites import SUITES
-from ..eku import DEFAULT_PROFILE, PROFILES
 from ..errors import ConfigurationError, TLSError
 from ..events import HandshakeComplete, KeyUpdateCompleted
+from ..handshake.eku_profiles import DEFAULT_PROFILE, PROFILES
 from ..psk import PSK_HASHES, ExternalPsk, load_psk_file
 
 PROG = "longtls"

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..constants import EKUProfileName
 from ..demo import DemoOptions, run_demo
-from ..eku import DEFAULT_PROFILE, PROFILES
+from ..handshake.eku_profiles import DEFAULT_PROFILE, PROFILES
 from . import common
 
 DESCRIPTION = __doc__

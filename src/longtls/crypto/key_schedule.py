@@ -2,18 +2,29 @@
 
 Built so that later generations can be derived: every function takes the
 secret it starts from, so the extended key update reuses them with its own
-labels and contexts.
+labels and contexts (:func:`next_eku_generation`).
+
+Built for every transport: the HKDF-Expand-Label prefix is a parameter
+(``"tls13 "`` for TLS, ``"dtls13"`` for DTLS 1.3, RFC 9147 §5.9), defaulting
+to TLS so the TLS hot path pays nothing, and :func:`record_number_key` gives
+DTLS its record-number key (RFC 9147 §4.2.3).
 """
 
 from __future__ import annotations
 
 import hmac as _hmac
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from ..constants import HandshakeType
 from .suites import SuiteInfo
+
+#: The HKDF-Expand-Label prefix of TLS 1.3 (RFC 9846 §7.1) ...
+TLS13_LABEL_PREFIX = b"tls13 "
+#: ... and of DTLS 1.3 (RFC 9147 §5.9: "dtls13", no trailing space).
+DTLS13_LABEL_PREFIX = b"dtls13"
 
 
 def hkdf_extract(suite: SuiteInfo, salt: bytes, ikm: bytes) -> bytes:
@@ -22,10 +33,12 @@ def hkdf_extract(suite: SuiteInfo, salt: bytes, ikm: bytes) -> bytes:
 
 
 def hkdf_expand_label(
-    suite: SuiteInfo, secret: bytes, label: bytes, context: bytes, length: int
+    suite: SuiteInfo, secret: bytes, label: bytes, context: bytes, length: int,
+    prefix: bytes = TLS13_LABEL_PREFIX,
 ) -> bytes:
-    """HKDF-Expand-Label (RFC 9846 §7.1): label is given without the "tls13 " prefix."""
-    full = b"tls13 " + label
+    """HKDF-Expand-Label (RFC 9846 §7.1): label is given without the transport's
+    prefix (``"tls13 "``; DTLS 1.3: ``"dtls13"``, RFC 9147 §5.9)."""
+    full = prefix + label
     info = length.to_bytes(2, "big") + bytes((len(full),)) + full + bytes((len(context),)) + context
     return HKDFExpand(suite.hash, length, info).derive(secret)
 
@@ -36,20 +49,33 @@ def transcript_digest(suite: SuiteInfo, data: bytes) -> bytes:
     return h.finalize()
 
 
-def derive_secret(suite: SuiteInfo, secret: bytes, label: bytes, transcript_hash: bytes) -> bytes:
+def derive_secret(
+    suite: SuiteInfo, secret: bytes, label: bytes, transcript_hash: bytes,
+    prefix: bytes = TLS13_LABEL_PREFIX,
+) -> bytes:
     """Derive-Secret(Secret, Label, Messages), given Transcript-Hash(Messages) already."""
-    return hkdf_expand_label(suite, secret, label, transcript_hash, suite.hash_length)
+    return hkdf_expand_label(suite, secret, label, transcript_hash, suite.hash_length, prefix)
 
 
 def empty_hash(suite: SuiteInfo) -> bytes:
     return suite.empty_hash
 
 
-def traffic_keys(suite: SuiteInfo, traffic_secret: bytes) -> tuple[bytes, bytes]:
+def traffic_keys(
+    suite: SuiteInfo, traffic_secret: bytes, prefix: bytes = TLS13_LABEL_PREFIX
+) -> tuple[bytes, bytes]:
     """[sender]_write_key and [sender]_write_iv (RFC 9846 §7.3)."""
-    key = hkdf_expand_label(suite, traffic_secret, b"key", b"", suite.key_length)
-    iv = hkdf_expand_label(suite, traffic_secret, b"iv", b"", suite.iv_length)
+    key = hkdf_expand_label(suite, traffic_secret, b"key", b"", suite.key_length, prefix)
+    iv = hkdf_expand_label(suite, traffic_secret, b"iv", b"", suite.iv_length, prefix)
     return key, iv
+
+
+def record_number_key(
+    suite: SuiteInfo, traffic_secret: bytes, prefix: bytes = DTLS13_LABEL_PREFIX
+) -> bytes:
+    """[sender]_sn_key, which encrypts DTLS 1.3 record numbers (RFC 9147 §4.2.3):
+    HKDF-Expand-Label(Secret, "sn", "", key_length), beside key and iv."""
+    return hkdf_expand_label(suite, traffic_secret, b"sn", b"", suite.key_length, prefix)
 
 
 def next_traffic_secret(suite: SuiteInfo, traffic_secret: bytes) -> bytes:
@@ -221,3 +247,71 @@ class HandshakeSecrets:
         self.resumption_secret = derive_secret(
             self.suite, self.main_secret, b"res master", client_finished_hash
         )
+
+
+# -- Extended Key Update (draft-ietf-tls-extended-key-update) -------------------
+
+
+def eku_exporter_secret(suite: SuiteInfo, main_secret: bytes, server_finished_hash: bytes) -> bytes:
+    """Generation 0 of the epoch-aware exporter (EKU draft-13 §9.1):
+    Derive-Secret(main_secret, "exporter eku", ClientHello..server Finished)."""
+    return derive_secret(suite, main_secret, b"exporter eku", server_finished_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class EKULabels:
+    """The labels and transcript rule of one EKU text (specs README, "The three profiles")."""
+
+    derived: bytes
+    client_traffic: bytes
+    server_traffic: bytes
+    exporter: bytes
+    resumption: bytes
+    #: draft-13 §6: transcript_hash_N+1 = Hash(transcript_hash_N || Req || Resp);
+    #: the older texts use Hash(Req || Resp).
+    chained_transcript: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EKUGeneration:
+    """Generation N+1's secrets.  Key material only: ``repr`` shows none of it."""
+
+    main_secret: bytes = field(repr=False)
+    transcript_hash: bytes = field(repr=False)  # the transcript_hash_N+1 to chain on (draft-13)
+    client_traffic_secret: bytes = field(repr=False)
+    server_traffic_secret: bytes = field(repr=False)
+    exporter_secret: bytes = field(repr=False)
+    resumption_secret: bytes = field(repr=False)  # b"" when not derived
+
+
+def next_eku_generation(
+    suite: SuiteInfo, labels: EKULabels, main_secret: bytes, transcript_hash: bytes,
+    shared_secret: bytes, request: bytes, response: bytes, *,
+    with_resumption: bool = True, prefix: bytes = TLS13_LABEL_PREFIX,
+) -> EKUGeneration:
+    """main_N -> main_N+1 -> traffic, exporter and resumption secrets
+    (draft-13 §6; draft-2025-10 §7; draft-05 §5).
+
+    ``request`` and ``response`` are the whole EKU messages, with their
+    handshake headers; ``transcript_hash`` is transcript_hash_N (used only
+    when ``labels.chained_transcript``).  ``with_resumption=False`` skips the
+    resumption secret (draft-13 §6 disables tickets with EKU: it would never
+    be used); it is then b"".
+    """
+    salt = derive_secret(suite, main_secret, labels.derived, suite.empty_hash, prefix)
+    main = hkdf_extract(suite, salt, shared_secret)
+    if labels.chained_transcript:
+        context = transcript_digest(suite, transcript_hash + request + response)
+        transcript_hash = context
+    else:
+        context = transcript_digest(suite, request + response)
+    return EKUGeneration(
+        main_secret=main,
+        transcript_hash=transcript_hash,
+        client_traffic_secret=derive_secret(suite, main, labels.client_traffic, context, prefix),
+        server_traffic_secret=derive_secret(suite, main, labels.server_traffic, context, prefix),
+        exporter_secret=derive_secret(suite, main, labels.exporter, context, prefix),
+        resumption_secret=(
+            derive_secret(suite, main, labels.resumption, context, prefix) if with_resumption else b""
+        ),
+    )

@@ -20,7 +20,6 @@ from ..constants import (
 from ..crypto import key_schedule as ks
 from ..crypto.groups import KeyShare, get_group
 from ..crypto.suites import suite_info
-from ..eku import acknowledged_profile, profile_flags
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..events import SessionTicket, SessionTicketReceived
 from ..psk import PskCandidate, PskKind, client_candidates, hash_suite
@@ -47,6 +46,7 @@ from .common import (
     decode_certificates,
     is_ip_address,
 )
+from .eku_profiles import acknowledged_profile, profile_flags
 from .host import HandshakeHost
 
 # RFC 9846 §4.6.1: servers MUST NOT use a ticket lifetime over 7 days.

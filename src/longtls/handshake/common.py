@@ -48,10 +48,11 @@ from ..wire.messages import (
     encode_handshake,
     extensions_by_type,
 )
+from .eku_profiles import PROFILES
 from .host import HandshakeHost
 
 if TYPE_CHECKING:
-    from ..eku import ExtendedKeyUpdate
+    from .eku import ExtendedKeyUpdate
 
 Handler = Callable[[Any, bytes, bytes], None]
 
@@ -248,9 +249,7 @@ class HandshakeEngine:
     @property
     def eku_disables_tickets(self) -> bool:
         """The negotiated profile disables ticket resumption (EKU draft-13 §6)."""
-        from ..eku import get_profile
-
-        return self.eku_profile is not None and get_profile(self.eku_profile).disable_tickets
+        return self.eku_profile is not None and PROFILES[self.eku_profile].disable_tickets
 
     def on_extended_key_update(self, eku: ExtendedKeyUpdate | None) -> None:
         """Called when an extended key update completed."""

@@ -23,7 +23,6 @@ from ..crypto import key_schedule as ks
 from ..crypto import suites as _suites
 from ..crypto.groups import get_group
 from ..crypto.suites import SuiteInfo, suite_info
-from ..eku import select_profile
 from ..errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from ..events import PeerAuthenticated
 from ..psk import PskKind, find_external, server_candidate
@@ -48,6 +47,7 @@ from .common import (
     HandshakeEngine,
     decode_certificates,
 )
+from .eku_profiles import select_profile
 from .host import HandshakeHost
 from .tickets import (
     ORIGIN_LENGTH,
@@ -59,7 +59,7 @@ from .tickets import (
 )
 
 if TYPE_CHECKING:
-    from ..eku import ExtendedKeyUpdate
+    from .eku import ExtendedKeyUpdate
 
 
 class ServerState(Enum):
