@@ -291,7 +291,7 @@ class Configuration:
                 "a server needs a certificate chain and a private key, or external PSKs"
             )
         if self.has_external_psks:
-            check_psk_configuration(self)
+            check_psk_configuration(self.external_psks, self.psk_key_exchange_modes, self.cipher_suites)
         if self.extended_key_update:
             self.eku_profile_names()
         if self.eku_min_interval is not None and self.eku_min_interval < 0:

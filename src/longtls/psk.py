@@ -26,15 +26,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
 
+from .constants import CipherSuite, PskKeyExchangeMode
 from .crypto import key_schedule as ks
 from .crypto.suites import SUITES, SuiteInfo
 from .errors import ConfigurationError, DecodeError
 from .wire.buffer import Buffer, u16, vec
-
-if TYPE_CHECKING:
-    from .config import Configuration
 
 #: Shortest external key accepted, in bytes (decision: see the module docstring).
 MIN_EXTERNAL_PSK_LENGTH = 16
@@ -281,13 +278,21 @@ def load_psk_file(path: str) -> bytes:
         ) from None
 
 
-def check_psk_configuration(config: Configuration) -> None:
-    """Configuration.validate's checks of the external PSKs (ConfigurationError)."""
-    if not config.psk_key_exchange_modes:
+def check_psk_configuration(
+    external_psks: Iterable[object], psk_key_exchange_modes: Sequence[PskKeyExchangeMode],
+    cipher_suites: Iterable[CipherSuite],
+) -> None:
+    """Configuration.validate's checks of the external PSKs (ConfigurationError).
+
+    Given the Configuration's fields rather than the Configuration itself, so
+    that this module (data: the ExternalPsk type) never imports config, which
+    imports it.
+    """
+    if not psk_key_exchange_modes:
         raise ConfigurationError("external PSKs need psk_key_exchange_modes (psk_dhe_ke, psk_ke or both)")
-    suite_hashes = {SUITES[s].hash_name for s in config.cipher_suites if s in SUITES}
+    suite_hashes = {SUITES[s].hash_name for s in cipher_suites if s in SUITES}
     seen: set[bytes] = set()
-    for epsk in config.external_psks:
+    for epsk in external_psks:
         if not isinstance(epsk, ExternalPsk):
             raise ConfigurationError("external_psks must hold longtls.psk.ExternalPsk objects")
         if epsk.identity in seen:
