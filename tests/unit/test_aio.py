@@ -26,6 +26,7 @@ from longtls.events import (
     HandshakeComplete,
     KeyUpdateCompleted,
     KeyUpdateStarted,
+    UpdateRejection,
 )
 from longtls.metrics import Metrics
 
@@ -422,7 +423,7 @@ def test_update_keys_raises_when_a_draft05_peer_rejects() -> None:
             reader, writer = await aio.connect(LOOPBACK, port, client_config)
             with pytest.raises(aio.KeyUpdateRejectedError, match="rejected") as info:
                 await writer.update_keys()
-            assert info.value.status == "rejected"
+            assert info.value.status is UpdateRejection.rejected
             writer.write(b"still usable")
             assert await reader.read(100) == b"still usable"
             writer.close()

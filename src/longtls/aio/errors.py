@@ -8,6 +8,7 @@ enforced by ``Connection.handle_timer``), so its error is the core's
 from __future__ import annotations
 
 from ..errors import HandshakeTimeoutError
+from ..events import UpdateRejection
 
 __all__ = [
     "ConnectionLostError",
@@ -29,12 +30,12 @@ class IdleTimeoutError(TimeoutError):
 class KeyUpdateRejectedError(Exception):
     """draft-05: the peer declined our extended key update.
 
-    ``status`` is the event's: "retry" (try again after ``retry_after``
-    seconds) or "rejected".
+    ``status`` is ``UpdateRejection.retry`` (try again after ``retry_after``
+    seconds) or ``UpdateRejection.rejected``.
     """
 
-    def __init__(self, status: str, retry_after: int) -> None:
-        detail = f"; retry after {retry_after} s" if status == "retry" else ""
-        super().__init__(f"the peer declined the extended key update ({status}{detail})")
+    def __init__(self, status: UpdateRejection, retry_after: int) -> None:
+        detail = f"; retry after {retry_after} s" if status is UpdateRejection.retry else ""
+        super().__init__(f"the peer declined the extended key update ({status.value}{detail})")
         self.status = status
         self.retry_after = retry_after

@@ -38,6 +38,7 @@ from ..events import (
     ApplicationData,
     CloseNotifyReceived,
     ConnectionClosed,
+    Direction,
     HandshakeComplete,
     KeyUpdateCompleted,
     KeyUpdated,
@@ -308,7 +309,7 @@ class TLSProtocol(asyncio.Protocol):
                     "the peer closed its side (close_notify) before the key update completed"
                 ))
             elif isinstance(event, KeyUpdateCompleted) or (
-                isinstance(event, KeyUpdated) and event.direction == "receive"
+                isinstance(event, KeyUpdated) and event.direction is Direction.receive
             ):
                 # An extended key update completed, or the peer's KeyUpdate
                 # answered ours (the two never share a connection).

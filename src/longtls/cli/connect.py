@@ -38,6 +38,7 @@ from ..events import (
     KeyUpdated,
     KeyUpdateRejected,
     SessionTicketReceived,
+    UpdateRejection,
 )
 from . import common
 from .common import CLIError
@@ -212,7 +213,7 @@ async def _rekey_and_close(count: int, reader: aio.TLSReader, writer: aio.TLSWri
                     # the server's that won (then ours is not counted: go again).
                     await writer.update_keys()
                 except aio.KeyUpdateRejectedError as exc:
-                    if exc.status != "retry":
+                    if exc.status is not UpdateRejection.retry:
                         raise
                     logging.getLogger("longtls.cli").info("%s; waiting", exc)
                     await asyncio.sleep(max(exc.retry_after, 0.01))
