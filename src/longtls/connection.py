@@ -13,7 +13,6 @@ to the client or server handshake engine in ``longtls.handshake``.
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from enum import Enum
 
@@ -22,7 +21,6 @@ from .constants import (
     AlertDescription,
     AlertLevel,
     ContentType,
-    HandshakeType,
     KeyUpdateRequest,
 )
 from .crypto import key_schedule as ks
@@ -40,16 +38,16 @@ from .events import (
     ApplicationData,
     CloseNotifyReceived,
     ConnectionClosed,
-    Direction,
     Event,
-    KeyUpdated,
 )
 from .handshake.eku import EKUAdmission, ExtendedKeyUpdate, Role
 from .handshake.eku_profiles import PROFILES
+from .handshake.key_update import KeyUpdateProtocol
+from .handshake.post_handshake import PostHandshakeArbiter
 from .keylog import format_line, from_environment
 from .record.tls import RecordProtection
 from .record.tls_layer import TLSRecordLayer
-from .wire.messages import HandshakeReassembler, KeyUpdate, encode_handshake
+from .wire.messages import HandshakeReassembler
 
 logger = logging.getLogger("longtls")
 
@@ -88,12 +86,8 @@ class Connection:
         self._empty_records = 0
         self._handshake_records = 0
         self._warning_alerts = 0
-        self._key_update_times: deque[float] = deque()
-        # Our KeyUpdate(update_requested) awaits the peer's KeyUpdate (RFC 9846
-        # §4.6.3), until the deadline if there is one (rekey_timeout).
-        self._key_update_answer_owed = False
-        self._key_update_deadline: float | None = None
-        self._key_update_timeout = 0.0
+        #: The classic KeyUpdate (handshake/key_update.py), once connected.
+        self.key_update: KeyUpdateProtocol | None = None
         self._started_at: float | None = None
         self._close_sent = False
         self._close_received = False
@@ -106,6 +100,8 @@ class Connection:
         self.handshake: HandshakeEngine = (
             ClientHandshake(self, configuration) if self.is_client else ServerHandshake(self, configuration)
         )
+        #: Routes post-handshake messages and decides what may run together.
+        self.post_handshake = PostHandshakeArbiter(self.handshake)
         #: Framing, protection, padding and record limits (record.tls_layer).
         self._records = TLSRecordLayer(
             self.handshake, is_client=self.is_client, padding=configuration.record_padding
@@ -200,12 +196,13 @@ class Connection:
         if self.state is not ConnectionState.CONNECTED:
             raise LocalProtocolError("KeyUpdate is only possible once the handshake is complete")
         check_update_timeout(timeout)
-        self._guard(lambda: self.handshake.check_key_update_allowed(local=True))
+        self._guard(lambda: self.post_handshake.check_key_update(local=True))
         request = (
             KeyUpdateRequest.update_requested if request_peer_update
             else KeyUpdateRequest.update_not_requested
         )
-        self._send_key_update(request, timeout=timeout)
+        assert self.key_update is not None
+        self.key_update.send(request, timeout=timeout)
 
     def extended_key_update(self, timeout: float | None = None) -> None:
         """Start an Extended Key Update: a fresh key exchange that derives new
@@ -220,9 +217,7 @@ class Connection:
         if self._close_received:
             # RFC 9846 §6.1: the peer sends nothing after its close_notify.
             raise LocalProtocolError("the peer has closed its side and can no longer answer a key update")
-        if self.handshake.post_handshake_auth_in_progress:
-            # EKU draft-13 §8.3: no EKU while client authentication runs.
-            raise LocalProtocolError("client authentication is in progress; update keys afterwards")
+        self.post_handshake.check_eku_may_start()
         check_update_timeout(timeout)
         eku = self.eku
         self._guard(lambda: eku.start(timeout))
@@ -252,7 +247,7 @@ class Connection:
         for the update or the client authentication under way to finish)."""
         if self.state is not ConnectionState.CONNECTED or self._close_sent:
             return False
-        if self.handshake.post_handshake_auth_in_progress:
+        if self.post_handshake.client_auth_in_progress:
             return False
         if self.eku is not None and self._close_received:
             return False  # an EKU needs the peer's answer; it sends nothing after close_notify
@@ -268,8 +263,9 @@ class Connection:
         if self.state is not ConnectionState.CONNECTED or self._close_sent or self._close_received:
             return None
         found: tuple[float, str, float] | None = None
-        if self._key_update_answer_owed and self._key_update_deadline is not None:
-            found = (self._key_update_deadline, "standard", self._key_update_timeout)
+        ku = self.key_update
+        if ku is not None and ku.answer_owed and ku.deadline is not None:
+            found = (ku.deadline, "standard", ku.timeout)
         eku = self.eku
         if eku is not None and eku.deadline is not None and (found is None or eku.deadline < found[0]):
             found = (eku.deadline, "extended", eku.timeout)
@@ -334,7 +330,7 @@ class Connection:
     @property
     def key_update_answer_owed(self) -> bool:
         """Our KeyUpdate(update_requested) still awaits the peer's KeyUpdate."""
-        return self._key_update_answer_owed
+        return self.key_update is not None and self.key_update.answer_owed
 
     @property
     def send_key_generation(self) -> int:
@@ -406,17 +402,7 @@ class Connection:
 
     def check_client_auth_may_start(self, requested_by_peer: bool) -> None:
         """EKU draft-13 §8.3: post-handshake authentication and EKU never overlap."""
-        eku = self.eku
-        if eku is None or not eku.in_progress:
-            return
-        if not requested_by_peer:
-            raise LocalProtocolError("an extended key update is in progress; authenticate afterwards")
-        if eku.role.value != "wait_resp":
-            # The server must not start client authentication during an
-            # update; only our own request may cross its request.
-            raise RemoteProtocolError(
-                "CertificateRequest during an extended key update", AlertDescription.unexpected_message
-            )
+        self.post_handshake.check_client_auth_may_start(requested_by_peer)
 
     @property
     def post_handshake_transcript_hash(self) -> bytes | None:
@@ -435,6 +421,9 @@ class Connection:
         self._last_rekey_at = self.configuration.now()
         self._records.reset_generations()
         hs = self.handshake
+        assert hs.suite is not None
+        self.key_update = KeyUpdateProtocol(self, hs.suite)
+        self.post_handshake.register(self.key_update)
         if hs.eku_negotiated:
             secrets, suite = hs.secrets, hs.suite
             group = hs.eku_group  # under psk_ke, not the handshake's (docs/external-psk.md)
@@ -448,6 +437,7 @@ class Connection:
                 secrets.client_finished_hash, secrets.exporter_secret,
                 exporter_eku if profile.chained_transcript else secrets.exporter_secret,
             )
+            self.post_handshake.register_eku(self.eku)
 
     # EKU hooks (handshake.eku.EKUHost): switch one direction to a new
     # generation's traffic secret.  TLS confirms a send switch at once.
@@ -473,7 +463,7 @@ class Connection:
         limit = cfg.eku_max_peer_updates
         if limit is not None and self._peer_updates >= limit:
             return EKUAdmission.REJECT
-        if self.handshake.post_handshake_auth_in_progress:
+        if self.post_handshake.client_auth_in_progress:
             return EKUAdmission.DEFER
         if cfg.now() - self._last_peer_eku < cfg.effective_eku_min_interval:
             return EKUAdmission.DEFER
@@ -485,7 +475,7 @@ class Connection:
         self._peer_updates += 1
 
     def eku_wait_seconds(self) -> float:
-        if self.handshake.post_handshake_auth_in_progress:
+        if self.post_handshake.client_auth_in_progress:
             return 1.0
         return max(
             0.0, self._last_peer_eku + self.configuration.effective_eku_min_interval - self.configuration.now()
@@ -497,7 +487,7 @@ class Connection:
         limit = self.configuration.eku_max_peer_updates
         return (
             self.eku is not None and self.eku.role is Role.RESPONDING
-            and not self.handshake.post_handshake_auth_in_progress
+            and not self.post_handshake.client_auth_in_progress
             and (limit is None or self._peer_updates < limit)
         )
 
@@ -511,17 +501,13 @@ class Connection:
         self.handle_timer()
 
     def eku_completed(self) -> None:
-        self._rekeyed()
+        self.rekeyed()
         self.handshake.on_extended_key_update(self.eku)
-
-    def _rekeyed(self) -> None:
-        self._bytes_since_rekey = 0
-        self._last_rekey_at = self.configuration.now()
 
     def _policy_rekey(self) -> None:
         """Start the update the rekey policy asks for, unless one is under way."""
         if self.eku is not None:
-            if not self.eku.in_progress and not self.handshake.post_handshake_auth_in_progress:
+            if not self.eku.in_progress and not self.post_handshake.client_auth_in_progress:
                 try:
                     self.eku.start()
                 except LocalProtocolError:
@@ -531,8 +517,8 @@ class Connection:
                 # Count from the start, so a slow peer does not trigger a storm.
                 self._bytes_since_rekey = 0
                 self._last_rekey_at = self.configuration.now()
-        elif self.handshake.standard_key_update_allowed:
-            self._send_key_update(KeyUpdateRequest.update_requested)
+        elif self.key_update is not None and self.post_handshake.key_update_allowed:
+            self.key_update.send(KeyUpdateRequest.update_requested)
 
     @property
     def resumption_secret(self) -> bytes:
@@ -672,85 +658,40 @@ class Connection:
             if message is None:
                 return
             msg_type, body, raw = message
-            if msg_type == HandshakeType.key_update and self.state is ConnectionState.CONNECTED:
-                self._handle_key_update(body)
-            elif self.eku is not None and msg_type in self.eku.message_types:
-                self.eku.handle(msg_type, body, raw)
-            else:
+            # After the handshake each post-handshake protocol handles its own
+            # messages; the rest (NewSessionTicket, anything unexpected) go to the engine.
+            if self.state is not ConnectionState.CONNECTED or not self.post_handshake.dispatch(msg_type, body, raw):
                 self.handshake.handle(msg_type, body, raw)
 
-    def count_peer_key_update(self) -> None:
-        """At most ``max_peer_key_updates_per_second`` KeyUpdate/EKU requests a second."""
-        now = self.configuration.now()
-        times = self._key_update_times
-        times.append(now)
-        while times and times[0] <= now - 1.0:
-            times.popleft()
-        if len(times) > self.configuration.max_peer_key_updates_per_second:
-            raise RemoteProtocolError(
-                "peer requests key updates faster than allowed", AlertDescription.unexpected_message
-            )
+    # KeyUpdate's host (handshake.key_update.KeyUpdateHost)
 
-    def _handle_key_update(self, body: bytes) -> None:
-        self.handshake.check_key_update_allowed(local=False)
-        if self._key_update_answer_owed:
-            # The answer to our update_requested (§4.6.3: any KeyUpdate from the
-            # peer after ours is the one we may ask again after).
-            self._key_update_answer_owed = False
-            self._key_update_deadline = None
-        else:
-            self.count_peer_key_update()
-        request = KeyUpdate.decode(body).request_update
-        # RFC 9846 §5.1: a KeyUpdate must end its record.
-        if self._reassembler.has_partial() or self._reassembler.has_complete():
-            raise RemoteProtocolError(
-                "data after KeyUpdate in the same record", AlertDescription.unexpected_message
-            )
-        records = self._records
-        assert records.read is not None
-        records.next_read_generation(ks.next_traffic_secret(records.read.suite, records.read_secret))
-        self.log_secret(self._traffic_label(peer=True), records.read_secret)
-        self._events.append(KeyUpdated(
-            direction=Direction.receive, generation=records.read_generation,
-            requested_by_peer=request == KeyUpdateRequest.update_requested,
-        ))
-        if request == KeyUpdateRequest.update_requested and not self._close_sent:
-            # §4.6.3: answer before our next application data record.  If we
-            # already sent an update the peer has not yet seen, one more is
-            # still correct (it simply advances our key once more).
-            self._send_key_update(KeyUpdateRequest.update_not_requested, requested_by_peer=True)
+    @property
+    def close_received(self) -> bool:
+        return self._close_received
 
-    def _send_key_update(
-        self, request: KeyUpdateRequest, requested_by_peer: bool = False, timeout: float | None = None
-    ) -> None:
-        records = self._records
-        assert records.write is not None
-        suite = records.write.suite
-        if request == KeyUpdateRequest.update_requested:
-            if self._key_update_answer_owed or self._close_received:
-                # §4.6.3: no second update_requested before the peer's KeyUpdate;
-                # §6.1: none after the peer's close_notify, which ends its sending.
-                request = KeyUpdateRequest.update_not_requested
-            else:
-                self._key_update_answer_owed = True
-                allowed = self.configuration.rekey_timeout if timeout is None else timeout
-                self._key_update_timeout = allowed if allowed is not None else math.inf
-                self._key_update_deadline = (
-                    None if allowed is None or math.isinf(allowed) else self.configuration.now() + allowed
-                )
-        self.queue_handshake(encode_handshake(HandshakeType.key_update, KeyUpdate(request).encode()))
+    @property
+    def read_generation(self) -> int:
+        return self._records.read_generation
+
+    @property
+    def write_generation(self) -> int:
+        return self._records.write_generation
+
+    @property
+    def handshake_data_pending(self) -> bool:
+        return self._reassembler.has_partial() or self._reassembler.has_complete()
+
+    def advance_write_secret(self, secret: bytes) -> None:
         self._flush_handshake()
-        records.next_write_generation(ks.next_traffic_secret(suite, records.write_secret))
-        self.log_secret(self._traffic_label(peer=False), records.write_secret)
-        self._events.append(
-            KeyUpdated(direction=Direction.send, generation=records.write_generation, requested_by_peer=requested_by_peer)
-        )
-        self._rekeyed()
+        self._records.next_write_generation(secret)
 
-    def _traffic_label(self, peer: bool) -> str:
-        client_side = self.is_client != peer
-        generation = self._records.read_generation if peer else self._records.write_generation
-        return f"{'CLIENT' if client_side else 'SERVER'}_TRAFFIC_SECRET_{generation}"
+    def advance_read_secret(self, secret: bytes) -> None:
+        self._check_key_change()
+        self._records.next_read_generation(secret)
+
+    def rekeyed(self) -> None:
+        self._bytes_since_rekey = 0
+        self._last_rekey_at = self.configuration.now()
 
     def _maybe_auto_rekey(self) -> None:
         # RFC 9846 §5.5: update keys before the AEAD usage limit is reached.
@@ -759,8 +700,8 @@ class Connection:
         if self.eku is not None:
             if not self.eku.in_progress:
                 self.eku.start()
-        elif self.handshake.standard_key_update_allowed:
-            self._send_key_update(KeyUpdateRequest.update_not_requested)
+        elif self.key_update is not None and self.post_handshake.key_update_allowed:
+            self.key_update.send(KeyUpdateRequest.update_not_requested)
 
     def _handle_alert(self, content: bytes) -> None:
         if len(content) != 2:

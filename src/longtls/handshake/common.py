@@ -215,26 +215,6 @@ class HandshakeEngine:
         have a key to open it (a server skipping 0-RTT after a HelloRetryRequest)."""
         return False
 
-    @property
-    def standard_key_update_allowed(self) -> bool:
-        return self.complete and not self.eku_negotiated
-
-    def check_key_update_allowed(self, local: bool) -> None:
-        if not self.complete:
-            raise RemoteProtocolError(
-                "KeyUpdate before the handshake completed", AlertDescription.unexpected_message
-            )
-        if self.eku_negotiated:
-            # EKU draft-13 §4: once negotiated, EKU replaces the standard KeyUpdate.
-            if local:
-                raise LocalProtocolError(
-                    "Extended Key Update was negotiated: use extended_key_update() instead"
-                )
-            raise RemoteProtocolError(
-                "classic KeyUpdate after Extended Key Update was negotiated",
-                AlertDescription.unexpected_message,
-            )
-
     def request_post_handshake_auth(self) -> None:
         raise LocalProtocolError("only a server can request client authentication")
 

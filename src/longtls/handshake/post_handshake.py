@@ -1,0 +1,185 @@
+"""Post-handshake protocols as peers, and the one place that decides what may run together.
+
+After the handshake, several protocols share the handshake content type:
+KeyUpdate (RFC 9846 §4.6.3), Extended Key Update (EKU draft-13), post-handshake
+client authentication (RFC 9846 §4.6.2) and, from the engines, NewSessionTicket.
+Each protocol owns its messages and says which handshake types it handles
+(``message_types``); ``PostHandshakeArbiter`` routes every message to its
+owner and holds every rule about what may overlap:
+
+- EKU replaces KeyUpdate once negotiated (EKU draft-13 §4): a local
+  ``update_keys()`` is refused (LocalProtocolError), a peer's KeyUpdate is an
+  unexpected_message;
+- KeyUpdate only after the handshake (RFC 9846 §4.6.3: "before ... Finished" is
+  an unexpected_message);
+- no EKU while client authentication runs, and no client authentication while
+  an EKU runs (EKU draft-13 §8.3): our own start is refused, a peer's EKU
+  request is deferred until the authentication is done, a peer's
+  CertificateRequest during an update is an unexpected_message unless it
+  crossed our own request.
+
+Certificate Update and Exported Authenticators will register the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..constants import AlertDescription, HandshakeType
+from ..errors import LocalProtocolError, RemoteProtocolError
+from .eku import Role
+
+
+class PostHandshakeProtocol(Protocol):
+    """A protocol that runs on an established connection and owns some handshake types."""
+
+    @property
+    def message_types(self) -> frozenset[int]: ...
+
+    @property
+    def in_progress(self) -> bool:
+        """An exchange of this protocol has started and not finished."""
+        ...
+
+    def handle(self, msg_type: int, body: bytes, raw: bytes) -> None: ...
+
+
+class _Engine(Protocol):
+    """What the arbiter reads from the handshake engine."""
+
+    complete: bool
+
+    @property
+    def eku_negotiated(self) -> bool: ...
+
+    @property
+    def post_handshake_auth_in_progress(self) -> bool: ...
+
+    def handle(self, msg_type: int, body: bytes, raw: bytes) -> None: ...
+
+
+class _EKU(Protocol):
+    """What the arbiter reads from an Extended Key Update state machine."""
+
+    @property
+    def message_types(self) -> frozenset[int]: ...
+
+    @property
+    def in_progress(self) -> bool: ...
+
+    @property
+    def role(self) -> Role:
+        """Where the exchange in flight stands (Role.WAIT_RESP: our request awaits the peer's response)."""
+        ...
+
+    def handle(self, msg_type: int, body: bytes, raw: bytes) -> None: ...
+
+
+class ClientAuthentication:
+    """Post-handshake client authentication (RFC 9846 §4.6.2) as a peer of the others.
+
+    Its states live in the engines' transition tables (the same Certificate,
+    CertificateVerify and Finished handlers as in the handshake); this object
+    declares its messages and whether an exchange is under way.
+    """
+
+    message_types = frozenset({
+        HandshakeType.certificate_request, HandshakeType.certificate, HandshakeType.compressed_certificate,
+        HandshakeType.certificate_verify, HandshakeType.finished,
+    })
+
+    def __init__(self, engine: _Engine) -> None:
+        self._engine = engine
+
+    def __repr__(self) -> str:
+        return f"<ClientAuthentication in_progress={self.in_progress}>"
+
+    @property
+    def in_progress(self) -> bool:
+        return self._engine.post_handshake_auth_in_progress
+
+    def handle(self, msg_type: int, body: bytes, raw: bytes) -> None:
+        self._engine.handle(msg_type, body, raw)
+
+
+class PostHandshakeArbiter:
+    """Routes post-handshake messages to their protocol and applies the ordering rules."""
+
+    def __init__(self, engine: _Engine) -> None:
+        self._engine = engine
+        self.client_auth = ClientAuthentication(engine)
+        self.eku: _EKU | None = None
+        self._owners: dict[int, PostHandshakeProtocol] = {}
+        self.register(self.client_auth)
+
+    def __repr__(self) -> str:
+        return f"<PostHandshakeArbiter {sorted(self._owners)}>"
+
+    def register(self, protocol: PostHandshakeProtocol) -> None:
+        """Give ``protocol`` its message types; a type has one owner."""
+        for msg_type in protocol.message_types:
+            owner = self._owners.get(msg_type)
+            if owner is not None and owner is not protocol:
+                raise ValueError(f"handshake type {msg_type} already belongs to {owner!r}")
+            self._owners[msg_type] = protocol
+
+    def register_eku(self, eku: _EKU) -> None:
+        self.eku = eku
+        self.register(eku)
+
+    def dispatch(self, msg_type: int, body: bytes, raw: bytes) -> bool:
+        """Hand a post-handshake message to the protocol that owns it, once the
+        rules allow it; False if no protocol owns it (the engine's, e.g. NewSessionTicket)."""
+        owner = self._owners.get(msg_type)
+        if owner is None:
+            return False
+        if msg_type == HandshakeType.key_update:
+            self.check_key_update(local=False)
+        owner.handle(msg_type, body, raw)
+        return True
+
+    # -- KeyUpdate (RFC 9846 §4.6.3) ---------------------------------------------
+
+    @property
+    def key_update_allowed(self) -> bool:
+        """The classic KeyUpdate may be used: after the handshake, and only without EKU."""
+        return self._engine.complete and not self._engine.eku_negotiated
+
+    def check_key_update(self, local: bool) -> None:
+        if not self._engine.complete:
+            raise RemoteProtocolError("KeyUpdate before the handshake completed", AlertDescription.unexpected_message)
+        if self._engine.eku_negotiated:
+            # EKU draft-13 §4: once negotiated, EKU replaces the standard KeyUpdate.
+            if local:
+                raise LocalProtocolError("Extended Key Update was negotiated: use extended_key_update() instead")
+            raise RemoteProtocolError(
+                "classic KeyUpdate after Extended Key Update was negotiated", AlertDescription.unexpected_message
+            )
+
+    # -- EKU and client authentication (EKU draft-13 §8.3) -----------------------
+
+    @property
+    def client_auth_in_progress(self) -> bool:
+        return self.client_auth.in_progress
+
+    @property
+    def eku_may_start(self) -> bool:
+        """An extended key update may start now (ours, or an answer to the peer's)."""
+        return not self.client_auth.in_progress
+
+    def check_eku_may_start(self) -> None:
+        if self.client_auth.in_progress:
+            raise LocalProtocolError("client authentication is in progress; update keys afterwards")
+
+    def check_client_auth_may_start(self, requested_by_peer: bool) -> None:
+        eku = self.eku
+        if eku is None or not eku.in_progress:
+            return
+        if not requested_by_peer:
+            raise LocalProtocolError("an extended key update is in progress; authenticate afterwards")
+        if eku.role is not Role.WAIT_RESP:
+            # The server must not start client authentication during an
+            # update; only our own request may cross its request.
+            raise RemoteProtocolError(
+                "CertificateRequest during an extended key update", AlertDescription.unexpected_message
+            )
