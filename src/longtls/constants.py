@@ -211,6 +211,30 @@ class PskKeyExchangeMode(IntEnum):
     psk_dhe_ke = 1
 
 
+class PskKind(StrEnum):
+    """Where the PSK a handshake used came from (HandshakeComplete.psk).
+
+    A StrEnum whose values are the strings the event always carried, so the
+    CLI's JSON lines keep them.
+    """
+
+    RESUMPTION = "resumption"  # a NewSessionTicket (RFC 9846 §4.6.1)
+    EXTERNAL = "external"  # provisioned outside TLS, used directly (§4.2.11)
+    IMPORTED = "imported"  # an external PSK through the RFC 9258 importer
+
+    @property
+    def binder_label(self) -> bytes:
+        """The label of binder_key (RFC 9846 §7.1; RFC 9258 §5.2)."""
+        return _BINDER_LABELS[self]
+
+
+_BINDER_LABELS = {
+    PskKind.RESUMPTION: b"res binder",
+    PskKind.EXTERNAL: b"ext binder",
+    PskKind.IMPORTED: b"imp binder",
+}
+
+
 class KeyUpdateRequest(IntEnum):
     update_not_requested = 0
     update_requested = 1

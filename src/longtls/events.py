@@ -18,6 +18,7 @@ from .constants import (
     EKUProfileName,
     NamedGroup,
     PskKeyExchangeMode,
+    PskKind,
     SignatureScheme,
 )
 
@@ -71,9 +72,9 @@ class HandshakeComplete(Event):
     eku_profile: EKUProfileName | None = None
     #: The scheme of our own CertificateVerify, if we sent one.
     local_signature_scheme: SignatureScheme | None = None
-    #: The PSK used, if any: "resumption" (a ticket; ``resumed`` is True),
-    #: "external" or "imported" (RFC 9258) -- docs/external-psk.md.
-    psk: str | None = None
+    #: The PSK used, if any: resumption (a ticket; ``resumed`` is True),
+    #: external or imported (RFC 9258) -- docs/external-psk.md.
+    psk: PskKind | None = None
     #: The identity of an external or imported PSK (its external identity).
     psk_identity: bytes | None = None
     #: psk_ke or psk_dhe_ke when a PSK was used (RFC 9846 §4.2.9).

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 
-from .constants import CipherSuite, PskKeyExchangeMode
+from .constants import CipherSuite, PskKeyExchangeMode, PskKind
 from .crypto import key_schedule as ks
 from .crypto.suites import SUITES, SuiteInfo
 from .errors import ConfigurationError, DecodeError
@@ -44,22 +43,6 @@ TLS13_TARGET_PROTOCOL = 0x0304
 TARGET_KDF = {"sha256": 0x0001, "sha384": 0x0002}
 _KDF_HASH = {code: name for name, code in TARGET_KDF.items()}
 
-# RFC 9846 §7.1 and RFC 9258 §5.2: the label of binder_key, by kind of PSK.
-RES_BINDER = b"res binder"
-EXT_BINDER = b"ext binder"
-IMP_BINDER = b"imp binder"
-
-
-class PskKind(Enum):
-    """Where the PSK a handshake used came from."""
-
-    RESUMPTION = "resumption"  # a NewSessionTicket (RFC 9846 §4.6.1)
-    EXTERNAL = "external"  # provisioned outside TLS, used directly (§4.2.11)
-    IMPORTED = "imported"  # an external PSK through the RFC 9258 importer
-
-    @property
-    def binder_label(self) -> bytes:
-        return {PskKind.RESUMPTION: RES_BINDER, PskKind.EXTERNAL: EXT_BINDER}.get(self, IMP_BINDER)
 
 
 @dataclass(frozen=True, slots=True)

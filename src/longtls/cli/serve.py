@@ -163,7 +163,7 @@ def describe_connection(writer: aio.TLSWriter) -> str:
             common.name_or_none(hs.peer_certificate_compression) or "none",
         ))
     if hs.psk is not None:  # e.g. "external 'meter-17', psk_ke"
-        what = hs.psk
+        what: str = hs.psk
         if hs.psk_identity is not None:
             what += f" {hs.psk_identity.decode('utf-8', 'backslashreplace')!r}"
         rows.append(("PSK", f"{what}, {common.name_or_none(hs.psk_key_exchange_mode)}"))

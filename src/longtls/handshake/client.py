@@ -15,6 +15,7 @@ from ..constants import (
     HandshakeType,
     NamedGroup,
     PskKeyExchangeMode,
+    PskKind,
     SignatureScheme,
 )
 from ..crypto import key_schedule as ks
@@ -22,7 +23,7 @@ from ..crypto.groups import KeyShare, get_group
 from ..crypto.suites import suite_info
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..events import SessionTicket, SessionTicketReceived
-from ..psk import PskCandidate, PskKind, client_candidates, hash_suite
+from ..psk import PskCandidate, client_candidates, hash_suite
 from ..wire import extensions as X
 from ..wire.messages import (
     Certificate,

@@ -29,6 +29,7 @@ from ..constants import (
     HandshakeType,
     NamedGroup,
     PskKeyExchangeMode,
+    PskKind,
     SignatureScheme,
 )
 from ..crypto import key_schedule as ks
@@ -37,7 +38,6 @@ from ..crypto.certificates import TrustStore, verify_chain
 from ..crypto.suites import SuiteInfo
 from ..errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from ..events import HandshakeComplete
-from ..psk import PskKind
 from ..wire.messages import (
     Certificate,
     CertificateEntry,
@@ -292,7 +292,7 @@ class HandshakeEngine:
             local_signature_scheme=local_signature_scheme,
             peer_certificate_compression=self.peer_certificate_compression,
             local_certificate_compression=self.local_certificate_compression,
-            psk=self.psk_kind.value if self.psk_kind is not None else None,
+            psk=self.psk_kind,
             psk_identity=self.psk_identity,
             psk_key_exchange_mode=self._psk_mode(),
         ))

@@ -16,6 +16,7 @@ from ..constants import (
     HandshakeType,
     NamedGroup,
     PskKeyExchangeMode,
+    PskKind,
     SignatureScheme,
 )
 from ..crypto import groups as _groups
@@ -25,7 +26,7 @@ from ..crypto.groups import get_group
 from ..crypto.suites import SuiteInfo, suite_info
 from ..errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from ..events import PeerAuthenticated
-from ..psk import PskKind, find_external, server_candidate
+from ..psk import find_external, server_candidate
 from ..wire import extensions as X
 from ..wire.buffer import u8
 from ..wire.messages import (

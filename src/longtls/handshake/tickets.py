@@ -18,9 +18,8 @@ from collections.abc import Container
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..constants import CipherSuite
+from ..constants import CipherSuite, PskKind
 from ..errors import DecodeError
-from ..psk import PskKind
 from ..wire.tickets import ORIGIN_LENGTH, TicketState
 
 __all__ = ["ORIGIN_LENGTH", "Resumption", "open_ticket", "remember_generation", "seal_ticket", "usable_ticket"]
