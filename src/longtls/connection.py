@@ -40,7 +40,7 @@ from .events import (
     ConnectionClosed,
     Event,
 )
-from .handshake.eku import EKUAdmission, ExtendedKeyUpdate, Role
+from .handshake.eku import EKUAdmission, ExtendedKeyUpdate
 from .handshake.eku_profiles import PROFILES
 from .handshake.key_update import KeyUpdateProtocol
 from .handshake.post_handshake import PostHandshakeArbiter
@@ -92,8 +92,6 @@ class Connection:
         self._close_sent = False
         self._close_received = False
         self.eku: ExtendedKeyUpdate | None = None
-        self._last_peer_eku = float("-inf")
-        self._peer_updates = 0
         # rekey policy bookkeeping (Configuration.rekey_*)
         self._bytes_since_rekey = 0
         self._last_rekey_at = 0.0
@@ -101,7 +99,7 @@ class Connection:
             ClientHandshake(self, configuration) if self.is_client else ServerHandshake(self, configuration)
         )
         #: Routes post-handshake messages and decides what may run together.
-        self.post_handshake = PostHandshakeArbiter(self.handshake)
+        self.post_handshake = PostHandshakeArbiter(self.handshake, configuration)
         #: Framing, protection, padding and record limits (record.tls_layer).
         self._records = TLSRecordLayer(
             self.handshake, is_client=self.is_client, padding=configuration.record_padding
@@ -232,8 +230,9 @@ class Connection:
         timeout = self.configuration.handshake_timeout
         if self.state is ConnectionState.HANDSHAKING and timeout is not None and self._started_at is not None:
             deadlines.append(self._started_at + timeout)
-        if self._eku_deferred_by_rate():
-            deadlines.append(self._last_peer_eku + self.configuration.effective_eku_min_interval)
+        eku_due = self.post_handshake.deferred_eku_due()
+        if eku_due is not None:
+            deadlines.append(eku_due)
         update_deadline = self._update_deadline()
         if update_deadline is not None:
             deadlines.append(update_deadline[0])
@@ -296,10 +295,9 @@ class Connection:
             self._send_alert(AlertDescription.user_canceled)
             self._fail(error)
             raise error
-        if self._eku_deferred_by_rate() and (
-            current >= self._last_peer_eku + self.configuration.effective_eku_min_interval
-        ):
-            self._guard(self._respond_deferred_eku)
+        eku_due = self.post_handshake.deferred_eku_due()
+        if eku_due is not None and current >= eku_due:
+            self._guard(self.post_handshake.respond_deferred_eku)
         interval = self.configuration.rekey_interval
         if interval is not None and self._rekey_possible() and current >= self._last_rekey_at + interval:
             self._guard(self._policy_rekey)
@@ -453,48 +451,11 @@ class Connection:
         self._records.next_read_generation(secret)
 
     def eku_admission(self) -> EKUAdmission:
-        """Whether to answer a peer's update request now: accept, defer or reject.
-
-        Limits of EKU draft-13 §11.3 (at most one peer-started update per
-        ``eku_min_interval`` seconds, at most ``eku_max_peer_updates`` in all)
-        and §8.3 (never while client authentication is in progress).
-        """
-        cfg = self.configuration
-        limit = cfg.eku_max_peer_updates
-        if limit is not None and self._peer_updates >= limit:
-            return EKUAdmission.REJECT
-        if self.post_handshake.client_auth_in_progress:
-            return EKUAdmission.DEFER
-        if cfg.now() - self._last_peer_eku < cfg.effective_eku_min_interval:
-            return EKUAdmission.DEFER
-        self._admit_peer_update()
-        return EKUAdmission.ACCEPT
-
-    def _admit_peer_update(self) -> None:
-        self._last_peer_eku = self.configuration.now()
-        self._peer_updates += 1
+        """Whether to answer a peer's update request now (the arbiter's pacing, EKU draft-13 §11.3, §8.3)."""
+        return self.post_handshake.eku_admission()
 
     def eku_wait_seconds(self) -> float:
-        if self.post_handshake.client_auth_in_progress:
-            return 1.0
-        return max(
-            0.0, self._last_peer_eku + self.configuration.effective_eku_min_interval - self.configuration.now()
-        )
-
-    def _eku_deferred_by_rate(self) -> bool:
-        """A peer's update waits for the rate limit (not for client authentication,
-        and not refused for good by ``eku_max_peer_updates``)."""
-        limit = self.configuration.eku_max_peer_updates
-        return (
-            self.eku is not None and self.eku.role is Role.RESPONDING
-            and not self.post_handshake.client_auth_in_progress
-            and (limit is None or self._peer_updates < limit)
-        )
-
-    def _respond_deferred_eku(self) -> None:
-        if self.eku is not None and self._eku_deferred_by_rate():
-            self._admit_peer_update()
-            self.eku.respond_deferred()
+        return self.post_handshake.eku_wait_seconds()
 
     def post_handshake_auth_done(self) -> None:
         """Client authentication finished: answer an update it held back (draft-13 §8.3)."""

@@ -6,11 +6,14 @@ import pytest
 
 from helpers.pair import configs, connect
 from helpers.pki import make_ca, make_leaf
+from longtls.config import Configuration
 from longtls.constants import AlertDescription, HandshakeType, KeyUpdateRequest
 from longtls.errors import LocalProtocolError, RemoteProtocolError
 from longtls.events import KeyUpdated
 from longtls.handshake.post_handshake import PostHandshakeArbiter
 from longtls.wire.messages import KeyUpdate, encode_handshake
+
+CONFIG = Configuration(is_client=True)
 
 
 class _Engine:
@@ -37,7 +40,7 @@ class _Peer:
 
 
 def test_each_message_type_has_one_owner() -> None:
-    arbiter = PostHandshakeArbiter(_Engine())
+    arbiter = PostHandshakeArbiter(_Engine(), CONFIG)
     key_update = _Peer(HandshakeType.key_update)
     arbiter.register(key_update)
     with pytest.raises(ValueError):
@@ -51,7 +54,7 @@ def test_each_message_type_has_one_owner() -> None:
 
 def test_client_authentication_messages_reach_the_engine() -> None:
     engine = _Engine()
-    arbiter = PostHandshakeArbiter(engine)
+    arbiter = PostHandshakeArbiter(engine, CONFIG)
     assert arbiter.dispatch(HandshakeType.certificate_request, b"", b"")
     assert engine.handled == [HandshakeType.certificate_request]
 
@@ -60,7 +63,7 @@ def test_classic_key_update_is_refused_once_eku_is_negotiated() -> None:
     """EKU draft-13 §4: the peer's KeyUpdate is unexpected_message; ours is a local error."""
     engine = _Engine()
     engine.eku_negotiated = True
-    arbiter = PostHandshakeArbiter(engine)
+    arbiter = PostHandshakeArbiter(engine, CONFIG)
     key_update = _Peer(HandshakeType.key_update)
     arbiter.register(key_update)
     with pytest.raises(RemoteProtocolError) as info:

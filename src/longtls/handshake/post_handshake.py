@@ -16,7 +16,10 @@ owner and holds every rule about what may overlap:
   an EKU runs (EKU draft-13 §8.3): our own start is refused, a peer's EKU
   request is deferred until the authentication is done, a peer's
   CertificateRequest during an update is an unexpected_message unless it
-  crossed our own request.
+  crossed our own request;
+- a peer's EKU requests are paced and counted (EKU draft-13 §11.3): at most one
+  answered per ``eku_min_interval`` (later ones wait), at most
+  ``eku_max_peer_updates`` in all (further ones are rejected).
 
 Certificate Update and Exported Authenticators will register the same way.
 """
@@ -25,9 +28,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..config import Configuration
 from ..constants import AlertDescription, HandshakeType
 from ..errors import LocalProtocolError, RemoteProtocolError
-from .eku import Role
+from .eku import EKUAdmission, Role
 
 
 class PostHandshakeProtocol(Protocol):
@@ -74,6 +78,9 @@ class _EKU(Protocol):
 
     def handle(self, msg_type: int, body: bytes, raw: bytes) -> None: ...
 
+    def respond_deferred(self) -> None:
+        """Answer the peer's request that was deferred."""
+
 
 class ClientAuthentication:
     """Post-handshake client authentication (RFC 9846 §4.6.2) as a peer of the others.
@@ -105,8 +112,12 @@ class ClientAuthentication:
 class PostHandshakeArbiter:
     """Routes post-handshake messages to their protocol and applies the ordering rules."""
 
-    def __init__(self, engine: _Engine) -> None:
+    def __init__(self, engine: _Engine, configuration: Configuration) -> None:
         self._engine = engine
+        self._config = configuration
+        # EKU draft-13 §11.3: when we last admitted a peer-started update, and how many.
+        self._last_peer_eku = float("-inf")
+        self._peer_updates = 0
         self.client_auth = ClientAuthentication(engine)
         self.eku: _EKU | None = None
         self._owners: dict[int, PostHandshakeProtocol] = {}
@@ -183,3 +194,53 @@ class PostHandshakeArbiter:
             raise RemoteProtocolError(
                 "CertificateRequest during an extended key update", AlertDescription.unexpected_message
             )
+
+    # -- pacing a peer's extended key updates (EKU draft-13 §11.3) -----------------
+
+    def eku_admission(self) -> EKUAdmission:
+        """Whether to answer a peer's update request now: accept, defer or reject.
+
+        At most one peer-started update per ``eku_min_interval`` seconds, at
+        most ``eku_max_peer_updates`` in all (§11.3), and never while client
+        authentication is in progress (§8.3).
+        """
+        cfg = self._config
+        limit = cfg.eku_max_peer_updates
+        if limit is not None and self._peer_updates >= limit:
+            return EKUAdmission.REJECT
+        if self.client_auth.in_progress:
+            return EKUAdmission.DEFER
+        if cfg.now() - self._last_peer_eku < cfg.effective_eku_min_interval:
+            return EKUAdmission.DEFER
+        self._admit_peer_update()
+        return EKUAdmission.ACCEPT
+
+    def _admit_peer_update(self) -> None:
+        self._last_peer_eku = self._config.now()
+        self._peer_updates += 1
+
+    def eku_wait_seconds(self) -> float:
+        """How long a deferred request will wait (what a draft-05 "retry" response announces)."""
+        if self.client_auth.in_progress:
+            return 1.0
+        cfg = self._config
+        return max(0.0, self._last_peer_eku + cfg.effective_eku_min_interval - cfg.now())
+
+    def deferred_eku_due(self) -> float | None:
+        """When a peer's update that waits for the rate limit is to be answered, or
+        None (none waits, it waits for client authentication instead, or
+        ``eku_max_peer_updates`` refuses it for good)."""
+        limit = self._config.eku_max_peer_updates
+        eku = self.eku
+        if (
+            eku is None or eku.role is not Role.RESPONDING or self.client_auth.in_progress
+            or (limit is not None and self._peer_updates >= limit)
+        ):
+            return None
+        return self._last_peer_eku + self._config.effective_eku_min_interval
+
+    def respond_deferred_eku(self) -> None:
+        """Answer the deferred update now (its time has come, or client authentication ended)."""
+        if self.eku is not None and self.deferred_eku_due() is not None:
+            self._admit_peer_update()
+            self.eku.respond_deferred()
