@@ -5,9 +5,14 @@ Bytes in (``receive_data``), bytes out (``data_to_send``), events out
 connection never touches a socket, a clock (time comes from the
 configuration's ``now``) or a thread.
 
-Layering: this module owns the record layer of the connection (framing,
-protection, alerts, application data, KeyUpdate) and hands handshake messages
-to the client or server handshake engine in ``longtls.handshake``.
+Layering: the connection keeps the public API, the event queue, alerts and
+closing, and dispatch.  Records (framing, protection, padding, size and usage
+limits) are the record layer's (``record.tls_layer.TLSRecordLayer``); the
+handshake is the client or server engine's (``handshake.client``,
+``handshake.server``), which sees this class only as a
+``handshake.host.HandshakeHost``; after the handshake each post-handshake
+protocol (KeyUpdate, Extended Key Update, client authentication) handles its
+own messages, routed and kept apart by ``handshake.post_handshake.PostHandshakeArbiter``.
 """
 
 from __future__ import annotations
