@@ -49,6 +49,7 @@ from .handshake.eku import EKUAdmission, ExtendedKeyUpdate
 from .handshake.eku_profiles import PROFILES
 from .handshake.key_update import KeyUpdateProtocol
 from .handshake.post_handshake import PostHandshakeArbiter
+from .handshake.rekey import RekeyPolicy
 from .keylog import format_line, from_environment
 from .record.tls import RecordProtection
 from .record.tls_layer import TLSRecordLayer
@@ -97,14 +98,13 @@ class Connection:
         self._close_sent = False
         self._close_received = False
         self.eku: ExtendedKeyUpdate | None = None
-        # rekey policy bookkeeping (Configuration.rekey_*)
-        self._bytes_since_rekey = 0
-        self._last_rekey_at = 0.0
         self.handshake: HandshakeEngine = (
             ClientHandshake(self, configuration) if self.is_client else ServerHandshake(self, configuration)
         )
         #: Routes post-handshake messages and decides what may run together.
         self.post_handshake = PostHandshakeArbiter(self.handshake, configuration)
+        #: The updates this side starts by itself (usage limits, Configuration.rekey_*).
+        self._rekey = RekeyPolicy(self.post_handshake, configuration)
         #: Framing, protection, padding and record limits (record.tls_layer).
         self._records = TLSRecordLayer(
             self.handshake, is_client=self.is_client, padding=configuration.record_padding
@@ -175,16 +175,12 @@ class Connection:
             raise LocalProtocolError(f"cannot send application data while {self.state.value}")
         if self._close_sent:
             raise LocalProtocolError("cannot send after close()")
-        self._maybe_auto_rekey()
         records = self._records
+        if records.near_usage_limit:
+            self._rekey.before_usage_limit()
         records.send(ContentType.APPLICATION_DATA, data)
-        self._bytes_since_rekey += len(data)
-        cfg = self.configuration
-        if (cfg.rekey_bytes is not None and self._bytes_since_rekey >= cfg.rekey_bytes) or (
-            cfg.rekey_records is not None and records.write is not None
-            and records.write.sequence_number >= cfg.rekey_records
-        ):
-            self._policy_rekey()
+        if self._rekey.sent(len(data), records.write.sequence_number if records.write is not None else 0):
+            self._rekey.start_update()
 
     def update_keys(self, request_peer_update: bool = True, timeout: float | None = None) -> None:
         """Send a KeyUpdate (RFC 9846 §4.6.3) and switch to the next sending key.
@@ -241,9 +237,9 @@ class Connection:
         update_deadline = self._update_deadline()
         if update_deadline is not None:
             deadlines.append(update_deadline[0])
-        interval = self.configuration.rekey_interval
-        if interval is not None and self._rekey_possible():
-            deadlines.append(self._last_rekey_at + interval)
+        rekey_due = self._rekey.interval_due()
+        if rekey_due is not None and self._rekey_possible():
+            deadlines.append(rekey_due)
         return min(deadlines) if deadlines else None
 
     def _rekey_possible(self) -> bool:
@@ -303,9 +299,9 @@ class Connection:
         eku_due = self.post_handshake.deferred_eku_due()
         if eku_due is not None and current >= eku_due:
             self._guard(self.post_handshake.respond_deferred_eku)
-        interval = self.configuration.rekey_interval
-        if interval is not None and self._rekey_possible() and current >= self._last_rekey_at + interval:
-            self._guard(self._policy_rekey)
+        rekey_due = self._rekey.interval_due()
+        if rekey_due is not None and self._rekey_possible() and current >= rekey_due:
+            self._guard(self._rekey.start_update)
 
     def export_epoch_keying_material(
         self, label: str | bytes, context: bytes, length: int, generation: int | None = None
@@ -421,12 +417,12 @@ class Connection:
 
     def handshake_done(self) -> None:
         self.state = ConnectionState.CONNECTED
-        self._last_rekey_at = self.configuration.now()
+        self._rekey.rekeyed()
         self._records.reset_generations()
         hs = self.handshake
         assert hs.suite is not None
         self.key_update = KeyUpdateProtocol(self, hs.suite)
-        self.post_handshake.register(self.key_update)
+        self.post_handshake.register_key_update(self.key_update)
         if hs.eku_negotiated:
             secrets, suite = hs.secrets, hs.suite
             group = hs.eku_group  # under psk_ke, not the handshake's (docs/external-psk.md)
@@ -469,22 +465,6 @@ class Connection:
     def eku_completed(self) -> None:
         self.rekeyed()
         self.handshake.on_extended_key_update(self.eku)
-
-    def _policy_rekey(self) -> None:
-        """Start the update the rekey policy asks for, unless one is under way."""
-        if self.eku is not None:
-            if not self.eku.in_progress and not self.post_handshake.client_auth_in_progress:
-                try:
-                    self.eku.start()
-                except LocalProtocolError:
-                    # draft-05 "retry" delay still running: try again one interval later.
-                    self._last_rekey_at = self.configuration.now()
-                    return
-                # Count from the start, so a slow peer does not trigger a storm.
-                self._bytes_since_rekey = 0
-                self._last_rekey_at = self.configuration.now()
-        elif self.key_update is not None and self.post_handshake.key_update_allowed:
-            self.key_update.send(KeyUpdateRequest.update_requested)
 
     @property
     def resumption_secret(self) -> bytes:
@@ -656,18 +636,7 @@ class Connection:
         self._records.next_read_generation(secret)
 
     def rekeyed(self) -> None:
-        self._bytes_since_rekey = 0
-        self._last_rekey_at = self.configuration.now()
-
-    def _maybe_auto_rekey(self) -> None:
-        # RFC 9846 §5.5: update keys before the AEAD usage limit is reached.
-        if not self._records.near_usage_limit:
-            return
-        if self.eku is not None:
-            if not self.eku.in_progress:
-                self.eku.start()
-        elif self.key_update is not None and self.post_handshake.key_update_allowed:
-            self.key_update.send(KeyUpdateRequest.update_not_requested)
+        self._rekey.rekeyed()
 
     def _handle_alert(self, content: bytes) -> None:
         if len(content) != 2:

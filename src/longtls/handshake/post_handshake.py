@@ -32,6 +32,7 @@ from ..config import Configuration
 from ..constants import AlertDescription, HandshakeType
 from ..errors import LocalProtocolError, RemoteProtocolError
 from .eku import EKUAdmission, Role
+from .key_update import KeyUpdateProtocol
 
 
 class PostHandshakeProtocol(Protocol):
@@ -81,6 +82,8 @@ class _EKU(Protocol):
     def respond_deferred(self) -> None:
         """Answer the peer's request that was deferred."""
 
+    def start(self, timeout: float | None = None) -> None: ...
+
 
 class ClientAuthentication:
     """Post-handshake client authentication (RFC 9846 §4.6.2) as a peer of the others.
@@ -120,6 +123,7 @@ class PostHandshakeArbiter:
         self._peer_updates = 0
         self.client_auth = ClientAuthentication(engine)
         self.eku: _EKU | None = None
+        self.key_update: KeyUpdateProtocol | None = None
         self._owners: dict[int, PostHandshakeProtocol] = {}
         self.register(self.client_auth)
 
@@ -133,6 +137,10 @@ class PostHandshakeArbiter:
             if owner is not None and owner is not protocol:
                 raise ValueError(f"handshake type {msg_type} already belongs to {owner!r}")
             self._owners[msg_type] = protocol
+
+    def register_key_update(self, key_update: KeyUpdateProtocol) -> None:
+        self.key_update = key_update
+        self.register(key_update)
 
     def register_eku(self, eku: _EKU) -> None:
         self.eku = eku
