@@ -369,7 +369,10 @@ class Connection:
             raise LocalProtocolError("only a connected server can request client authentication")
         self._guard(self.handshake.request_post_handshake_auth)
 
-    # ----------------------------------------------------- used by handshake
+    # ------------------------------------------------------------ the hosts
+    # What the protocols below see of the connection: the engines'
+    # handshake.host.HandshakeHost, EKU's handshake.eku.EKUHost and KeyUpdate's
+    # handshake.key_update.KeyUpdateHost (structural protocols: mypy checks them).
 
     def emit(self, event: Event) -> None:
         self._events.append(event)
@@ -503,6 +506,35 @@ class Connection:
     def current_write_secret(self) -> bytes:
         return self._records.write_secret
 
+    # KeyUpdate's host (handshake.key_update.KeyUpdateHost)
+
+    @property
+    def close_received(self) -> bool:
+        return self._close_received
+
+    @property
+    def read_generation(self) -> int:
+        return self._records.read_generation
+
+    @property
+    def write_generation(self) -> int:
+        return self._records.write_generation
+
+    @property
+    def handshake_data_pending(self) -> bool:
+        return self._reassembler.has_partial() or self._reassembler.has_complete()
+
+    def advance_write_secret(self, secret: bytes) -> None:
+        self._flush_handshake()
+        self._records.next_write_generation(secret)
+
+    def advance_read_secret(self, secret: bytes) -> None:
+        self._check_key_change()
+        self._records.next_read_generation(secret)
+
+    def rekeyed(self) -> None:
+        self._rekey.rekeyed()
+
     # -------------------------------------------------------------- internals
 
     def _guard(self, action: object) -> None:
@@ -608,35 +640,6 @@ class Connection:
             # messages; the rest (NewSessionTicket, anything unexpected) go to the engine.
             if self.state is not ConnectionState.CONNECTED or not self.post_handshake.dispatch(msg_type, body, raw):
                 self.handshake.handle(msg_type, body, raw)
-
-    # KeyUpdate's host (handshake.key_update.KeyUpdateHost)
-
-    @property
-    def close_received(self) -> bool:
-        return self._close_received
-
-    @property
-    def read_generation(self) -> int:
-        return self._records.read_generation
-
-    @property
-    def write_generation(self) -> int:
-        return self._records.write_generation
-
-    @property
-    def handshake_data_pending(self) -> bool:
-        return self._reassembler.has_partial() or self._reassembler.has_complete()
-
-    def advance_write_secret(self, secret: bytes) -> None:
-        self._flush_handshake()
-        self._records.next_write_generation(secret)
-
-    def advance_read_secret(self, secret: bytes) -> None:
-        self._check_key_change()
-        self._records.next_read_generation(secret)
-
-    def rekeyed(self) -> None:
-        self._rekey.rekeyed()
 
     def _handle_alert(self, content: bytes) -> None:
         if len(content) != 2:
