@@ -83,3 +83,60 @@ def test_record_number_key(suite: CipherSuite) -> None:
     assert sn_key == expand_label(info.hash_name, secret, b"dtls13", b"sn", b"", info.key_length)
     assert sn_key != key
 
+
+
+def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
+    """RFC 5869 §2.2 (a zero-length salt is HashLen zeros)."""
+    return hmac.new(salt or bytes(hashlib.new(hash_name).digest_size), ikm, hash_name).digest()
+
+
+@pytest.mark.parametrize("suite", ALL_SUITES, ids=lambda s: CipherSuite(s).name)
+@pytest.mark.parametrize("psk", [None, b"\x42" * 32], ids=["ecdhe", "psk"])
+def test_dtls13_handshake_key_schedule(suite: CipherSuite, psk: bytes | None) -> None:
+    """RFC 9846 §7.1's schedule with every label under "dtls13" (RFC 9147 §5.9)."""
+    info = SUITES[suite]
+    name, n = info.hash_name, info.hash_length
+    hello, finished_s, finished_c = (hashlib.new(name, m).digest() for m in (b"CH..SH", b"CH..sFin", b"CH..cFin"))
+    shared = bytes(range(32))
+
+    def derive(secret: bytes, label: bytes, context: bytes) -> bytes:
+        return expand_label(name, secret, b"dtls13", label, context, n)
+
+    empty = hashlib.new(name, b"").digest()
+    early = hkdf_extract(name, b"", psk or bytes(n))
+    handshake = hkdf_extract(name, derive(early, b"derived", empty), shared)
+    main = hkdf_extract(name, derive(handshake, b"derived", empty), bytes(n))
+
+    secrets = ks.HandshakeSecrets(info, psk, ks.DTLS13_LABEL_PREFIX)
+    assert secrets.early_secret == early
+    assert secrets.binder_key(b"ext binder") == derive(early, b"ext binder", empty)
+    assert secrets.client_early_traffic_secret(hello) == derive(early, b"c e traffic", hello)
+    secrets.derive_handshake(shared, hello)
+    assert secrets.handshake_secret == handshake
+    assert secrets.client_handshake_traffic_secret == derive(handshake, b"c hs traffic", hello)
+    assert secrets.server_handshake_traffic_secret == derive(handshake, b"s hs traffic", hello)
+    secrets.derive_application(finished_s)
+    assert secrets.main_secret == main
+    assert secrets.client_application_traffic_secret == derive(main, b"c ap traffic", finished_s)
+    assert secrets.server_application_traffic_secret == derive(main, b"s ap traffic", finished_s)
+    assert secrets.exporter_secret == derive(main, b"exp master", finished_s)
+    secrets.derive_resumption(finished_c)
+    assert secrets.resumption_secret == derive(main, b"res master", finished_c)
+    # The other prefixed derivations a DTLS connection uses.
+    traffic = secrets.client_application_traffic_secret
+    assert ks.next_traffic_secret(info, traffic, ks.DTLS13_LABEL_PREFIX) == derive(traffic, b"traffic upd", b"")
+    finished_key = expand_label(name, traffic, b"dtls13", b"finished", b"", n)
+    assert ks.finished_verify_data(info, traffic, hello, ks.DTLS13_LABEL_PREFIX) == hmac.new(
+        finished_key, hello, name
+    ).digest()
+    assert ks.resumption_psk(info, secrets.resumption_secret, b"\x00", ks.DTLS13_LABEL_PREFIX) == derive(
+        secrets.resumption_secret, b"resumption", b"\x00"
+    )
+    exporter = derive(secrets.exporter_secret, b"EXPERIMENTAL x", empty)
+    assert ks.export_keying_material(
+        info, secrets.exporter_secret, b"EXPERIMENTAL x", b"ctx", 42, ks.DTLS13_LABEL_PREFIX
+    ) == expand_label(name, exporter, b"dtls13", b"exporter", hashlib.new(name, b"ctx").digest(), 42)
+    # The same handshake over TLS derives other secrets.
+    tls = ks.HandshakeSecrets(info, psk)
+    tls.derive_handshake(shared, hello)
+    assert tls.client_handshake_traffic_secret != secrets.client_handshake_traffic_secret

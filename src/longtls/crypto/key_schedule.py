@@ -78,18 +78,22 @@ def record_number_key(
     return hkdf_expand_label(suite, traffic_secret, b"sn", b"", suite.key_length, prefix)
 
 
-def next_traffic_secret(suite: SuiteInfo, traffic_secret: bytes) -> bytes:
+def next_traffic_secret(
+    suite: SuiteInfo, traffic_secret: bytes, prefix: bytes = TLS13_LABEL_PREFIX
+) -> bytes:
     """application_traffic_secret_N+1 (RFC 9846 §7.2)."""
-    return hkdf_expand_label(suite, traffic_secret, b"traffic upd", b"", suite.hash_length)
+    return hkdf_expand_label(suite, traffic_secret, b"traffic upd", b"", suite.hash_length, prefix)
 
 
-def finished_key(suite: SuiteInfo, base_key: bytes) -> bytes:
-    return hkdf_expand_label(suite, base_key, b"finished", b"", suite.hash_length)
+def finished_key(suite: SuiteInfo, base_key: bytes, prefix: bytes = TLS13_LABEL_PREFIX) -> bytes:
+    return hkdf_expand_label(suite, base_key, b"finished", b"", suite.hash_length, prefix)
 
 
-def finished_verify_data(suite: SuiteInfo, base_key: bytes, transcript_hash: bytes) -> bytes:
+def finished_verify_data(
+    suite: SuiteInfo, base_key: bytes, transcript_hash: bytes, prefix: bytes = TLS13_LABEL_PREFIX
+) -> bytes:
     """verify_data = HMAC(finished_key, Transcript-Hash(...)) (RFC 9846 §4.4.4)."""
-    h = hmac.HMAC(finished_key(suite, base_key), suite.hash)
+    h = hmac.HMAC(finished_key(suite, base_key, prefix), suite.hash)
     h.update(transcript_hash)
     return h.finalize()
 
@@ -99,18 +103,21 @@ def constant_time_equal(a: bytes, b: bytes) -> bool:
     return _hmac.compare_digest(a, b)
 
 
-def resumption_psk(suite: SuiteInfo, resumption_secret: bytes, ticket_nonce: bytes) -> bytes:
+def resumption_psk(
+    suite: SuiteInfo, resumption_secret: bytes, ticket_nonce: bytes, prefix: bytes = TLS13_LABEL_PREFIX
+) -> bytes:
     """The PSK a ticket stands for (RFC 9846 §4.6.1)."""
-    return hkdf_expand_label(suite, resumption_secret, b"resumption", ticket_nonce, suite.hash_length)
+    return hkdf_expand_label(suite, resumption_secret, b"resumption", ticket_nonce, suite.hash_length, prefix)
 
 
 def export_keying_material(
-    suite: SuiteInfo, exporter_secret: bytes, label: bytes, context: bytes, length: int
+    suite: SuiteInfo, exporter_secret: bytes, label: bytes, context: bytes, length: int,
+    prefix: bytes = TLS13_LABEL_PREFIX,
 ) -> bytes:
     """TLS-Exporter (RFC 9846 §7.5)."""
-    secret = derive_secret(suite, exporter_secret, label, empty_hash(suite))
+    secret = derive_secret(suite, exporter_secret, label, empty_hash(suite), prefix)
     return hkdf_expand_label(
-        suite, secret, b"exporter", transcript_digest(suite, context), length
+        suite, secret, b"exporter", transcript_digest(suite, context), length, prefix
     )
 
 
@@ -173,11 +180,13 @@ class Transcript:
 class HandshakeSecrets:
     """The secrets of one handshake, derived step by step (RFC 9846 §7.1).
 
-    Attributes hold key material; ``repr`` shows none of it.
+    Attributes hold key material; ``repr`` shows none of it.  ``prefix`` is
+    the transport's HKDF label prefix (TLS "tls13 ", DTLS 1.3 "dtls13").
     """
 
     __slots__ = (
         "suite",
+        "prefix",
         "early_secret",
         "handshake_secret",
         "main_secret",
@@ -191,8 +200,11 @@ class HandshakeSecrets:
         "client_finished_hash",
     )
 
-    def __init__(self, suite: SuiteInfo, psk: bytes | None = None) -> None:
+    def __init__(
+        self, suite: SuiteInfo, psk: bytes | None = None, prefix: bytes = TLS13_LABEL_PREFIX
+    ) -> None:
         self.suite = suite
+        self.prefix = prefix
         self.early_secret = hkdf_extract(suite, b"", psk or bytes(suite.hash_length))
         self.handshake_secret = b""
         self.main_secret = b""
@@ -211,51 +223,53 @@ class HandshakeSecrets:
     def binder_key(self, label: bytes = b"res binder") -> bytes:
         """RFC 9846 §7.1: "res binder" for tickets, "ext binder" for external PSKs;
         "imp binder" for imported ones (RFC 9258 §5.2)."""
-        return derive_secret(self.suite, self.early_secret, label, empty_hash(self.suite))
+        return derive_secret(self.suite, self.early_secret, label, empty_hash(self.suite), self.prefix)
 
     def client_early_traffic_secret(self, hello_hash: bytes) -> bytes:
-        return derive_secret(self.suite, self.early_secret, b"c e traffic", hello_hash)
+        return derive_secret(self.suite, self.early_secret, b"c e traffic", hello_hash, self.prefix)
 
     def derive_handshake(self, shared_secret: bytes | None, hello_hash: bytes) -> None:
         """After ServerHello: handshake secret and both handshake traffic secrets."""
-        s = self.suite
-        salt = derive_secret(s, self.early_secret, b"derived", empty_hash(s))
+        s, prefix = self.suite, self.prefix
+        salt = derive_secret(s, self.early_secret, b"derived", empty_hash(s), prefix)
         self.handshake_secret = hkdf_extract(s, salt, shared_secret or bytes(s.hash_length))
         self.client_handshake_traffic_secret = derive_secret(
-            s, self.handshake_secret, b"c hs traffic", hello_hash
+            s, self.handshake_secret, b"c hs traffic", hello_hash, prefix
         )
         self.server_handshake_traffic_secret = derive_secret(
-            s, self.handshake_secret, b"s hs traffic", hello_hash
+            s, self.handshake_secret, b"s hs traffic", hello_hash, prefix
         )
 
     def derive_application(self, server_finished_hash: bytes) -> None:
         """After server Finished: main secret, application and exporter secrets."""
-        s = self.suite
+        s, prefix = self.suite, self.prefix
         self.server_finished_hash = server_finished_hash
-        salt = derive_secret(s, self.handshake_secret, b"derived", empty_hash(s))
+        salt = derive_secret(s, self.handshake_secret, b"derived", empty_hash(s), prefix)
         self.main_secret = hkdf_extract(s, salt, bytes(s.hash_length))
         self.client_application_traffic_secret = derive_secret(
-            s, self.main_secret, b"c ap traffic", server_finished_hash
+            s, self.main_secret, b"c ap traffic", server_finished_hash, prefix
         )
         self.server_application_traffic_secret = derive_secret(
-            s, self.main_secret, b"s ap traffic", server_finished_hash
+            s, self.main_secret, b"s ap traffic", server_finished_hash, prefix
         )
-        self.exporter_secret = derive_secret(s, self.main_secret, b"exp master", server_finished_hash)
+        self.exporter_secret = derive_secret(s, self.main_secret, b"exp master", server_finished_hash, prefix)
 
     def derive_resumption(self, client_finished_hash: bytes) -> None:
         self.client_finished_hash = client_finished_hash
         self.resumption_secret = derive_secret(
-            self.suite, self.main_secret, b"res master", client_finished_hash
+            self.suite, self.main_secret, b"res master", client_finished_hash, self.prefix
         )
 
 
 # -- Extended Key Update (draft-ietf-tls-extended-key-update) -------------------
 
 
-def eku_exporter_secret(suite: SuiteInfo, main_secret: bytes, server_finished_hash: bytes) -> bytes:
+def eku_exporter_secret(
+    suite: SuiteInfo, main_secret: bytes, server_finished_hash: bytes, prefix: bytes = TLS13_LABEL_PREFIX
+) -> bytes:
     """Generation 0 of the epoch-aware exporter (EKU draft-13 §9.1):
     Derive-Secret(main_secret, "exporter eku", ClientHello..server Finished)."""
-    return derive_secret(suite, main_secret, b"exporter eku", server_finished_hash)
+    return derive_secret(suite, main_secret, b"exporter eku", server_finished_hash, prefix)
 
 
 @dataclass(frozen=True, slots=True)
