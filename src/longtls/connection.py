@@ -176,10 +176,13 @@ class Connection:
         if self._close_sent:
             raise LocalProtocolError("cannot send after close()")
         records = self._records
-        if records.near_usage_limit:
+        write = records.write
+        if write is not None and write.near_limit:
+            # RFC 9846 §5.5: replace the key before its AEAD usage limit.
             self._rekey.before_usage_limit()
         records.send(ContentType.APPLICATION_DATA, data)
-        if self._rekey.sent(len(data), records.write.sequence_number if records.write is not None else 0):
+        write = records.write  # a key update may have replaced it
+        if self._rekey.sent(len(data), write.sequence_number if write is not None else 0):
             self._rekey.start_update()
 
     def update_keys(self, request_peer_update: bool = True, timeout: float | None = None) -> None:

@@ -214,11 +214,6 @@ class TLSRecordLayer:
         self.read_generation = 0
         self.write_generation = 0
 
-    @property
-    def near_usage_limit(self) -> bool:
-        """Our sending key should be replaced soon (RFC 9846 §5.5; 7/8 of the limit)."""
-        return self.write is not None and self.write.near_limit
-
     def set_peer_record_size_limit(self, limit: int) -> None:
         """The peer's record_size_limit; RFC 8449 §4 binds both ends once it is negotiated."""
         self.peer_record_size_limit = min(limit, MAX_PLAINTEXT + 1)
