@@ -20,7 +20,7 @@ A few tests at the end check the opposite: input the spec says to ignore or
 answer without an alert.
 
 Section numbers are those of the spec text in
-/work/shared/specs/rfc9846-tls13-rfc8446bis.md (RFC 9846); where RFC 8446
+../shared/specs/rfc9846-tls13-rfc8446bis.md (RFC 9846); where RFC 8446
 numbered a section differently the RFC 9846 number is used (e.g. Key Share is
 §4.3.8 here, §4.2.8 in RFC 8446).
 

@@ -1,7 +1,7 @@
 """Unit tests for longtls.wire.messages and longtls.wire.extensions.
 
 The byte strings below are copied from RFC 8448 ("Example Handshake Traces
-for TLS 1.3", /work/shared/specs/rfc8448-tls13-vectors.txt): each is a whole
+for TLS 1.3", ../shared/specs/rfc8448-tls13-vectors.txt): each is a whole
 handshake message (4-byte header + body) as printed under "construct a ...
 handshake message" (or the "send handshake record" payload, for the resumed
 ClientHello whose binders are filled in there).

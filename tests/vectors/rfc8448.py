@@ -1,7 +1,7 @@
 """RFC 8448 ("Example Handshake Traces for TLS 1.3") as machine-readable test data.
 
 The spec text (``rfc8448-tls13-vectors.txt``) is parsed once, at import time.  It lives in
-``/work/shared/specs`` -- a sibling of the repository root -- unless the environment variable
+``../shared/specs`` -- a sibling of the repository root -- unless the environment variable
 ``LONGTLS_SPECS`` names another specs directory.
 
 Data model
