@@ -138,6 +138,18 @@ class Group(abc.ABC):
 _XPrivateKey = x25519.X25519PrivateKey | x448.X448PrivateKey
 
 
+class _DiffieHellmanGroup(Group):
+    """A (EC)DH group: the responder's key_exchange is its own public value."""
+
+    is_kem = False
+
+    def respond(
+        self, peer_key_exchange: bytes, ephemeral: KeyShare | None = None
+    ) -> tuple[bytes, bytes]:
+        share = self._own_share(ephemeral)
+        return share.public, share.complete(peer_key_exchange)
+
+
 class _XDHShare(KeyShare):
     __slots__ = ("_owner", "_private")
 
@@ -171,9 +183,7 @@ class _XDHShare(KeyShare):
         return secret
 
 
-class _XDHGroup(Group):
-    is_kem = False
-
+class _XDHGroup(_DiffieHellmanGroup):
     def __init__(
         self,
         code: NamedGroup,
@@ -191,12 +201,6 @@ class _XDHGroup(Group):
 
     def generate(self) -> KeyShare:
         return _XDHShare(self, self._private_cls.generate())
-
-    def respond(
-        self, peer_key_exchange: bytes, ephemeral: KeyShare | None = None
-    ) -> tuple[bytes, bytes]:
-        share = self._own_share(ephemeral)
-        return share.public, share.complete(peer_key_exchange)
 
     def from_private_bytes(self, data: bytes) -> KeyShare:
         if len(data) != self.public_length:
@@ -225,9 +229,7 @@ class _ECDHShare(KeyShare):
         return self._private.exchange(ec.ECDH(), peer)
 
 
-class _ECDHGroup(Group):
-    is_kem = False
-
+class _ECDHGroup(_DiffieHellmanGroup):
     def __init__(self, code: NamedGroup, curve: ec.EllipticCurve) -> None:
         self.code = code
         self._curve = curve
@@ -252,12 +254,6 @@ class _ECDHGroup(Group):
 
     def generate(self) -> KeyShare:
         return _ECDHShare(self, ec.generate_private_key(self._curve))
-
-    def respond(
-        self, peer_key_exchange: bytes, ephemeral: KeyShare | None = None
-    ) -> tuple[bytes, bytes]:
-        share = self._own_share(ephemeral)
-        return share.public, share.complete(peer_key_exchange)
 
     def from_private_bytes(self, data: bytes) -> KeyShare:
         if len(data) != self._coordinate_length:
@@ -344,9 +340,7 @@ class _FFDHEShare(KeyShare):
         return secret.rjust(owner.secret_length, b"\x00")
 
 
-class _FFDHEGroup(Group):
-    is_kem = False
-
+class _FFDHEGroup(_DiffieHellmanGroup):
     def __init__(self, code: NamedGroup) -> None:
         self.code = code
         bits, _ = _FFDHE_X[code]
@@ -385,12 +379,6 @@ class _FFDHEGroup(Group):
 
     def generate(self) -> KeyShare:
         return _FFDHEShare(self, self._parameters.generate_private_key())
-
-    def respond(
-        self, peer_key_exchange: bytes, ephemeral: KeyShare | None = None
-    ) -> tuple[bytes, bytes]:
-        share = self._own_share(ephemeral)
-        return share.public, share.complete(peer_key_exchange)
 
     def from_private_bytes(self, data: bytes) -> KeyShare:
         if len(data) != self.public_length:
