@@ -13,6 +13,10 @@ TLS13_VERSION = 0x0304
 LEGACY_VERSION = 0x0303  # legacy_version / legacy_record_version (RFC 9846 §4.1.2, §5.1)
 LEGACY_RECORD_VERSION_CLIENT_HELLO = 0x0301  # allowed for the initial ClientHello record
 
+# DTLS 1.3 (RFC 9147): versions are the 1's complement of the TLS ones.
+DTLS13_VERSION = 0xFEFC  # supported_versions (RFC 9147 §5.3)
+DTLS_LEGACY_VERSION = 0xFEFD  # legacy_version / legacy_record_version: DTLS 1.2 (§4, §5.3)
+
 
 class ContentType(IntEnum):
     INVALID = 0
@@ -67,6 +71,8 @@ class HandshakeType(IntEnum):
     new_session_ticket = 4
     end_of_early_data = 5
     encrypted_extensions = 8
+    request_connection_id = 9  # DTLS 1.3 (RFC 9147 §9)
+    new_connection_id = 10  # DTLS 1.3 (RFC 9147 §9)
     certificate = 11
     certificate_request = 13
     certificate_verify = 15
@@ -104,6 +110,7 @@ class ExtensionType(IntEnum):
     post_handshake_auth = 49
     signature_algorithms_cert = 50
     key_share = 51
+    connection_id = 54  # RFC 9146 / RFC 9147 §9
     # PROVISIONAL: draft-ietf-tls-tlsflags "tls_flags" extension type.
     tls_flags = 62
 
