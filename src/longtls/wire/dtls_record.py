@@ -25,14 +25,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from ..constants import DTLS_LEGACY_VERSION, AlertDescription, ContentType
 from ..errors import DecodeError
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class RecordNumber:
-    """A record's full 64-bit epoch and 64-bit sequence number (RFC 9147 §4, §7)."""
+class RecordNumber(NamedTuple):
+    """A record's full 64-bit epoch and 64-bit sequence number (RFC 9147 §4, §7).
+
+    A NamedTuple, not a dataclass: one is made per record sealed or opened,
+    and a tuple is built in half the time.  Immutable, hashable, ordered
+    (epoch first) and compared by value like the frozen dataclass it was.
+    """
 
     epoch: int
     sequence_number: int
