@@ -450,6 +450,19 @@ def test_max_payload_fills_the_budget_exactly(suite_id: CipherSuite, cid: bytes 
     assert DTLSRecordLayer().max_payload(100_000) == 2**14
 
 
+def test_peer_record_size_limit_caps_records() -> None:
+    """RFC 8449 §4: the peer's limit counts the DTLSInnerPlaintext's content and type."""
+    sender, receiver, _ = pair()
+    sender.set_peer_record_size_limit(101)
+    assert sender.max_payload(1400) == 100
+    assert [len(r.payload) for r in receiver.open_datagram(sender.seal(APPLICATION_DATA, bytes(100))[0])] == [100]
+    with pytest.raises(LocalProtocolError):
+        sender.seal(APPLICATION_DATA, bytes(101))
+    sender.drop_keys()
+    with pytest.raises(LocalProtocolError):
+        sender.seal(APPLICATION_DATA, b"after close")
+
+
 def test_datagram_packer_respects_the_mtu() -> None:
     sender, receiver, _ = pair()
     packer = DatagramPacker(500)

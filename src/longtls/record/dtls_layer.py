@@ -319,9 +319,11 @@ class DTLSRecordLayer:
         state.sequence_number = sequence_number
 
     def _write_state(self, epoch: int | None) -> _WriteEpoch:
-        state = self._write.get(self.write_epoch if epoch is None else epoch)
+        if epoch is None:
+            epoch = self.write_epoch
+        state = self._write.get(epoch)
         if state is None:
-            raise LocalProtocolError(f"write epoch {epoch} is not open")
+            raise LocalProtocolError(f"write epoch {epoch} is not open (retired, or keys dropped)")
         return state
 
     def drop_keys(self) -> None:
@@ -329,6 +331,11 @@ class DTLSRecordLayer:
         self._write = {}
         self._read = {}
         self._read_by_bits = {}
+
+    def set_peer_record_size_limit(self, limit: int) -> None:
+        """The peer's record_size_limit (RFC 8449 §4, which DTLS keeps): the
+        largest DTLSInnerPlaintext (content and type) it accepts."""
+        self.peer_record_size_limit = min(limit, MAX_PLAINTEXT + 1)
 
     # ------------------------------------------------------------------ connection IDs
 
