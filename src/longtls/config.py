@@ -124,9 +124,22 @@ class Configuration:
     #: Server: tickets sent after each handshake (0 disables resumption).
     session_tickets: int = 2
     ticket_lifetime: int = 7200
-    #: Server: key protecting tickets and HelloRetryRequest cookies.  Share one
-    #: Configuration between connections so tickets survive across them.
+    #: Server: key protecting tickets.  Share one Configuration between
+    #: connections so tickets survive across them.
     ticket_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    #: DTLS server: answer a ClientHello without a valid cookie with a
+    #: stateless HelloRetryRequest carrying one, keeping no state until the
+    #: client echoes it from its address (RFC 9147 §5.1: SHOULD, and the
+    #: default; turn off only where amplification is no threat).
+    dtls_cookie: bool = True
+    #: DTLS server: HMAC-SHA256 key of those cookies, generated per
+    #: Configuration; servers that must accept each other's cookies share it.
+    cookie_secret: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    #: The secret before the last rotate_cookie_secret(), still accepted so a
+    #: handshake caught by the rotation completes (RFC 9147 §5.1).
+    previous_cookie_secret: bytes | None = field(default=None, repr=False)
+    #: Seconds a cookie is accepted after it was issued (docs/dtls-handshake.md).
+    cookie_lifetime: float = 60.0
 
     #: RFC 8449: the largest protected record plaintext (content + type) we accept.
     record_size_limit: int = 2**14 + 1
@@ -244,6 +257,15 @@ class Configuration:
     def set_keylog_file(self, path: str | os.PathLike[str]) -> None:
         self.keylog = KeyLogFile(path)
 
+    def rotate_cookie_secret(self, secret: bytes | None = None) -> None:
+        """Start issuing DTLS cookies under ``secret`` (default: a fresh random
+        one); cookies under the current secret stay valid until the next rotation."""
+        new = secret if secret is not None else os.urandom(32)
+        if len(new) < 16:
+            raise ConfigurationError("a cookie secret needs at least 16 bytes")
+        self.previous_cookie_secret = self.cookie_secret
+        self.cookie_secret = new
+
     def eku_profile_names(self) -> tuple[EKUProfileName, ...]:
         """The EKU profiles offered or accepted (``eku_profile`` if set, else
         ``eku_profiles``), without repeats; ConfigurationError names a bad one."""
@@ -306,5 +328,9 @@ class Configuration:
             if value is not None and value <= 0:
                 raise ConfigurationError(f"{name} must be positive (or None to disable)")
         check_certificate_compression(self.certificate_compression)
+        if not self.cookie_lifetime > 0:
+            raise ConfigurationError("cookie_lifetime must be positive")
+        if len(self.cookie_secret) < 16:
+            raise ConfigurationError("cookie_secret needs at least 16 bytes")
         if not 64 <= self.record_size_limit <= 2**14 + 1:
             raise ConfigurationError("record_size_limit must be between 64 and 16385")

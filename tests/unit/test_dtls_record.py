@@ -45,11 +45,11 @@ HANDSHAKE, APPLICATION_DATA, ALERT, ACK = 22, 23, 21, 26
 # --------------------------------------------------------------------------- independent computations
 
 
-def hkdf_expand_label(hash_name: str, secret: bytes, label: bytes, length: int) -> bytes:
-    """HKDF-Expand-Label(Secret, Label, "", Length) with DTLS 1.3's "dtls13"
+def hkdf_expand_label(hash_name: str, secret: bytes, label: bytes, length: int, context: bytes = b"") -> bytes:
+    """HKDF-Expand-Label(Secret, Label, Context, Length) with DTLS 1.3's "dtls13"
     prefix (RFC 9147 §5.9, RFC 9846 §7.1), RFC 5869 §2.3 written out."""
     full = b"dtls13" + label
-    info = length.to_bytes(2, "big") + bytes((len(full),)) + full + b"\x00"
+    info = length.to_bytes(2, "big") + bytes((len(full),)) + full + bytes((len(context),)) + context
     out, block, counter = b"", b"", 1
     while len(out) < length:
         block = hmac.new(secret, block + info + bytes((counter,)), hash_name).digest()
@@ -308,6 +308,39 @@ def test_inner_plaintext_without_content_type_is_discarded() -> None:
     record = header[:1] + bytes((mask[0], mask[1])) + header[3:] + ciphertext
     assert receiver.open_datagram(record) == []
     assert receiver.discarded == {DiscardReason.BAD_CONTENT_TYPE: 1}
+
+
+def test_wolfssl_record_from_the_illustrated_dtls_connection() -> None:
+    """An external vector: the server's EncryptedExtensions record (epoch 2,
+    TLS_AES_128_GCM_SHA256) of "The Illustrated DTLS Connection"
+    (https://dtls.xargs.org, captured from wolfSSL; values from its
+    generate/index-02-zzz-handkeys and index-03-encext pages).  Our record is
+    wolfSSL's byte for byte: header 2e, encrypted record number 79fa, length
+    002f, and the ciphertext whose first 16 bytes (the sample) and tag the page gives."""
+    shared_secret = bytes.fromhex("df4a291baa1eb7cfa6934b29b474baad2697e29f1f920dcc77c8a0a088447624")
+    hello_hash = bytes.fromhex("aee8eba0d2ee87052fbbc6864c1514c5a927d6f0ffb4f7954c7f379d95f1b1d7")
+    # RFC 9846 §7.1 with the "dtls13" prefix, written out (HKDF-Extract = HMAC(salt, IKM)).
+    early_secret = hmac.new(bytes(32), bytes(32), "sha256").digest()
+    derived = hkdf_expand_label("sha256", early_secret, b"derived", 32, hashlib.sha256().digest())
+    handshake_secret = hmac.new(derived, shared_secret, "sha256").digest()
+    server_secret = hkdf_expand_label("sha256", handshake_secret, b"s hs traffic", 32, hello_hash)
+    assert keys_of(GCM, server_secret) == (
+        bytes.fromhex("004e03e64ab6cba6b542775ec230e20a"),
+        bytes.fromhex("6d9924be044ee97c624913f2"),
+        bytes.fromhex("7173fac51194e775001d625ef69d7c9f"),  # the page's "server record number key"
+    )
+    # msg_type 8, length 18, message_seq 1, fragment 0+18 (§5.2), then the extensions.
+    encrypted_extensions = bytes.fromhex("08000012" "0001" "000000" "000012" "0010000a000c000a0017001d001800190100")
+    server = DTLSRecordLayer()
+    server.set_write_epoch(2, GCM, server_secret)
+    record, number = server.seal(HANDSHAKE, encrypted_extensions)
+    assert number == RecordNumber(2, 0)
+    assert record[:5] == bytes.fromhex("2e79fa002f")
+    assert record[5:21] == bytes.fromhex("ee9dcff3f8679a4859fe68377fb34ada")
+    assert record[-16:] == bytes.fromhex("f67fe442e7d7d2b8a3d5fa59574ffd00")
+    client = DTLSRecordLayer()
+    client.set_read_epoch(2, GCM, server_secret)
+    assert opened(client.open_datagram(record)) == [(2, 0, HANDSHAKE, encrypted_extensions)]
 
 
 # --------------------------------------------------------------------------- reconstruction across wrap-around

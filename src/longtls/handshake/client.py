@@ -7,8 +7,6 @@ from typing import ClassVar
 
 from ..config import Configuration
 from ..constants import (
-    LEGACY_VERSION,
-    TLS13_VERSION,
     AlertDescription,
     CipherSuite,
     ExtensionType,
@@ -49,6 +47,7 @@ from .common import (
 )
 from .eku_profiles import acknowledged_profile, profile_flags
 from .host import HandshakeHost
+from .transport import TLS, Transport
 
 # RFC 9846 §4.6.1: servers MUST NOT use a ticket lifetime over 7 days.
 MAX_TICKET_LIFETIME = 604800
@@ -66,8 +65,8 @@ class ClientState(Enum):
 
 
 class ClientHandshake(HandshakeEngine):
-    def __init__(self, conn: HandshakeHost, config: Configuration) -> None:
-        super().__init__(conn, config)
+    def __init__(self, conn: HandshakeHost, config: Configuration, transport: Transport = TLS) -> None:
+        super().__init__(conn, config, transport)
         self.key_shares: dict[int, KeyShare] = {}
         self.hello_retry_seen = False
         self.offered_extensions: set[int] = set()
@@ -97,7 +96,10 @@ class ClientHandshake(HandshakeEngine):
             raise LocalProtocolError("the handshake was already started")
         cfg = self.config
         self.conn.client_random = cfg.random(32)
-        self.session_id = cfg.random(32) if cfg.middlebox_compatibility else b""
+        # RFC 9147 §5, §5.3: DTLS has no compatibility mode; its
+        # legacy_session_id is empty (we cache no pre-DTLS 1.3 session).
+        compatibility = cfg.middlebox_compatibility and self.transport.middlebox_compatibility
+        self.session_id = cfg.random(32) if compatibility else b""
         for group in cfg.key_share_groups:
             self.key_shares[group] = self._new_share(group)
         self.ticket = self._usable_ticket()
@@ -135,7 +137,9 @@ class ClientHandshake(HandshakeEngine):
         exts.append(Extension(ExtensionType.key_share, X.encode_key_share_client(
             [X.KeyShareEntry(g, s.public) for g, s in self.key_shares.items()]
         )))
-        exts.append(Extension(ExtensionType.supported_versions, X.encode_supported_versions_client([TLS13_VERSION])))
+        exts.append(Extension(
+            ExtensionType.supported_versions, X.encode_supported_versions_client([self.transport.version])
+        ))
         exts.append(Extension(
             ExtensionType.signature_algorithms, X.encode_signature_algorithms(list(self.signature_algorithms))
         ))
@@ -187,12 +191,16 @@ class ClientHandshake(HandshakeEngine):
             identities = tuple(X.PskIdentity(c.identity, age) for c, age in offered)
             placeholder = X.OfferedPsks(identities, tuple(bytes(hash_suite(c.hash_name).hash_length) for c, _ in offered))
             exts.append(Extension(ExtensionType.pre_shared_key, X.encode_pre_shared_key_client(placeholder)))
-            hello = ClientHello(self.conn.client_random, self.session_id, suites, tuple(exts))
+            hello = self._client_hello(suites, tuple(exts))
             raw = encode_handshake(HandshakeType.client_hello, hello.encode())
             truncated = raw[: len(raw) - X.offered_psks_binders_length(placeholder)]
             # RFC 9846 §4.2.11.2: each binder covers the transcript up to and
             # including the truncated ClientHello, hashed with its PSK's hash;
             # after a HelloRetryRequest, that transcript starts with
+            # DTLS (RFC 9147 §5.2): the transcript, binders included, is over
+            # TLS-form messages (4-byte header, no message_seq or fragment
+            # fields), whose body is the DTLS ClientHello with legacy_cookie.
+            prefix = self.transport.label_prefix
             # message_hash and the HRR (and only PSKs of the suite's hash remain).
             binders = []
             for candidate, _ in offered:
@@ -201,7 +209,8 @@ class ClientHandshake(HandshakeEngine):
                     binder_hash = self.transcript.digest_with(truncated)
                 else:
                     binder_hash = ks.transcript_digest(suite, truncated)
-                binders.append(ks.finished_verify_data(suite, candidate.binder_key(), binder_hash))
+                binder_key = ks.HandshakeSecrets(suite, candidate.psk, prefix).binder_key(candidate.kind.binder_label)
+                binders.append(ks.finished_verify_data(suite, binder_key, binder_hash, prefix))
             exts[-1] = Extension(
                 ExtensionType.pre_shared_key,
                 X.encode_pre_shared_key_client(X.OfferedPsks(identities, tuple(binders))),
@@ -210,9 +219,17 @@ class ClientHandshake(HandshakeEngine):
         self.offered_extensions = {e.type for e in exts}
         if ExtensionType.compress_certificate in self.offered_extensions:
             self.offered_compression = tuple(cfg.certificate_compression)
-        hello = ClientHello(self.conn.client_random, self.session_id, suites, tuple(exts))
+        hello = self._client_hello(suites, tuple(exts))
         self.client_hello = hello
         self.send(HandshakeType.client_hello, hello.encode())
+    def _client_hello(self, suites: tuple[int, ...], exts: tuple[Extension, ...]) -> ClientHello:
+        t = self.transport
+        # RFC 9147 §5.3: legacy_version 0xfefd and an empty legacy_cookie in DTLS.
+        return ClientHello(
+            self.conn.client_random, self.session_id, suites, exts, legacy_version=t.legacy_version,
+            legacy_cookie=b"" if t.has_legacy_cookie else None,
+        )
+
 
     def _psk_offer(self) -> list[tuple[PskCandidate, int]]:
         """The PSKs to offer, each with its obfuscated_ticket_age: the ticket
@@ -242,6 +259,7 @@ class ClientHandshake(HandshakeEngine):
         sh = ServerHello.decode(body)
         assert self.client_hello is not None
         versions = {e.type: e.data for e in sh.extensions}
+        t = self.transport
         sv = versions.get(ExtensionType.supported_versions)
         if sv is None:
             # No supported_versions: the server negotiates TLS 1.2 or older (§4.2.1).
@@ -249,11 +267,20 @@ class ClientHandshake(HandshakeEngine):
                 "server does not speak TLS 1.3 (longtls speaks only TLS 1.3)",
                 AlertDescription.protocol_version,
             )
-        if X.decode_supported_versions_server(sv) != TLS13_VERSION:
-            # §4.2.1: a version we did not offer, or one prior to TLS 1.3.
+        if X.decode_supported_versions_server(sv) != t.version:
+            # §4.2.1: a version we did not offer, or one prior to TLS 1.3
+            # (over DTLS, 0xfefc is DTLS 1.3: RFC 9147 §5.3).
             raise RemoteProtocolError("server selected a version we did not offer", AlertDescription.illegal_parameter)
-        if sh.legacy_version != LEGACY_VERSION:
-            raise RemoteProtocolError("ServerHello legacy_version is not 0x0303", AlertDescription.protocol_version)
+        if sh.legacy_version != t.legacy_version:
+            raise RemoteProtocolError(
+                f"ServerHello legacy_version is not 0x{t.legacy_version:04x}", AlertDescription.protocol_version
+            )
+        if not t.middlebox_compatibility and sh.legacy_session_id_echo:
+            # rfc9147bis-02 §5 (RFC 9147 §5 only forbids the server to echo):
+            # a DTLS 1.3 client aborts with illegal_parameter if it is not empty.
+            raise RemoteProtocolError(
+                "DTLS 1.3 ServerHello with a non-empty legacy_session_id_echo", AlertDescription.illegal_parameter
+            )
         if sh.legacy_session_id_echo != self.session_id:
             raise RemoteProtocolError("legacy_session_id_echo mismatch", AlertDescription.illegal_parameter)
         if sh.legacy_compression_method != 0:
@@ -307,7 +334,7 @@ class ClientHandshake(HandshakeEngine):
             self.psk_ke_eku_group = self.config.groups[0]
         self.key_shares.clear()  # ephemeral keys are used once (RFC 9846 §4.2.8)
 
-        self.secrets = ks.HandshakeSecrets(self.suite, psk)
+        self.secrets = ks.HandshakeSecrets(self.suite, psk, self.transport.label_prefix)
         self.secrets.derive_handshake(shared, self.transcript.digest())
         self.conn.log_secret("CLIENT_HANDSHAKE_TRAFFIC_SECRET", self.secrets.client_handshake_traffic_secret)
         self.conn.log_secret("SERVER_HANDSHAKE_TRAFFIC_SECRET", self.secrets.server_handshake_traffic_secret)
@@ -317,7 +344,7 @@ class ClientHandshake(HandshakeEngine):
         self.state = ClientState.WAIT_EE
 
     def _send_ccs_once(self) -> None:
-        if self.config.middlebox_compatibility and not self.sent_ccs:
+        if self.config.middlebox_compatibility and self.transport.middlebox_compatibility and not self.sent_ccs:
             self.conn.compatibility_ccs()
             self.sent_ccs = True
 
@@ -512,7 +539,7 @@ class ClientHandshake(HandshakeEngine):
         self.tickets_taken += 1
         if self.tickets_taken > self.config.max_session_tickets:
             return  # a server handing out tickets without end gets no more memory
-        psk = ks.resumption_psk(self.suite, self.conn.resumption_secret, nst.ticket_nonce)
+        psk = ks.resumption_psk(self.suite, self.conn.resumption_secret, nst.ticket_nonce, self.transport.label_prefix)
         self.conn.emit(SessionTicketReceived(SessionTicket(
             ticket=nst.ticket, psk=psk, cipher_suite=CipherSuite(self.suite.suite),
             lifetime=nst.ticket_lifetime, age_add=nst.ticket_age_add, received_at=self.config.now(),

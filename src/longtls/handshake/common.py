@@ -50,6 +50,7 @@ from ..wire.messages import (
 )
 from .eku_profiles import PROFILES
 from .host import HandshakeHost
+from .transport import TLS, Transport
 
 if TYPE_CHECKING:
     from .eku import ExtendedKeyUpdate
@@ -128,9 +129,11 @@ class HandshakeEngine:
 
     TRANSITIONS: ClassVar[dict[tuple[Enum, int], Handler]] = {}
 
-    def __init__(self, conn: HandshakeHost, config: Configuration) -> None:
+    def __init__(self, conn: HandshakeHost, config: Configuration, transport: Transport = TLS) -> None:
         self.conn = conn
         self.config = config
+        #: TLS or DTLS (transport.py): label prefix, versions, legacy fields.
+        self.transport = transport
         self.state: Enum = self.initial_state()
         self.transcript = ks.Transcript()
         self.suite: SuiteInfo | None = None
@@ -207,8 +210,8 @@ class HandshakeEngine:
     @property
     def change_cipher_spec_allowed(self) -> bool:
         """RFC 9846 §5: a compatibility change_cipher_spec may arrive between the
-        first ClientHello and the peer's Finished."""
-        return self.started and not self.peer_finished
+        first ClientHello and the peer's Finished (never in DTLS 1.3, RFC 9147 §5)."""
+        return self.started and not self.peer_finished and self.transport.middlebox_compatibility
 
     def skip_early_data_record(self, length: int) -> bool:
         """Whether to drop an application_data record that arrived before we
@@ -262,7 +265,9 @@ class HandshakeEngine:
 
     def export(self, label: bytes, context: bytes, length: int) -> bytes:
         assert self.secrets is not None and self.suite is not None
-        return ks.export_keying_material(self.suite, self.secrets.exporter_secret, label, context, length)
+        return ks.export_keying_material(
+            self.suite, self.secrets.exporter_secret, label, context, length, self.transport.label_prefix
+        )
 
     # -- helpers for subclasses -------------------------------------------------
 
@@ -278,7 +283,7 @@ class HandshakeEngine:
         self.conn.handshake_done()
         self.release_handshake_state()
         self.conn.emit(HandshakeComplete(
-            version="TLSv1.3",
+            version=self.transport.name,
             cipher_suite=CipherSuite(self.suite.suite),
             group=NamedGroup(self.group) if self.group is not None else None,
             signature_scheme=self.peer_signature_scheme,
@@ -403,13 +408,15 @@ class HandshakeEngine:
 
     def finished_body(self, base_key: bytes, transcript: ks.Transcript) -> bytes:
         assert self.suite is not None
-        return Finished(ks.finished_verify_data(self.suite, base_key, transcript.digest())).encode()
+        return Finished(ks.finished_verify_data(
+            self.suite, base_key, transcript.digest(), self.transport.label_prefix
+        )).encode()
 
     def check_finished(self, body: bytes, base_key: bytes, transcript: ks.Transcript) -> None:
         assert self.suite is not None
         if len(body) != self.suite.hash_length:
             raise RemoteProtocolError("Finished has the wrong length", AlertDescription.decode_error)
-        expected = ks.finished_verify_data(self.suite, base_key, transcript.digest())
+        expected = ks.finished_verify_data(self.suite, base_key, transcript.digest(), self.transport.label_prefix)
         if not ks.constant_time_equal(expected, Finished.decode(body).verify_data):
             raise RemoteProtocolError("Finished verify_data is wrong", AlertDescription.decrypt_error)
 

@@ -141,11 +141,14 @@ class ExtendedKeyUpdate:
     def __init__(
         self, host: EKUHost, profile: EKUProfile, suite: SuiteInfo, group: int,
         main_secret: bytes, handshake_hash: bytes, exporter_secret: bytes,
-        epoch0_exporter: bytes,
+        epoch0_exporter: bytes, *, prefix: bytes = ks.TLS13_LABEL_PREFIX,
     ) -> None:
         self.host = host
         self.profile = profile
         self.suite = suite
+        #: The transport's HKDF label prefix: every generation's labels are
+        #: expanded under it ("dtls13" over DTLS, RFC 9147 §5.9).
+        self.prefix = prefix
         self.group = get_group(group)
         self.generation = 0
         self.role = Role.IDLE
@@ -448,7 +451,7 @@ class ExtendedKeyUpdate:
             self.suite, p.labels, self._main_secret, self.transcript_hash, shared, request, response,
             # draft-13 disables ticket resumption with EKU: its resumption
             # secret would never be used, so it is not derived.
-            with_resumption=not p.disable_tickets,
+            with_resumption=not p.disable_tickets, prefix=self.prefix,
         )
         self._main_secret = nxt.main_secret
         self.transcript_hash = nxt.transcript_hash

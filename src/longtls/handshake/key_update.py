@@ -74,9 +74,13 @@ class KeyUpdateProtocol:
 
     message_types = frozenset({HandshakeType.key_update})
 
-    def __init__(self, host: KeyUpdateHost, suite: SuiteInfo) -> None:
+    def __init__(
+        self, host: KeyUpdateHost, suite: SuiteInfo, prefix: bytes = ks.TLS13_LABEL_PREFIX
+    ) -> None:
         self.host = host
         self.suite = suite
+        # "traffic upd" under the transport's label prefix (RFC 9147 §5.9, §8).
+        self.prefix = prefix
         # Our KeyUpdate(update_requested) awaits the peer's KeyUpdate (§4.6.3),
         # until the deadline if there is one (rekey_timeout).
         self.answer_owed = False
@@ -116,7 +120,7 @@ class KeyUpdateProtocol:
         # RFC 9846 §5.1: a KeyUpdate must end its record.
         if host.handshake_data_pending:
             raise RemoteProtocolError("data after KeyUpdate in the same record", AlertDescription.unexpected_message)
-        host.advance_read_secret(ks.next_traffic_secret(self.suite, host.current_read_secret))
+        host.advance_read_secret(ks.next_traffic_secret(self.suite, host.current_read_secret, self.prefix))
         host.log_secret(self._traffic_label(peer=True), host.current_read_secret)
         host.emit(KeyUpdated(
             direction=Direction.receive, generation=host.read_generation,
@@ -143,7 +147,7 @@ class KeyUpdateProtocol:
                 self.timeout = allowed if allowed is not None else math.inf
                 self.deadline = None if allowed is None or math.isinf(allowed) else cfg.now() + allowed
         host.queue_handshake(encode_handshake(HandshakeType.key_update, KeyUpdate(request).encode()))
-        host.advance_write_secret(ks.next_traffic_secret(self.suite, host.current_write_secret))
+        host.advance_write_secret(ks.next_traffic_secret(self.suite, host.current_write_secret, self.prefix))
         host.log_secret(self._traffic_label(peer=False), host.current_write_secret)
         host.emit(KeyUpdated(direction=Direction.send, generation=host.write_generation, requested_by_peer=requested_by_peer))
         host.rekeyed()

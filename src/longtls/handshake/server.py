@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from enum import Enum, auto
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from ..config import ClientAuth, Configuration
 from ..constants import (
     HELLO_RETRY_REQUEST_RANDOM,
-    LEGACY_VERSION,
-    TLS13_VERSION,
     AlertDescription,
     CipherSuite,
     ExtensionType,
@@ -47,6 +45,7 @@ from .common import (
     Handler,
     HandshakeEngine,
     decode_certificates,
+from .cookie import CookieContents, issue_cookie, open_cookie
 )
 from .eku_profiles import select_profile
 from .host import HandshakeHost
@@ -57,6 +56,7 @@ from .tickets import (
     remember_generation,
     seal_ticket,
     usable_ticket,
+from .transport import DTLS, TLS, Transport
 )
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class ServerState(Enum):
     PHA_WAIT_FINISHED = auto()
 
 
-def _pre_tls13_client_hello(body: bytes) -> ClientHello:
+def _pre_tls13_client_hello(body: bytes, dtls: bool) -> ClientHello:
     """A ClientHello that failed TLS 1.3's syntax: is it a TLS 1.2-style one?
 
     Its extensions block may be shorter than the <7..> minimum of a TLS 1.3
@@ -85,15 +85,48 @@ def _pre_tls13_client_hello(body: bytes) -> ClientHello:
     is returned, for the protocol_version answer (Appendix E.2); anything
     else is malformed: decode_error.
     """
-    ch = ClientHello.decode(body, minimum_extensions_length=0)
+    ch = ClientHello.decode(body, minimum_extensions_length=0, dtls=dtls)
+def _client_groups(exts: dict[int, bytes]) -> tuple[tuple[int, ...], dict[int, bytes]]:
+    """The client's supported_groups and its key shares by group; the shares
+    must be for groups it lists (RFC 9846 §4.2.8)."""
+    client_groups: tuple[int, ...] = ()
+    shares: dict[int, bytes] = {}
+    if ExtensionType.key_share in exts:
+        if ExtensionType.supported_groups not in exts:
+            raise RemoteProtocolError("key_share without supported_groups", AlertDescription.missing_extension)
+        for entry in X.decode_key_share_client(exts[ExtensionType.key_share]):
+            if entry.group in shares:
+                raise RemoteProtocolError("two key shares for one group", AlertDescription.illegal_parameter)
+            shares[entry.group] = entry.key_exchange
+    if ExtensionType.supported_groups in exts:
+        client_groups = X.decode_supported_groups(exts[ExtensionType.supported_groups])
+        for g in shares:
+            if g not in client_groups:
+                raise RemoteProtocolError("key share for a group not in supported_groups", AlertDescription.illegal_parameter)
+    return client_groups, shares
+
+
     if any(e.type == ExtensionType.supported_versions for e in ch.extensions):
         raise DecodeError("ClientHello extensions block shorter than 7 bytes")
     return ch
 
 
 class ServerHandshake(HandshakeEngine):
-    def __init__(self, conn: HandshakeHost, config: Configuration) -> None:
-        super().__init__(conn, config)
+    def __init__(
+        self, conn: HandshakeHost, config: Configuration, transport: Transport = TLS,
+        client_address: bytes = b"",
+    ) -> None:
+        super().__init__(conn, config, transport)
+        #: The client's transport address as the host sees it: DTLS cookies
+        #: are bound to it (RFC 9147 §5.1).
+        self.client_address = client_address
+        #: RFC 9147 §5.1: a DTLS server keeps no state before the client
+        #: echoes a valid cookie (Configuration.dtls_cookie).
+        self.stateless_cookie = transport.datagram and config.dtls_cookie
+        #: We answered the last ClientHello with a stateless HelloRetryRequest
+        #: and kept nothing of it: the host may drop this engine (a fresh one
+        #: takes the second ClientHello just as well).
+        self.awaiting_cookie = False
         self.client_hello: ClientHello | None = None
         self.client_extensions: dict[int, bytes] = {}
         self.client_offered_post_handshake_auth = False
@@ -127,20 +160,15 @@ class ServerHandshake(HandshakeEngine):
 
     def on_client_hello(self, body: bytes, raw: bytes) -> None:
         self.started = True
-        try:
-            ch = ClientHello.decode(body)
-        except DecodeError:
-            ch = _pre_tls13_client_hello(body)
-        exts = extensions_by_type(ch.extensions)
-        sv = exts.get(ExtensionType.supported_versions)
-        if sv is None or TLS13_VERSION not in X.decode_supported_versions_client(sv):
-            raise RemoteProtocolError("client does not offer TLS 1.3 (longtls speaks only TLS 1.3)", AlertDescription.protocol_version)
-        if ch.legacy_version != LEGACY_VERSION:
-            raise RemoteProtocolError("ClientHello legacy_version is not 0x0303", AlertDescription.protocol_version)
-        if ch.legacy_compression_methods != b"\x00":
-            raise RemoteProtocolError("compression methods other than null", AlertDescription.illegal_parameter)
-        if ch.extensions and ExtensionType.pre_shared_key in exts and ch.extensions[-1].type != ExtensionType.pre_shared_key:
-            raise RemoteProtocolError("pre_shared_key is not the last extension", AlertDescription.illegal_parameter)
+        ch, exts = self._parse_client_hello(body)
+        if self.state is ServerState.START and self.stateless_cookie:
+            retry = self.cookie_admission(ch, exts, raw)
+            if retry is not None:
+                self.conn.queue_handshake(retry)
+                self.awaiting_cookie = True
+                return
+            # A valid cookie: the transcript holds message_hash(ClientHello1)
+            # and our HelloRetryRequest, and we are in WAIT_CH2.
 
         if self.state is ServerState.WAIT_CH2:
             self._check_second_client_hello(ch, exts)
@@ -169,21 +197,7 @@ class ServerHandshake(HandshakeEngine):
             # We never accept 0-RTT: skip the client's early records (§4.2.10).
             self.skip_budget = self.config.max_early_data_skipped
 
-        # Groups: the client's shares must be for groups it lists (§4.2.8).
-        client_groups: tuple[int, ...] = ()
-        shares: dict[int, bytes] = {}
-        if ExtensionType.key_share in exts:
-            if ExtensionType.supported_groups not in exts:
-                raise RemoteProtocolError("key_share without supported_groups", AlertDescription.missing_extension)
-            for entry in X.decode_key_share_client(exts[ExtensionType.key_share]):
-                if entry.group in shares:
-                    raise RemoteProtocolError("two key shares for one group", AlertDescription.illegal_parameter)
-                shares[entry.group] = entry.key_exchange
-        if ExtensionType.supported_groups in exts:
-            client_groups = X.decode_supported_groups(exts[ExtensionType.supported_groups])
-            for g in shares:
-                if g not in client_groups:
-                    raise RemoteProtocolError("key share for a group not in supported_groups", AlertDescription.illegal_parameter)
+        client_groups, shares = _client_groups(exts)
 
         # The binder covers the transcript up to the truncated ClientHello, so
         # check the PSK before this ClientHello enters the transcript.
@@ -229,6 +243,36 @@ class ServerHandshake(HandshakeEngine):
             response, shared = get_group(group).respond(shares[group], ephemeral)
             server_share = X.KeyShareEntry(group, response)
             self.group = group
+
+    def _parse_client_hello(self, body: bytes) -> tuple[ClientHello, dict[int, bytes]]:
+        """Decode a ClientHello and check what every ClientHello must get right."""
+        t = self.transport
+        try:
+            ch = ClientHello.decode(body, dtls=t.has_legacy_cookie)
+        except DecodeError:
+            ch = _pre_tls13_client_hello(body, t.has_legacy_cookie)
+        exts = extensions_by_type(ch.extensions)
+        sv = exts.get(ExtensionType.supported_versions)
+        if sv is None or t.version not in X.decode_supported_versions_client(sv):
+            # A DTLS server refuses TLS versions and a TLS server DTLS ones (RFC 9147 §5.3).
+            raise RemoteProtocolError(
+                f"client does not offer {t.protocol} (longtls speaks only {t.protocol})",
+                AlertDescription.protocol_version,
+            )
+        if ch.legacy_version != t.legacy_version:
+            raise RemoteProtocolError(
+                f"ClientHello legacy_version is not 0x{t.legacy_version:04x}", AlertDescription.protocol_version
+            )
+        if ch.legacy_cookie:
+            # RFC 9147 §5.3: "If a DTLS 1.3 ClientHello is received with any
+            # other value in this field, the server MUST abort the handshake
+            # with an illegal_parameter alert."
+            raise RemoteProtocolError("DTLS 1.3 ClientHello with a non-empty legacy_cookie", AlertDescription.illegal_parameter)
+        if ch.legacy_compression_methods != b"\x00":
+            raise RemoteProtocolError("compression methods other than null", AlertDescription.illegal_parameter)
+        if ch.extensions and ExtensionType.pre_shared_key in exts and ch.extensions[-1].type != ExtensionType.pre_shared_key:
+            raise RemoteProtocolError("pre_shared_key is not the last extension", AlertDescription.illegal_parameter)
+        return ch, exts
 
         if resumption is not None:
             self.psk_kind, self.psk_identity = resumption.kind, resumption.identity
@@ -299,10 +343,13 @@ class ServerHandshake(HandshakeEngine):
 
     def _check_second_client_hello(self, ch: ClientHello, exts: dict[int, bytes]) -> None:
         # §4.1.2: the second ClientHello answers the HelloRetryRequest.
-        assert self.suite is not None and self.client_hello is not None
+        assert self.suite is not None
         if self.suite.suite not in ch.cipher_suites:
             raise RemoteProtocolError("second ClientHello drops the chosen suite", AlertDescription.illegal_parameter)
-        if ch.random != self.client_hello.random or ch.legacy_session_id != self.client_hello.legacy_session_id:
+        first = self.client_hello  # None after a stateless retry: nothing of it was kept
+        if self.hrr_group is None:
+            return  # a cookie-only HelloRetryRequest (DTLS) asked for no key share
+        if first is not None and (ch.random != first.random or ch.legacy_session_id != first.legacy_session_id):
             raise RemoteProtocolError("second ClientHello changed random or session id", AlertDescription.illegal_parameter)
         cookie = exts.get(ExtensionType.cookie)
         if cookie is None or X.decode_cookie(cookie) != self.hrr_cookie:
@@ -319,17 +366,103 @@ class ServerHandshake(HandshakeEngine):
         # The cookie binds the retry to this ClientHello; we keep state, so it
         # only has to be unpredictable and echoed verbatim (§4.2.2).
         self.hrr_cookie = self.config.random(32)
+        raw = self._hello_retry_request(ch, self.suite.suite, group, self.hrr_cookie)
+    def _hello_retry_request(self, ch: ClientHello, suite: int, group: int | None, cookie: bytes) -> bytes:
+        """The whole HelloRetryRequest message (RFC 9846 §4.1.4).  A stateless
+        server rebuilds it from its cookie, so it depends on nothing else."""
+        t = self.transport
+        exts = [Extension(ExtensionType.supported_versions, X.encode_supported_versions_server(t.version))]
+        if group is not None:
+            exts.append(Extension(ExtensionType.key_share, X.encode_key_share_hrr(group)))
+        exts.append(Extension(ExtensionType.cookie, X.encode_cookie(cookie)))
         hrr = ServerHello(
-            HELLO_RETRY_REQUEST_RANDOM, ch.legacy_session_id, self.suite.suite,
-            (
-                Extension(ExtensionType.supported_versions, X.encode_supported_versions_server(TLS13_VERSION)),
-                Extension(ExtensionType.key_share, X.encode_key_share_hrr(group)),
-                Extension(ExtensionType.cookie, X.encode_cookie(self.hrr_cookie)),
-            ),
+            HELLO_RETRY_REQUEST_RANDOM, self._session_id_echo(ch), suite, tuple(exts),
+            legacy_version=t.legacy_version,
         )
+        return encode_handshake(HandshakeType.server_hello, hrr.encode())
+
+    def _session_id_echo(self, ch: ClientHello) -> bytes:
+        # RFC 9147 §5 (and rfc9147bis-02 §5): a DTLS 1.3 server never echoes
+        # legacy_session_id; its legacy_session_id_echo is empty.
+        return ch.legacy_session_id if self.transport.middlebox_compatibility else b""
+
+    # ---------------------------------------------------- stateless cookie
+
+    def cookie_admission(self, ch: ClientHello, exts: dict[int, bytes], raw: bytes) -> bytes | None:
+        """RFC 9147 §5.1 at a stateless server, for a ClientHello that finds
+        this engine in START.
+
+        Without a cookie: returns the HelloRetryRequest to send, with a
+        cookie holding all the engine needs later (handshake/cookie.py), and
+        changes nothing here: no state, no key exchange, no signature before
+        the client has shown it receives at its address.  With a valid
+        cookie: returns None, having restored the transcript
+        (message_hash(ClientHello1), then the HelloRetryRequest rebuilt byte
+        for byte) and the WAIT_CH2 state, so the ClientHello is handled as
+        the answer to our own HelloRetryRequest.  A cookie that fails its
+        MAC, has expired or was issued to another address is
+        illegal_parameter (RFC 9147 §5.1: "If a server receives a
+        ClientHello with an invalid cookie, it MUST terminate the handshake
+        with an illegal_parameter alert"); a new HelloRetryRequest would be
+        no use, a client aborts on a second one (RFC 9846 §4.1.4).
+        """
+        cfg, t = self.config, self.transport
+        data = exts.get(ExtensionType.cookie)
+        if data is None:
+            return self._stateless_hello_retry_request(ch, exts, raw)
+        cookie = X.decode_cookie(data)
+        secrets = [cfg.cookie_secret]
+        if cfg.previous_cookie_secret is not None:
+            secrets.append(cfg.previous_cookie_secret)
+        contents = open_cookie(cookie, secrets, t.version, self.client_address, cfg.now(), cfg.cookie_lifetime)
+        if contents is None:
+            raise RemoteProtocolError(
+                "ClientHello cookie is invalid, expired or from another address", AlertDescription.illegal_parameter
+            )
+        if contents.cipher_suite not in cfg.cipher_suites:
+            # Ours, but issued under a configuration that has since changed.
+            raise RemoteProtocolError("ClientHello cookie names a cipher suite no longer enabled", AlertDescription.illegal_parameter)
+        suite = suite_info(contents.cipher_suite)
+        digest = contents.client_hello_hash
+        self.suite = suite
+        self.hrr_group = contents.group
+        self.hrr_cookie = cookie
+        # RFC 9846 §4.4.1: ClientHello1 enters the transcript as message_hash.
+        self.transcript.start(suite)
+        self.transcript.update(bytes((HandshakeType.message_hash, 0, 0, len(digest))) + digest)
+        self.transcript.update(self._hello_retry_request(ch, suite.suite, contents.group, cookie))
+        self.state = ServerState.WAIT_CH2
+        self.awaiting_cookie = False
+        return None
+
+    def _stateless_hello_retry_request(self, ch: ClientHello, exts: dict[int, bytes], raw: bytes) -> bytes:
+        """The HelloRetryRequest with a fresh cookie for ClientHello ``raw``.
+
+        It asks for a key share too when the client sent none for the group
+        we would choose, so one round trip serves both (RFC 9147 §5.1 and
+        RFC 9846 §4.1.4 allow both in one HelloRetryRequest)."""
+        cfg, t = self.config, self.transport
+        suite = self._choose_suite(ch, exts)
+        client_groups, shares = _client_groups(exts)
+        group: int | None = None
+        if client_groups:
+            try:
+                chosen = self._choose_group(client_groups, shares)
+            except RemoteProtocolError:
+                chosen = None  # decided on ClientHello2 (a psk_ke resumption needs no group)
+            if chosen is not None and chosen not in shares:
+                group = chosen
+        contents = CookieContents(
+            issued_ms=int(cfg.now() * 1000), cipher_suite=suite.suite, group=group,
+            client_hello_hash=ks.transcript_digest(suite, raw),
+        )
+        cookie = issue_cookie(cfg.cookie_secret, t.version, self.client_address, contents)
+        return self._hello_retry_request(ch, suite.suite, group, cookie)
+
         self.transcript.restart_after_hello_retry(self.suite)
-        self.send(HandshakeType.server_hello, hrr.encode())
-        if ch.legacy_session_id:
+        self.transcript.update(raw)
+        self.conn.queue_handshake(raw)
+        if self._session_id_echo(ch):
             self.conn.compatibility_ccs()
         self.state = ServerState.WAIT_CH2
 
@@ -360,8 +493,10 @@ class ServerHandshake(HandshakeEngine):
                 continue
             # §4.2.11.2: verify the binder before accepting the PSK.
             truncated = raw[: len(raw) - X.offered_psks_binders_length(offered)]
-            binder_key = ks.HandshakeSecrets(self.suite, found.psk).binder_key(found.kind.binder_label)
-            expected = ks.finished_verify_data(self.suite, binder_key, self.transcript.digest_with(truncated))
+            # DTLS: over the TLS-form ClientHello, under "dtls13" labels (RFC 9147 §5.2, §5.9).
+            prefix = self.transport.label_prefix
+            binder_key = ks.HandshakeSecrets(self.suite, found.psk, prefix).binder_key(found.kind.binder_label)
+            expected = ks.finished_verify_data(self.suite, binder_key, self.transcript.digest_with(truncated), prefix)
             if not ks.constant_time_equal(expected, offered.binders[index]):
                 raise RemoteProtocolError("PSK binder does not verify", AlertDescription.decrypt_error)
             self.selected_identity = index
@@ -387,10 +522,10 @@ class ServerHandshake(HandshakeEngine):
             self.suite.suite, int(cfg.now() * 1000), cfg.ticket_lifetime, self.ticket_origin,
             self.conn.key_generation, age_add, psk, self.alpn_protocol, self.server_name,
         )
-        return seal_ticket(cfg.ticket_key, cfg.random(12), state)
+        return seal_ticket(cfg.ticket_key, cfg.random(12), state, self.transport.ticket_aad)
 
     def _open_ticket(self, ticket: bytes, obfuscated_age: int) -> Resumption | None:
-        state = open_ticket(self.config.ticket_key, ticket)
+        state = open_ticket(self.config.ticket_key, ticket, self.transport.ticket_aad)
         if state is None:
             return None
         return usable_ticket(
@@ -411,12 +546,16 @@ class ServerHandshake(HandshakeEngine):
             sh_exts.append(Extension(ExtensionType.pre_shared_key, X.encode_pre_shared_key_server(self.selected_identity)))
         if server_share is not None:
             sh_exts.append(Extension(ExtensionType.key_share, X.encode_key_share_server(server_share)))
-        sh_exts.append(Extension(ExtensionType.supported_versions, X.encode_supported_versions_server(TLS13_VERSION)))
-        self.send(HandshakeType.server_hello, ServerHello(cfg.random(32), ch.legacy_session_id, self.suite.suite, tuple(sh_exts)).encode())
-        if ch.legacy_session_id and self.hrr_group is None:
+        t = self.transport
+        sh_exts.append(Extension(ExtensionType.supported_versions, X.encode_supported_versions_server(t.version)))
+        session_id_echo = self._session_id_echo(ch)
+        self.send(HandshakeType.server_hello, ServerHello(
+            cfg.random(32), session_id_echo, self.suite.suite, tuple(sh_exts), legacy_version=t.legacy_version,
+        ).encode())
+        if session_id_echo and self.hrr_group is None:
             self.conn.compatibility_ccs()
 
-        secrets = ks.HandshakeSecrets(self.suite, resumption.psk if resumption else None)
+        secrets = ks.HandshakeSecrets(self.suite, resumption.psk if resumption else None, t.label_prefix)
         self.secrets = secrets
         self.conn.client_random = ch.random
         secrets.derive_handshake(shared, self.transcript.digest())
@@ -589,7 +728,7 @@ class ServerHandshake(HandshakeEngine):
             nonce = u8(self.tickets_sent)
             self.tickets_sent += 1
             age_add = int.from_bytes(self.config.random(4), "big")
-            psk = ks.resumption_psk(self.suite, self.conn.resumption_secret, nonce)
+            psk = ks.resumption_psk(self.suite, self.conn.resumption_secret, nonce, self.transport.label_prefix)
             nst = NewSessionTicket(self.config.ticket_lifetime, age_add, nonce, self._seal_ticket(psk, age_add), ())
             raw = nst.encode()
             self.conn.queue_handshake(encode_handshake(HandshakeType.new_session_ticket, raw))
@@ -619,6 +758,32 @@ class ServerHandshake(HandshakeEngine):
 
     def on_post_handshake_finished(self, body: bytes, raw: bytes) -> None:
         assert self.pha_transcript is not None
+
+
+def stateless_hello_retry(config: Configuration, client_address: bytes, client_hello: bytes) -> bytes | None:
+    """What a DTLS server answers a ClientHello with before it keeps any state
+    (RFC 9147 §5.1).
+
+    ``client_hello`` is the whole message in TLS form (4-byte header, as the
+    transcript has it, RFC 9147 §5.2); ``client_address`` the bytes the
+    connection names the client's address with.  Returns the HelloRetryRequest
+    (TLS form) to send, cookie inside; or None when the ClientHello carries a
+    valid cookie: then start ``ServerHandshake(host, config, transport=DTLS,
+    client_address=...)`` and hand it the same message.  Raises
+    RemoteProtocolError for a ClientHello to refuse: a bad cookie
+    (illegal_parameter), a malformed message (decode_error), no DTLS 1.3
+    (protocol_version), no suite in common (handshake_failure).
+    """
+    if not config.dtls_cookie:
+        return None  # the cookie exchange is turned off: start the engine at once
+    if len(client_hello) < 4 or client_hello[0] != HandshakeType.client_hello:
+        raise RemoteProtocolError("the first handshake message is not a ClientHello", AlertDescription.unexpected_message)
+    if int.from_bytes(client_hello[1:4], "big") != len(client_hello) - 4:
+        raise DecodeError("ClientHello length does not match its header")
+    # The engine is used only for its checks and choices, which touch no host.
+    engine = ServerHandshake(cast(HandshakeHost, None), config, DTLS, client_address)
+    ch, exts = engine._parse_client_hello(client_hello[4:])
+    return engine.cookie_admission(ch, exts, client_hello)
         self.check_finished(body, self.conn.current_read_secret, self.pha_transcript)
         self.pha_context = None
         self.pha_transcript = None

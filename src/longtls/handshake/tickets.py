@@ -30,6 +30,8 @@ TICKET_AGE_TOLERANCE_MS = 10_000
 MAX_TICKET_ORIGINS = 100_000
 _NONCE_LENGTH = 12
 _TAG_LENGTH = 16
+#: The tickets' additional data over TLS (transport.TLS.ticket_aad); DTLS
+#: seals under its own, so a ticket never crosses transports.
 _AAD = b"longtls ticket"
 
 
@@ -53,17 +55,23 @@ class Resumption:
         return f"<Resumption {self.kind.value} {self.suite.name}>"
 
 
-def seal_ticket(key: bytes, nonce: bytes, state: TicketState) -> bytes:
-    """The opaque ticket of NewSessionTicket: ``nonce || AES-256-GCM(key, state)``."""
-    return nonce + AESGCM(key).encrypt(nonce, state.encode(), _AAD)
+def seal_ticket(key: bytes, nonce: bytes, state: TicketState, aad: bytes = _AAD) -> bytes:
+    """The opaque ticket of NewSessionTicket: ``nonce || AES-256-GCM(key, state)``.
+
+    ``aad`` names the transport (``Transport.ticket_aad``): a resumption PSK
+    derived under "dtls13" labels is no PSK for TLS, nor the reverse (RFC
+    9147 §5.9 separates the key schedules), so a ticket opens only over the
+    transport that issued it."""
+    return nonce + AESGCM(key).encrypt(nonce, state.encode(), aad)
 
 
-def open_ticket(key: bytes, ticket: bytes) -> TicketState | None:
-    """The state inside ``ticket``, or None if it is not a ticket of ours."""
+def open_ticket(key: bytes, ticket: bytes, aad: bytes = _AAD) -> TicketState | None:
+    """The state inside ``ticket``, or None if it is not a ticket of ours
+    (for this transport: ``aad`` as in :func:`seal_ticket`)."""
     if len(ticket) < _NONCE_LENGTH + _TAG_LENGTH:
         return None
     try:
-        plaintext = AESGCM(key).decrypt(ticket[:_NONCE_LENGTH], ticket[_NONCE_LENGTH:], _AAD)
+        plaintext = AESGCM(key).decrypt(ticket[:_NONCE_LENGTH], ticket[_NONCE_LENGTH:], aad)
     except InvalidTag:
         return None  # not ours, or tampered with: fall back to a full handshake
     try:

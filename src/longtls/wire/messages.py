@@ -144,6 +144,10 @@ class ClientHello:
     extensions: tuple[Extension, ...]
     legacy_compression_methods: bytes = b"\x00"
     legacy_version: int = LEGACY_VERSION
+    #: DTLS only (RFC 9147 §5.3): legacy_cookie<0..2^8-1>, between
+    #: legacy_session_id and cipher_suites.  None: the TLS form, which has no
+    #: such field; b"": the empty vector a DTLS 1.3 client sends.
+    legacy_cookie: bytes | None = None
 
     def encode(self) -> bytes:
         """The body; extensions are written in the order given.
@@ -158,11 +162,15 @@ class ClientHello:
         _check_bounds("cipher_suites", 2 * len(suites), 2, _U16_MAX - 1)
         comp = self.legacy_compression_methods
         _check_bounds("legacy_compression_methods", len(comp), 1, 255)
+        cookie = self.legacy_cookie
+        if cookie is not None:
+            _check_bounds("legacy_cookie", len(cookie), 0, 255)
         parts = [
             u16(self.legacy_version),
             self.random,
             u8(len(sid)),
             sid,
+            b"" if cookie is None else u8(len(cookie)) + cookie,
             u16(2 * len(suites)),
             b"".join([s.to_bytes(2, "big") for s in suites]),
             u8(len(comp)),
@@ -173,8 +181,8 @@ class ClientHello:
         return b"".join(parts)
 
     @classmethod
-    def decode(cls, body: bytes, *, minimum_extensions_length: int = 7) -> Self:
-        """Parse a ClientHello body.
+    def decode(cls, body: bytes, *, minimum_extensions_length: int = 7, dtls: bool = False) -> Self:
+        """Parse a ClientHello body (``dtls``: the DTLS 1.3 form, with legacy_cookie).
 
         A body that ends right after legacy_compression_methods is a pre-TLS
         1.3 ClientHello without extensions (§4.1.2); it decodes with
@@ -193,6 +201,7 @@ class ClientHello:
         legacy_version = buf.read_uint16()
         random = buf.read(32)
         sid = buf.read_vector(1, 0, 32)
+        cookie = buf.read_vector(1, 0, 255) if dtls else None
         suites = _u16_tuple(buf.read_vector(2, 2, _U16_MAX - 1), "cipher_suites")
         comp = buf.read_vector(1, 1, 255)
         exts: tuple[Extension, ...] = ()
@@ -206,7 +215,7 @@ class ClientHello:
                         "pre_shared_key is not the last ClientHello extension",
                         AlertDescription.illegal_parameter,
                     )
-        return cls(random, sid, suites, exts, comp, legacy_version)
+        return cls(random, sid, suites, exts, comp, legacy_version, cookie)
 
 
 @dataclass(frozen=True, slots=True)
