@@ -22,6 +22,8 @@ import struct
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from longtls.constants import CipherSuite
 from longtls.crypto.suites import SUITES, SuiteInfo
@@ -191,6 +193,30 @@ def test_unified_header_bits(c: bool, s: int, length_present: bool, epoch_bits: 
             UnifiedHeader.parse(wire[:cut], 0, 3 if c else None)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    epoch_bits=st.integers(0, 3),
+    sequence_length=st.sampled_from((1, 2)),
+    sequence=st.integers(0, 0xFFFF),
+    length_present=st.booleans(),
+    cid=st.one_of(st.none(), st.binary(min_size=0, max_size=20)),
+    body=st.binary(max_size=64),
+    trailing=st.binary(max_size=8),
+)
+def test_unified_header_round_trip(
+    epoch_bits: int, sequence_length: int, sequence: int, length_present: bool,
+    cid: bytes | None, body: bytes, trailing: bytes,
+) -> None:
+    header = UnifiedHeader(epoch_bits, sequence % (1 << (8 * sequence_length)), sequence_length, len(body),
+                           length_present, cid)
+    datagram = header.encode() + body
+    if length_present:
+        datagram += trailing  # the next record: not this one's
+    parsed = UnifiedHeader.parse(datagram, 0, None if cid is None else len(cid))
+    assert parsed == header
+    assert parsed.header_length + parsed.length == len(datagram) - (len(trailing) if length_present else 0)
+
+
 def test_unified_header_refusals() -> None:
     with pytest.raises(InvalidRecord) as info:
         UnifiedHeader.parse(b"\x40\x00\x00\x00\x00", 0, None)  # 010xxxxx: not a DTLSCiphertext
@@ -280,6 +306,35 @@ def test_seal_open_round_trip(suite_id: CipherSuite) -> None:
         assert len(record) - 5 >= 16
         assert opened(receiver.open_datagram(record)) == [(3, seq, content_type, payload)]
     assert not receiver.discarded
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    suite_id=st.sampled_from(ALL_SUITES),
+    content_type=st.sampled_from((ALERT, HANDSHAKE, APPLICATION_DATA, ACK)),
+    payloads=st.lists(st.binary(max_size=300), min_size=1, max_size=6),
+    padding=st.integers(0, 40),
+    sequence_length=st.sampled_from((1, 2)),
+    length_present=st.booleans(),
+)
+def test_any_records_round_trip(
+    suite_id: CipherSuite, content_type: int, payloads: list[bytes], padding: int,
+    sequence_length: int, length_present: bool,
+) -> None:
+    """Whatever is sealed, in one datagram, opens to the same records in order."""
+    suite = SUITES[suite_id]
+    sender = DTLSRecordLayer(padding=lambda t, n: padding, sequence_number_length=sequence_length,
+                             length_present=length_present)
+    receiver = DTLSRecordLayer()
+    secret = secret_for(suite)
+    sender.set_write_epoch(4, suite, secret)
+    receiver.set_read_epoch(4, suite, secret)
+    if not length_present:
+        payloads = payloads[:1]  # a record without a length is the last in its datagram
+    datagram = b"".join(sender.seal(content_type, payload)[0] for payload in payloads)
+    assert opened(receiver.open_datagram(datagram)) == [
+        (4, i, content_type, payload) for i, payload in enumerate(payloads)
+    ]
 
 
 def test_padding_policy_and_budget() -> None:

@@ -197,11 +197,11 @@ class ClientHandshake(HandshakeEngine):
             # RFC 9846 §4.2.11.2: each binder covers the transcript up to and
             # including the truncated ClientHello, hashed with its PSK's hash;
             # after a HelloRetryRequest, that transcript starts with
+            # message_hash and the HRR (and only PSKs of the suite's hash remain).
             # DTLS (RFC 9147 §5.2): the transcript, binders included, is over
             # TLS-form messages (4-byte header, no message_seq or fragment
             # fields), whose body is the DTLS ClientHello with legacy_cookie.
             prefix = self.transport.label_prefix
-            # message_hash and the HRR (and only PSKs of the suite's hash remain).
             binders = []
             for candidate, _ in offered:
                 suite = hash_suite(candidate.hash_name)
@@ -222,6 +222,7 @@ class ClientHandshake(HandshakeEngine):
         hello = self._client_hello(suites, tuple(exts))
         self.client_hello = hello
         self.send(HandshakeType.client_hello, hello.encode())
+
     def _client_hello(self, suites: tuple[int, ...], exts: tuple[Extension, ...]) -> ClientHello:
         t = self.transport
         # RFC 9147 §5.3: legacy_version 0xfefd and an empty legacy_cookie in DTLS.
@@ -229,7 +230,6 @@ class ClientHandshake(HandshakeEngine):
             self.conn.client_random, self.session_id, suites, exts, legacy_version=t.legacy_version,
             legacy_cookie=b"" if t.has_legacy_cookie else None,
         )
-
 
     def _psk_offer(self) -> list[tuple[PskCandidate, int]]:
         """The PSKs to offer, each with its obfuscated_ticket_age: the ticket
@@ -259,12 +259,12 @@ class ClientHandshake(HandshakeEngine):
         sh = ServerHello.decode(body)
         assert self.client_hello is not None
         versions = {e.type: e.data for e in sh.extensions}
-        t = self.transport
         sv = versions.get(ExtensionType.supported_versions)
+        t = self.transport
         if sv is None:
             # No supported_versions: the server negotiates TLS 1.2 or older (§4.2.1).
             raise RemoteProtocolError(
-                "server does not speak TLS 1.3 (longtls speaks only TLS 1.3)",
+                f"server does not speak {t.protocol} (longtls speaks only {t.protocol})",
                 AlertDescription.protocol_version,
             )
         if X.decode_supported_versions_server(sv) != t.version:

@@ -45,8 +45,8 @@ from .common import (
     Handler,
     HandshakeEngine,
     decode_certificates,
-from .cookie import CookieContents, issue_cookie, open_cookie
 )
+from .cookie import CookieContents, issue_cookie, open_cookie
 from .eku_profiles import select_profile
 from .host import HandshakeHost
 from .tickets import (
@@ -56,8 +56,8 @@ from .tickets import (
     remember_generation,
     seal_ticket,
     usable_ticket,
-from .transport import DTLS, TLS, Transport
 )
+from .transport import DTLS, TLS, Transport
 
 if TYPE_CHECKING:
     from .eku import ExtendedKeyUpdate
@@ -86,6 +86,11 @@ def _pre_tls13_client_hello(body: bytes, dtls: bool) -> ClientHello:
     else is malformed: decode_error.
     """
     ch = ClientHello.decode(body, minimum_extensions_length=0, dtls=dtls)
+    if any(e.type == ExtensionType.supported_versions for e in ch.extensions):
+        raise DecodeError("ClientHello extensions block shorter than 7 bytes")
+    return ch
+
+
 def _client_groups(exts: dict[int, bytes]) -> tuple[tuple[int, ...], dict[int, bytes]]:
     """The client's supported_groups and its key shares by group; the shares
     must be for groups it lists (RFC 9846 §4.2.8)."""
@@ -104,11 +109,6 @@ def _client_groups(exts: dict[int, bytes]) -> tuple[tuple[int, ...], dict[int, b
             if g not in client_groups:
                 raise RemoteProtocolError("key share for a group not in supported_groups", AlertDescription.illegal_parameter)
     return client_groups, shares
-
-
-    if any(e.type == ExtensionType.supported_versions for e in ch.extensions):
-        raise DecodeError("ClientHello extensions block shorter than 7 bytes")
-    return ch
 
 
 class ServerHandshake(HandshakeEngine):
@@ -244,6 +244,13 @@ class ServerHandshake(HandshakeEngine):
             server_share = X.KeyShareEntry(group, response)
             self.group = group
 
+        if resumption is not None:
+            self.psk_kind, self.psk_identity = resumption.kind, resumption.identity
+            if resumption.kind is PskKind.RESUMPTION:
+                self.resumed = True
+                self.alpn_protocol = resumption.alpn
+        self._send_server_flight(ch, exts, resumption, server_share, shared)
+
     def _parse_client_hello(self, body: bytes) -> tuple[ClientHello, dict[int, bytes]]:
         """Decode a ClientHello and check what every ClientHello must get right."""
         t = self.transport
@@ -273,13 +280,6 @@ class ServerHandshake(HandshakeEngine):
         if ch.extensions and ExtensionType.pre_shared_key in exts and ch.extensions[-1].type != ExtensionType.pre_shared_key:
             raise RemoteProtocolError("pre_shared_key is not the last extension", AlertDescription.illegal_parameter)
         return ch, exts
-
-        if resumption is not None:
-            self.psk_kind, self.psk_identity = resumption.kind, resumption.identity
-            if resumption.kind is PskKind.RESUMPTION:
-                self.resumed = True
-                self.alpn_protocol = resumption.alpn
-        self._send_server_flight(ch, exts, resumption, server_share, shared)
 
     def _choose_psk_mode(self, client_groups: tuple[int, ...]) -> PskKeyExchangeMode | None:
         for mode in self.config.psk_key_exchange_modes:
@@ -347,8 +347,6 @@ class ServerHandshake(HandshakeEngine):
         if self.suite.suite not in ch.cipher_suites:
             raise RemoteProtocolError("second ClientHello drops the chosen suite", AlertDescription.illegal_parameter)
         first = self.client_hello  # None after a stateless retry: nothing of it was kept
-        if self.hrr_group is None:
-            return  # a cookie-only HelloRetryRequest (DTLS) asked for no key share
         if first is not None and (ch.random != first.random or ch.legacy_session_id != first.legacy_session_id):
             raise RemoteProtocolError("second ClientHello changed random or session id", AlertDescription.illegal_parameter)
         cookie = exts.get(ExtensionType.cookie)
@@ -356,6 +354,8 @@ class ServerHandshake(HandshakeEngine):
             raise RemoteProtocolError("second ClientHello does not echo our cookie", AlertDescription.illegal_parameter)
         if ExtensionType.early_data in exts:
             raise RemoteProtocolError("early_data after HelloRetryRequest", AlertDescription.illegal_parameter)
+        if self.hrr_group is None:
+            return  # a cookie-only HelloRetryRequest (DTLS) asked for no key share
         shares = X.decode_key_share_client(exts.get(ExtensionType.key_share, b"\x00\x00"))
         if len(shares) != 1 or shares[0].group != self.hrr_group:
             raise RemoteProtocolError("second ClientHello must carry exactly the requested share", AlertDescription.illegal_parameter)
@@ -367,6 +367,13 @@ class ServerHandshake(HandshakeEngine):
         # only has to be unpredictable and echoed verbatim (§4.2.2).
         self.hrr_cookie = self.config.random(32)
         raw = self._hello_retry_request(ch, self.suite.suite, group, self.hrr_cookie)
+        self.transcript.restart_after_hello_retry(self.suite)
+        self.transcript.update(raw)
+        self.conn.queue_handshake(raw)
+        if self._session_id_echo(ch):
+            self.conn.compatibility_ccs()
+        self.state = ServerState.WAIT_CH2
+
     def _hello_retry_request(self, ch: ClientHello, suite: int, group: int | None, cookie: bytes) -> bytes:
         """The whole HelloRetryRequest message (RFC 9846 §4.1.4).  A stateless
         server rebuilds it from its cookie, so it depends on nothing else."""
@@ -458,13 +465,6 @@ class ServerHandshake(HandshakeEngine):
         )
         cookie = issue_cookie(cfg.cookie_secret, t.version, self.client_address, contents)
         return self._hello_retry_request(ch, suite.suite, group, cookie)
-
-        self.transcript.restart_after_hello_retry(self.suite)
-        self.transcript.update(raw)
-        self.conn.queue_handshake(raw)
-        if self._session_id_echo(ch):
-            self.conn.compatibility_ccs()
-        self.state = ServerState.WAIT_CH2
 
     # ----------------------------------------------------------- resumption
 
@@ -758,32 +758,6 @@ class ServerHandshake(HandshakeEngine):
 
     def on_post_handshake_finished(self, body: bytes, raw: bytes) -> None:
         assert self.pha_transcript is not None
-
-
-def stateless_hello_retry(config: Configuration, client_address: bytes, client_hello: bytes) -> bytes | None:
-    """What a DTLS server answers a ClientHello with before it keeps any state
-    (RFC 9147 §5.1).
-
-    ``client_hello`` is the whole message in TLS form (4-byte header, as the
-    transcript has it, RFC 9147 §5.2); ``client_address`` the bytes the
-    connection names the client's address with.  Returns the HelloRetryRequest
-    (TLS form) to send, cookie inside; or None when the ClientHello carries a
-    valid cookie: then start ``ServerHandshake(host, config, transport=DTLS,
-    client_address=...)`` and hand it the same message.  Raises
-    RemoteProtocolError for a ClientHello to refuse: a bad cookie
-    (illegal_parameter), a malformed message (decode_error), no DTLS 1.3
-    (protocol_version), no suite in common (handshake_failure).
-    """
-    if not config.dtls_cookie:
-        return None  # the cookie exchange is turned off: start the engine at once
-    if len(client_hello) < 4 or client_hello[0] != HandshakeType.client_hello:
-        raise RemoteProtocolError("the first handshake message is not a ClientHello", AlertDescription.unexpected_message)
-    if int.from_bytes(client_hello[1:4], "big") != len(client_hello) - 4:
-        raise DecodeError("ClientHello length does not match its header")
-    # The engine is used only for its checks and choices, which touch no host.
-    engine = ServerHandshake(cast(HandshakeHost, None), config, DTLS, client_address)
-    ch, exts = engine._parse_client_hello(client_hello[4:])
-    return engine.cookie_admission(ch, exts, client_hello)
         self.check_finished(body, self.conn.current_read_secret, self.pha_transcript)
         self.pha_context = None
         self.pha_transcript = None
@@ -817,3 +791,29 @@ def stateless_hello_retry(config: Configuration, client_address: bytes, client_h
         (ServerState.PHA_WAIT_CV, HandshakeType.certificate_verify): on_certificate_verify,
         (ServerState.PHA_WAIT_FINISHED, HandshakeType.finished): on_post_handshake_finished,
     }
+
+
+def stateless_hello_retry(config: Configuration, client_address: bytes, client_hello: bytes) -> bytes | None:
+    """What a DTLS server answers a ClientHello with before it keeps any state
+    (RFC 9147 §5.1).
+
+    ``client_hello`` is the whole message in TLS form (4-byte header, as the
+    transcript has it, RFC 9147 §5.2); ``client_address`` the bytes the
+    connection names the client's address with.  Returns the HelloRetryRequest
+    (TLS form) to send, cookie inside; or None when the ClientHello carries a
+    valid cookie: then start ``ServerHandshake(host, config, transport=DTLS,
+    client_address=...)`` and hand it the same message.  Raises
+    RemoteProtocolError for a ClientHello to refuse: a bad cookie
+    (illegal_parameter), a malformed message (decode_error), no DTLS 1.3
+    (protocol_version), no suite in common (handshake_failure).
+    """
+    if not config.dtls_cookie:
+        return None  # the cookie exchange is turned off: start the engine at once
+    if len(client_hello) < 4 or client_hello[0] != HandshakeType.client_hello:
+        raise RemoteProtocolError("the first handshake message is not a ClientHello", AlertDescription.unexpected_message)
+    if int.from_bytes(client_hello[1:4], "big") != len(client_hello) - 4:
+        raise DecodeError("ClientHello length does not match its header")
+    # The engine is used only for its checks and choices, which touch no host.
+    engine = ServerHandshake(cast(HandshakeHost, None), config, DTLS, client_address)
+    ch, exts = engine._parse_client_hello(client_hello[4:])
+    return engine.cookie_admission(ch, exts, client_hello)
