@@ -57,7 +57,7 @@ class FakeSealer:
         record = _FAKE_HEADER.pack(epoch, seq, content_type, len(payload)) + payload + _FAKE_TAG
         return record, RecordNumber(epoch, seq)
 
-    def max_payload(self, epoch: int, mtu: int) -> int:
+    def max_payload(self, mtu: int, epoch: int) -> int:
         return mtu - FAKE_OVERHEAD
 
 
@@ -493,6 +493,19 @@ def test_implicit_ack_covers_the_named_flight_only() -> None:
     assert sender.implicit_ack(0.3, 9) == []
     assert sender.implicit_ack(0.3, 1) == [1]
     assert sender.state is FlightState.PREPARING
+
+
+def test_hello_retry_request_is_not_retransmitted() -> None:
+    # §3.1: the server keeps no retransmission timer for a HelloRetryRequest.
+    sender = HandshakeSender(FakeSealer(), is_client=False)
+    assert sender.queue_message(handshake(2, 90), 0, 0.0, retransmit=False) == 0
+    (record,) = sender.records_to_send()
+    assert decode_fragments(open_record(record)[2])[0].message_seq == 0
+    sender.end_flight(0.0)
+    assert sender.outstanding == () and sender.next_deadline is None
+    assert not sender.on_timeout(100.0)
+    assert sender.on_ack(ACK((open_record(record)[0],)), 0, 0.1) == []
+    assert sender.queue_message(handshake(2, 90), 0, 1.0) == 1  # the ServerHello
 
 
 def test_server_states_and_last_flight() -> None:

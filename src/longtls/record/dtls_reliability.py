@@ -102,13 +102,14 @@ class RecordSealer(Protocol):
     their original epoch, RFC 9147 §4.2.1) and returns the record's bytes and
     its RecordNumber.  ``max_payload`` is the most plaintext bytes one record
     under ``epoch`` may carry so that the record fits ``mtu`` bytes.
+    ``record.dtls_layer.DTLSRecordLayer`` has both, in this argument order.
     """
 
     def seal(
         self, content_type: ContentType, payload: bytes, epoch: int, /
     ) -> tuple[bytes, RecordNumber]: ...
 
-    def max_payload(self, epoch: int, mtu: int, /) -> int: ...
+    def max_payload(self, mtu: int, epoch: int, /) -> int: ...
 
 
 class RetransmissionTimer:
@@ -356,11 +357,14 @@ class HandshakeSender:
 
     # -- sending ---------------------------------------------------------------
 
-    def queue_message(self, message: bytes, epoch: int, now: float) -> int:
+    def queue_message(self, message: bytes, epoch: int, now: float, *, retransmit: bool = True) -> int:
         """Send one TLS-encoded handshake message under ``epoch``; its message_seq.
 
         The fragments are sealed at once and wait in ``records_to_send()``;
-        the retransmission timer is armed by ``end_flight``.
+        the retransmission timer is armed by ``end_flight``.  ``retransmit=False``
+        sends it once and keeps no state for it: the HelloRetryRequest, for
+        which the server "maintains [no] retransmission timer" (§3.1), the
+        client's retransmitted ClientHello prompting a new one.
         """
         if self._next_seq > MAX_MESSAGE_SEQ:
             # §5.2: "MUST NOT allow message_seq to wrap, but instead MUST
@@ -391,14 +395,19 @@ class HandshakeSender:
         if msg_type == HandshakeType.key_update:
             self._key_update_epoch = epoch
             self._key_update_seq = self._next_seq
+        m = _OutgoingMessage(self._next_seq, msg_type, epoch, body, self._flight)
+        self._next_seq += 1
+        if not retransmit:
+            self._transmit(m, [_Range(0, len(body), -1)], now)
+            for rn in m.records:
+                del self._sent[rn]
+            return m.message_seq
         idle_since = self._idle_since
         if not self._outstanding and idle_since is not None and now - idle_since >= 10 * self.timer.value:
             # §5.8.2: "After a long period of idleness, no less than 10 times
             # the current timer value, implementations MAY reset the timer".
             self.timer.reset()
         self._idle_since = None
-        m = _OutgoingMessage(self._next_seq, msg_type, epoch, body, self._flight)
-        self._next_seq += 1
         self._outstanding[m.message_seq] = m
         self._building.append(m)
         m.pending = self._transmit(m, [_Range(0, len(body), -1)], now)
@@ -422,7 +431,7 @@ class HandshakeSender:
 
     def _transmit(self, m: _OutgoingMessage, ranges: list[_Range], now: float) -> list[_Range]:
         """Seal ``ranges`` of ``m`` as fragments; the ranges as now sent."""
-        room = self._sealer.max_payload(m.epoch, self.mtu) - DTLS_HANDSHAKE_HEADER_LENGTH
+        room = self._sealer.max_payload(self.mtu, m.epoch) - DTLS_HANDSHAKE_HEADER_LENGTH
         if room < 1:
             raise LocalProtocolError(
                 f"an MTU of {self.mtu} bytes leaves no room for a handshake fragment",
