@@ -311,8 +311,9 @@ class DTLSRecordLayer:
 
     def set_write_sequence_number(self, epoch: int, sequence_number: int) -> None:
         """Skip ahead to ``sequence_number`` in a write epoch (never back: a nonce
-        must not repeat).  For a server answering statelessly (RFC 9147 §5.1)
-        and for tests near the wrap-around of the header's bits."""
+        must not repeat).  For a connection that continues numbering begun by
+        another object (a server that kept no state before the cookie, RFC
+        9147 §5.1) and for tests near the wrap-around of the header's bits."""
         state = self._write_state(epoch)
         if sequence_number < state.sequence_number:
             raise LocalProtocolError("a write sequence number never goes back (nonce reuse)")
