@@ -666,3 +666,107 @@ def test_lossy_link_delivers_every_message_once_in_order(seed: int) -> None:
     first_transmissions = sum(-(-max(len(m) - 4, 1) // (mtu - FAKE_OVERHEAD - 12)) for m in messages)
     assert records_sent > first_transmissions  # losses were repaired by retransmission
     assert receiver.buffered_bytes == 0
+
+
+class _Endpoint:
+    """One side of a simulated handshake: sender, receiver, one shared timer."""
+
+    def __init__(self, is_client: bool) -> None:
+        self.timer = RetransmissionTimer()
+        self.sender = HandshakeSender(FakeSealer(), is_client=is_client, mtu=300, timer=self.timer)
+        self.receiver = HandshakeReceiver(timer=self.timer)
+        self.ack_sealer = FakeSealer()
+        self.delivered: list[bytes] = []
+        self.highest_epoch = 0  # ACKs go in the highest epoch received (§7)
+
+    def send_flight(self, flight: list[tuple[bytes, int]], now: float, *, final: bool) -> None:
+        for message, epoch in flight:
+            self.sender.queue_message(message, epoch, now)
+        self.sender.end_flight(now, final=final)
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13, 14, 15, 16])
+def test_lossy_handshake_with_implicit_acks_and_a_final_ack(seed: int) -> None:
+    """The lock-step handshake of §5.7 over a link with 20% loss, duplication
+    and reordering: ClientHello; the server's flight (implicitly acknowledging
+    it); the client's last flight (implicitly acknowledging the server's,
+    explicitly ACKed); then a NewSessionTicket, explicitly ACKed.  Exercises
+    the calls a DTLS connection makes: implicit_ack, clear_acks,
+    on_peer_retransmission, acknowledge_now."""
+    rng = random.Random(seed)
+    client, server = _Endpoint(True), _Endpoint(False)
+    ch = handshake(1, 250, seed=1)
+    server_flight = [(handshake(2, 120, 2), 0), (handshake(8, 40, 3), 2), (handshake(11, 5000, 4), 2),
+                     (handshake(15, 80, 5), 2), (handshake(20, 32, 6), 2)]
+    client_flight = [(handshake(11, 1500, 7), 2), (handshake(15, 80, 8), 2), (handshake(20, 32, 9), 2)]
+    ticket = handshake(4, 200, seed=10)
+    in_flight: list[tuple[float, int, _Endpoint, bytes]] = []
+    counter = 0
+
+    def transmit(to: _Endpoint, datagrams: list[bytes], now: float) -> None:
+        nonlocal counter
+        for d in datagrams:
+            for _ in range(2 if rng.random() < 0.1 else 1):
+                if rng.random() >= 0.2:
+                    counter += 1
+                    in_flight.append((now + rng.uniform(0.005, 0.06), counter, to, d))
+
+    def on_delivered(me: _Endpoint, messages: list[bytes], now: float) -> None:
+        for message in messages:
+            me.delivered.append(message)
+            n = len(me.delivered)
+            if me is server and n == 1:
+                me.receiver.clear_acks()  # our flight answers the ClientHello
+                me.send_flight(server_flight, now, final=False)
+            elif me is client and n == 1:
+                me.sender.implicit_ack(now)  # the server's flight answers ours (§7.2)
+            elif me is client and n == len(server_flight):
+                me.receiver.clear_acks()
+                me.send_flight(client_flight, now, final=True)
+            elif me is server and n == 2:
+                me.sender.implicit_ack(now, last_flight=True)
+            elif me is server and n == 1 + len(client_flight):
+                me.receiver.acknowledge_now(now)  # the client's last flight MUST be ACKed
+                me.send_flight([(ticket, 3)], now, final=True)
+            elif me is client and n == len(server_flight) + 1:
+                me.receiver.acknowledge_now(now)  # NewSessionTicket: MUST be ACKed
+
+    client.send_flight([(ch, 0)], 0.0, final=False)
+    now = 0.0
+    for _ in range(50_000):
+        for me, peer in ((client, server), (server, client)):
+            records = me.sender.records_to_send()
+            if me.receiver.ack_due(now):
+                ack = me.receiver.build_ack(16).encode()
+                records.append(me.ack_sealer.seal(ContentType.ACK, ack, me.highest_epoch)[0])
+            transmit(peer, pack_datagrams(records, 300), now)
+        done = (
+            client.delivered == [m for m, _ in server_flight] + [ticket]
+            and server.delivered == [ch] + [m for m, _ in client_flight]
+            and not client.sender.outstanding and not server.sender.outstanding
+        )
+        if done:
+            break
+        deadlines = [t for e in (client, server) for t in (e.sender.next_deadline, e.receiver.ack_deadline)
+                     if t is not None] + [a for a, _, _, _ in in_flight]
+        assert deadlines, "stalled: nothing in flight and no timer armed"
+        now = max(now, min(deadlines))
+        client.sender.on_timeout(now)
+        server.sender.on_timeout(now)
+        arrived = sorted((x for x in in_flight if x[0] <= now), key=lambda x: (x[0], x[1]))
+        in_flight[:] = [x for x in in_flight if x[0] > now]
+        for _, _, me, datagram in arrived:
+            for number, content_type, payload in open_datagram(datagram):
+                if content_type == ContentType.ACK:
+                    me.sender.on_ack(ACK.decode(payload), number.epoch, now)
+                    continue
+                me.highest_epoch = max(me.highest_epoch, number.epoch)
+                result = me.receiver.receive_record(number, payload, now)
+                if result.retransmission:
+                    me.sender.on_peer_retransmission(now)  # §5.8.1 case 3
+                on_delivered(me, [m.message for m in result.messages], now)
+    else:
+        pytest.fail("the handshake did not complete")
+    assert client.sender.state is FlightState.FINISHED
+    assert server.sender.state is FlightState.FINISHED
+    assert now < 120, f"took {now:.1f} simulated seconds"
