@@ -45,11 +45,15 @@ from .events import (
     ConnectionClosed,
     Event,
 )
+from .handshake.client import ClientHandshake
+from .handshake.common import HandshakeEngine
 from .handshake.eku import EKUAdmission, ExtendedKeyUpdate
 from .handshake.eku_profiles import PROFILES
 from .handshake.key_update import KeyUpdateProtocol
+from .handshake.post_auth import client_authentication
 from .handshake.post_handshake import PostHandshakeArbiter
 from .handshake.rekey import RekeyPolicy
+from .handshake.server import ServerHandshake
 from .keylog import format_line, from_environment
 from .record.tls import RecordProtection
 from .record.tls_layer import TLSRecordLayer
@@ -76,10 +80,6 @@ class Connection:
     """One TLS 1.3 connection, client or server, with no I/O of its own."""
 
     def __init__(self, configuration: Configuration) -> None:
-        from .handshake.client import ClientHandshake
-        from .handshake.common import HandshakeEngine
-        from .handshake.server import ServerHandshake
-
         configuration.validate()
         self.configuration = configuration
         self.is_client = configuration.is_client
@@ -98,11 +98,10 @@ class Connection:
         self._close_sent = False
         self._close_received = False
         self.eku: ExtendedKeyUpdate | None = None
-        self.handshake: HandshakeEngine = (
-            ClientHandshake(self, configuration) if self.is_client else ServerHandshake(self, configuration)
-        )
+        engine = ClientHandshake(self, configuration) if self.is_client else ServerHandshake(self, configuration)
+        self.handshake: HandshakeEngine = engine
         #: Routes post-handshake messages and decides what may run together.
-        self.post_handshake = PostHandshakeArbiter(self.handshake, configuration)
+        self.post_handshake = PostHandshakeArbiter(self.handshake, configuration, client_authentication(engine))
         #: The updates this side starts by itself (usage limits, Configuration.rekey_*).
         self._rekey = RekeyPolicy(self.post_handshake, configuration)
         #: Framing, protection, padding and record limits (record.tls_layer).
@@ -370,7 +369,7 @@ class Connection:
         """Server: ask for a client certificate after the handshake (RFC 9846 §4.6.2)."""
         if self.is_client or self.state is not ConnectionState.CONNECTED:
             raise LocalProtocolError("only a connected server can request client authentication")
-        self._guard(self.handshake.request_post_handshake_auth)
+        self._guard(self.post_handshake.client_auth.request)
 
     # ------------------------------------------------------------ the hosts
     # What the protocols below see of the connection: the engines'

@@ -83,7 +83,6 @@ class ClientHandshake(HandshakeEngine):
         self.server_name = config.server_name
         self.client_hello: ClientHello | None = None
         self.tickets_taken = 0
-        self.post_handshake_auth_requests = 0
 
     def initial_state(self) -> Enum:
         return ClientState.START
@@ -479,7 +478,7 @@ class ClientHandshake(HandshakeEngine):
 
         local_scheme = None
         if self.certificate_request is not None:
-            local_scheme = self._send_client_certificate(b"", self.certificate_request, self.transcript)
+            local_scheme = self.answer_certificate_request(b"", self.certificate_request, self.transcript)
         self.send(HandshakeType.finished, self.finished_body(secrets.client_handshake_traffic_secret, self.transcript))
         secrets.derive_resumption(self.transcript.digest())
         self.handshake_transcript = self.transcript
@@ -489,7 +488,7 @@ class ClientHandshake(HandshakeEngine):
             local_signature_scheme=local_scheme,
         )
 
-    def _send_client_certificate(
+    def answer_certificate_request(
         self, context: bytes, request: CertificateRequest, transcript: ks.Transcript
     ) -> SignatureScheme | None:
         """Certificate (+ CertificateVerify) in answer to a CertificateRequest;
@@ -546,45 +545,6 @@ class ClientHandshake(HandshakeEngine):
             server_name=self.server_name, alpn_protocol=self.alpn_protocol, max_early_data_size=max_early,
         )))
 
-    def on_post_handshake_certificate_request(self, body: bytes, raw: bytes) -> None:
-        if self.psk_kind in (PskKind.EXTERNAL, PskKind.IMPORTED):
-            # RFC 9846 §4.3.2: never after an external PSK handshake.
-            raise RemoteProtocolError(
-                "CertificateRequest on a connection authenticated with an external PSK",
-                AlertDescription.unexpected_message,
-            )
-        if not (self.config.post_handshake_auth and self.config.certificate_chain):
-            raise RemoteProtocolError(
-                "CertificateRequest after the handshake without post_handshake_auth",
-                AlertDescription.unexpected_message,
-            )
-        # Each request costs us a signature: a server asking without end is cut
-        # off, with the alert of our other per-connection limits.
-        self.post_handshake_auth_requests += 1
-        limit = self.config.max_post_handshake_auth_requests
-        if limit is not None and self.post_handshake_auth_requests > limit:
-            raise RemoteProtocolError(
-                f"more than {limit} post-handshake CertificateRequests (max_post_handshake_auth_requests)",
-                AlertDescription.unexpected_message,
-            )
-        cr = CertificateRequest.decode(body)
-        if not cr.certificate_request_context:
-            raise RemoteProtocolError("post-handshake CertificateRequest needs a context", AlertDescription.illegal_parameter)
-        exts = {e.type: e.data for e in cr.extensions}
-        if ExtensionType.signature_algorithms not in exts:
-            raise RemoteProtocolError("CertificateRequest without signature_algorithms", AlertDescription.missing_extension)
-        # EKU draft-13 §8.3: not while an extended key update runs (the host's arbiter decides).
-        self.conn.check_client_auth_may_start(requested_by_peer=True)
-        # RFC 9846 §4.4: the post-handshake transcript is the handshake's, then
-        # the CertificateRequest and our answer; each request has its own.
-        transcript = self.post_handshake_transcript()
-        transcript.update(raw)
-        self._send_client_certificate(cr.certificate_request_context, cr, transcript)
-        raw_fin = encode_handshake(
-            HandshakeType.finished, self.finished_body(self.conn.current_write_secret, transcript)
-        )
-        self.conn.queue_handshake(raw_fin)
-
     TRANSITIONS: ClassVar[dict[tuple[Enum, int], Handler]] = {
         (ClientState.WAIT_SH, HandshakeType.server_hello): on_server_hello,
         (ClientState.WAIT_EE, HandshakeType.encrypted_extensions): on_encrypted_extensions,
@@ -596,6 +556,5 @@ class ClientHandshake(HandshakeEngine):
         (ClientState.WAIT_CV, HandshakeType.certificate_verify): on_certificate_verify,
         (ClientState.WAIT_FINISHED, HandshakeType.finished): on_finished,
         (ClientState.CONNECTED, HandshakeType.new_session_ticket): on_new_session_ticket,
-        (ClientState.CONNECTED, HandshakeType.certificate_request): on_post_handshake_certificate_request,
     }
 

@@ -218,13 +218,6 @@ class HandshakeEngine:
         have a key to open it (a server skipping 0-RTT after a HelloRetryRequest)."""
         return False
 
-    def request_post_handshake_auth(self) -> None:
-        raise LocalProtocolError("only a server can request client authentication")
-
-    @property
-    def post_handshake_auth_in_progress(self) -> bool:
-        return False
-
     @property
     def eku_negotiated(self) -> bool:
         return self.eku_profile is not None

@@ -33,6 +33,7 @@ from ..constants import AlertDescription, HandshakeType
 from ..errors import LocalProtocolError, RemoteProtocolError
 from .eku import EKUAdmission, Role
 from .key_update import KeyUpdateProtocol
+from .post_auth import ClientAuthentication
 
 
 class PostHandshakeProtocol(Protocol):
@@ -57,11 +58,6 @@ class _Engine(Protocol):
     @property
     def eku_negotiated(self) -> bool: ...
 
-    @property
-    def post_handshake_auth_in_progress(self) -> bool: ...
-
-    def handle(self, msg_type: int, body: bytes, raw: bytes) -> None: ...
-
 
 class _EKU(Protocol):
     """What the arbiter reads from an Extended Key Update state machine."""
@@ -85,43 +81,18 @@ class _EKU(Protocol):
     def start(self, timeout: float | None = None) -> None: ...
 
 
-class ClientAuthentication:
-    """Post-handshake client authentication (RFC 9846 §4.6.2) as a peer of the others.
-
-    Its states live in the engines' transition tables (the same Certificate,
-    CertificateVerify and Finished handlers as in the handshake); this object
-    declares its messages and whether an exchange is under way.
-    """
-
-    message_types = frozenset({
-        HandshakeType.certificate_request, HandshakeType.certificate, HandshakeType.compressed_certificate,
-        HandshakeType.certificate_verify, HandshakeType.finished,
-    })
-
-    def __init__(self, engine: _Engine) -> None:
-        self._engine = engine
-
-    def __repr__(self) -> str:
-        return f"<ClientAuthentication in_progress={self.in_progress}>"
-
-    @property
-    def in_progress(self) -> bool:
-        return self._engine.post_handshake_auth_in_progress
-
-    def handle(self, msg_type: int, body: bytes, raw: bytes) -> None:
-        self._engine.handle(msg_type, body, raw)
-
-
 class PostHandshakeArbiter:
     """Routes post-handshake messages to their protocol and applies the ordering rules."""
 
-    def __init__(self, engine: _Engine, configuration: Configuration) -> None:
+    def __init__(self, engine: _Engine, configuration: Configuration, client_auth: ClientAuthentication) -> None:
         self._engine = engine
         self._config = configuration
         # EKU draft-13 §11.3: when we last admitted a peer-started update, and how many.
         self._last_peer_eku = float("-inf")
         self._peer_updates = 0
-        self.client_auth = ClientAuthentication(engine)
+        #: Post-handshake client authentication (handshake/post_auth.py): the
+        #: server's requester or the client's responder.
+        self.client_auth = client_auth
         self.eku: _EKU | None = None
         self.key_update: KeyUpdateProtocol | None = None
         self._owners: dict[int, PostHandshakeProtocol] = {}

@@ -22,8 +22,7 @@ from ..crypto import key_schedule as ks
 from ..crypto import suites as _suites
 from ..crypto.groups import get_group
 from ..crypto.suites import SuiteInfo, suite_info
-from ..errors import DecodeError, LocalProtocolError, RemoteProtocolError
-from ..events import PeerAuthenticated
+from ..errors import DecodeError, RemoteProtocolError
 from ..psk import find_external, server_candidate
 from ..wire import extensions as X
 from ..wire.buffer import u8
@@ -70,10 +69,6 @@ class ServerState(Enum):
     WAIT_CV = auto()
     WAIT_FINISHED = auto()
     CONNECTED = auto()
-    # post-handshake client authentication (RFC 9846 §4.6.2)
-    PHA_WAIT_CERT = auto()
-    PHA_WAIT_CV = auto()
-    PHA_WAIT_FINISHED = auto()
 
 
 def _pre_tls13_client_hello(body: bytes, dtls: bool) -> ClientHello:
@@ -136,12 +131,10 @@ class ServerHandshake(HandshakeEngine):
         self.client_authenticated = False
         self.skip_budget = 0
         self.tickets_sent = 0
-        self.pha_context: bytes | None = None
         # RFC 8879: the client's compress_certificate list (for our Certificate),
         # and what our CertificateRequest offered (for the client's).
         self.client_compression: tuple[int, ...] = ()
         self.requested_compression: tuple[int, ...] = ()
-        self.pha_transcript: ks.Transcript | None = None
         self.client_psk_modes: tuple[int, ...] = ()
         self.client_signature_algorithms: tuple[int, ...] = ()
         self.selected_identity = 0
@@ -567,7 +560,7 @@ class ServerHandshake(HandshakeEngine):
         self.send(HandshakeType.encrypted_extensions, EncryptedExtensions(tuple(self._encrypted_extensions(exts, resumption))).encode())
         if resumption is None:
             if cfg.client_auth is not ClientAuth.NONE:
-                cr = CertificateRequest(b"", self._certificate_request_extensions())
+                cr = CertificateRequest(b"", self.certificate_request_extensions())
                 self.send(HandshakeType.certificate_request, cr.encode())
                 self.certificate_requested = True
             self.send(*self.certificate_message(b"", self.client_compression))
@@ -654,7 +647,8 @@ class ServerHandshake(HandshakeEngine):
 
     # -------------------------------------------------- client's second flight
 
-    def _certificate_request_extensions(self) -> tuple[Extension, ...]:
+    def certificate_request_extensions(self) -> tuple[Extension, ...]:
+        """The extensions of our CertificateRequest, in the handshake or after it."""
         exts = [Extension(ExtensionType.signature_algorithms, X.encode_signature_algorithms(list(self.signature_algorithms)))]
         self.requested_compression = tuple(self.config.certificate_compression)
         if self.requested_compression:
@@ -664,45 +658,56 @@ class ServerHandshake(HandshakeEngine):
             ))
         return tuple(exts)
 
-    def on_certificate(self, body: bytes, raw: bytes) -> None:
-        self.peer_certificate_compression = None
-        self._on_client_certificate(Certificate.decode(body), raw)
+    # The client's Certificate and CertificateVerify, checked the same way in
+    # the handshake and after it (handshake/post_auth.py); the caller owns the
+    # transcript and the states.
 
-    def on_compressed_certificate(self, body: bytes, raw: bytes) -> None:
-        """RFC 8879 §4: the client's Certificate, compressed, in answer to a
-        CertificateRequest that offered compression; the transcript takes the
-        CompressedCertificate as it was sent."""
+    def client_certificate(self, msg_type: int, body: bytes) -> Certificate:
+        """The client's Certificate, or the one inside its CompressedCertificate
+        (RFC 8879 §4: only in answer to a CertificateRequest that offered compression)."""
+        if msg_type == HandshakeType.certificate:
+            self.peer_certificate_compression = None
+            return Certificate.decode(body)
         if not self.requested_compression:
             raise RemoteProtocolError(
                 "CompressedCertificate, but our CertificateRequest offered no certificate compression",
                 AlertDescription.unexpected_message,
             )
-        self._on_client_certificate(self.open_compressed_certificate(body, self.requested_compression), raw)
+        return self.open_compressed_certificate(body, self.requested_compression)
 
-    def _on_client_certificate(self, cert: Certificate, raw: bytes) -> None:
-        if cert.certificate_request_context != (self.pha_context or b""):
+    def accept_client_certificate(
+        self, cert: Certificate, context: bytes, transcript: ks.Transcript, raw: bytes
+    ) -> bool:
+        """Check the client's Certificate against our request; True if it carries
+        a chain (a CertificateVerify follows), False if it is empty."""
+        if cert.certificate_request_context != context:
             raise RemoteProtocolError("Certificate has the wrong request context", AlertDescription.illegal_parameter)
-        transcript = self._auth_transcript()
         transcript.update(raw)
         if not cert.certificate_list:
             if self.config.client_auth is ClientAuth.REQUIRED:
                 raise RemoteProtocolError("client certificate required", AlertDescription.certificate_required)
-            self.state = ServerState.PHA_WAIT_FINISHED if self.pha_context else ServerState.WAIT_FINISHED
-            return
+            return False
         certs = decode_certificates(cert.certificate_list, self.config.max_certificate_chain_length)
         self.peer_certificates = tuple(certs)
         self.verify_peer_chain(certs, self.config.trust_store, None, is_server_cert=False)
-        self.state = ServerState.PHA_WAIT_CV if self.pha_context else ServerState.WAIT_CV
+        return True
 
-    def on_certificate_verify(self, body: bytes, raw: bytes) -> None:
-        transcript = self._auth_transcript()
+    def accept_client_certificate_verify(self, body: bytes, transcript: ks.Transcript, raw: bytes) -> None:
         self.peer_signature_scheme = self.verify_certificate_verify(body, CLIENT_CV_CONTEXT, transcript, self.signature_algorithms)
         transcript.update(raw)
         self.client_authenticated = True
-        self.state = ServerState.PHA_WAIT_FINISHED if self.pha_context else ServerState.WAIT_FINISHED
 
-    def _auth_transcript(self) -> ks.Transcript:
-        return self.pha_transcript if self.pha_transcript is not None else self.transcript
+    def on_certificate(self, body: bytes, raw: bytes) -> None:
+        cert = self.client_certificate(HandshakeType.certificate, body)
+        self.state = ServerState.WAIT_CV if self.accept_client_certificate(cert, b"", self.transcript, raw) else ServerState.WAIT_FINISHED
+
+    def on_compressed_certificate(self, body: bytes, raw: bytes) -> None:
+        cert = self.client_certificate(HandshakeType.compressed_certificate, body)
+        self.state = ServerState.WAIT_CV if self.accept_client_certificate(cert, b"", self.transcript, raw) else ServerState.WAIT_FINISHED
+
+    def on_certificate_verify(self, body: bytes, raw: bytes) -> None:
+        self.accept_client_certificate_verify(body, self.transcript, raw)
+        self.state = ServerState.WAIT_FINISHED
 
     def on_finished(self, body: bytes, raw: bytes) -> None:
         assert self.secrets is not None and self.suite is not None
@@ -737,40 +742,6 @@ class ServerHandshake(HandshakeEngine):
         # EKU draft-13 §6: endpoints that enable EKU disable ticket resumption.
         return self.tickets_sent < 255 and not (self.eku_negotiated and self.eku_disables_tickets)
 
-    # ------------------------------------------- post-handshake authentication
-
-    def request_post_handshake_auth(self) -> None:
-        if self.external_psk_used:
-            # RFC 9846 §4.3.2: not on a connection authenticated by an external PSK.
-            raise LocalProtocolError("a connection authenticated with an external PSK cannot ask for a certificate")
-        if not self.client_offered_post_handshake_auth:
-            raise LocalProtocolError("the client did not offer post_handshake_auth")
-        if self.state is not ServerState.CONNECTED:
-            raise LocalProtocolError("a client authentication request is already in progress")
-        self.conn.check_client_auth_may_start(requested_by_peer=False)
-        self.pha_context = self.config.random(16)
-        self.pha_transcript = self.post_handshake_transcript()
-        cr = CertificateRequest(self.pha_context, self._certificate_request_extensions())
-        raw = encode_handshake(HandshakeType.certificate_request, cr.encode())
-        self.pha_transcript.update(raw)
-        self.conn.queue_handshake(raw)
-        self.state = ServerState.PHA_WAIT_CERT
-
-    def on_post_handshake_finished(self, body: bytes, raw: bytes) -> None:
-        assert self.pha_transcript is not None
-        self.check_finished(body, self.conn.current_read_secret, self.pha_transcript)
-        self.pha_context = None
-        self.pha_transcript = None
-        self.state = ServerState.CONNECTED
-        self.conn.emit(PeerAuthenticated(
-            self.peer_certificates, self.peer_signature_scheme, self.peer_certificate_compression
-        ))
-        self.conn.post_handshake_auth_done()
-
-    @property
-    def post_handshake_auth_in_progress(self) -> bool:
-        return self.pha_context is not None
-
     def on_extended_key_update(self, eku: ExtendedKeyUpdate | None) -> None:
         # draft-2025-10 §7 / draft-05 §5: tickets issued before an update are
         # invalidated; fresh ones, from the new resumption secret, replace them.
@@ -786,10 +757,6 @@ class ServerHandshake(HandshakeEngine):
         (ServerState.WAIT_CERT, HandshakeType.compressed_certificate): on_compressed_certificate,
         (ServerState.WAIT_CV, HandshakeType.certificate_verify): on_certificate_verify,
         (ServerState.WAIT_FINISHED, HandshakeType.finished): on_finished,
-        (ServerState.PHA_WAIT_CERT, HandshakeType.certificate): on_certificate,
-        (ServerState.PHA_WAIT_CERT, HandshakeType.compressed_certificate): on_compressed_certificate,
-        (ServerState.PHA_WAIT_CV, HandshakeType.certificate_verify): on_certificate_verify,
-        (ServerState.PHA_WAIT_FINISHED, HandshakeType.finished): on_post_handshake_finished,
     }
 
 
