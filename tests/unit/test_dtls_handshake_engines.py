@@ -403,8 +403,11 @@ def test_dtls_handshake_secrets_finished_and_exporter_follow_the_dtls13_schedule
     version, random, echo, exts = _parse_server_hello(server_hello)
     assert version == 0xFEFD and echo == b"" and random != HELLO_RETRY_REQUEST_RANDOM
     assert exts[ExtensionType.supported_versions] == b"\xfe\xfc"
-    # No ChangeCipherSpec anywhere in DTLS 1.3 (RFC 9147 §5).
+    # No ChangeCipherSpec anywhere in DTLS 1.3 (RFC 9147 §5): none sent, none accepted.
     assert run.client_host.ccs_points == 0 and run.server_host.ccs_points == 0
+    fresh = ClientHandshake(_as_host(MessageHost()), client_cfg, DTLS)
+    fresh.start()
+    assert not fresh.change_cipher_spec_allowed
 
     expected = Schedule.of(run.wire, _shared())
     assert run.client_host.write_secrets == [expected.client_handshake, expected.client_application]
@@ -529,9 +532,12 @@ def test_stateless_cookie_and_a_group_mismatch_share_one_hello_retry_request() -
 
 
 def test_stateless_helper_answers_without_an_engine() -> None:
-    client_cfg, server_cfg = _configs()
+    clock = [5000.25]
+    client_cfg, server_cfg = _configs(server_now=lambda: clock[0])
     run = _cookie_exchange(client_cfg, server_cfg)
     retry = stateless_hello_retry(server_cfg, ADDRESS, run.client_hello1)
+    # A retransmitted ClientHello1 gets the same HelloRetryRequest, byte for byte.
+    assert retry == run.hello_retry_request
     assert retry is not None and retry[0] == HandshakeType.server_hello
     _, random, _, exts = _parse_server_hello(retry)
     assert random == HELLO_RETRY_REQUEST_RANDOM and ExtensionType.cookie in exts

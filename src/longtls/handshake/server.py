@@ -452,8 +452,12 @@ class ServerHandshake(HandshakeEngine):
                 chosen = None  # decided on ClientHello2 (a psk_ke resumption needs no group)
             if chosen is not None and chosen not in shares:
                 group = chosen
+        # Whole seconds: a ClientHello retransmitted within the same second gets
+        # the same HelloRetryRequest byte for byte, as a retransmission should
+        # be (RFC 9147 §3.1: the server answers a retransmitted ClientHello by
+        # retransmitting its HelloRetryRequest; §5.5: bytes never change).
         contents = CookieContents(
-            issued_ms=int(cfg.now() * 1000), cipher_suite=suite.suite, group=group,
+            issued_ms=int(cfg.now()) * 1000, cipher_suite=suite.suite, group=group,
             client_hello_hash=ks.transcript_digest(suite, raw),
         )
         cookie = issue_cookie(cfg.cookie_secret, t.version, self.client_address, contents)
