@@ -38,6 +38,7 @@ from longtls.constants import (
     HandshakeType,
     KeyUpdateRequest,
     NamedGroup,
+    PskKind,
 )
 from longtls.crypto.groups import KeyShare, get_group
 from longtls.crypto.suites import SUITES, SuiteInfo
@@ -51,6 +52,7 @@ from longtls.handshake.host import HandshakeHost
 from longtls.handshake.key_update import KeyUpdateProtocol
 from longtls.handshake.server import ServerHandshake, stateless_hello_retry
 from longtls.handshake.transport import DTLS, TLS, Transport
+from longtls.psk import ExternalPsk
 from longtls.wire import extensions as X
 from longtls.wire.messages import ClientHello, Extension, ServerHello, encode_handshake
 
@@ -721,6 +723,25 @@ def test_dtls_tickets_resume_over_dtls_with_dtls13_binders_and_not_over_tls() ->
     # The same ticket at a TLS server: it does not open there, a full handshake follows.
     over_tls = _handshake(client_cfg, server_cfg, TLS)
     assert over_tls.client.complete and not over_tls.server.resumed
+
+
+def test_external_psk_after_a_stateless_retry_binds_message_hash_and_the_retry() -> None:
+    """The binder of ClientHello2 covers message_hash(ClientHello1), the
+    HelloRetryRequest and the truncated ClientHello2 (RFC 9846 §4.2.11.2),
+    under the dtls13 "ext binder" key; a fresh server engine verifies it."""
+    key = bytes(range(32))
+    psk = ExternalPsk(b"meter-17", key)
+    client_cfg, server_cfg = _configs(client_external_psks=(psk,), server_external_psks=(psk,))
+    run = _cookie_exchange(client_cfg, server_cfg)
+    ch2 = run.client_hello2
+    truncated = ch2[: len(ch2) - (2 + 1 + 32)]
+    binder_key = derive_secret(extract(b"", key), b"ext binder", _sha256(b""))
+    transcript = message_hash(run.client_hello1) + run.hello_retry_request + truncated
+    assert ch2[-32:] == finished(binder_key, _sha256(transcript))
+    server, server_host = _second_server(server_cfg)
+    wire = _finish(run, server, server_host)
+    assert server.complete and server.psk_kind is PskKind.EXTERNAL and run.client.psk_kind is PskKind.EXTERNAL
+    assert server_host.read_secrets[0] == Schedule.of(wire, _shared(), key).client_handshake
 
 
 @dataclass
