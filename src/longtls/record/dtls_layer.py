@@ -30,7 +30,7 @@ The decisions where the RFC leaves room are in docs/dtls-record-layer.md.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
@@ -482,7 +482,13 @@ class DTLSRecordLayer:
         end, a connection ID that is not ours) ends the datagram: the rest
         cannot be framed (§4: "the rest of the datagram MUST be discarded").
         """
-        records: list[DTLSRecord] = []
+        return list(self.records_in(datagram))
+
+    def records_in(self, datagram: bytes) -> Iterator[DTLSRecord]:
+        """``open_datagram`` one record at a time: each record is opened only
+        when the previous one has been taken, so keys installed while
+        processing a record open the records after it in the same datagram
+        (a ServerHello and the epoch-2 EncryptedExtensions behind it, §4.3)."""
         data = bytes(datagram)
         size = len(data)
         pos = 0
@@ -533,8 +539,7 @@ class DTLSRecordLayer:
                 discarded[DiscardReason.BAD_HEADER] += 1
                 break
             if record is not None:
-                records.append(record)
-        return records
+                yield record
 
     def _open_protected(self, data: bytes, pos: int, header: UnifiedHeader, end: int) -> DTLSRecord | None:
         discarded = self.discarded

@@ -1,0 +1,1034 @@
+"""The sans-I/O DTLS 1.3 connection (RFC 9147, read with draft-ietf-tls-rfc9147bis-02).
+
+Datagrams in (``receive_datagram``), datagrams out (``datagrams_to_send``),
+events out (``next_event``), commands in (``send``, ``update_keys``,
+``close`` ...), and timers: ``get_timer()`` says when ``handle_timer()`` is
+due (retransmission, delayed ACKs, the handshake timeout, key update
+deadlines).  Like ``connection.Connection`` it never touches a socket, a
+clock (time comes from the configuration's ``now``) or a thread; the
+commands and events have the same names.
+
+What it ties together (docs/dtls.md):
+
+- the record layer (``record.dtls_layer.DTLSRecordLayer``): epochs per
+  direction, record number encryption, replay windows, silent discard;
+- handshake reliability (``record.dtls_reliability``): message_seq,
+  fragmentation to the MTU, reassembly, ACKs and retransmission;
+- the TLS handshake engines with the ``DTLS`` transport (``handshake.transport``)
+  and the stateless cookie (``DTLSConnection.accept``);
+- the post-handshake protocols through the same ``PostHandshakeArbiter`` as
+  TLS: KeyUpdate (RFC 9147 §8), NewSessionTicket, client authentication.
+
+Epochs (RFC 9147 §6.1): 0 plaintext hellos, 2 handshake, 3 the first
+application keys, 4 and up one per KeyUpdate, counted per direction.  A
+KeyUpdate we send switches our write epoch only once it and every earlier
+message are acknowledged (rfc9147bis §8, where the revision changes RFC 9147);
+until then application data keeps flowing under the old epoch and further
+handshake messages wait.
+
+Where the texts leave room, the decision is written next to the code and
+collected in docs/dtls.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from .config import Configuration
+from .connection import ConnectionState, check_update_timeout
+from .constants import (
+    HELLO_RETRY_REQUEST_RANDOM,
+    AlertDescription,
+    AlertLevel,
+    ContentType,
+    HandshakeType,
+    KeyUpdateRequest,
+)
+from .crypto.suites import SuiteInfo
+from .errors import (
+    DecodeError,
+    HandshakeTimeoutError,
+    KeyUpdateTimeoutError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    TLSError,
+    UsageLimitError,
+)
+from .events import (
+    ApplicationData,
+    CloseNotifyReceived,
+    ConnectionClosed,
+    Direction,
+    Event,
+    KeyUpdated,
+)
+from .handshake.client import ClientHandshake
+from .handshake.common import HandshakeEngine
+from .handshake.eku import ExtendedKeyUpdate
+from .handshake.key_update import KeyUpdateProtocol
+from .handshake.post_auth import client_authentication
+from .handshake.post_handshake import PostHandshakeArbiter
+from .handshake.rekey import RekeyPolicy
+from .handshake.server import ServerHandshake, stateless_hello_retry
+from .handshake.transport import DTLS
+from .keylog import format_line, from_environment
+from .record.dtls_layer import DTLSRecord, DTLSRecordLayer
+from .record.dtls_reliability import (
+    DEFAULT_MTU,
+    HandshakeReceiver,
+    HandshakeSender,
+    ReceivedMessage,
+    RetransmissionTimer,
+    pack_datagrams,
+)
+from .wire.dtls_ack import ACK, max_ack_record_numbers
+from .wire.dtls_handshake import decode_fragments, encode_fragment, tls_message
+from .wire.dtls_record import RecordNumber
+
+__all__ = ["DTLSConnection"]
+
+logger = logging.getLogger("longtls")
+
+_APPLICATION_DATA = int(ContentType.APPLICATION_DATA)  # plain ints: compared per record
+_HANDSHAKE = int(ContentType.HANDSHAKE)
+_ACK = int(ContentType.ACK)
+_ALERT = int(ContentType.ALERT)
+_HANDSHAKE_EPOCH = 2  # RFC 9147 §6.1
+_FIRST_APPLICATION_EPOCH = 3
+#: The client's answers to a post-handshake CertificateRequest: they
+#: implicitly acknowledge it (RFC 9147 §7.1, "The server's post-handshake
+#: CertificateRequest" is implicitly acknowledged).
+_CLIENT_AUTH_ANSWERS = frozenset((
+    HandshakeType.certificate, HandshakeType.compressed_certificate,
+    HandshakeType.certificate_verify, HandshakeType.finished,
+))
+
+
+def _is_hello_retry_request(message: bytes) -> bool:
+    # type(1) length(3) legacy_version(2) random(32): RFC 9846 §4.1.3.
+    return message[0] == HandshakeType.server_hello and message[6:38] == HELLO_RETRY_REQUEST_RANDOM
+
+
+class _PendingSwitch:
+    """A write epoch whose keys are known but not yet in use: it waits until
+    the KeyUpdate (or the EKU message) before it and every earlier message
+    are acknowledged (rfc9147bis §8)."""
+
+    __slots__ = ("confirm", "epoch", "events", "secret")
+
+    def __init__(self, epoch: int, secret: bytes, confirm: Callable[[], None] | None) -> None:
+        self.epoch = epoch
+        self.secret = secret
+        #: Called once the epoch is in use (EKUHost.send_switch_done).
+        self.confirm = confirm
+        #: KeyUpdated(send) events held back until the switch really happened.
+        self.events: list[Event] = []
+
+    def __repr__(self) -> str:  # no secret
+        return f"<_PendingSwitch epoch={self.epoch}>"
+
+
+class DTLSConnection:
+    """One DTLS 1.3 association, client or server, with no I/O of its own.
+
+    A client: ``DTLSConnection(config)`` then ``start_handshake()``.  A
+    server: every datagram from an address with no association goes to
+    ``DTLSConnection.accept(config, address, datagram)``, which answers a
+    ClientHello without a valid cookie statelessly (RFC 9147 §5.1) and
+    creates a connection only for one that has it.
+
+    ``mtu`` is the largest datagram to send (the path MTU minus IP and UDP
+    headers); handshake messages are fragmented to it, and ``send`` refuses
+    application data that does not fit one record in it.
+    """
+
+    def __init__(
+        self,
+        configuration: Configuration,
+        *,
+        client_address: bytes = b"",
+        mtu: int = DEFAULT_MTU,
+        first_message_seq: int = 0,
+    ) -> None:
+        configuration.validate()
+        if configuration.extended_key_update:
+            # Decision (this milestone): Extended Key Update over DTLS is the
+            # next step (issue 11); until it is done, a DTLS connection neither
+            # offers nor accepts it, so the standard KeyUpdate of RFC 9147 §8
+            # is what updates keys.  The caller's Configuration is not changed.
+            configuration = dataclasses.replace(configuration, extended_key_update=False)
+        self.configuration = configuration
+        self.is_client = configuration.is_client
+        self.client_address = client_address
+        self.state = ConnectionState.HANDSHAKING
+        self._events: deque[Event] = deque()
+        self._keylog = configuration.keylog or from_environment()
+        #: ClientHello.random, the key log's key (HandshakeHost).
+        self.client_random = b""
+        self._now = configuration.now()
+        self._started_at: float | None = None
+        self._close_sent = False
+        self._close_received = False
+        #: The record number of the peer's close_notify (RFC 9147 §5.10).
+        self._close_number: RecordNumber | None = None
+        self._warning_alerts = 0
+        #: Unprotected handshake records dropped because they did not parse
+        #: (§4.5.2; the record layer's ``discarded`` counts the rest).
+        self.plaintext_dropped = 0
+
+        self._records = DTLSRecordLayer(padding=configuration.record_padding)
+        timer = RetransmissionTimer()
+        self._sender = HandshakeSender(
+            self._records, is_client=self.is_client, mtu=mtu, timer=timer, first_message_seq=first_message_seq
+        )
+        self._receiver = HandshakeReceiver(
+            timer=timer, next_receive_seq=first_message_seq,
+            max_message_size=configuration.max_handshake_message_size,
+        )
+        self._outbox: list[bytes] = []
+        self._mtu = mtu
+
+        # Write side: the epoch messages queued now belong to, its secret,
+        # and the epochs whose keys wait for an ACK (rfc9147bis §8).
+        self._write_epoch = 0
+        self._write_secret = b""
+        self._pending_switches: deque[_PendingSwitch] = deque()
+        #: Handshake messages queued behind a pending switch: (message, epoch).
+        self._held: deque[tuple[bytes, int]] = deque()
+        self._flight_open = False
+        self._queued_now = False
+        # Read side: the epoch the peer's next handshake message must arrive
+        # in, its secret, and the newest epoch a record opened in.
+        self._read_epoch = 0
+        self._read_secret = b""
+        self._newest_read_epoch = 0
+        #: The peer is known to speak DTLS 1.3: ACKs may be sent and are
+        #: processed (rfc9147bis §7).
+        self._dtls13_known = False
+        self._answered_peer = False
+        self._ack_now = False
+        self._suite: SuiteInfo | None = None
+
+        #: The classic KeyUpdate (handshake/key_update.py), once connected.
+        self.key_update: KeyUpdateProtocol | None = None
+        #: Extended Key Update over DTLS: not negotiated yet (see __init__).
+        self.eku: ExtendedKeyUpdate | None = None
+        engine = (
+            ClientHandshake(self, configuration, DTLS) if self.is_client
+            else ServerHandshake(self, configuration, DTLS, client_address)
+        )
+        self.handshake: HandshakeEngine = engine
+        self.post_handshake = PostHandshakeArbiter(engine, configuration, client_authentication(engine))
+        self._rekey = RekeyPolicy(self.post_handshake, configuration)
+
+    def __repr__(self) -> str:
+        role = "client" if self.is_client else "server"
+        return (
+            f"<DTLSConnection {role} {self.state.value} write_epoch={self._records.write_epoch} "
+            f"read_epoch={self._read_epoch}>"
+        )
+
+    # ------------------------------------------------------------------ server entry
+
+    @classmethod
+    def accept(
+        cls, configuration: Configuration, client_address: bytes, datagram: bytes, *, mtu: int = DEFAULT_MTU
+    ) -> tuple[DTLSConnection | None, list[bytes]]:
+        """A server's answer to a datagram from an address with no association.
+
+        Returns ``(connection, [])`` when a handshake starts (the connection
+        has processed the datagram; its ``datagrams_to_send()`` hold the
+        answer), or ``(None, datagrams)``: the stateless HelloRetryRequest
+        with a cookie (RFC 9147 §5.1), an alert for a ClientHello to refuse
+        (illegal_parameter for a bad cookie, §5.1), or nothing at all for a
+        datagram that starts no handshake (§4.5.2: silently discarded).
+        Before a valid cookie nothing is kept: no connection, no buffer.
+
+        ``client_address`` is the address as bytes (IP and port, packed the
+        same way every time); cookies are bound to it.
+
+        Decision: a first ClientHello that does not fit one datagram (the
+        default key shares, X25519MLKEM768 and x25519, take about 1.4 KB) cannot
+        be answered without reassembling it, which is state.  Its first
+        fragment starts a connection whose engine answers the whole
+        ClientHello with the same stateless HelloRetryRequest; the connection
+        holds only the fragments (bounded by max_handshake_message_size) and
+        is subject to the handshake timeout.  RFC 9147 does not address it.
+        """
+        probe = DTLSRecordLayer()
+        for record in probe.open_datagram(datagram):
+            if record.content_type != _HANDSHAKE or record.number.epoch != 0:
+                continue
+            try:
+                fragments = decode_fragments(record.payload)
+            except RemoteProtocolError:  # malformed (decode_error, unexpected_message): drop it
+                continue
+            for f in fragments:
+                if f.msg_type != HandshakeType.client_hello:
+                    continue
+                if f.fragment_offset == 0 and len(f.fragment) == f.length and configuration.dtls_cookie:
+                    reply = cls._stateless_reply(
+                        configuration, client_address, record.number.sequence_number,
+                        f.message_seq, tls_message(f.msg_type, f.fragment),
+                    )
+                    if reply is not None:
+                        return None, reply
+                conn = cls(configuration, client_address=client_address, mtu=mtu, first_message_seq=f.message_seq)
+                # Decision: the association's epoch-0 records continue the
+                # client's numbering, as the HelloRetryRequest took the first
+                # ClientHello's (below): no record number of ours repeats.
+                conn._records.set_write_sequence_number(0, record.number.sequence_number)
+                try:
+                    conn.receive_datagram(datagram)
+                except ProtocolError:
+                    pass  # the alert is queued in the connection, which is closed
+                return conn, []
+        return None, []
+
+    @staticmethod
+    def _stateless_reply(
+        configuration: Configuration, client_address: bytes, record_sequence: int, message_seq: int,
+        client_hello: bytes,
+    ) -> list[bytes] | None:
+        try:
+            retry = stateless_hello_retry(configuration, client_address, client_hello)
+        except RemoteProtocolError as exc:
+            if isinstance(exc, DecodeError) or exc.alert is None or exc.alert == AlertDescription.decode_error:
+                return []  # §4.5.2: malformed and unauthenticated: drop it
+            # §5.1: "terminate the handshake with an illegal_parameter alert"
+            # (a bad cookie); the other refusals get their alert too.  It is
+            # smaller than the ClientHello: nothing is amplified.
+            probe = DTLSRecordLayer()
+            probe.set_write_sequence_number(0, record_sequence)
+            record, _ = probe.seal(ContentType.ALERT, bytes((AlertLevel.FATAL, exc.alert)), 0)
+            return [record]
+        if retry is None:
+            return None
+        # Decision: RFC 9147 is silent on the record and message numbers of a
+        # stateless HelloRetryRequest.  The record reuses the ClientHello's
+        # sequence number (as DTLS 1.2's HelloVerifyRequest did, RFC 6347
+        # §4.2.1), so the same ClientHello always gets the same bytes; the
+        # message takes the ClientHello's message_seq (0 for the first).
+        probe = DTLSRecordLayer()
+        probe.set_write_sequence_number(0, record_sequence)
+        body = retry[4:]
+        fragment = encode_fragment(retry[0], len(body), message_seq, 0, body)
+        record, _ = probe.seal(ContentType.HANDSHAKE, fragment, 0)
+        return [record]
+
+    # ------------------------------------------------------------------ API
+
+    def start_handshake(self) -> None:
+        """Client: queue the ClientHello.  A server starts with ``accept``."""
+        if not self.is_client:
+            raise LocalProtocolError("only a client starts the handshake")
+        self._now = self.configuration.now()
+        self._started_at = self._now
+        self._run(self.handshake.start)
+
+    def receive_datagram(self, data: bytes) -> None:
+        """Process one datagram from the peer.
+
+        Invalid records are discarded silently (RFC 9147 §4.5.2; counted in
+        ``discarded``).  A protocol error in an authenticated record queues
+        the fatal alert, queues ``ConnectionClosed`` and raises
+        ``RemoteProtocolError``.  Datagrams of a closed connection are ignored.
+        """
+        if self.state is ConnectionState.CLOSED:
+            return
+        self._now = self.configuration.now()
+        if self._started_at is None:
+            self._started_at = self._now
+        self._run(lambda: self._process_datagram(data))
+
+    def datagrams_to_send(self) -> list[bytes]:
+        """Datagrams to write to the transport, each at most ``mtu`` bytes (empties the queue)."""
+        if not self._outbox:
+            return []
+        out, self._outbox = self._outbox, []
+        return pack_datagrams(out, self.mtu)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> list[Event]:
+        """All pending events (empties the queue)."""
+        evs = list(self._events)
+        self._events.clear()
+        return evs
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self.state is ConnectionState.CONNECTED or (
+            self.state is ConnectionState.CLOSED and self.handshake.complete
+        )
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is ConnectionState.CLOSED
+
+    @property
+    def mtu(self) -> int:
+        """The largest datagram we send; may change at any time (RFC 9147 §4.4:
+        retransmissions are cut to the new size)."""
+        return self._mtu
+
+    @mtu.setter
+    def mtu(self, value: int) -> None:
+        self._mtu = value
+        self._sender.mtu = value
+
+    @property
+    def max_datagram_payload(self) -> int:
+        """The largest application datagram ``send`` takes: one record in one ``mtu``."""
+        return self._records.max_payload(self.mtu)
+
+    def send(self, data: bytes) -> None:
+        """Send one application datagram as one record (RFC 9147 §4.3: a
+        record never spans datagrams).  LocalProtocolError if it does not fit
+        one record in the MTU (``max_datagram_payload``)."""
+        if self.state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError(f"cannot send application data while {self.state.value}")
+        if self._close_sent:
+            raise LocalProtocolError("cannot send after close()")
+        records = self._records
+        if len(data) > records.max_payload(self.mtu):
+            raise LocalProtocolError(
+                f"{len(data)} bytes do not fit one DTLS record in a {self.mtu}-byte datagram "
+                f"(at most {records.max_payload(self.mtu)}); split them"
+            )
+        if records.write_near_limit and not self._pending_switches:
+            # RFC 9147 §4.5.3, RFC 9846 §5.5: replace the key before its limit.
+            self._now = self.configuration.now()
+            self._run(self._rekey.before_usage_limit)
+        record, number = records.seal(_APPLICATION_DATA, data, budget=self._mtu)
+        self._outbox.append(record)
+        if self._rekey.sent(len(data), number.sequence_number + 1) and not self._pending_switches:
+            self._now = self.configuration.now()
+            self._run(self._rekey.start_update)
+
+    def update_keys(self, request_peer_update: bool = True, timeout: float | None = None) -> None:
+        """Send a KeyUpdate (RFC 9147 §8).  Our records switch to the next epoch
+        once the peer has acknowledged it and every earlier message
+        (rfc9147bis §8); ``KeyUpdated(send)`` is emitted then.  With
+        ``request_peer_update`` the peer must answer with its own KeyUpdate
+        within ``timeout`` (None: ``Configuration.rekey_timeout``), else
+        ``handle_timer`` ends the connection with ``KeyUpdateTimeoutError``.
+
+        LocalProtocolError while our previous KeyUpdate is not yet
+        acknowledged (``key_update_pending``).
+        """
+        if self.state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError("KeyUpdate is only possible once the handshake is complete")
+        if self._close_sent:
+            raise LocalProtocolError("cannot update keys after close()")
+        if self._pending_switches:
+            raise LocalProtocolError("our previous KeyUpdate is not acknowledged yet (RFC 9147bis §8)")
+        check_update_timeout(timeout)
+        self.post_handshake.check_key_update(local=True)
+        request = (
+            KeyUpdateRequest.update_requested if request_peer_update
+            else KeyUpdateRequest.update_not_requested
+        )
+        key_update = self.key_update
+        assert key_update is not None
+        self._now = self.configuration.now()
+        self._run(lambda: key_update.send(request, timeout=timeout))
+
+    @property
+    def key_update_pending(self) -> bool:
+        """Our KeyUpdate waits for its ACK: the next epoch is not in use yet."""
+        return bool(self._pending_switches)
+
+    @property
+    def key_update_answer_owed(self) -> bool:
+        """Our KeyUpdate(update_requested) still awaits the peer's KeyUpdate."""
+        return self.key_update is not None and self.key_update.answer_owed
+
+    @property
+    def write_epoch(self) -> int:
+        """The epoch our records are protected under now (RFC 9147 §6.1)."""
+        return self._records.write_epoch
+
+    @property
+    def read_epoch(self) -> int:
+        """The peer's current epoch: the one its next handshake message must use."""
+        return self._read_epoch
+
+    @property
+    def read_epochs(self) -> tuple[int, ...]:
+        """The peer's epochs whose records we still open (older ones kept for reordering)."""
+        return self._records.read_epochs
+
+    @property
+    def discarded(self) -> int:
+        """How many invalid records were silently discarded (RFC 9147 §4.5.2)."""
+        return sum(self._records.discarded.values())
+
+    @property
+    def key_generation(self) -> int:
+        """How many extended key updates completed (always 0: no EKU over DTLS yet)."""
+        return 0
+
+    @property
+    def send_key_generation(self) -> int:
+        """How many times our sending key changed (KeyUpdates in use)."""
+        return max(0, self._records.write_epoch - _FIRST_APPLICATION_EPOCH)
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` should be called next, or None.
+
+        Timers: retransmission (RFC 9147 §5.8), a delayed ACK (§7.1), the
+        handshake timeout, the peer's answer to a KeyUpdate, the rekey interval.
+        """
+        if self.state is ConnectionState.CLOSED:
+            return None
+        deadlines: list[float] = []
+        timeout = self.configuration.handshake_timeout
+        if self.state is ConnectionState.HANDSHAKING and timeout is not None and self._started_at is not None:
+            deadlines.append(self._started_at + timeout)
+        retransmit = self._sender.next_deadline
+        if retransmit is not None:
+            deadlines.append(retransmit)
+        ack = self._receiver.ack_deadline
+        if ack is not None and self._dtls13_known:
+            deadlines.append(ack)
+        ku = self.key_update
+        if ku is not None and ku.answer_owed and ku.deadline is not None and not self._closing:
+            deadlines.append(ku.deadline)
+        rekey_due = self._rekey.interval_due()
+        if rekey_due is not None and self._rekey_possible():
+            deadlines.append(rekey_due)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float | None = None) -> None:
+        """Run what ``get_timer`` asked for, if its time has come.
+
+        Raises ``HandshakeTimeoutError`` / ``KeyUpdateTimeoutError`` (user_canceled
+        and close_notify are queued) when the peer took too long.
+        """
+        if self.state is ConnectionState.CLOSED:
+            return
+        current = self.configuration.now() if now is None else now
+        self._now = current
+        timeout = self.configuration.handshake_timeout
+        if (
+            self.state is ConnectionState.HANDSHAKING and timeout is not None
+            and self._started_at is not None and current >= self._started_at + timeout
+        ):
+            timed_out = HandshakeTimeoutError(timeout)
+            self._send_alert(AlertDescription.user_canceled)
+            self._fail(timed_out)
+            raise timed_out
+        ku = self.key_update
+        if ku is not None and ku.answer_owed and ku.deadline is not None and not self._closing and current >= ku.deadline:
+            error = KeyUpdateTimeoutError("standard", ku.timeout)
+            self._send_alert(AlertDescription.user_canceled)
+            self._fail(error)
+            raise error
+        self._run(lambda: self._on_timer(current))
+
+    def _on_timer(self, now: float) -> None:
+        self._sender.on_timeout(now)  # §5.8.1: retransmit what is due, back off
+        rekey_due = self._rekey.interval_due()
+        if rekey_due is not None and self._rekey_possible() and now >= rekey_due:
+            self._rekey.start_update()
+
+    @property
+    def _closing(self) -> bool:
+        return self._close_sent or self._close_received
+
+    def _rekey_possible(self) -> bool:
+        return (
+            self.state is ConnectionState.CONNECTED and not self._closing
+            and not self._pending_switches and not self.post_handshake.client_auth_in_progress
+        )
+
+    def close(self) -> None:
+        """Send close_notify.  We may still receive until the peer closes too.
+
+        Alerts are not retransmitted (RFC 9147 §5.10): if it is lost, the
+        peer learns of the end from its own timeouts."""
+        if self.state is ConnectionState.CLOSED or self._close_sent:
+            return
+        self._send_alert(AlertDescription.close_notify)
+        self._close_sent = True
+        if self._close_received or not self.handshake.complete:
+            self._finish(None, by_peer=False, reason="closed")
+
+    def abort(self, alert: AlertDescription, reason: str = "aborted by the application") -> None:
+        """End the connection at once with a fatal ``alert`` of the application's choosing."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        self._fail(ProtocolError(reason, alert))
+
+    def export_keying_material(self, label: str | bytes, context: bytes, length: int) -> bytes:
+        """TLS-Exporter (RFC 9846 §7.5) under dtls13 labels (RFC 9147 §5.9)."""
+        if not self.handshake.complete:
+            raise LocalProtocolError("exporters are available once the handshake is complete")
+        lab = label.encode() if isinstance(label, str) else label
+        return self.handshake.export(lab, context, length)
+
+    def request_client_authentication(self) -> None:
+        """Server: ask for a client certificate after the handshake (RFC 9846 §4.6.2)."""
+        if self.is_client or self.state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError("only a connected server can request client authentication")
+        if self._pending_switches:
+            raise LocalProtocolError("our KeyUpdate is not acknowledged yet (RFC 9147bis §8)")
+        self._now = self.configuration.now()
+        self._run(self.post_handshake.client_auth.request)
+
+    # ------------------------------------------------------------ the hosts
+    # What the engines (handshake.host.HandshakeHost) and KeyUpdate
+    # (handshake.key_update.KeyUpdateHost) see of the connection.
+
+    def emit(self, event: Event) -> None:
+        if type(event) is KeyUpdated and event.direction is Direction.send and self._pending_switches:
+            # Our KeyUpdate is sent but its epoch not yet in use: report the
+            # switch when it happens (on the ACK, rfc9147bis §8).
+            self._pending_switches[-1].events.append(event)
+            return
+        self._events.append(event)
+
+    def queue_handshake(self, message: bytes) -> None:
+        """One TLS-form handshake message from the engines or a post-handshake
+        protocol, under the write epoch current for them."""
+        epoch = self._write_epoch
+        if self._held or epoch > self._records.write_epoch:
+            self._held.append((message, epoch))  # behind a KeyUpdate not yet acknowledged
+            return
+        self._queue_message(message, epoch)
+
+    def _queue_message(self, message: bytes, epoch: int) -> None:
+        now = self._now
+        self._queued_now = True
+        if _is_hello_retry_request(message):
+            # §3.1: no retransmission timer for a HelloRetryRequest; the
+            # client's retransmitted ClientHello brings a new one.
+            self._sender.queue_message(message, epoch, now, retransmit=False)
+            return
+        self._sender.queue_message(message, epoch, now)
+        self._flight_open = True
+        if message[0] == HandshakeType.key_update:
+            # A KeyUpdate expects no reply flight: only its ACK completes it (§8).
+            self._sender.end_flight(now, final=True)
+            self._flight_open = False
+
+    def compatibility_ccs(self) -> None:
+        """DTLS 1.3 has no ChangeCipherSpec (RFC 9147 §5): nothing to send."""
+
+    def set_write_secret(self, suite: SuiteInfo, secret: bytes) -> None:
+        """The engines' key changes (handshake epoch 2, application epoch 3):
+        in use at once; messages queued before keep their epoch (§4.2.1)."""
+        epoch = _HANDSHAKE_EPOCH if self._write_epoch < _HANDSHAKE_EPOCH else self._write_epoch + 1
+        self._suite = suite
+        self._records.set_write_epoch(epoch, suite, secret)
+        self._write_epoch = epoch
+        self._write_secret = secret
+
+    def set_read_secret(self, suite: SuiteInfo, secret: bytes) -> None:
+        epoch = _HANDSHAKE_EPOCH if self._read_epoch < _HANDSHAKE_EPOCH else self._read_epoch + 1
+        self._records.set_read_epoch(epoch, suite, secret)
+        self._read_epoch = epoch
+        self._read_secret = secret
+
+    @property
+    def current_read_secret(self) -> bytes:
+        return self._read_secret
+
+    @property
+    def current_write_secret(self) -> bytes:
+        """The secret of the newest write epoch, in use or waiting for its ACK."""
+        return self._write_secret
+
+    def log_secret(self, label: str, secret: bytes) -> None:
+        if self._keylog is not None:
+            self._keylog(format_line(label, self.client_random, secret))
+
+    def handshake_done(self) -> None:
+        self.state = ConnectionState.CONNECTED
+        self._rekey.rekeyed()
+        hs = self.handshake
+        assert hs.suite is not None
+        # "traffic upd" under dtls13 (RFC 9147 §5.9, §8).
+        self.key_update = KeyUpdateProtocol(self, hs.suite, DTLS.label_prefix)
+        self.post_handshake.register_key_update(self.key_update)
+
+    def post_handshake_auth_done(self) -> None:
+        """Client authentication finished."""
+
+    def check_client_auth_may_start(self, requested_by_peer: bool) -> None:
+        self.post_handshake.check_client_auth_may_start(requested_by_peer)
+
+    def set_peer_record_size_limit(self, limit: int) -> None:
+        self._records.set_peer_record_size_limit(limit)
+
+    def enforce_record_size_limit(self) -> None:
+        """The DTLS record layer refuses records over 2^14 itself; a smaller
+        limit of ours is not enforced on the peer's records (not done)."""
+
+    @property
+    def resumption_secret(self) -> bytes:
+        secrets = self.handshake.secrets
+        return secrets.resumption_secret if secrets is not None else b""
+
+    @property
+    def post_handshake_transcript_hash(self) -> bytes | None:
+        return None  # no extended key update over DTLS yet
+
+    # KeyUpdate's host (handshake.key_update.KeyUpdateHost)
+
+    @property
+    def close_sent(self) -> bool:
+        return self._close_sent
+
+    @property
+    def close_received(self) -> bool:
+        return self._close_received
+
+    @property
+    def read_generation(self) -> int:
+        return max(0, self._read_epoch - _FIRST_APPLICATION_EPOCH)
+
+    @property
+    def write_generation(self) -> int:
+        """Generation of the newest write secret (in use, or waiting for its ACK)."""
+        return max(0, self._write_epoch - _FIRST_APPLICATION_EPOCH)
+
+    @property
+    def handshake_data_pending(self) -> bool:
+        # The reliability layer keeps fragments per epoch and ends an epoch's
+        # handshake stream at a KeyUpdate (rfc9147bis §8): nothing can follow
+        # it in the same record that the engines would see.
+        return False
+
+    def advance_write_secret(self, secret: bytes) -> None:
+        """After our KeyUpdate: the next epoch's keys, used once it is acknowledged (rfc9147bis §8)."""
+        self._request_switch(secret, None)
+
+    def advance_read_secret(self, secret: bytes) -> None:
+        """The peer's KeyUpdate: open its next epoch.  The old one stays open
+        for records still on their way (§8: "retain the pre-update keying
+        material until receipt and successful decryption of a message using
+        the new keys"; see ``_retire_read_epochs``)."""
+        assert self._suite is not None
+        epoch = self._read_epoch + 1
+        self._records.set_read_epoch(epoch, self._suite, secret)
+        self._read_epoch = epoch
+        self._read_secret = secret
+
+    def rekeyed(self) -> None:
+        self._rekey.rekeyed()
+
+    # EKU's send switch (handshake.eku.EKUHost), ready for EKU over DTLS: the
+    # switch is confirmed when the message sent under the old epoch and
+    # everything before it are acknowledged (RFC 9147 §8).
+
+    def request_send_switch(self, secret: bytes) -> None:
+        eku = self.eku
+        self._request_switch(secret, eku.send_switch_done if eku is not None else None)
+
+    def switch_receive(self, secret: bytes) -> None:
+        self.advance_read_secret(secret)
+
+    def _request_switch(self, secret: bytes, confirm: Callable[[], None] | None) -> None:
+        epoch = self._write_epoch + 1
+        self._write_epoch = epoch
+        self._write_secret = secret
+        self._pending_switches.append(_PendingSwitch(epoch, secret, confirm))
+        self._try_switch()
+
+    def _try_switch(self) -> None:
+        """Put pending write epochs in use once everything sent before them is
+        acknowledged (rfc9147bis §8: "MUST NOT send records with the new keys
+        until the KeyUpdate and all preceding messages have been
+        acknowledged"), then send the messages that waited for them."""
+        sender = self._sender
+        while self._pending_switches:
+            pending = self._pending_switches[0]
+            if self._held and self._held[0][1] < pending.epoch:
+                return
+            if not sender.acknowledged_through(sender.next_message_seq - 1):
+                return
+            self._pending_switches.popleft()
+            assert self._suite is not None
+            self._records.set_write_epoch(pending.epoch, self._suite, pending.secret)
+            self._events.extend(pending.events)
+            if pending.confirm is not None:
+                pending.confirm()
+            while self._held and self._held[0][1] <= self._records.write_epoch:
+                message, epoch = self._held.popleft()
+                self._queue_message(message, epoch)
+        self._retire_write_epochs()
+
+    def _retire_write_epochs(self) -> None:
+        records = self._records
+        in_use = self._sender.epochs_in_use
+        for epoch in records.write_epochs:
+            if epoch < records.write_epoch and epoch not in in_use:
+                # §4.2.1: retransmissions use their original epoch; nothing
+                # sent under this one is waiting for an ACK any more.
+                records.retire_write_epoch(epoch)
+
+    # -------------------------------------------------------------- receiving
+
+    def _process_datagram(self, data: bytes) -> None:
+        now = self._now
+        for record in self._records.records_in(data):
+            if self.state is ConnectionState.CLOSED:
+                return
+            close_number = self._close_number
+            if close_number is not None and record.number > close_number:
+                # §5.10: "Any data received with an epoch/sequence number
+                # pair after that of a valid received closure alert MUST be ignored."
+                continue
+            epoch = record.number.epoch
+            if epoch > self._newest_read_epoch:
+                self._newest_read_epoch = epoch
+                self._retire_read_epochs(epoch)
+            content_type = record.content_type
+            if content_type == _APPLICATION_DATA:
+                # The record layer opens application data only in epochs >= 3,
+                # which exist only once the engine allows it (RFC 9147 §6.1).
+                if record.payload:
+                    self._events.append(ApplicationData(record.payload))
+            elif content_type == _HANDSHAKE:
+                self._on_handshake_record(record, now)
+            elif content_type == _ACK:
+                self._on_ack_record(record, now)
+            elif content_type == _ALERT:
+                self._on_alert_record(record)
+        if self._answered_peer and self._queued_now:
+            # Our flight answers the peer's: an implicit acknowledgement
+            # (§7.1: "ACKs SHOULD NOT be sent for these flights").
+            self._receiver.clear_acks()
+        if self._ack_now:
+            # A flight that expects no reply (the client's last flight, a
+            # post-handshake message): §7.1 "All other flights MUST be ACKed".
+            self._receiver.acknowledge_now(now)
+
+    def _retire_read_epochs(self, newest: int) -> None:
+        """A record opened in ``newest``: the peer has moved on to it.
+
+        Decision (rfc9147bis §8 requires keeping the old keys "until receipt
+        and successful decryption of a message using the new keys"; issue
+        tlswg/dtls13-spec#325 leaves the rest open): we keep one epoch below
+        the newest for records still on their way (reordering), and close
+        everything older.  So the handshake epoch 2 stays open until the
+        peer's epoch 4: a client may retransmit its Finished under epoch 2
+        while it already sends application data under 3.  Epoch 0 closes with
+        the first protected record of the peer.
+        """
+        for epoch in self._records.read_epochs:
+            if epoch < newest - 1 and epoch != self._read_epoch:
+                self._records.retire_read_epoch(epoch)
+
+    def _on_handshake_record(self, record: DTLSRecord, now: float) -> None:
+        number = record.number
+        receiver = self._receiver
+        if number.epoch == 0 and self._read_epoch > 0:
+            # An unprotected hello after the peer's keys are in use: a
+            # retransmission (our answer was lost: §5.8.1 case 3) or an
+            # injection, which must not reach the handshake.
+            try:
+                fragments = decode_fragments(record.payload)
+            except RemoteProtocolError:
+                return
+            if fragments and all(f.message_seq < receiver.next_receive_seq for f in fragments):
+                self._sender.on_peer_retransmission(now)
+            return
+        try:
+            result = receiver.receive_record(number, record.payload, now)
+        except RemoteProtocolError:
+            if number.epoch == 0:
+                # §4.5.2: an unauthenticated record that does not parse is
+                # dropped, not fatal (anyone can send one).
+                self.plaintext_dropped += 1
+                return
+            raise
+        if result.retransmission:
+            self._sender.on_peer_retransmission(now)
+        for message in result.messages:
+            self._on_message(message, now)
+            if self.state is ConnectionState.CLOSED:
+                return
+
+    def _on_message(self, message: ReceivedMessage, now: float) -> None:
+        raw = message.message
+        msg_type = raw[0]
+        if message.epoch != self._read_epoch:
+            # RFC 9147 §6.1 assigns each message its epoch; RFC 9846 §5.1: a
+            # message under the wrong keys is unexpected_message.
+            raise RemoteProtocolError(
+                f"handshake message of type {msg_type} in epoch {message.epoch}, expected {self._read_epoch}",
+                AlertDescription.unexpected_message,
+            )
+        handshake = self.handshake
+        was_complete = handshake.complete
+        if not was_complete:
+            # §7.2: "the receipt of any record responding to a given flight
+            # MUST be taken as an implicit acknowledgement for the entire flight".
+            self._sender.implicit_ack(now, last_flight=not self.is_client and msg_type == HandshakeType.finished)
+            self._answered_peer = self.is_client or msg_type == HandshakeType.client_hello
+        elif not self.is_client and msg_type in _CLIENT_AUTH_ANSWERS:
+            self._sender.implicit_ack(now)  # the client answers our CertificateRequest (§7.1)
+        body = raw[4:]
+        if self.state is not ConnectionState.CONNECTED or not self.post_handshake.dispatch(msg_type, body, raw):
+            handshake.handle(msg_type, body, raw)
+        if msg_type in (HandshakeType.client_hello, HandshakeType.server_hello):
+            # rfc9147bis §7: the peer negotiates DTLS 1.3 (the engine checked
+            # supported_versions); ACKs may flow from now on.
+            self._dtls13_known = True
+        if self.is_client:
+            if was_complete and msg_type == HandshakeType.certificate_request:
+                self._answered_peer = True
+            elif was_complete:
+                self._ack_now = True  # NewSessionTicket, KeyUpdate (§7.1)
+        elif handshake.complete and msg_type != HandshakeType.client_hello:
+            self._ack_now = True  # the client's last flight, or a post-handshake message
+        self._try_switch()
+
+    def _on_ack_record(self, record: DTLSRecord, now: float) -> None:
+        if not self._dtls13_known:
+            return  # rfc9147bis §7: "ACK records received in epoch 0 MUST be ignored" until then
+        epoch = record.number.epoch
+        try:
+            ack = ACK.decode(record.payload)
+            if epoch >= _FIRST_APPLICATION_EPOCH:
+                # Decision: rfc9147bis §7.2 terminates on an ACK naming "an
+                # epoch that is higher than the epoch in which the ACK was
+                # received".  During the handshake we read it as the ACK
+                # record's epoch (its purpose: a plaintext ACK must not touch
+                # protected records).  After it, epochs are per direction and
+                # the peer ACKs from its own newest epoch, which may lag ours
+                # (tlswg/dtls13-spec#331), so we read it as our own newest
+                # write epoch: an ACK naming an epoch we never sent in is refused.
+                epoch = max(epoch, self._records.write_epoch, self._write_epoch)
+            done = self._sender.on_ack(ack, epoch, now)
+        except RemoteProtocolError:
+            if record.number.epoch == 0:
+                return  # §4.5.2: unauthenticated, dropped
+            raise
+        if done:
+            self._try_switch()
+
+    def _on_alert_record(self, record: DTLSRecord) -> None:
+        content = record.payload
+        if record.number.epoch == 0 and self._read_epoch > 0:
+            return  # unauthenticated, and the peer has keys: an injection (§4.5.2)
+        if len(content) != 2:
+            if record.number.epoch == 0:
+                return
+            raise RemoteProtocolError("alert record is not two bytes", AlertDescription.decode_error)
+        level, description = content[0], content[1]
+        if description == AlertDescription.close_notify:
+            self._close_received = True
+            self._close_number = record.number
+            self._events.append(CloseNotifyReceived())
+            if self._close_sent or not self.handshake.complete:
+                self._finish(None, by_peer=True, reason="closed by peer")
+            return
+        if description == AlertDescription.user_canceled and level == AlertLevel.WARNING:
+            self._warning_alerts += 1
+            if self._warning_alerts > self.configuration.max_warning_alerts:
+                raise RemoteProtocolError("too many warning alerts", AlertDescription.unexpected_message)
+            return
+        try:
+            desc = AlertDescription(description)
+            name = desc.name
+        except ValueError:
+            desc = AlertDescription.internal_error
+            name = f"unknown({description})"
+        self._finish(desc, by_peer=True, reason=f"peer sent alert {name}")
+
+    # -------------------------------------------------------------- internals
+
+    def _run(self, action: Callable[[], None]) -> None:
+        """Run ``action``, then send what it produced; turn every failure into
+        a fatal alert and one error type (as ``Connection._guard``).
+
+        A LocalProtocolError (the application asked for something not allowed
+        now) leaves the connection as it was."""
+        try:
+            action()
+        except UsageLimitError as exc:
+            self._fail(exc)
+            raise
+        except LocalProtocolError:
+            raise
+        except ProtocolError as exc:
+            self._fail(exc)
+            raise
+        except TLSError as exc:
+            err = ProtocolError(str(exc.args[0]), exc.alert)
+            self._fail(err)
+            raise err from exc
+        except Exception as exc:  # a bug must not escape as a stray exception
+            logger.exception("internal error in DTLS processing")
+            err = ProtocolError(f"internal error: {type(exc).__name__}", AlertDescription.internal_error)
+            self._fail(err)
+            raise err from exc
+        finally:
+            self._flush()
+
+    def _flush(self) -> None:
+        """End the flight just queued, collect its records, send an ACK that is due."""
+        self._answered_peer = False
+        self._ack_now = False
+        self._queued_now = False
+        if self.state is ConnectionState.CLOSED:
+            return
+        now = self._now
+        sender = self._sender
+        if self._flight_open:
+            self._flight_open = False
+            # A flight that expects a reply is implicitly acknowledged by it:
+            # the ClientHello, the server's flight, a post-handshake
+            # CertificateRequest.  Every other one waits for an explicit ACK
+            # (§5.7 note, §7.1).
+            final = self.handshake.complete and (self.is_client or not self.post_handshake.client_auth_in_progress)
+            sender.end_flight(now, final=final)
+        self._outbox.extend(sender.records_to_send())
+        receiver = self._receiver
+        if self._dtls13_known and receiver.ack_due(now):
+            self._send_ack()
+        self._retire_write_epochs()
+
+    def _send_ack(self) -> None:
+        records = self._records
+        # §7: "the highest available sending epoch" (never epoch 1: we send no early data).
+        epoch = records.write_epoch
+        room = records.max_payload(self.mtu, epoch)
+        ack = self._receiver.build_ack(max_ack_record_numbers(room))
+        record, _ = records.seal(_ACK, ack.encode(), epoch)
+        self._outbox.append(record)
+
+    def _send_alert(self, description: AlertDescription) -> None:
+        level = AlertLevel.WARNING if description in (
+            AlertDescription.close_notify, AlertDescription.user_canceled
+        ) else AlertLevel.FATAL
+        try:
+            record, _ = self._records.seal(_ALERT, bytes((level, description)))
+        except TLSError:
+            return  # no key to send it under (keys dropped, or the AEAD limit)
+        self._outbox.append(record)
+
+    def _fail(self, exc: ProtocolError) -> None:
+        if self.state is ConnectionState.CLOSED:
+            return
+        logger.debug("DTLS connection failed: %s", exc)
+        self._sender.records_to_send()  # nothing of the handshake goes after the alert
+        self._send_alert(exc.alert if exc.alert is not None else AlertDescription.internal_error)
+        self._finish(exc.alert, by_peer=False, reason=str(exc.args[0]))
+
+    def _finish(self, alert: AlertDescription | None, by_peer: bool, reason: str) -> None:
+        self.state = ConnectionState.CLOSED
+        self._records.drop_keys()
+        self._held.clear()
+        self._pending_switches.clear()
+        self._events.append(ConnectionClosed(alert=alert, by_peer=by_peer, reason=reason))
+
