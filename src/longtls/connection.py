@@ -471,6 +471,12 @@ class Connection:
         self.rekeyed()
         self.handshake.on_extended_key_update(self.eku)
 
+    def send_ack(self) -> None:
+        """EKUHost, DTLS only (RFC 9147 §7 ACK): TCP acknowledges; never called over TLS."""
+
+    def acknowledged_implicitly(self, message: bytes) -> None:
+        """EKUHost, DTLS only (RFC 9147 §7.2): TLS retransmits nothing; never called over TLS."""
+
     @property
     def resumption_secret(self) -> bytes:
         """The resumption secret of the current generation (EKU updates it)."""

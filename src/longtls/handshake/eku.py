@@ -32,6 +32,29 @@ installs keys itself; it talks to its connection through :class:`EKUHost`:
   when both directions have switched; until the send switch is confirmed the
   state is :attr:`Role.SWITCHING` (never seen with TLS).
 
+**Over DTLS 1.3** (``transport=DTLS``; docs/eku-over-dtls.md) the texts move
+each direction's epoch at other steps than over TLS, and some steps wait for
+an ACK (RFC 9147 §7).  The state machine owns those steps; the host reports
+and carries out the DTLS facts:
+
+- the host tells the state machine that the peer acknowledged one of our EKU
+  messages with an ACK: :meth:`ExtendedKeyUpdate.message_acknowledged`;
+- the state machine tells the host that the message it is handling answers
+  one of ours, which is thereby implicitly acknowledged (RFC 9147 §7.2):
+  ``host.acknowledged_implicitly(message)`` (stop retransmitting it);
+- the state machine asks for an ACK at the steps the texts name one
+  (``host.send_ack()``): the responder's ACK of draft-13's Finish, the
+  initiator's ACK of the responder's new_key_update, a deferred request;
+- a send switch is requested only once the text's condition holds (the ACK
+  arrived, or the peer's message proves delivery), so a DTLS host confirms
+  it at once, like TLS; ``switch_receive`` advances the receive epoch and the
+  host keeps the old one readable until a record under the new one arrives
+  (draft-13 §6: "receivers MUST retain the pre-update keying material").
+
+Retransmission, duplicate suppression (message_seq, RFC 9147 §5.2) and the
+record epochs themselves are the host's: a retransmitted message never
+reaches this state machine twice.
+
 Decisions where the texts are silent (../shared/specs/README.md): EKU
 messages enter every hash with their 4-byte handshake header; key_exchange
 values compare byte-wise (a prefix is lower); draft-13's transcript_hash_N is
@@ -71,6 +94,7 @@ from ..wire.eku import (
     Status,
 )
 from .eku_profiles import EKUProfile
+from .transport import TLS, Transport
 
 if TYPE_CHECKING:
     from ..config import Configuration
@@ -122,13 +146,33 @@ class EKUHost(Protocol):
     def eku_completed(self) -> None:
         """A generation completed (rekey policy, tickets)."""
 
+    def send_ack(self) -> None:
+        """DTLS only: send now an ACK (RFC 9147 §7) of the handshake records
+        received so far, under the current write epoch (so after a send switch
+        requested just before).  Called at the steps the EKU texts name an ACK.
+        TLS: never called; implement as a no-op (TCP acknowledges)."""
+
+    def acknowledged_implicitly(self, message: bytes) -> None:
+        """DTLS only: the peer's message being handled answers ``message`` (one
+        of ours, the bytes given to ``queue_handshake``), so the peer has it
+        (RFC 9147 §7.2 implicit acknowledgement): stop retransmitting it, and
+        every message we sent before it (the peer reads ours in message_seq
+        order, RFC 9147 §5.2, so it has those too: e.g. a request we abandoned
+        to a crossing one).
+        TLS: never called; implement as a no-op (nothing is retransmitted)."""
+
 
 class Role(Enum):
     IDLE = "idle"
     WAIT_RESP = "wait_resp"  # initiator: request sent
-    WAIT_PEER_FINISH = "wait_peer_finish"  # initiator (4 messages): our NKU sent, send keys new
+    # initiator (4 messages): our NKU sent; TLS: send keys new; DTLS: both old
+    # until the responder's NKU (draft-2025-10 §6 step 7)
+    WAIT_PEER_FINISH = "wait_peer_finish"
     RESPONDING = "responding"  # responder: response deferred (rate limit or PHA in progress)
     WAIT_FINISH = "wait_finish"  # responder: response sent, waiting for the initiator's finish
+    # DTLS: our last message (draft-13 Finish, draft-2025-10/05 responder's NKU)
+    # sent under the old epoch; the send epoch moves on its ACK (App. B.2 WAIT_ACK)
+    WAIT_ACK = "wait_ack"
     SWITCHING = "switching"  # all messages exchanged; the host has not confirmed our send switch
 
 
@@ -141,14 +185,19 @@ class ExtendedKeyUpdate:
     def __init__(
         self, host: EKUHost, profile: EKUProfile, suite: SuiteInfo, group: int,
         main_secret: bytes, handshake_hash: bytes, exporter_secret: bytes,
-        epoch0_exporter: bytes, *, prefix: bytes = ks.TLS13_LABEL_PREFIX,
+        epoch0_exporter: bytes, *, transport: Transport = TLS, prefix: bytes | None = None,
     ) -> None:
         self.host = host
         self.profile = profile
         self.suite = suite
         #: The transport's HKDF label prefix: every generation's labels are
-        #: expanded under it ("dtls13" over DTLS, RFC 9147 §5.9).
-        self.prefix = prefix
+        #: expanded under it ("dtls13" over DTLS, RFC 9147 §5.9).  ``prefix``
+        #: overrides the transport's (tests deriving under dtls13 labels alone).
+        self.prefix = transport.label_prefix if prefix is None else prefix
+        #: Decision: the transport says whether the exchange runs over DTLS
+        #: (the engines hold the same Transport), not the host: one value
+        #: decides labels and flow, so they cannot disagree.
+        self.datagram = transport.datagram
         self.group = get_group(group)
         self.generation = 0
         self.role = Role.IDLE
@@ -162,6 +211,10 @@ class ExtendedKeyUpdate:
         self._next: ks.EKUGeneration | None = None
         self._share: KeyShare | None = None
         self._request = b""
+        # DTLS: our response and our finish/NKU of the exchange in flight, named
+        # in implicit acknowledgements and matched against ACKs.
+        self._response = b""
+        self._finish = b""
         self._peer_request = b""
         self._peer_key_exchange = b""
         self._clash_pending = False
@@ -190,7 +243,7 @@ class ExtendedKeyUpdate:
         Only while we wait for the peer: not while idle, and not while we hold
         our own response back (RESPONDING: the wait is ours, not the peer's).
         """
-        if self.role in (Role.WAIT_RESP, Role.WAIT_PEER_FINISH, Role.WAIT_FINISH):
+        if self.role in (Role.WAIT_RESP, Role.WAIT_PEER_FINISH, Role.WAIT_FINISH, Role.WAIT_ACK):
             return self._deadline
         return None
 
@@ -242,6 +295,22 @@ class ExtendedKeyUpdate:
         else:
             self._complete()
 
+    def message_acknowledged(self, message: bytes) -> None:
+        """The host (DTLS): the peer acknowledged ``message`` (one of ours, the
+        bytes given to ``queue_handshake``) in full with an ACK (RFC 9147 §7).
+
+        Only the ACK the current step waits for moves an epoch: draft-13 §6
+        step 7 (the initiator's send epoch on the ACK of its Finish),
+        draft-2025-10 §6 step 9 (the responder's on the ACK of its NKU).  Any
+        other is ignored: the ACK of a request (delivery only, §6 step 1), a
+        late ACK after the response ("a late ACK MUST be ignored and MUST NOT
+        affect the extended key update state machine", draft-13 §6 step 2).
+        """
+        if self.role is Role.WAIT_ACK and message == self._finish:
+            self._finish = b""
+            self._switch_send()
+            self._exchange_done()
+
     # ------------------------------------------------------------- initiator
 
     def start(self, timeout: float | None = None) -> None:
@@ -278,6 +347,15 @@ class ExtendedKeyUpdate:
     def _on_request(self, key_exchange: bytes, raw: bytes) -> None:
         if self.host.close_sent:
             return  # RFC 9846 §6.1: after our close_notify we send nothing more
+        if self.role is Role.WAIT_ACK:
+            # DTLS, Decision (docs/eku-over-dtls.md): the peer completed this
+            # update when our last message arrived (draft-13 §6 step 6,
+            # draft-2025-10 §6 step 7) and may start the next one at once; its
+            # request (delivered in message_seq order after it read ours)
+            # proves our message arrived even if the ACK was lost: take it as
+            # that ACK, then answer the request.
+            self.host.acknowledged_implicitly(self._finish)
+            self.message_acknowledged(self._finish)
         if self.role in (Role.WAIT_FINISH, Role.RESPONDING, Role.WAIT_PEER_FINISH, Role.SWITCHING):
             # draft-13 §11.3: a new update before the previous one completed.
             raise RemoteProtocolError(
@@ -296,6 +374,11 @@ class ExtendedKeyUpdate:
             if key_exchange < ours:
                 if self.profile.separate_types:
                     self._send(ExtendedKeyUpdateResponseD05(Status.clashed))
+                elif self.datagram:
+                    # Decision: the ignored request was received; ACK it so its
+                    # sender stops retransmitting (it must keep it until acknowledged:
+                    # its later messages queue behind it in message_seq order).
+                    self.host.send_ack()
                 return
             self._share = None  # the peer's request wins: answer it instead
             self.role = Role.IDLE
@@ -315,6 +398,8 @@ class ExtendedKeyUpdate:
                 # draft-13 / draft-2025-10 have no way to refuse: the response
                 # is held back for good (the connection keeps its keys).
                 self.role = Role.RESPONDING
+                if self.datagram:
+                    self.host.send_ack()  # as for a deferred response, below
             return
         if verdict is EKUAdmission.DEFER:
             # Rate limit (draft-13 §11.3) or client authentication in progress
@@ -326,6 +411,10 @@ class ExtendedKeyUpdate:
                 self._send(ExtendedKeyUpdateResponseD05(Status.retry, delay=min(255, math.ceil(wait))))
                 return
             self.role = Role.RESPONDING
+            if self.datagram:
+                # draft-13 §6 step 2, draft-2025-10 §6 step 2: "the responder
+                # MUST acknowledge receipt of the key_update_request with an ACK".
+                self.host.send_ack()
             return
         self._respond()
 
@@ -338,21 +427,30 @@ class ExtendedKeyUpdate:
         response_share, shared = self.group.respond(self._peer_key_exchange)
         self._peer_key_exchange = b""
         response = self._send(self.profile.codec.response(self.group.code, response_share))
+        self._response = response
         self._derive(shared, self._peer_request, response)
         self.role = Role.WAIT_FINISH
         self._arm_deadline(None)  # the initiator's finish is due within rekey_timeout
-        if self.profile.three_messages:
-            # draft-13 §5 step 3: the responder switches its send keys right after its response.
+        if self.profile.three_messages and not self.datagram:
+            # draft-13 §5 step 3: the responder switches its send keys right
+            # after its response.  Not over DTLS: there it keeps its epochs
+            # until the Finish (§6 step 6; the example: "Server does NOT bump yet").
             self._switch_send()
 
     def _on_response(self, msg: EKUResponse, raw: bytes) -> None:
         if msg.status == Status.clashed and self._clash_pending:
             self._clash_pending = False
+            if self.datagram:
+                self.host.acknowledged_implicitly(self._request)  # the abandoned request
             return
         if self.role is not Role.WAIT_RESP or self._share is None:
             raise RemoteProtocolError(
                 "ExtendedKeyUpdate response without a request", AlertDescription.unexpected_message
             )
+        if self.datagram:
+            # draft-13 / draft-2025-10 §6 step 3: the response "serves as an
+            # implicit acknowledgment" of the request (any draft-05 status too).
+            self.host.acknowledged_implicitly(self._request)
         if isinstance(msg, ExtendedKeyUpdateResponseD05) and msg.status != Status.accepted:
             self._on_declined(msg)
             return
@@ -363,7 +461,8 @@ class ExtendedKeyUpdate:
             shared = self._share.complete(key_exchange)
             self._share = None
             self.role = Role.IDLE
-            if self.profile.three_messages:
+            if self.profile.three_messages and not self.datagram:
+                # (Over DTLS the responder keeps its epochs until our Finish.)
                 self._derive(shared, self._request, raw)
                 self._switch_receive()
                 self._next = None
@@ -371,6 +470,20 @@ class ExtendedKeyUpdate:
         shared = self._share.complete(key_exchange)
         self._share = None
         self._derive(shared, self._request, raw)
+        if self.datagram:
+            if self.profile.three_messages:
+                # draft-13 §6 step 3: "The initiator MUST update its receive keys
+                # and epoch value"; step 4: the Finish, under the old send
+                # epoch, until acknowledged; step 7: send epoch on its ACK.
+                self._switch_receive()
+                self.role = Role.WAIT_ACK
+            else:
+                # draft-2025-10 §6 steps 3-4: our NKU under the old epochs; both
+                # move on the responder's NKU (step 7).  draft-05 over DTLS
+                # follows the same steps (docs/eku-over-dtls.md).
+                self.role = Role.WAIT_PEER_FINISH
+            self._finish = self._send(self.profile.codec.finish())
+            return
         if self.profile.three_messages:
             # draft-13 §5 step 4-5: the responder already sends under the new
             # keys; finish under the old send keys, then switch.
@@ -403,7 +516,9 @@ class ExtendedKeyUpdate:
             )
 
     def _on_finish(self) -> None:
-        if self.role is Role.WAIT_FINISH and self._next is not None:
+        if self.datagram and self.role in (Role.WAIT_FINISH, Role.WAIT_PEER_FINISH) and self._next is not None:
+            self._on_finish_dtls()
+        elif self.role is Role.WAIT_FINISH and self._next is not None:
             self._switch_receive()
             if not self.profile.three_messages and not self.host.close_sent:
                 # draft-2025-10 §5 step 4: answer with our own NKU, then switch.
@@ -418,10 +533,45 @@ class ExtendedKeyUpdate:
                 "ExtendedKeyUpdate finish out of place", AlertDescription.unexpected_message
             )
 
+    def _on_finish_dtls(self) -> None:
+        closed = self.host.close_sent  # after our close_notify we send nothing (RFC 9846 §6.1)
+        if self.role is Role.WAIT_FINISH:
+            # Responder.  The Finish / NKU answers our response.
+            self.host.acknowledged_implicitly(self._response)
+            self._switch_receive()
+            if self.profile.three_messages:
+                # draft-13 §6 steps 5-6: update the send and receive epochs,
+                # then ACK the Finish under the new send epoch (the example's
+                # "ACK (tag=new)"); the update is complete for us.
+                if not closed:
+                    self._switch_send()
+                    self.host.send_ack()
+                self._exchange_done()
+            elif closed:
+                self._exchange_done()
+            else:
+                # draft-2025-10 §6 steps 5-6: receive epoch now; our own NKU,
+                # under the old send epoch, acknowledges theirs; our send epoch
+                # moves on its ACK (step 9).
+                self._finish = self._send(self.profile.codec.finish())
+                self.role = Role.WAIT_ACK
+            return
+        # Initiator (four messages): draft-2025-10 §6 step 7: the responder's
+        # NKU acknowledges ours; both epochs move, then step 8: ACK it under
+        # the new send epoch.
+        self.host.acknowledged_implicitly(self._finish)
+        self._finish = b""
+        self._switch_receive()
+        if not closed:
+            self._switch_send()
+            self.host.send_ack()
+        self._exchange_done()
+
     def _complete(self) -> None:
         assert self._next is not None
         generation = self._next
         self._next = None
+        self._response = self._finish = b""
         self.role = Role.IDLE
         self.generation += 1
         previous = self.epoch_exporters.get(self.generation - 1, b"")
