@@ -1,0 +1,254 @@
+"""DTLS 1.3 interop with wolfSSL 5.5.4's example client and server (issue 11).
+
+wolfSSL is built from Debian's source package with DTLS 1.3 by
+scripts/build-wolfssl.sh (docs/interop-wolfssl.md); a missing build fails
+these tests, it never skips them.  Both directions over real UDP sockets on
+loopback (tests/helpers/dtls_udp.py):
+
+- longtls client -> wolfSSL server: the server always answers the first
+  ClientHello with a HelloRetryRequest carrying a cookie (wolfSSL's
+  WOLFSSL_SEND_HRR_COOKIE, on with --enable-dtls13), so each handshake here
+  also runs the client side of RFC 9147 §5.1;
+- wolfSSL client -> longtls server: longtls answers the first ClientHello
+  statelessly (DTLSConnection.accept), and with -J wolfSSL sends no key share,
+  so the stateless HelloRetryRequest also names the group;
+- x25519 and secp256r1, ECDSA and RSA certificates, application data both
+  ways, KeyUpdate started by either side (wolfSSL -U / -I, longtls
+  update_keys), and 300-byte datagrams both ways.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from helpers.dtls_udp import UDPDriver
+from helpers.peers import PeerProcess, free_port, start_process
+from helpers.pki import Credential, make_ca, make_leaf
+from longtls.config import Configuration
+from longtls.constants import NamedGroup
+from longtls.crypto.certificates import TrustStore
+from longtls.dtls_connection import DTLSConnection
+from longtls.events import (
+    ApplicationData,
+    CloseNotifyReceived,
+    Event,
+    HandshakeComplete,
+    KeyUpdated,
+)
+
+pytestmark = pytest.mark.interop
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER_REPLY = b"I hear you fa shizzle!"  # what wolfSSL's example server answers
+CLIENT_MESSAGE = b"hello wolfssl!"  # what wolfSSL's example client sends
+GROUP_NAMES = {NamedGroup.x25519: "X25519", NamedGroup.secp256r1: "SECP256R1"}
+
+
+def wolfssl_dir() -> Path:
+    """The wolfSSL source tree with the DTLS 1.3 examples built in it."""
+    try:
+        out = subprocess.run(
+            ["bash", str(REPO / "scripts" / "build-wolfssl.sh"), "--print-dir"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.fail(f"cannot locate the wolfSSL DTLS 1.3 build: {exc}. Run `make peers`.", pytrace=False)
+    tree = next(Path(out).glob("wolfssl-*"), None)
+    if tree is None or not (tree / "examples" / "server" / "server").exists():
+        pytest.fail(
+            f"wolfSSL with DTLS 1.3 is not built in {out}: run scripts/build-wolfssl.sh (`make peers`)",
+            pytrace=False,
+        )
+    return tree
+
+
+def write_pem(tmp_path: Path, leaf: Credential, ca: Credential) -> tuple[Path, Path, Path]:
+    cert, key, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in leaf.chain))
+    key.write_bytes(leaf.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ))
+    ca_file.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    return cert, key, ca_file
+
+
+def handshake(events: list[Event]) -> HandshakeComplete:
+    (hs,) = [e for e in events if isinstance(e, HandshakeComplete)]
+    return hs
+
+
+def key_updates(events: list[Event], direction: str) -> list[KeyUpdated]:
+    return [e for e in events if isinstance(e, KeyUpdated) and e.direction == direction]
+
+
+# -- longtls client, wolfSSL server ------------------------------------------------------
+
+
+def run_client(
+    tmp_path: Path, key_type: str, group: NamedGroup, server_args: list[str], *,
+    mtu: int = 1200, update_first: bool = False, echo: bool = True,
+) -> tuple[UDPDriver, PeerProcess]:
+    """A longtls client against ``examples/server/server``: with ``echo`` (-e)
+    wolfSSL echoes each datagram until our close_notify; without, it answers
+    one message with SERVER_REPLY and closes."""
+    ca = make_ca(key_type)
+    leaf = make_leaf(ca, key_type)
+    cert, key, _ = write_pem(tmp_path, leaf, ca)
+    tree = wolfssl_dir()
+    port = free_port()
+    args = [
+        str(tree / "examples/server/server"), "-u", "-v", "4", "-p", str(port), "-c", str(cert), "-k", str(key), "-d",
+        *(["-e"] if echo else []), *server_args,
+    ]
+    config = Configuration(
+        is_client=True, server_name="localhost", trust_store=TrustStore([ca.cert]),
+        groups=(group,), key_share_groups=(group,),
+    )
+    conn = DTLSConnection(config, mtu=mtu)
+    with start_process(args, cwd=tree) as server:
+        driver = UDPDriver.client(conn, port)
+        try:
+            conn.start_handshake()
+            driver.run(lambda: conn.handshake_complete, describe=server.describe)
+            if echo:
+                messages = [b"datagram %d from longtls" % i for i in range(3)]
+                for i, message in enumerate(messages):
+                    if update_first and i == 1:
+                        conn.update_keys()
+                        driver.run(lambda: conn.write_epoch == 4, describe=server.describe)
+                    conn.send(message)
+                    driver.run(lambda n=i + 1: driver.received() == messages[:n], describe=server.describe)  # type: ignore[misc]
+                conn.close()
+                driver.run(lambda: True)
+                assert server.wait(10) == 0, server.describe()
+            else:
+                conn.send(b"hello from longtls\n")
+                driver.run(lambda: SERVER_REPLY in b"".join(driver.received()), describe=server.describe)
+                if "-U" in server_args:
+                    # After a key update wolfSSL's example server reads once more before closing.
+                    conn.send(b"second message\n")
+                driver.run(lambda: any(isinstance(e, CloseNotifyReceived) for e in driver.events), describe=server.describe)
+                conn.close()
+                driver.run(lambda: True)
+                assert server.wait(10) == 0, server.describe()
+        finally:
+            driver.close()
+        assert not driver.errors, driver.errors
+        assert "SSL version is DTLSv1.3" in server.output()
+        assert f"SSL curve name is {GROUP_NAMES[group]}" in server.output()
+        return driver, server
+
+
+@pytest.mark.parametrize("key_type", ["ecdsa-p256", "rsa-2048"])
+@pytest.mark.parametrize("group", [NamedGroup.x25519, NamedGroup.secp256r1])
+def test_longtls_client_to_wolfssl_server(tmp_path: Path, key_type: str, group: NamedGroup) -> None:
+    driver, _ = run_client(tmp_path, key_type, group, [])
+    hs = handshake(driver.events)
+    assert hs.version == "DTLSv1.3" and hs.group == group
+    # wolfSSL sends a NewSessionTicket after the handshake; it must have been ACKed,
+    # else wolfSSL would still be retransmitting it: nothing of ours is outstanding.
+    assert driver.connection is not None and not driver.connection._sender.outstanding
+
+
+def test_wolfssl_server_updates_keys(tmp_path: Path) -> None:
+    """wolfSSL -U: a KeyUpdate(update_requested) before its reply; longtls
+    opens epoch 4, answers with its own KeyUpdate and switches once wolfSSL ACKs it."""
+    driver, _ = run_client(tmp_path, "ecdsa-p256", NamedGroup.x25519, ["-U"], echo=False)
+    assert [e.generation for e in key_updates(driver.events, "receive")] == [1]
+    assert [(e.generation, e.requested_by_peer) for e in key_updates(driver.events, "send")] == [(1, True)]
+    assert driver.connection is not None and driver.connection.write_epoch == 4
+
+
+def test_longtls_client_updates_keys_with_wolfssl_server(tmp_path: Path) -> None:
+    """wolfSSL ACKs our KeyUpdate (we switch to epoch 4 only then, rfc9147bis §8),
+    answers update_requested with its own, and echoes our epoch-4 data."""
+    driver, _ = run_client(tmp_path, "ecdsa-p256", NamedGroup.x25519, [], update_first=True)
+    assert [e.generation for e in key_updates(driver.events, "send")] == [1]
+    assert [(e.generation, e.requested_by_peer) for e in key_updates(driver.events, "receive")] == [(1, False)]
+
+
+def test_small_mtu_with_wolfssl_server(tmp_path: Path) -> None:
+    """300-byte datagrams both ways: wolfSSL reassembles our fragments, we reassemble its."""
+    driver, _ = run_client(tmp_path, "rsa-2048", NamedGroup.x25519, ["-u300"], mtu=300)
+    assert driver.datagrams_received > 8
+
+
+# -- wolfSSL client, longtls server ------------------------------------------------------
+
+
+def run_server(
+    tmp_path: Path, key_type: str, client_args: list[str], *, mtu: int = 1200, update_before_echo: bool = False,
+) -> tuple[UDPDriver, PeerProcess]:
+    ca = make_ca(key_type)
+    leaf = make_leaf(ca, key_type)
+    _, _, ca_file = write_pem(tmp_path, leaf, ca)
+    tree = wolfssl_dir()
+    config = Configuration(is_client=False, certificate_chain=leaf.chain, private_key=leaf.key)
+
+    def echo(driver: UDPDriver, event: Event) -> None:
+        conn = driver.connection
+        if isinstance(event, ApplicationData) and conn is not None:
+            if update_before_echo and conn.write_epoch == 3:
+                conn.update_keys()
+                driver.run(lambda: conn.write_epoch == 4)
+            conn.send(event.data)
+
+    driver = UDPDriver.server(config, mtu=mtu, on_event=echo)
+    args = [str(tree / "examples/client/client"), "-u", "-v", "4", "-p", str(driver.port), "-A", str(ca_file), "-x", *client_args]
+    try:
+        with start_process(args, cwd=tree) as client:
+            driver.run(lambda: CLIENT_MESSAGE in b"".join(driver.received()), describe=client.describe)
+            client.wait(10)
+            output = client.output()
+    finally:
+        driver.close()
+    assert not driver.errors, driver.errors
+    assert "SSL version is DTLSv1.3" in output
+    # wolfSSL prints the server's answer: our echo arrived and decrypted.
+    assert CLIENT_MESSAGE.decode() in output.splitlines()[-1] or CLIENT_MESSAGE.decode() in output
+    return driver, client
+
+
+@pytest.mark.parametrize("key_type", ["ecdsa-p256", "rsa-2048"])
+@pytest.mark.parametrize(("group", "flag"), [(NamedGroup.x25519, "-t"), (NamedGroup.secp256r1, "-Y")])
+def test_wolfssl_client_to_longtls_server(tmp_path: Path, key_type: str, group: NamedGroup, flag: str) -> None:
+    driver, client = run_server(tmp_path, key_type, [flag])
+    # RFC 9147 §5.1: the first ClientHello was answered without state.
+    assert driver.stateless_replies == 1
+    hs = handshake(driver.events)
+    assert hs.version == "DTLSv1.3" and hs.group == group
+    assert f"SSL curve name is {GROUP_NAMES[group]}" in client.output()
+
+
+def test_wolfssl_client_without_key_share_gets_group_and_cookie(tmp_path: Path) -> None:
+    """wolfSSL -J sends no key share: one stateless HelloRetryRequest names the group and carries the cookie."""
+    driver, _ = run_server(tmp_path, "ecdsa-p256", ["-J"])
+    assert driver.stateless_replies == 1
+    assert handshake(driver.events).group is not None
+
+
+def test_wolfssl_client_updates_keys(tmp_path: Path) -> None:
+    """wolfSSL -I: KeyUpdate(update_requested) before its data; longtls opens epoch 4 and answers."""
+    driver, _ = run_server(tmp_path, "ecdsa-p256", ["-t", "-I"])
+    assert [(e.generation, e.requested_by_peer) for e in key_updates(driver.events, "receive")] == [(1, True)]
+    conn = driver.connection
+    assert conn is not None
+    # Our answering KeyUpdate went out; wolfSSL's client exits as soon as it
+    # has read our echo, so its ACK (and our switch to epoch 4) may never come:
+    # the echo itself went under epoch 3, as rfc9147bis §8 requires until the ACK.
+    assert conn.write_generation == 1
+
+
+def test_longtls_server_updates_keys_with_wolfssl_client(tmp_path: Path) -> None:
+    driver, _ = run_server(tmp_path, "ecdsa-p256", ["-t"], update_before_echo=True)
+    assert [e.generation for e in key_updates(driver.events, "send")] == [1]
+    assert driver.connection is not None and driver.connection.write_epoch == 4
+
+
+def test_small_mtu_with_wolfssl_client(tmp_path: Path) -> None:
+    driver, _ = run_server(tmp_path, "rsa-2048", ["-t", "-u300"], mtu=300)
+    assert driver.datagrams_received >= 2
