@@ -87,7 +87,7 @@ from .record.dtls_reliability import (
 )
 from .wire.dtls_ack import ACK, max_ack_record_numbers
 from .wire.dtls_handshake import decode_fragments, encode_fragment, tls_message
-from .wire.dtls_record import RecordNumber
+from .wire.dtls_record import DiscardReason, RecordNumber
 
 __all__ = ["DTLSConnection"]
 
@@ -212,6 +212,9 @@ class DTLSConnection:
         self._answered_peer = False
         self._ack_now = False
         self._suite: SuiteInfo | None = None
+        #: The records of our HelloRetryRequest (a connection that had to
+        #: reassemble the first ClientHello), sent again for a retransmitted one.
+        self._hello_retry_records: list[bytes] = []
 
         #: The classic KeyUpdate (handshake/key_update.py), once connected.
         self.key_update: KeyUpdateProtocol | None = None
@@ -608,8 +611,12 @@ class DTLSConnection:
         self._queued_now = True
         if _is_hello_retry_request(message):
             # §3.1: no retransmission timer for a HelloRetryRequest; the
-            # client's retransmitted ClientHello brings a new one.
+            # client's retransmitted ClientHello brings it again, the same
+            # records (same message_seq: a second HelloRetryRequest would
+            # make the client abort, RFC 9846 §4.1.4).
             self._sender.queue_message(message, epoch, now, retransmit=False)
+            self._hello_retry_records = self._sender.records_to_send()
+            self._outbox.extend(self._hello_retry_records)
             return
         self._sender.queue_message(message, epoch, now)
         self._flight_open = True
@@ -778,6 +785,8 @@ class DTLSConnection:
 
     def _process_datagram(self, data: bytes) -> None:
         now = self._now
+        discarded = self._records.discarded
+        unreadable = discarded[DiscardReason.UNKNOWN_EPOCH]
         for record in self._records.records_in(data):
             if self.state is ConnectionState.CLOSED:
                 return
@@ -806,6 +815,15 @@ class DTLSConnection:
             # Our flight answers the peer's: an implicit acknowledgement
             # (§7.1: "ACKs SHOULD NOT be sent for these flights").
             self._receiver.clear_acks()
+        if (
+            discarded[DiscardReason.UNKNOWN_EPOCH] > unreadable and self._dtls13_known
+            and not self.handshake.complete and not self._queued_now
+        ):
+            # rfc9147bis §7.1: a record we cannot deprotect yet (epoch 2 before
+            # the ServerHello that keys it): an ACK, empty if need be, tells
+            # the peer we are alive and what we have, so it retransmits before
+            # its timer would.
+            self._ack_now = True
         if self._ack_now:
             # A flight that expects no reply (the client's last flight, a
             # post-handshake message): §7.1 "All other flights MUST be ACKed".
@@ -851,6 +869,9 @@ class DTLSConnection:
                 return
             raise
         if result.retransmission:
+            engine = self.handshake
+            if self._hello_retry_records and isinstance(engine, ServerHandshake) and engine.awaiting_cookie:
+                self._outbox.extend(self._hello_retry_records)  # our HelloRetryRequest was lost
             self._sender.on_peer_retransmission(now)
         for message in result.messages:
             self._on_message(message, now)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import struct
 from collections.abc import Callable
 
@@ -27,13 +28,14 @@ from helpers.pki import make_ca, make_leaf
 from longtls.config import ClientAuth, Configuration
 from longtls.constants import HELLO_RETRY_REQUEST_RANDOM, AlertDescription, NamedGroup
 from longtls.dtls_connection import DTLSConnection
-from longtls.errors import LocalProtocolError
+from longtls.errors import HandshakeTimeoutError, LocalProtocolError
 from longtls.events import (
     ApplicationData,
     ConnectionClosed,
     Event,
     HandshakeComplete,
     KeyUpdated,
+    PeerAuthenticated,
     SessionTicketReceived,
 )
 
@@ -319,6 +321,103 @@ def test_resumption_with_a_ticket() -> None:
     again.handshake()
     assert handshake_event(again.client_events).resumed
     assert handshake_event(again.server_events).resumed
+
+
+def test_post_handshake_client_authentication() -> None:
+    """RFC 9846 §4.6.2 over DTLS: the server's CertificateRequest is implicitly
+    acknowledged by the client's answer, which the server ACKs (RFC 9147 §7.1)."""
+    ca = make_ca("ecdsa-p256")
+    link, client_cfg, _ = make_link(ca=ca)
+    leaf = make_leaf(ca, "ecdsa-p256", client=True)
+    link.client = DTLSConnection(_with(client_cfg, certificate_chain=leaf.chain, private_key=leaf.key, post_handshake_auth=True))
+    link.handshake()
+    link.run()
+    assert link.server is not None
+    link.server.request_client_authentication()
+    link.run()
+    (auth,) = [e for e in link.server_events if isinstance(e, PeerAuthenticated)]
+    assert auth.peer_certificates[0] == leaf.cert
+    assert not link.server._sender.outstanding and not link.client._sender.outstanding
+
+
+def test_handshake_timeout_after_retransmissions_with_back_off() -> None:
+    clock = Clock()
+    client_cfg, _, _ = configs(client_now=clock, client_handshake_timeout=20.0, client_key_share_groups=X25519_ONLY)
+    client = DTLSConnection(client_cfg)
+    client.start_handshake()
+    sent_at = [clock.now] * len(client.datagrams_to_send())
+    while True:
+        timer = client.get_timer()
+        assert timer is not None
+        clock.now = timer
+        try:
+            client.handle_timer()
+        except HandshakeTimeoutError:
+            break
+        sent_at += [clock.now] * len(client.datagrams_to_send())
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(sent_at)]
+    assert gaps == [1.0, 2.0, 4.0, 8.0]  # RFC 9147 §5.8.2: 1 s, doubled at each expiry
+    assert client.is_closed and clock.now >= sent_at[0] + 20.0
+    alerts = [records_of(d) for d in client.datagrams_to_send()]
+    assert [r[3] for d in alerts for r in d] == [b"\x01\x5a", b"\x01\x00"]  # user_canceled, close_notify
+
+
+def test_lost_stateless_hello_retry_request() -> None:
+    link, _, _ = make_link()
+    link.drop = drop_first("s2c", lambda: True)
+    link.handshake()
+    assert link.stateless_replies == 2  # the retransmitted ClientHello got it again
+
+
+def test_lost_hello_retry_request_of_a_reassembling_connection() -> None:
+    link, _, _ = make_link(client_groups=(NamedGroup.X25519MLKEM768, NamedGroup.x25519))
+    link.drop = drop_first("s2c", lambda: True)
+    link.handshake()
+    assert link.stateless_replies == 0 and link.drop.dropped == [0]  # type: ignore[attr-defined]
+    first, again = link.log["s2c"][0], link.log["s2c"][1]
+    assert again.startswith(first)  # the same HelloRetryRequest records, message_seq 0 (an ACK may follow)
+
+
+def test_records_not_yet_readable_are_answered_with_an_ack() -> None:
+    """rfc9147bis §7.1: EncryptedExtensions (epoch 2) arriving before the
+    ServerHello cannot be deprotected or acknowledged; an empty ACK tells the
+    server at once, rather than after its timer."""
+    held: list[bytes] = []
+    link, _, _ = make_link(mtu=400)
+
+    def hold_server_flight(direction: str, datagram: bytes, index: int) -> bool:
+        if direction == "s2c" and index >= 1 and not link.client.handshake_complete:
+            held.append(datagram)
+            return True
+        return False
+
+    link.drop = hold_server_flight
+    link.client.start_handshake()
+    link.run(lambda: len(held) >= 3)
+    assert records_of(held[0])[0][:3] == ("plain", 0, 22)  # the ServerHello
+    assert records_of(held[-1])[0][:2] == ("cipher", 2)
+    link.client.receive_datagram(held[-1])  # epoch 2 before the ServerHello
+    (ack,) = link.client.datagrams_to_send()
+    assert [(form, epoch, ctype, body) for form, epoch, ctype, body in records_of(ack)] == [("plain", 0, 26, b"\x00\x00")]
+    for datagram in held:
+        link.client.receive_datagram(datagram)
+    link.drop = None
+    link.run(lambda: link.server is not None and link.server.handshake_complete)
+
+
+def test_sequence_numbers_past_65536() -> None:
+    """RFC 9147 §4.2.2: the receiver rebuilds the full sequence number from 16 bits across the wrap."""
+    link, _, _ = make_link()
+    link.handshake()
+    link.run()
+    link.client._records.set_write_sequence_number(3, 65_530)
+    sent = [b"n%d" % i for i in range(20)]
+    for payload in sent:
+        link.client.send(payload)
+        link.collect()
+    link.run()
+    assert link.received("server") == sent
+    assert link.client._records.write_sequence_number(3) == 65_550
 
 
 # -- data, alerts, closing, invalid records ---------------------------------------------
