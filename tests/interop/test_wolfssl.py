@@ -39,6 +39,7 @@ from longtls.events import (
     HandshakeComplete,
     KeyUpdated,
 )
+from longtls.handshake.client import ClientHandshake
 
 pytestmark = pytest.mark.interop
 
@@ -149,9 +150,13 @@ def test_longtls_client_to_wolfssl_server(tmp_path: Path, key_type: str, group: 
     driver, _ = run_client(tmp_path, key_type, group, [])
     hs = handshake(driver.events)
     assert hs.version == "DTLSv1.3" and hs.group == group
+    conn = driver.connection
+    assert conn is not None
+    # wolfSSL answered the first ClientHello with a cookie HelloRetryRequest (RFC 9147 §5.1).
+    assert isinstance(conn.handshake, ClientHandshake) and conn.handshake.hello_retry_seen
     # wolfSSL sends a NewSessionTicket after the handshake; it must have been ACKed,
     # else wolfSSL would still be retransmitting it: nothing of ours is outstanding.
-    assert driver.connection is not None and not driver.connection._sender.outstanding
+    assert not conn._sender.outstanding
 
 
 def test_wolfssl_server_updates_keys(tmp_path: Path) -> None:
