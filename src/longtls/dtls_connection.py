@@ -143,7 +143,10 @@ class DTLSConnection:
 
     ``mtu`` is the largest datagram to send (the path MTU minus IP and UDP
     headers); handshake messages are fragmented to it, and ``send`` refuses
-    application data that does not fit one record in it.
+    application data that does not fit one record in it.  ``client_address``
+    (a server's peer, as bytes) binds its cookies; ``first_message_seq`` is
+    where ``accept`` starts a server's message_seq counting after a
+    stateless HelloRetryRequest (RFC 9147 §5.2).
     """
 
     def __init__(

@@ -718,7 +718,15 @@ def test_key_log_matches_independent_derivation() -> None:
     assert open_record(logged["CLIENT_TRAFFIC_SECRET_1"], last[3], expected_sequence=0) == (23, b"generation one")
     s2c = [r for d in link.log["s2c"] for r in records_of(d) if r[:2] == ("cipher", 2)]
     assert open_record(logged["SERVER_HANDSHAKE_TRAFFIC_SECRET"], s2c[0][3])[1][0] == 8  # EncryptedExtensions
-    assert link.client.export_keying_material("label", b"", 16) == link.server.export_keying_material("label", b"", 16)  # type: ignore[union-attr]
+    # The server's first epoch-3 record (its ACK of our Finished, or a ticket) opens under SERVER_TRAFFIC_SECRET_0.
+    s2c3 = [r for d in link.log["s2c"] for r in records_of(d) if r[:2] == ("cipher", 3)]
+    assert open_record(logged["SERVER_TRAFFIC_SECRET_0"], s2c3[0][3])[0] in (22, 26)
+    # RFC 9846 §7.5 under dtls13: the exporter from the logged EXPORTER_SECRET.
+    empty_hash = hashlib.sha256(b"").digest()
+    derived = expand_label(logged["EXPORTER_SECRET"], b"label", empty_hash, 32)
+    expected = expand_label(derived, b"exporter", hashlib.sha256(b"context").digest(), 16)
+    assert link.client.export_keying_material("label", b"context", 16) == expected
+    assert link.server.export_keying_material("label", b"context", 16) == expected  # type: ignore[union-attr]
 
 
 # -- helpers -------------------------------------------------------------------------------
