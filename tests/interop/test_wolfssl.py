@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from helpers.dtls_udp import UDPDriver
 from helpers.peers import PeerProcess, free_port, start_process
 from helpers.pki import Credential, make_ca, make_leaf
-from longtls.config import Configuration
+from longtls.config import ClientAuth, Configuration
 from longtls.constants import NamedGroup
 from longtls.crypto.certificates import TrustStore
 from longtls.dtls_connection import DTLSConnection
@@ -38,6 +38,7 @@ from longtls.events import (
     Event,
     HandshakeComplete,
     KeyUpdated,
+    PeerAuthenticated,
 )
 from longtls.handshake.client import ClientHandshake
 
@@ -91,23 +92,28 @@ def key_updates(events: list[Event], direction: str) -> list[KeyUpdated]:
 
 def run_client(
     tmp_path: Path, key_type: str, group: NamedGroup, server_args: list[str], *,
-    mtu: int = 1200, update_first: bool = False, echo: bool = True,
+    mtu: int = 1200, update_first: bool = False, echo: bool = True, client_certificate: bool = False,
 ) -> tuple[UDPDriver, PeerProcess]:
     """A longtls client against ``examples/server/server``: with ``echo`` (-e)
     wolfSSL echoes each datagram until our close_notify; without, it answers
-    one message with SERVER_REPLY and closes."""
+    one message with SERVER_REPLY and closes.  Without ``client_certificate``
+    the server does not ask for one (-d); with it, it verifies ours against our CA."""
     ca = make_ca(key_type)
     leaf = make_leaf(ca, key_type)
-    cert, key, _ = write_pem(tmp_path, leaf, ca)
+    cert, key, ca_file = write_pem(tmp_path, leaf, ca)
     tree = wolfssl_dir()
     port = free_port()
     args = [
-        str(tree / "examples/server/server"), "-u", "-v", "4", "-p", str(port), "-c", str(cert), "-k", str(key), "-d",
-        *(["-e"] if echo else []), *server_args,
+        str(tree / "examples/server/server"), "-u", "-v", "4", "-p", str(port), "-c", str(cert), "-k", str(key),
+        *(["-A", str(ca_file)] if client_certificate else ["-d"]), *(["-e"] if echo else []), *server_args,
     ]
+    credentials: dict[str, object] = {}
+    if client_certificate:
+        client_leaf = make_leaf(ca, key_type, client=True)
+        credentials = {"certificate_chain": client_leaf.chain, "private_key": client_leaf.key, "post_handshake_auth": True}
     config = Configuration(
         is_client=True, server_name="localhost", trust_store=TrustStore([ca.cert]),
-        groups=(group,), key_share_groups=(group,),
+        groups=(group,), key_share_groups=(group,), **credentials,  # type: ignore[arg-type]
     )
     conn = DTLSConnection(config, mtu=mtu)
     with start_process(args, cwd=tree) as server:
@@ -129,7 +135,7 @@ def run_client(
             else:
                 conn.send(b"hello from longtls\n")
                 driver.run(lambda: SERVER_REPLY in b"".join(driver.received()), describe=server.describe)
-                if "-U" in server_args:
+                if "-U" in server_args or "-Q" in server_args:
                     # After a key update wolfSSL's example server reads once more before closing.
                     conn.send(b"second message\n")
                 driver.run(lambda: any(isinstance(e, CloseNotifyReceived) for e in driver.events), describe=server.describe)
@@ -176,6 +182,22 @@ def test_longtls_client_updates_keys_with_wolfssl_server(tmp_path: Path) -> None
     assert [(e.generation, e.requested_by_peer) for e in key_updates(driver.events, "receive")] == [(1, False)]
 
 
+def test_mutual_authentication_with_wolfssl_server(tmp_path: Path) -> None:
+    """wolfSSL asks for our certificate in the handshake and verifies it."""
+    driver, _ = run_client(tmp_path, "ecdsa-p256", NamedGroup.x25519, [], client_certificate=True)
+    assert handshake(driver.events).version == "DTLSv1.3"
+
+
+def test_post_handshake_authentication_with_wolfssl_server(tmp_path: Path) -> None:
+    """wolfSSL -Q: a CertificateRequest after the handshake (RFC 9846 §4.6.2);
+    our Certificate, CertificateVerify and Finished are acknowledged (RFC 9147 §7.1)."""
+    driver, server = run_client(tmp_path, "ecdsa-p256", NamedGroup.x25519, ["-Q"], echo=False, client_certificate=True)
+    conn = driver.connection
+    assert conn is not None and not conn._sender.outstanding
+    assert conn.post_handshake.client_auth._requests == 1  # type: ignore[attr-defined]  # we answered one request
+    assert "SSL_read input error" not in server.output()
+
+
 def test_small_mtu_with_wolfssl_server(tmp_path: Path) -> None:
     """300-byte datagrams both ways: wolfSSL reassembles our fragments, we reassemble its."""
     driver, _ = run_client(tmp_path, "rsa-2048", NamedGroup.x25519, ["-u300"], mtu=300)
@@ -187,12 +209,27 @@ def test_small_mtu_with_wolfssl_server(tmp_path: Path) -> None:
 
 def run_server(
     tmp_path: Path, key_type: str, client_args: list[str], *, mtu: int = 1200, update_before_echo: bool = False,
+    client_auth: ClientAuth = ClientAuth.NONE, post_handshake_auth: bool = False,
 ) -> tuple[UDPDriver, PeerProcess]:
+    """wolfSSL's ``examples/client/client`` against a longtls server that
+    echoes each datagram; the client sends CLIENT_MESSAGE, prints our echo
+    and exits.  With ``client_auth`` or ``post_handshake_auth`` the client
+    has a certificate from our CA."""
     ca = make_ca(key_type)
     leaf = make_leaf(ca, key_type)
     _, _, ca_file = write_pem(tmp_path, leaf, ca)
     tree = wolfssl_dir()
-    config = Configuration(is_client=False, certificate_chain=leaf.chain, private_key=leaf.key)
+    config = Configuration(
+        is_client=False, certificate_chain=leaf.chain, private_key=leaf.key,
+        client_auth=client_auth, trust_store=TrustStore([ca.cert]),
+    )
+    if client_auth is not ClientAuth.NONE or post_handshake_auth:
+        client_dir = tmp_path / "client"
+        client_dir.mkdir()
+        client_cert, client_key, _ = write_pem(client_dir, make_leaf(ca, key_type, client=True), ca)
+        credentials = ["-c", str(client_cert), "-k", str(client_key)]
+    else:
+        credentials = ["-x"]
 
     def echo(driver: UDPDriver, event: Event) -> None:
         conn = driver.connection
@@ -200,21 +237,27 @@ def run_server(
             if update_before_echo and conn.write_epoch == 3:
                 conn.update_keys()
                 driver.run(lambda: conn.write_epoch == 4)
+            if post_handshake_auth and not any(isinstance(e, PeerAuthenticated) for e in driver.events):
+                conn.request_client_authentication()
+                driver.run(lambda: any(isinstance(e, PeerAuthenticated) for e in driver.events))
             conn.send(event.data)
 
     driver = UDPDriver.server(config, mtu=mtu, on_event=echo)
-    args = [str(tree / "examples/client/client"), "-u", "-v", "4", "-p", str(driver.port), "-A", str(ca_file), "-x", *client_args]
+    args = [
+        str(tree / "examples/client/client"), "-u", "-v", "4", "-p", str(driver.port), "-A", str(ca_file),
+        *credentials, *client_args,
+    ]
     try:
         with start_process(args, cwd=tree) as client:
             driver.run(lambda: CLIENT_MESSAGE in b"".join(driver.received()), describe=client.describe)
-            client.wait(10)
+            assert client.wait(10) == 0, client.describe()
             output = client.output()
     finally:
         driver.close()
     assert not driver.errors, driver.errors
     assert "SSL version is DTLSv1.3" in output
     # wolfSSL prints the server's answer: our echo arrived and decrypted.
-    assert CLIENT_MESSAGE.decode() in output.splitlines()[-1] or CLIENT_MESSAGE.decode() in output
+    assert CLIENT_MESSAGE.decode() in output, output
     return driver, client
 
 
@@ -252,6 +295,21 @@ def test_longtls_server_updates_keys_with_wolfssl_client(tmp_path: Path) -> None
     driver, _ = run_server(tmp_path, "ecdsa-p256", ["-t"], update_before_echo=True)
     assert [e.generation for e in key_updates(driver.events, "send")] == [1]
     assert driver.connection is not None and driver.connection.write_epoch == 4
+
+
+def test_mutual_authentication_of_wolfssl_client(tmp_path: Path) -> None:
+    driver, _ = run_server(tmp_path, "ecdsa-p256", ["-t"], client_auth=ClientAuth.REQUIRED)
+    hs = handshake(driver.events)
+    assert hs.client_authenticated and hs.signature_scheme is not None
+
+
+def test_post_handshake_authentication_of_wolfssl_client(tmp_path: Path) -> None:
+    """Our CertificateRequest after the handshake (wolfSSL -Q offers post_handshake_auth):
+    wolfSSL's answer implicitly acknowledges it, and we ACK the answer (RFC 9147 §7.1)."""
+    driver, _ = run_server(tmp_path, "ecdsa-p256", ["-t", "-Q"], post_handshake_auth=True)
+    (auth,) = [e for e in driver.events if isinstance(e, PeerAuthenticated)]
+    assert auth.peer_certificates
+    assert driver.connection is not None and not driver.connection._sender.outstanding
 
 
 def test_small_mtu_with_wolfssl_client(tmp_path: Path) -> None:
