@@ -52,6 +52,8 @@ class UDPDriver:
         self.datagrams_sent = 0
         self.datagrams_received = 0
         self.peer_gone = False
+        #: Every datagram received, in order (for tests that look inside).
+        self.received_datagrams: list[bytes] = []
 
     @classmethod
     def client(cls, connection: DTLSConnection, port: int, host: str = "127.0.0.1", **kwargs: object) -> UDPDriver:
@@ -91,6 +93,7 @@ class UDPDriver:
 
     def _receive(self, data: bytes, address: tuple[str, int]) -> None:
         self.datagrams_received += 1
+        self.received_datagrams.append(data)
         if self.connection is None:
             assert self.server_config is not None
             conn, replies = DTLSConnection.accept(self.server_config, address_bytes(address), data, mtu=self.mtu)

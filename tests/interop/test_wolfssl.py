@@ -23,14 +23,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from helpers.dtls_udp import UDPDriver
 from helpers.peers import PeerProcess, free_port, start_process
 from helpers.pki import Credential, make_ca, make_leaf
 from longtls.config import ClientAuth, Configuration
-from longtls.constants import NamedGroup
+from longtls.constants import CipherSuite, NamedGroup
+from longtls.crypto import key_schedule as ks
 from longtls.crypto.certificates import TrustStore
+from longtls.crypto.suites import SUITES
 from longtls.dtls_connection import DTLSConnection
 from longtls.events import (
     ApplicationData,
@@ -48,6 +53,13 @@ REPO = Path(__file__).resolve().parents[2]
 SERVER_REPLY = b"I hear you fa shizzle!"  # what wolfSSL's example server answers
 CLIENT_MESSAGE = b"hello wolfssl!"  # what wolfSSL's example client sends
 GROUP_NAMES = {NamedGroup.x25519: "X25519", NamedGroup.secp256r1: "SECP256R1"}
+#: wolfSSL's names for the TLS 1.3 suites (-l); it prints the IANA name once connected.
+WOLFSSL_SUITES = {
+    CipherSuite.TLS_AES_128_GCM_SHA256: "TLS13-AES128-GCM-SHA256",
+    CipherSuite.TLS_AES_256_GCM_SHA384: "TLS13-AES256-GCM-SHA384",
+    CipherSuite.TLS_CHACHA20_POLY1305_SHA256: "TLS13-CHACHA20-POLY1305-SHA256",
+    CipherSuite.TLS_AES_128_CCM_SHA256: "TLS13-AES128-CCM-SHA256",
+}
 
 
 def wolfssl_dir() -> Path:
@@ -93,6 +105,7 @@ def key_updates(events: list[Event], direction: str) -> list[KeyUpdated]:
 def run_client(
     tmp_path: Path, key_type: str, group: NamedGroup, server_args: list[str], *,
     mtu: int = 1200, update_first: bool = False, echo: bool = True, client_certificate: bool = False,
+    suite: CipherSuite = CipherSuite.TLS_AES_128_GCM_SHA256,
 ) -> tuple[UDPDriver, PeerProcess]:
     """A longtls client against ``examples/server/server``: with ``echo`` (-e)
     wolfSSL echoes each datagram until our close_notify; without, it answers
@@ -105,7 +118,8 @@ def run_client(
     port = free_port()
     args = [
         str(tree / "examples/server/server"), "-u", "-v", "4", "-p", str(port), "-c", str(cert), "-k", str(key),
-        *(["-A", str(ca_file)] if client_certificate else ["-d"]), *(["-e"] if echo else []), *server_args,
+        *(["-A", str(ca_file)] if client_certificate else ["-d"]), *(["-e"] if echo else []),
+        "-l", WOLFSSL_SUITES[suite], *server_args,
     ]
     credentials: dict[str, object] = {}
     if client_certificate:
@@ -113,7 +127,7 @@ def run_client(
         credentials = {"certificate_chain": client_leaf.chain, "private_key": client_leaf.key, "post_handshake_auth": True}
     config = Configuration(
         is_client=True, server_name="localhost", trust_store=TrustStore([ca.cert]),
-        groups=(group,), key_share_groups=(group,), **credentials,  # type: ignore[arg-type]
+        groups=(group,), key_share_groups=(group,), cipher_suites=(suite,), **credentials,  # type: ignore[arg-type]
     )
     conn = DTLSConnection(config, mtu=mtu)
     with start_process(args, cwd=tree) as server:
@@ -147,6 +161,7 @@ def run_client(
         assert not driver.errors, driver.errors
         assert "SSL version is DTLSv1.3" in server.output()
         assert f"SSL curve name is {GROUP_NAMES[group]}" in server.output()
+        assert f"SSL cipher suite is {suite.name}" in server.output()
         return driver, server
 
 
@@ -163,6 +178,98 @@ def test_longtls_client_to_wolfssl_server(tmp_path: Path, key_type: str, group: 
     # wolfSSL sends a NewSessionTicket after the handshake; it must have been ACKed,
     # else wolfSSL would still be retransmitting it: nothing of ours is outstanding.
     assert not conn._sender.outstanding
+
+
+#: Suites beyond the default checked against wolfSSL.  Not ChaCha20-Poly1305:
+#: see test_wolfssl_5_5_4_chacha20_record_number_mask_is_big_endian.
+OTHER_SUITES = [CipherSuite.TLS_AES_256_GCM_SHA384, CipherSuite.TLS_AES_128_CCM_SHA256]
+
+
+@pytest.mark.parametrize("suite", OTHER_SUITES)
+def test_cipher_suites_with_wolfssl_server(tmp_path: Path, suite: CipherSuite) -> None:
+    """Every AEAD's record number mask (RFC 9147 §4.2.3: AES-ECB, or the ChaCha20
+    block) and record protection against wolfSSL's, KeyUpdate included."""
+    driver, _ = run_client(tmp_path, "ecdsa-p256", NamedGroup.x25519, [], suite=suite, update_first=True)
+    assert handshake(driver.events).cipher_suite == suite
+
+
+@pytest.mark.parametrize("suite", OTHER_SUITES)
+def test_cipher_suites_with_wolfssl_client(tmp_path: Path, suite: CipherSuite) -> None:
+    driver, _ = run_server(tmp_path, "ecdsa-p256", ["-t"], suite=suite)
+    assert handshake(driver.events).cipher_suite == suite
+
+
+def test_wolfssl_5_5_4_chacha20_record_number_mask_is_big_endian(tmp_path: Path) -> None:
+    """What wolfSSL 5.5.4 does differently, pinned: for ChaCha20 record number
+    encryption RFC 9147 §4.2.3 takes the first 4 ciphertext bytes as the
+    ChaCha20 block counter, a 32-bit little-endian word (RFC 8439 §2.3; RFC
+    9001 §5.4.4 says so for QUIC's identical scheme), which longtls uses.
+    wolfSSL 5.5.4 byte-swaps it on Linux (``#ifdef BIG_ENDIAN`` is always true
+    with glibc's <endian.h>; fixed by wolfSSL PR #6641, after 5.5.4), so no
+    ChaCha20 record of either side opens at the other.  This test shows the
+    server's first protected record fails to open at longtls and opens with a
+    big-endian counter; when the build moves to a fixed wolfSSL it fails:
+    then put ChaCha20-Poly1305 into OTHER_SUITES."""
+    ca = make_ca("ecdsa-p256")
+    leaf = make_leaf(ca, "ecdsa-p256")
+    cert, key, _ = write_pem(tmp_path, leaf, ca)
+    tree = wolfssl_dir()
+    port = free_port()
+    suite = CipherSuite.TLS_CHACHA20_POLY1305_SHA256
+    args = [
+        str(tree / "examples/server/server"), "-u", "-v", "4", "-p", str(port), "-c", str(cert), "-k", str(key),
+        "-d", "-l", WOLFSSL_SUITES[suite],
+    ]
+    lines: list[str] = []
+    config = Configuration(
+        is_client=True, server_name="localhost", trust_store=TrustStore([ca.cert]),
+        key_share_groups=(NamedGroup.x25519,), cipher_suites=(suite,), keylog=lines.append,
+    )
+    conn = DTLSConnection(config)
+    with start_process(args, cwd=tree) as server:
+        driver = UDPDriver.client(conn, port)
+        try:
+            conn.start_handshake()
+            driver.run(lambda: conn._records.discarded["authentication_failed"] > 0, describe=server.describe)  # type: ignore[index]
+        finally:
+            driver.close()
+    assert not conn.handshake_complete
+    secret = next(bytes.fromhex(line.split()[2]) for line in lines if line.startswith("SERVER_HANDSHAKE_TRAFFIC_SECRET "))
+    record = next(
+        d[i:] for d in driver.received_datagrams for i in _record_starts(d) if d[i] & 0xE0 == 0x20
+    )
+    length = int.from_bytes(record[3:5], "big")
+    header, ciphertext = record[:5], record[5 : 5 + length]
+    info = SUITES[suite]
+    key_bytes = ks.hkdf_expand_label(info, secret, b"key", b"", 32, ks.DTLS13_LABEL_PREFIX)
+    iv = ks.hkdf_expand_label(info, secret, b"iv", b"", 12, ks.DTLS13_LABEL_PREFIX)
+    sn_key = ks.hkdf_expand_label(info, secret, b"sn", b"", 32, ks.DTLS13_LABEL_PREFIX)
+
+    def opens(counter: bytes) -> bool:
+        mask = Cipher(algorithms.ChaCha20(sn_key, counter + ciphertext[4:16]), None).encryptor().update(bytes(2))
+        clear = bytes((header[0], header[1] ^ mask[0], header[2] ^ mask[1])) + header[3:]
+        sequence = int.from_bytes(clear[1:3], "big")
+        nonce = bytes(a ^ b for a, b in zip(iv, sequence.to_bytes(12, "big"), strict=True))
+        try:
+            ChaCha20Poly1305(key_bytes).decrypt(nonce, ciphertext, clear)
+        except InvalidTag:
+            return False
+        return True
+
+    assert not opens(ciphertext[:4])  # RFC 8439's little-endian counter: what longtls does
+    assert opens(ciphertext[:4][::-1])  # wolfSSL 5.5.4's byte-swapped counter
+
+
+def _record_starts(datagram: bytes) -> list[int]:
+    """Offsets of the records in a datagram (DTLSPlaintext or unified header with a length)."""
+    starts, pos = [], 0
+    while pos < len(datagram):
+        starts.append(pos)
+        if datagram[pos] & 0xE0 == 0x20:
+            pos += 5 + int.from_bytes(datagram[pos + 3 : pos + 5], "big")
+        else:
+            pos += 13 + int.from_bytes(datagram[pos + 11 : pos + 13], "big")
+    return starts
 
 
 def test_wolfssl_server_updates_keys(tmp_path: Path) -> None:
@@ -210,6 +317,7 @@ def test_small_mtu_with_wolfssl_server(tmp_path: Path) -> None:
 def run_server(
     tmp_path: Path, key_type: str, client_args: list[str], *, mtu: int = 1200, update_before_echo: bool = False,
     client_auth: ClientAuth = ClientAuth.NONE, post_handshake_auth: bool = False,
+    suite: CipherSuite = CipherSuite.TLS_AES_128_GCM_SHA256,
 ) -> tuple[UDPDriver, PeerProcess]:
     """wolfSSL's ``examples/client/client`` against a longtls server that
     echoes each datagram; the client sends CLIENT_MESSAGE, prints our echo
@@ -221,7 +329,7 @@ def run_server(
     tree = wolfssl_dir()
     config = Configuration(
         is_client=False, certificate_chain=leaf.chain, private_key=leaf.key,
-        client_auth=client_auth, trust_store=TrustStore([ca.cert]),
+        client_auth=client_auth, trust_store=TrustStore([ca.cert]), cipher_suites=(suite,),
     )
     if client_auth is not ClientAuth.NONE or post_handshake_auth:
         client_dir = tmp_path / "client"
@@ -245,7 +353,7 @@ def run_server(
     driver = UDPDriver.server(config, mtu=mtu, on_event=echo)
     args = [
         str(tree / "examples/client/client"), "-u", "-v", "4", "-p", str(driver.port), "-A", str(ca_file),
-        *credentials, *client_args,
+        "-l", WOLFSSL_SUITES[suite], *credentials, *client_args,
     ]
     try:
         with start_process(args, cwd=tree) as client:
@@ -258,6 +366,7 @@ def run_server(
     assert "SSL version is DTLSv1.3" in output
     # wolfSSL prints the server's answer: our echo arrived and decrypted.
     assert CLIENT_MESSAGE.decode() in output, output
+    assert f"SSL cipher suite is {suite.name}" in output
     return driver, client
 
 
