@@ -47,6 +47,7 @@ from .constants import (
     HandshakeType,
     KeyUpdateRequest,
 )
+from .crypto import key_schedule as ks
 from .crypto.suites import SuiteInfo
 from .errors import (
     DecodeError,
@@ -68,7 +69,8 @@ from .events import (
 )
 from .handshake.client import ClientHandshake
 from .handshake.common import HandshakeEngine
-from .handshake.eku import ExtendedKeyUpdate
+from .handshake.eku import EKUAdmission, ExtendedKeyUpdate
+from .handshake.eku_profiles import PROFILES
 from .handshake.key_update import KeyUpdateProtocol
 from .handshake.post_auth import client_authentication
 from .handshake.post_handshake import PostHandshakeArbiter
@@ -115,16 +117,14 @@ def _is_hello_retry_request(message: bytes) -> bool:
 
 class _PendingSwitch:
     """A write epoch whose keys are known but not yet in use: it waits until
-    the KeyUpdate (or the EKU message) before it and every earlier message
-    are acknowledged (rfc9147bis §8)."""
+    the KeyUpdate before it and every earlier message are acknowledged
+    (rfc9147bis §8)."""
 
-    __slots__ = ("confirm", "epoch", "events", "secret")
+    __slots__ = ("epoch", "events", "secret")
 
-    def __init__(self, epoch: int, secret: bytes, confirm: Callable[[], None] | None) -> None:
+    def __init__(self, epoch: int, secret: bytes) -> None:
         self.epoch = epoch
         self.secret = secret
-        #: Called once the epoch is in use (EKUHost.send_switch_done).
-        self.confirm = confirm
         #: KeyUpdated(send) events held back until the switch really happened.
         self.events: list[Event] = []
 
@@ -146,7 +146,9 @@ class DTLSConnection:
     application data that does not fit one record in it.  ``client_address``
     (a server's peer, as bytes) binds its cookies; ``first_message_seq`` is
     where ``accept`` starts a server's message_seq counting after a
-    stateless HelloRetryRequest (RFC 9147 §5.2).
+    stateless HelloRetryRequest (RFC 9147 §5.2).  ``extended_key_update``:
+    offer and accept Extended Key Update as the Configuration says (opt-in
+    over DTLS for now; docs/dtls.md).
     """
 
     def __init__(
@@ -156,13 +158,15 @@ class DTLSConnection:
         client_address: bytes = b"",
         mtu: int = DEFAULT_MTU,
         first_message_seq: int = 0,
+        extended_key_update: bool = False,
     ) -> None:
         configuration.validate()
-        if configuration.extended_key_update:
-            # Decision (this milestone): Extended Key Update over DTLS is the
-            # next step (issue 11); until it is done, a DTLS connection neither
-            # offers nor accepts it, so the standard KeyUpdate of RFC 9147 §8
-            # is what updates keys.  The caller's Configuration is not changed.
+        if configuration.extended_key_update and not extended_key_update:
+            # Decision (this milestone): Extended Key Update over DTLS is
+            # opt-in (``extended_key_update=True``) while its DTLS flows are
+            # new (issue 11); by default a DTLS connection neither offers nor
+            # accepts it, so the standard KeyUpdate of RFC 9147 §8 updates
+            # keys.  The caller's Configuration is not changed.
             configuration = dataclasses.replace(configuration, extended_key_update=False)
         self.configuration = configuration
         self.is_client = configuration.is_client
@@ -221,8 +225,11 @@ class DTLSConnection:
 
         #: The classic KeyUpdate (handshake/key_update.py), once connected.
         self.key_update: KeyUpdateProtocol | None = None
-        #: Extended Key Update over DTLS: not negotiated yet (see __init__).
+        #: Extended Key Update (opt-in over DTLS, see above), once negotiated.
         self.eku: ExtendedKeyUpdate | None = None
+        #: Our EKU messages not yet acknowledged, by message_seq: an ACK of
+        #: one is reported to the state machine (message_acknowledged).
+        self._eku_sent: dict[int, bytes] = {}
         engine = (
             ClientHandshake(self, configuration, DTLS) if self.is_client
             else ServerHandshake(self, configuration, DTLS, client_address)
@@ -242,7 +249,8 @@ class DTLSConnection:
 
     @classmethod
     def accept(
-        cls, configuration: Configuration, client_address: bytes, datagram: bytes, *, mtu: int = DEFAULT_MTU
+        cls, configuration: Configuration, client_address: bytes, datagram: bytes, *, mtu: int = DEFAULT_MTU,
+        extended_key_update: bool = False,
     ) -> tuple[DTLSConnection | None, list[bytes]]:
         """A server's answer to a datagram from an address with no association.
 
@@ -283,7 +291,10 @@ class DTLSConnection:
                     )
                     if reply is not None:
                         return None, reply
-                conn = cls(configuration, client_address=client_address, mtu=mtu, first_message_seq=f.message_seq)
+                conn = cls(
+                    configuration, client_address=client_address, mtu=mtu, first_message_seq=f.message_seq,
+                    extended_key_update=extended_key_update,
+                )
                 # Decision: the association's epoch-0 records continue the
                 # client's numbering, as the HelloRetryRequest took the first
                 # ClientHello's (below): no record number of ours repeats.
@@ -445,6 +456,36 @@ class DTLSConnection:
         self._now = self.configuration.now()
         self._run(lambda: key_update.send(request, timeout=timeout))
 
+    def extended_key_update(self, timeout: float | None = None) -> None:
+        """Start an Extended Key Update (opt-in over DTLS): a fresh key exchange
+        whose epochs move at the steps the negotiated EKU text names for DTLS
+        (handshake/eku.py).  ``KeyUpdateCompleted`` follows; a peer that does
+        not answer within ``timeout`` (None: ``Configuration.rekey_timeout``)
+        ends the connection from ``handle_timer`` (``KeyUpdateTimeoutError``)."""
+        eku = self.eku
+        if self.state is not ConnectionState.CONNECTED or eku is None:
+            raise LocalProtocolError("Extended Key Update was not negotiated on this connection")
+        if self._closing:
+            raise LocalProtocolError("cannot update keys once a close_notify was sent or received")
+        self.post_handshake.check_eku_may_start()
+        check_update_timeout(timeout)
+        self._now = self.configuration.now()
+        self._run(lambda: eku.start(timeout))
+
+    def export_epoch_keying_material(
+        self, label: str | bytes, context: bytes, length: int, generation: int | None = None
+    ) -> bytes:
+        """EKU draft-13 §9: the epoch-aware exporter (current and previous generation), under dtls13."""
+        eku = self.eku
+        if eku is None:
+            raise LocalProtocolError("the epoch-aware exporter needs Extended Key Update")
+        gen = eku.generation if generation is None else generation
+        secret = eku.epoch_exporters.get(gen)
+        if not secret:
+            raise LocalProtocolError(f"exporter generation {gen} is no longer (or not yet) available")
+        lab = label.encode() if isinstance(label, str) else label
+        return ks.export_keying_material(eku.suite, secret, lab, context, length, DTLS.label_prefix)
+
     @property
     def key_update_pending(self) -> bool:
         """Our KeyUpdate waits for its ACK: the next epoch is not in use yet."""
@@ -477,8 +518,8 @@ class DTLSConnection:
 
     @property
     def key_generation(self) -> int:
-        """How many extended key updates completed (always 0: no EKU over DTLS yet)."""
-        return 0
+        """How many extended key updates completed on this connection."""
+        return self.eku.generation if self.eku is not None else 0
 
     @property
     def send_key_generation(self) -> int:
@@ -503,9 +544,12 @@ class DTLSConnection:
         ack = self._receiver.ack_deadline
         if ack is not None and self._dtls13_known:
             deadlines.append(ack)
-        ku = self.key_update
-        if ku is not None and ku.answer_owed and ku.deadline is not None and not self._closing:
-            deadlines.append(ku.deadline)
+        update = self._update_deadline()
+        if update is not None:
+            deadlines.append(update[0])
+        eku_due = self.post_handshake.deferred_eku_due()
+        if eku_due is not None:
+            deadlines.append(eku_due)
         rekey_due = self._rekey.interval_due()
         if rekey_due is not None and self._rekey_possible():
             deadlines.append(rekey_due)
@@ -530,16 +574,33 @@ class DTLSConnection:
             self._send_alert(AlertDescription.user_canceled)
             self._fail(timed_out)
             raise timed_out
-        ku = self.key_update
-        if ku is not None and ku.answer_owed and ku.deadline is not None and not self._closing and current >= ku.deadline:
-            error = KeyUpdateTimeoutError("standard", ku.timeout)
+        update = self._update_deadline()
+        if update is not None and current >= update[0]:
+            error = KeyUpdateTimeoutError(update[1], update[2])
             self._send_alert(AlertDescription.user_canceled)
             self._fail(error)
             raise error
         self._run(lambda: self._on_timer(current))
 
+    def _update_deadline(self) -> tuple[float, str, float] | None:
+        """The earliest time the peer must have answered a key update by:
+        (deadline, "extended" or "standard", seconds allowed), or None."""
+        if self.state is not ConnectionState.CONNECTED or self._closing:
+            return None
+        found: tuple[float, str, float] | None = None
+        ku = self.key_update
+        if ku is not None and ku.answer_owed and ku.deadline is not None:
+            found = (ku.deadline, "standard", ku.timeout)
+        eku = self.eku
+        if eku is not None and eku.deadline is not None and (found is None or eku.deadline < found[0]):
+            found = (eku.deadline, "extended", eku.timeout)
+        return found
+
     def _on_timer(self, now: float) -> None:
         self._sender.on_timeout(now)  # §5.8.1: retransmit what is due, back off
+        eku_due = self.post_handshake.deferred_eku_due()
+        if eku_due is not None and now >= eku_due:
+            self.post_handshake.respond_deferred_eku()
         rekey_due = self._rekey.interval_due()
         if rekey_due is not None and self._rekey_possible() and now >= rekey_due:
             self._rekey.start_update()
@@ -552,6 +613,7 @@ class DTLSConnection:
         return (
             self.state is ConnectionState.CONNECTED and not self._closing
             and not self._pending_switches and not self.post_handshake.client_auth_in_progress
+            and (self.eku is None or not self.eku.in_progress)
         )
 
     def close(self) -> None:
@@ -577,6 +639,10 @@ class DTLSConnection:
         if not self.handshake.complete:
             raise LocalProtocolError("exporters are available once the handshake is complete")
         lab = label.encode() if isinstance(label, str) else label
+        eku = self.eku
+        if eku is not None and eku.generation > 0:
+            # EKU draft-13 §9.2: after an update, the current generation's exporter.
+            return ks.export_keying_material(eku.suite, eku.exporter_secret, lab, context, length, DTLS.label_prefix)
         return self.handshake.export(lab, context, length)
 
     def request_client_authentication(self) -> None:
@@ -621,8 +687,11 @@ class DTLSConnection:
             self._hello_retry_records = self._sender.records_to_send()
             self._outbox.extend(self._hello_retry_records)
             return
-        self._sender.queue_message(message, epoch, now)
+        seq = self._sender.queue_message(message, epoch, now)
         self._flight_open = True
+        eku = self.eku
+        if eku is not None and message[0] in eku.message_types:
+            self._eku_sent[seq] = message
         if message[0] == HandshakeType.key_update:
             # A KeyUpdate expects no reply flight: only its ACK completes it (§8).
             self._sender.end_flight(now, final=True)
@@ -667,9 +736,23 @@ class DTLSConnection:
         # "traffic upd" under dtls13 (RFC 9147 §5.9, §8).
         self.key_update = KeyUpdateProtocol(self, hs.suite, DTLS.label_prefix)
         self.post_handshake.register_key_update(self.key_update)
+        if hs.eku_negotiated:
+            secrets, suite, group = hs.secrets, hs.suite, hs.eku_group
+            assert secrets is not None and group is not None and hs.eku_profile is not None
+            profile = PROFILES[hs.eku_profile]
+            # EKU draft-13 §9.1: the epoch-aware exporter's generation 0, under dtls13.
+            exporter_eku = ks.eku_exporter_secret(suite, secrets.main_secret, secrets.server_finished_hash, DTLS.label_prefix)
+            self.eku = ExtendedKeyUpdate(
+                self, profile, suite, group, secrets.main_secret, secrets.client_finished_hash,
+                secrets.exporter_secret, exporter_eku if profile.chained_transcript else secrets.exporter_secret,
+                transport=DTLS,
+            )
+            self.post_handshake.register_eku(self.eku)
 
     def post_handshake_auth_done(self) -> None:
-        """Client authentication finished."""
+        """Client authentication finished: answer an update it held back (draft-13 §8.3)."""
+        if self.post_handshake.deferred_eku_due() is not None:
+            self.handle_timer()
 
     def check_client_auth_may_start(self, requested_by_peer: bool) -> None:
         self.post_handshake.check_client_auth_may_start(requested_by_peer)
@@ -683,12 +766,19 @@ class DTLSConnection:
 
     @property
     def resumption_secret(self) -> bytes:
+        """The resumption secret of the current generation (EKU updates it)."""
+        if self.eku is not None and self.eku.generation > 0:
+            return self.eku.resumption_secret
         secrets = self.handshake.secrets
         return secrets.resumption_secret if secrets is not None else b""
 
     @property
     def post_handshake_transcript_hash(self) -> bytes | None:
-        return None  # no extended key update over DTLS yet
+        """transcript_hash_N after a draft-13 extended key update (EKU draft-13 §8.1)."""
+        eku = self.eku
+        if eku is not None and eku.generation > 0 and eku.profile.chained_transcript:
+            return eku.transcript_hash
+        return None
 
     # KeyUpdate's host (handshake.key_update.KeyUpdateHost)
 
@@ -718,7 +808,11 @@ class DTLSConnection:
 
     def advance_write_secret(self, secret: bytes) -> None:
         """After our KeyUpdate: the next epoch's keys, used once it is acknowledged (rfc9147bis §8)."""
-        self._request_switch(secret, None)
+        epoch = self._write_epoch + 1
+        self._write_epoch = epoch
+        self._write_secret = secret
+        self._pending_switches.append(_PendingSwitch(epoch, secret))
+        self._try_switch()
 
     def advance_read_secret(self, secret: bytes) -> None:
         """The peer's KeyUpdate: open its next epoch.  The old one stays open
@@ -734,23 +828,52 @@ class DTLSConnection:
     def rekeyed(self) -> None:
         self._rekey.rekeyed()
 
-    # EKU's send switch (handshake.eku.EKUHost), ready for EKU over DTLS: the
-    # switch is confirmed when the message sent under the old epoch and
-    # everything before it are acknowledged (RFC 9147 §8).
+    # Extended Key Update's host (handshake.eku.EKUHost).  Over DTLS the
+    # state machine itself waits for the ACKs the EKU texts name before it
+    # asks for a send switch (it learns of them through message_acknowledged),
+    # so the switch is made and confirmed at once (handshake/eku.py).
 
     def request_send_switch(self, secret: bytes) -> None:
-        eku = self.eku
-        self._request_switch(secret, eku.send_switch_done if eku is not None else None)
-
-    def switch_receive(self, secret: bytes) -> None:
-        self.advance_read_secret(secret)
-
-    def _request_switch(self, secret: bytes, confirm: Callable[[], None] | None) -> None:
+        assert self._suite is not None and self.eku is not None
         epoch = self._write_epoch + 1
+        self._records.set_write_epoch(epoch, self._suite, secret)
         self._write_epoch = epoch
         self._write_secret = secret
-        self._pending_switches.append(_PendingSwitch(epoch, secret, confirm))
-        self._try_switch()
+        self.eku.send_switch_done()
+
+    def switch_receive(self, secret: bytes) -> None:
+        """The peer's next epoch; the old one stays readable until a record
+        under the new one arrives, and one step longer (``_retire_read_epochs``)."""
+        self.advance_read_secret(secret)
+
+    def eku_admission(self) -> EKUAdmission:
+        return self.post_handshake.eku_admission()
+
+    def eku_wait_seconds(self) -> float:
+        return self.post_handshake.eku_wait_seconds()
+
+    def eku_completed(self) -> None:
+        self.rekeyed()
+        self.handshake.on_extended_key_update(self.eku)
+
+    def send_ack(self) -> None:
+        """An ACK of the handshake records received so far, sent when this
+        call ends (so under a send epoch switched just before, RFC 9147 §7)."""
+        self._receiver.acknowledge_now(self._now)
+
+    def acknowledged_implicitly(self, message: bytes) -> None:
+        """The peer's message answers ``message`` of ours: it and everything we
+        sent before it have arrived (RFC 9147 §7.2, §5.2); stop retransmitting them."""
+        seq = max((s for s, m in self._eku_sent.items() if m == message), default=None)
+        if seq is None:
+            return
+        sender = self._sender
+        for outstanding in sender.outstanding:
+            if outstanding <= seq:
+                sender.implicit_ack(self._now, outstanding)
+        for done in [s for s in self._eku_sent if s <= seq]:
+            del self._eku_sent[done]
+        self._retire_write_epochs()
 
     def _try_switch(self) -> None:
         """Put pending write epochs in use once everything sent before them is
@@ -768,8 +891,6 @@ class DTLSConnection:
             assert self._suite is not None
             self._records.set_write_epoch(pending.epoch, self._suite, pending.secret)
             self._events.extend(pending.events)
-            if pending.confirm is not None:
-                pending.confirm()
             while self._held and self._held[0][1] <= self._records.write_epoch:
                 message, epoch = self._held.popleft()
                 self._queue_message(message, epoch)
@@ -938,6 +1059,12 @@ class DTLSConnection:
                 return  # §4.5.2: unauthenticated, dropped
             raise
         if done:
+            eku = self.eku
+            if eku is not None and self._eku_sent:
+                for seq in done:
+                    message = self._eku_sent.pop(seq, None)
+                    if message is not None:
+                        eku.message_acknowledged(message)
             self._try_switch()
 
     def _on_alert_record(self, record: DTLSRecord) -> None:

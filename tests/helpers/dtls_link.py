@@ -57,6 +57,8 @@ class DatagramLink:
     seed: int = 0
     drop: DropHook | None = None
     mtu: int = 1200
+    #: The server's DTLSConnection(extended_key_update=...) (opt-in EKU over DTLS).
+    extended_key_update: bool = False
     server: DTLSConnection | None = None
     client_events: list[Event] = field(default_factory=list)
     server_events: list[Event] = field(default_factory=list)
@@ -116,7 +118,9 @@ class DatagramLink:
             self.client.receive_datagram(datagram)
             return
         if self.server is None:
-            conn, replies = DTLSConnection.accept(self.server_config, CLIENT_ADDRESS, datagram, mtu=self.mtu)
+            conn, replies = DTLSConnection.accept(
+                self.server_config, CLIENT_ADDRESS, datagram, mtu=self.mtu, extended_key_update=self.extended_key_update
+            )
             if conn is None:
                 self.stateless_replies += bool(replies)
                 self._emit("s2c", replies)
