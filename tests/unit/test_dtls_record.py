@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from longtls.constants import CipherSuite
+from longtls.constants import CipherSuite, ContentType
 from longtls.crypto.suites import SUITES, SuiteInfo
 from longtls.errors import LocalProtocolError, UsageLimitError
 from longtls.record.dtls_layer import DatagramPacker, DTLSRecord, DTLSRecordLayer, integrity_limit
@@ -783,3 +783,29 @@ def test_repr_shows_no_secret() -> None:
     record = DTLSRecord(RecordNumber(3, 1), APPLICATION_DATA, b"secret payload")
     for text in (repr(sender), repr(sender._write[3]), repr(sender._write[3].keys), repr(record)):
         assert secret.hex() not in text and "secret payload" not in text
+
+
+def test_records_in_opens_each_record_with_the_keys_installed_before_it() -> None:
+    """A ServerHello (epoch 0) and the epoch-2 records behind it share a
+    datagram (§4.3); the epoch-2 keys exist only once the ServerHello is
+    processed.  ``records_in`` opens lazily, so keys installed between two
+    records open the second; ``open_datagram`` opens everything at once."""
+    secret = bytes(range(32))
+    sender = DTLSRecordLayer()
+    hello, _ = sender.seal(ContentType.HANDSHAKE, b"server hello", 0)
+    sender.set_write_epoch(2, GCM, secret)
+    encrypted, _ = sender.seal(ContentType.HANDSHAKE, b"encrypted extensions")
+    datagram = hello + encrypted
+
+    eager = DTLSRecordLayer()
+    assert [r.payload for r in eager.open_datagram(datagram)] == [b"server hello"]
+    assert eager.discarded[DiscardReason.UNKNOWN_EPOCH] == 1
+
+    lazy = DTLSRecordLayer()
+    opened = []
+    for record in lazy.records_in(datagram):
+        opened.append((record.number.epoch, record.payload))
+        if record.number.epoch == 0:
+            lazy.set_read_epoch(2, GCM, secret)  # what processing the ServerHello does
+    assert opened == [(0, b"server hello"), (2, b"encrypted extensions")]
+    assert not lazy.discarded
