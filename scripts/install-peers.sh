@@ -2,7 +2,12 @@
 # Install what the test suite needs from Debian:
 #   install-peers.sh               the command-line interop peers: openssl
 #                                  (s_server/s_client), gnutls-bin
-#                                  (gnutls-serv/gnutls-cli/certtool), tshark
+#                                  (gnutls-serv/gnutls-cli/certtool), tshark,
+#                                  spin (the SPIN model checker, with gcc for
+#                                  its verifiers), and wolfSSL's DTLS 1.3
+#                                  example client and server, built from
+#                                  Debian's source package and cached
+#                                  (scripts/build-wolfssl.sh)
 #   install-peers.sh --python-venv [PYTHON]
 #                                  the venv module for PYTHON (Debian ships
 #                                  python3 without ensurepip)
@@ -56,8 +61,10 @@ declare -A PKG_FOR=(
     [gnutls-serv]=gnutls-bin
     [certtool]=gnutls-bin
     [tshark]=tshark
+    [spin]=spin
+    [gcc]=build-essential
 )
-BINARIES=(openssl gnutls-cli gnutls-serv certtool tshark)
+BINARIES=(openssl gnutls-cli gnutls-serv certtool tshark spin gcc)
 
 mapfile -t MISSING < <(
     for b in "${BINARIES[@]}"; do
@@ -82,6 +89,10 @@ if ((status == 0)); then
     openssl version >/dev/null 2>&1 || { echo "install-peers: ERROR: 'openssl version' failed" >&2; status=1; }
     gnutls-cli --version >/dev/null 2>&1 || { echo "install-peers: ERROR: 'gnutls-cli --version' failed" >&2; status=1; }
     tshark --version >/dev/null 2>&1 || { echo "install-peers: ERROR: 'tshark --version' failed" >&2; status=1; }
+    spin -V >/dev/null 2>&1 || { echo "install-peers: ERROR: 'spin -V' failed" >&2; status=1; }
 fi
 ((status == 0)) || exit 1
-log "ok: $(openssl version | head -n1); $(gnutls-cli --version | head -n1); $(tshark --version 2>/dev/null | head -n1)"
+log "ok: $(openssl version | head -n1); $(gnutls-cli --version | head -n1); $(tshark --version 2>/dev/null | head -n1); $(spin -V | head -n1)"
+
+# wolfSSL with DTLS 1.3: built once, then cached (no work when it is there).
+bash "$(dirname "${BASH_SOURCE[0]}")/build-wolfssl.sh" || die "could not build wolfSSL's DTLS 1.3 peer (scripts/build-wolfssl.sh)"
