@@ -897,6 +897,8 @@ class DTLSConnection:
         self._retire_write_epochs()
 
     def _retire_write_epochs(self) -> None:
+        """Called when messages were acknowledged (explicitly or not): the only
+        time an old write epoch can stop being needed."""
         records = self._records
         in_use = self._sender.epochs_in_use
         for epoch in records.write_epochs:
@@ -910,7 +912,8 @@ class DTLSConnection:
     def _process_datagram(self, data: bytes) -> None:
         now = self._now
         discarded = self._records.discarded
-        unreadable = discarded[DiscardReason.UNKNOWN_EPOCH]
+        handshaking = not self.handshake.complete
+        unreadable = discarded[DiscardReason.UNKNOWN_EPOCH] if handshaking else 0
         for record in self._records.records_in(data):
             if self.state is ConnectionState.CLOSED:
                 return
@@ -940,8 +943,8 @@ class DTLSConnection:
             # (§7.1: "ACKs SHOULD NOT be sent for these flights").
             self._receiver.clear_acks()
         if (
-            discarded[DiscardReason.UNKNOWN_EPOCH] > unreadable and self._dtls13_known
-            and not self.handshake.complete and not self._queued_now
+            handshaking and self._dtls13_known and not self._queued_now and not self.handshake.complete
+            and discarded[DiscardReason.UNKNOWN_EPOCH] > unreadable
         ):
             # rfc9147bis §7.1: a record we cannot deprotect yet (epoch 2 before
             # the ServerHello that keys it): an ACK, empty if need be, tells
@@ -1017,7 +1020,8 @@ class DTLSConnection:
         if not was_complete:
             # §7.2: "the receipt of any record responding to a given flight
             # MUST be taken as an implicit acknowledgement for the entire flight".
-            self._sender.implicit_ack(now, last_flight=not self.is_client and msg_type == HandshakeType.finished)
+            if self._sender.implicit_ack(now, last_flight=not self.is_client and msg_type == HandshakeType.finished):
+                self._retire_write_epochs()
             self._answered_peer = self.is_client or msg_type == HandshakeType.client_hello
         elif not self.is_client and msg_type in _CLIENT_AUTH_ANSWERS:
             self._sender.implicit_ack(now)  # the client answers our CertificateRequest (§7.1)
@@ -1147,7 +1151,6 @@ class DTLSConnection:
         receiver = self._receiver
         if self._dtls13_known and receiver.ack_due(now):
             self._send_ack()
-        self._retire_write_epochs()
 
     def _send_ack(self) -> None:
         records = self._records
