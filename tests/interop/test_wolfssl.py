@@ -1,8 +1,9 @@
 """DTLS 1.3 interop with wolfSSL 5.5.4's example client and server (issue 11).
 
 wolfSSL is built from Debian's source package with DTLS 1.3 by
-scripts/build-wolfssl.sh (docs/interop-wolfssl.md); a missing build fails
-these tests, it never skips them.  Both directions over real UDP sockets on
+scripts/build-wolfssl.sh and found through tests/helpers/wolfssl.py
+(docs/interop-wolfssl.md); a missing build fails these tests, it never
+skips them.  Both directions over real UDP sockets on
 loopback (tests/helpers/dtls_udp.py):
 
 - longtls client -> wolfSSL server: the server always answers the first
@@ -19,7 +20,6 @@ loopback (tests/helpers/dtls_udp.py):
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from helpers.dtls_udp import UDPDriver
 from helpers.peers import PeerProcess, free_port, start_process
 from helpers.pki import Credential, make_ca, make_leaf
+from helpers.wolfssl import wolfssl_build
 from longtls.config import ClientAuth, Configuration
 from longtls.constants import CipherSuite, NamedGroup
 from longtls.crypto import key_schedule as ks
@@ -49,7 +50,6 @@ from longtls.handshake.client import ClientHandshake
 
 pytestmark = pytest.mark.interop
 
-REPO = Path(__file__).resolve().parents[2]
 SERVER_REPLY = b"I hear you fa shizzle!"  # what wolfSSL's example server answers
 CLIENT_MESSAGE = b"hello wolfssl!"  # what wolfSSL's example client sends
 GROUP_NAMES = {NamedGroup.x25519: "X25519", NamedGroup.secp256r1: "SECP256R1"}
@@ -63,21 +63,9 @@ WOLFSSL_SUITES = {
 
 
 def wolfssl_dir() -> Path:
-    """The wolfSSL source tree with the DTLS 1.3 examples built in it."""
-    try:
-        out = subprocess.run(
-            ["bash", str(REPO / "scripts" / "build-wolfssl.sh"), "--print-dir"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.fail(f"cannot locate the wolfSSL DTLS 1.3 build: {exc}. Run `make peers`.", pytrace=False)
-    tree = next(Path(out).glob("wolfssl-*"), None)
-    if tree is None or not (tree / "examples" / "server" / "server").exists():
-        pytest.fail(
-            f"wolfSSL with DTLS 1.3 is not built in {out}: run scripts/build-wolfssl.sh (`make peers`)",
-            pytrace=False,
-        )
-    return tree
+    """The wolfSSL source tree with the DTLS 1.3 examples built in it (the
+    examples' working directory); fails, never skips, when it is not built."""
+    return wolfssl_build().source
 
 
 def write_pem(tmp_path: Path, leaf: Credential, ca: Credential) -> tuple[Path, Path, Path]:
