@@ -751,8 +751,9 @@ class DTLSConnection:
 
     def post_handshake_auth_done(self) -> None:
         """Client authentication finished: answer an update it held back (draft-13 §8.3)."""
-        if self.post_handshake.deferred_eku_due() is not None:
-            self.handle_timer()
+        due = self.post_handshake.deferred_eku_due()
+        if due is not None and self._now >= due:
+            self.post_handshake.respond_deferred_eku()
 
     def check_client_auth_may_start(self, requested_by_peer: bool) -> None:
         self.post_handshake.check_client_auth_may_start(requested_by_peer)
