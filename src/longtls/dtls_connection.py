@@ -218,6 +218,7 @@ class DTLSConnection:
         self._dtls13_known = False
         self._answered_peer = False
         self._ack_now = False
+        self._unreadable_answered = False
         self._suite: SuiteInfo | None = None
         #: The records of our HelloRetryRequest (a connection that had to
         #: reassemble the first ClientHello), sent again for a retransmitted one.
@@ -945,13 +946,23 @@ class DTLSConnection:
             self._receiver.clear_acks()
         if (
             handshaking and self._dtls13_known and not self._queued_now and not self.handshake.complete
-            and discarded[DiscardReason.UNKNOWN_EPOCH] > unreadable
+            and discarded[DiscardReason.UNKNOWN_EPOCH] > unreadable and not self._unreadable_answered
         ):
-            # rfc9147bis §7.1: a record we cannot deprotect yet (epoch 2 before
-            # the ServerHello that keys it): an ACK, empty if need be, tells
-            # the peer we are alive and what we have, so it retransmits before
-            # its timer would.
+            # A record we cannot deprotect yet: the peer is ahead of us, so
+            # something of its flight, or our answer to it, was lost.
+            # rfc9147bis §7.1: an ACK, empty if need be, tells the peer what we
+            # have (epoch 2 before the ServerHello that keys it), so it
+            # retransmits before its timer would.  §5.8.1: application data
+            # of epoch 3 before the peer's Finished (we read its epoch 2
+            # already) MAY be taken "as evidence of reordering or packet
+            # loss" to "retransmit their final flight immediately"; the peer's
+            # retransmission of its Finished follows ours.  Decision: once
+            # until the handshake makes progress, so a burst of such records
+            # gets one answer.
+            self._unreadable_answered = True
             self._ack_now = True
+            if self._read_epoch >= _HANDSHAKE_EPOCH:
+                self._sender.on_peer_retransmission(now)
         if self._ack_now:
             # A flight that expects no reply (the client's last flight, a
             # post-handshake message): §7.1 "All other flights MUST be ACKed".
@@ -1009,6 +1020,7 @@ class DTLSConnection:
     def _on_message(self, message: ReceivedMessage, now: float) -> None:
         raw = message.message
         msg_type = raw[0]
+        self._unreadable_answered = False
         if message.epoch != self._read_epoch:
             # RFC 9147 §6.1 assigns each message its epoch; RFC 9846 §5.1: a
             # message under the wrong keys is unexpected_message.

@@ -38,6 +38,7 @@ class UDPDriver:
         server_config: Configuration | None = None,
         mtu: int = 1200,
         on_event: Callable[[UDPDriver, Event], None] | None = None,
+        drop: Callable[[str, int, bytes], bool] | None = None,
     ) -> None:
         assert (connection is None) != (server_config is None), "a client connection or a server configuration"
         self.sock = sock
@@ -45,6 +46,10 @@ class UDPDriver:
         self.server_config = server_config
         self.mtu = mtu
         self.on_event = on_event
+        #: (direction "out" or "in", index in that direction, datagram) -> lose it.
+        self.drop = drop
+        self.dropped: list[tuple[str, int]] = []
+        self._counts = {"out": 0, "in": 0}
         self.peer: tuple[str, int] | None = None
         self.events: list[Event] = []
         self.errors: list[ProtocolError] = []
@@ -84,6 +89,8 @@ class UDPDriver:
         for _ in range(2):  # an event handler may queue more
             for datagram in conn.datagrams_to_send():
                 assert self.peer is not None
+                if self._lost("out", datagram):
+                    continue
                 self.sock.sendto(datagram, self.peer)
                 self.datagrams_sent += 1
             for event in conn.events():
@@ -91,7 +98,17 @@ class UDPDriver:
                 if self.on_event is not None:
                     self.on_event(self, event)
 
+    def _lost(self, direction: str, datagram: bytes) -> bool:
+        index = self._counts[direction]
+        self._counts[direction] += 1
+        if self.drop is not None and self.drop(direction, index, datagram):
+            self.dropped.append((direction, index))
+            return True
+        return False
+
     def _receive(self, data: bytes, address: tuple[str, int]) -> None:
+        if self._lost("in", data):
+            return
         self.datagrams_received += 1
         self.received_datagrams.append(data)
         if self.connection is None:

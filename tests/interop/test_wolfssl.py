@@ -33,7 +33,7 @@ from helpers.peers import PeerProcess, free_port, start_process
 from helpers.pki import Credential, make_ca, make_leaf
 from helpers.wolfssl import wolfssl_build
 from longtls.config import ClientAuth, Configuration
-from longtls.constants import CipherSuite, NamedGroup
+from longtls.constants import AlertDescription, CipherSuite, NamedGroup
 from longtls.crypto import key_schedule as ks
 from longtls.crypto.certificates import TrustStore
 from longtls.crypto.suites import SUITES
@@ -41,6 +41,7 @@ from longtls.dtls_connection import DTLSConnection
 from longtls.events import (
     ApplicationData,
     CloseNotifyReceived,
+    ConnectionClosed,
     Event,
     HandshakeComplete,
     KeyUpdated,
@@ -291,6 +292,97 @@ def test_post_handshake_authentication_with_wolfssl_server(tmp_path: Path) -> No
     assert conn is not None and not conn._sender.outstanding
     assert conn.post_handshake.client_auth._requests == 1  # type: ignore[attr-defined]  # we answered one request
     assert "SSL_read input error" not in server.output()
+
+
+def test_losses_recovered_with_wolfssl_server(tmp_path: Path) -> None:
+    """Datagrams lost on purpose, each recovered by ACKs or timers (RFC 9147
+    §5.8, §7): the first datagram of wolfSSL's main flight (we cannot read
+    the rest without its ServerHello and send an empty ACK; wolfSSL
+    retransmits at once), our last handshake flight (our timer), and our
+    KeyUpdate (our timer; wolfSSL ACKs the retransmission, then we switch)."""
+    ca = make_ca("ecdsa-p256")
+    leaf = make_leaf(ca, "ecdsa-p256")
+    cert, key, _ = write_pem(tmp_path, leaf, ca)
+    tree = wolfssl_dir()
+    port = free_port()
+    args = [str(tree / "examples/server/server"), "-u", "-v", "4", "-p", str(port), "-c", str(cert), "-k", str(key), "-d", "-e"]
+    config = Configuration(is_client=True, server_name="localhost", trust_store=TrustStore([ca.cert]), key_share_groups=(NamedGroup.x25519,))
+    conn = DTLSConnection(config)
+    lost: dict[str, int] = {}
+
+    def lose(direction: str, index: int, datagram: bytes) -> bool:
+        if direction == "in":
+            what = "server flight" if index == 1 else ""  # 0 is the HelloRetryRequest
+        elif conn.key_update_pending:
+            what = "key update"
+        else:
+            what = "finished" if conn.handshake_complete else ""
+        if what and what not in lost:
+            lost[what] = index
+            return True
+        return False
+
+    with start_process(args, cwd=tree) as server:
+        driver = UDPDriver.client(conn, port, drop=lose)
+        try:
+            conn.start_handshake()
+            driver.run(lambda: conn.handshake_complete, describe=server.describe)
+            # Our Finished is lost: data now would overtake it, which wolfSSL
+            # 5.5.4 answers with a fatal alert (see the next test); wait for its ACK.
+            driver.run(lambda: not conn._sender.outstanding, describe=server.describe)
+            conn.send(b"first")
+            driver.run(lambda: driver.received() == [b"first"], describe=server.describe)
+            conn.update_keys(request_peer_update=False)
+            driver.run(lambda: conn.write_epoch == 4, describe=server.describe)
+            conn.send(b"second")
+            driver.run(lambda: driver.received() == [b"first", b"second"], describe=server.describe)
+            conn.close()
+            driver.run(lambda: True)
+            assert server.wait(10) == 0, server.describe()
+        finally:
+            driver.close()
+    assert not driver.errors, driver.errors
+    assert set(lost) == {"server flight", "finished", "key update"}, lost
+
+
+def test_wolfssl_5_5_4_aborts_on_data_overtaking_a_lost_finished(tmp_path: Path) -> None:
+    """What wolfSSL 5.5.4 does differently, pinned: when our Finished is lost
+    and our first application data (epoch 3) reaches it first, RFC 9147
+    §5.8.1 says "Implementations MUST either discard or buffer all
+    application data records for epoch 3 and above until they have received
+    the Finished message from the peer"; wolfSSL's server instead fails the
+    handshake ("Out of order message", -373) with a fatal unexpected_message
+    alert.  longtls sends data right after its Finished, as the RFC's figures
+    do; if this test starts failing, wolfSSL got it right."""
+    ca = make_ca("ecdsa-p256")
+    leaf = make_leaf(ca, "ecdsa-p256")
+    cert, key, _ = write_pem(tmp_path, leaf, ca)
+    tree = wolfssl_dir()
+    port = free_port()
+    args = [str(tree / "examples/server/server"), "-u", "-v", "4", "-p", str(port), "-c", str(cert), "-k", str(key), "-d", "-e"]
+    config = Configuration(is_client=True, server_name="localhost", trust_store=TrustStore([ca.cert]), key_share_groups=(NamedGroup.x25519,))
+    conn = DTLSConnection(config)
+    lost: list[int] = []
+
+    def lose_finished(direction: str, index: int, datagram: bytes) -> bool:
+        if direction == "out" and conn.handshake_complete and not lost:
+            lost.append(index)
+            return True
+        return False
+
+    with start_process(args, cwd=tree) as server:
+        driver = UDPDriver.client(conn, port, drop=lose_finished)
+        try:
+            conn.start_handshake()
+            driver.run(lambda: conn.handshake_complete, describe=server.describe)
+            conn.send(b"overtakes the lost Finished")
+            driver.run(lambda: conn.is_closed, describe=server.describe)
+            server.wait(10)
+        finally:
+            driver.close()
+    closed = [e for e in driver.events if isinstance(e, ConnectionClosed)]
+    assert closed and closed[0].by_peer and closed[0].alert == AlertDescription.unexpected_message
+    assert "Out of order message" in server.output()
 
 
 def test_small_mtu_with_wolfssl_server(tmp_path: Path) -> None:

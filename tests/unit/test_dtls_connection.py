@@ -616,6 +616,24 @@ def test_lost_client_finished_is_retransmitted() -> None:
     link.run(lambda: not link.client._sender.outstanding)
 
 
+def test_data_overtaking_a_lost_finished_prompts_retransmission() -> None:
+    """RFC 9147 §5.8.1: epoch-3 data before the client's Finished is
+    discarded (the server has no epoch-3 keys yet, "MUST either discard or
+    buffer"), and taken as evidence of loss: the server retransmits its
+    flight at once, the client answers with its Finished, long before the
+    1 s retransmission timer."""
+    link, _, _ = make_link()
+    link.drop = drop_first("c2s", lambda: link.client.handshake_complete, count=1)
+    link.client.start_handshake()
+    link.run(lambda: link.client.handshake_complete)
+    link.client.send(b"overtakes the lost Finished")
+    started = link.clock.now
+    link.run(lambda: link.server is not None and link.server.handshake_complete)
+    assert link.clock.now - started < 0.2
+    assert link.received("server") == []  # discarded, not delivered out of order
+    assert link.server is not None and link.server.discarded >= 1
+
+
 def test_lost_ack_of_the_client_finished() -> None:
     link, _, _ = make_link()
     link.drop = drop_first("s2c", lambda: link.server is not None and link.server.handshake_complete, count=1)
