@@ -488,6 +488,13 @@ class DTLSConnection:
         return ks.export_keying_material(eku.suite, secret, lab, context, length, DTLS.label_prefix)
 
     @property
+    def messages_in_flight(self) -> int:
+        """Our handshake and post-handshake messages not yet acknowledged
+        (explicitly or implicitly, RFC 9147 §7): 0 once a client's last
+        flight, a NewSessionTicket or a KeyUpdate has been ACKed."""
+        return len(self._sender.outstanding)
+
+    @property
     def key_update_pending(self) -> bool:
         """Our KeyUpdate waits for its ACK: the next epoch is not in use yet."""
         return bool(self._pending_switches)

@@ -166,7 +166,7 @@ def test_longtls_client_to_wolfssl_server(tmp_path: Path, key_type: str, group: 
     assert isinstance(conn.handshake, ClientHandshake) and conn.handshake.hello_retry_seen
     # wolfSSL sends a NewSessionTicket after the handshake; it must have been ACKed,
     # else wolfSSL would still be retransmitting it: nothing of ours is outstanding.
-    assert not conn._sender.outstanding
+    assert not conn.messages_in_flight
 
 
 #: Suites beyond the default checked against wolfSSL.  Not ChaCha20-Poly1305:
@@ -289,7 +289,7 @@ def test_post_handshake_authentication_with_wolfssl_server(tmp_path: Path) -> No
     our Certificate, CertificateVerify and Finished are acknowledged (RFC 9147 §7.1)."""
     driver, server = run_client(tmp_path, "ecdsa-p256", NamedGroup.x25519, ["-Q"], echo=False, client_certificate=True)
     conn = driver.connection
-    assert conn is not None and not conn._sender.outstanding
+    assert conn is not None and not conn.messages_in_flight
     assert conn.post_handshake.client_auth._requests == 1  # type: ignore[attr-defined]  # we answered one request
     assert "SSL_read input error" not in server.output()
 
@@ -329,7 +329,7 @@ def test_losses_recovered_with_wolfssl_server(tmp_path: Path) -> None:
             driver.run(lambda: conn.handshake_complete, describe=server.describe)
             # Our Finished is lost: data now would overtake it, which wolfSSL
             # 5.5.4 answers with a fatal alert (see the next test); wait for its ACK.
-            driver.run(lambda: not conn._sender.outstanding, describe=server.describe)
+            driver.run(lambda: not conn.messages_in_flight, describe=server.describe)
             conn.send(b"first")
             driver.run(lambda: driver.received() == [b"first"], describe=server.describe)
             conn.update_keys(request_peer_update=False)
@@ -498,7 +498,7 @@ def test_post_handshake_authentication_of_wolfssl_client(tmp_path: Path) -> None
     driver, _ = run_server(tmp_path, "ecdsa-p256", ["-t", "-Q"], post_handshake_auth=True)
     (auth,) = [e for e in driver.events if isinstance(e, PeerAuthenticated)]
     assert auth.peer_certificates
-    assert driver.connection is not None and not driver.connection._sender.outstanding
+    assert driver.connection is not None and not driver.connection.messages_in_flight
 
 
 def test_small_mtu_with_wolfssl_client(tmp_path: Path) -> None:

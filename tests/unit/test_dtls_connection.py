@@ -268,9 +268,9 @@ def test_server_acks_the_client_finished_and_the_client_keeps_epoch_2_until_then
     # Deliver until the client has sent its last flight, holding back what the server sends next.
     link.run(lambda: client.handshake_complete)
     assert 2 in client._records.write_epochs  # kept to retransmit Finished (§4.2.1)
-    assert client._sender.outstanding  # its last flight waits for an explicit ACK
+    assert client.messages_in_flight  # its last flight waits for an explicit ACK
     link.run(lambda: link.server is not None and link.server.handshake_complete)
-    link.run(lambda: not client._sender.outstanding)
+    link.run(lambda: not client.messages_in_flight)
     assert 2 not in client._records.write_epochs
     # The server's ACK is a protected record: the client's Finished in epoch 2 was acknowledged from epoch 3.
     assert client.get_timer() is None or client.get_timer() > link.clock.now + 1  # nothing left to retransmit
@@ -315,7 +315,7 @@ def test_resumption_with_a_ticket() -> None:
     tickets = [e.ticket for e in link.client_events if isinstance(e, SessionTicketReceived)]
     assert tickets
     # The NewSessionTicket flight was acknowledged: nothing outstanding at the server.
-    assert link.server is not None and not link.server._sender.outstanding
+    assert link.server is not None and not link.server.messages_in_flight
     again = DatagramLink(
         DTLSConnection(_with(client_cfg, session_ticket=tickets[0])), server_cfg, link.clock,
     )
@@ -338,7 +338,7 @@ def test_post_handshake_client_authentication() -> None:
     link.run()
     (auth,) = [e for e in link.server_events if isinstance(e, PeerAuthenticated)]
     assert auth.peer_certificates[0] == leaf.cert
-    assert not link.server._sender.outstanding and not link.client._sender.outstanding
+    assert not link.server.messages_in_flight and not link.client.messages_in_flight
 
 
 def test_handshake_timeout_after_retransmissions_with_back_off() -> None:
@@ -603,7 +603,7 @@ def drop_first(direction: str, when: Callable[[], bool], count: int = 1) -> Call
 def test_lost_server_flight_is_retransmitted() -> None:
     link, _, _ = make_link()
     # Every server datagram after the HelloRetryRequest is lost once (ServerHello .. Finished).
-    link.drop = drop_first("s2c", lambda: link.server is not None and link.server._sender.outstanding != (), count=3)
+    link.drop = drop_first("s2c", lambda: link.server is not None and link.server.messages_in_flight > 0, count=3)
     link.handshake()
     assert len(link.drop.dropped) == 3  # type: ignore[attr-defined]
 
@@ -613,7 +613,7 @@ def test_lost_client_finished_is_retransmitted() -> None:
     link.drop = drop_first("c2s", lambda: link.client.handshake_complete, count=1)
     link.handshake()
     assert link.drop.dropped  # type: ignore[attr-defined]
-    link.run(lambda: not link.client._sender.outstanding)
+    link.run(lambda: not link.client.messages_in_flight)
 
 
 def test_data_overtaking_a_lost_finished_prompts_retransmission() -> None:
@@ -638,7 +638,7 @@ def test_lost_ack_of_the_client_finished() -> None:
     link, _, _ = make_link()
     link.drop = drop_first("s2c", lambda: link.server is not None and link.server.handshake_complete, count=1)
     link.handshake()
-    link.run(lambda: not link.client._sender.outstanding and 2 not in link.client._records.write_epochs)
+    link.run(lambda: not link.client.messages_in_flight and 2 not in link.client._records.write_epochs)
     assert link.drop.dropped  # type: ignore[attr-defined]
 
 
