@@ -17,10 +17,12 @@ What it ties together (docs/dtls.md):
 - the TLS handshake engines with the ``DTLS`` transport (``handshake.transport``)
   and the stateless cookie (``DTLSConnection.accept``);
 - the post-handshake protocols through the same ``PostHandshakeArbiter`` as
-  TLS: KeyUpdate (RFC 9147 §8), NewSessionTicket, client authentication.
+  TLS: KeyUpdate (RFC 9147 §8), NewSessionTicket, client authentication,
+  and Extended Key Update when opted in (``extended_key_update=True``; its
+  DTLS flows are the state machine's, handshake/eku.py).
 
 Epochs (RFC 9147 §6.1): 0 plaintext hellos, 2 handshake, 3 the first
-application keys, 4 and up one per KeyUpdate, counted per direction.  A
+application keys, 4 and up one per key update, counted per direction.  A
 KeyUpdate we send switches our write epoch only once it and every earlier
 message are acknowledged (rfc9147bis §8, where the revision changes RFC 9147);
 until then application data keeps flowing under the old epoch and further
