@@ -52,7 +52,8 @@ CONFIGURE_FLAGS=(
 # library and wrap wolfSSL_new so that the examples install it.
 CONFIGURE_ENV=(CPPFLAGS=-DHAVE_SECRET_CALLBACK LDFLAGS=-Wl,--wrap=wolfSSL_new)
 
-PEERS_DIR=${LONGTLS_PEERS_DIR:-$HOME/.cache/longtls-peers}
+# (HOME may be unset in a bare CI environment: take the user's home then)
+PEERS_DIR=${LONGTLS_PEERS_DIR:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache/longtls-peers}
 key=$(
     {
         echo "$WOLFSSL_VERSION"
@@ -172,6 +173,9 @@ if is_built; then
     log "ok: cached $(head -n1 "$STAMP") in $BUILD_DIR (built meanwhile)"
     exit 0
 fi
+
+# what failed builds left for reading (under the lock, so none is running)
+rm -rf "$PEERS_DIR"/.wolfssl-build.*
 
 start=$SECONDS
 ensure_deb_src
