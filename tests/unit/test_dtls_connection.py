@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import random
 import struct
 from collections.abc import Callable
 
@@ -508,6 +509,44 @@ def test_invalid_records_are_discarded_silently() -> None:
     server.send(b"still fine")
     link.run()
     assert link.received("client") == [b"still fine"]
+
+
+def test_a_flood_of_garbage_does_not_stop_a_good_handshake() -> None:
+    """Ten garbage datagrams before every genuine one, both ways: random
+    bytes, unified headers of every epoch, DTLSPlaintext handshake, alert and
+    ACK records with random bodies.  All are dropped silently (§4.5.2) and
+    the handshake, data and a KeyUpdate complete."""
+    rng = random.Random(5)
+    link, _, _ = make_link()
+
+    def garbage() -> bytes:
+        kind = rng.randrange(4)
+        body = rng.randbytes(rng.randrange(1, 300))
+        if kind == 0:
+            return body
+        if kind == 1:  # a unified header: 001 0 1 1 EE, sequence number, length
+            return bytes((0x2C | rng.randrange(4),)) + rng.randbytes(2) + len(body).to_bytes(2, "big") + body
+        content_type = (21, 22, 26)[rng.randrange(3)]  # alert, handshake, ack in plaintext
+        return bytes((content_type, 0xFE, 0xFD)) + bytes(2) + rng.randbytes(6) + len(body).to_bytes(2, "big") + body
+
+    original = link._deliver
+
+    def flooded(direction: str, datagram: bytes) -> None:
+        for _ in range(10):
+            original(direction, garbage())
+        original(direction, datagram)
+
+    link._deliver = flooded  # type: ignore[method-assign]
+    link.handshake()
+    assert link.server is not None
+    link.client.send(b"through the flood")
+    link.client.update_keys()
+    link.run(lambda: not link.client.key_update_pending and link.server is not None and link.server.write_epoch == 4)
+    link.server.send(b"and back")
+    link.run()
+    assert link.received("server") == [b"through the flood"] and link.received("client") == [b"and back"]
+    assert link.client.discarded + link.client.plaintext_dropped > 0 and not link.client.is_closed
+    assert link.server.discarded + link.server.plaintext_dropped > 0 and not link.server.is_closed
 
 
 def test_a_fatal_alert_from_the_peer_closes_the_connection() -> None:
