@@ -311,6 +311,21 @@ class ExtendedKeyUpdate:
             self._switch_send()
             self._exchange_done()
 
+    def peer_completed(self) -> None:
+        """DTLS: the peer sent a message it sends only once it has completed
+        the update in flight: a new request, or a server's CertificateRequest
+        (the arbiter allows none during an update, draft-13 §8.3).
+
+        Decision (docs/eku-over-dtls.md): the peer completes when our last
+        message arrives (draft-13 §6 step 6, draft-2025-10 §6 step 7) and may
+        start something new at once; its message, read in message_seq order
+        after ours (RFC 9147 §5.2), proves that ours arrived even if its ACK
+        was lost, so in WAIT_ACK it stands for that ACK.  Elsewhere: nothing.
+        """
+        if self.role is Role.WAIT_ACK:
+            self.host.acknowledged_implicitly(self._finish)
+            self.message_acknowledged(self._finish)
+
     # ------------------------------------------------------------- initiator
 
     def start(self, timeout: float | None = None) -> None:
@@ -347,15 +362,9 @@ class ExtendedKeyUpdate:
     def _on_request(self, key_exchange: bytes, raw: bytes) -> None:
         if self.host.close_sent:
             return  # RFC 9846 §6.1: after our close_notify we send nothing more
-        if self.role is Role.WAIT_ACK:
-            # DTLS, Decision (docs/eku-over-dtls.md): the peer completed this
-            # update when our last message arrived (draft-13 §6 step 6,
-            # draft-2025-10 §6 step 7) and may start the next one at once; its
-            # request (delivered in message_seq order after it read ours)
-            # proves our message arrived even if the ACK was lost: take it as
-            # that ACK, then answer the request.
-            self.host.acknowledged_implicitly(self._finish)
-            self.message_acknowledged(self._finish)
+        # DTLS: a new request while we wait for our ACK means the peer has
+        # completed this update; then answer the request.
+        self.peer_completed()
         if self.role in (Role.WAIT_FINISH, Role.RESPONDING, Role.WAIT_PEER_FINISH, Role.SWITCHING):
             # draft-13 §11.3: a new update before the previous one completed.
             raise RemoteProtocolError(
