@@ -27,9 +27,10 @@ installs keys itself; it talks to its connection through :class:`EKUHost`:
   answers with :meth:`ExtendedKeyUpdate.send_switch_done` once the new write
   key is in use.  A TLS connection does that at once, from inside
   ``request_send_switch`` (every message queued before the request leaves
-  under the old key); a DTLS connection (RFC 9147 §8) will do it when the
-  message sent under the old key is acknowledged.  The generation completes
-  when both directions have switched; until the send switch is confirmed the
+  under the old key).  Over DTLS the state machine itself waits for the ACK
+  the text names before it asks (below), so a DTLS host confirms at once too;
+  a host that confirms later still works.  The generation completes when
+  both directions have switched; until the send switch is confirmed the
   state is :attr:`Role.SWITCHING` (never seen with TLS).
 
 **Over DTLS 1.3** (``transport=DTLS``; docs/eku-over-dtls.md) the texts move
