@@ -647,7 +647,7 @@ TRANSITIONS = [
                models=(CROSSED,), regions=("WAIT_RESP",)),
     Transition("deferred Resp (re)transmission", "host", r"deferred_resp.*resp_retries", None,
                check_deferred_resp_retransmission),
-    Transition("Fin at the responder", "eku", r"_RECV\(Fin", r"updating.*e == rx|!\(\(e == rx\)", check_fin_at_responder,
+    Transition("Fin at the responder", "eku", r"_RECV\(Fin", r"updating.*e == rx", check_fin_at_responder,
                regions=("LOOP", "WAIT_RESP")),
     Transition("Fin at the responder (top)", "eku", r"_RECV\(Fin", "", check_fin_at_responder,
                regions=("LOOP", "WAIT_RESP")),
