@@ -229,9 +229,13 @@ def flush(a: ModelHost, b: ModelHost) -> None:
 
 def pair(
     profile: EKUProfileName, *, initiator_is_client: bool = True, epoch: int = APPLICATION_EPOCH,
+    main_secret: bytes | None = None, handshake_hash: bytes | None = None,
 ) -> tuple[ModelHost, ModelHost]:
-    """(initiator's host, responder's host), each with its EKU state machine over DTLS."""
-    main, handshake_hash, exporter = os.urandom(32), os.urandom(32), os.urandom(32)
+    """(initiator's host, responder's host), each with its EKU state machine over
+    DTLS; the handshake's main secret and transcript hash are random unless given."""
+    main = os.urandom(32) if main_secret is None else main_secret
+    handshake_hash = os.urandom(32) if handshake_hash is None else handshake_hash
+    exporter = os.urandom(32)
     hosts = []
     for name, is_client in (("I", initiator_is_client), ("R", not initiator_is_client)):
         host = ModelHost(name, is_client, profile, tx=epoch, rx=epoch)

@@ -12,15 +12,19 @@ and a network the test controls record by record).
   ACK keeping the initiator on its old send epoch until it arrives.
 - Crossed requests, retransmitted (duplicate) messages, and a seeded lossy
   link (loss, duplication, reordering) over many updates.
+- Generation 1's secrets, from each text's formula with "dtls13" labels.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import struct
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from helpers.eku_dtls import (
     APPLICATION_EPOCH,
@@ -32,7 +36,8 @@ from helpers.eku_dtls import (
     pair,
     take,
 )
-from longtls.constants import AlertDescription, EKUProfileName
+from longtls.constants import AlertDescription, EKUProfileName, NamedGroup
+from longtls.crypto.groups import get_group
 from longtls.errors import LocalProtocolError, RemoteProtocolError
 from longtls.events import KeyUpdateCompleted, KeyUpdateRejected, Side
 from longtls.handshake.eku import EKUAdmission, Role
@@ -184,6 +189,63 @@ def test_draft13_responder_keeps_its_send_epoch_after_its_response() -> None:
     # the initiator retains epoch 3 (§6 "receivers MUST retain the pre-update keying material").
     deliver(responder, initiator, "APP")
     assert initiator.app_received == [(3, b"between")] and not initiator.discarded
+
+
+# -- the secrets, from the texts' formulas ------------------------------------------------
+
+INITIATOR_X25519 = bytes(range(1, 33))
+RESPONDER_X25519 = bytes(range(101, 133))
+
+
+def _sha256(data: bytes) -> bytes:
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(data)
+    return digest.finalize()
+
+
+def _hmac(key: bytes, data: bytes) -> bytes:
+    mac = hmac.HMAC(key, hashes.SHA256())
+    mac.update(data)
+    return mac.finalize()
+
+
+def _expand_label(secret: bytes, label: bytes, context: bytes) -> bytes:
+    """HKDF-Expand-Label (RFC 9846 §7.1) with DTLS's "dtls13" prefix (RFC 9147 §5.9), 32 bytes."""
+    full = b"dtls13" + label
+    info = struct.pack(">H", 32) + bytes([len(full)]) + full + bytes([len(context)]) + context
+    return _hmac(secret, info + b"\x01")  # one HKDF-Expand block is 32 bytes for SHA-256
+
+
+@pytest.mark.parametrize("profile", ALL)
+def test_secrets_follow_the_texts_with_dtls13_labels(profile: EKUProfileName, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generation 1's traffic secrets over DTLS, from each text's formula written
+    out here (draft-13 §6 key schedule; draft-2025-10 §7; draft-05 §5) with the
+    "dtls13" label prefix, equal the secrets the hosts switched to."""
+    group = get_group(NamedGroup.x25519)
+    shares = iter([group.from_private_bytes(INITIATOR_X25519), group.from_private_bytes(RESPONDER_X25519)])
+    monkeypatch.setattr(group, "generate", lambda: next(shares))
+    main, transcript_hash = b"\x11" * 32, b"\x22" * 32
+    initiator, responder = pair(profile, main_secret=main, handshake_hash=transcript_hash)
+    initiator.eku.start()
+    request = deliver(initiator, responder, "Req").message
+    response = deliver(responder, initiator, "Resp").message
+    flush(initiator, responder)
+    shared = X25519PrivateKey.from_private_bytes(INITIATOR_X25519).exchange(
+        X25519PrivateKey.from_private_bytes(RESPONDER_X25519).public_key()
+    )
+    if profile is D13:
+        derived, client_label, server_label = b"derived", b"c ap traffic", b"s ap traffic"
+        context = _sha256(transcript_hash + request + response)  # transcript_hash_1
+    else:
+        derived, client_label, server_label = b"key derived", b"c ap traffic2", b"s ap traffic2"
+        context = _sha256(request + response)
+    salt = _expand_label(main, derived, _sha256(b""))
+    next_main = _hmac(salt, shared)  # HKDF-Extract(salt, shared secret)
+    client = _expand_label(next_main, client_label, context)
+    server = _expand_label(next_main, server_label, context)
+    e = APPLICATION_EPOCH + 1
+    assert initiator.tx_secrets[e] == responder.rx_secrets[e] == client  # the initiator is the client
+    assert responder.tx_secrets[e] == initiator.rx_secrets[e] == server
 
 
 # -- ACKs --------------------------------------------------------------------------------
