@@ -48,7 +48,10 @@ and carries out the DTLS facts:
   initiator's ACK of the responder's new_key_update, a deferred request;
 - a send switch is requested only once the text's condition holds (the ACK
   arrived, or the peer's message proves delivery), so a DTLS host confirms
-  it at once, like TLS; ``switch_receive`` advances the receive epoch and the
+  it at once, like TLS.  That is also what rfc9147bis-02 §8 asks of a
+  KeyUpdate: no record under the new keys "until the KeyUpdate and all
+  preceding messages have been acknowledged" (RFC 9147 §8 names only the
+  KeyUpdate's own ACK; we follow the revision); ``switch_receive`` advances the receive epoch and the
   host keeps the old one readable until a record under the new one arrives
   (draft-13 §6: "receivers MUST retain the pre-update keying material").
 
