@@ -51,6 +51,9 @@ DEFAULT_KEY_SHARE_GROUPS: tuple[NamedGroup, ...] = (NamedGroup.X25519MLKEM768, N
 #: unless told otherwise (EKU draft-13 §11.3; SECURITY.md): each costs it a
 #: key exchange, and an honest peer has no reason to update more often.
 DEFAULT_SERVER_EKU_MIN_INTERVAL = 1.0
+#: A DTLS server's own connection ID length when none is configured: 8 bytes,
+#: enough to tell associations apart without guessing (docs/dtls.md).
+DEFAULT_SERVER_CONNECTION_ID_LENGTH = 8
 
 # Padding policy: given the content type and the length of the content, return
 # how many zero bytes of padding to add (RFC 9846 §5.4).
@@ -140,6 +143,15 @@ class Configuration:
     previous_cookie_secret: bytes | None = field(default=None, repr=False)
     #: Seconds a cookie is accepted after it was issued (docs/dtls-handshake.md).
     cookie_lifetime: float = 60.0
+    #: DTLS: offer (client) or accept (server) the connection_id extension
+    #: (RFC 9146, RFC 9147 §9).  A client offers it even when it wants no CID
+    #: of its own (RFC 9147 §5.3: "SHOULD still offer"), so a server can.
+    dtls_connection_ids: bool = True
+    #: DTLS: the length of the connection IDs we ask the peer to put in our
+    #: records (0: none).  None: 8 bytes for a server, which is what lets a
+    #: client move to a new address (NAT rebinding) without a new handshake,
+    #: and 0 for a client (docs/dtls.md).
+    dtls_connection_id_length: int | None = None
 
     #: RFC 8449: the largest protected record plaintext (content + type) we accept.
     record_size_limit: int = 2**14 + 1
@@ -295,6 +307,13 @@ class Configuration:
         return 0.0 if self.is_client else DEFAULT_SERVER_EKU_MIN_INTERVAL
 
     @property
+    def effective_dtls_connection_id_length(self) -> int:
+        """``dtls_connection_id_length``, or its default for this side when it is None."""
+        if self.dtls_connection_id_length is not None:
+            return self.dtls_connection_id_length
+        return 0 if self.is_client else DEFAULT_SERVER_CONNECTION_ID_LENGTH
+
+    @property
     def has_external_psks(self) -> bool:
         return bool(self.external_psks) or (not self.is_client and self.external_psk_lookup is not None)
 
@@ -330,6 +349,9 @@ class Configuration:
         check_certificate_compression(self.certificate_compression)
         if not self.cookie_lifetime > 0:
             raise ConfigurationError("cookie_lifetime must be positive")
+        cid = self.dtls_connection_id_length
+        if cid is not None and not 0 <= cid <= 255:
+            raise ConfigurationError("dtls_connection_id_length must be 0 to 255 (RFC 9146 §3)")
         if len(self.cookie_secret) < 16:
             raise ConfigurationError("cookie_secret needs at least 16 bytes")
         if not 64 <= self.record_size_limit <= 2**14 + 1:

@@ -47,6 +47,7 @@ class AlertDescription(IntEnum):
     unknown_ca = 48
     access_denied = 49
     decode_error = 50
+    too_many_cids_requested = 52  # RFC 9147 §9 (DTLS 1.3)
     decrypt_error = 51
     protocol_version = 70
     insufficient_security = 71

@@ -95,6 +95,7 @@ class ClientHandshake(HandshakeEngine):
             raise LocalProtocolError("the handshake was already started")
         cfg = self.config
         self.conn.client_random = cfg.random(32)
+        self.own_connection_id = self.new_own_connection_id()
         # RFC 9147 §5, §5.3: DTLS has no compatibility mode; its
         # legacy_session_id is empty (we cache no pre-DTLS 1.3 session).
         compatibility = cfg.middlebox_compatibility and self.transport.middlebox_compatibility
@@ -158,6 +159,8 @@ class ClientHandshake(HandshakeEngine):
             ))
         if cfg.post_handshake_auth and cfg.certificate_chain:
             exts.append(Extension(ExtensionType.post_handshake_auth, X.encode_post_handshake_auth()))
+        if self.own_connection_id is not None:
+            exts.append(Extension(ExtensionType.connection_id, X.encode_connection_id(self.own_connection_id)))
         exts.extend(self.extra_client_hello_extensions())
         if cfg.client_hello_hook is not None:
             exts = list(cfg.client_hello_hook(exts))
@@ -293,6 +296,11 @@ class ClientHandshake(HandshakeEngine):
         if self.suite is not None and self.suite.suite != sh.cipher_suite:
             raise RemoteProtocolError("ServerHello cipher suite differs from HelloRetryRequest's", AlertDescription.illegal_parameter)
         self.suite = suite_info(sh.cipher_suite)
+        cid = exts.get(ExtensionType.connection_id)
+        if cid is not None:
+            self.peer_connection_id = X.decode_connection_id(cid)
+        else:
+            self.own_connection_id = None  # the server did not take up CIDs (RFC 9146 §3)
         if not self.hello_retry_seen:
             self.transcript.start(self.suite)
         self.transcript.update(raw)

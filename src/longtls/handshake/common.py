@@ -164,6 +164,20 @@ class HandshakeEngine:
         self.psk_identity: bytes | None = None
         #: psk_ke negotiates no group; EKU then uses this one (docs/external-psk.md).
         self.psk_ke_eku_group: int | None = None
+        # DTLS connection IDs (RFC 9146, RFC 9147 §9): the one the peer puts in
+        # the records it sends us, and the one we put in ours; None until the
+        # connection_id extension was negotiated (either may be empty).
+        self.own_connection_id: bytes | None = None
+        self.peer_connection_id: bytes | None = None
+
+    def new_own_connection_id(self) -> bytes | None:
+        """The CID we ask for in our hello, or None if we do not negotiate CIDs
+        (TLS, or a DTLS configuration with dtls_connection_ids off)."""
+        cfg = self.config
+        if not (self.transport.datagram and cfg.dtls_connection_ids):
+            return None
+        length = cfg.effective_dtls_connection_id_length
+        return cfg.random(length) if length else b""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.state.name}>"
@@ -455,6 +469,7 @@ _VERIFIABLE_KEY_TYPES = (
 # Extensions that may appear in each response message (RFC 9846 §4.2 table).
 SERVER_HELLO_EXTENSIONS = {
     ExtensionType.key_share, ExtensionType.pre_shared_key, ExtensionType.supported_versions,
+    ExtensionType.connection_id,  # DTLS only: offered by DTLS clients only (RFC 9147 §9)
 }
 HELLO_RETRY_EXTENSIONS = {
     ExtensionType.key_share, ExtensionType.cookie, ExtensionType.supported_versions,

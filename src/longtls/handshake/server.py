@@ -545,6 +545,14 @@ class ServerHandshake(HandshakeEngine):
             sh_exts.append(Extension(ExtensionType.key_share, X.encode_key_share_server(server_share)))
         t = self.transport
         sh_exts.append(Extension(ExtensionType.supported_versions, X.encode_supported_versions_server(t.version)))
+        peer_cid = exts.get(ExtensionType.connection_id)
+        own_cid = self.new_own_connection_id() if peer_cid is not None else None
+        if peer_cid is not None and own_cid is not None:
+            # RFC 9146 §3 / RFC 9147 §9: both sides sent the extension: CIDs are
+            # negotiated (either may be empty).  Not in a HelloRetryRequest.
+            self.peer_connection_id = X.decode_connection_id(peer_cid)
+            self.own_connection_id = own_cid
+            sh_exts.append(Extension(ExtensionType.connection_id, X.encode_connection_id(own_cid)))
         session_id_echo = self._session_id_echo(ch)
         self.send(HandshakeType.server_hello, ServerHello(
             cfg.random(32), session_id_echo, self.suite.suite, tuple(sh_exts), legacy_version=t.legacy_version,

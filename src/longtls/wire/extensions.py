@@ -350,6 +350,19 @@ def decode_cookie(data: bytes) -> bytes:
     return cookie
 
 
+def encode_connection_id(cid: bytes) -> bytes:
+    """``opaque cid<0..2^8-1>`` (RFC 9146 §3): the CID the sender wants to receive."""
+    _check_bounds("connection_id", len(cid), 0, 255)
+    return u8(len(cid)) + cid
+
+
+def decode_connection_id(data: bytes) -> bytes:
+    buf = Buffer(data)
+    cid = buf.read_vector(1, 0, 255)
+    buf.expect_end("connection_id")
+    return cid
+
+
 # -- psk_key_exchange_modes (RFC 9846 §4.2.9) --------------------------------
 
 
