@@ -10,6 +10,7 @@ from longtls.config import Configuration
 from longtls.constants import AlertDescription, HandshakeType, KeyUpdateRequest
 from longtls.errors import LocalProtocolError, RemoteProtocolError
 from longtls.events import ConnectionClosed, KeyUpdated, PeerAuthenticated
+from longtls.handshake.eku import Role
 from longtls.handshake.post_auth import AuthenticationRequester, AuthenticationResponder
 from longtls.handshake.post_handshake import PostHandshakeArbiter
 from longtls.wire.messages import Certificate, CertificateRequest, KeyUpdate, encode_handshake
@@ -169,3 +170,41 @@ def test_unsolicited_client_certificate_is_unexpected_message() -> None:
     closed = [e for e in pair.server.events() if isinstance(e, ConnectionClosed)]
     assert closed and closed[0].alert == AlertDescription.unexpected_message and not closed[0].by_peer
 
+
+
+class _WaitingEKU:
+    """An EKU initiator over DTLS waiting for the ACK of its last message."""
+
+    message_types = frozenset({HandshakeType.extended_key_update})
+
+    def __init__(self) -> None:
+        self.role = Role.WAIT_ACK
+        self.completions = 0
+
+    @property
+    def in_progress(self) -> bool:
+        return self.role is not Role.IDLE
+
+    def handle(self, msg_type: int, body: bytes, raw: bytes) -> None: ...
+
+    def respond_deferred(self) -> None: ...
+
+    def start(self, timeout: float | None = None) -> None: ...
+
+    def peer_completed(self) -> None:
+        self.completions += 1
+        self.role = Role.IDLE
+
+
+def test_a_certificate_request_stands_for_the_lost_ack_of_an_eku_over_dtls() -> None:
+    """docs/eku-over-dtls.md: a server starts client authentication only after
+    completing the update (draft-13 §8.3), so its CertificateRequest proves our
+    last EKU message arrived even if the ACK was lost; our own request still waits."""
+    arbiter, _ = _arbiter()
+    eku = _WaitingEKU()
+    arbiter.register_eku(eku)
+    with pytest.raises(LocalProtocolError):
+        arbiter.check_client_auth_may_start(requested_by_peer=False)
+    assert eku.completions == 0
+    arbiter.check_client_auth_may_start(requested_by_peer=True)
+    assert eku.completions == 1 and not eku.in_progress

@@ -78,6 +78,9 @@ class _EKU(Protocol):
     def respond_deferred(self) -> None:
         """Answer the peer's request that was deferred."""
 
+    def peer_completed(self) -> None:
+        """DTLS: the peer sent what it sends only after completing the update (our lost ACK)."""
+
     def start(self, timeout: float | None = None) -> None: ...
 
 
@@ -163,6 +166,12 @@ class PostHandshakeArbiter:
 
     def check_client_auth_may_start(self, requested_by_peer: bool) -> None:
         eku = self.eku
+        if eku is not None and requested_by_peer and eku.role is Role.WAIT_ACK:
+            # DTLS: the server starts client authentication only once it has
+            # completed the update (§8.3), so its CertificateRequest, read in
+            # message_seq order, stands for the ACK we are still waiting for
+            # (docs/eku-over-dtls.md).
+            eku.peer_completed()
         if eku is None or not eku.in_progress:
             return
         if not requested_by_peer:
