@@ -1,9 +1,10 @@
 """The EKU state machine against its declared host interface (handshake/eku.py, EKUHost).
 
 A send-key switch is requested by the state machine and confirmed by the host.
-A TLS Connection confirms at once; a DTLS host confirms when the message sent
-under the old key is acknowledged (RFC 9147 §8).  These tests drive two state
-machines through minimal hosts that confirm late, as a DTLS host will, and
+A TLS Connection confirms at once; over DTLS the state machine waits for the
+ACK itself before requesting (tests/unit/test_eku_dtls.py), and the interface
+still allows a host to confirm later.  These tests drive two state
+machines through minimal hosts that confirm late, and
 check that an update completes only once both directions have switched, and
 that both ends switch to the same secrets.
 """
