@@ -54,7 +54,7 @@ LAYERS: Layers = (
     # The only code that does I/O: asyncio, and the metrics it feeds.
     ("aio", frozenset({"aio", "metrics"})),
     # Programs built on aio: the tunnel, the demo, the PKI generator.
-    ("applications", frozenset({"tunnel", "demo", "certs"})),
+    ("applications", frozenset({"tunnel", "tunnel_udp", "demo", "certs"})),
     ("cli", frozenset({"cli"})),
 )
 

@@ -33,6 +33,8 @@ The package:
   docstring says how);
 * ``streams``: :class:`TLSReader`, :class:`TLSWriter`, ``connect``,
   ``start_server``;
+* ``datagram``: DTLS 1.3 over UDP: :func:`connect_dtls`, :func:`serve_dtls`,
+  :class:`DTLSAssociation` (``send``/``receive`` of whole datagrams);
 * ``events``: handlers and the :class:`EventStream` async iterator;
 * ``options``: :class:`StreamOptions` and the defaults;
 * ``errors``: the errors this layer adds.
@@ -40,6 +42,14 @@ The package:
 
 from __future__ import annotations
 
+from .datagram import (
+    DatagramHandler,
+    DatagramsEnded,
+    DTLSAssociation,
+    DTLSServer,
+    connect_dtls,
+    serve_dtls,
+)
 from .errors import (
     ConnectionLostError,
     HandshakeTimeoutError,
@@ -65,6 +75,10 @@ __all__ = [
     "ClientConnectedCallback",
     "ConfigurationSource",
     "ConnectionLostError",
+    "DTLSAssociation",
+    "DTLSServer",
+    "DatagramHandler",
+    "DatagramsEnded",
     "EventHandler",
     "EventStream",
     "HandshakeTimeoutError",
@@ -75,6 +89,8 @@ __all__ = [
     "TLSReader",
     "TLSWriter",
     "connect",
+    "connect_dtls",
     "reset_transport",
+    "serve_dtls",
     "start_server",
 ]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .. import certcompress
+from ..aio.datagram import DTLSAssociation
 from ..config import ClientAuth, Configuration
 from ..constants import (
     CertificateCompressionAlgorithm,
@@ -27,6 +28,7 @@ from ..errors import ConfigurationError, TLSError
 from ..events import HandshakeComplete, KeyUpdateCompleted
 from ..handshake.eku_profiles import DEFAULT_PROFILE, PROFILES
 from ..psk import PSK_HASHES, ExternalPsk, load_psk_file
+from ..record.dtls_reliability import DEFAULT_MTU
 
 PROG = "longtls"
 logger = logging.getLogger("longtls.cli")
@@ -329,6 +331,56 @@ def add_eku_options(parser: argparse.ArgumentParser) -> None:
         help="answer at most one peer-started Extended Key Update per SECONDS; later ones wait "
         "(default: 1 for serve and tunnel server, 0 for clients)",
     )
+
+
+#: ``--mtu`` bounds: at least room for one DTLS record with a useful
+#: payload; at most the largest UDP payload over IPv4.
+MIN_MTU = 128
+MAX_MTU = 65507
+
+
+def mtu_bytes(text: str) -> int:
+    """A datagram size for --mtu."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not MIN_MTU <= value <= MAX_MTU:
+        raise argparse.ArgumentTypeError(
+            f"invalid MTU {text!r} (give a datagram size in bytes, {MIN_MTU} to {MAX_MTU})"
+        )
+    return value
+
+
+def add_dtls_options(parser: argparse.ArgumentParser, flag: str = "--dtls") -> None:
+    """``--dtls`` (or ``--udp`` for the tunnel) and ``--mtu BYTES``."""
+    dtls = parser.add_argument_group("DTLS options (docs/dtls.md)")
+    what = "carry UDP datagrams over DTLS 1.3" if flag == "--udp" else "speak DTLS 1.3 over UDP instead of TLS"
+    dtls.add_argument(flag, dest="dtls", action="store_true", help=what)
+    dtls.add_argument(
+        "--mtu", type=mtu_bytes, metavar="BYTES",
+        help=f"with {flag}: the largest datagram to send (handshake messages are fragmented to it, "
+        f"application datagrams must fit one record in it; default: {DEFAULT_MTU})",
+    )
+
+
+def dtls_mtu(args: argparse.Namespace, flag: str = "--dtls") -> int:
+    """The --mtu to use; CLIError for --mtu without ``flag``."""
+    mtu: int | None = getattr(args, "mtu", None)
+    if not getattr(args, "dtls", False):
+        if mtu is not None:
+            raise CLIError(f"--mtu applies to {flag} only")
+        return DEFAULT_MTU
+    return mtu if mtu is not None else DEFAULT_MTU
+
+
+def dtls_summary(association: DTLSAssociation) -> dict[str, int]:
+    """The DTLS counters of the final --summary json line: application
+    datagrams and payload bytes, each way."""
+    return {
+        "datagrams_sent": association.datagrams_sent, "bytes_sent": association.bytes_sent,
+        "datagrams_received": association.datagrams_received, "bytes_received": association.bytes_received,
+    }
 
 
 def add_key_password_option(parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,13 @@ then each key update as it completes, e.g.
   {"event": "key_update", "kind": "extended", "generation": 1,
    "initiator": "client", "group": "X25519MLKEM768", "milliseconds": 1.234}
 and last {"event": "closed", ...}.
+
+--dtls speaks DTLS 1.3 over UDP: standard input goes out as datagrams of at
+most one record's payload at --mtu BYTES (each read of standard input is
+split at that size), each datagram received is written to standard output
+as it arrives, and the final --summary line adds "datagrams_sent",
+"bytes_sent", "datagrams_received", "bytes_received" (application
+datagrams and their payload bytes).
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     common.add_tls_options(p)
     common.add_eku_options(p)
+    common.add_dtls_options(p)
     p.set_defaults(run=run)
 
 
@@ -84,7 +92,10 @@ host_port = common.host_port
 
 def run(args: argparse.Namespace) -> int:
     host, port = args.address
+    mtu = common.dtls_mtu(args)
     config = common.build_client_configuration(args, host)
+    if args.dtls:
+        return asyncio.run(_connect_dtls(args, host, port, config, mtu))
     return asyncio.run(_connect(args, host, port, config))
 
 
@@ -124,14 +135,17 @@ class Summary:
         elif isinstance(event, ConnectionClosed):
             self.closed_event = event
 
-    def closed(self, error: BaseException | None = None) -> None:
-        """The final record: the alert that ended the connection, or null."""
+    def closed(self, error: BaseException | None = None, counters: dict[str, int] | None = None) -> None:
+        """The final record: the alert that ended the connection, or null
+        (and, over DTLS, the datagram ``counters``)."""
         event = self.closed_event
         record: dict[str, Any] = {
             "event": "closed",
             "alert": common.name_or_none(event.alert) if event is not None else None,
             "by_peer": event.by_peer if event is not None else None,
         }
+        if counters is not None:
+            record.update(counters)
         if error is not None:
             record["error"] = common.describe_error(error)
         self.emit(record)
@@ -222,6 +236,110 @@ async def _rekey_and_close(count: int, reader: aio.TLSReader, writer: aio.TLSWri
     finally:
         receiver.cancel()
     await writer.wait_closed()
+
+
+_NO_DATAGRAMS = {"datagrams_sent": 0, "bytes_sent": 0, "datagrams_received": 0, "bytes_received": 0}
+
+
+async def _connect_dtls(
+    args: argparse.Namespace, host: str, port: int, config: Configuration, mtu: int
+) -> int:
+    """connect --dtls: standard input as datagrams, datagrams to standard output."""
+    where = common.format_address(host, port)
+    summary = Summary(args.summary == "json")
+    try:
+        # The EKU flags work as over TLS: EKU is offered unless --no-eku
+        # (the core's DTLS opt-in, docs/dtls.md, is switched on here).
+        association = await aio.connect_dtls(
+            host, port, config, mtu=mtu, options=aio.StreamOptions(event_handler=summary.on_event),
+            extended_key_update=config.extended_key_update,
+        )
+    except (TLSError, aio.ConnectionLostError) as exc:
+        summary.closed(exc, _NO_DATAGRAMS)
+        raise CLIError(f"DTLS handshake with {where} failed: {_explain(exc)}") from None
+    except OSError as exc:
+        raise CLIError(f"cannot connect to {where} (UDP): {common.describe_error(exc)}") from None
+
+    if args.require_eku:
+        problem = common.require_eku_message(association.handshake, f"the server at {where}")
+        if problem is not None:
+            association.close_with_alert(AlertDescription.insufficient_security, problem)
+            summary.closed(None, common.dtls_summary(association))
+            raise CLIError(problem)
+    try:
+        if args.key_update:
+            await association.update_keys()
+        if args.rekey_count:
+            await _rekey_dtls(args.rekey_count, association)
+        else:
+            async with open_stdin() as stdin:
+                sender = asyncio.create_task(_send_stdin_datagrams(stdin, association))
+                try:
+                    async for payload in association:  # until the server's close_notify
+                        if not write_stdout(payload):
+                            break
+                finally:
+                    sender.cancel()
+        association.close()
+        await association.wait_closed()
+        if association.exception is not None:
+            raise association.exception
+    except (TLSError, OSError, TimeoutError) as exc:
+        association.close()
+        summary.closed(exc, common.dtls_summary(association))
+        raise CLIError(f"association with {where} failed: {_explain(exc)}") from None
+    except aio.KeyUpdateRejectedError as exc:
+        association.close()
+        summary.closed(exc, common.dtls_summary(association))
+        raise CLIError(f"key update with {where} failed: {exc}") from None
+    summary.closed(None, common.dtls_summary(association))
+    return 0
+
+
+async def _rekey_dtls(count: int, association: aio.DTLSAssociation) -> None:
+    """``count`` updates started by us, back to back (received datagrams go to standard output)."""
+    ours = 0
+
+    def on_event(event: Event) -> None:
+        nonlocal ours
+        if isinstance(event, KeyUpdateCompleted) and event.initiator == "client":
+            ours += 1
+
+    association.add_event_handler(on_event)
+
+    async def receive() -> None:
+        async for payload in association:
+            write_stdout(payload)
+
+    receiver = asyncio.create_task(receive())
+    try:
+        if not association.handshake.extended_key_update:
+            for _ in range(count):
+                await association.update_keys()  # KeyUpdate, ACKed and answered
+        else:
+            while ours < count:
+                try:
+                    await association.update_keys()
+                except aio.KeyUpdateRejectedError as exc:
+                    if exc.status is not UpdateRejection.retry:
+                        raise
+                    logging.getLogger("longtls.cli").info("%s; waiting", exc)
+                    await asyncio.sleep(max(exc.retry_after, 0.01))
+    finally:
+        receiver.cancel()
+
+
+async def _send_stdin_datagrams(stdin: asyncio.StreamReader, association: aio.DTLSAssociation) -> None:
+    """Standard input as datagrams of at most one record's payload; at its
+    end, close_notify (we go on receiving until the server closes)."""
+    size = association.max_datagram_payload
+    try:
+        while data := await stdin.read(_CHUNK):
+            for start in range(0, len(data), size):
+                association.send(data[start:start + size])
+        association.close()
+    except (TLSError, OSError):
+        pass  # the association failed: the receiving side reports why
 
 
 _HINTS = {

@@ -17,6 +17,13 @@ stay); SIGTERM or SIGINT stops accepting and lets open connections finish for
 up to --grace seconds, then resets what is left and exits 0 (a second signal
 cuts the grace period short).
 
+--udp carries UDP datagrams over DTLS 1.3 instead (tunnel server --udp:
+DTLS in, plain UDP out; tunnel client --udp: plain UDP in, DTLS out).  Each
+local UDP peer address gets its own DTLS association on the client side; the
+server side forwards each association to --forward from a socket of its own.
+A datagram is never split: one larger than one DTLS record at --mtu is
+dropped (logged), as UDP would.  --idle-timeout defaults to 300 s with --udp.
+
 --metrics ADDR:PORT serves Prometheus metrics at http://ADDR:PORT/metrics:
 longtls_open_connections, longtls_handshakes_total{result},
 longtls_key_updates_total{initiator,result}, longtls_bytes_total{direction},
@@ -37,6 +44,7 @@ from ..config import Configuration
 from ..errors import ConfigurationError
 from ..metrics import Metrics, serve_metrics
 from ..tunnel import Tunnel, format_address
+from ..tunnel_udp import UDPTunnel
 from . import common
 from .common import CLIError, logger
 
@@ -105,6 +113,7 @@ def _add_shared_options(p: argparse.ArgumentParser) -> None:
     )
     common.add_tls_options(p)
     common.add_eku_options(p)
+    common.add_dtls_options(p, "--udp")
 
 
 def _build(args: argparse.Namespace) -> Configuration:
@@ -114,6 +123,7 @@ def _build(args: argparse.Namespace) -> Configuration:
 
 
 def run(args: argparse.Namespace) -> int:
+    common.dtls_mtu(args, "--udp")  # --mtu without --udp is refused
     configuration = _build(args)
     return asyncio.run(_tunnel(args, configuration))
 
@@ -126,10 +136,17 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
             logging.getLogger(name).setLevel(logging.INFO)
     target = args.forward if args.mode == "server" else args.connect
     metrics = Metrics() if args.metrics else None
-    tunnel = Tunnel(
-        args.mode, args.listen, target, configuration,
-        idle_timeout=args.idle_timeout, metrics=metrics, require_eku=args.require_eku,
-    )
+    tunnel: Tunnel | UDPTunnel
+    if args.dtls:
+        tunnel = UDPTunnel(
+            args.mode, args.listen, target, configuration, mtu=common.dtls_mtu(args, "--udp"),
+            idle_timeout=args.idle_timeout, metrics=metrics, require_eku=args.require_eku,
+        )
+    else:
+        tunnel = Tunnel(
+            args.mode, args.listen, target, configuration,
+            idle_timeout=args.idle_timeout, metrics=metrics, require_eku=args.require_eku,
+        )
     where = format_address(args.listen)
     try:
         await tunnel.start()
@@ -158,8 +175,9 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
     loop.add_signal_handler(signal.SIGHUP, _reloader(args, tunnel))
 
     listening = ", ".join(format_address(a) for a in tunnel.sockets)
-    inbound = "TLS" if args.mode == "server" else "plain TCP"
-    outbound = "plain TCP" if args.mode == "server" else "TLS"
+    secure, plain = ("DTLS", "plain UDP") if args.dtls else ("TLS", "plain TCP")
+    inbound = secure if args.mode == "server" else plain
+    outbound = plain if args.mode == "server" else secure
     line = (
         f"{common.PROG}: tunnel {args.mode}: {inbound} on {listening} -> "
         f"{outbound} to {format_address(target)}"
@@ -183,7 +201,7 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
     return 0
 
 
-def _reloader(args: argparse.Namespace, tunnel: Tunnel) -> Callable[[], None]:
+def _reloader(args: argparse.Namespace, tunnel: Tunnel | UDPTunnel) -> Callable[[], None]:
     """SIGHUP: read the credential files again; keep the old ones if the new fail."""
 
     def reload() -> None:
