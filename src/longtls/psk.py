@@ -134,8 +134,9 @@ def hash_suite(hash_name: str) -> SuiteInfo:
     raise ConfigurationError(f"no cipher suite uses {hash_name!r}")
 
 
-def imported_psk(epsk: ExternalPsk, target_hash: str) -> bytes:
-    """ipskx for ``epsk`` imported for TLS 1.3 with ``target_hash`` (RFC 9258 §5.1):
+def imported_psk(epsk: ExternalPsk, target_hash: str, target_protocol: int = TLS13_TARGET_PROTOCOL) -> bytes:
+    """ipskx for ``epsk`` imported for ``target_protocol`` (TLS 1.3 0x0304,
+    DTLS 1.3 0xfefc) with ``target_hash`` (RFC 9258 §5.1):
 
         epskx = HKDF-Extract(0, epsk)
         ipskx = HKDF-Expand-Label(epskx, "derived psk", Hash(ImportedIdentity), L)
@@ -143,14 +144,18 @@ def imported_psk(epsk: ExternalPsk, target_hash: str) -> bytes:
     HKDF and Hash use the EPSK's own hash; L is the target KDF's output length.
     """
     kdf = hash_suite(epsk.hash_name)
-    identity = imported_identity(epsk, target_hash).encode()
+    identity = imported_identity(epsk, target_hash, target_protocol).encode()
     epskx = ks.hkdf_extract(kdf, b"", epsk.key)
     length = hash_suite(target_hash).hash_length
     return ks.hkdf_expand_label(kdf, epskx, b"derived psk", ks.transcript_digest(kdf, identity), length)
 
 
-def imported_identity(epsk: ExternalPsk, target_hash: str) -> ImportedIdentity:
-    return ImportedIdentity(epsk.identity, epsk.context, TLS13_TARGET_PROTOCOL, TARGET_KDF[target_hash])
+def imported_identity(
+    epsk: ExternalPsk, target_hash: str, target_protocol: int = TLS13_TARGET_PROTOCOL
+) -> ImportedIdentity:
+    """RFC 9258 §5.1: the protocol is part of the identity, so a PSK imported
+    for DTLS 1.3 (0xfefc) is never the one imported for TLS 1.3 (0x0304)."""
+    return ImportedIdentity(epsk.identity, epsk.context, target_protocol, TARGET_KDF[target_hash])
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +177,9 @@ class PskCandidate:
         return ks.HandshakeSecrets(suite, self.psk).binder_key(self.kind.binder_label)
 
 
-def client_candidates(psks: Iterable[ExternalPsk], suite_hashes: Sequence[str]) -> list[PskCandidate]:
+def client_candidates(
+    psks: Iterable[ExternalPsk], suite_hashes: Sequence[str], target_protocol: int = TLS13_TARGET_PROTOCOL
+) -> list[PskCandidate]:
     """The external PSKs a client offers, in configuration order.
 
     A direct PSK is offered if one of our suites has its hash.  An imported
@@ -188,7 +195,8 @@ def client_candidates(psks: Iterable[ExternalPsk], suite_hashes: Sequence[str]) 
             continue
         for target in hashes:
             out.append(PskCandidate(
-                imported_identity(epsk, target).encode(), imported_psk(epsk, target), target,
+                imported_identity(epsk, target, target_protocol).encode(),
+                imported_psk(epsk, target, target_protocol), target,
                 PskKind.IMPORTED, epsk.identity,
             ))
     return out
@@ -199,20 +207,21 @@ PskLookup = Callable[[bytes], ExternalPsk | None]
 
 
 def find_external(
-    psks: Sequence[ExternalPsk], lookup: PskLookup | None, identity: bytes
+    psks: Sequence[ExternalPsk], lookup: PskLookup | None, identity: bytes,
+    target_protocol: int = TLS13_TARGET_PROTOCOL,
 ) -> tuple[ExternalPsk, str, ImportedIdentity | None] | None:
     """Server: the external PSK an offered identity names, the hash it must be
     used with, and its ImportedIdentity if it came through the importer.
 
     A direct identity is tried first; otherwise, if the identity parses as an
-    ImportedIdentity for TLS 1.3 and a known KDF, its external_identity and
+    ImportedIdentity for ``target_protocol`` and a known KDF, its external_identity and
     context must match a PSK configured with ``importer=True``.
     """
     epsk = _lookup(psks, lookup, identity)
     if epsk is not None and not epsk.importer:
         return epsk, epsk.hash_name, None
     imported = ImportedIdentity.decode(identity)
-    if imported is None or imported.target_protocol != TLS13_TARGET_PROTOCOL:
+    if imported is None or imported.target_protocol != target_protocol:
         return None
     target = _KDF_HASH.get(imported.target_kdf)
     epsk = _lookup(psks, lookup, imported.external_identity)
@@ -222,17 +231,20 @@ def find_external(
 
 
 def server_candidate(
-    psks: Sequence[ExternalPsk], lookup: PskLookup | None, identity: bytes, suite_hash: str
+    psks: Sequence[ExternalPsk], lookup: PskLookup | None, identity: bytes, suite_hash: str,
+    target_protocol: int = TLS13_TARGET_PROTOCOL,
 ) -> PskCandidate | None:
     """The PskCandidate for an offered identity if it is ours and usable with
     the negotiated hash (RFC 9846 §4.2.11: "a compatible PSK"), else None."""
-    found = find_external(psks, lookup, identity)
+    found = find_external(psks, lookup, identity, target_protocol)
     if found is None or found[1] != suite_hash:
         return None
     epsk, target, imported = found
     if imported is None:
         return PskCandidate(identity, epsk.key, target, PskKind.EXTERNAL, epsk.identity)
-    return PskCandidate(identity, imported_psk(epsk, target), target, PskKind.IMPORTED, epsk.identity)
+    return PskCandidate(
+        identity, imported_psk(epsk, target, target_protocol), target, PskKind.IMPORTED, epsk.identity
+    )
 
 
 def _lookup(psks: Sequence[ExternalPsk], lookup: PskLookup | None, identity: bytes) -> ExternalPsk | None:

@@ -61,7 +61,13 @@ from longtls.handshake.eku_profiles import PROFILES
 from longtls.handshake.key_update import KeyUpdateProtocol
 from longtls.handshake.server import ServerHandshake, stateless_hello_retry
 from longtls.handshake.transport import DTLS, TLS, Transport
-from longtls.psk import ExternalPsk
+from longtls.psk import (
+    ExternalPsk,
+    ImportedIdentity,
+    find_external,
+    imported_identity,
+    imported_psk,
+)
 from longtls.wire import extensions as X
 from longtls.wire.messages import ClientHello, Extension, ServerHello, encode_handshake
 
@@ -676,3 +682,22 @@ def test_extended_key_update_draft13_derives_under_dtls13_labels(monkeypatch: py
     assert client.send_secret == server.receive_secret == derive_secret(next_main, b"c ap traffic", context)
     assert server.send_secret == client.receive_secret == derive_secret(next_main, b"s ap traffic", context)
 
+
+
+def test_imported_psk_targets_dtls13_over_dtls() -> None:
+    """RFC 9258 §5.1: ImportedIdentity.target_protocol is the protocol the PSK is
+    imported for: 0xfefc over DTLS 1.3, so the PSK (Hash(ImportedIdentity) is in
+    its derivation) differs from the one imported for TLS 1.3."""
+    epsk = ExternalPsk(b"meter-17", bytes(range(32)), importer=True)
+    client_cfg, server_cfg = _configs(client_external_psks=(epsk,), server_external_psks=(epsk,))
+    run = _handshake(client_cfg, server_cfg)
+    assert run.client.complete and run.server.psk_kind is PskKind.IMPORTED
+    _, _, _, exts = _parse_dtls_client_hello(run.wire[0])
+    identities = X.decode_pre_shared_key_client(exts[ExtensionType.pre_shared_key]).identities
+    imported = [ImportedIdentity.decode(i.identity) for i in identities]
+    assert imported and all(i is not None and i.target_protocol == 0xFEFC for i in imported)
+    assert imported_psk(epsk, "sha256", 0xFEFC) != imported_psk(epsk, "sha256")
+    # A server over DTLS does not take an identity imported for TLS 1.3.
+    tls_identity = imported_identity(epsk, "sha256").encode()
+    assert find_external((epsk,), None, tls_identity, 0xFEFC) is None
+    assert find_external((epsk,), None, tls_identity) is not None

@@ -248,7 +248,7 @@ class ClientHandshake(HandshakeEngine):
             candidate = PskCandidate(ticket.ticket, ticket.psk, hash_name, PskKind.RESUMPTION)
             offered.append((candidate, (age_ms + ticket.age_add) % 2**32))
         hashes = [suite_info(s).hash_name for s in cfg.cipher_suites]
-        offered.extend((c, 0) for c in client_candidates(cfg.external_psks, hashes))
+        offered.extend((c, 0) for c in client_candidates(cfg.external_psks, hashes, self.transport.version))
         if self.hello_retry_seen:
             # §4.1.4: the PSKs must now be usable with the suite the HRR chose.
             assert self.suite is not None

@@ -315,7 +315,9 @@ class ServerHandshake(HandshakeEngine):
         if data is None or not self.config.has_external_psks:
             return None
         for identity in X.decode_pre_shared_key_client(data).identities:
-            found = find_external(self.config.external_psks, self.config.external_psk_lookup, identity.identity)
+            found = find_external(
+                self.config.external_psks, self.config.external_psk_lookup, identity.identity, self.transport.version
+            )
             if found is not None:
                 return found[1]
         return None
@@ -503,9 +505,11 @@ class ServerHandshake(HandshakeEngine):
     def _external_psk(self, identity: bytes) -> Resumption | None:
         assert self.suite is not None
         cfg = self.config
-        candidate = server_candidate(cfg.external_psks, cfg.external_psk_lookup, identity, self.suite.hash_name)
+        candidate = server_candidate(
+            cfg.external_psks, cfg.external_psk_lookup, identity, self.suite.hash_name, self.transport.version
+        )
         if candidate is None:
-            if find_external(cfg.external_psks, cfg.external_psk_lookup, identity) is not None:
+            if find_external(cfg.external_psks, cfg.external_psk_lookup, identity, self.transport.version) is not None:
                 self.known_psk_unusable = True  # ours, but bound to the other hash
             return None
         return Resumption(
