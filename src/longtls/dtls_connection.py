@@ -35,12 +35,11 @@ collected in docs/dtls.md.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections import deque
 from collections.abc import Callable
 
 from .config import Configuration
-from .connection import ConnectionState, check_update_timeout
+from .connection_core import ConnectionCore, ConnectionState, alert_level, check_update_timeout
 from .constants import (
     HELLO_RETRY_REQUEST_RANDOM,
     AlertDescription,
@@ -49,37 +48,22 @@ from .constants import (
     HandshakeType,
     KeyUpdateRequest,
 )
-from .crypto import key_schedule as ks
 from .crypto.suites import SuiteInfo
 from .errors import (
     DecodeError,
-    HandshakeTimeoutError,
-    KeyUpdateTimeoutError,
     LocalProtocolError,
     ProtocolError,
     RemoteProtocolError,
     TLSError,
-    UsageLimitError,
 )
 from .events import (
     ApplicationData,
-    CloseNotifyReceived,
-    ConnectionClosed,
     Direction,
     Event,
     KeyUpdated,
 )
-from .handshake.client import ClientHandshake
-from .handshake.common import HandshakeEngine
-from .handshake.eku import EKUAdmission, ExtendedKeyUpdate
-from .handshake.eku_profiles import PROFILES
-from .handshake.key_update import KeyUpdateProtocol
-from .handshake.post_auth import client_authentication
-from .handshake.post_handshake import PostHandshakeArbiter
-from .handshake.rekey import RekeyPolicy
 from .handshake.server import ServerHandshake, stateless_hello_retry
 from .handshake.transport import DTLS
-from .keylog import format_line, from_environment
 from .record.dtls_layer import DTLSRecord, DTLSRecordLayer
 from .record.dtls_reliability import (
     DEFAULT_MTU,
@@ -94,8 +78,6 @@ from .wire.dtls_handshake import decode_fragments, encode_fragment, tls_message
 from .wire.dtls_record import DiscardReason, RecordNumber
 
 __all__ = ["DTLSConnection"]
-
-logger = logging.getLogger("longtls")
 
 _APPLICATION_DATA = int(ContentType.APPLICATION_DATA)  # plain ints: compared per record
 _HANDSHAKE = int(ContentType.HANDSHAKE)
@@ -134,7 +116,7 @@ class _PendingSwitch:
         return f"<_PendingSwitch epoch={self.epoch}>"
 
 
-class DTLSConnection:
+class DTLSConnection(ConnectionCore):
     """One DTLS 1.3 association, client or server, with no I/O of its own.
 
     A client: ``DTLSConnection(config)`` then ``start_handshake()``.  A
@@ -151,7 +133,14 @@ class DTLSConnection:
     stateless HelloRetryRequest (RFC 9147 §5.2).  ``extended_key_update``:
     offer and accept Extended Key Update as the Configuration says (opt-in
     over DTLS for now; docs/dtls.md).
+
+    The transport-independent part (events, closing, the guard, timers,
+    exporters, the hosts' record-free methods) is ``ConnectionCore``'s; this
+    class adds datagrams, epochs, ACKs, flights and retransmission.
     """
+
+    _protocol = "DTLS"
+    _log_name = "DTLS connection"
 
     def __init__(
         self,
@@ -170,21 +159,11 @@ class DTLSConnection:
             # accepts it, so the standard KeyUpdate of RFC 9147 §8 updates
             # keys.  The caller's Configuration is not changed.
             configuration = dataclasses.replace(configuration, extended_key_update=False)
-        self.configuration = configuration
-        self.is_client = configuration.is_client
+        super().__init__(configuration, DTLS, client_address=client_address)
         self.client_address = client_address
-        self.state = ConnectionState.HANDSHAKING
-        self._events: deque[Event] = deque()
-        self._keylog = configuration.keylog or from_environment()
-        #: ClientHello.random, the key log's key (HandshakeHost).
-        self.client_random = b""
         self._now = configuration.now()
-        self._started_at: float | None = None
-        self._close_sent = False
-        self._close_received = False
         #: The record number of the peer's close_notify (RFC 9147 §5.10).
         self._close_number: RecordNumber | None = None
-        self._warning_alerts = 0
         #: Unprotected handshake records dropped because they did not parse
         #: (§4.5.2; the record layer's ``discarded`` counts the rest).
         self.plaintext_dropped = 0
@@ -226,20 +205,9 @@ class DTLSConnection:
         #: reassemble the first ClientHello), sent again for a retransmitted one.
         self._hello_retry_records: list[bytes] = []
 
-        #: The classic KeyUpdate (handshake/key_update.py), once connected.
-        self.key_update: KeyUpdateProtocol | None = None
-        #: Extended Key Update (opt-in over DTLS, see above), once negotiated.
-        self.eku: ExtendedKeyUpdate | None = None
         #: Our EKU messages not yet acknowledged, by message_seq: an ACK of
         #: one is reported to the state machine (message_acknowledged).
         self._eku_sent: dict[int, bytes] = {}
-        engine = (
-            ClientHandshake(self, configuration, DTLS) if self.is_client
-            else ServerHandshake(self, configuration, DTLS, client_address)
-        )
-        self.handshake: HandshakeEngine = engine
-        self.post_handshake = PostHandshakeArbiter(engine, configuration, client_authentication(engine))
-        self._rekey = RekeyPolicy(self.post_handshake, configuration)
 
     def __repr__(self) -> str:
         role = "client" if self.is_client else "server"
@@ -348,7 +316,7 @@ class DTLSConnection:
             raise LocalProtocolError("only a client starts the handshake")
         self._now = self.configuration.now()
         self._started_at = self._now
-        self._run(self.handshake.start)
+        self._guard(self.handshake.start)
 
     def receive_datagram(self, data: bytes) -> None:
         """Process one datagram from the peer.
@@ -363,7 +331,7 @@ class DTLSConnection:
         self._now = self.configuration.now()
         if self._started_at is None:
             self._started_at = self._now
-        self._run(lambda: self._process_datagram(data))
+        self._guard(lambda: self._process_datagram(data))
 
     def datagrams_to_send(self) -> list[bytes]:
         """Datagrams to write to the transport, each at most ``mtu`` bytes (empties the queue)."""
@@ -371,25 +339,6 @@ class DTLSConnection:
             return []
         out, self._outbox = self._outbox, []
         return pack_datagrams(out, self.mtu)
-
-    def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
-
-    def events(self) -> list[Event]:
-        """All pending events (empties the queue)."""
-        evs = list(self._events)
-        self._events.clear()
-        return evs
-
-    @property
-    def handshake_complete(self) -> bool:
-        return self.state is ConnectionState.CONNECTED or (
-            self.state is ConnectionState.CLOSED and self.handshake.complete
-        )
-
-    @property
-    def is_closed(self) -> bool:
-        return self.state is ConnectionState.CLOSED
 
     @property
     def mtu(self) -> int:
@@ -423,13 +372,11 @@ class DTLSConnection:
             )
         if records.write_near_limit and not self._pending_switches:
             # RFC 9147 §4.5.3, RFC 9846 §5.5: replace the key before its limit.
-            self._now = self.configuration.now()
-            self._run(self._rekey.before_usage_limit)
+            self._command(self._rekey.before_usage_limit)
         record, number = records.seal(_APPLICATION_DATA, data, budget=self._mtu)
         self._outbox.append(record)
         if self._rekey.sent(len(data), number.sequence_number + 1) and not self._pending_switches:
-            self._now = self.configuration.now()
-            self._run(self._rekey.start_update)
+            self._command(self._rekey.start_update)
 
     def update_keys(self, request_peer_update: bool = True, timeout: float | None = None) -> None:
         """Send a KeyUpdate (RFC 9147 §8).  Our records switch to the next epoch
@@ -456,38 +403,7 @@ class DTLSConnection:
         )
         key_update = self.key_update
         assert key_update is not None
-        self._now = self.configuration.now()
-        self._run(lambda: key_update.send(request, timeout=timeout))
-
-    def extended_key_update(self, timeout: float | None = None) -> None:
-        """Start an Extended Key Update (opt-in over DTLS): a fresh key exchange
-        whose epochs move at the steps the negotiated EKU text names for DTLS
-        (handshake/eku.py).  ``KeyUpdateCompleted`` follows; a peer that does
-        not answer within ``timeout`` (None: ``Configuration.rekey_timeout``)
-        ends the connection from ``handle_timer`` (``KeyUpdateTimeoutError``)."""
-        eku = self.eku
-        if self.state is not ConnectionState.CONNECTED or eku is None:
-            raise LocalProtocolError("Extended Key Update was not negotiated on this connection")
-        if self._closing:
-            raise LocalProtocolError("cannot update keys once a close_notify was sent or received")
-        self.post_handshake.check_eku_may_start()
-        check_update_timeout(timeout)
-        self._now = self.configuration.now()
-        self._run(lambda: eku.start(timeout))
-
-    def export_epoch_keying_material(
-        self, label: str | bytes, context: bytes, length: int, generation: int | None = None
-    ) -> bytes:
-        """EKU draft-13 §9: the epoch-aware exporter (current and previous generation), under dtls13."""
-        eku = self.eku
-        if eku is None:
-            raise LocalProtocolError("the epoch-aware exporter needs Extended Key Update")
-        gen = eku.generation if generation is None else generation
-        secret = eku.epoch_exporters.get(gen)
-        if not secret:
-            raise LocalProtocolError(f"exporter generation {gen} is no longer (or not yet) available")
-        lab = label.encode() if isinstance(label, str) else label
-        return ks.export_keying_material(eku.suite, secret, lab, context, length, DTLS.label_prefix)
+        self._command(lambda: key_update.send(request, timeout=timeout))
 
     @property
     def messages_in_flight(self) -> int:
@@ -500,11 +416,6 @@ class DTLSConnection:
     def key_update_pending(self) -> bool:
         """Our KeyUpdate waits for its ACK: the next epoch is not in use yet."""
         return bool(self._pending_switches)
-
-    @property
-    def key_update_answer_owed(self) -> bool:
-        """Our KeyUpdate(update_requested) still awaits the peer's KeyUpdate."""
-        return self.key_update is not None and self.key_update.answer_owed
 
     @property
     def write_epoch(self) -> int:
@@ -527,14 +438,23 @@ class DTLSConnection:
         return sum(self._records.discarded.values())
 
     @property
-    def key_generation(self) -> int:
-        """How many extended key updates completed on this connection."""
-        return self.eku.generation if self.eku is not None else 0
-
-    @property
     def send_key_generation(self) -> int:
         """How many times our sending key changed (KeyUpdates in use)."""
         return max(0, self._records.write_epoch - _FIRST_APPLICATION_EPOCH)
+
+    def _command(self, action: Callable[[], None]) -> None:
+        self._now = self.configuration.now()
+        self._guard(action)
+
+    def _check_handshake_message_may_go(self) -> None:
+        if self._pending_switches:
+            raise LocalProtocolError("our KeyUpdate is not acknowledged yet (RFC 9147bis §8)")
+
+    def _refuse_update_after_close(self) -> None:
+        if self._closing:
+            raise LocalProtocolError("cannot update keys once a close_notify was sent or received")
+
+    # ------------------------------------------------------------------ timers
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` should be called next, or None.
@@ -544,125 +464,35 @@ class DTLSConnection:
         """
         if self.state is ConnectionState.CLOSED:
             return None
-        deadlines: list[float] = []
-        timeout = self.configuration.handshake_timeout
-        if self.state is ConnectionState.HANDSHAKING and timeout is not None and self._started_at is not None:
-            deadlines.append(self._started_at + timeout)
+        deadlines = self._deadlines()
         retransmit = self._sender.next_deadline
         if retransmit is not None:
             deadlines.append(retransmit)
         ack = self._receiver.ack_deadline
         if ack is not None and self._dtls13_known:
             deadlines.append(ack)
-        update = self._update_deadline()
-        if update is not None:
-            deadlines.append(update[0])
-        eku_due = self.post_handshake.deferred_eku_due()
-        if eku_due is not None:
-            deadlines.append(eku_due)
-        rekey_due = self._rekey.interval_due()
-        if rekey_due is not None and self._rekey_possible():
-            deadlines.append(rekey_due)
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float | None = None) -> None:
-        """Run what ``get_timer`` asked for, if its time has come.
-
-        Raises ``HandshakeTimeoutError`` / ``KeyUpdateTimeoutError`` (user_canceled
-        and close_notify are queued) when the peer took too long.
-        """
         if self.state is ConnectionState.CLOSED:
             return
-        current = self.configuration.now() if now is None else now
-        self._now = current
-        timeout = self.configuration.handshake_timeout
-        if (
-            self.state is ConnectionState.HANDSHAKING and timeout is not None
-            and self._started_at is not None and current >= self._started_at + timeout
-        ):
-            timed_out = HandshakeTimeoutError(timeout)
-            self._send_alert(AlertDescription.user_canceled)
-            self._fail(timed_out)
-            raise timed_out
-        update = self._update_deadline()
-        if update is not None and current >= update[0]:
-            error = KeyUpdateTimeoutError(update[1], update[2])
-            self._send_alert(AlertDescription.user_canceled)
-            self._fail(error)
-            raise error
-        self._run(lambda: self._on_timer(current))
+        self._now = self.configuration.now() if now is None else now
+        super().handle_timer(self._now)
 
-    def _update_deadline(self) -> tuple[float, str, float] | None:
-        """The earliest time the peer must have answered a key update by:
-        (deadline, "extended" or "standard", seconds allowed), or None."""
-        if self.state is not ConnectionState.CONNECTED or self._closing:
-            return None
-        found: tuple[float, str, float] | None = None
-        ku = self.key_update
-        if ku is not None and ku.answer_owed and ku.deadline is not None:
-            found = (ku.deadline, "standard", ku.timeout)
-        eku = self.eku
-        if eku is not None and eku.deadline is not None and (found is None or eku.deadline < found[0]):
-            found = (eku.deadline, "extended", eku.timeout)
-        return found
+    def _run_timers(self, now: float) -> None:
+        self._guard(lambda: self._on_timer(now))
 
     def _on_timer(self, now: float) -> None:
         self._sender.on_timeout(now)  # §5.8.1: retransmit what is due, back off
-        eku_due = self.post_handshake.deferred_eku_due()
-        if eku_due is not None and now >= eku_due:
+        if self._deferred_eku_due(now):
             self.post_handshake.respond_deferred_eku()
-        rekey_due = self._rekey.interval_due()
-        if rekey_due is not None and self._rekey_possible() and now >= rekey_due:
+        if self._rekey_due(now):
             self._rekey.start_update()
 
-    @property
-    def _closing(self) -> bool:
-        return self._close_sent or self._close_received
-
     def _rekey_possible(self) -> bool:
-        return (
-            self.state is ConnectionState.CONNECTED and not self._closing
-            and not self._pending_switches and not self.post_handshake.client_auth_in_progress
-            and (self.eku is None or not self.eku.in_progress)
-        )
-
-    def close(self) -> None:
-        """Send close_notify.  We may still receive until the peer closes too.
-
-        Alerts are not retransmitted (RFC 9147 §5.10): if it is lost, the
-        peer learns of the end from its own timeouts."""
-        if self.state is ConnectionState.CLOSED or self._close_sent:
-            return
-        self._send_alert(AlertDescription.close_notify)
-        self._close_sent = True
-        if self._close_received or not self.handshake.complete:
-            self._finish(None, by_peer=False, reason="closed")
-
-    def abort(self, alert: AlertDescription, reason: str = "aborted by the application") -> None:
-        """End the connection at once with a fatal ``alert`` of the application's choosing."""
-        if self.state is ConnectionState.CLOSED:
-            return
-        self._fail(ProtocolError(reason, alert))
-
-    def export_keying_material(self, label: str | bytes, context: bytes, length: int) -> bytes:
-        """TLS-Exporter (RFC 9846 §7.5) under dtls13 labels (RFC 9147 §5.9)."""
-        if not self.handshake.complete:
-            raise LocalProtocolError("exporters are available once the handshake is complete")
-        lab = label.encode() if isinstance(label, str) else label
-        eku = self.eku
-        if eku is not None and eku.generation > 0:
-            # EKU draft-13 §9.2: after an update, the current generation's exporter.
-            return ks.export_keying_material(eku.suite, eku.exporter_secret, lab, context, length, DTLS.label_prefix)
-        return self.handshake.export(lab, context, length)
-
-    def request_client_authentication(self) -> None:
-        """Server: ask for a client certificate after the handshake (RFC 9846 §4.6.2)."""
-        if self.is_client or self.state is not ConnectionState.CONNECTED:
-            raise LocalProtocolError("only a connected server can request client authentication")
-        if self._pending_switches:
-            raise LocalProtocolError("our KeyUpdate is not acknowledged yet (RFC 9147bis §8)")
-        self._now = self.configuration.now()
-        self._run(self.post_handshake.client_auth.request)
+        # Over DTLS no update starts after a close_notify either way, nor
+        # while our KeyUpdate waits for its ACK (rfc9147bis §8).
+        return not self._close_received and not self._pending_switches and super()._rekey_possible()
 
     # ------------------------------------------------------------ the hosts
     # What the engines (handshake.host.HandshakeHost) and KeyUpdate
@@ -734,39 +564,10 @@ class DTLSConnection:
         """The secret of the newest write epoch, in use or waiting for its ACK."""
         return self._write_secret
 
-    def log_secret(self, label: str, secret: bytes) -> None:
-        if self._keylog is not None:
-            self._keylog(format_line(label, self.client_random, secret))
-
-    def handshake_done(self) -> None:
-        self.state = ConnectionState.CONNECTED
-        self._rekey.rekeyed()
-        hs = self.handshake
-        assert hs.suite is not None
-        # "traffic upd" under dtls13 (RFC 9147 §5.9, §8).
-        self.key_update = KeyUpdateProtocol(self, hs.suite, DTLS.label_prefix)
-        self.post_handshake.register_key_update(self.key_update)
-        if hs.eku_negotiated:
-            secrets, suite, group = hs.secrets, hs.suite, hs.eku_group
-            assert secrets is not None and group is not None and hs.eku_profile is not None
-            profile = PROFILES[hs.eku_profile]
-            # EKU draft-13 §9.1: the epoch-aware exporter's generation 0, under dtls13.
-            exporter_eku = ks.eku_exporter_secret(suite, secrets.main_secret, secrets.server_finished_hash, DTLS.label_prefix)
-            self.eku = ExtendedKeyUpdate(
-                self, profile, suite, group, secrets.main_secret, secrets.client_finished_hash,
-                secrets.exporter_secret, exporter_eku if profile.chained_transcript else secrets.exporter_secret,
-                transport=DTLS,
-            )
-            self.post_handshake.register_eku(self.eku)
-
     def post_handshake_auth_done(self) -> None:
         """Client authentication finished: answer an update it held back (draft-13 §8.3)."""
-        due = self.post_handshake.deferred_eku_due()
-        if due is not None and self._now >= due:
+        if self._deferred_eku_due(self._now):
             self.post_handshake.respond_deferred_eku()
-
-    def check_client_auth_may_start(self, requested_by_peer: bool) -> None:
-        self.post_handshake.check_client_auth_may_start(requested_by_peer)
 
     def set_peer_record_size_limit(self, limit: int) -> None:
         self._records.set_peer_record_size_limit(limit)
@@ -775,31 +576,7 @@ class DTLSConnection:
         """The DTLS record layer refuses records over 2^14 itself; a smaller
         limit of ours is not enforced on the peer's records (not done)."""
 
-    @property
-    def resumption_secret(self) -> bytes:
-        """The resumption secret of the current generation (EKU updates it)."""
-        if self.eku is not None and self.eku.generation > 0:
-            return self.eku.resumption_secret
-        secrets = self.handshake.secrets
-        return secrets.resumption_secret if secrets is not None else b""
-
-    @property
-    def post_handshake_transcript_hash(self) -> bytes | None:
-        """transcript_hash_N after a draft-13 extended key update (EKU draft-13 §8.1)."""
-        eku = self.eku
-        if eku is not None and eku.generation > 0 and eku.profile.chained_transcript:
-            return eku.transcript_hash
-        return None
-
     # KeyUpdate's host (handshake.key_update.KeyUpdateHost)
-
-    @property
-    def close_sent(self) -> bool:
-        return self._close_sent
-
-    @property
-    def close_received(self) -> bool:
-        return self._close_received
 
     @property
     def read_generation(self) -> int:
@@ -836,9 +613,6 @@ class DTLSConnection:
         self._read_epoch = epoch
         self._read_secret = secret
 
-    def rekeyed(self) -> None:
-        self._rekey.rekeyed()
-
     # Extended Key Update's host (handshake.eku.EKUHost).  Over DTLS the
     # state machine itself waits for the ACKs the EKU texts name before it
     # asks for a send switch (it learns of them through message_acknowledged),
@@ -856,16 +630,6 @@ class DTLSConnection:
         """The peer's next epoch; the old one stays readable until a record
         under the new one arrives, and one step longer (``_retire_read_epochs``)."""
         self.advance_read_secret(secret)
-
-    def eku_admission(self) -> EKUAdmission:
-        return self.post_handshake.eku_admission()
-
-    def eku_wait_seconds(self) -> float:
-        return self.post_handshake.eku_wait_seconds()
-
-    def eku_completed(self) -> None:
-        self.rekeyed()
-        self.handshake.on_extended_key_update(self.eku)
 
     def send_ack(self) -> None:
         """An ACK of the handshake records received so far, sent when this
@@ -1101,56 +865,11 @@ class DTLSConnection:
             if record.number.epoch == 0:
                 return
             raise RemoteProtocolError("alert record is not two bytes", AlertDescription.decode_error)
-        level, description = content[0], content[1]
-        if description == AlertDescription.close_notify:
-            self._close_received = True
+        if content[1] == AlertDescription.close_notify:
             self._close_number = record.number
-            self._events.append(CloseNotifyReceived())
-            if self._close_sent or not self.handshake.complete:
-                self._finish(None, by_peer=True, reason="closed by peer")
-            return
-        if description == AlertDescription.user_canceled and level == AlertLevel.WARNING:
-            self._warning_alerts += 1
-            if self._warning_alerts > self.configuration.max_warning_alerts:
-                raise RemoteProtocolError("too many warning alerts", AlertDescription.unexpected_message)
-            return
-        try:
-            desc = AlertDescription(description)
-            name = desc.name
-        except ValueError:
-            desc = AlertDescription.internal_error
-            name = f"unknown({description})"
-        self._finish(desc, by_peer=True, reason=f"peer sent alert {name}")
+        self._alert_received(content[0], content[1])
 
     # -------------------------------------------------------------- internals
-
-    def _run(self, action: Callable[[], None]) -> None:
-        """Run ``action``, then send what it produced; turn every failure into
-        a fatal alert and one error type (as ``Connection._guard``).
-
-        A LocalProtocolError (the application asked for something not allowed
-        now) leaves the connection as it was."""
-        try:
-            action()
-        except UsageLimitError as exc:
-            self._fail(exc)
-            raise
-        except LocalProtocolError:
-            raise
-        except ProtocolError as exc:
-            self._fail(exc)
-            raise
-        except TLSError as exc:
-            err = ProtocolError(str(exc.args[0]), exc.alert)
-            self._fail(err)
-            raise err from exc
-        except Exception as exc:  # a bug must not escape as a stray exception
-            logger.exception("internal error in DTLS processing")
-            err = ProtocolError(f"internal error: {type(exc).__name__}", AlertDescription.internal_error)
-            self._fail(err)
-            raise err from exc
-        finally:
-            self._flush()
 
     def _flush(self) -> None:
         """End the flight just queued, collect its records, send an ACK that is due."""
@@ -1184,27 +903,22 @@ class DTLSConnection:
         self._outbox.append(record)
 
     def _send_alert(self, description: AlertDescription) -> None:
-        level = AlertLevel.WARNING if description in (
-            AlertDescription.close_notify, AlertDescription.user_canceled
-        ) else AlertLevel.FATAL
         try:
-            record, _ = self._records.seal(_ALERT, bytes((level, description)))
+            record, _ = self._records.seal(_ALERT, bytes((alert_level(description), description)))
         except TLSError:
             return  # no key to send it under (keys dropped, or the AEAD limit)
         self._outbox.append(record)
 
-    def _fail(self, exc: ProtocolError) -> None:
-        if self.state is ConnectionState.CLOSED:
-            return
-        logger.debug("DTLS connection failed: %s", exc)
-        self._sender.records_to_send()  # nothing of the handshake goes after the alert
-        self._send_alert(exc.alert if exc.alert is not None else AlertDescription.internal_error)
-        self._finish(exc.alert, by_peer=False, reason=str(exc.args[0]))
+    def _flush_handshake(self) -> None:
+        """Nothing waits to be put in records: the sender has every message
+        queued, and its records go out in ``_flush``; alerts are not
+        retransmitted (RFC 9147 §5.10): a lost close_notify leaves the peer
+        to its own timeouts."""
 
-    def _finish(self, alert: AlertDescription | None, by_peer: bool, reason: str) -> None:
-        self.state = ConnectionState.CLOSED
+    def _drop_unsent_handshake(self) -> None:
+        self._sender.records_to_send()  # nothing of the handshake goes after the alert
+
+    def _drop_keys(self) -> None:
         self._records.drop_keys()
         self._held.clear()
         self._pending_switches.clear()
-        self._events.append(ConnectionClosed(alert=alert, by_peer=by_peer, reason=reason))
-

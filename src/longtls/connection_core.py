@@ -1,0 +1,573 @@
+"""What a TLS 1.3 connection and a DTLS 1.3 association share.
+
+``ConnectionCore`` is the transport-independent half of both sans-I/O
+connections (``connection.Connection`` over a byte stream,
+``dtls_connection.DTLSConnection`` over datagrams): the handshake engine and
+the post-handshake protocols it hosts, the event queue, closing and aborting,
+the guard that turns a failure into one fatal alert, the timers that do not
+depend on records (handshake timeout, key update deadlines, deferred EKU
+answers, the rekey interval), the exporters, and the host methods the
+engines, KeyUpdate and EKU call that do not touch records.
+
+A subclass supplies the transport: how records are framed, protected and
+sent, how keys are switched (a TLS record stream or DTLS epochs), and the
+few points where the core hands over to it, each an abstract method below
+(``_flush``, ``_flush_handshake``, ``_drop_unsent_handshake``,
+``_send_alert``, ``_drop_keys`` and the host methods that touch records).
+RFC 9147 §5: DTLS "reuses the TLS 1.3 handshake messages and flows", so both
+run the same engines with a ``handshake.transport.Transport`` telling them
+(and the exporters here) which label prefix applies (RFC 9147 §5.9).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from enum import Enum
+
+from .config import Configuration
+from .constants import AlertDescription, AlertLevel
+from .crypto import key_schedule as ks
+from .crypto.suites import SuiteInfo
+from .errors import (
+    HandshakeTimeoutError,
+    KeyUpdateTimeoutError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    TLSError,
+    UsageLimitError,
+)
+from .events import CloseNotifyReceived, ConnectionClosed, Event
+from .handshake.client import ClientHandshake
+from .handshake.common import HandshakeEngine
+from .handshake.eku import EKUAdmission, ExtendedKeyUpdate
+from .handshake.eku_profiles import PROFILES
+from .handshake.key_update import KeyUpdateProtocol
+from .handshake.post_auth import client_authentication
+from .handshake.post_handshake import PostHandshakeArbiter
+from .handshake.rekey import RekeyPolicy
+from .handshake.server import ServerHandshake
+from .handshake.transport import Transport
+from .keylog import format_line, from_environment
+
+__all__ = ["ConnectionCore", "ConnectionState", "alert_level", "check_update_timeout"]
+
+logger = logging.getLogger("longtls")
+
+
+def check_update_timeout(timeout: float | None) -> None:
+    """A key update's ``timeout`` argument: None, or a positive number of seconds."""
+    if timeout is not None and not timeout > 0:
+        raise LocalProtocolError("a key update timeout must be positive (or None for rekey_timeout)")
+
+
+def alert_level(description: AlertDescription) -> AlertLevel:
+    """The level we send ``description`` at: close_notify and user_canceled are
+    warnings (RFC 9846 §6.1), every error alert is fatal (§6.2)."""
+    if description in (AlertDescription.close_notify, AlertDescription.user_canceled):
+        return AlertLevel.WARNING
+    return AlertLevel.FATAL
+
+
+class ConnectionState(Enum):
+    HANDSHAKING = "handshaking"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class ConnectionCore(ABC):
+    """The transport-independent core of a connection, client or server.
+
+    The engines see it as a ``handshake.host.HandshakeHost``, KeyUpdate as a
+    ``handshake.key_update.KeyUpdateHost``, EKU as a ``handshake.eku.EKUHost``
+    (structural protocols: mypy checks them where ``self`` is passed).
+    """
+
+    #: How the logs name the protocol and the connection.
+    _protocol = "TLS"
+    _log_name = "connection"
+
+    def __init__(self, configuration: Configuration, transport: Transport, *, client_address: bytes = b"") -> None:
+        # The subclass has validated ``configuration``.
+        self.configuration = configuration
+        self.is_client = configuration.is_client
+        self.state = ConnectionState.HANDSHAKING
+        self._transport = transport
+        self._events: deque[Event] = deque()
+        self._keylog = configuration.keylog or from_environment()
+        #: ClientHello.random, the key log's key (HandshakeHost).
+        self.client_random = b""
+        self._started_at: float | None = None
+        self._close_sent = False
+        self._close_received = False
+        self._warning_alerts = 0
+        #: The classic KeyUpdate (handshake/key_update.py), once connected.
+        self.key_update: KeyUpdateProtocol | None = None
+        #: Extended Key Update, once negotiated.
+        self.eku: ExtendedKeyUpdate | None = None
+        engine = (
+            ClientHandshake(self, configuration, transport) if self.is_client
+            else ServerHandshake(self, configuration, transport, client_address)
+        )
+        self.handshake: HandshakeEngine = engine
+        #: Routes post-handshake messages and decides what may run together.
+        self.post_handshake = PostHandshakeArbiter(engine, configuration, client_authentication(engine))
+        #: The updates this side starts by itself (usage limits, Configuration.rekey_*).
+        self._rekey = RekeyPolicy(self.post_handshake, configuration)
+
+    # ------------------------------------------------------------------ API
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> list[Event]:
+        """All pending events (empties the queue)."""
+        evs = list(self._events)
+        self._events.clear()
+        return evs
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self.state is ConnectionState.CONNECTED or (
+            self.state is ConnectionState.CLOSED and self.handshake.complete
+        )
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is ConnectionState.CLOSED
+
+    def close(self) -> None:
+        """Send close_notify.  We may still receive until the peer closes too."""
+        if self.state is ConnectionState.CLOSED or self._close_sent:
+            return
+        self._flush_handshake()
+        self._send_alert(AlertDescription.close_notify)
+        self._close_sent = True
+        if self._close_received or not self.handshake.complete:
+            self._finish(None, by_peer=False, reason="closed")
+
+    def abort(self, alert: AlertDescription, reason: str = "aborted by the application") -> None:
+        """End the connection at once with a fatal ``alert`` of the application's
+        choosing (e.g. insufficient_security when the peer lacks a required feature)."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        self._fail(ProtocolError(reason, alert))
+
+    def export_keying_material(self, label: str | bytes, context: bytes, length: int) -> bytes:
+        """TLS-Exporter (RFC 9846 §7.5); under dtls13 labels over DTLS (RFC 9147 §5.9)."""
+        if not self.handshake.complete:
+            raise LocalProtocolError("exporters are available once the handshake is complete")
+        lab = label.encode() if isinstance(label, str) else label
+        eku = self.eku
+        if eku is not None and eku.generation > 0:
+            # EKU draft-13 §9.2: after an update, the current generation's exporter.
+            return ks.export_keying_material(
+                eku.suite, eku.exporter_secret, lab, context, length, self._transport.label_prefix
+            )
+        return self.handshake.export(lab, context, length)
+
+    def export_epoch_keying_material(
+        self, label: str | bytes, context: bytes, length: int, generation: int | None = None
+    ) -> bytes:
+        """EKU draft-13 §9: the epoch-aware exporter.
+
+        Generation 0 uses the "exporter eku" secret, generation N the exporter
+        secret of the N-th extended key update; the current and the previous
+        generation are available.  Under dtls13 labels over DTLS.
+        """
+        eku = self.eku
+        if eku is None:
+            raise LocalProtocolError("the epoch-aware exporter needs Extended Key Update")
+        gen = eku.generation if generation is None else generation
+        secret = eku.epoch_exporters.get(gen)
+        if not secret:
+            raise LocalProtocolError(f"exporter generation {gen} is no longer (or not yet) available")
+        lab = label.encode() if isinstance(label, str) else label
+        return ks.export_keying_material(eku.suite, secret, lab, context, length, self._transport.label_prefix)
+
+    @property
+    def key_generation(self) -> int:
+        """How many extended key updates completed on this connection."""
+        return self.eku.generation if self.eku is not None else 0
+
+    @property
+    def key_update_answer_owed(self) -> bool:
+        """Our KeyUpdate(update_requested) still awaits the peer's KeyUpdate."""
+        return self.key_update is not None and self.key_update.answer_owed
+
+    def extended_key_update(self, timeout: float | None = None) -> None:
+        """Start an Extended Key Update: a fresh key exchange that derives new
+        traffic and exporter secrets (EKU draft-13).  ``KeyUpdateCompleted``
+        follows once the peer answered; if it has not within ``timeout``
+        seconds (None: ``Configuration.rekey_timeout``; ``math.inf``: no
+        limit), ``handle_timer`` ends the connection with ``KeyUpdateTimeoutError``."""
+        eku = self.eku
+        if self.state is not ConnectionState.CONNECTED or eku is None:
+            raise LocalProtocolError("Extended Key Update was not negotiated on this connection")
+        self._refuse_update_after_close()
+        self.post_handshake.check_eku_may_start()
+        check_update_timeout(timeout)
+        self._command(lambda: eku.start(timeout))
+
+    def _refuse_update_after_close(self) -> None:
+        if self._close_sent:
+            raise LocalProtocolError("cannot update keys after close()")
+        if self._close_received:
+            # RFC 9846 §6.1: the peer sends nothing after its close_notify.
+            raise LocalProtocolError("the peer has closed its side and can no longer answer a key update")
+
+    def request_client_authentication(self) -> None:
+        """Server: ask for a client certificate after the handshake (RFC 9846 §4.6.2)."""
+        if self.is_client or self.state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError("only a connected server can request client authentication")
+        self._check_handshake_message_may_go()
+        self._command(self.post_handshake.client_auth.request)
+
+    def _check_handshake_message_may_go(self) -> None:
+        """Raise LocalProtocolError if a handshake message of ours cannot be
+        sent now for a reason of the transport's (DTLS: a KeyUpdate not yet acknowledged)."""
+        return  # over TLS nothing holds one back
+
+    def _command(self, action: Callable[[], None]) -> None:
+        """Run an application command's protocol work under the guard."""
+        self._guard(action)
+
+    # ------------------------------------------------------------------ timers
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` should be called next, or None.
+
+        Timers: the handshake timeout, a deferred EKU response (rate limit),
+        the rekey interval, and the peer's answer to a key update (rekey_timeout).
+        """
+        deadlines = self._deadlines()
+        return min(deadlines) if deadlines else None
+
+    def _deadlines(self) -> list[float]:
+        """The transport-independent deadlines ``get_timer`` chooses from."""
+        deadlines = []
+        timeout = self.configuration.handshake_timeout
+        if self.state is ConnectionState.HANDSHAKING and timeout is not None and self._started_at is not None:
+            deadlines.append(self._started_at + timeout)
+        eku_due = self.post_handshake.deferred_eku_due()
+        if eku_due is not None:
+            deadlines.append(eku_due)
+        update_deadline = self._update_deadline()
+        if update_deadline is not None:
+            deadlines.append(update_deadline[0])
+        rekey_due = self._rekey.interval_due()
+        if rekey_due is not None and self._rekey_possible():
+            deadlines.append(rekey_due)
+        return deadlines
+
+    def handle_timer(self, now: float | None = None) -> None:
+        """Run what ``get_timer`` asked for, if its time has come.
+
+        Raises ``HandshakeTimeoutError`` / ``KeyUpdateTimeoutError`` (user_canceled
+        and close_notify are queued) when the peer took too long.
+        """
+        current = self.configuration.now() if now is None else now
+        timeout = self.configuration.handshake_timeout
+        if (
+            self.state is ConnectionState.HANDSHAKING and timeout is not None
+            and self._started_at is not None and current >= self._started_at + timeout
+        ):
+            # No alert names a timeout; user_canceled is "canceled for some
+            # reason unrelated to a protocol failure" and is followed by
+            # close_notify (RFC 9846 §6.1).
+            # Raised like KeyUpdateTimeoutError below, so that every caller (the
+            # asyncio layer included) reports this one error.
+            timed_out = HandshakeTimeoutError(timeout)
+            self._send_alert(AlertDescription.user_canceled)
+            self._fail(timed_out)
+            raise timed_out
+        update_deadline = self._update_deadline()
+        if update_deadline is not None and current >= update_deadline[0]:
+            # The same pair of alerts as the handshake timeout: user_canceled,
+            # then close_notify (errors.KeyUpdateTimeoutError).
+            error = KeyUpdateTimeoutError(update_deadline[1], update_deadline[2])
+            self._send_alert(AlertDescription.user_canceled)
+            self._fail(error)
+            raise error
+        self._run_timers(current)
+
+    def _run_timers(self, now: float) -> None:
+        """The timers that do protocol work, each under the guard."""
+        if self._deferred_eku_due(now):
+            self._guard(self.post_handshake.respond_deferred_eku)
+        if self._rekey_due(now):
+            self._guard(self._rekey.start_update)
+
+    def _deferred_eku_due(self, now: float) -> bool:
+        """An EKU answer held back by pacing or client authentication is due (draft-13 §11.3, §8.3)."""
+        due = self.post_handshake.deferred_eku_due()
+        return due is not None and now >= due
+
+    def _rekey_due(self, now: float) -> bool:
+        due = self._rekey.interval_due()
+        return due is not None and self._rekey_possible() and now >= due
+
+    @property
+    def _closing(self) -> bool:
+        """A close_notify went either way."""
+        return self._close_sent or self._close_received
+
+    def _rekey_possible(self) -> bool:
+        """Whether the rekey policy could start an update now (else its timer waits
+        for the update or the client authentication under way to finish)."""
+        if self.state is not ConnectionState.CONNECTED or self._close_sent:
+            return False
+        if self.post_handshake.client_auth_in_progress:
+            return False
+        if self.eku is not None and self._close_received:
+            return False  # an EKU needs the peer's answer; it sends nothing after close_notify
+        return self.eku is None or not self.eku.in_progress
+
+    def _update_deadline(self) -> tuple[float, str, float] | None:
+        """The earliest time the peer must have answered a key update by:
+        (deadline, "extended" or "standard", seconds allowed), or None.
+
+        After a close_notify either way the peer owes us nothing more (§6.1),
+        and our own close has its own timeout in the I/O layer.
+        """
+        if self.state is not ConnectionState.CONNECTED or self._closing:
+            return None
+        found: tuple[float, str, float] | None = None
+        ku = self.key_update
+        if ku is not None and ku.answer_owed and ku.deadline is not None:
+            found = (ku.deadline, "standard", ku.timeout)
+        eku = self.eku
+        if eku is not None and eku.deadline is not None and (found is None or eku.deadline < found[0]):
+            found = (eku.deadline, "extended", eku.timeout)
+        return found
+
+    # ------------------------------------------------------------ the hosts
+    # Host methods that do not touch records; the transport's are abstract below.
+
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def log_secret(self, label: str, secret: bytes) -> None:
+        if self._keylog is not None:
+            self._keylog(format_line(label, self.client_random, secret))
+
+    def handshake_done(self) -> None:
+        self.state = ConnectionState.CONNECTED
+        self._rekey.rekeyed()
+        hs = self.handshake
+        assert hs.suite is not None
+        # "traffic upd" under the transport's label prefix (RFC 9147 §5.9, §8).
+        prefix = self._transport.label_prefix
+        self.key_update = KeyUpdateProtocol(self, hs.suite, prefix)
+        self.post_handshake.register_key_update(self.key_update)
+        if hs.eku_negotiated:
+            secrets, suite = hs.secrets, hs.suite
+            group = hs.eku_group  # under psk_ke, not the handshake's (docs/external-psk.md)
+            assert secrets is not None and group is not None and hs.eku_profile is not None
+            profile = PROFILES[hs.eku_profile]
+            # EKU draft-13 §9.1: the epoch-aware exporter's generation 0.
+            exporter_eku = ks.eku_exporter_secret(suite, secrets.main_secret, secrets.server_finished_hash, prefix)
+            self.eku = ExtendedKeyUpdate(
+                self, profile, suite, group, secrets.main_secret, secrets.client_finished_hash,
+                secrets.exporter_secret, exporter_eku if profile.chained_transcript else secrets.exporter_secret,
+                transport=self._transport,
+            )
+            self.post_handshake.register_eku(self.eku)
+
+    def check_client_auth_may_start(self, requested_by_peer: bool) -> None:
+        """EKU draft-13 §8.3: post-handshake authentication and EKU never overlap."""
+        self.post_handshake.check_client_auth_may_start(requested_by_peer)
+
+    @property
+    def post_handshake_transcript_hash(self) -> bytes | None:
+        """transcript_hash_N after a draft-13 extended key update (EKU draft-13 §8.1)."""
+        eku = self.eku
+        if eku is not None and eku.generation > 0 and eku.profile.chained_transcript:
+            return eku.transcript_hash
+        return None
+
+    @property
+    def resumption_secret(self) -> bytes:
+        """The resumption secret of the current generation (EKU updates it)."""
+        if self.eku is not None and self.eku.generation > 0:
+            return self.eku.resumption_secret
+        secrets = self.handshake.secrets
+        return secrets.resumption_secret if secrets is not None else b""
+
+    def eku_admission(self) -> EKUAdmission:
+        """Whether to answer a peer's update request now (the arbiter's pacing, EKU draft-13 §11.3, §8.3)."""
+        return self.post_handshake.eku_admission()
+
+    def eku_wait_seconds(self) -> float:
+        return self.post_handshake.eku_wait_seconds()
+
+    def eku_completed(self) -> None:
+        self.rekeyed()
+        self.handshake.on_extended_key_update(self.eku)
+
+    def rekeyed(self) -> None:
+        self._rekey.rekeyed()
+
+    @property
+    def close_sent(self) -> bool:
+        return self._close_sent
+
+    @property
+    def close_received(self) -> bool:
+        return self._close_received
+
+    # The transport's host methods (records, keys, acknowledgements).
+
+    @abstractmethod
+    def queue_handshake(self, message: bytes) -> None: ...
+
+    @abstractmethod
+    def compatibility_ccs(self) -> None: ...
+
+    @abstractmethod
+    def set_write_secret(self, suite: SuiteInfo, secret: bytes) -> None: ...
+
+    @abstractmethod
+    def set_read_secret(self, suite: SuiteInfo, secret: bytes) -> None: ...
+
+    @property
+    @abstractmethod
+    def current_read_secret(self) -> bytes: ...
+
+    @property
+    @abstractmethod
+    def current_write_secret(self) -> bytes: ...
+
+    @property
+    @abstractmethod
+    def read_generation(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def write_generation(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def handshake_data_pending(self) -> bool: ...
+
+    @abstractmethod
+    def advance_write_secret(self, secret: bytes) -> None: ...
+
+    @abstractmethod
+    def advance_read_secret(self, secret: bytes) -> None: ...
+
+    @abstractmethod
+    def request_send_switch(self, secret: bytes) -> None: ...
+
+    @abstractmethod
+    def switch_receive(self, secret: bytes) -> None: ...
+
+    @abstractmethod
+    def send_ack(self) -> None: ...
+
+    @abstractmethod
+    def acknowledged_implicitly(self, message: bytes) -> None: ...
+
+    @abstractmethod
+    def post_handshake_auth_done(self) -> None: ...
+
+    @abstractmethod
+    def set_peer_record_size_limit(self, limit: int) -> None: ...
+
+    @abstractmethod
+    def enforce_record_size_limit(self) -> None: ...
+
+    # -------------------------------------------------------------- internals
+
+    def _guard(self, action: Callable[[], None]) -> None:
+        """Run ``action``, then send what it produced (``_flush``); turn every
+        failure into a fatal alert and one error type.
+
+        A LocalProtocolError (the application asked for something not allowed
+        now) leaves the connection as it was: it is raised before any state changes.
+        """
+        try:
+            action()
+        except UsageLimitError as exc:
+            # Our sending key is used up in the middle of protocol work: the
+            # connection cannot go on (RFC 9846 §5.5), though the peer is not to blame.
+            self._fail(exc)
+            raise
+        except LocalProtocolError:
+            raise
+        except ProtocolError as exc:
+            self._fail(exc)
+            raise
+        except TLSError as exc:
+            err = ProtocolError(str(exc.args[0]), exc.alert)
+            self._fail(err)
+            raise err from exc
+        except Exception as exc:  # a bug must not escape as a stray exception
+            logger.exception("internal error in %s processing", self._protocol)
+            err = ProtocolError(f"internal error: {type(exc).__name__}", AlertDescription.internal_error)
+            self._fail(err)
+            raise err from exc
+        finally:
+            self._flush()
+
+    def _fail(self, exc: ProtocolError) -> None:
+        if self.state is ConnectionState.CLOSED:
+            return
+        logger.debug("%s failed: %s", self._log_name, exc)
+        try:
+            self._drop_unsent_handshake()
+            self._send_alert(exc.alert)
+        except TLSError:
+            pass
+        self._finish(exc.alert, by_peer=False, reason=str(exc.args[0]))
+
+    def _finish(self, alert: AlertDescription | None, by_peer: bool, reason: str) -> None:
+        self.state = ConnectionState.CLOSED
+        self._drop_keys()
+        self._events.append(ConnectionClosed(alert=alert, by_peer=by_peer, reason=reason))
+
+    def _alert_received(self, level: int, description: int) -> None:
+        """The peer's alert (two bytes checked by the transport)."""
+        if description == AlertDescription.close_notify:
+            self._close_received = True
+            self._events.append(CloseNotifyReceived())
+            if self._close_sent or not self.handshake.complete:
+                self._finish(None, by_peer=True, reason="closed by peer")
+            return
+        if description == AlertDescription.user_canceled and level == AlertLevel.WARNING:
+            # RFC 9846 §6.1: followed by close_notify; nothing to do yet.
+            self._warning_alerts += 1
+            if self._warning_alerts > self.configuration.max_warning_alerts:
+                raise RemoteProtocolError("too many warning alerts", AlertDescription.unexpected_message)
+            return
+        # §6: every other alert is an error alert, whatever its level.
+        try:
+            desc = AlertDescription(description)
+            name = desc.name
+        except ValueError:
+            desc = AlertDescription.internal_error
+            name = f"unknown({description})"
+        self._finish(desc, by_peer=True, reason=f"peer sent alert {name}")
+
+    @abstractmethod
+    def _flush(self) -> None:
+        """End of every guarded call: send what the protocols queued."""
+
+    @abstractmethod
+    def _flush_handshake(self) -> None:
+        """Before close_notify: handshake messages queued but not yet in records go first."""
+
+    @abstractmethod
+    def _drop_unsent_handshake(self) -> None:
+        """On a fatal error: nothing of the handshake goes after the alert."""
+
+    @abstractmethod
+    def _send_alert(self, description: AlertDescription) -> None:
+        """Queue one alert record under the current write key (its level from ``alert_level``)."""
+
+    @abstractmethod
+    def _drop_keys(self) -> None:
+        """The connection is closed: forget every key (and what waited for one)."""
