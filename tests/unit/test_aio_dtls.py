@@ -117,6 +117,42 @@ def test_server_keeps_no_state_before_a_valid_cookie() -> None:
     run(main())
 
 
+def test_a_rebooted_client_on_the_same_address_replaces_its_association() -> None:
+    """RFC 9147 §5.11: an epoch-0 ClientHello on an address that has an
+    association starts a new handshake; the old association is abandoned
+    once the new handshake completes, not before."""
+    client_cfg, server_cfg = dtls_configs()
+    handled: list[aio.DTLSAssociation] = []
+
+    async def handler(association: aio.DTLSAssociation) -> None:
+        handled.append(association)
+        await echo(association)
+
+    async def main() -> None:
+        async with await aio.serve_dtls(handler, LOCAL, 0, server_cfg) as server:
+            port = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            port.bind((LOCAL, 0))
+            local = port.getsockname()
+            port.close()
+            first = await aio.connect_dtls(LOCAL, server.port, client_cfg, local_addr=local)
+            first.send(b"before")
+            assert await first.receive() == b"before"
+            first.abort()  # the client "reboots": no close_notify
+            await first.wait_closed()
+            await asyncio.sleep(0.05)  # the event loop releases the socket after its close
+            assert len(server.associations) == 1 and not handled[0].closed.done()
+            second = await aio.connect_dtls(LOCAL, server.port, client_cfg, local_addr=local)
+            second.send(b"after")
+            assert await second.receive() == b"after"
+            assert list(server.associations) == [local]
+            assert server.associations[local] is handled[1]
+            assert handled[0].closed.done() and isinstance(handled[0].exception, aio.ConnectionLostError)
+            second.close()
+            await second.wait_closed()
+
+    run(main())
+
+
 def test_garbage_flood_does_not_stop_a_good_client() -> None:
     client_cfg, server_cfg = dtls_configs()
     rng = random.Random(11)
@@ -166,6 +202,65 @@ def test_garbage_flood_does_not_stop_a_good_client() -> None:
                 await flood
             # Only the good client holds state on the server.
             assert len(server.associations) == 1
+            association.close()
+            await association.wait_closed()
+
+    run(main())
+
+
+def forged_first_fragment(rng: random.Random) -> bytes:
+    """A well-formed DTLSPlaintext record (RFC 9147 §4) holding the first
+    fragment (§5.2 header) of a 2,000-byte ClientHello: what a client whose
+    ClientHello needs two datagrams sends first, with random contents."""
+    body = rng.randbytes(300)
+    fragment = (
+        bytes([HandshakeType.client_hello]) + (2000).to_bytes(3, "big") + (0).to_bytes(2, "big")
+        + (0).to_bytes(3, "big") + len(body).to_bytes(3, "big") + body
+    )
+    return bytes([ContentType.HANDSHAKE]) + b"\xfe\xfd" + bytes(8) + len(fragment).to_bytes(2, "big") + fragment
+
+
+def test_forged_first_fragments_cannot_crowd_out_a_good_client() -> None:
+    """A first ClientHello fragment makes the server keep state before any
+    cookie (DTLSConnection.accept reassembles it).  Such unproven associations
+    are capped apart and evicted oldest first: a flood of forged ones from
+    eight addresses, against a server with room for four associations, does
+    not keep out a client whose own ClientHello needs two datagrams."""
+    client_cfg, server_cfg = dtls_configs()  # X25519MLKEM768 + x25519 shares: ~1.4 KB
+    rng = random.Random(5)
+    forged = 0
+
+    async def flood(port: int, stop: asyncio.Event) -> None:
+        nonlocal forged
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
+        try:
+            while not stop.is_set():
+                for sock in socks:
+                    sock.sendto(forged_first_fragment(rng), (LOCAL, port))
+                    forged += 1
+                await asyncio.sleep(0.002)
+        finally:
+            for sock in socks:
+                sock.close()
+
+    async def main() -> None:
+        server = await aio.serve_dtls(echo, LOCAL, 0, server_cfg, max_associations=4, max_unproven=2)
+        async with server:
+            stop = asyncio.Event()
+            task = asyncio.create_task(flood(server.port, stop))
+            try:
+                await asyncio.sleep(0.1)
+                assert server.evicted > 0 and len(server._unproven) <= 2
+                association = await aio.connect_dtls(LOCAL, server.port, client_cfg)
+                for i in range(20):
+                    association.send(b"%d" % i)
+                    assert await association.receive() == b"%d" % i
+                    await asyncio.sleep(0.01)
+                assert len(server._unproven) <= 2 and len(server.associations) <= 4
+            finally:
+                stop.set()
+                await task
+            assert forged > 100 and server.refused == 0
             association.close()
             await association.wait_closed()
 
@@ -337,7 +432,9 @@ def test_lossy_relay_handshake_ekus_and_datagrams_delivered_once(profile: EKUPro
                 await asyncio.wait_for(server_assoc.update_keys(), 90)
                 # Both ends agree on the generation and on each direction's epoch.
                 cc, sc = client.connection, server_assoc.connection
-                for _ in range(3000):  # the responder's last step may wait for a retransmission
+                # The responder's last step may wait for a retransmission, and
+                # RFC 9147 §5.8.2's back-off can reach tens of seconds at 20% loss.
+                for _ in range(12000):
                     if cc.key_generation == sc.key_generation and (cc.write_epoch, cc.read_epoch) == (
                         sc.read_epoch, sc.write_epoch
                     ):
@@ -364,4 +461,4 @@ def test_lossy_relay_handshake_ekus_and_datagrams_delivered_once(profile: EKUPro
             server.close()
             await server.wait_closed()
 
-    run(main(), timeout=240)
+    run(main(), timeout=600)

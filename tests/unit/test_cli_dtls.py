@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -229,6 +230,22 @@ def test_server_rekey_interval_starts_updates(serve: Any, files: PkiFiles) -> No
         [*LONGTLS, "connect", f"{LOOPBACK}:{port}", "--dtls", "--ca", str(files.ca), "--summary", "json"],
     ) as client:
         client.wait_for_output(r'"initiator": "server"', timeout=10)
+
+
+def test_serve_exits_cleanly_on_sigterm_and_open_clients_see_close_notify(serve: Any, files: PkiFiles) -> None:
+    server, port = serve()
+    with start_process(
+        [*LONGTLS, "connect", f"{LOOPBACK}:{port}", "--dtls", "--ca", str(files.ca), "--summary", "json"],
+    ) as idle:
+        idle.write("still here\n")
+        idle.wait_for_output("still here")
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait() == 0, server.describe()
+        # The open association got close_notify: the client exits cleanly.
+        assert idle.wait() == 0, idle.describe()
+        closed = summary(idle.stderr)[-1]
+        assert closed["event"] == "closed" and closed["alert"] is None, idle.describe()
+    assert "Traceback" not in server.stderr, server.describe()
 
 
 # -- refusals ----------------------------------------------------------------------------

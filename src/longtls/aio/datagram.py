@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ..config import Configuration
-from ..constants import AlertDescription
+from ..constants import AlertDescription, ContentType
 from ..dtls_connection import DTLSConnection
 from ..errors import AlertReceived, ConfigurationError, TLSError
 from ..events import (
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_ASSOCIATIONS",
+    "DEFAULT_MAX_UNPROVEN",
     "DEFAULT_SERVER_IDLE_TIMEOUT",
     "DTLSAssociation",
     "DTLSServer",
@@ -81,6 +82,9 @@ logger = logging.getLogger("longtls.aio")
 _DEFAULT_OPTIONS = StreamOptions()
 #: How many associations a server keeps at once by default.
 DEFAULT_MAX_ASSOCIATIONS = 1024
+#: How many associations without a cookie yet (reassembling a first
+#: ClientHello too large for one datagram) a server keeps by default.
+DEFAULT_MAX_UNPROVEN = 64
 #: A server's idle timeout when ``StreamOptions.idle_timeout`` is None.
 #: Decision: UDP has no FIN, so a client that vanished without close_notify
 #: would keep its association for ever; a server drops an association after
@@ -89,6 +93,10 @@ DEFAULT_SERVER_IDLE_TIMEOUT = 300.0
 #: Received payloads an association queues for ``receive()`` before it drops
 #: new ones (as a full socket buffer would; counted in ``datagrams_dropped``).
 MAX_QUEUED_DATAGRAMS = 4096
+
+#: The first byte of a DTLSPlaintext handshake record (RFC 9147 §4); a unified
+#: header's first byte is 001xxxxx.
+_PLAINTEXT_HANDSHAKE = bytes((ContentType.HANDSHAKE,))
 
 #: Called once per association after its handshake; a coroutine runs as a task.
 DatagramHandler = Callable[["DTLSAssociation"], Awaitable[None] | None]
@@ -410,8 +418,10 @@ class DTLSAssociation:
             error = ConnectionLostError(f"{who} closed the association during the DTLS handshake")
         self._end(self.exception or error)
 
-    def _end(self, error: BaseException | None) -> None:
-        """The association is over: wake everyone, stop the timers, tell the owner."""
+    def _end(self, error: BaseException | None, *, quiet: bool = False) -> None:
+        """The association is over: wake everyone, stop the timers, tell the owner.
+
+        ``quiet``: no log line for a failed handshake (an eviction under a flood)."""
         if self.closed.done():
             return
         if error is not None and self.exception is None:
@@ -419,7 +429,8 @@ class DTLSAssociation:
         exc = self.exception
         if not self.handshake_future.done():
             failure = exc or ConnectionLostError("the association ended during the DTLS handshake")
-            logger.info("%s: DTLS handshake failed: %s", self.peername, failure)
+            if not quiet:
+                logger.info("%s: DTLS handshake failed: %s", self.peername, failure)
             self.handshake_future.set_exception(failure)
             if self._metrics is not None:
                 self._metrics.handshake_failed()
@@ -619,6 +630,7 @@ class DTLSServer:
         mtu: int,
         options: StreamOptions,
         max_associations: int,
+        max_unproven: int,
         extended_key_update: bool,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -633,6 +645,14 @@ class DTLSServer:
         self.transport: asyncio.DatagramTransport | None = None
         #: Associations by the client's address.
         self.associations: dict[tuple[Any, ...], DTLSAssociation] = {}
+        #: New handshakes on an address that has an association (a rebooted
+        #: client), until they complete (``_promote``).
+        self._successors: dict[tuple[Any, ...], DTLSAssociation] = {}
+        #: Associations that hold only a first ClientHello's fragments, oldest first.
+        self._unproven: dict[tuple[Any, ...], DTLSAssociation] = {}
+        self.max_unproven = max_unproven
+        #: Unproven associations dropped to make room (see ``_accept``).
+        self.evicted = 0
         #: Datagrams answered statelessly (a cookie HelloRetryRequest or an alert).
         self.stateless_replies = 0
         #: New associations refused because ``max_associations`` were open.
@@ -655,11 +675,33 @@ class DTLSServer:
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         association = self.associations.get(addr)
-        if association is not None:
+        if association is None:
+            if not self._closed.done():
+                self._accept(data, addr, None)
+            return
+        if self._unproven and addr in self._unproven:
             association.datagram_received(data)
+            if association.connection.write_epoch != 0:  # a ServerHello went out: the cookie was valid
+                self._unproven.pop(addr, None)
             return
-        if self._closed.done():
-            return
+        successor = self._successors.get(addr)
+        if successor is not None:
+            # Both see the datagram: each opens only records under its own keys.
+            successor.datagram_received(data)
+        elif (
+            data[:1] == _PLAINTEXT_HANDSHAKE and association.handshake_future.done()
+            and not self._closed.done()
+        ):
+            # RFC 9147 §5.11 (rfc9147bis the same), "Establishing New Associations
+            # with Existing Parameters": an epoch-0 ClientHello on an address
+            # with an association (a client that rebooted) starts a new
+            # handshake; the old association stays until the new one has
+            # delivered a verifiable Finished (_promote), so a forged
+            # ClientHello cannot destroy it.
+            self._accept(data, addr, association)
+        association.datagram_received(data)
+
+    def _accept(self, data: bytes, addr: tuple[Any, ...], predecessor: DTLSAssociation | None) -> None:
         # RFC 9147 §5.1: nothing is kept for this address before a valid cookie.
         conn, replies = DTLSConnection.accept(
             self._configuration(), address_bytes(addr), data, mtu=self.mtu,
@@ -673,7 +715,14 @@ class DTLSServer:
         self.stateless_replies += bool(replies)
         if conn is None:
             return
-        if len(self.associations) >= self.max_associations:
+        # An association whose connection has not sent a ServerHello (write
+        # epoch 0) holds only the fragments of a first ClientHello that did
+        # not fit one datagram (DTLSConnection.accept's decision): its client
+        # has proved nothing, its address may be forged.  Such associations
+        # are capped apart (max_unproven), the oldest evicted first, so a
+        # flood of forged first fragments can never crowd out proven ones.
+        unproven = conn.write_epoch == 0 and not conn.is_closed
+        if predecessor is None and len(self.associations) >= self.max_associations and not self._evict_unproven():
             # Decision: a full server refuses new associations rather than
             # evicting live ones; the client retransmits and may get in once
             # one closes.  Nothing is sent: an alert would cost us more.
@@ -683,29 +732,67 @@ class DTLSServer:
                 _format_address(addr), len(self.associations),
             )
             return
+        if unproven and predecessor is None and len(self._unproven) >= self.max_unproven:
+            self._evict_unproven()
 
         def send(datagram: bytes) -> None:
             if not transport.is_closing():
                 transport.sendto(datagram, addr)
 
         association = DTLSAssociation(
-            conn, send, addr, self.options, on_handshake=self._handler,
+            conn, send, addr, self.options,
+            on_handshake=self._handler if predecessor is None else self._promote,
             on_closed=self._association_closed, idle_timeout=self.idle_timeout,
         )
-        self.associations[addr] = association
+        if predecessor is None:
+            self.associations[addr] = association
+            if unproven:
+                self._unproven[addr] = association
+        else:
+            self._successors[addr] = association
         association.flush_accepted()
         if conn.is_closed:
             association._end(association.exception)
 
+    def _promote(self, association: DTLSAssociation) -> Awaitable[None] | None:
+        """A new association's handshake completed on an address that had one:
+        the client has proved it is there, the old association is abandoned
+        ("MUST abandon the previous association") and the handler runs."""
+        addr = association.peer
+        self._successors.pop(addr, None)
+        old = self.associations.get(addr)
+        self.associations[addr] = association
+        if old is not None and old is not association:
+            logger.info("%s: a new DTLS handshake replaced the association of this address", association.peername)
+            old._end(ConnectionLostError("replaced by a new association from the same address"))
+        return self._handler(association)
+
+    def _evict_unproven(self) -> bool:
+        """Drop the oldest association that holds only a first ClientHello's
+        fragments (no cookie yet); False if there is none."""
+        if not self._unproven:
+            return False
+        addr = next(iter(self._unproven))
+        association = self._unproven.pop(addr)
+        self.evicted += 1
+        logger.debug("%s: evicted an unproven DTLS handshake (no cookie yet)", association.peername)
+        association._end(ConnectionLostError("evicted: a handshake without a cookie yet"), quiet=True)
+        return True
+
     def _association_closed(self, association: DTLSAssociation) -> None:
-        if self.associations.get(association.peer) is association:
-            del self.associations[association.peer]
+        addr = association.peer
+        if self._unproven.get(addr) is association:
+            del self._unproven[addr]
+        if self.associations.get(addr) is association:
+            del self.associations[addr]
+        if self._successors.get(addr) is association:
+            del self._successors[addr]
 
     def close(self) -> None:
         """close_notify to every association, then close the socket."""
         if self._closed.done():
             return
-        for association in list(self.associations.values()):
+        for association in [*self.associations.values(), *self._successors.values()]:
             association.close()
             association._end(None)  # the socket goes now: no waiting for answers
         if self.transport is not None:
@@ -746,6 +833,7 @@ async def serve_dtls(
     mtu: int = DEFAULT_MTU,
     options: StreamOptions = _DEFAULT_OPTIONS,
     max_associations: int = DEFAULT_MAX_ASSOCIATIONS,
+    max_unproven: int = DEFAULT_MAX_UNPROVEN,
     extended_key_update: bool = False,
     **kwargs: Any,
 ) -> DTLSServer:
@@ -758,20 +846,22 @@ async def serve_dtls(
     function returning the Configuration for each new association.
     ``options.idle_timeout`` drops an association without application data
     for that long (default here: ``DEFAULT_SERVER_IDLE_TIMEOUT``);
-    ``max_associations`` caps how many are kept.  ``kwargs`` go to
-    ``loop.create_datagram_endpoint``.
+    ``max_associations`` caps how many are kept, of which at most
+    ``max_unproven`` may hold only the fragments of a first ClientHello too
+    large for one datagram (no cookie yet; the oldest is evicted for a new
+    one).  ``kwargs`` go to ``loop.create_datagram_endpoint``.
     """
     get_configuration = configuration if callable(configuration) else lambda: configuration
     first = get_configuration()
     if first.is_client:
         raise ConfigurationError("serve_dtls() needs a server configuration (is_client=False)")
     first.validate()
-    if max_associations < 1:
-        raise ValueError("max_associations must be at least 1")
+    if max_associations < 1 or max_unproven < 1:
+        raise ValueError("max_associations and max_unproven must be at least 1")
     loop = asyncio.get_running_loop()
     server = DTLSServer(
         handler, get_configuration, mtu=mtu, options=options, max_associations=max_associations,
-        extended_key_update=extended_key_update,
+        max_unproven=max_unproven, extended_key_update=extended_key_update,
     )
     await loop.create_datagram_endpoint(lambda: _ServerProtocol(server), local_addr=(host or "0.0.0.0", port), **kwargs)
     return server
