@@ -6,7 +6,9 @@ connection never touches a socket, a clock (time comes from the
 configuration's ``now``) or a thread.
 
 Layering: the connection keeps the public API, the event queue, alerts and
-closing, and dispatch.  Records (framing, protection, padding, size and usage
+closing, and dispatch; what it shares with the DTLS connection (events,
+closing, the guard, timers, exporters) is ``connection_core.ConnectionCore``'s,
+so this module holds only the byte stream's part.  Records (framing, protection, padding, size and usage
 limits) are the record layer's (``record.tls_layer.TLSRecordLayer``); the
 handshake is the client or server engine's (``handshake.client``,
 ``handshake.server``), which sees this class only as a

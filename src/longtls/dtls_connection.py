@@ -442,6 +442,10 @@ class DTLSConnection(ConnectionCore):
         """How many times our sending key changed (KeyUpdates in use)."""
         return max(0, self._records.write_epoch - _FIRST_APPLICATION_EPOCH)
 
+    # The core's hooks for commands: the clock is read once per call (every
+    # message and timer of that call uses it); nothing goes behind a KeyUpdate
+    # not yet acknowledged.
+
     def _command(self, action: Callable[[], None]) -> None:
         self._now = self.configuration.now()
         self._guard(action)
