@@ -83,6 +83,24 @@ def test_datagrams_both_ways_each_delivered_whole_and_once() -> None:
     run(main())
 
 
+def test_ipv6_addresses_bind_the_cookie_and_key_the_association() -> None:
+    client_cfg, server_cfg = dtls_configs()
+
+    async def main() -> None:
+        async with await aio.serve_dtls(echo, "::1", 0, server_cfg) as server:
+            association = await aio.connect_dtls("::1", server.port, client_cfg)
+            association.send(b"over IPv6")
+            assert await association.receive() == b"over IPv6"
+            ((host, _port, *_),) = server.associations
+            assert host == "::1"
+            # The cookie binds the 16-byte address and the port (RFC 9147 §5.1 leaves the form open).
+            assert aio.datagram.address_bytes(("::1", 443)) == bytes(15) + b"\x01" + b"\x01\xbb"
+            association.close()
+            await association.wait_closed()
+
+    run(main())
+
+
 def test_server_keeps_no_state_before_a_valid_cookie() -> None:
     """RFC 9147 §5.1: a ClientHello without a cookie gets a stateless
     HelloRetryRequest and leaves nothing behind on the server."""

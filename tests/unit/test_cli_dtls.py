@@ -210,6 +210,14 @@ def test_every_eku_profile(serve: Any, files: PkiFiles, profile: str) -> None:
     assert [u["generation"] for u in key_updates(result.stderr)] == [1, 2, 3]
 
 
+def test_key_update_then_data(serve: Any, files: PkiFiles) -> None:
+    _, port = serve("--eku-min-interval", "0")
+    result = connect(port, files, "--key-update", input="after the update\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "after the update\n"
+    assert [(u["kind"], u["generation"]) for u in key_updates(result.stderr)] == [("extended", 1)]
+
+
 def test_no_eku_rekey_count_uses_the_standard_key_update(serve: Any, files: PkiFiles) -> None:
     _, port = serve()
     result = connect(port, files, "--no-eku", "--rekey-count", "2")

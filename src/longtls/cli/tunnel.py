@@ -189,7 +189,9 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
     print(line, file=sys.stderr, flush=True)
 
     await stop.wait()
-    if tunnel.active:
+    if tunnel.active and args.dtls:
+        logger.info("stopping: close_notify to %d open association(s)", tunnel.active)
+    elif tunnel.active:
         logger.info(
             "stopping: %d open connection(s) get up to %g s to finish", tunnel.active, args.grace
         )
