@@ -17,13 +17,20 @@ from typing import Any
 import pytest
 
 from helpers.pair import configs
+from helpers.pki import make_ca, make_leaf
 from helpers.udp_relay import UDPRelay
 from longtls import aio
 from longtls.config import Configuration
 from longtls.constants import ContentType, EKUProfileName, HandshakeType, NamedGroup
 from longtls.dtls_connection import DTLSConnection
 from longtls.errors import HandshakeTimeoutError, LocalProtocolError
-from longtls.events import Event, HandshakeComplete, KeyUpdateCompleted, KeyUpdated
+from longtls.events import (
+    Event,
+    HandshakeComplete,
+    KeyUpdateCompleted,
+    KeyUpdated,
+    PeerAuthenticated,
+)
 
 LOCAL = "127.0.0.1"
 
@@ -279,6 +286,42 @@ def test_forged_first_fragments_cannot_crowd_out_a_good_client() -> None:
                 stop.set()
                 await task
             assert forged > 100 and server.refused == 0
+            association.close()
+            await association.wait_closed()
+
+    run(main())
+
+
+def test_post_handshake_client_authentication_and_a_smaller_mtu() -> None:
+    ca = make_ca("ecdsa-p256")
+    leaf = make_leaf(ca, "ecdsa-p256", client=True)
+    client_cfg, server_cfg, _ = configs(
+        ca=ca, client_certificate_chain=leaf.chain, client_private_key=leaf.key, client_post_handshake_auth=True,
+    )
+    authenticated: list[PeerAuthenticated] = []
+
+    async def handler(association: aio.DTLSAssociation) -> None:
+        association.add_event_handler(
+            lambda e: authenticated.append(e) if isinstance(e, PeerAuthenticated) else None
+        )
+        association.request_client_authentication()
+        await echo(association)
+
+    async def main() -> None:
+        async with await aio.serve_dtls(handler, LOCAL, 0, server_cfg) as server:
+            association = await aio.connect_dtls(LOCAL, server.port, client_cfg)
+            association.send(b"x")
+            assert await association.receive() == b"x"
+            for _ in range(200):
+                if authenticated:
+                    break
+                await asyncio.sleep(0.01)
+            assert authenticated and authenticated[0].peer_certificates[0] == leaf.cert
+            # RFC 9147 §4.4: the MTU may shrink; application datagrams must then fit it.
+            association.mtu = 300
+            assert association.max_datagram_payload < 300
+            with pytest.raises(LocalProtocolError):
+                association.send(bytes(300))
             association.close()
             await association.wait_closed()
 

@@ -201,7 +201,13 @@ class DTLSAssociation:
 
     @property
     def mtu(self) -> int:
+        """The largest datagram sent; settable (e.g. after a path MTU change,
+        RFC 9147 §4.4: retransmissions are cut to the new size)."""
         return self.connection.mtu
+
+    @mtu.setter
+    def mtu(self, value: int) -> None:
+        self.connection.mtu = value
 
     def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send one application datagram (one DTLS record).
@@ -285,6 +291,11 @@ class DTLSAssociation:
 
     def export_keying_material(self, label: str | bytes, context: bytes, length: int) -> bytes:
         return self.connection.export_keying_material(label, context, length)
+
+    def request_client_authentication(self) -> None:
+        """Server: ask for a client certificate now (RFC 9846 §4.6.2); a
+        ``PeerAuthenticated`` event follows."""
+        self._command(self.connection.request_client_authentication)
 
     def events(self, maxsize: int = DEFAULT_EVENT_BUFFER) -> EventStream:
         """The association's events from now on (all but ApplicationData), as an async iterator."""
