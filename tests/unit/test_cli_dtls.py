@@ -106,6 +106,27 @@ def _server_configuration(files: PkiFiles) -> Configuration:
     return config
 
 
+def test_groups_and_ciphers_apply_over_dtls(serve: Any, files: PkiFiles) -> None:
+    _, port = serve("--groups", "secp256r1,x25519", "--ciphers", "TLS_CHACHA20_POLY1305_SHA256")
+    result = connect(port, files, "--groups", "x25519,secp256r1", "--ciphers",
+                     "TLS_AES_256_GCM_SHA384,TLS_CHACHA20_POLY1305_SHA256", input="x")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "x"
+    handshake = summary(result.stderr)[0]
+    # The server's choice: its own suite; the group of the client's key share it accepts.
+    assert (handshake["cipher_suite"], handshake["group"]) == ("TLS_CHACHA20_POLY1305_SHA256", "x25519")
+
+
+def test_client_certificates_over_dtls(serve: Any, files: PkiFiles) -> None:
+    server, port = serve("--ca", str(files.ca))  # --verify-client required by default with --ca
+    refused = connect(port, files, input="x")
+    assert_one_error_line(refused, "certificate_required", "--cert")
+    assert summary(refused.stderr)[-1]["alert"] == "certificate_required"
+    accepted = connect(port, files, "--cert", str(files.client.chain), "--key", str(files.client.key), input="x")
+    assert accepted.returncode == 0, (accepted.stderr, server.describe())
+    assert accepted.stdout == "x"
+
+
 def test_connect_splits_stdin_at_the_mtu_payload_and_prints_datagrams_in_arrival_order(files: PkiFiles) -> None:
     """An in-process DTLS server records the datagrams ``connect --dtls --mtu
     300`` sends, and answers each with two datagrams of its own."""
