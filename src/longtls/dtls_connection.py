@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .config import Configuration
 from .connection_core import ConnectionCore, ConnectionState, alert_level, check_update_timeout
@@ -62,6 +62,7 @@ from .events import (
     Event,
     KeyUpdated,
 )
+from .handshake.connection_ids import ConnectionIds
 from .handshake.server import ServerHandshake, stateless_hello_retry
 from .handshake.transport import DTLS
 from .record.dtls_layer import DTLSRecord, DTLSRecordLayer
@@ -73,6 +74,7 @@ from .record.dtls_reliability import (
     RetransmissionTimer,
     pack_datagrams,
 )
+from .wire.connection_ids import ConnectionIdUsage
 from .wire.dtls_ack import ACK, max_ack_record_numbers
 from .wire.dtls_handshake import decode_fragments, encode_fragment, tls_message
 from .wire.dtls_record import DiscardReason, RecordNumber
@@ -85,6 +87,10 @@ _ACK = int(ContentType.ACK)
 _ALERT = int(ContentType.ALERT)
 _HANDSHAKE_EPOCH = 2  # RFC 9147 §6.1
 _FIRST_APPLICATION_EPOCH = 3
+#: Post-handshake messages that expect no reply flight, only their ACK.
+_SINGLE_FLIGHT = frozenset({
+    HandshakeType.key_update, HandshakeType.new_connection_id, HandshakeType.request_connection_id,
+})
 #: The client's answers to a post-handshake CertificateRequest: they
 #: implicitly acknowledge it (RFC 9147 §7.1, "The server's post-handshake
 #: CertificateRequest" is implicitly acknowledged).
@@ -208,6 +214,10 @@ class DTLSConnection(ConnectionCore):
         #: Our EKU messages not yet acknowledged, by message_seq: an ACK of
         #: one is reported to the state machine (message_acknowledged).
         self._eku_sent: dict[int, bytes] = {}
+        #: Connection ID updates (RFC 9147 §9), once the handshake negotiated CIDs.
+        self.connection_ids: ConnectionIds | None = None
+        #: Our NewConnectionId / RequestConnectionId not yet acknowledged, by message_seq.
+        self._cid_sent: dict[int, int] = {}
 
     def __repr__(self) -> str:
         role = "client" if self.is_client else "server"
@@ -442,6 +452,49 @@ class DTLSConnection(ConnectionCore):
         """How many times our sending key changed (KeyUpdates in use)."""
         return max(0, self._records.write_epoch - _FIRST_APPLICATION_EPOCH)
 
+    # -- connection IDs (RFC 9147 §9) --------------------------------------------
+
+    @property
+    def own_connection_ids(self) -> tuple[bytes, ...]:
+        """The CIDs the peer may put in its records to us (what a server
+        demultiplexes by): the handshake's and every one we issued since;
+        empty if none were negotiated or ours is empty."""
+        ids = self.connection_ids
+        if ids is None:
+            own = self.handshake.own_connection_id
+            return (own,) if own else ()
+        return tuple(cid for cid in ids.own if cid)
+
+    @property
+    def peer_connection_id(self) -> bytes | None:
+        """The CID our records carry (None: none negotiated)."""
+        ids = self.connection_ids
+        return ids.peer if ids is not None else self.handshake.peer_connection_id
+
+    def _cid_protocol(self) -> ConnectionIds:
+        if self.state is not ConnectionState.CONNECTED or self.connection_ids is None:
+            raise LocalProtocolError("connection IDs were not negotiated on this connection")
+        return self.connection_ids
+
+    def request_connection_ids(self, count: int = 1) -> None:
+        """Ask the peer for ``count`` spare CIDs (RequestConnectionId)."""
+        ids = self._cid_protocol()
+        self._command(lambda: ids.request(count))
+
+    def issue_connection_ids(self, count: int = 1, immediate: bool = False) -> list[bytes]:
+        """Give the peer ``count`` fresh CIDs of ours (NewConnectionId), to use
+        at once (``immediate``, cid_immediate) or as spares; returns them."""
+        ids = self._cid_protocol()
+        usage = ConnectionIdUsage.cid_immediate if immediate else ConnectionIdUsage.cid_spare
+        issued: list[bytes] = []
+        self._command(lambda: issued.extend(ids.issue(count, usage)))
+        return issued
+
+    def next_connection_id(self) -> bool:
+        """Put the peer's next spare CID in our records from now on (RFC 9147 §9:
+        a new CID for a new path); False if the peer gave us no spare."""
+        return self._cid_protocol().next_peer_connection_id()
+
     # The core's hooks for commands: the clock is read once per call (every
     # message and timer of that call uses it); nothing goes behind a KeyUpdate
     # not yet acknowledged.
@@ -536,18 +589,45 @@ class DTLSConnection(ConnectionCore):
         eku = self.eku
         if eku is not None and message[0] in eku.message_types:
             self._eku_sent[seq] = message
-        if message[0] == HandshakeType.key_update:
-            # A KeyUpdate expects no reply flight: only its ACK completes it (§8).
+        if message[0] in _SINGLE_FLIGHT:
+            # A KeyUpdate, NewConnectionId or RequestConnectionId expects no
+            # reply flight: only its ACK completes it (§8, §9; rfc9147bis §5.8.4).
+            if message[0] != HandshakeType.key_update:
+                self._cid_sent[seq] = message[0]
             self._sender.end_flight(now, final=True)
             self._flight_open = False
 
     def compatibility_ccs(self) -> None:
         """DTLS 1.3 has no ChangeCipherSpec (RFC 9147 §5): nothing to send."""
 
+    def handshake_done(self) -> None:
+        super().handshake_done()
+        hs = self.handshake
+        if hs.own_connection_id is not None and hs.peer_connection_id is not None:
+            # Negotiated (either CID may be empty): NewConnectionId and
+            # RequestConnectionId have an owner; without CIDs the engine
+            # refuses them as unexpected_message (§9).
+            self.connection_ids = ConnectionIds(
+                self, hs.own_connection_id, hs.peer_connection_id, self.configuration.random
+            )
+            self.post_handshake.register(self.connection_ids)
+
+    # ConnectionIdHost (handshake.connection_ids): which CIDs the records carry.
+
+    def use_peer_connection_id(self, cid: bytes) -> None:
+        self._records.set_peer_connection_id(cid)
+
+    def accept_own_connection_ids(self, cids: Sequence[bytes]) -> None:
+        self._records.set_own_connection_id(*cids)
+
     def set_write_secret(self, suite: SuiteInfo, secret: bytes) -> None:
         """The engines' key changes (handshake epoch 2, application epoch 3):
         in use at once; messages queued before keep their epoch (§4.2.1)."""
         epoch = _HANDSHAKE_EPOCH if self._write_epoch < _HANDSHAKE_EPOCH else self._write_epoch + 1
+        if epoch == _HANDSHAKE_EPOCH:
+            # RFC 9147 §9 (and its example): protected records carry the CID the
+            # peer asked for in its hello; plaintext ones never do (§4).
+            self._records.set_peer_connection_id(self.handshake.peer_connection_id)
         self._suite = suite
         self._records.set_write_epoch(epoch, suite, secret)
         self._write_epoch = epoch
@@ -555,6 +635,9 @@ class DTLSConnection(ConnectionCore):
 
     def set_read_secret(self, suite: SuiteInfo, secret: bytes) -> None:
         epoch = _HANDSHAKE_EPOCH if self._read_epoch < _HANDSHAKE_EPOCH else self._read_epoch + 1
+        own = self.handshake.own_connection_id
+        if epoch == _HANDSHAKE_EPOCH and own:
+            self._records.set_own_connection_id(own)
         self._records.set_read_epoch(epoch, suite, secret)
         self._read_epoch = epoch
         self._read_secret = secret
@@ -853,6 +936,12 @@ class DTLSConnection(ConnectionCore):
                 return  # §4.5.2: unauthenticated, dropped
             raise
         if done:
+            ids = self.connection_ids
+            if ids is not None and self._cid_sent:
+                for seq in done:
+                    msg_type = self._cid_sent.pop(seq, None)
+                    if msg_type is not None:
+                        ids.message_acknowledged(msg_type)
             eku = self.eku
             if eku is not None and self._eku_sent:
                 for seq in done:

@@ -57,8 +57,9 @@ class UDPDriver:
         self.datagrams_sent = 0
         self.datagrams_received = 0
         self.peer_gone = False
-        #: Every datagram received, in order (for tests that look inside).
+        #: Every datagram received and sent, in order (for tests that look inside).
         self.received_datagrams: list[bytes] = []
+        self.sent_datagrams: list[bytes] = []
 
     @classmethod
     def client(cls, connection: DTLSConnection, port: int, host: str = "127.0.0.1", **kwargs: object) -> UDPDriver:
@@ -93,6 +94,7 @@ class UDPDriver:
                     continue
                 self.sock.sendto(datagram, self.peer)
                 self.datagrams_sent += 1
+                self.sent_datagrams.append(datagram)
             for event in conn.events():
                 self.events.append(event)
                 if self.on_event is not None:

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from helpers.dtls_udp import UDPDriver
 from helpers.peers import PeerProcess, free_port, start_process
 from helpers.pki import Credential, make_ca, make_leaf
-from helpers.wolfssl import wolfssl_build
+from helpers.wolfssl import split_records, wolfssl_build
 from longtls.config import ClientAuth, Configuration
 from longtls.constants import AlertDescription, CipherSuite, NamedGroup
 from longtls.crypto import key_schedule as ks
@@ -94,7 +94,7 @@ def key_updates(events: list[Event], direction: str) -> list[KeyUpdated]:
 def run_client(
     tmp_path: Path, key_type: str, group: NamedGroup, server_args: list[str], *,
     mtu: int = 1200, update_first: bool = False, echo: bool = True, client_certificate: bool = False,
-    suite: CipherSuite = CipherSuite.TLS_AES_128_GCM_SHA256,
+    suite: CipherSuite = CipherSuite.TLS_AES_128_GCM_SHA256, cid_length: int | None = None,
 ) -> tuple[UDPDriver, PeerProcess]:
     """A longtls client against ``examples/server/server``: with ``echo`` (-e)
     wolfSSL echoes each datagram until our close_notify; without, it answers
@@ -116,7 +116,8 @@ def run_client(
         credentials = {"certificate_chain": client_leaf.chain, "private_key": client_leaf.key, "post_handshake_auth": True}
     config = Configuration(
         is_client=True, server_name="localhost", trust_store=TrustStore([ca.cert]),
-        groups=(group,), key_share_groups=(group,), cipher_suites=(suite,), **credentials,  # type: ignore[arg-type]
+        groups=(group,), key_share_groups=(group,), cipher_suites=(suite,), dtls_connection_id_length=cid_length,
+        **credentials,  # type: ignore[arg-type]
     )
     conn = DTLSConnection(config, mtu=mtu)
     with start_process(args, cwd=tree) as server:
@@ -397,7 +398,7 @@ def test_small_mtu_with_wolfssl_server(tmp_path: Path) -> None:
 def run_server(
     tmp_path: Path, key_type: str, client_args: list[str], *, mtu: int = 1200, update_before_echo: bool = False,
     client_auth: ClientAuth = ClientAuth.NONE, post_handshake_auth: bool = False,
-    suite: CipherSuite = CipherSuite.TLS_AES_128_GCM_SHA256,
+    suite: CipherSuite = CipherSuite.TLS_AES_128_GCM_SHA256, cid_length: int | None = None,
 ) -> tuple[UDPDriver, PeerProcess]:
     """wolfSSL's ``examples/client/client`` against a longtls server that
     echoes each datagram; the client sends CLIENT_MESSAGE, prints our echo
@@ -410,6 +411,7 @@ def run_server(
     config = Configuration(
         is_client=False, certificate_chain=leaf.chain, private_key=leaf.key,
         client_auth=client_auth, trust_store=TrustStore([ca.cert]), cipher_suites=(suite,),
+        dtls_connection_id_length=cid_length,
     )
     if client_auth is not ClientAuth.NONE or post_handshake_auth:
         client_dir = tmp_path / "client"
@@ -504,3 +506,41 @@ def test_post_handshake_authentication_of_wolfssl_client(tmp_path: Path) -> None
 def test_small_mtu_with_wolfssl_client(tmp_path: Path) -> None:
     driver, _ = run_server(tmp_path, "rsa-2048", ["-t", "-u300"], mtu=300)
     assert driver.datagrams_received >= 2
+
+
+# -- connection IDs (RFC 9146, RFC 9147 §9) ------------------------------------------------
+# wolfSSL 5.5.4 takes CIDs of at most 2 bytes (DTLS_CID_MAX_SIZE, docs/interop-wolfssl.md).
+
+
+def _cids_on_the_wire(datagrams: list[bytes], cid_length: int) -> set[bytes]:
+    """The CIDs in the unified headers of these datagrams (RFC 9147 §4)."""
+    found = set()
+    for datagram in datagrams:
+        for record in split_records(datagram, cid_length):
+            if record.cid_present:
+                found.add(record.raw[1 : 1 + cid_length])
+    return found
+
+
+def test_connection_ids_with_wolfssl_server(tmp_path: Path) -> None:
+    """Both sides ask for a CID: our records carry wolfSSL's, wolfSSL's carry ours."""
+    driver, server = run_client(tmp_path, "ecdsa-p256", NamedGroup.x25519, ["--cid", "WS"], cid_length=2)
+    conn = driver.connection
+    assert conn is not None
+    assert "CID extension was negotiated" in server.output(), server.output()
+    assert conn.peer_connection_id == b"WS"
+    (own,) = conn.own_connection_ids
+    assert len(own) == 2
+    assert _cids_on_the_wire(driver.sent_datagrams, 2) == {b"WS"}
+    assert _cids_on_the_wire(driver.received_datagrams, 2) == {own}
+
+
+def test_connection_ids_with_wolfssl_client(tmp_path: Path) -> None:
+    driver, client = run_server(tmp_path, "ecdsa-p256", ["--cid", "WC"], cid_length=2)
+    conn = driver.connection
+    assert conn is not None
+    assert "CID extension was negotiated" in client.output(), client.output()
+    assert conn.peer_connection_id == b"WC"
+    (own,) = conn.own_connection_ids
+    assert _cids_on_the_wire(driver.sent_datagrams, 2) == {b"WC"}
+    assert _cids_on_the_wire(driver.received_datagrams, 2) == {own}

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from helpers.dtls_link import CLIENT_ADDRESS, Clock, DatagramLink
 from helpers.pair import configs
 from helpers.pki import make_ca, make_leaf
-from longtls.config import ClientAuth, Configuration
+from longtls.config import DEFAULT_SERVER_CONNECTION_ID_LENGTH, ClientAuth, Configuration
 from longtls.constants import HELLO_RETRY_REQUEST_RANDOM, AlertDescription, NamedGroup
 from longtls.dtls_connection import DTLSConnection
 from longtls.errors import HandshakeTimeoutError, LocalProtocolError
@@ -76,19 +76,21 @@ def closed_event(events: list[Event]) -> ConnectionClosed:
 # -- reading datagrams as a peer or a capture would ------------------------------------
 
 
-def records_of(datagram: bytes) -> list[tuple[str, int, int, bytes]]:
+def records_of(datagram: bytes, cid_length: int = DEFAULT_SERVER_CONNECTION_ID_LENGTH) -> list[tuple[str, int, int, bytes]]:
     """Split a datagram into records by their headers (RFC 9147 §4):
-    ("plain", epoch, content type, fragment) or ("cipher", epoch bits, 0, whole record)."""
+    ("plain", epoch, content type, fragment) or ("cipher", epoch bits, 0, whole record).
+    A record with the C bit carries a CID of ``cid_length`` bytes (by default
+    what a longtls server asks its clients for)."""
     out = []
     pos = 0
     while pos < len(datagram):
         first = datagram[pos]
         if first & 0xE0 == 0x20:  # 001CSLEE: the unified header
-            assert not first & 0x10, "no connection ID was negotiated"
             assert first & 0x0C == 0x0C, "16-bit sequence numbers and a length (longtls' defaults)"
-            length = int.from_bytes(datagram[pos + 3 : pos + 5], "big")
-            out.append(("cipher", first & 3, 0, datagram[pos : pos + 5 + length]))
-            pos += 5 + length
+            header = 5 + (cid_length if first & 0x10 else 0)
+            length = int.from_bytes(datagram[pos + header - 2 : pos + header], "big")
+            out.append(("cipher", first & 3, 0, datagram[pos : pos + header + length]))
+            pos += header + length
         else:
             content_type, version, epoch = first, datagram[pos + 1 : pos + 3], int.from_bytes(datagram[pos + 3 : pos + 5], "big")
             assert version == b"\xfe\xfd"  # legacy_record_version {254, 253}
@@ -118,20 +120,24 @@ def expand_label(secret: bytes, label: bytes, context: bytes, length: int) -> by
     return out[:length]
 
 
-def open_record(secret: bytes, record: bytes, expected_sequence: int | None = None) -> tuple[int, bytes]:
+def open_record(
+    secret: bytes, record: bytes, expected_sequence: int | None = None,
+    cid_length: int = DEFAULT_SERVER_CONNECTION_ID_LENGTH,
+) -> tuple[int, bytes]:
     """Decrypt one AES-128-GCM DTLSCiphertext record with keys derived from
     ``secret`` (RFC 9846 §7.3 with dtls13 labels; record number encryption,
-    RFC 9147 §4.2.3; AAD = the header with the clear sequence number, §4).
-    Returns (content type, content)."""
+    RFC 9147 §4.2.3; AAD = the header, CID included, with the clear sequence
+    number, §4). Returns (content type, content)."""
     key = expand_label(secret, b"key", b"", 16)
     iv = expand_label(secret, b"iv", b"", 12)
     sn_key = expand_label(secret, b"sn", b"", 16)
-    header, ciphertext = bytearray(record[:5]), record[5:]
+    cid = cid_length if record[0] & 0x10 else 0
+    header, ciphertext = bytearray(record[: 5 + cid]), record[5 + cid :]
     encryptor = Cipher(algorithms.AES(sn_key), modes.ECB()).encryptor()
     mask = encryptor.update(ciphertext[:16]) + encryptor.finalize()
-    header[1] ^= mask[0]
-    header[2] ^= mask[1]
-    low_bits = int.from_bytes(header[1:3], "big")
+    header[1 + cid] ^= mask[0]
+    header[2 + cid] ^= mask[1]
+    low_bits = int.from_bytes(header[1 + cid : 3 + cid], "big")
     if expected_sequence is not None:
         assert low_bits == expected_sequence & 0xFFFF
     sequence = low_bits if expected_sequence is None else expected_sequence

@@ -12,9 +12,13 @@ from helpers.dtls_engines import drive_handshake as _handshake
 from helpers.dtls_engines import engine_configs as _configs
 from helpers.dtls_engines import parse_dtls_client_hello as _parse_dtls_client_hello
 from helpers.dtls_engines import parse_extensions as _extensions
+from helpers.dtls_link import Clock, DatagramLink
+from helpers.pair import configs
 from longtls.config import DEFAULT_SERVER_CONNECTION_ID_LENGTH, Configuration
-from longtls.constants import AlertDescription, ExtensionType, HandshakeType
+from longtls.constants import AlertDescription, ExtensionType, HandshakeType, NamedGroup
+from longtls.dtls_connection import DTLSConnection
 from longtls.errors import LocalProtocolError, RemoteProtocolError
+from longtls.events import ConnectionClosed
 from longtls.handshake.connection_ids import (
     MAX_CIDS_PER_ANSWER,
     MAX_PEER_REQUESTS,
@@ -223,3 +227,123 @@ def test_a_cid_of_another_length_is_illegal_parameter() -> None:
             HandshakeType.new_connection_id, NewConnectionId((b"\x01\x02\x03",), ConnectionIdUsage.cid_spare).encode()
         ))
     assert info.value.alert == AlertDescription.illegal_parameter
+
+
+# -- on a DTLSConnection ------------------------------------------------------------------
+
+
+def _link(**kwargs: object) -> DatagramLink:
+    clock = Clock()
+    client_cfg, server_cfg, _ = configs(
+        client_now=clock, server_now=clock, client_key_share_groups=(NamedGroup.x25519,), **kwargs
+    )
+    link = DatagramLink(DTLSConnection(client_cfg), server_cfg, clock)
+    link.handshake()
+    link.run()
+    return link
+
+
+def _cids_in(datagrams: list[bytes], cid_length: int) -> list[bytes | None]:
+    """The CID of every protected record (None: no C bit), read from the headers (RFC 9147 §4)."""
+    found: list[bytes | None] = []
+    for datagram in datagrams:
+        pos = 0
+        while pos < len(datagram):
+            first = datagram[pos]
+            if first & 0xE0 != 0x20:  # DTLSPlaintext: never a CID
+                pos += 13 + int.from_bytes(datagram[pos + 11 : pos + 13], "big")
+                continue
+            cid = datagram[pos + 1 : pos + 1 + cid_length] if first & 0x10 else None
+            header = 1 + (cid_length if cid is not None else 0) + 2 + 2  # 16-bit seq and a length: our defaults
+            found.append(cid)
+            pos += header + int.from_bytes(datagram[pos + header - 2 : pos + header], "big")
+    return found
+
+
+def test_records_carry_the_cid_their_receiver_asked_for() -> None:
+    """RFC 9147 §9 and its example: once protected, the client's records carry the
+    server's CID; the server's carry none (the client asked for an empty one)."""
+    link = _link()
+    assert link.server is not None
+    (server_cid,) = link.server.own_connection_ids
+    assert link.client.peer_connection_id == server_cid and link.client.own_connection_ids == ()
+    assert set(_cids_in(link.log["c2s"], len(server_cid))) == {server_cid}
+    assert set(_cids_in(link.log["s2c"], 0)) == {None}
+
+
+def test_both_directions_with_cids_and_data() -> None:
+    link = _link(client_dtls_connection_id_length=3, server_dtls_connection_id_length=5)
+    assert link.server is not None
+    (client_cid,), (server_cid,) = link.client.own_connection_ids, link.server.own_connection_ids
+    assert (len(client_cid), len(server_cid)) == (3, 5)
+    link.client.send(b"up")
+    link.server.send(b"down")
+    link.run()
+    assert link.received("server") == [b"up"] and link.received("client") == [b"down"]
+    assert set(_cids_in(link.log["c2s"], 5)) == {server_cid}
+    assert set(_cids_in(link.log["s2c"], 3)) == {client_cid}
+
+
+def test_new_cids_are_requested_issued_acknowledged_and_used() -> None:
+    """RequestConnectionId answered with NewConnectionId (cid_spare); the client
+    moves to a spare (§9: "a new CID whenever sending on a new path"); the
+    server opens records under it; both messages were acknowledged."""
+    link = _link()
+    assert link.server is not None
+    (first,) = link.server.own_connection_ids
+    link.client.request_connection_ids(2)
+    link.run()
+    ids = link.client.connection_ids
+    assert ids is not None and len(ids.peer_spares) == 2
+    assert set(link.server.own_connection_ids) == {first, *ids.peer_spares}
+    assert not link.client.messages_in_flight and not link.server.messages_in_flight
+    spare = ids.peer_spares[0]
+    assert link.client.next_connection_id() and link.client.peer_connection_id == spare
+    sent_before = len(link.log["c2s"])
+    link.client.send(b"on a new path")
+    link.run()
+    assert link.received("server")[-1] == b"on a new path"
+    assert set(_cids_in(link.log["c2s"][sent_before:], len(first))) == {spare}
+
+
+def test_a_server_switches_its_client_to_a_new_cid_at_once() -> None:
+    link = _link()
+    assert link.server is not None
+    (fresh,) = link.server.issue_connection_ids(1, immediate=True)
+    link.run()
+    assert link.client.peer_connection_id == fresh
+    sent_before = len(link.log["c2s"])
+    link.client.send(b"x")
+    link.run()
+    assert link.received("server")[-1] == b"x"
+    assert set(_cids_in(link.log["c2s"][sent_before:], len(fresh))) == {fresh}
+
+
+def test_cid_messages_are_retransmitted_until_acknowledged() -> None:
+    link = _link()
+    assert link.server is not None
+    lost: list[int] = []
+
+    def drop_first(direction: str, datagram: bytes, index: int) -> bool:
+        if direction == "c2s" and not lost:
+            lost.append(index)
+            return True
+        return False
+
+    link.drop = drop_first
+    link.client.request_connection_ids(1)
+    link.run()
+    ids = link.client.connection_ids
+    assert lost and ids is not None and len(ids.peer_spares) == 1
+
+
+def test_cid_messages_without_negotiated_cids_are_unexpected_message() -> None:
+    """RFC 9147 §9: "MUST abort the connection with an unexpected_message alert"."""
+    link = _link(client_dtls_connection_ids=False)
+    assert link.server is not None and link.client.connection_ids is None
+    with pytest.raises(LocalProtocolError):
+        link.client.request_connection_ids(1)
+    link.client.queue_handshake(encode_handshake(HandshakeType.request_connection_id, RequestConnectionId(1).encode()))
+    link.run(lambda: link.server is not None and link.server.is_closed)
+    closed = [e for e in link.server_events if isinstance(e, ConnectionClosed)]
+    assert closed and closed[0].alert == AlertDescription.unexpected_message
