@@ -26,10 +26,14 @@ from longtls.config import Configuration
 from longtls.crypto.certificates import TrustStore, load_certificate_chain
 
 READY = r"^longtls: serving \(echo, DTLS 1\.3, MTU \d+\) on "
-#: RFC 9147 §4: the unified header longtls writes is 1 flags byte, a 16-bit
-#: sequence number and a 16-bit length; RFC 9846 §5.2: the inner content
-#: type byte; AES-128-GCM's tag is 16 bytes.
-RECORD_OVERHEAD = 1 + 2 + 2 + 1 + 16
+#: The connection ID a longtls server asks clients to put in their records
+#: by default (RFC 9146, RFC 9147 §9); a client asks for none.
+SERVER_CID_LENGTH = Configuration(is_client=False).effective_dtls_connection_id_length
+#: A client's record to a longtls server: RFC 9147 §4's unified header as
+#: longtls writes it (1 flags byte, the server's connection ID, a 16-bit
+#: sequence number, a 16-bit length), RFC 9846 §5.2's inner content type
+#: byte, AES-128-GCM's 16-byte tag.
+RECORD_OVERHEAD = 1 + SERVER_CID_LENGTH + 2 + 2 + 1 + 16
 
 
 @pytest.fixture
@@ -177,6 +181,7 @@ def test_mtu_300_fragments_the_handshake_and_every_datagram_fits(serve: Any, fil
         relay._forward = measure  # type: ignore[method-assign]
         try:
             association = await aio.connect_dtls(LOOPBACK, relay.port, _client_configuration(files), mtu=300)
+            assert association.max_datagram_payload == 300 - RECORD_OVERHEAD
             association.send(b"x" * (300 - RECORD_OVERHEAD))
             assert await association.receive() == b"x" * (300 - RECORD_OVERHEAD)
             association.close()
@@ -372,7 +377,7 @@ def test_tunnel_udp_end_to_end_with_a_udp_echo_service(files: PkiFiles) -> None:
             # Each application's address got its own association, so the
             # service saw two addresses (the server side's own sockets).
             assert len(service.peers) == 2, service.peers
-            client.wait_for_output(r"dropped a 379-byte datagram")
+            client.wait_for_output(rf"dropped a {400 - RECORD_OVERHEAD + 1}-byte datagram")
     finally:
         service.close()
 
