@@ -18,8 +18,8 @@ What it ties together (docs/dtls.md):
   and the stateless cookie (``DTLSConnection.accept``);
 - the post-handshake protocols through the same ``PostHandshakeArbiter`` as
   TLS: KeyUpdate (RFC 9147 §8), NewSessionTicket, client authentication,
-  and Extended Key Update when opted in (``extended_key_update=True``; its
-  DTLS flows are the state machine's, handshake/eku.py).
+  Extended Key Update (its DTLS flows are the state machine's,
+  handshake/eku.py) and connection ID updates (handshake/connection_ids.py).
 
 Epochs (RFC 9147 §6.1): 0 plaintext hellos, 2 handshake, 3 the first
 application keys, 4 and up one per key update, counted per direction.  A
@@ -137,8 +137,8 @@ class DTLSConnection(ConnectionCore):
     (a server's peer, as bytes) binds its cookies; ``first_message_seq`` is
     where ``accept`` starts a server's message_seq counting after a
     stateless HelloRetryRequest (RFC 9147 §5.2).  ``extended_key_update``:
-    offer and accept Extended Key Update as the Configuration says (opt-in
-    over DTLS for now; docs/dtls.md).
+    None (the default) offers and accepts Extended Key Update as the
+    Configuration says, as over TLS; True or False overrides it.
 
     The transport-independent part (events, closing, the guard, timers,
     exporters, the hosts' record-free methods) is ``ConnectionCore``'s; this
@@ -155,16 +155,12 @@ class DTLSConnection(ConnectionCore):
         client_address: bytes = b"",
         mtu: int = DEFAULT_MTU,
         first_message_seq: int = 0,
-        extended_key_update: bool = False,
+        extended_key_update: bool | None = None,
     ) -> None:
         configuration.validate()
-        if configuration.extended_key_update and not extended_key_update:
-            # Decision (this milestone): Extended Key Update over DTLS is
-            # opt-in (``extended_key_update=True``) while its DTLS flows are
-            # new (issue 11); by default a DTLS connection neither offers nor
-            # accepts it, so the standard KeyUpdate of RFC 9147 §8 updates
-            # keys.  The caller's Configuration is not changed.
-            configuration = dataclasses.replace(configuration, extended_key_update=False)
+        if extended_key_update is not None and extended_key_update != configuration.extended_key_update:
+            # The caller's Configuration is not changed.
+            configuration = dataclasses.replace(configuration, extended_key_update=extended_key_update)
         super().__init__(configuration, DTLS, client_address=client_address)
         self.client_address = client_address
         self._now = configuration.now()
@@ -231,7 +227,7 @@ class DTLSConnection(ConnectionCore):
     @classmethod
     def accept(
         cls, configuration: Configuration, client_address: bytes, datagram: bytes, *, mtu: int = DEFAULT_MTU,
-        extended_key_update: bool = False,
+        extended_key_update: bool | None = None,
     ) -> tuple[DTLSConnection | None, list[bytes]]:
         """A server's answer to a datagram from an address with no association.
 

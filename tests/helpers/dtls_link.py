@@ -57,8 +57,8 @@ class DatagramLink:
     seed: int = 0
     drop: DropHook | None = None
     mtu: int = 1200
-    #: The server's DTLSConnection(extended_key_update=...) (opt-in EKU over DTLS).
-    extended_key_update: bool = False
+    #: The server's DTLSConnection(extended_key_update=...): None follows the configuration.
+    extended_key_update: bool | None = None
     server: DTLSConnection | None = None
     client_events: list[Event] = field(default_factory=list)
     server_events: list[Event] = field(default_factory=list)

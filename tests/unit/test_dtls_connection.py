@@ -56,6 +56,11 @@ def make_link(
     link_kw = {k[5:]: v for k, v in kwargs.items() if k.startswith("link_")}
     cfg_kw = {k: v for k, v in kwargs.items() if not k.startswith("link_")}
     cfg_kw.setdefault("client_key_share_groups", client_groups)
+    # Most tests here are about the standard KeyUpdate (RFC 9147 §8), which
+    # Extended Key Update replaces once negotiated (EKU draft-13 §4), and
+    # about tickets, which draft-13 disables: EKU is off unless a test asks.
+    cfg_kw.setdefault("client_extended_key_update", False)
+    cfg_kw.setdefault("server_extended_key_update", False)
     client_cfg, server_cfg, _ = configs(key_type, client_now=clock, server_now=clock, **cfg_kw)
     link = DatagramLink(DTLSConnection(client_cfg, mtu=mtu), server_cfg, clock, mtu=mtu, **link_kw)  # type: ignore[arg-type]
     return link, client_cfg, server_cfg
@@ -177,7 +182,7 @@ def test_handshake_with_stateless_cookie(group: NamedGroup, key_type: str) -> No
         hs = handshake_event(side)
         assert hs.version == "DTLSv1.3"
         assert hs.group == group
-        assert not hs.extended_key_update  # EKU over DTLS is not negotiated yet
+        assert not hs.extended_key_update  # off in these configurations (make_link)
     assert handshake_event(link.client_events).signature_scheme is not None
 
 
@@ -769,12 +774,19 @@ def eku_settled(link: DatagramLink, generation: int) -> bool:
     )
 
 
-def test_extended_key_update_is_off_over_dtls_by_default() -> None:
-    link, _, _ = make_link()
+def test_extended_key_update_follows_the_configuration() -> None:
+    """As over TLS: negotiated with the default Configuration (which then refuses
+    the standard KeyUpdate, EKU draft-13 §4); off when either side turns it off."""
+    link, _, _ = make_link(client_extended_key_update=True, server_extended_key_update=True)
     link.handshake()
-    assert not handshake_event(link.client_events).extended_key_update
+    assert handshake_event(link.client_events).extended_key_update
     with pytest.raises(LocalProtocolError):
-        link.client.extended_key_update()
+        link.client.update_keys()
+    off, _, _ = make_link(client_extended_key_update=True, server_extended_key_update=False)
+    off.handshake()
+    assert not handshake_event(off.client_events).extended_key_update
+    with pytest.raises(LocalProtocolError):
+        off.client.extended_key_update()
 
 
 @pytest.mark.parametrize("profile", EKU_PROFILES)

@@ -586,15 +586,15 @@ async def connect_dtls(
     *,
     mtu: int = DEFAULT_MTU,
     options: StreamOptions = _DEFAULT_OPTIONS,
-    extended_key_update: bool = False,
+    extended_key_update: bool | None = None,
     **kwargs: Any,
 ) -> DTLSAssociation:
     """Open a UDP socket to host:port, complete the DTLS 1.3 handshake, return the association.
 
     ``mtu``: the largest datagram to send (handshake messages are fragmented
     to it; ``send`` takes at most ``max_datagram_payload`` bytes).
-    ``extended_key_update``: offer Extended Key Update as the Configuration
-    says (opt-in over DTLS, as in ``DTLSConnection``; docs/dtls.md).
+    ``extended_key_update``: None offers Extended Key Update as the
+    Configuration says; True or False overrides it (as ``DTLSConnection``).
     The handshake timeout is ``configuration.handshake_timeout`` (the
     core's; ``HandshakeTimeoutError``).  ``kwargs`` go to
     ``loop.create_datagram_endpoint`` (``local_addr``, ``family`` ...).
@@ -642,7 +642,7 @@ class DTLSServer:
         options: StreamOptions,
         max_associations: int,
         max_unproven: int,
-        extended_key_update: bool,
+        extended_key_update: bool | None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._handler = handler
@@ -845,7 +845,7 @@ async def serve_dtls(
     options: StreamOptions = _DEFAULT_OPTIONS,
     max_associations: int = DEFAULT_MAX_ASSOCIATIONS,
     max_unproven: int = DEFAULT_MAX_UNPROVEN,
-    extended_key_update: bool = False,
+    extended_key_update: bool | None = None,
     **kwargs: Any,
 ) -> DTLSServer:
     """Listen on UDP host:port; call ``handler(association)`` after each DTLS handshake.
