@@ -62,7 +62,7 @@ from .events import (
     Event,
     KeyUpdated,
 )
-from .handshake.connection_ids import ConnectionIds
+from .handshake.connection_ids import MAX_OWN_CIDS, ConnectionIds
 from .handshake.server import ServerHandshake, stateless_hello_retry
 from .handshake.transport import DTLS
 from .record.dtls_layer import DTLSRecord, DTLSRecordLayer
@@ -79,7 +79,7 @@ from .wire.dtls_ack import ACK, max_ack_record_numbers
 from .wire.dtls_handshake import decode_fragments, encode_fragment, tls_message
 from .wire.dtls_record import DiscardReason, RecordNumber
 
-__all__ = ["DTLSConnection"]
+__all__ = ["DTLSConnection", "PathProbe"]
 
 _APPLICATION_DATA = int(ContentType.APPLICATION_DATA)  # plain ints: compared per record
 _HANDSHAKE = int(ContentType.HANDSHAKE)
@@ -87,6 +87,10 @@ _ACK = int(ContentType.ACK)
 _ALERT = int(ContentType.ALERT)
 _HANDSHAKE_EPOCH = 2  # RFC 9147 §6.1
 _FIRST_APPLICATION_EPOCH = 3
+#: Below every protected record number (epochs 0 and 1 are not authenticated
+#: by us: plaintext, or early data we never accept): the starting point of
+#: ``last_datagram_advanced``'s single comparison per record.
+_BEFORE_PROTECTED = RecordNumber(1, 2**64)
 #: Post-handshake messages that expect no reply flight, only their ACK.
 _SINGLE_FLIGHT = frozenset({
     HandshakeType.key_update, HandshakeType.new_connection_id, HandshakeType.request_connection_id,
@@ -120,6 +124,35 @@ class _PendingSwitch:
 
     def __repr__(self) -> str:  # no secret
         return f"<_PendingSwitch epoch={self.epoch}>"
+
+
+class PathProbe:
+    """A reachability test of a candidate peer address (NAT rebinding).
+
+    RFC 9147 §11 (rfc9147bis-02 §11 the same): "MUST NOT update the address
+    they send to in response to packets from a different address unless they
+    first perform some reachability test; no such test is defined".  RFC 9146
+    §6 adds that only a record newer than any received, that authenticates,
+    may trigger one.  Decision (docs/dtls.md, "NAT rebinding"): the test is
+    made of RFC 9147 messages only.  ``datagrams`` hold a NewConnectionId (one
+    fresh cid_spare CID: §9 "SHOULD use a new CID whenever sending on a new
+    path") to be sent ONLY to the candidate address; ``record_numbers`` are
+    the records carrying it.  The candidate is reachable once an
+    authenticated ACK names one of them (``DTLSConnection.path_validated``).
+    Retransmissions of that message go to the current address under other
+    record numbers, so they never validate the candidate.
+    """
+
+    __slots__ = ("datagrams", "record_numbers", "validated")
+
+    def __init__(self, datagrams: list[bytes], record_numbers: frozenset[RecordNumber]) -> None:
+        self.datagrams = datagrams
+        self.record_numbers = record_numbers
+        self.validated = False
+
+    def __repr__(self) -> str:
+        numbers = sorted(self.record_numbers)
+        return f"<PathProbe records={[(n.epoch, n.sequence_number) for n in numbers]} validated={self.validated}>"
 
 
 class DTLSConnection(ConnectionCore):
@@ -214,6 +247,12 @@ class DTLSConnection(ConnectionCore):
         self.connection_ids: ConnectionIds | None = None
         #: Our NewConnectionId / RequestConnectionId not yet acknowledged, by message_seq.
         self._cid_sent: dict[int, int] = {}
+        #: The newest authenticated record number received (RFC 9146 §6), and
+        #: whether the last ``receive_datagram`` call raised it.
+        self._newest_received = _BEFORE_PROTECTED
+        self.last_datagram_advanced = False
+        #: The reachability test under way (``probe_path``), if any.
+        self._probe: PathProbe | None = None
 
     def __repr__(self) -> str:
         role = "client" if self.is_client else "server"
@@ -332,6 +371,7 @@ class DTLSConnection(ConnectionCore):
         the fatal alert, queues ``ConnectionClosed`` and raises
         ``RemoteProtocolError``.  Datagrams of a closed connection are ignored.
         """
+        self.last_datagram_advanced = False
         if self.state is ConnectionState.CLOSED:
             return
         self._now = self.configuration.now()
@@ -490,6 +530,71 @@ class DTLSConnection(ConnectionCore):
         """Put the peer's next spare CID in our records from now on (RFC 9147 §9:
         a new CID for a new path); False if the peer gave us no spare."""
         return self._cid_protocol().next_peer_connection_id()
+
+    # -- NAT rebinding: a reachability test of a new peer address ------------------
+
+    def probe_path(self) -> PathProbe | None:
+        """Start a reachability test of a candidate peer address (``PathProbe``).
+
+        Send ``probe.datagrams`` to the candidate address only, everything
+        else from ``datagrams_to_send()`` to the current one; then
+        ``path_validated(probe)`` after each datagram received tells whether
+        the candidate answered.  None when no test is possible now: CIDs not
+        negotiated or ours empty (the peer could not have been routed to us
+        from a new address), the connection not open or closing, a probe
+        already under way (``abandon_probe`` first), our KeyUpdate waiting
+        for its ACK (rfc9147bis §8: no new message before it), the CIDs we
+        may issue used up (``MAX_OWN_CIDS``), or nothing to resend yet.
+
+        Decision: if an earlier probe's NewConnectionId is still not
+        acknowledged (§9: only one may be outstanding; its copy may have been
+        lost on the way to the candidate, and its retransmissions went to an
+        old address that may be dead), the new probe carries a retransmission
+        of our unacknowledged messages instead, under new record numbers.
+        """
+        ids = self.connection_ids
+        if (
+            ids is None or not ids.own[0] or self.state is not ConnectionState.CONNECTED or self._closing
+            or self._probe is not None or self._pending_switches or self._held
+        ):
+            return None
+        records = self._records
+        before = {epoch: records.write_sequence_number(epoch) for epoch in records.write_epochs}
+        start = len(self._outbox)
+        if HandshakeType.new_connection_id in self._cid_sent.values():
+            sender = self._sender
+
+            def resend() -> None:
+                sender.on_peer_retransmission(self._now)  # rate-limited and refused if partly ACKed
+
+            self._command(resend)
+        elif len(ids.own) < MAX_OWN_CIDS:
+            self.issue_connection_ids(1)
+        if len(self._outbox) == start or self.state is not ConnectionState.CONNECTED:
+            return None
+        sent = self._outbox[start:]
+        del self._outbox[start:]
+        numbers = frozenset(
+            RecordNumber(epoch, sequence_number)
+            for epoch in records.write_epochs
+            for sequence_number in range(before.get(epoch, 0), records.write_sequence_number(epoch))
+        )
+        self._probe = PathProbe(pack_datagrams(sent, self.mtu), numbers)
+        return self._probe
+
+    def path_validated(self, probe: PathProbe) -> bool:
+        """True once an authenticated ACK named one of ``probe``'s records: the
+        candidate address reaches the peer.  The probe is then over (a new one
+        may start)."""
+        if probe.validated and self._probe is probe:
+            self._probe = None
+        return probe.validated
+
+    def abandon_probe(self, probe: PathProbe) -> None:
+        """Give up on ``probe`` (no answer in time): its records no longer
+        validate anything, and ``probe_path`` may start another."""
+        if self._probe is probe:
+            self._probe = None
 
     # The core's hooks for commands: the clock is read once per call (every
     # message and timer of that call uses it); nothing goes behind a KeyUpdate
@@ -772,6 +877,7 @@ class DTLSConnection(ConnectionCore):
         discarded = self._records.discarded
         handshaking = not self.handshake.complete
         unreadable = discarded[DiscardReason.UNKNOWN_EPOCH] if handshaking else 0
+        newest = self._newest_received
         for record in self._records.records_in(data):
             if self.state is ConnectionState.CLOSED:
                 return
@@ -780,7 +886,12 @@ class DTLSConnection(ConnectionCore):
                 # §5.10: "Any data received with an epoch/sequence number
                 # pair after that of a valid received closure alert MUST be ignored."
                 continue
-            epoch = record.number.epoch
+            number = record.number
+            if number > newest:
+                # RFC 9146 §6: only a record newer than any received (and
+                # authenticated: epochs from 2 on) may move the peer's address.
+                newest = number
+            epoch = number.epoch
             if epoch > self._newest_read_epoch:
                 self._newest_read_epoch = epoch
                 self._retire_read_epochs(epoch)
@@ -796,6 +907,9 @@ class DTLSConnection(ConnectionCore):
                 self._on_ack_record(record, now)
             elif content_type == _ALERT:
                 self._on_alert_record(record)
+        if newest is not self._newest_received:
+            self._newest_received = newest
+            self.last_datagram_advanced = True
         if self._answered_peer and self._queued_now:
             # Our flight answers the peer's: an implicit acknowledgement
             # (§7.1: "ACKs SHOULD NOT be sent for these flights").
@@ -931,6 +1045,12 @@ class DTLSConnection(ConnectionCore):
             if record.number.epoch == 0:
                 return  # §4.5.2: unauthenticated, dropped
             raise
+        probe = self._probe
+        if probe is not None and record.number.epoch >= _HANDSHAKE_EPOCH and not probe.validated:
+            # An authenticated ACK naming a record that went only to the
+            # candidate address: the peer received it there (PathProbe).
+            numbers = probe.record_numbers
+            probe.validated = any(rn in numbers for rn in ack.record_numbers)
         if done:
             ids = self.connection_ids
             if ids is not None and self._cid_sent:

@@ -155,3 +155,119 @@ class UDPRelay:
         for side in (self._front, self._back):
             if side is not None and side.transport is not None:
                 side.transport.close()
+
+
+class _NATSide(asyncio.DatagramProtocol):
+    """One socket of ``NATRelay``: the client-facing one, or one server-facing mapping."""
+
+    def __init__(self, relay: NATRelay, mapping: int | None) -> None:
+        self.relay = relay
+        self.mapping = mapping  # None: faces the client
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.mapping is None:
+            self.relay._from_client(data, (addr[0], addr[1]))
+        else:
+            self.relay._from_server(data, self.mapping)
+
+    def error_received(self, exc: Exception) -> None:
+        pass
+
+
+class NATRelay:
+    """A NAT in front of one client: client <-> relay port <-> mapping socket <-> server.
+
+        relay = await NATRelay.start(("127.0.0.1", server_port))
+        association = await aio.connect_dtls("127.0.0.1", relay.port, config)
+        await relay.rebind()          # NAT rebinding: a new source port toward the server
+
+    Each mapping is its own UDP socket, so the server sees the client at
+    ``relay.address`` (the current mapping's port).  ``rebind()`` opens a new
+    mapping for everything the client sends from then on; the old one stays
+    open and still carries the server's datagrams to the client unless
+    ``keep_old=False`` (a NAT that forgot it).  ``deliver_from[mapping] =
+    False`` drops what the server sends to that mapping.  ``received[mapping]``
+    counts datagrams from the server per mapping; ``sent_log`` keeps every
+    datagram forwarded to the server, in order (an attacker's material).
+    """
+
+    def __init__(self, target: Address) -> None:
+        self.target = target
+        self.client: Address | None = None
+        self.mappings: list[_NATSide] = []
+        self.received: list[int] = []
+        self.deliver_from: list[bool] = []
+        self.sent_log: list[bytes] = []
+        #: Called with each datagram from the client; False holds it back (not forwarded).
+        self.forward_filter: Any = None
+        self._front: _NATSide | None = None
+
+    @classmethod
+    async def start(cls, target: Address) -> NATRelay:
+        relay = cls(target)
+        loop = asyncio.get_running_loop()
+        _, relay._front = await loop.create_datagram_endpoint(
+            lambda: _NATSide(relay, None), local_addr=("127.0.0.1", 0)
+        )
+        await relay.rebind()
+        return relay
+
+    @property
+    def port(self) -> int:
+        assert self._front is not None and self._front.transport is not None
+        return int(self._front.transport.get_extra_info("sockname")[1])
+
+    def mapping_address(self, mapping: int) -> Address:
+        transport = self.mappings[mapping].transport
+        assert transport is not None
+        host, port = transport.get_extra_info("sockname")[:2]
+        return (str(host), int(port))
+
+    @property
+    def address(self) -> Address:
+        """Where the server sees the client now."""
+        return self.mapping_address(len(self.mappings) - 1)
+
+    async def rebind(self, *, keep_old: bool = True) -> Address:
+        """Send the client's datagrams from a new source port from now on; the new address."""
+        if self.mappings and not keep_old:
+            old = self.mappings[-1].transport
+            if old is not None:
+                old.close()
+        loop = asyncio.get_running_loop()
+        mapping = len(self.mappings)
+        _, side = await loop.create_datagram_endpoint(lambda: _NATSide(self, mapping), remote_addr=self.target)
+        self.mappings.append(side)
+        self.received.append(0)
+        self.deliver_from.append(True)
+        return self.address
+
+    def _from_client(self, data: bytes, addr: Address) -> None:
+        if self.client is None:
+            self.client = addr
+        if addr != self.client:
+            return
+        if self.forward_filter is not None and not self.forward_filter(data):
+            return
+        self.sent_log.append(data)
+        transport = self.mappings[-1].transport
+        if transport is not None and not transport.is_closing():
+            transport.sendto(data)
+
+    def _from_server(self, data: bytes, mapping: int) -> None:
+        self.received[mapping] += 1
+        front = self._front
+        if (
+            self.deliver_from[mapping] and self.client is not None and front is not None
+            and front.transport is not None and not front.transport.is_closing()
+        ):
+            front.transport.sendto(data, self.client)
+
+    def close(self) -> None:
+        for side in (self._front, *self.mappings):
+            if side is not None and side.transport is not None:
+                side.transport.close()

@@ -19,7 +19,10 @@ order of arrival, each once (the record layer's replay window drops
 duplicates, RFC 9147 §4.5.1).
 
 A server (:func:`serve_dtls`) owns one UDP socket and demultiplexes by the
-client's address.  A datagram from an address with no association goes to
+client's address, and by connection ID for a client whose address changed
+(NAT rebinding): the association moves to the new address only once it
+passed a reachability test (``DTLSServer``, docs/dtls.md "NAT rebinding").
+Any other datagram from an address with no association goes to
 ``DTLSConnection.accept``, which answers a ClientHello without a valid
 cookie statelessly (RFC 9147 §5.1): nothing is kept for that address until
 the client has proved it receives there.  Associations are dropped when they
@@ -47,7 +50,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..config import Configuration
 from ..constants import AlertDescription, ContentType
-from ..dtls_connection import DTLSConnection
+from ..dtls_connection import DTLSConnection, PathProbe
 from ..errors import AlertReceived, ConfigurationError, TLSError
 from ..events import (
     ApplicationData,
@@ -68,6 +71,7 @@ __all__ = [
     "DEFAULT_MAX_ASSOCIATIONS",
     "DEFAULT_MAX_UNPROVEN",
     "DEFAULT_SERVER_IDLE_TIMEOUT",
+    "PATH_PROBE_INTERVAL",
     "DTLSAssociation",
     "DTLSServer",
     "DatagramHandler",
@@ -97,6 +101,15 @@ MAX_QUEUED_DATAGRAMS = 4096
 #: The first byte of a DTLSPlaintext handshake record (RFC 9147 §4); a unified
 #: header's first byte is 001xxxxx.
 _PLAINTEXT_HANDSHAKE = bytes((ContentType.HANDSHAKE,))
+#: A unified header with the C bit (RFC 9147 §4: 001CSLEE, C set): the
+#: connection ID follows the first byte.
+_CID_HEADER_MASK = 0xF0
+_CID_HEADER = 0x30
+#: Seconds between two reachability tests of new addresses for one
+#: association (docs/dtls.md "NAT rebinding"): an unanswered probe is
+#: replaced by a new one no sooner, so a stream of datagrams from unproven
+#: addresses gets at most one small datagram a second in return.
+PATH_PROBE_INTERVAL = 1.0
 
 #: Called once per association after its handshake; a coroutine runs as a task.
 DatagramHandler = Callable[["DTLSAssociation"], Awaitable[None] | None]
@@ -131,8 +144,9 @@ class DTLSAssociation:
     """
 
     __slots__ = (
-        "_close_timer", "_events", "_handler", "_idle_timeout", "_idle_timer", "_last_activity", "_loop", "_metrics",
-        "_on_closed", "_peer_closed", "_queue", "_receive_waiter", "_send", "_task", "_timer",
+        "_cids", "_close_timer", "_events", "_handler", "_idle_timeout", "_idle_timer", "_last_activity", "_loop",
+        "_metrics", "_on_closed", "_peer_closed", "_probe", "_probe_address", "_probe_at", "_queue",
+        "_receive_waiter", "_send", "_task", "_timer",
         "_timer_deadline", "_update_waiters", "bytes_received", "bytes_sent", "closed", "connection",
         "datagrams_dropped", "datagrams_received", "datagrams_sent", "exception", "handshake_future",
         "options", "peer", "peername",
@@ -183,6 +197,12 @@ class DTLSAssociation:
         self.datagrams_received = 0
         self.bytes_received = 0
         self.datagrams_dropped = 0
+        # A server's NAT rebinding state (DTLSServer): the CIDs it routes to
+        # us, and the reachability test of a new address under way.
+        self._cids: tuple[bytes, ...] = ()
+        self._probe: PathProbe | None = None
+        self._probe_address: tuple[Any, ...] | None = None
+        self._probe_at = float("-inf")
 
     def __repr__(self) -> str:
         return f"<DTLSAssociation {self.peername} {self.connection!r}>"
@@ -631,6 +651,14 @@ class DTLSServer:
 
     ``close()`` sends close_notify on every association and closes the
     socket; ``wait_closed()`` waits for that.  Usable as ``async with``.
+
+    Associations are found by the client's address, and, for a datagram from
+    an address with none, by the connection ID of its first record (RFC 9147
+    §9, RFC 9146).  Such a datagram is processed by its association, but the
+    association keeps sending to the old address until the new one passed a
+    reachability test (RFC 9147 §11, rfc9147bis-02 §11: "MUST NOT update the
+    address they send to ... unless they first perform some reachability
+    test"): see ``_from_new_address`` and docs/dtls.md "NAT rebinding".
     """
 
     def __init__(
@@ -668,6 +696,14 @@ class DTLSServer:
         self.stateless_replies = 0
         #: New associations refused because ``max_associations`` were open.
         self.refused = 0
+        #: Associations by the CIDs they issued (``DTLSConnection.own_connection_ids``),
+        #: and how many registered CIDs have each length (the server's CID
+        #: length is each association's Configuration.effective_dtls_connection_id_length).
+        self._by_cid: dict[bytes, DTLSAssociation] = {}
+        self._cid_lengths: collections.Counter[int] = collections.Counter()
+        #: Reachability tests sent to new addresses, and associations moved after one passed.
+        self.probes_sent = 0
+        self.migrations = 0
         self._closed: asyncio.Future[None] = self._loop.create_future()
 
     def __repr__(self) -> str:
@@ -687,6 +723,11 @@ class DTLSServer:
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         association = self.associations.get(addr)
         if association is None:
+            if (
+                self._by_cid and data and data[0] & _CID_HEADER_MASK == _CID_HEADER
+                and self._from_new_address(data, addr)
+            ):
+                return
             if not self._closed.done():
                 self._accept(data, addr, None)
             return
@@ -711,6 +752,115 @@ class DTLSServer:
             # ClientHello cannot destroy it.
             self._accept(data, addr, association)
         association.datagram_received(data)
+        if association._probe is not None and association.connection.path_validated(association._probe):
+            # The probe's ACK came from the current address: the client is
+            # still reachable here, the candidate is not adopted.
+            association._probe = association._probe_address = None
+        if association.connection.own_connection_ids != association._cids:
+            self._register_cids(association)
+
+    # -- connection IDs and NAT rebinding --------------------------------------------
+
+    def _register_cids(self, association: DTLSAssociation) -> None:
+        """Route the association's CIDs to it (new ones come from the handshake,
+        a NewConnectionId of ours: a probe, an answer to RequestConnectionId)."""
+        cids = association.connection.own_connection_ids
+        by_cid = self._by_cid
+        for cid in cids:
+            if cid not in association._cids and by_cid.setdefault(cid, association) is association:
+                # setdefault: a CID another association already has (short
+                # CIDs may collide) keeps routing to the first one.
+                self._cid_lengths[len(cid)] += 1
+        association._cids = cids
+
+    def _unregister_cids(self, association: DTLSAssociation) -> None:
+        for cid in association._cids:
+            if self._by_cid.get(cid) is association:
+                del self._by_cid[cid]
+                lengths = self._cid_lengths
+                lengths[len(cid)] -= 1
+                if not lengths[len(cid)]:
+                    del lengths[len(cid)]
+        association._cids = ()
+
+    def _from_new_address(self, data: bytes, addr: tuple[Any, ...]) -> bool:
+        """A datagram whose first record carries a CID, from an address with no
+        association: False if the CID is not one of ours.
+
+        Decision (docs/dtls.md "NAT rebinding"): the association processes it
+        (its records are authenticated or silently discarded, §4.5.2); if a
+        record authenticated and is newer than any received (RFC 9146 §6:
+        ``last_datagram_advanced``), a reachability test goes to the new
+        address only (``DTLSConnection.probe_path``: a NewConnectionId whose
+        ACK must name the probe's own records), at most one per
+        ``PATH_PROBE_INTERVAL``.  The association moves once the ACK that
+        validates the probe arrives from that address; one arriving from
+        elsewhere ends the probe without a move (the client answers from
+        another address than the candidate: the candidate is not its new one).
+        """
+        association = None
+        for length in self._cid_lengths:
+            association = self._by_cid.get(data[1 : 1 + length])
+            if association is not None:
+                break
+        if association is None:
+            return False
+        association.datagram_received(data)
+        conn = association.connection
+        if conn.own_connection_ids != association._cids:
+            self._register_cids(association)
+        probe = association._probe
+        if probe is not None and conn.path_validated(probe):
+            if association._probe_address == addr:
+                self._move(association, addr)
+            association._probe = association._probe_address = None
+        elif conn.last_datagram_advanced and association.handshake_future.done():
+            self._test_address(association, addr)
+        return True
+
+    def _test_address(self, association: DTLSAssociation, addr: tuple[Any, ...]) -> None:
+        transport = self.transport
+        now = self._loop.time()
+        if (
+            transport is None or transport.is_closing() or now - association._probe_at < PATH_PROBE_INTERVAL
+            or self.associations.get(association.peer) is not association
+        ):
+            return
+        association._probe_at = now
+        conn = association.connection
+        if association._probe is not None:
+            conn.abandon_probe(association._probe)  # unanswered for PATH_PROBE_INTERVAL
+            association._probe = association._probe_address = None
+        probes: list[PathProbe | None] = []
+        association._run(lambda: probes.append(conn.probe_path()))
+        probe = probes[0] if probes else None
+        if probe is None:
+            return
+        association._probe = probe
+        association._probe_address = addr
+        for datagram in probe.datagrams:
+            transport.sendto(datagram, addr)
+        self.probes_sent += 1
+        self._register_cids(association)  # the probe issued a CID
+        logger.debug(
+            "%s: authenticated datagram from %s: testing that address (NAT rebinding?)",
+            association.peername, _format_address(addr),
+        )
+
+    def _move(self, association: DTLSAssociation, addr: tuple[Any, ...]) -> None:
+        """The probe passed: the association sends to ``addr`` from now on."""
+        old = association.peer
+        if self.associations.get(addr) not in (None, association) or self.associations.get(old) is not association:
+            return  # another association took the address meanwhile, or this one is being replaced
+        del self.associations[old]
+        self.associations[addr] = association
+        association.peer = addr
+        association.peername = _format_address(addr)
+        self.migrations += 1
+        logger.info(
+            "%s: DTLS association moved from %s to %s (NAT rebinding, reachability confirmed)",
+            association.peername, _format_address(old), association.peername,
+        )
 
     def _accept(self, data: bytes, addr: tuple[Any, ...], predecessor: DTLSAssociation | None) -> None:
         # RFC 9147 §5.1: nothing is kept for this address before a valid cookie.
@@ -748,7 +898,8 @@ class DTLSServer:
 
         def send(datagram: bytes) -> None:
             if not transport.is_closing():
-                transport.sendto(datagram, addr)
+                # The association's current address: it may move (``_move``).
+                transport.sendto(datagram, association.peer)
 
         association = DTLSAssociation(
             conn, send, addr, self.options,
@@ -791,6 +942,7 @@ class DTLSServer:
         return True
 
     def _association_closed(self, association: DTLSAssociation) -> None:
+        self._unregister_cids(association)
         addr = association.peer
         if self._unproven.get(addr) is association:
             del self._unproven[addr]
