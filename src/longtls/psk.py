@@ -172,9 +172,10 @@ class PskCandidate:
     def __repr__(self) -> str:
         return f"<PskCandidate {self.kind.value} {self.display_identity!r} {self.hash_name}>"
 
-    def binder_key(self) -> bytes:
+    def binder_key(self, prefix: bytes = ks.TLS13_LABEL_PREFIX) -> bytes:
+        """binder_key under the transport's label prefix ("dtls13" over DTLS, RFC 9147 §5.9)."""
         suite = hash_suite(self.hash_name)
-        return ks.HandshakeSecrets(suite, self.psk).binder_key(self.kind.binder_label)
+        return ks.HandshakeSecrets(suite, self.psk, prefix).binder_key(self.kind.binder_label)
 
 
 def client_candidates(

@@ -1,4 +1,4 @@
-"""Client and server handshake engines driven over a host with no records.
+"""Client and server handshake engines driven over a host with no records (TLS or DTLS).
 
 Whole handshake messages go from one engine to the other, the shape a DTLS
 connection gives them once its reliability layer reassembled them; the tests
@@ -40,6 +40,8 @@ class MessageHost:
     write_secrets: list[bytes] = field(default_factory=list)
     ccs_points: int = 0
     done: bool = False
+    #: Labels of the secrets the engine logged (never the secrets).
+    logged: list[str] = field(default_factory=list)
     #: The engine whose resumption secret this host reports, as a connection does.
     engine: HandshakeEngine | None = None
 
@@ -67,7 +69,7 @@ class MessageHost:
         return self.write_secrets[-1]
 
     def log_secret(self, label: str, secret: bytes) -> None:
-        pass
+        self.logged.append(label)
 
     def handshake_done(self) -> None:
         self.done = True

@@ -8,82 +8,15 @@ must match the other side's, and both must reach the same exporter.
 
 from __future__ import annotations
 
+from helpers.dtls_engines import MessageHost
 from helpers.pair import configs
 from longtls.config import Configuration
-from longtls.crypto.suites import SuiteInfo
-from longtls.events import Event, HandshakeComplete
+from longtls.events import HandshakeComplete
 from longtls.handshake.client import ClientHandshake
 from longtls.handshake.common import HandshakeEngine
 from longtls.handshake.host import HandshakeHost
 from longtls.handshake.server import ServerHandshake
 from longtls.wire.messages import HandshakeReassembler
-
-
-class MessageHost:
-    """A HandshakeHost that hands whole handshake messages to a peer: no records."""
-
-    def __init__(self) -> None:
-        self.client_random = b""
-        self.outbox: list[bytes] = []
-        self.events: list[Event] = []
-        self.read_secrets: list[bytes] = []
-        self.write_secrets: list[bytes] = []
-        self.ccs_points = 0
-        self.done = False
-        self.logged: list[str] = []
-
-    def queue_handshake(self, message: bytes) -> None:
-        self.outbox.append(message)
-
-    def compatibility_ccs(self) -> None:
-        self.ccs_points += 1  # a transport without ChangeCipherSpec ignores it
-
-    def emit(self, event: Event) -> None:
-        self.events.append(event)
-
-    def set_read_secret(self, suite: SuiteInfo, secret: bytes) -> None:
-        self.read_secrets.append(secret)
-
-    def set_write_secret(self, suite: SuiteInfo, secret: bytes) -> None:
-        self.write_secrets.append(secret)
-
-    @property
-    def current_read_secret(self) -> bytes:
-        return self.read_secrets[-1]
-
-    @property
-    def current_write_secret(self) -> bytes:
-        return self.write_secrets[-1]
-
-    def log_secret(self, label: str, secret: bytes) -> None:
-        self.logged.append(label)
-
-    def handshake_done(self) -> None:
-        self.done = True
-
-    def post_handshake_auth_done(self) -> None:
-        pass
-
-    def check_client_auth_may_start(self, requested_by_peer: bool) -> None:
-        pass
-
-    def set_peer_record_size_limit(self, limit: int) -> None:
-        pass
-
-    def enforce_record_size_limit(self) -> None:
-        pass
-
-    @property
-    def resumption_secret(self) -> bytes:
-        return b""
-
-    @property
-    def key_generation(self) -> int:
-        return 0
-
-    @property
-    def post_handshake_transcript_hash(self) -> bytes | None:
-        return None
 
 
 def _deliver(source: MessageHost, engine: HandshakeEngine) -> None:

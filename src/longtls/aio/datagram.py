@@ -63,6 +63,7 @@ from ..record.dtls_reliability import DEFAULT_MTU
 from .errors import ConnectionLostError, IdleTimeoutError, KeyUpdateRejectedError
 from .events import DEFAULT_EVENT_BUFFER, EventDispatcher, EventHandler, EventStream
 from .options import StreamOptions
+from .timer import CoreTimer
 
 if TYPE_CHECKING:
     from ..metrics import ConnectionMetrics
@@ -147,7 +148,7 @@ class DTLSAssociation:
         "_cids", "_close_timer", "_events", "_handler", "_idle_timeout", "_idle_timer", "_last_activity", "_loop",
         "_metrics", "_on_closed", "_peer_closed", "_probe", "_probe_address", "_probe_at", "_queue",
         "_receive_waiter", "_send", "_task", "_timer",
-        "_timer_deadline", "_update_waiters", "bytes_received", "bytes_sent", "closed", "connection",
+        "_update_waiters", "bytes_received", "bytes_sent", "closed", "connection",
         "datagrams_dropped", "datagrams_received", "datagrams_sent", "exception", "handshake_future",
         "options", "peer", "peername",
     )
@@ -185,8 +186,7 @@ class DTLSAssociation:
         self._receive_waiter: asyncio.Future[None] | None = None
         self._peer_closed = False
         self._update_waiters: list[asyncio.Future[None]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline: float | None = None
+        self._timer = CoreTimer(self._loop, connection.configuration.now, self._timer_fired, min_retry=0.01)
         self._close_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_timeout = idle_timeout if idle_timeout is not None else options.idle_timeout
@@ -467,11 +467,12 @@ class DTLSAssociation:
                 self._metrics.handshake_failed()
         elif exc is not None:
             logger.debug("%s: association failed: %s", self.peername, exc)
-        for handle in (self._timer, self._close_timer, self._idle_timer):
+        self._timer.cancel()
+        self._timer.deadline = None
+        for handle in (self._close_timer, self._idle_timer):
             if handle is not None:
                 handle.cancel()
-        self._timer = self._close_timer = self._idle_timer = None
-        self._timer_deadline = None
+        self._close_timer = self._idle_timer = None
         self._wake_receiver()
         self._fail_update_waiters(exc or ConnectionLostError("the association closed"))
         self._events.end_streams()
@@ -490,23 +491,9 @@ class DTLSAssociation:
     def _arm_timer(self, fired: float | None = None) -> None:
         """Schedule ``handle_timer`` for ``get_timer()`` (on the Configuration's clock)."""
         deadline = None if self.closed.done() else self.connection.get_timer()
-        if deadline == self._timer_deadline and fired is None:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_deadline = deadline
-        if deadline is None:
-            return
-        delay = deadline - self.connection.configuration.now()
-        if fired is not None and deadline <= fired:
-            delay = max(delay, 0.01)  # the deadline did not move: never spin
-        self._timer = self._loop.call_later(max(delay, 0.0), self._timer_fired)
+        self._timer.arm(deadline, fired)
 
-    def _timer_fired(self) -> None:
-        self._timer = None
-        fired = self._timer_deadline
-        self._timer_deadline = None
+    def _timer_fired(self, fired: float | None) -> None:
         self._run(self.connection.handle_timer)
         if self.connection.is_closed and not self.closed.done():
             self._end(self.exception)

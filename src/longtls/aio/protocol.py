@@ -47,6 +47,7 @@ from ..events import (
 from .errors import ConnectionLostError, IdleTimeoutError, KeyUpdateRejectedError
 from .events import EventDispatcher, EventHandler, EventStream
 from .options import StreamOptions
+from .timer import CoreTimer
 
 if TYPE_CHECKING:
     from ..metrics import ConnectionMetrics
@@ -101,8 +102,11 @@ class TLSProtocol(asyncio.Protocol):
         self._last_activity = self._loop.time()
         self._task: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None  # close and alert linger
-        self._connection_timer: asyncio.TimerHandle | None = None  # Connection.get_timer()
-        self._connection_deadline: float | None = None
+        # Connection.get_timer(): handshake timeout, rekey interval, deferred
+        # EKU answers, key update deadlines (the configuration's clock).
+        self._connection_timer = CoreTimer(
+            self._loop, self.connection.configuration.now, self._connection_timer_fired, min_retry=0.05
+        )
         self._peer_closed = False  # the peer's close_notify arrived
         self._close_requested = False  # close() was called
         self._paused = False
@@ -410,27 +414,11 @@ class TLSProtocol(asyncio.Protocol):
             transport.close()
 
     def _arm_connection_timer(self, fired: float | None = None) -> None:
-        """Schedule ``Connection.handle_timer`` for ``Connection.get_timer()``
-        (handshake timeout, rekey interval, deferred EKU answers, key update
-        deadlines).  All use the configuration's clock."""
+        """Schedule ``Connection.handle_timer`` for ``Connection.get_timer()``."""
         deadline = None if self.exception is not None else self.connection.get_timer()
-        if deadline == self._connection_deadline and fired is None:
-            return
-        if self._connection_timer is not None:
-            self._connection_timer.cancel()
-            self._connection_timer = None
-        self._connection_deadline = deadline
-        if deadline is None:
-            return
-        delay = deadline - self.connection.configuration.now()
-        if fired is not None and deadline <= fired:
-            delay = max(delay, 0.05)  # the deadline did not move: never spin
-        self._connection_timer = self._loop.call_later(max(delay, 0.0), self._connection_timer_fired)
+        self._connection_timer.arm(deadline, fired)
 
-    def _connection_timer_fired(self) -> None:
-        self._connection_timer = None
-        fired = self._connection_deadline
-        self._connection_deadline = None
+    def _connection_timer_fired(self, fired: float | None) -> None:
         self._run(self.connection.handle_timer)
         self._arm_connection_timer(fired)
 
@@ -465,10 +453,8 @@ class TLSProtocol(asyncio.Protocol):
             self._close_timer = None
 
     def _cancel_connection_timer(self) -> None:
-        if self._connection_timer is not None:
-            self._connection_timer.cancel()
-            self._connection_timer = None
-        self._connection_deadline = None
+        self._connection_timer.cancel()
+        self._connection_timer.deadline = None
 
     def _wake_drain_waiters(self, exc: BaseException | None) -> None:
         for waiter in self._drain_waiters:

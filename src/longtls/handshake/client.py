@@ -211,8 +211,7 @@ class ClientHandshake(HandshakeEngine):
                     binder_hash = self.transcript.digest_with(truncated)
                 else:
                     binder_hash = ks.transcript_digest(suite, truncated)
-                binder_key = ks.HandshakeSecrets(suite, candidate.psk, prefix).binder_key(candidate.kind.binder_label)
-                binders.append(ks.finished_verify_data(suite, binder_key, binder_hash, prefix))
+                binders.append(ks.finished_verify_data(suite, candidate.binder_key(prefix), binder_hash, prefix))
             exts[-1] = Extension(
                 ExtensionType.pre_shared_key,
                 X.encode_pre_shared_key_client(X.OfferedPsks(identities, tuple(binders))),
