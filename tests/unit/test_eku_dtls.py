@@ -516,7 +516,8 @@ def _lossy_run(profile: EKUProfileName, seed: int, updates: int) -> tuple[ModelH
             # A side that has completed may start the next update while the
             # peer still waits for an ACK (see test_peers_next_request_stands_for_a_lost_ack).
             host = rng.choice([a, b])
-            if host.eku.role is Role.IDLE and host.eku.generation == started:
+            # Never past ``updates``: the loop ends only when both are idle at it.
+            if host.eku.role is Role.IDLE and host.eku.generation == started < updates:
                 host.eku.start()
                 started += 1
         in_flight: list[tuple[ModelHost, Record]] = []
