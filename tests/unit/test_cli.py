@@ -365,7 +365,7 @@ def test_server_rekey_interval_starts_updates(serve: Any, files: PkiFiles) -> No
 
 def test_server_rekey_bytes_starts_updates(serve: Any, files: PkiFiles) -> None:
     _, port = serve("--echo", "--rekey-bytes", "64K")
-    message = "x" * (2 << 20)
+    message = "x" * (8 << 20)
     result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json", input=message)
     assert result.returncode == 0, result.stderr
     assert result.stdout == message
