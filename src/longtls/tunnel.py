@@ -190,11 +190,15 @@ class Tunnel:
             self.configuration.validate()
             self._server = await asyncio.start_server(self._on_plain_client, host, port)
 
+    def stop_accepting(self) -> None:
+        """Close the listening socket now: new connections are refused from here on."""
+        if self._server is not None:
+            self._server.close()
+
     async def shutdown(self, grace: float) -> int:
         """Stop accepting, give open connections ``grace`` seconds to end, then reset
         the rest.  Returns how many had to be reset."""
-        if self._server is not None:
-            self._server.close()
+        self.stop_accepting()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         # Connections still handshaking may become sessions meanwhile: loop.

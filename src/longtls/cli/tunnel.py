@@ -189,6 +189,9 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
     print(line, file=sys.stderr, flush=True)
 
     await stop.wait()
+    if isinstance(tunnel, Tunnel):
+        # Refuse new connections before saying so: the log line is a promise.
+        tunnel.stop_accepting()
     if tunnel.active and args.dtls:
         logger.info("stopping: close_notify to %d open association(s)", tunnel.active)
     elif tunnel.active:
