@@ -24,8 +24,11 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
+from typing import Any
+
+from cryptography import x509
 
 from .config import Configuration
 from .constants import AlertDescription, AlertLevel
@@ -41,10 +44,18 @@ from .errors import (
     UsageLimitError,
 )
 from .events import CloseNotifyReceived, ConnectionClosed, Event
+from .handshake.cert_update import CertificateUpdates
 from .handshake.client import ClientHandshake
 from .handshake.common import HandshakeEngine
 from .handshake.eku import EKUAdmission, ExtendedKeyUpdate
 from .handshake.eku_profiles import PROFILES
+from .handshake.exported_authenticators import (
+    ChainVerifier,
+    ExportedAuthenticators,
+    Exporter,
+    ValidatedAuthenticator,
+    exported_authenticators_for,
+)
 from .handshake.key_update import KeyUpdateProtocol
 from .handshake.post_auth import client_authentication
 from .handshake.post_handshake import PostHandshakeArbiter
@@ -52,6 +63,7 @@ from .handshake.rekey import RekeyPolicy
 from .handshake.server import ServerHandshake
 from .handshake.transport import Transport
 from .keylog import format_line, from_environment
+from .wire.messages import Extension
 
 __all__ = ["ConnectionCore", "ConnectionState", "alert_level", "check_update_timeout"]
 
@@ -117,6 +129,10 @@ class ConnectionCore(ABC):
         self.post_handshake = PostHandshakeArbiter(engine, configuration, client_authentication(engine))
         #: The updates this side starts by itself (usage limits, Configuration.rekey_*).
         self._rekey = RekeyPolicy(self.post_handshake, configuration)
+        #: Exported Authenticators (RFC 9261), once the handshake is complete.
+        self._exported_authenticators: ExportedAuthenticators | None = None
+        #: Certificate Update (draft-rosomakho-tls-cert-update-02), once negotiated.
+        self._certificate_updates: CertificateUpdates | None = None
 
     # ------------------------------------------------------------------ API
 
@@ -225,6 +241,177 @@ class ConnectionCore(ABC):
             raise LocalProtocolError("only a connected server can request client authentication")
         self._check_handshake_message_may_go()
         self._command(self.post_handshake.client_auth.request)
+
+    # ----------------------------------------- Exported Authenticators (RFC 9261)
+    # Thin wrappers over handshake/exported_authenticators.py (docs/exported-authenticators.md).
+    # Requests and authenticators are bytes the application carries as it likes;
+    # nothing here sends anything, and an invalid authenticator does not end the
+    # connection (AuthenticatorError).  ``generation`` selects the exporter:
+    # None the current one, 0 the handshake's, N that of the N-th extended key
+    # update while it is kept (see _authenticator_exporter).
+
+    @property
+    def exported_authenticators(self) -> ExportedAuthenticators:
+        """The connection's Exported Authenticators state (contexts used, keys)."""
+        state = self._exported_authenticators
+        if state is None:
+            raise LocalProtocolError("exported authenticators are available once the handshake is complete")
+        return state
+
+    def _authenticators(self) -> ExportedAuthenticators:
+        if self.state is ConnectionState.CLOSED:
+            raise LocalProtocolError("the connection is closed: no exported authenticators")
+        return self.exported_authenticators
+
+    def authenticator_request(
+        self, context: bytes | None = None, *, signature_algorithms: Sequence[int] | None = None,
+        extensions: Sequence[Extension] = (),
+    ) -> bytes:
+        """A new authenticator request (RFC 9261 §4, §7.1): a CertificateRequest
+        from a server, a ClientCertificateRequest from a client, with a fresh
+        32-byte context unless ``context`` is given (never one used before)."""
+        return self._authenticators().request(context, signature_algorithms=signature_algorithms, extensions=extensions)
+
+    def export_authenticator(
+        self, request: bytes | None, *, chain: Sequence[x509.Certificate] | None = None,
+        private_key: Any = None, context: bytes | None = None, generation: int | None = None,
+    ) -> bytes:
+        """Our authenticator (RFC 9261 §5, §7.3) answering the peer's ``request``,
+        or a spontaneous one (``request=None``, a server only).  The chain and
+        key default to the configuration's."""
+        return self._authenticators().authenticate(
+            request, chain=chain, private_key=private_key, context=context, generation=generation
+        )
+
+    def refuse_authenticator(self, request: bytes, *, generation: int | None = None) -> bytes:
+        """An empty authenticator (RFC 9261 §6): we decline the peer's ``request``."""
+        return self._authenticators().refuse(request, generation=generation)
+
+    def validate_authenticator(
+        self, authenticator: bytes, request: bytes | None = None, *, generation: int | None = None,
+        verify_chain: ChainVerifier | None = None,
+    ) -> ValidatedAuthenticator:
+        """Check the peer's authenticator for our ``request`` (RFC 9261 §7.4);
+        ``request=None``: a server's spontaneous authenticator.  Returns the
+        validated identity; raises AuthenticatorError if it is invalid,
+        AuthenticatorRefused if the peer declined (an empty authenticator)."""
+        return self._authenticators().validate(
+            authenticator, request, generation=generation, verify_chain=verify_chain
+        )
+
+    @staticmethod
+    def authenticator_context(message: bytes) -> bytes:
+        """The certificate_request_context of a request or an authenticator (RFC 9261 §7.2)."""
+        return ExportedAuthenticators.context_of(message)
+
+    def _authenticator_exporter(self, generation: int | None) -> Exporter:
+        """The exporter authenticators of ``generation`` are keyed from.
+
+        None: the connection's current exporter (export_keying_material):
+        exporter_master_secret before any extended key update, the current
+        generation's exporter secret after one (EKU draft-13 §11.2 updating
+        RFC 9261 §5.1).  0: exporter_master_secret (RFC 9261 §5.1), not the
+        epoch-aware "exporter eku" secret of draft-13 §9.1, so that
+        ``generation=g`` always means "made while g was current".  N >= 1:
+        the N-th update's exporter secret.  Like export_epoch_keying_material,
+        only the current and the previous generation are available (draft-13
+        §9.2: the previous exporter is kept "for a short period"), 0 included.
+        """
+        if generation is None:
+            return self.export_keying_material
+        eku = self.eku
+        if generation == 0 and (eku is None or eku.generation <= 1):
+            return self.handshake.export
+        secret = eku.epoch_exporters.get(generation) if eku is not None and generation > 0 else None
+        if eku is None or not secret:
+            raise LocalProtocolError(f"exporter generation {generation} is no longer (or not yet) available")
+        suite, prefix = eku.suite, self._transport.label_prefix
+
+        def export(label: bytes, context: bytes, length: int) -> bytes:
+            return ks.export_keying_material(suite, secret, label, context, length, prefix)
+
+        return export
+
+    # ------------------------------ Certificate Update (draft-rosomakho-tls-cert-update-02)
+    # handshake/cert_update.py and docs/certificate-update.md.
+
+    @property
+    def certificate_update_negotiated(self) -> bool:
+        """Both sides sent the certificate_update_request extension."""
+        return self._certificate_updates is not None
+
+    @property
+    def peer_certificates(self) -> tuple[x509.Certificate, ...]:
+        """The peer's chain now in force, leaf first: the handshake's, then
+        that of each accepted CertificateUpdate or post-handshake client
+        authentication; () if the peer never authenticated with a certificate."""
+        updates = self._certificate_updates
+        if updates is not None and updates.peer_certificates:
+            return updates.peer_certificates
+        return self.handshake.peer_certificates
+
+    @property
+    def local_certificates(self) -> tuple[x509.Certificate, ...]:
+        """Our chain now in force: the one we last authenticated with, or last
+        sent in a CertificateUpdate; () if we never sent a certificate."""
+        updates = self._certificate_updates
+        if updates is not None:
+            return updates.local_certificates
+        return self.handshake.local_certificates
+
+    @property
+    def certificate_update_pending(self) -> bool:
+        """An update asked for with ``update_certificate`` waits: for the peer's
+        request, or for an extended key update or client authentication to end."""
+        return self._certificate_updates is not None and self._certificate_updates.pending
+
+    def update_certificate(self, chain: Sequence[x509.Certificate] | None = None, private_key: Any = None) -> None:
+        """Hand the peer a renewed certificate (a CertificateUpdate).
+
+        ``chain`` (leaf first) and ``private_key`` default to the
+        configuration's current ones, so after replacing
+        ``configuration.certificate_chain`` and ``private_key`` call it with
+        no argument.  LocalProtocolError, naming the rule, if Certificate
+        Update was not negotiated, if we never authenticated with a
+        certificate, or if the chain breaks a rule we can check here (the
+        same identity as our handshake certificate, a key that matches it and
+        can sign with our handshake's scheme, a certificate not used before).
+        The update goes at once if the peer's request is there and nothing
+        holds it back, else it waits (``certificate_update_pending``; a later
+        call replaces it).  ``CertificateUpdated(sent)`` when it goes.
+        """
+        updates = self._certificate_updates
+        if updates is None or self.state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError("Certificate Update was not negotiated on this connection")
+        if self._close_sent:
+            raise LocalProtocolError("cannot update the certificate after close()")
+        new = list(self.configuration.certificate_chain) if chain is None else list(chain)
+        key = self.configuration.private_key if private_key is None and chain is None else private_key
+        self._command(lambda: updates.update(new, key))
+
+    def certificate_update_may_go(self) -> bool:
+        """CertificateUpdateHost: nothing holds our CertificateUpdate back
+        (the arbiter's rules, decision 5; the transport's; no close_notify sent)."""
+        if self.state is not ConnectionState.CONNECTED or self._close_sent:
+            return False
+        try:
+            self._check_handshake_message_may_go()
+        except LocalProtocolError:
+            return False
+        return self.post_handshake.certificate_update_may_send
+
+    def _certificate_update_resume(self, client_authenticated: bool = False) -> None:
+        """Something that held a CertificateUpdate back ended (an extended key
+        update, client authentication, a DTLS KeyUpdate's ACK): send what waits.
+        ``client_authenticated``: a server's post-handshake client
+        authentication completed, the client's new reference identity."""
+        updates = self._certificate_updates
+        if updates is None or self.state is not ConnectionState.CONNECTED:
+            return
+        if client_authenticated:
+            updates.peer_authenticated()
+            updates.issue_request()  # decision 4
+        updates.resume()
 
     def _check_handshake_message_may_go(self) -> None:
         """Raise LocalProtocolError if a handshake message of ours cannot be
@@ -376,6 +563,10 @@ class ConnectionCore(ABC):
                 transport=self._transport,
             )
             self.post_handshake.register_eku(self.eku)
+        self._exported_authenticators = exported_authenticators_for(hs, self._authenticator_exporter)
+        if hs.certificate_update_negotiated:
+            self._certificate_updates = CertificateUpdates(self, hs)
+            self.post_handshake.register_certificate_update(self._certificate_updates)
 
     def check_client_auth_may_start(self, requested_by_peer: bool) -> None:
         """EKU draft-13 §8.3: post-handshake authentication and EKU never overlap."""
@@ -407,6 +598,7 @@ class ConnectionCore(ABC):
     def eku_completed(self) -> None:
         self.rekeyed()
         self.handshake.on_extended_key_update(self.eku)
+        self._certificate_update_resume()  # decision 5: a CertificateUpdate may have waited
 
     def rekeyed(self) -> None:
         self._rekey.rekeyed()

@@ -87,6 +87,26 @@ class CertificateError(RemoteProtocolError):
     alert = AlertDescription.bad_certificate
 
 
+class AuthenticatorError(TLSError):
+    """An exported authenticator or authenticator request (RFC 9261) is not
+    acceptable; ``alert`` names why (decode_error, decrypt_error,
+    illegal_parameter, bad_certificate, ...).
+
+    Authenticators are bytes the application carries (RFC 9261 §4, §5): the
+    connection is not affected and nothing was sent.  A protocol that carries
+    them inside TLS (Certificate Update) turns this into its own alert.
+    """
+
+
+class AuthenticatorRefused(AuthenticatorError):
+    """The peer answered our authenticator request with a well-formed empty
+    authenticator (RFC 9261 §6): it declined to authenticate.  RFC 9261 §7:
+    "Well-formed empty authenticators are returned as invalid"; the request's
+    context is used up."""
+
+    alert = AlertDescription.certificate_required
+
+
 class NotTLSReason(Enum):
     """What the first bytes from a peer looked like when they were not TLS."""
 
