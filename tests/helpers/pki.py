@@ -98,7 +98,7 @@ def generate_key(key_type: str) -> PrivateKey:
     raise ValueError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
 
 
-def _signature_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
+def _signature_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None:
     """The hash CertificateBuilder.sign needs for ``key`` (None for EdDSA/ML-DSA)."""
     if isinstance(key, rsa.RSAPrivateKey):
         return hashes.SHA256()

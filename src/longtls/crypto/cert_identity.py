@@ -108,7 +108,9 @@ def check_same_identity(original: x509.Certificate, new: x509.Certificate) -> No
             IdentityRule.subject, _differs("subject", original.subject, new.subject)
         )
     if new_parts.issuer != old_parts.issuer:
-        raise IdentityViolation(IdentityRule.issuer, _differs("issuer", original.issuer, new.issuer))
+        raise IdentityViolation(
+            IdentityRule.issuer, _differs("issuer", original.issuer, new.issuer)
+        )
     _check_key(original, new)
     _check_extensions(original, old_parts, new, new_parts)
 
@@ -116,11 +118,7 @@ def check_same_identity(original: x509.Certificate, new: x509.Certificate) -> No
 def describe_key(cert: x509.Certificate) -> str:
     """The certificate's key type for messages: "ECDSA P-256", "RSA 2048",
     "Ed25519", "ML-DSA-65" (never key material)."""
-    profile = _key_profile(cert)
-    if not profile.size:
-        return profile.algorithm
-    separator = "-" if profile.algorithm == "ML-DSA" else " "
-    return f"{profile.algorithm}{separator}{profile.size}"
+    return _key_profile(cert).described
 
 
 # --- the public key ------------------------------------------------------------------------
@@ -132,6 +130,11 @@ class _KeyProfile:
 
     algorithm: str  # "RSA", "ECDSA", ... or the SPKI algorithm OID
     size: str  # "2048", "P-256", "65"; "" where the algorithm has one size
+    described: str  # for messages: "RSA 2048", "ML-DSA-65", "Ed25519"
+
+    @classmethod
+    def named(cls, algorithm: str, size: str = "", separator: str = " ") -> _KeyProfile:
+        return cls(algorithm, size, f"{algorithm}{separator}{size}" if size else algorithm)
 
 
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
@@ -152,23 +155,26 @@ def _key_profile(cert: x509.Certificate) -> _KeyProfile:
     except (UnsupportedAlgorithm, ValueError):
         key = None  # an algorithm or curve cryptography cannot load: compare the raw fields
     if oid == PublicKeyAlgorithmOID.RSAES_PKCS1_v1_5 and isinstance(key, rsa.RSAPublicKey):
-        return _KeyProfile("RSA", str(key.key_size))
+        return _KeyProfile.named("RSA", str(key.key_size))
     if oid == PublicKeyAlgorithmOID.RSASSA_PSS and isinstance(key, rsa.RSAPublicKey):
-        return _KeyProfile("RSASSA-PSS", str(key.key_size))
+        return _KeyProfile.named("RSASSA-PSS", str(key.key_size))
     if isinstance(key, ec.EllipticCurvePublicKey):
-        return _KeyProfile("ECDSA", _CURVE_NAMES.get(key.curve.name, key.curve.name))
+        return _KeyProfile.named("ECDSA", _CURVE_NAMES.get(key.curve.name, key.curve.name))
     if isinstance(key, ed25519.Ed25519PublicKey):
-        return _KeyProfile("Ed25519", "")
+        return _KeyProfile.named("Ed25519")
     if isinstance(key, ed448.Ed448PublicKey):
-        return _KeyProfile("Ed448", "")
+        return _KeyProfile.named("Ed448")
     if oid in _MLDSA_SETS and isinstance(
         key, mldsa.MLDSA44PublicKey | mldsa.MLDSA65PublicKey | mldsa.MLDSA87PublicKey
     ):
-        return _KeyProfile("ML-DSA", _MLDSA_SETS[oid])
-    # Anything else: the algorithm is its OID, and its "length" is the
-    # AlgorithmIdentifier's parameters (a curve, say) with the key's bit count.
-    algorithm, key_bits = _Parts.of(cert).key_fields()
-    return _KeyProfile(f"algorithm {oid.dotted_string}", f"{algorithm.hex()}/{key_bits}")
+        return _KeyProfile.named("ML-DSA", _MLDSA_SETS[oid], separator="-")
+    # Anything else (an X25519 key, a curve cryptography cannot load): the
+    # algorithm is the SPKI's OID, and its "length" the AlgorithmIdentifier's
+    # parameters (a curve, say) with the key's bit count.
+    parameters, key_bits = _Parts.of(cert).key_fields()
+    size = f"{parameters}, {key_bits} bits" if parameters else f"{key_bits} bits"
+    algorithm = f"algorithm {oid.dotted_string}"
+    return _KeyProfile(algorithm, size, f"{algorithm} ({size})")
 
 
 def _check_key(original: x509.Certificate, new: x509.Certificate) -> None:
@@ -236,7 +242,7 @@ def _check_extensions(
         if oid not in old.extensions:
             raise IdentityViolation(
                 IdentityRule.extensions,
-                f"the new certificate adds a {_extension_name(oid)} extension the original lacks",
+                f"the new certificate adds an extension the original lacks: {_extension_name(oid)}",
             )
 
 
@@ -249,7 +255,8 @@ def _extension_differs(oid: str, original: x509.Certificate, new: x509.Certifica
             removed = [n for n in old_names if n not in new_names]
             details = [f"adds {_shown(', '.join(added), 160)}"] if added else []
             details += [f"drops {_shown(', '.join(removed), 160)}"] if removed else []
-            text += f": the new certificate {' and '.join(details) or 'orders or encodes them differently'}"
+            change = " and ".join(details) or "orders or encodes them differently"
+            text += f": the new certificate {change}"
     return text
 
 
@@ -349,8 +356,11 @@ class _Parts:
                     duplicates.append(oid)
                 extensions[oid] = (critical, value)
         return cls(
-            issuer=fields[2], subject=fields[4], spki=fields[5],
-            extensions=extensions, duplicates=tuple(duplicates),
+            issuer=fields[2],
+            subject=fields[4],
+            spki=fields[5],
+            extensions=extensions,
+            duplicates=tuple(duplicates),
         )
 
     @classmethod
@@ -366,10 +376,16 @@ class _Parts:
                 IdentityRule.subject, f"the new certificate's fields cannot be read ({exc})"
             ) from None
 
-    def key_fields(self) -> tuple[bytes, int]:
-        """The SPKI's AlgorithmIdentifier TLV and the key's length in bits."""
-        (_, _, algorithm), (_, key, _) = _children(_only(self.spki, 0x30))
-        return algorithm, 8 * (len(key) - 1)  # BIT STRING: unused-bits octet first
+    def key_fields(self) -> tuple[str, int]:
+        """The SPKI AlgorithmIdentifier's parameters ("" if absent, an OID
+        dotted, anything else in hex) and the key's length in bits."""
+        (_, algorithm, _), (_, key, _) = _children(_only(self.spki, 0x30))
+        fields = _children(algorithm)
+        key_bits = 8 * (len(key) - 1)  # BIT STRING: the unused-bits octet first
+        if len(fields) < 2:
+            return "", key_bits
+        tag, contents, tlv = fields[1]
+        return (_dotted(contents) if tag == 0x06 else tlv.hex()), key_bits
 
 
 def _extension(der: bytes) -> tuple[str, bool, bytes]:
