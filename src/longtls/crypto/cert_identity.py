@@ -205,11 +205,12 @@ _EMBEDDED_SCTS = ExtensionOID.PRECERT_SIGNED_CERTIFICATE_TIMESTAMPS.dotted_strin
 def _check_extensions(
     original: x509.Certificate, old: _Parts, new: x509.Certificate, renewed: _Parts
 ) -> None:
-    for oid in renewed.duplicates:
+    if renewed.duplicates:
         # RFC 5280 §4.2: "A certificate MUST NOT include more than one
         # instance of a particular extension."
+        twice = _extension_name(renewed.duplicates[0])
         raise IdentityViolation(
-            IdentityRule.extensions, f"the new certificate carries {_extension_name(oid)} twice"
+            IdentityRule.extensions, f"the new certificate carries {twice} twice"
         )
     for oid, (critical, value) in old.extensions.items():
         if oid not in renewed.extensions:
@@ -263,7 +264,7 @@ def _extension_differs(oid: str, original: x509.Certificate, new: x509.Certifica
 def _san_names(cert: x509.Certificate) -> list[str] | None:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
         return None  # only the message suffers
     names = [f"DNS:{n}" for n in san.get_values_for_type(x509.DNSName)]
     names += [f"IP:{ip}" for ip in san.get_values_for_type(x509.IPAddress)]
