@@ -216,6 +216,21 @@ class Configuration:
     eku_max_peer_updates: int | None = None
     #: draft-05: close with extended_key_update_required if the peer declines.
     eku_required: bool = False
+    #: Certificate Update (draft-rosomakho-tls-cert-update-02): offer (client)
+    #: or accept (server) the certificate_update_request extension, so either
+    #: side can hand over a renewed certificate on the live connection
+    #: (docs/certificate-update.md).
+    certificate_update: bool = True
+    #: Called with (new_chain, previous_chain), leaf first, once the peer's
+    #: CertificateUpdate passed every check of the draft; False refuses it and
+    #: ends the connection with illegal_parameter (the draft's alert).
+    certificate_update_policy: Callable[[Sequence[x509.Certificate], Sequence[x509.Certificate]], bool] | None = field(
+        default=None, repr=False
+    )
+    #: Most CertificateUpdates accepted from the peer on one connection (each
+    #: costs a signature check and a chain validation).  Past it we issue no
+    #: new CertificateUpdateRequest, so the peer cannot send another.  None: no limit.
+    max_peer_certificate_updates: int | None = 1024
     #: Server: which ticket generations each connection may still resume from
     #: (the older EKU texts invalidate tickets issued before an update).
     ticket_generations: dict[bytes, int] = field(default_factory=dict, repr=False)
@@ -342,6 +357,9 @@ class Configuration:
         limit = self.max_post_handshake_auth_requests
         if limit is not None and limit < 0:
             raise ConfigurationError("max_post_handshake_auth_requests must not be negative")
+        limit = self.max_peer_certificate_updates
+        if limit is not None and limit < 0:
+            raise ConfigurationError("max_peer_certificate_updates must not be negative")
         for name in ("rekey_interval", "rekey_bytes", "rekey_records"):
             value = getattr(self, name)
             if value is not None and value <= 0:

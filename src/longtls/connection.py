@@ -195,7 +195,9 @@ class Connection(ConnectionCore):
         self._records.next_read_generation(secret)
 
     def post_handshake_auth_done(self) -> None:
-        """Client authentication finished: answer an update it held back (draft-13 §8.3)."""
+        """Client authentication finished: answer an update it held back (draft-13 §8.3),
+        send a CertificateUpdate that waited for it (docs/certificate-update.md)."""
+        self._certificate_update_resume(client_authenticated=True)
         self.handle_timer()
 
     def send_ack(self) -> None:

@@ -89,6 +89,12 @@ class HandshakeType(IntEnum):
     extended_key_update_request = 27
     extended_key_update_response = 28
     new_key_update = 29
+    # PROVISIONAL: Certificate Update (draft-rosomakho-tls-cert-update-02, IANA
+    # Considerations: TBD1/TBD2).  224-255 is the registry's private-use range
+    # (RFC 8447), clear of every assigned type and of message_hash (254);
+    # docs/certificate-update.md.
+    certificate_update = 240
+    certificate_update_request = 241
     message_hash = 254
 
 
@@ -114,6 +120,11 @@ class ExtensionType(IntEnum):
     connection_id = 54  # RFC 9146 / RFC 9147 §9
     # PROVISIONAL: draft-ietf-tls-tlsflags "tls_flags" extension type.
     tls_flags = 62
+    # PROVISIONAL: draft-rosomakho-tls-cert-update-02 (IANA: "TBD"), from the
+    # private-use range 0xFF00-0xFFFF (RFC 9846 §11), away from 0xFF01
+    # (renegotiation_info, RFC 5746, which sits in that range);
+    # docs/certificate-update.md.
+    certificate_update_request = 0xFF1C
 
 
 class TLSFlag(IntEnum):

@@ -753,7 +753,9 @@ class DTLSConnection(ConnectionCore):
         return self._write_secret
 
     def post_handshake_auth_done(self) -> None:
-        """Client authentication finished: answer an update it held back (draft-13 §8.3)."""
+        """Client authentication finished: answer an update it held back (draft-13 §8.3),
+        send a CertificateUpdate that waited for it (docs/certificate-update.md)."""
+        self._certificate_update_resume(client_authenticated=True)
         if self._deferred_eku_due(self._now):
             self.post_handshake.respond_deferred_eku()
 
@@ -857,6 +859,10 @@ class DTLSConnection(ConnectionCore):
             while self._held and self._held[0][1] <= self._records.write_epoch:
                 message, epoch = self._held.popleft()
                 self._queue_message(message, epoch)
+            if not self._pending_switches:
+                # A CertificateUpdate waits for no KeyUpdate any more (it
+                # respects _check_handshake_message_may_go; docs/certificate-update.md).
+                self._certificate_update_resume()
         self._retire_write_epochs()
 
     def _retire_write_epochs(self) -> None:

@@ -41,6 +41,13 @@ class Direction(StrEnum):
     receive = "receive"
 
 
+class CertificateUpdateDirection(StrEnum):
+    """Whether a Certificate Update was ours or the peer's (CertificateUpdated)."""
+
+    sent = "sent"
+    received = "received"
+
+
 class UpdateRejection(StrEnum):
     """How a draft-05 peer declined our extended key update (draft-05 §4)."""
 
@@ -83,6 +90,9 @@ class HandshakeComplete(Event):
     #: (None: uncompressed, or no certificate), and the one we sent ours with.
     peer_certificate_compression: CertificateCompressionAlgorithm | None = None
     local_certificate_compression: CertificateCompressionAlgorithm | None = None
+    #: Certificate Update (draft-rosomakho-tls-cert-update-02) was negotiated:
+    #: both sides sent the certificate_update_request extension.
+    certificate_update: bool = False
 
     @property
     def peer_subject(self) -> str | None:
@@ -155,6 +165,24 @@ class PeerAuthenticated(Event):
     signature_scheme: SignatureScheme | None
     #: RFC 8879: how the client's certificate arrived compressed, or None.
     certificate_compression: CertificateCompressionAlgorithm | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateUpdated(Event):
+    """A Certificate Update (draft-rosomakho-tls-cert-update-02) went through.
+
+    ``received``: the peer's new chain passed RFC 9261 validation, every
+    identity rule and the application's policy; ``peer_certificates`` follow.
+    ``sent``: our CertificateUpdate left with this chain; ``local_certificates`` follow.
+    """
+
+    direction: CertificateUpdateDirection
+    #: The new chain, leaf first.
+    certificates: tuple[x509.Certificate, ...] = field(repr=False)
+
+    @property
+    def subject(self) -> str | None:
+        return self.certificates[0].subject.rfc4514_string() if self.certificates else None
 
 
 @dataclass(frozen=True, slots=True)

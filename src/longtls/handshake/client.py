@@ -23,6 +23,10 @@ from ..errors import LocalProtocolError, RemoteProtocolError
 from ..events import SessionTicket, SessionTicketReceived
 from ..psk import PskCandidate, client_candidates, hash_suite
 from ..wire import extensions as X
+from ..wire.cert_update import (
+    decode_certificate_update_request_extension,
+    encode_certificate_update_request_extension,
+)
 from ..wire.messages import (
     Certificate,
     CertificateRequest,
@@ -33,6 +37,7 @@ from ..wire.messages import (
     ServerHello,
     encode_handshake,
 )
+from .cert_update import handshake_update_request, parse_update_request
 from .common import (
     CLIENT_CV_CONTEXT,
     ENCRYPTED_EXTENSIONS,
@@ -161,6 +166,8 @@ class ClientHandshake(HandshakeEngine):
             exts.append(Extension(ExtensionType.post_handshake_auth, X.encode_post_handshake_auth()))
         if self.own_connection_id is not None:
             exts.append(Extension(ExtensionType.connection_id, X.encode_connection_id(self.own_connection_id)))
+        if cfg.certificate_update:
+            exts.append(self._certificate_update_extension())
         exts.extend(self.extra_client_hello_extensions())
         if cfg.client_hello_hook is not None:
             exts = list(cfg.client_hello_hook(exts))
@@ -174,6 +181,20 @@ class ClientHandshake(HandshakeEngine):
         self.offered_psks = []  # they hold the PSKs themselves
         if not self.config.post_handshake_auth:
             self.handshake_transcript = None  # only post-handshake auth extends it
+
+    def _certificate_update_extension(self) -> Extension:
+        """draft-rosomakho-tls-cert-update-02 §3.1, with a request the server
+        can answer with its first CertificateUpdate (decision 4 in
+        handshake/cert_update.py: a client always includes one).  Made once,
+        so a ClientHello after a HelloRetryRequest carries the same (RFC 9846 §4.1.2)."""
+        if self.own_update_request is None:
+            self.own_update_request = handshake_update_request(
+                self.config, from_client=True, schemes=self.signature_algorithms
+            )
+        return Extension(
+            ExtensionType.certificate_update_request,
+            encode_certificate_update_request_extension(self.own_update_request),
+        )
 
     def extra_client_hello_extensions(self) -> list[Extension]:
         # EKU draft-13 §3: support is offered with the tls_flags extension,
@@ -407,6 +428,15 @@ class ClientHandshake(HandshakeEngine):
         if ExtensionType.early_data in exts:
             raise RemoteProtocolError("early_data accepted but never offered", AlertDescription.unsupported_extension)
         self.on_encrypted_extensions_hook(exts)
+        update = exts.get(ExtensionType.certificate_update_request)
+        if update is not None:
+            # draft-rosomakho-tls-cert-update-02 §3: negotiated; a request in it
+            # lets us send our first CertificateUpdate (malformed: illegal_parameter, §3.2).
+            request = decode_certificate_update_request_extension(update)
+            if request is not None:
+                parse_update_request(request, from_client=False, where="EncryptedExtensions")
+            self.certificate_update_negotiated = True
+            self.peer_update_request = request
         # A PSK handshake has no Certificate or CertificateVerify (RFC 9846 §2.2).
         self.state = ClientState.WAIT_FINISHED if self.psk_kind is not None else ClientState.WAIT_CERT_CR
 
@@ -432,6 +462,12 @@ class ClientHandshake(HandshakeEngine):
         if ExtensionType.compress_certificate in exts:
             # RFC 8879 §3; parsed now so a malformed one is refused on arrival.
             X.decode_compress_certificate(exts[ExtensionType.compress_certificate])
+        if ExtensionType.certificate_update_request in exts:
+            # draft-rosomakho-tls-cert-update-02 §3.1: only in ClientHello and
+            # EncryptedExtensions; elsewhere illegal_parameter.
+            raise RemoteProtocolError(
+                "certificate_update_request in a CertificateRequest", AlertDescription.illegal_parameter
+            )
         self.transcript.update(raw)
         self.certificate_request = cr
         self.state = ClientState.WAIT_CERT

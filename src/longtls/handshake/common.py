@@ -169,6 +169,17 @@ class HandshakeEngine:
         # connection_id extension was negotiated (either may be empty).
         self.own_connection_id: bytes | None = None
         self.peer_connection_id: bytes | None = None
+        # Certificate Update (draft-rosomakho-tls-cert-update-02 §3): both
+        # sides sent certificate_update_request; the authenticator request we
+        # put in ours and the one the peer put in its (None: empty extension).
+        self.certificate_update_negotiated = False
+        self.own_update_request: bytes | None = None
+        self.peer_update_request: bytes | None = None
+        #: Our chain and CertificateVerify scheme in our last certificate
+        #: authentication (the handshake's, or post-handshake client
+        #: authentication's): what a Certificate Update must stay true to.
+        self.local_certificates: tuple[x509.Certificate, ...] = ()
+        self.local_signature_scheme: SignatureScheme | None = None
 
     def new_own_connection_id(self) -> bytes | None:
         """The CID we ask for in our hello, or None if we do not negotiate CIDs
@@ -307,6 +318,7 @@ class HandshakeEngine:
             psk=self.psk_kind,
             psk_identity=self.psk_identity,
             psk_key_exchange_mode=self._psk_mode(),
+            certificate_update=self.certificate_update_negotiated,
         ))
 
     def _psk_mode(self) -> PskKeyExchangeMode | None:
@@ -336,6 +348,7 @@ class HandshakeEngine:
         Certificate (empty context) is compressed once per chain and cached.
         """
         body = self.build_certificate(context)
+        self.local_certificates = tuple(self.config.certificate_chain)
         self.local_certificate_compression = None
         for algorithm in self.config.certificate_compression:
             if algorithm not in peer_algorithms:
@@ -386,6 +399,7 @@ class HandshakeEngine:
     ) -> bytes:
         content = certificate_verify_content(context, transcript.digest())
         signature = signatures.sign(self.config.private_key, scheme, content)
+        self.local_signature_scheme = scheme
         return CertificateVerify(scheme, signature).encode()
 
     def verify_certificate_verify(
@@ -478,4 +492,5 @@ ENCRYPTED_EXTENSIONS = {
     ExtensionType.server_name, ExtensionType.supported_groups,
     ExtensionType.application_layer_protocol_negotiation, ExtensionType.record_size_limit,
     ExtensionType.early_data, ExtensionType.tls_flags,
+    ExtensionType.certificate_update_request,  # draft-rosomakho-tls-cert-update-02 §3.1
 }

@@ -19,9 +19,15 @@ owner and holds every rule about what may overlap:
   crossed our own request;
 - a peer's EKU requests are paced and counted (EKU draft-13 §11.3): at most one
   answered per ``eku_min_interval`` (later ones wait), at most
-  ``eku_max_peer_updates`` in all (further ones are rejected).
+  ``eku_max_peer_updates`` in all (further ones are rejected);
+- Certificate Update (draft-rosomakho-tls-cert-update-02; handshake/cert_update.py,
+  decision 5) sends no CertificateUpdate while an EKU of either direction or
+  client authentication is in progress (it stays pending), and a peer's
+  CertificateUpdate received while our DTLS EKU waits for its ACK stands for
+  that ACK, as a CertificateRequest does.
 
-Certificate Update and Exported Authenticators will register the same way.
+Exported Authenticators are not a protocol on the wire (RFC 9261 §7: bytes
+the application carries) and need no rule here.
 """
 
 from __future__ import annotations
@@ -98,6 +104,8 @@ class PostHandshakeArbiter:
         self.client_auth = client_auth
         self.eku: _EKU | None = None
         self.key_update: KeyUpdateProtocol | None = None
+        #: Certificate Update (handshake/cert_update.py), once negotiated.
+        self.certificate_update: PostHandshakeProtocol | None = None
         self._owners: dict[int, PostHandshakeProtocol] = {}
         self.register(self.client_auth)
 
@@ -120,6 +128,10 @@ class PostHandshakeArbiter:
         self.eku = eku
         self.register(eku)
 
+    def register_certificate_update(self, protocol: PostHandshakeProtocol) -> None:
+        self.certificate_update = protocol
+        self.register(protocol)
+
     def dispatch(self, msg_type: int, body: bytes, raw: bytes) -> bool:
         """Hand a post-handshake message to the protocol that owns it, once the
         rules allow it; False if no protocol owns it (the engine's, e.g. NewSessionTicket)."""
@@ -128,8 +140,31 @@ class PostHandshakeArbiter:
             return False
         if msg_type == HandshakeType.key_update:
             self.check_key_update(local=False)
+        elif msg_type == HandshakeType.certificate_update:
+            self._certificate_update_received()
         owner.handle(msg_type, body, raw)
         return True
+
+    # -- Certificate Update (draft-rosomakho-tls-cert-update-02; decision 5) ------
+
+    @property
+    def certificate_update_may_send(self) -> bool:
+        """Our CertificateUpdate may go now: no extended key update of either
+        direction and no client authentication in progress.  A CertificateUpdate
+        names no generation, so it is sent only between updates; the in-order
+        handshake stream then has the peer validate it under the generation
+        we made it in (docs/certificate-update.md, decision 5)."""
+        eku = self.eku
+        return not self.client_auth.in_progress and (eku is None or not eku.in_progress)
+
+    def _certificate_update_received(self) -> None:
+        eku = self.eku
+        if eku is not None and eku.role is Role.WAIT_ACK:
+            # DTLS: the peer sends a CertificateUpdate only with no update in
+            # progress on its side, so, read in message_seq order after our
+            # last EKU message, it stands for the ACK we still wait for (as a
+            # CertificateRequest does, check_client_auth_may_start).
+            eku.peer_completed()
 
     # -- KeyUpdate (RFC 9846 §4.6.3) ---------------------------------------------
 

@@ -26,6 +26,10 @@ from ..errors import DecodeError, RemoteProtocolError
 from ..psk import find_external, server_candidate
 from ..wire import extensions as X
 from ..wire.buffer import u8
+from ..wire.cert_update import (
+    decode_certificate_update_request_extension,
+    encode_certificate_update_request_extension,
+)
 from ..wire.messages import (
     Certificate,
     CertificateRequest,
@@ -38,6 +42,7 @@ from ..wire.messages import (
     extensions_by_type,
 )
 from ..wire.tickets import TicketState
+from .cert_update import handshake_update_request, parse_update_request
 from .common import (
     CLIENT_CV_CONTEXT,
     SERVER_CV_CONTEXT,
@@ -613,7 +618,36 @@ class ServerHandshake(HandshakeEngine):
             out.append(Extension(ExtensionType.record_size_limit, X.encode_record_size_limit(self.config.record_size_limit)))
             self.conn.enforce_record_size_limit()
         out.extend(self.extra_encrypted_extensions(exts))
+        out.extend(self._certificate_update_extensions(exts, resumption))
         return out
+
+    def _certificate_update_extensions(self, client_exts: dict[int, bytes], resumption: Resumption | None) -> list[Extension]:
+        """draft-rosomakho-tls-cert-update-02 §3.1: answer the client's
+        certificate_update_request in EncryptedExtensions."""
+        data = client_exts.get(ExtensionType.certificate_update_request)
+        if data is None or not self.config.certificate_update:
+            return []
+        request = decode_certificate_update_request_extension(data)
+        if request is not None:
+            parse_update_request(request, from_client=True, where="ClientHello")  # §3.2: illegal_parameter
+        if resumption is not None:
+            # Decision (docs/certificate-update.md): a PSK handshake has no
+            # certificate for an update to be compared with (§4.1 speaks of
+            # "the certificate originally presented ... during the
+            # handshake"), so we do not answer: not negotiated.
+            return []
+        self.certificate_update_negotiated = True
+        self.peer_update_request = request
+        # Decision 4 (handshake/cert_update.py): a request of ours whenever the
+        # client may authenticate with a certificate, in the handshake or after it.
+        if self.config.client_auth is not ClientAuth.NONE or self.client_offered_post_handshake_auth:
+            self.own_update_request = handshake_update_request(
+                self.config, from_client=False, schemes=self.signature_algorithms
+            )
+        return [Extension(
+            ExtensionType.certificate_update_request,
+            encode_certificate_update_request_extension(self.own_update_request),
+        )]
 
     def release_handshake_state(self) -> None:
         super().release_handshake_state()
