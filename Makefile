@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 peers:
 	bash scripts/install-peers.sh
+	bash scripts/install-tshark44.sh  # tshark 4.4 for DTLS 1.3 (docs/interop-tshark.md)
 
 lint: venv
 	$(BIN)/ruff check src tests

@@ -16,6 +16,7 @@ peer it names actually ran.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import re
@@ -62,6 +63,44 @@ def require_binary(name: str) -> str:
             pytrace=False,
         )
     return path
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TSHARK44_SCRIPT = REPO_ROOT / "scripts" / "install-tshark44.sh"
+
+
+@functools.cache
+def require_tshark44() -> str:
+    """The tshark 4.4 wrapper that scripts/install-tshark44.sh installs into
+    the peers cache (Debian trixie's tshark run with trixie's loader; Debian
+    12's tshark 4.0 cannot parse DTLS 1.3 records). Fails the test (not skip)
+    with the command that installs it when it is not there or does not run."""
+    where = subprocess.run(
+        ["bash", str(TSHARK44_SCRIPT), "--print-dir"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if where.returncode != 0:
+        pytest.fail(
+            f"{TSHARK44_SCRIPT} --print-dir failed ({where.returncode}): {where.stderr}",
+            pytrace=False,
+        )
+    wrapper = Path(where.stdout.strip()) / "bin" / "tshark"
+    banner = ""
+    if os.access(wrapper, os.X_OK):
+        banner = subprocess.run(
+            [str(wrapper), "-v"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    if not banner.startswith("TShark (Wireshark) 4.4."):
+        pytest.fail(
+            f"interop peer tshark 4.4 is not installed at {wrapper} (or does not run: {banner[:200]!r}). "
+            f"Run `make peers` (scripts/install-tshark44.sh unpacks Debian trixie's tshark there) "
+            f"and re-run the tests.",
+            pytrace=False,
+        )
+    return str(wrapper)
 
 
 def require_module(name: str) -> ModuleType:
