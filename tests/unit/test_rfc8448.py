@@ -104,6 +104,7 @@ def _client(tr: Trace) -> tuple[Connection, dict[str, bytes]]:
         middlebox_compatibility=False,
         extended_key_update=False,  # the trace's client predates EKU
         certificate_compression=(),  # ... and RFC 8879
+        certificate_update=False,  # ... and Certificate Update (its request draws on random)
         verify_peer=False,  # the trace's certificate is self-signed; CertificateVerify is still checked
         random=_random_from(tr.client_random),
         key_share_factory=_x25519_factory(tr.ephemeral_private_key("client")),
