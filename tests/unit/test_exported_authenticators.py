@@ -17,6 +17,7 @@ import hmac
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -570,3 +571,23 @@ def test_not_before_the_handshake_nor_after_close() -> None:
     link.client.abort(AlertDescription.user_canceled)
     with pytest.raises(LocalProtocolError, match="closed"):
         link.client.export_authenticator(request, chain=_CLIENT.chain, private_key=_CLIENT.key)
+
+
+def test_the_documented_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/exported-authenticators.md's example, as written, on files like `longtls certs` writes."""
+    text = (Path(__file__).parents[2] / "docs" / "exported-authenticators.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for name, credential in (("server", _SERVER), ("client", _CLIENT)):
+        (certs / f"{name}.pem").write_bytes(credential.chain_pem())
+        (certs / f"{name}.key").write_bytes(credential.key_pem())
+    (certs / "ca.pem").write_bytes(_CA.cert_pem())
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "exported-authenticators.md", "exec"), {"__name__": "example"})
+    assert capsys.readouterr().out.splitlines() == [
+        f"client proved {_CLIENT.cert.subject.rfc4514_string()} with ecdsa_secp256r1_sha256",
+        f"server proved {_SERVER.cert.subject.rfc4514_string()}",
+        "the server declined",
+        "refused: illegal_parameter",
+    ]

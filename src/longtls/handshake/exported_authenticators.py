@@ -567,6 +567,10 @@ class ExportedAuthenticators:
         The chain is checked by ``verify_chain`` if given, else as the
         handshake checks the peer's (trust store, time, and for a server's
         the server name; not at all for a client with verify_peer off).
+        ``verify_chain`` refuses by raising: a RemoteProtocolError (e.g.
+        CertificateError) becomes an AuthenticatorError with its alert, an
+        AuthenticatorError passes as it is, anything else propagates; a
+        refused authenticator does not use up its context.
         Raises AuthenticatorError (its ``alert`` names why) when invalid,
         AuthenticatorRefused for a well-formed empty authenticator (§7:
         "returned as invalid"), also when the context was validated before.
