@@ -33,7 +33,13 @@ from helpers.pki import Credential, make_ca, make_leaf
 from longtls.config import Configuration
 from longtls.connection import Connection
 from longtls.connection_core import ConnectionCore
-from longtls.constants import AlertDescription, ExtensionType, HandshakeType, SignatureScheme
+from longtls.constants import (
+    AlertDescription,
+    CipherSuite,
+    ExtensionType,
+    HandshakeType,
+    SignatureScheme,
+)
 from longtls.crypto.certificates import TrustStore
 from longtls.dtls_connection import DTLSConnection
 from longtls.errors import (
@@ -591,3 +597,30 @@ def test_the_documented_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
         "the server declined",
         "refused: illegal_parameter",
     ]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_sha384_suite_uses_48_byte_values(transport: str) -> None:
+    """§5.1: the exported values and the MAC have the length of the suite's hash."""
+    link = make_link(transport, cipher_suites=[CipherSuite.TLS_AES_256_GCM_SHA384])
+    assert link.hash.digest_size == 48
+    keys = link.server.exported_authenticators.keys(sender_is_client=False)
+    assert len(keys.handshake_context) == len(keys.finished_key) == 48
+    request = link.client.authenticator_request()
+    authenticator = link.server.export_authenticator(request)
+    check_authenticator(authenticator, link.expected(sender_is_client=False), request=request, chain=_SERVER.chain,
+                        context=ExportedAuthenticators.context_of(request))
+    assert len(split(authenticator)[2][1]) == 48
+    link.client.validate_authenticator(authenticator, request)
+
+
+def test_registered_requests_keep_their_context() -> None:
+    """A request made before the state existed (Certificate Update's, in the
+    handshake) is registered so its context is not used again."""
+    link = make_link("tls")
+    early = encode_authenticator_request(from_client=True, context=b"early", extensions=())
+    link.client.exported_authenticators.register_request(early)
+    with pytest.raises(LocalProtocolError):
+        link.client.authenticator_request(b"early")
+    with pytest.raises(LocalProtocolError):  # a server's request is not one of a client's
+        link.client.exported_authenticators.register_request(link.server.authenticator_request())
