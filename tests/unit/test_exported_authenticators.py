@@ -561,6 +561,11 @@ def test_contexts_are_used_once() -> None:
     with pytest.raises(AuthenticatorError) as info:
         link.server.export_authenticator(bare)
     assert info.value.alert == AlertDescription.missing_extension
+    # a key that is not the leaf's is caught before anything is built
+    fresh = link.server.authenticator_request()
+    with pytest.raises(LocalProtocolError, match="not the key"):
+        link.client.export_authenticator(fresh, chain=_CLIENT.chain, private_key=_SERVER.key)
+    link.client.export_authenticator(fresh, chain=_CLIENT.chain, private_key=_CLIENT.key)  # the context is still free
     # 32 random bytes from Configuration.random, never the same twice
     assert len({ExportedAuthenticators.context_of(link.server.authenticator_request()) for _ in range(20)}) == 20
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hmac
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..config import Configuration
 from ..constants import AlertDescription, ExtensionType, HandshakeType, SignatureScheme
@@ -179,6 +179,10 @@ def decode_authenticator_request(
             "authenticator request without signature_algorithms", AlertDescription.missing_extension
         )
     return request
+
+
+def _spki(public_key: Any) -> bytes:
+    return bytes(public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
 
 
 def _split_one(raw: bytes, what: str) -> tuple[int, bytes]:
@@ -491,6 +495,9 @@ class ExportedAuthenticators:
         key = self._config.private_key if private_key is None else private_key
         if not chain or key is None:
             raise LocalProtocolError("an authenticator needs a certificate chain and its private key")
+        if _spki(key.public_key()) != _spki(chain[0].public_key()):
+            # Caught here: the peer would only see a signature that does not verify.
+            raise LocalProtocolError("the private key is not the key of the chain's first certificate")
         context, offered = self._answering(request, context)
         scheme = self._choose_scheme(key, chain[0], offered)
         keys = self.keys(sender_is_client=self.is_client, generation=generation)
