@@ -44,6 +44,7 @@ from .errors import (
     UsageLimitError,
 )
 from .events import CloseNotifyReceived, ConnectionClosed, Event
+from .handshake.cert_update import CertificateUpdates
 from .handshake.client import ClientHandshake
 from .handshake.common import HandshakeEngine
 from .handshake.eku import EKUAdmission, ExtendedKeyUpdate
@@ -130,6 +131,8 @@ class ConnectionCore(ABC):
         self._rekey = RekeyPolicy(self.post_handshake, configuration)
         #: Exported Authenticators (RFC 9261), once the handshake is complete.
         self._exported_authenticators: ExportedAuthenticators | None = None
+        #: Certificate Update (draft-rosomakho-tls-cert-update-02), once negotiated.
+        self._certificate_updates: CertificateUpdates | None = None
 
     # ------------------------------------------------------------------ API
 
@@ -329,6 +332,87 @@ class ConnectionCore(ABC):
 
         return export
 
+    # ------------------------------ Certificate Update (draft-rosomakho-tls-cert-update-02)
+    # handshake/cert_update.py and docs/certificate-update.md.
+
+    @property
+    def certificate_update_negotiated(self) -> bool:
+        """Both sides sent the certificate_update_request extension."""
+        return self._certificate_updates is not None
+
+    @property
+    def peer_certificates(self) -> tuple[x509.Certificate, ...]:
+        """The peer's chain now in force, leaf first: the handshake's, then
+        that of each accepted CertificateUpdate or post-handshake client
+        authentication; () if the peer never authenticated with a certificate."""
+        updates = self._certificate_updates
+        if updates is not None and updates.peer_certificates:
+            return updates.peer_certificates
+        return self.handshake.peer_certificates
+
+    @property
+    def local_certificates(self) -> tuple[x509.Certificate, ...]:
+        """Our chain now in force: the one we last authenticated with, or last
+        sent in a CertificateUpdate; () if we never sent a certificate."""
+        updates = self._certificate_updates
+        if updates is not None:
+            return updates.local_certificates
+        return self.handshake.local_certificates
+
+    @property
+    def certificate_update_pending(self) -> bool:
+        """An update asked for with ``update_certificate`` waits: for the peer's
+        request, or for an extended key update or client authentication to end."""
+        return self._certificate_updates is not None and self._certificate_updates.pending
+
+    def update_certificate(self, chain: Sequence[x509.Certificate] | None = None, private_key: Any = None) -> None:
+        """Hand the peer a renewed certificate (a CertificateUpdate).
+
+        ``chain`` (leaf first) and ``private_key`` default to the
+        configuration's current ones, so after replacing
+        ``configuration.certificate_chain`` and ``private_key`` call it with
+        no argument.  LocalProtocolError, naming the rule, if Certificate
+        Update was not negotiated, if we never authenticated with a
+        certificate, or if the chain breaks a rule we can check here (the
+        same identity as our handshake certificate, a key that matches it and
+        can sign with our handshake's scheme, a certificate not used before).
+        The update goes at once if the peer's request is there and nothing
+        holds it back, else it waits (``certificate_update_pending``; a later
+        call replaces it).  ``CertificateUpdated(sent)`` when it goes.
+        """
+        updates = self._certificate_updates
+        if updates is None or self.state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError("Certificate Update was not negotiated on this connection")
+        if self._close_sent:
+            raise LocalProtocolError("cannot update the certificate after close()")
+        new = list(self.configuration.certificate_chain) if chain is None else list(chain)
+        key = self.configuration.private_key if private_key is None and chain is None else private_key
+        self._command(lambda: updates.update(new, key))
+
+    def certificate_update_may_go(self) -> bool:
+        """CertificateUpdateHost: nothing holds our CertificateUpdate back
+        (the arbiter's rules, decision 5; the transport's; no close_notify sent)."""
+        if self.state is not ConnectionState.CONNECTED or self._close_sent:
+            return False
+        try:
+            self._check_handshake_message_may_go()
+        except LocalProtocolError:
+            return False
+        return self.post_handshake.certificate_update_may_send
+
+    def _certificate_update_resume(self, client_authenticated: bool = False) -> None:
+        """Something that held a CertificateUpdate back ended (an extended key
+        update, client authentication, a DTLS KeyUpdate's ACK): send what waits.
+        ``client_authenticated``: a server's post-handshake client
+        authentication completed, the client's new reference identity."""
+        updates = self._certificate_updates
+        if updates is None or self.state is not ConnectionState.CONNECTED:
+            return
+        if client_authenticated:
+            updates.peer_authenticated()
+            updates.issue_request()  # decision 4
+        updates.resume()
+
     def _check_handshake_message_may_go(self) -> None:
         """Raise LocalProtocolError if a handshake message of ours cannot be
         sent now for a reason of the transport's (DTLS: a KeyUpdate not yet acknowledged)."""
@@ -480,6 +564,9 @@ class ConnectionCore(ABC):
             )
             self.post_handshake.register_eku(self.eku)
         self._exported_authenticators = exported_authenticators_for(hs, self._authenticator_exporter)
+        if hs.certificate_update_negotiated:
+            self._certificate_updates = CertificateUpdates(self, hs)
+            self.post_handshake.register_certificate_update(self._certificate_updates)
 
     def check_client_auth_may_start(self, requested_by_peer: bool) -> None:
         """EKU draft-13 §8.3: post-handshake authentication and EKU never overlap."""
@@ -511,6 +598,7 @@ class ConnectionCore(ABC):
     def eku_completed(self) -> None:
         self.rekeyed()
         self.handshake.on_extended_key_update(self.eku)
+        self._certificate_update_resume()  # decision 5: a CertificateUpdate may have waited
 
     def rekeyed(self) -> None:
         self._rekey.rekeyed()
