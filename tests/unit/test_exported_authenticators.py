@@ -237,11 +237,16 @@ def make_link(transport: str, *, server: Credential = _SERVER, **kwargs: object)
     link.handshake()
     assert link.server is not None
 
-    def settle() -> None:
-        link.run(lambda: link.server is not None and not link.client.eku.in_progress and not link.server.eku.in_progress  # type: ignore[union-attr]
-                 and link.client.key_generation == link.server.key_generation)
+    def quiet(conn: ConnectionCore | None) -> bool:
+        return conn is not None and (conn.eku is None or not conn.eku.in_progress)
 
-    return Link(link.client, link.server, b"dtls13", settle, lambda: b"".join(link.received("server")), keylog)
+    def settle() -> None:
+        """Until no extended key update runs and both ends agree on the generation."""
+        link.run(lambda: quiet(link.client) and quiet(link.server) and link.client.key_generation == server.key_generation)
+
+    server = link.server
+
+    return Link(link.client, server, b"dtls13", settle, lambda: b"".join(link.received("server")), keylog)
 
 
 TRANSPORTS = ["tls", "dtls"]
@@ -263,10 +268,12 @@ def test_authenticator_keys_are_rfc9261_exporter_values(transport: str) -> None:
 
 
 def test_authenticator_keys_repr_shows_no_secret() -> None:
-    keys = AuthenticatorKeys(b"\x11" * 32, b"\x22" * 32)
-    assert "11" not in repr(keys) and "22" not in repr(keys) and "34" not in repr(keys)
     link = make_link("tls")
-    assert link.keylog[0].split()[2][:16] not in repr(link.client.exported_authenticators)
+    keys = link.client.exported_authenticators.keys(sender_is_client=True)
+    for text in (repr(keys), str(keys), repr(link.client.exported_authenticators)):
+        for secret in (keys.handshake_context, keys.finished_key):
+            assert secret.hex()[:8] not in text and repr(secret)[2:10] not in text
+    assert repr(AuthenticatorKeys(b"\x11" * 32, b"\x22" * 32)) == "<AuthenticatorKeys 32-byte>"
 
 
 @pytest.mark.parametrize(
