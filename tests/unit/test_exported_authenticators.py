@@ -215,17 +215,20 @@ class Link:
         assert self.client.key_generation == self.server.key_generation == target
 
 
-def make_link(transport: str, *, server: Credential = _SERVER, **kwargs: object) -> Link:
+def make_link(
+    transport: str, *, server: Credential = _SERVER, eku_profile: str | None = None, **kwargs: object
+) -> Link:
+    """``kwargs`` go to the client's Configuration; ``eku_profile`` to both."""
     keylog: list[str] = []
     clock = Clock()
     store = TrustStore([_CA.cert])
     client_cfg = Configuration(
         is_client=True, server_name="localhost", trust_store=store, keylog=keylog.append, now=clock,
-        **kwargs,  # type: ignore[arg-type]
+        eku_profile=eku_profile, **kwargs,  # type: ignore[arg-type]
     )
     server_cfg = Configuration(
         is_client=False, certificate_chain=server.chain, private_key=server.key, trust_store=store,
-        eku_min_interval=0.0, now=clock,
+        eku_min_interval=0.0, now=clock, eku_profile=eku_profile,
     )
     if transport == "tls":
         pair = Pair(Connection(client_cfg), Connection(server_cfg))
@@ -372,9 +375,13 @@ def test_empty_authenticator(transport: str) -> None:
 # --- after extended key updates (EKU draft-13 §11.2) -------------------------------------------
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_generations_follow_extended_key_updates(transport: str) -> None:
-    link = make_link(transport)
+@pytest.mark.parametrize(
+    ("transport", "profile"),
+    [("tls", "draft-13"), ("dtls", "draft-13"), ("tls", "draft-2025-10"), ("dtls", "draft-2025-10")],
+)
+def test_generations_follow_extended_key_updates(transport: str, profile: str) -> None:
+    link = make_link(transport, eku_profile=profile)
+    assert link.client.handshake.eku_profile == profile
     before = link.server.export_authenticator(None)
     link.update_keys(by_client=True)
     # the current generation by default: exporter_secret_1
@@ -406,6 +413,23 @@ def test_generations_follow_extended_key_updates(transport: str) -> None:
     for gone in (0, 3, -1):
         with pytest.raises(LocalProtocolError, match="generation"):
             link.server.export_authenticator(None, generation=gone)
+
+
+def test_generations_under_draft_05() -> None:
+    """The same mapping under the draft-05 profile (whose key log has no
+    EXPORTER_SECRET_N, so only the behaviour is checked here)."""
+    link = make_link("tls", eku_profile="draft-05")
+    assert link.client.handshake.eku_profile == "draft-05"
+    before = link.server.export_authenticator(None)
+    link.update_keys(by_client=False)
+    current = link.server.export_authenticator(None)
+    for authenticator, right, wrong in ((before, 0, 1), (current, 1, 0)):
+        with pytest.raises(AuthenticatorError):
+            link.client.validate_authenticator(authenticator, generation=wrong)
+        assert link.client.validate_authenticator(authenticator, generation=right).certificates == tuple(_SERVER.chain)
+    # generation=None is the current one, the same as export_keying_material's
+    assert link.client.exported_authenticators.keys(sender_is_client=False) == link.client.exported_authenticators.keys(
+        sender_is_client=False, generation=1)
 
 
 # --- validation failures --------------------------------------------------------------------
