@@ -35,6 +35,7 @@ __all__ = [
     "Issued",
     "make_bundle",
     "make_leaf",
+    "renew",
     "write_bundle",
 ]
 
@@ -187,6 +188,46 @@ def make_leaf(
         .sign(ca.key, _signature_hash(ca.key))
     )
     return Issued(cert, key)
+
+
+def _same_key_type(key: PrivateKey) -> PrivateKey:
+    """A fresh key of ``key``'s algorithm and size (the identity rules of
+    Certificate Update let the key change, not its algorithm or length)."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return ec.generate_private_key(key.curve)
+    if isinstance(key, rsa.RSAPrivateKey):
+        return rsa.generate_private_key(public_exponent=65537, key_size=key.key_size)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return ed25519.Ed25519PrivateKey.generate()
+    if isinstance(key, mldsa.MLDSA65PrivateKey):
+        return mldsa.MLDSA65PrivateKey.generate()
+    raise ValueError(f"cannot renew a certificate with a {type(key).__name__} key")
+
+
+def renew(ca: Issued, leaf: Issued) -> Issued:
+    """``leaf`` renewed by ``ca``, as a CA answers an ACME renewal: the same
+    subject and extensions (so the same names and usages), a fresh key of the
+    same type, a new serial number and a validity of the same length from now.
+    What Certificate Update (draft-rosomakho-tls-cert-update-02) lets a live
+    connection switch to; the subjectKeyIdentifier follows the new key."""
+    key = _same_key_type(leaf.key)
+    now = datetime.datetime.now(datetime.UTC)
+    lifetime = leaf.cert.not_valid_after_utc - leaf.cert.not_valid_before_utc
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(leaf.cert.subject)
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(min(now - _BACKDATE + lifetime, ca.cert.not_valid_after_utc))
+    )
+    for ext in leaf.cert.extensions:
+        value = ext.value
+        if isinstance(value, x509.SubjectKeyIdentifier):
+            value = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        builder = builder.add_extension(value, ext.critical)
+    return Issued(builder.sign(ca.key, _signature_hash(ca.key)), key)
 
 
 def make_bundle(

@@ -5,7 +5,11 @@ verifies it.  Both sides stream random data at each other as fast as the
 event loop allows, hashing what they send and what they receive, while an
 extended key update (a fresh post-quantum hybrid key exchange by default)
 runs every ``interval`` seconds, started by the client and the server in
-turn.  At the end both streams close with close_notify and the SHA-256 of
+turn.  Half-way through, the server's certificate is renewed (same CA, same
+names, a new key and serial number) and handed to the client on the live
+connection as a Certificate Update (draft-rosomakho-tls-cert-update-02),
+while the data keeps flowing; the client shows the new certificate it
+received.  At the end both streams close with close_notify and the SHA-256 of
 every byte sent is compared with the SHA-256 of every byte received.
 """
 
@@ -22,9 +26,10 @@ from typing import TextIO
 from . import aio, certs
 from .config import Configuration
 from .constants import EKUProfileName, NamedGroup
+from .credentials import describe_certificate
 from .crypto.certificates import TrustStore
 from .errors import TLSError
-from .events import KeyUpdateCompleted
+from .events import CertificateUpdated, CertificateUpdateDirection, KeyUpdateCompleted
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -42,6 +47,8 @@ class DemoOptions:
     group: NamedGroup = NamedGroup.X25519MLKEM768
     eku_profile: EKUProfileName = EKUProfileName.draft_13
     keylog: str | None = None
+    #: Renew the server's certificate half-way through (Certificate Update).
+    renew_certificate: bool = True
 
 
 @dataclass(eq=False)
@@ -66,10 +73,11 @@ class Status:
     last_initiator: str = "-"
     last_latency: float | None = None
     errors: list[str] = field(default_factory=list)
+    #: Certificates the client received in Certificate Updates.
+    received_certificates: list[str] = field(default_factory=list)
 
 
-def _configurations(options: DemoOptions) -> tuple[Configuration, Configuration]:
-    bundle = certs.make_bundle([SERVER_NAME, HOST], "ecdsa-p256", days=1)
+def _configurations(options: DemoOptions, bundle: certs.Bundle) -> tuple[Configuration, Configuration]:
     groups = (options.group,)
     server = Configuration(
         is_client=False, groups=groups, eku_profiles=(options.eku_profile,),
@@ -105,9 +113,17 @@ async def _receive(side: Side) -> None:
         side.received += len(data)
 
 
-async def _watch(side: Side, status: Status) -> None:
-    """Record the completed updates this side started, with the latency it measured."""
+async def _watch(side: Side, status: Status, note: Callable[[str], None]) -> None:
+    """Record the completed updates this side started, with the latency it
+    measured, and the certificates the client received."""
     async for event in side.writer.events():
+        if (
+            isinstance(event, CertificateUpdated) and event.direction is CertificateUpdateDirection.received
+            and event.certificates
+        ):
+            described = describe_certificate(event.certificates[0])
+            status.received_certificates.append(described)
+            note(f"the {side.name} received the renewed certificate on the live connection: {described}")
         if isinstance(event, KeyUpdateCompleted) and event.initiator == side.name:
             side.initiated += 1
             side.latencies.append(event.seconds)
@@ -144,6 +160,28 @@ async def _schedule_updates(
             return
 
 
+async def _renew_certificate(
+    server: Side, bundle: certs.Bundle, configuration: Configuration, delay: float,
+    status: Status, note: Callable[[str], None],
+) -> None:
+    """After ``delay`` seconds: a renewed server certificate from the same CA,
+    for new connections (the Configuration) and, as a Certificate Update, for
+    the live one (``longtls serve``/``tunnel`` do this when the files change)."""
+    await asyncio.sleep(delay)
+    renewed = certs.renew(bundle.ca, bundle.server)
+    configuration.certificate_chain = [renewed.cert]
+    configuration.private_key = renewed.key
+    try:
+        went = server.writer.update_certificate()
+    except TLSError as exc:
+        status.errors.append(f"the certificate update failed: {exc}")
+        return
+    note(
+        f"the server's certificate was renewed ({describe_certificate(renewed.cert)}): "
+        + ("sent to the client" if went else "to be sent when the client asks")
+    )
+
+
 def _rate(nbytes: float) -> str:
     return f"{nbytes / 1e6:7.1f} MB/s"
 
@@ -169,6 +207,16 @@ class LiveView:
         self.started = time.monotonic()
         self._last = (self.started, 0, 0)
         self._drawn = 0
+
+    def note(self, line: str) -> None:
+        """A line about something that happened, above the live table."""
+        elapsed = f"[{time.monotonic() - self.started:5.1f}s]"
+        if self.tty and self._drawn:
+            # Clear the table; the next draw puts it back below the line.
+            self.out.write(f"\x1b[{self._drawn}F\x1b[J")
+            self._drawn = 0
+        self.out.write(f"{elapsed} {line}\n")
+        self.out.flush()
 
     def _values(self) -> list[str]:
         """This moment's figures; throughput is over the time since the last call."""
@@ -229,7 +277,8 @@ async def run_demo(options: DemoOptions, out: TextIO, say: Callable[[str], None]
         out.flush()
 
     say = say or emit
-    client_config, server_config = _configurations(options)
+    bundle = certs.make_bundle([SERVER_NAME, HOST], "ecdsa-p256", days=1)
+    client_config, server_config = _configurations(options, bundle)
     accepted: asyncio.Future[tuple[aio.TLSReader, aio.TLSWriter]] = (
         asyncio.get_running_loop().create_future()
     )
@@ -255,25 +304,37 @@ async def run_demo(options: DemoOptions, out: TextIO, say: Callable[[str], None]
             f"Extended Key Update {hs.eku_profile if hs.eku_profile is not None else 'NOT negotiated'}, "
             f"an update every {options.interval:g} s for {options.duration:g} s"
         )
+        renewing = options.renew_certificate and hs.certificate_update
+        if renewing:
+            say(
+                f"Certificate Update negotiated: the server's certificate is renewed after "
+                f"{options.duration / 2:g} s ({describe_certificate(bundle.server.cert)})"
+            )
         status = Status()
         stop = asyncio.Event()
         view = LiveView(out, sides, status, options)
-        watchers = [asyncio.create_task(_watch(s, status)) for s in sides]
+        watchers = [asyncio.create_task(_watch(s, status, view.note)) for s in sides]
         receivers = [asyncio.create_task(_receive(s)) for s in sides]
         streamers = [asyncio.create_task(_stream(s, stop)) for s in sides]
         scheduler = asyncio.create_task(_schedule_updates(sides, options, status, stop))
         live = asyncio.create_task(view.run(stop))
+        renewal = asyncio.create_task(
+            _renew_certificate(server_side, bundle, server_config, options.duration / 2, status, view.note)
+            if renewing else asyncio.sleep(0)
+        )
         try:
             await asyncio.sleep(options.duration)
             stop.set()
             await asyncio.wait_for(
-                asyncio.gather(*streamers, *receivers, scheduler, live), _FINISH_TIMEOUT
+                asyncio.gather(*streamers, *receivers, scheduler, live, renewal), _FINISH_TIMEOUT
             )
+            if renewing and client_writer.peer_certificates[:1] != tuple(server_config.certificate_chain[:1]):
+                status.errors.append("the client does not hold the renewed server certificate")
         except (TLSError, OSError, TimeoutError) as exc:
             status.errors.append(f"the connection failed: {exc or 'timed out'}")
         finally:
             stop.set()
-            for task in (*streamers, *receivers, scheduler, live):
+            for task in (*streamers, *receivers, scheduler, live, renewal):
                 task.cancel()
             done.set()
             client_writer.close()
@@ -290,6 +351,7 @@ def _summary(sides: tuple[Side, Side], status: Status, say: Callable[[str], None
     say("")
     say(f"updates initiated by client: {client.initiated}")
     say(f"updates initiated by server: {server.initiated}")
+    say(f"certificate updates received by the client: {len(status.received_certificates)}")
     if latencies:
         say(
             f"key updates: {len(latencies)}, generation {status.generation}, latency "

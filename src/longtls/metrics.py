@@ -22,6 +22,12 @@ Families (exposition format 0.0.4):
 - ``longtls_oldest_key_age_seconds`` (gauge): age of the oldest traffic key
   still in use on an open connection (0 with none open): what a rekey
   policy is meant to bound.
+- ``longtls_certificate_updates_total{direction="sent|received"}``:
+  Certificate Updates (draft-rosomakho-tls-cert-update-02) that went out, and
+  that the peer sent and we accepted.
+- ``longtls_certificate_reloads_total{result="applied|refused"}``: renewed
+  certificate files a program (``longtls serve``/``tunnel``) took into use, or
+  refused because they break an identity rule (``certificate_reloaded``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import time
 from collections.abc import Callable
 
 from .events import (
+    CertificateUpdated,
     ConnectionClosed,
     Event,
     HandshakeComplete,
@@ -61,6 +68,8 @@ class Metrics:
             for result in ("completed", "failed")
         }
         self.bytes = {"in": 0, "out": 0}
+        self.certificate_updates = {"sent": 0, "received": 0}
+        self.certificate_reloads = {"applied": 0, "refused": 0}
         self._open: set[ConnectionMetrics] = set()
 
     def __repr__(self) -> str:
@@ -69,6 +78,10 @@ class Metrics:
     def connection(self, *, is_client: bool) -> ConnectionMetrics:
         """A recorder for one new connection (called by longtls.aio)."""
         return ConnectionMetrics(self, is_client)
+
+    def certificate_reloaded(self, *, applied: bool) -> None:
+        """A renewed certificate file was taken into use (or refused)."""
+        self.certificate_reloads["applied" if applied else "refused"] += 1
 
     @property
     def open_connections(self) -> int:
@@ -115,6 +128,16 @@ class Metrics:
             "longtls_oldest_key_age_seconds", "gauge",
             "Age of the oldest traffic key in use across open connections.",
             [("", round(self.oldest_key_age(), 3))],
+        )
+        family(
+            "longtls_certificate_updates_total", "counter",
+            "Certificate Updates sent to and accepted from TLS peers.",
+            [(f'{{direction="{d}"}}', n) for d, n in self.certificate_updates.items()],
+        )
+        family(
+            "longtls_certificate_reloads_total", "counter",
+            "Renewed certificate files taken into use (applied) or refused (identity rules).",
+            [(f'{{result="{r}"}}', n) for r, n in self.certificate_reloads.items()],
         )
         return "\n".join(lines) + "\n"
 
@@ -188,6 +211,8 @@ class ConnectionMetrics:
                 self._receive_since = now
                 if event.requested_by_peer:
                     self._count_update("peer", "completed")
+        elif isinstance(event, CertificateUpdated):
+            self._metrics.certificate_updates[event.direction.value] += 1
         elif isinstance(event, ConnectionClosed):
             self.closed()
 

@@ -34,6 +34,7 @@ from typing import Literal
 
 from . import aio
 from .config import Configuration
+from .credentials import log_certificate_updates
 from .errors import TLSError
 from .metrics import Metrics
 
@@ -132,7 +133,9 @@ class Tunnel:
     """One listening tunnel and the connections it relays.
 
     ``configuration`` is read for each new connection, so assigning a new
-    one (certificate reload) affects only later connections.
+    one (certificate reload) affects only later connections; ``connections``
+    holds the live TLS connections, to hand them a renewed certificate
+    (``longtls.credentials.put_in_use``).
     """
 
     def __init__(
@@ -157,6 +160,8 @@ class Tunnel:
         self.connect_timeout = connect_timeout
         self.metrics = metrics
         self.require_eku = require_eku
+        #: The TLS connections with a completed handshake, not yet ended.
+        self.connections = aio.LiveConnections()
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
         self._cut = False  # the grace period is over: refuse connections still arriving
@@ -224,7 +229,17 @@ class Tunnel:
 
     def _stream_options(self) -> aio.StreamOptions:
         """The settings of each TLS connection (read per connection, like the configuration)."""
-        return aio.StreamOptions(idle_timeout=self.idle_timeout, metrics=self.metrics)
+        # A tunnel client's connections all go to one server: its certificate
+        # updates are logged from the first event (server-side ones per client,
+        # in _on_tls_client).
+        handler = (
+            log_certificate_updates(f"the server at {format_address(self.target)}", logger)
+            if self.mode == "client" else None
+        )
+        return aio.StreamOptions(
+            idle_timeout=self.idle_timeout, metrics=self.metrics, connections=self.connections,
+            event_handler=handler,
+        )
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -238,6 +253,7 @@ class Tunnel:
         """server mode: a TLS client arrived; open the plain connection to the target."""
         untrack = self._track()
         peer = _peer(writer)
+        writer.add_event_handler(log_certificate_updates(f"client {peer}", logger))
         try:
             if self._cut:
                 writer.abort()

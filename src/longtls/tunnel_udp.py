@@ -36,6 +36,7 @@ from . import aio
 from .aio.datagram import DEFAULT_SERVER_IDLE_TIMEOUT
 from .config import Configuration
 from .constants import AlertDescription
+from .credentials import log_certificate_updates
 from .errors import TLSError
 from .metrics import Metrics
 from .record.dtls_reliability import DEFAULT_MTU
@@ -98,7 +99,12 @@ class UDPTunnel:
         self.configuration = configuration
         self.mtu = mtu
         self.idle_timeout = idle_timeout if idle_timeout is not None else DEFAULT_SERVER_IDLE_TIMEOUT
-        self.options = aio.StreamOptions(idle_timeout=self.idle_timeout, metrics=metrics)
+        #: The DTLS associations with a completed handshake, not yet ended
+        #: (to hand them a renewed certificate: longtls.credentials.put_in_use).
+        self.connections = aio.LiveConnections()
+        self.options = aio.StreamOptions(
+            idle_timeout=self.idle_timeout, metrics=metrics, connections=self.connections
+        )
         self.require_eku = require_eku
         self.max_associations = max_associations
         #: Datagrams dropped because they did not fit one DTLS record.
@@ -179,6 +185,7 @@ class UDPTunnel:
     # ------------------------------------------------------------ server side
 
     async def _serve_association(self, association: aio.DTLSAssociation) -> None:
+        association.add_event_handler(log_certificate_updates(f"client {association.peername}", logger))
         if self._eku_refused(association, "client"):
             return
         loop = asyncio.get_running_loop()
@@ -266,6 +273,7 @@ class _ClientSession:
             tunnel._sessions.pop(self.peer, None)
             return
         self.association = association
+        association.add_event_handler(log_certificate_updates(f"the server at {_format(tunnel.target)}", logger))
         try:
             if self.closed or tunnel._eku_refused(association, "the server"):
                 association.close()

@@ -86,6 +86,8 @@ def test_echo_round_trip_with_json_summary(serve: Any, files: PkiFiles) -> None:
         "resumed": False,
         "eku": True,
         "eku_profile": "draft-13",
+        # Certificate Update (draft-rosomakho-tls-cert-update-02), on by default both sides.
+        "certificate_update": True,
         # RFC 8879, on by default: the server compresses with its first algorithm.
         "peer_certificate_compression": "zstd",
     }

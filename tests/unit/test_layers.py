@@ -53,8 +53,9 @@ LAYERS: Layers = (
     ("connection", frozenset({"connection", "connection_core", "dtls_connection"})),
     # The only code that does I/O: asyncio, and the metrics it feeds.
     ("aio", frozenset({"aio", "metrics"})),
-    # Programs built on aio: the tunnel, the demo, the PKI generator.
-    ("applications", frozenset({"tunnel", "tunnel_udp", "demo", "certs"})),
+    # Programs built on aio: the tunnel, the demo, the PKI generator, the
+    # credential file watcher (certificate renewal without restart).
+    ("applications", frozenset({"tunnel", "tunnel_udp", "demo", "certs", "credentials"})),
     ("cli", frozenset({"cli"})),
 )
 

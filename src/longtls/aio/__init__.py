@@ -36,12 +36,16 @@ The package:
 * ``datagram``: DTLS 1.3 over UDP: :func:`connect_dtls`, :func:`serve_dtls`,
   :class:`DTLSAssociation` (``send``/``receive`` of whole datagrams);
 * ``events``: handlers and the :class:`EventStream` async iterator;
+* ``connections``: :class:`LiveConnections`, the set of a server's live
+  connections (``StreamOptions(connections=...)``), e.g. to hand them all a
+  renewed certificate;
 * ``options``: :class:`StreamOptions` and the defaults;
 * ``errors``: the errors this layer adds.
 """
 
 from __future__ import annotations
 
+from .connections import CertificateRollout, LiveConnection, LiveConnections
 from .datagram import (
     DatagramHandler,
     DatagramsEnded,
@@ -72,6 +76,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_EVENT_BUFFER",
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "CertificateRollout",
     "ClientConnectedCallback",
     "ConfigurationSource",
     "ConnectionLostError",
@@ -84,6 +89,8 @@ __all__ = [
     "HandshakeTimeoutError",
     "IdleTimeoutError",
     "KeyUpdateRejectedError",
+    "LiveConnection",
+    "LiveConnections",
     "StreamOptions",
     "TLSProtocol",
     "TLSReader",

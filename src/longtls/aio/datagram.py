@@ -45,8 +45,10 @@ import collections
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
+
+from cryptography import x509
 
 from ..config import Configuration
 from ..constants import AlertDescription, ContentType
@@ -317,6 +319,26 @@ class DTLSAssociation:
         ``PeerAuthenticated`` event follows."""
         self._command(self.connection.request_client_authentication)
 
+    def update_certificate(
+        self, chain: Sequence[x509.Certificate] | None = None, private_key: Any = None
+    ) -> bool:
+        """Hand the peer a renewed certificate (Certificate Update), as
+        ``TLSWriter.update_certificate``: True if the CertificateUpdate left
+        now, False if it waits (for the peer's request, an extended key update,
+        or the ACK of a KeyUpdate of ours) and goes by itself."""
+        self._command(lambda: self.connection.update_certificate(chain, private_key))
+        return not self.connection.certificate_update_pending
+
+    @property
+    def peer_certificates(self) -> tuple[x509.Certificate, ...]:
+        """The peer's chain now in force (it follows its Certificate Updates)."""
+        return self.connection.peer_certificates
+
+    @property
+    def local_certificates(self) -> tuple[x509.Certificate, ...]:
+        """Our chain now in force (it follows our Certificate Updates)."""
+        return self.connection.local_certificates
+
     def events(self, maxsize: int = DEFAULT_EVENT_BUFFER) -> EventStream:
         """The association's events from now on (all but ApplicationData), as an async iterator."""
         return self._events.subscribe(maxsize, ended=self.closed.done())
@@ -422,6 +444,8 @@ class DTLSAssociation:
             return
         self.handshake_future.set_result(event)
         logger.debug("%s: DTLS handshake complete: %r", self.peername, event)
+        if self.options.connections is not None:
+            self.options.connections.add(self)
         if self._idle_timeout is not None:
             self._last_activity = self._loop.time()
             self._idle_timer = self._loop.call_later(self._idle_timeout, self._idle_check)
@@ -476,6 +500,8 @@ class DTLSAssociation:
         self._wake_receiver()
         self._fail_update_waiters(exc or ConnectionLostError("the association closed"))
         self._events.end_streams()
+        if self.options.connections is not None:
+            self.options.connections.discard(self)
         if self._metrics is not None:
             self._metrics.closed()
         self.closed.set_result(None)

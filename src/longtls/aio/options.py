@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .connections import LiveConnections
 from .events import EventHandler
 
 if TYPE_CHECKING:
@@ -55,4 +56,8 @@ class StreamOptions:
     event_handler: EventHandler | None = None
     #: A ``longtls.metrics.Metrics`` that counts every connection.
     metrics: Metrics | None = None
+    #: A :class:`~longtls.aio.connections.LiveConnections` every connection
+    #: joins once its handshake completes and leaves when it ends (to reach
+    #: them all, e.g. with a renewed certificate).
+    connections: LiveConnections | None = None
 

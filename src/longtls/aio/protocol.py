@@ -27,8 +27,10 @@ import collections
 import logging
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
 
 from ..config import Configuration
 from ..connection import Connection
@@ -174,6 +176,7 @@ class TLSProtocol(asyncio.Protocol):
         self._fail_update_waiters(gone)
         self._cancel_idle_timer()
         self._events.end_streams()
+        self._leave()
         if self._metrics is not None:
             self._metrics.closed()
         if not self.closed.done():
@@ -209,6 +212,14 @@ class TLSProtocol(asyncio.Protocol):
         if self.exception is not None:
             raise self.exception
         self._run(action, reraise=True)
+
+    def update_certificate(
+        self, chain: Sequence[x509.Certificate] | None = None, private_key: Any = None
+    ) -> bool:
+        """Certificate Update (``Connection.update_certificate``): True if the
+        CertificateUpdate left now, False if it waits for the peer's request."""
+        self.command(lambda: self.connection.update_certificate(chain, private_key))
+        return not self.connection.certificate_update_pending
 
     def write_eof(self) -> None:
         """Send close_notify; reading goes on (RFC 9846 §6.1).
@@ -332,6 +343,8 @@ class TLSProtocol(asyncio.Protocol):
             return
         self.handshake.set_result(event)
         logger.debug("%s: handshake complete: %r", self.peername, event)
+        if self.options.connections is not None and self.exception is None:
+            self.options.connections.add(self)
         idle_timeout = self.options.idle_timeout
         if idle_timeout is not None:
             self._last_activity = self._loop.time()
@@ -379,6 +392,7 @@ class TLSProtocol(asyncio.Protocol):
         if self.exception is not None:
             return
         self.exception = exc
+        self._leave()
         self._cancel_close_timer()
         self._cancel_connection_timer()
         self._cancel_idle_timer()
@@ -441,6 +455,11 @@ class TLSProtocol(asyncio.Protocol):
         self._fail(IdleTimeoutError(
             f"no data either way for {idle_timeout:g} seconds (idle timeout)"
         ))
+
+    def _leave(self) -> None:
+        """Leave ``options.connections``: the connection failed or is gone."""
+        if self.options.connections is not None:
+            self.options.connections.discard(self)
 
     def _cancel_idle_timer(self) -> None:
         if self._idle_timer is not None:

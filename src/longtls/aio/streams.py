@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+from cryptography import x509
 
 from ..config import Configuration
 from ..connection import Connection
@@ -181,6 +183,36 @@ class TLSWriter:
     def request_client_authentication(self) -> None:
         """Server: ask for a client certificate now (RFC 9846 §4.6.2)."""
         self._protocol.command(self.connection.request_client_authentication)
+
+    def update_certificate(
+        self, chain: Sequence[x509.Certificate] | None = None, private_key: Any = None
+    ) -> bool:
+        """Hand the peer a renewed certificate on this live connection
+        (Certificate Update, draft-rosomakho-tls-cert-update-02).
+
+        ``chain`` (leaf first) and ``private_key`` default to the
+        Configuration's current ones: after a renewal, set
+        ``configuration.certificate_chain``/``private_key`` (new connections
+        use them too) and call this with no argument.  Returns True if the
+        CertificateUpdate left now, False if it waits for the peer's next
+        request (or for an extended key update to end) and goes by itself; a
+        ``CertificateUpdated(direction=sent)`` event says when.  Raises
+        LocalProtocolError, naming the rule, if Certificate Update was not
+        negotiated (``handshake.certificate_update``) or the certificate
+        breaks an identity rule against the one this connection authenticated with.
+        """
+        return self._protocol.update_certificate(chain, private_key)
+
+    @property
+    def peer_certificates(self) -> tuple[x509.Certificate, ...]:
+        """The peer's chain now in force: the handshake's, or the last one it
+        updated to (``handshake.peer_certificates`` stays the handshake's)."""
+        return self.connection.peer_certificates
+
+    @property
+    def local_certificates(self) -> tuple[x509.Certificate, ...]:
+        """Our chain now in force: the handshake's, or the last one we sent in an update."""
+        return self.connection.local_certificates
 
     def export_keying_material(self, label: str | bytes, context: bytes, length: int) -> bytes:
         return self.connection.export_keying_material(label, context, length)

@@ -9,10 +9,11 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from .. import certcompress
+from ..aio.connections import LiveConnections
 from ..aio.datagram import DTLSAssociation
 from ..config import ClientAuth, Configuration
 from ..constants import (
@@ -22,11 +23,13 @@ from ..constants import (
     NamedGroup,
     PskKeyExchangeMode,
 )
+from ..credentials import DEFAULT_CHECK_INTERVAL, CredentialWatcher, certificate_fields, put_in_use
 from ..crypto.groups import SUPPORTED_GROUPS
 from ..crypto.suites import SUITES
 from ..errors import ConfigurationError, TLSError
-from ..events import HandshakeComplete, KeyUpdateCompleted
+from ..events import CertificateUpdated, HandshakeComplete, KeyUpdateCompleted
 from ..handshake.eku_profiles import DEFAULT_PROFILE, PROFILES
+from ..metrics import Metrics
 from ..psk import PSK_HASHES, ExternalPsk, load_psk_file
 from ..record.dtls_reliability import DEFAULT_MTU
 
@@ -333,6 +336,52 @@ def add_eku_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_cert_update_options(parser: argparse.ArgumentParser, files: str) -> None:
+    """--cert-update/--no-cert-update and --cert-check-interval (Certificate
+    Update, draft-rosomakho-tls-cert-update-02; docs/certificate-update.md).
+    ``files``: which files are watched, for the help text."""
+    group = parser.add_argument_group("certificate update options (docs/certificate-update.md)")
+    group.add_argument(
+        "--cert-update", action=argparse.BooleanOptionalAction, default=True,
+        help="offer (client) or accept (server) Certificate Update, so that a renewed certificate "
+        "reaches live connections; used when the peer supports it (default: on)",
+    )
+    group.add_argument(
+        "--cert-check-interval", type=non_negative_seconds, default=DEFAULT_CHECK_INTERVAL,
+        metavar="SECONDS",
+        help=f"look at {files} this often; a renewed pair goes to new connections and to every live "
+        "one with Certificate Update; one with another identity is refused (a log line) "
+        "(default: %(default)g; 0: do not watch)",
+    )
+
+
+def start_credential_watcher(
+    args: argparse.Namespace,
+    current: Callable[[], Configuration],
+    connections: LiveConnections | None,
+    *,
+    metrics: Metrics | None = None,
+) -> CredentialWatcher | None:
+    """Watch --cert/--key/--chain (if given and --cert-check-interval is not 0):
+    a renewed pair is put in use in ``current()`` (the Configuration new
+    connections get) and sent to ``connections`` (longtls.credentials)."""
+    certfile: str | None = getattr(args, "cert", None)
+    interval: float = getattr(args, "cert_check_interval", 0.0)
+    if certfile is None or not interval:
+        return None
+    # The renewal and refusal lines are the point of watching: show them.
+    if not getattr(args, "verbose", False):
+        logging.getLogger("longtls.credentials").setLevel(logging.INFO)
+    watcher = CredentialWatcher(
+        certfile, args.key, getattr(args, "chain", None),
+        in_use=lambda: current().certificate_chain,
+        on_renewal=lambda new: put_in_use(new, current(), connections, source=certfile),
+        password=read_key_password(args), interval=interval, metrics=metrics,
+    )
+    watcher.start()
+    return watcher
+
+
 #: ``--mtu`` bounds: at least room for one DTLS record with a useful
 #: payload; at most the largest UDP payload over IPv4.
 MIN_MTU = 128
@@ -412,6 +461,7 @@ def build_configuration(args: argparse.Namespace, *, is_client: bool) -> Configu
     apply_eku_options(config, args)
     apply_psk_options(config, args)
     apply_compression_options(config, args)
+    config.certificate_update = getattr(args, "cert_update", True)
     return config
 
 
@@ -578,6 +628,16 @@ def key_update_summary(event: KeyUpdateCompleted) -> dict[str, Any]:
     }
 
 
+def certificate_update_summary(event: CertificateUpdated) -> dict[str, Any]:
+    """One Certificate Update, as a --summary json record (a contract):
+    ``{"event": "certificate_update", "direction": "sent"|"received",
+    "subject": RFC 4514, "serial": lowercase hex, "not_after": ISO 8601 UTC}``."""
+    record: dict[str, Any] = {"event": "certificate_update", "direction": event.direction.value}
+    if event.certificates:
+        record.update(certificate_fields(event.certificates[0]))
+    return record
+
+
 def handshake_summary(event: HandshakeComplete) -> dict[str, Any]:
     record = {
         "event": "handshake",
@@ -590,6 +650,7 @@ def handshake_summary(event: HandshakeComplete) -> dict[str, Any]:
         "resumed": event.resumed,
         "eku": event.extended_key_update,
         "eku_profile": event.eku_profile.value if event.eku_profile is not None else None,
+        "certificate_update": event.certificate_update,
     }
     if event.psk is not None:
         # Only with a PSK: "psk" ("external", "imported" or "resumption"), the

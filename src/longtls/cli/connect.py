@@ -13,7 +13,16 @@ Key Update negotiated each is an EKU; otherwise a standard KeyUpdate.
 then each key update as it completes, e.g.
   {"event": "key_update", "kind": "extended", "generation": 1,
    "initiator": "client", "group": "X25519MLKEM768", "milliseconds": 1.234}
+each certificate update (the server's renewed certificate received, or our
+own --cert renewed on disk and sent), e.g.
+  {"event": "certificate_update", "direction": "received",
+   "subject": "CN=localhost,O=longtls", "serial": "5a0f...",
+   "not_after": "2027-03-01T12:00:00Z"}
 and last {"event": "closed", ...}.
+
+With --cert, the --cert/--key files are watched as `longtls serve` watches
+its own (--cert-check-interval); a renewed pair is sent to the server if
+Certificate Update was negotiated and the client authenticated with a certificate.
 
 --dtls speaks DTLS 1.3 over UDP: standard input goes out as datagrams of at
 most one record's payload at --mtu BYTES (each read of standard input is
@@ -38,6 +47,7 @@ from ..config import Configuration
 from ..constants import AlertDescription
 from ..errors import TLSError
 from ..events import (
+    CertificateUpdated,
     ConnectionClosed,
     Event,
     HandshakeComplete,
@@ -83,6 +93,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     common.add_tls_options(p)
     common.add_eku_options(p)
+    common.add_cert_update_options(p, "--cert/--key (with --cert)")
     common.add_dtls_options(p)
     p.set_defaults(run=run)
 
@@ -120,6 +131,8 @@ class Summary:
             })
         elif isinstance(event, KeyUpdateCompleted):
             self.emit(common.key_update_summary(event))
+        elif isinstance(event, CertificateUpdated):
+            self.emit(common.certificate_update_summary(event))
         elif isinstance(event, KeyUpdateRejected):
             self.emit({
                 "event": "key_update_rejected", "status": event.status,
@@ -154,9 +167,10 @@ class Summary:
 async def _connect(args: argparse.Namespace, host: str, port: int, config: Configuration) -> int:
     where = common.format_address(host, port)
     summary = Summary(args.summary == "json")
+    connections = aio.LiveConnections()
     try:
         reader, writer = await aio.connect(
-            host, port, config, aio.StreamOptions(event_handler=summary.on_event)
+            host, port, config, aio.StreamOptions(event_handler=summary.on_event, connections=connections)
         )
     except (TLSError, aio.ConnectionLostError, aio.HandshakeTimeoutError) as exc:
         summary.closed(exc)
@@ -173,6 +187,7 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
             summary.closed()
             raise CLIError(problem)
+    watcher = common.start_credential_watcher(args, lambda: config, connections)
     try:
         if args.key_update:
             # Extended Key Update when negotiated (it replaces KeyUpdate), else
@@ -199,6 +214,9 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
         writer.close()
         summary.closed(exc)
         raise CLIError(f"key update with {where} failed: {exc}") from None
+    finally:
+        if watcher is not None:
+            watcher.stop()
     summary.closed()
     return 0
 
@@ -247,11 +265,13 @@ async def _connect_dtls(
     """connect --dtls: standard input as datagrams, datagrams to standard output."""
     where = common.format_address(host, port)
     summary = Summary(args.summary == "json")
+    connections = aio.LiveConnections()
     try:
         # The EKU flags work as over TLS: EKU is offered unless --no-eku
         # (the core's DTLS opt-in, docs/dtls.md, is switched on here).
         association = await aio.connect_dtls(
-            host, port, config, mtu=mtu, options=aio.StreamOptions(event_handler=summary.on_event),
+            host, port, config, mtu=mtu,
+            options=aio.StreamOptions(event_handler=summary.on_event, connections=connections),
             extended_key_update=config.extended_key_update,
         )
     except (TLSError, aio.ConnectionLostError) as exc:
@@ -266,6 +286,7 @@ async def _connect_dtls(
             association.close_with_alert(AlertDescription.insufficient_security, problem)
             summary.closed(None, common.dtls_summary(association))
             raise CLIError(problem)
+    watcher = common.start_credential_watcher(args, lambda: config, connections)
     try:
         if args.key_update:
             await association.update_keys()
@@ -292,6 +313,9 @@ async def _connect_dtls(
         association.close()
         summary.closed(exc, common.dtls_summary(association))
         raise CLIError(f"key update with {where} failed: {exc}") from None
+    finally:
+        if watcher is not None:
+            watcher.stop()
     summary.closed(None, common.dtls_summary(association))
     return 0
 

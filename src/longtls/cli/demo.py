@@ -7,6 +7,11 @@ and the server in turn.  On a terminal a table is redrawn live (generation,
 who started the last update, its latency, throughput each way, bytes
 verified); otherwise one line per interval.
 
+Half-way through, the server's certificate is renewed (same CA and names, a
+new key and serial number) and handed to the client on the live connection
+as a Certificate Update; a line shows the certificate the client received
+(--no-cert-update: no renewal).
+
 At the end the SHA-256 of everything sent is compared with the SHA-256 of
 everything received, each way.  Exit status 0 means every byte arrived intact
 and every update completed ("verified: OK").
@@ -49,6 +54,10 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="Extended Key Update draft to speak (default: %(default)s)",
     )
     p.add_argument("--keylog", metavar="FILE", help="append secrets to FILE (SSLKEYLOGFILE format)")
+    p.add_argument(
+        "--cert-update", action=argparse.BooleanOptionalAction, default=True,
+        help="renew the server's certificate half-way and send it on the live connection (default: on)",
+    )
     p.set_defaults(run=run)
 
 
@@ -58,5 +67,6 @@ def run(args: argparse.Namespace) -> int:
     options = DemoOptions(
         duration=args.duration, interval=args.interval, group=args.group,
         eku_profile=EKUProfileName(args.eku_profile), keylog=args.keylog,
+        renew_certificate=args.cert_update,
     )
     return asyncio.run(run_demo(options, sys.stdout))

@@ -18,6 +18,12 @@ what a server starts after the handshake:
 --echo sends every byte back.  Connections are served concurrently until
 SIGINT or SIGTERM.
 
+--cert and --key are watched (every --cert-check-interval seconds): a renewed
+pair, written over them by an ACME client or anyone, goes to new connections
+and, as a Certificate Update, to every live connection that negotiated it
+(--no-cert-update turns that off); a renewal with another identity is refused
+with one log line and the old certificate stays.
+
 --dtls serves DTLS 1.3 over UDP instead (with --echo: every datagram is sent
 back as one datagram); --mtu BYTES sets the largest datagram it sends.
 --www needs a byte stream and is refused with --dtls.
@@ -37,6 +43,7 @@ from typing import Any
 from .. import __version__, aio
 from ..config import Configuration
 from ..constants import AlertDescription
+from ..credentials import log_certificate_updates
 from ..errors import LocalProtocolError, TLSError
 from . import common, www
 from .common import CLIError, logger
@@ -67,6 +74,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     mode.add_argument("--echo", action="store_true", help="send every byte back")
     common.add_tls_options(p)
     common.add_eku_options(p)
+    common.add_cert_update_options(p, "--cert/--key/--chain")
     common.add_dtls_options(p)
     p.set_defaults(run=run)
 
@@ -88,11 +96,13 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
             logging.getLogger(name).setLevel(logging.INFO)
     handler: Handler = _www if args.www else _echo
     active: set[aio.TLSWriter] = set()
+    connections = aio.LiveConnections()
 
     async def on_client(reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
         active.add(writer)
         peer = common.format_address(*writer.get_extra_info("peername")[:2])
         logger.debug("%s: %s", peer, common.handshake_summary(writer.handshake))
+        writer.add_event_handler(log_certificate_updates(f"client {peer}", logger))
         try:
             if args.require_eku:
                 problem = common.require_eku_message(writer.handshake, f"client {peer}")
@@ -109,9 +119,12 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
 
     where = common.format_address(args.host, args.port)
     try:
-        server = await aio.start_server(on_client, args.host, args.port, config)
+        server = await aio.start_server(
+            on_client, args.host, args.port, config, aio.StreamOptions(connections=connections)
+        )
     except OSError as exc:
         raise CLIError(f"cannot listen on {where}: {common.describe_error(exc)}") from None
+    watcher = common.start_credential_watcher(args, lambda: config, connections)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -124,6 +137,8 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
     )
     async with server:
         await stop.wait()
+        if watcher is not None:
+            watcher.stop()
         server.close()
         writers = list(active)
         for writer in writers:
@@ -142,9 +157,12 @@ async def _serve_dtls(args: argparse.Namespace, config: Configuration, mtu: int)
         for name in ("longtls.aio", "longtls.cli"):
             logging.getLogger(name).setLevel(logging.INFO)
 
+    connections = aio.LiveConnections()
+
     async def on_association(association: aio.DTLSAssociation) -> None:
         peer = association.peername
         logger.debug("%s: %s", peer, common.handshake_summary(association.handshake))
+        association.add_event_handler(log_certificate_updates(f"client {peer}", logger))
         try:
             if args.require_eku:
                 problem = common.require_eku_message(association.handshake, f"client {peer}")
@@ -166,10 +184,12 @@ async def _serve_dtls(args: argparse.Namespace, config: Configuration, mtu: int)
         # (the core's DTLS opt-in, docs/dtls.md, is switched on here).
         server = await aio.serve_dtls(
             on_association, args.host, args.port, config, mtu=mtu,
+            options=aio.StreamOptions(connections=connections),
             extended_key_update=config.extended_key_update,
         )
     except OSError as exc:
         raise CLIError(f"cannot listen on {where} (UDP): {common.describe_error(exc)}") from None
+    watcher = common.start_credential_watcher(args, lambda: config, connections)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -181,6 +201,8 @@ async def _serve_dtls(args: argparse.Namespace, config: Configuration, mtu: int)
     )
     async with server:
         await stop.wait()
+        if watcher is not None:
+            watcher.stop()
     return 0
 
 

@@ -11,9 +11,17 @@ direction keeps flowing; an unclean end (reset, TLS error, truncation) is
 passed on as a reset, so an application never takes a cut-short stream for
 a complete one.
 
-Signals: SIGHUP reloads the certificate, key and CA files for new
-connections (a file that fails to load is logged and the old credentials
-stay); SIGTERM or SIGINT stops accepting and lets open connections finish for
+Certificate renewal: the server's --cert/--key/--chain (and a client's
+--cert/--key) are watched every --cert-check-interval seconds.  A renewed
+pair, written over them by an ACME client or anyone, is used for new
+connections and sent, as a Certificate Update, to every live connection that
+negotiated it (--no-cert-update turns that off): no reconnect, no byte lost.
+A renewal with another identity (subject, names, issuer, key type) is refused
+with one log line and the old certificate stays.
+
+Signals: SIGHUP reloads the certificate, key and CA files now, for new
+connections, and sends a changed certificate to the live ones that can take
+it (a file that fails to load is logged and the old credentials stay); SIGTERM or SIGINT stops accepting and lets open connections finish for
 up to --grace seconds, then resets what is left and exits 0 (a second signal
 cuts the grace period short).
 
@@ -27,7 +35,8 @@ dropped (logged), as UDP would.  --idle-timeout defaults to 300 s with --udp.
 --metrics ADDR:PORT serves Prometheus metrics at http://ADDR:PORT/metrics:
 longtls_open_connections, longtls_handshakes_total{result},
 longtls_key_updates_total{initiator,result}, longtls_bytes_total{direction},
-longtls_oldest_key_age_seconds.
+longtls_oldest_key_age_seconds, longtls_certificate_updates_total{direction},
+longtls_certificate_reloads_total{result}.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Configuration
+from ..credentials import describe_rollout
 from ..errors import ConfigurationError
 from ..metrics import Metrics, serve_metrics
 from ..tunnel import Tunnel, format_address
@@ -113,6 +123,7 @@ def _add_shared_options(p: argparse.ArgumentParser) -> None:
     )
     common.add_tls_options(p)
     common.add_eku_options(p)
+    common.add_cert_update_options(p, "--cert/--key/--chain")
     common.add_dtls_options(p, "--udp")
 
 
@@ -132,7 +143,7 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
     # Startup, reloads, refused handshakes and unreachable targets are worth a
     # line by default; per-connection chatter is for -v.
     if not args.verbose:
-        for name in ("longtls.aio", "longtls.cli", "longtls.tunnel"):
+        for name in ("longtls.aio", "longtls.cli", "longtls.tunnel", "longtls.credentials"):
             logging.getLogger(name).setLevel(logging.INFO)
     target = args.forward if args.mode == "server" else args.connect
     metrics = Metrics() if args.metrics else None
@@ -173,6 +184,7 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_stop)
     loop.add_signal_handler(signal.SIGHUP, _reloader(args, tunnel))
+    watcher = common.start_credential_watcher(args, lambda: tunnel.configuration, tunnel.connections, metrics=metrics)
 
     listening = ", ".join(format_address(a) for a in tunnel.sockets)
     secure, plain = ("DTLS", "plain UDP") if args.dtls else ("TLS", "plain TCP")
@@ -189,6 +201,8 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
     print(line, file=sys.stderr, flush=True)
 
     await stop.wait()
+    if watcher is not None:
+        watcher.stop()
     if isinstance(tunnel, Tunnel):
         # Refuse new connections before saying so: the log line is a promise.
         tunnel.stop_accepting()
@@ -218,10 +232,18 @@ def _reloader(args: argparse.Namespace, tunnel: Tunnel | UDPTunnel) -> Callable[
             )
             return
         # Tickets and cookies sealed before the reload stay valid.
-        configuration.ticket_key = tunnel.configuration.ticket_key
-        configuration.ticket_generations = tunnel.configuration.ticket_generations
+        previous = tunnel.configuration
+        configuration.ticket_key = previous.ticket_key
+        configuration.ticket_generations = previous.ticket_generations
         tunnel.configuration = configuration
         files = [f for f in (getattr(args, "cert", None), args.ca) if f]
-        logger.info("reloaded %s for new connections", ", ".join(files) or "the configuration")
+        live = ""
+        chain = configuration.certificate_chain
+        if chain and list(chain) != list(previous.certificate_chain) and args.cert_update:
+            # "Reload now" covers the live connections too, where the core
+            # lets the new certificate replace theirs (the identity rules).
+            rollout = tunnel.connections.update_certificate(chain, configuration.private_key)
+            live = f"; certificate {describe_rollout(rollout)}"
+        logger.info("reloaded %s for new connections%s", ", ".join(files) or "the configuration", live)
 
     return reload
