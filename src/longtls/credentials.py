@@ -163,6 +163,7 @@ class CredentialWatcher:
         self.clock = clock
         self._seen: tuple[_FileState, ...] | None = None  # None: never looked (the first poll loads)
         self._waiting_since: float | None = None
+        self._why_waiting = ""  # what was wrong with the pair at the last load
         self._warned = False
         self._task: asyncio.Task[None] | None = None
 
@@ -183,7 +184,7 @@ class CredentialWatcher:
         state = tuple(_file_state(p) for p in self.files)
         if state == self._seen:
             if self._waiting_since is not None:
-                self._maybe_warn(None)
+                self._maybe_warn()
                 return Poll.waiting
             return Poll.unchanged
         first = self._seen is None
@@ -195,8 +196,9 @@ class CredentialWatcher:
             if self._waiting_since is None:
                 self._waiting_since = self.clock()
                 self._warned = False
-            logger.debug("%s changed but are not a usable pair yet: %s", self._names(), _reason(exc))
-            self._maybe_warn(exc)
+            self._why_waiting = str(exc.args[0]) if exc.args else "unusable"
+            logger.debug("%s changed but are not a usable pair yet: %s", self._names(), self._why_waiting)
+            self._maybe_warn()
             return Poll.waiting
         self._waiting_since = None
         in_use = list(self.in_use())
@@ -228,16 +230,15 @@ class CredentialWatcher:
             chain += [c for c in load_certificate_chain(self.chainfile) if c not in chain]
         return Credentials(tuple(chain), key)
 
-    def _maybe_warn(self, exc: ConfigurationError | None) -> None:
+    def _maybe_warn(self) -> None:
         since = self._waiting_since
         if since is None or self._warned or self.clock() - since < self.settle:
             return
         self._warned = True
-        why = f": {_reason(exc)}" if exc is not None else ""
         logger.warning(
-            "%s changed %.0f s ago but are still not a usable certificate and key%s; "
+            "%s changed %.0f s ago but are still not a usable certificate and key: %s; "
             "still using the previous certificate",
-            self._names(), self.clock() - since, why,
+            self._names(), self.clock() - since, self._why_waiting,
         )
 
     # -- the task ---------------------------------------------------------------------------
@@ -275,10 +276,6 @@ def _file_state(path: Path) -> _FileState:
 
 def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(Encoding.DER)
-
-
-def _reason(exc: ConfigurationError | None) -> str:
-    return str(exc.args[0]) if exc is not None and exc.args else "unusable"
 
 
 def put_in_use(

@@ -35,6 +35,16 @@ def test_demo_verifies_every_byte_and_both_sides_rekey() -> None:
     for direction in ("client -> server", "server -> client"):
         line = next(line for line in out.splitlines() if line.startswith(direction))
         assert line.endswith(": intact"), line
+    # Half-way, the server's certificate is renewed and the client receives it
+    # on the live connection (Certificate Update), the data still flowing.
+    renewed = re.search(r"the server's certificate was renewed \(subject (\S+), serial ([0-9a-f]+),", out)
+    assert renewed, out
+    assert re.search(
+        rf"^\[ *[\d.]+s\] the client received the renewed certificate on the live connection: "
+        rf"subject {re.escape(renewed.group(1))}, serial {renewed.group(2)}, not after \S+Z$",
+        out, re.MULTILINE,
+    ), out
+    assert re.search(r"^certificate updates received by the client: 1$", out, re.MULTILINE), out
 
 
 def test_demo_options_and_keylog(tmp_path: Path) -> None:
