@@ -312,7 +312,8 @@ def describe_rollout(rollout: CertificateRollout) -> str:
     if rollout.not_negotiated:
         notes.append(f"{rollout.not_negotiated} without Certificate Update")
     if rollout.refused:
-        notes.append(f"{rollout.refused} refused: another identity")
+        # The reason per connection is logged at DEBUG (-v) by LiveConnections.
+        notes.append(f"{rollout.refused} could not take it")
     if notes:
         text += f" ({'; '.join(notes)})"
     return text
