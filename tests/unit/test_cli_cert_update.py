@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import socketserver
 import threading
@@ -424,3 +425,32 @@ def test_a_client_certificate_renewed_on_the_client_reaches_the_server(
         "not_after": iso_not_after(renewed.cert),
     }]
     assert "Traceback" not in server.stderr + client.stderr
+
+
+def test_sighup_reloads_now_and_offers_the_certificate_to_live_connections(
+    processes: Callable[..., PeerProcess], pki_ecdsa: Pki, server_files: tuple[Path, Path, Path]
+) -> None:
+    """With watching off (--cert-check-interval 0), SIGHUP is the reload: new
+    connections and, where the identity allows, the live ones."""
+    cert, key, ca = server_files
+    backend = EchoBackend()
+    port = free_port()
+    try:
+        server = processes(
+            r"^longtls: tunnel server: ", "tunnel", "server", "--listen", f"{LOOPBACK}:{port}",
+            "--forward", f"{LOOPBACK}:{backend.port}", "--cert", str(cert), "--key", str(key),
+            "--cert-check-interval", "0",
+        )
+        client = _connect(processes, port, "--ca", str(ca))
+        renewed = renew(pki_ecdsa.server)
+        write_pair(cert, key, renewed)
+        time.sleep(0.3)
+        assert "certificate renewed" not in server.stderr  # not watched
+        server.proc.send_signal(signal.SIGHUP)
+        line = server.wait_for_output(r"^longtls: reloaded .*$").group(0)
+        assert "certificate sent to 1 of 1 live connection(s)" in line
+        records = _finish(client)
+    finally:
+        backend.shutdown()
+        backend.server_close()
+    assert [(r["direction"], r["serial"]) for r in _updates(records)] == [("received", hex_serial(renewed.cert))]
