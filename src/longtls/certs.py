@@ -2,6 +2,7 @@
 
     bundle = make_bundle(["localhost", "127.0.0.1"], "ecdsa-p256")
     paths = write_bundle(bundle, "certs")     # ca.pem ca.key server.pem server.key client.pem client.key
+    renew_files("certs")                      # new server and client certificates under the same CA
 
 Enough for ``longtls serve``/``connect``/``tunnel`` and mutual TLS, and for
 OpenSSL (``openssl verify -CAfile ca.pem server.pem``).  Not a CA product:
@@ -36,6 +37,7 @@ __all__ = [
     "make_bundle",
     "make_leaf",
     "renew",
+    "renew_files",
     "write_bundle",
 ]
 
@@ -243,6 +245,37 @@ def make_bundle(
         server=make_leaf(ca, key_type, names, days=days),
         client=make_leaf(ca, key_type, [client_name], client=True, days=days),
     )
+
+
+def _load_issued(cert_path: Path, key_path: Path) -> Issued:
+    """A certificate and key written by write_bundle (ValueError if they are not)."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+                      | mldsa.MLDSA65PrivateKey):
+        raise ValueError(f"{key_path} holds a key type longtls certs does not make")
+    if key.public_key() != cert.public_key():
+        raise ValueError(f"{key_path} is not the key of {cert_path}")
+    return Issued(cert, key)
+
+
+def renew_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """Renew server.pem/server.key and client.pem/client.key in ``directory``
+    under its ca.pem/ca.key (:func:`renew`: same names, new keys and serial
+    numbers), as an ACME client renews: the key first, then the certificate,
+    each replaced by a rename.  A running ``longtls serve`` or ``tunnel``
+    watching them hands the new certificate to its live connections.
+    OSError for a missing file, ValueError for one that is not what
+    write_bundle wrote."""
+    out = Path(directory)
+    ca = _load_issued(out / "ca.pem", out / "ca.key")
+    written: list[Path] = []
+    for stem in ("server", "client"):
+        new = renew(ca, _load_issued(out / f"{stem}.pem", out / f"{stem}.key"))
+        _write(out / f"{stem}.key", new.key_pem(), secret=True)
+        _write(out / f"{stem}.pem", new.cert_pem(), secret=False)
+        written += [out / f"{stem}.pem", out / f"{stem}.key"]
+    return written
 
 
 def write_bundle(bundle: Bundle, directory: str | os.PathLike[str], *, overwrite: bool = False) -> list[Path]:

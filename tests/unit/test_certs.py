@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, rsa
 
 from helpers.cli import LONGTLS, assert_one_error_line, longtls
 from helpers.peers import LOOPBACK, free_port, require_binary, run, start_process
+from longtls.crypto.cert_identity import check_same_identity
 
 READY = r"^longtls: serving \((www|echo)\) on "
 GET = "GET / HTTP/1.0\r\n\r\n"
@@ -167,6 +168,41 @@ def test_existing_files_are_kept_unless_forced(tmp_path: Path) -> None:
     make(tmp_path, "--force")
     assert (tmp_path / "ca.key").read_bytes() != before
     assert stat.S_IMODE((tmp_path / "ca.key").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("key_type", ["ecdsa-p256", "ed25519"])
+def test_renew_keeps_the_identity_under_the_same_ca(tmp_path: Path, key_type: str) -> None:
+    """--renew: what an ACME renewal writes, so a live connection can take it
+    (Certificate Update's identity rules); the CA is untouched."""
+    make(tmp_path, "--key-type", key_type)
+    before = {name: (tmp_path / name).read_bytes() for name in FILES}
+    result = longtls("certs", "--out", str(tmp_path), "--renew")
+    assert result.returncode == 0, result.stderr
+    assert "renewed server.pem, server.key, client.pem, client.key" in result.stderr
+    assert (tmp_path / "ca.pem").read_bytes() == before["ca.pem"]
+    assert (tmp_path / "ca.key").read_bytes() == before["ca.key"]
+    ca = x509.load_pem_x509_certificate(before["ca.pem"])
+    for stem in ("server", "client"):
+        old = x509.load_pem_x509_certificate(before[f"{stem}.pem"])
+        new = x509.load_pem_x509_certificate((tmp_path / f"{stem}.pem").read_bytes())
+        assert new.serial_number != old.serial_number
+        assert new.public_key() != old.public_key()
+        check_same_identity(old, new)  # raises IdentityViolation otherwise
+        new.verify_directly_issued_by(ca)
+        assert stat.S_IMODE((tmp_path / f"{stem}.key").stat().st_mode) == 0o600
+    # The renewed pair works as before.
+    port = free_port()
+    with start_process(
+        [*LONGTLS, "serve", "--cert", str(tmp_path / "server.pem"), "--key", str(tmp_path / "server.key"),
+         "--port", str(port), "--echo"], ready_pattern=READY,
+    ):
+        result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(tmp_path / "ca.pem"), input="renewed")
+    assert (result.returncode, result.stdout) == (0, "renewed"), result.stderr
+
+
+def test_renew_needs_the_files(tmp_path: Path) -> None:
+    result = longtls("certs", "--out", str(tmp_path), "--renew")
+    assert_one_error_line(result, "cannot renew", "ca.pem", "longtls certs --out DIR")
 
 
 def test_unwritable_directory(tmp_path: Path) -> None:

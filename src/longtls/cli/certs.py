@@ -10,6 +10,11 @@ certificate (CN "longtls client") is for mutual TLS:
   longtls serve   ... --ca DIR/ca.pem --verify-client required
   longtls connect ... --cert DIR/client.pem --key DIR/client.key
 
+--renew renews server.pem/server.key and client.pem/client.key in DIR under
+the CA already there (same names and extensions, new keys and serial
+numbers), as an ACME client would; a running serve or tunnel watching them
+sends the new certificate to its live connections (Certificate Update).
+
 Key types: ecdsa-p256 (default), ecdsa-p521, rsa-2048, mldsa65 (post-quantum
 ML-DSA-65; OpenSSL 3.0 cannot read it), and ed25519 and ecdsa-brainpoolp256r1,
 where the server and client keys are Ed25519 or brainpoolP256r1 but the CA's is
@@ -50,6 +55,11 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="validity in days (default: %(default)s)",
     )
     p.add_argument("--force", action="store_true", help="overwrite files that already exist")
+    p.add_argument(
+        "--renew", action="store_true",
+        help="renew the server and client certificates already in --out under its CA "
+        "(new keys and serial numbers, same names); --names, --key-type, --days do not apply",
+    )
     p.set_defaults(run=run)
 
 
@@ -61,6 +71,8 @@ def name_list(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.renew:
+        return _renew(args)
     try:
         bundle = certs.make_bundle(args.names, args.key_type, days=args.days)
     except ValueError as exc:  # a name the certificate builder refuses
@@ -78,4 +90,16 @@ def run(args: argparse.Namespace) -> int:
         f"({args.key_type}, CA {ca_type}; server names: {', '.join(args.names)})",
         file=sys.stderr,
     )
+    return 0
+
+
+def _renew(args: argparse.Namespace) -> int:
+    try:
+        paths = certs.renew_files(args.out)
+    except OSError as exc:
+        where = exc.filename or args.out
+        raise CLIError(f"cannot renew in {args.out}: {where}: {exc.strerror} (make them with longtls certs --out DIR)") from None
+    except ValueError as exc:
+        raise CLIError(f"cannot renew in {args.out}: {exc}") from None
+    print(f"{common.PROG}: renewed {', '.join(p.name for p in paths)} in {args.out}", file=sys.stderr)
     return 0
