@@ -23,14 +23,16 @@ by a rename.  Each poll of :class:`CredentialWatcher`:
    if the pair is still unusable after ``settle`` seconds, one WARNING line;
 3. a leaf certificate identical to the one in use is nothing to do (a
    ``touch``, or a SIGHUP that already loaded it);
-4. checks the identity rules of Certificate Update
+4. refuses a certificate outside its validity period (expired, or not valid
+   yet: the peer would end the connection, validating "now"), then checks
+   the identity rules of Certificate Update
    (draft-rosomakho-tls-cert-update-02 §"Requirements for Authenticators",
    :func:`longtls.crypto.cert_identity.check_same_identity`) against the
    certificate in use: a renewal that breaks one is refused with one WARNING
    line naming the file and the rule, and the old certificate stays in use,
    for new connections too.  Decision: the watcher acts without an operator,
    so it only takes what a live connection could take; an operator who means
-   to change the identity reloads with SIGHUP (new connections only);
+   to change the identity restarts ``serve``, or sends ``tunnel`` a SIGHUP;
 5. otherwise calls ``on_renewal`` with the new :class:`Credentials`;
    :func:`put_in_use` is what ``longtls serve``/``connect``/``tunnel`` do
    with them: new connections use them, every live connection that
@@ -40,6 +42,7 @@ by a rename.  Each poll of :class:`CredentialWatcher`:
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import logging
 import os
@@ -75,6 +78,7 @@ __all__ = [
     "describe_rollout",
     "log_certificate_updates",
     "put_in_use",
+    "validity_problem",
 ]
 
 logger = logging.getLogger("longtls.credentials")
@@ -204,19 +208,20 @@ class CredentialWatcher:
         in_use = list(self.in_use())
         if in_use and _der(in_use[0]) == _der(credentials.leaf):
             return Poll.current
-        if in_use:
+        if first and not in_use:
+            return Poll.current  # nothing to compare with: what was loaded at start
+        problem = validity_problem(credentials.leaf)
+        if in_use and problem is None:
             try:
                 check_same_identity(in_use[0], credentials.leaf)
             except IdentityViolation as violation:
-                logger.warning(
-                    "refusing the renewed certificate in %s: %s; still using the certificate with %s",
-                    self.certfile, violation, describe_certificate(in_use[0]),
-                )
-                if self.metrics is not None:
-                    self.metrics.certificate_reloaded(applied=False)
-                return Poll.refused
-        if first and not in_use:
-            return Poll.current  # nothing to compare with: what was loaded at start
+                problem = str(violation)
+        if problem is not None:
+            still = f"the certificate with {describe_certificate(in_use[0])}" if in_use else "the previous one"
+            logger.warning("refusing the renewed certificate in %s: %s; still using %s", self.certfile, problem, still)
+            if self.metrics is not None:
+                self.metrics.certificate_reloaded(applied=False)
+            return Poll.refused
         self.on_renewal(credentials)
         if self.metrics is not None:
             self.metrics.certificate_reloaded(applied=True)
@@ -272,6 +277,20 @@ def _file_state(path: Path) -> _FileState:
     except OSError:
         return None
     return (stat.st_mtime_ns, stat.st_size, hashlib.sha256(data).digest())
+
+
+def validity_problem(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` is outside its validity period now, or None.  A peer
+    validates an updated chain as of now (draft-rosomakho-tls-cert-update-02
+    §"Requirements for Authenticators") and ends the connection with
+    illegal_parameter if it does not: a file with a certificate expired or
+    not yet valid must never be sent to live connections."""
+    now = datetime.datetime.now(datetime.UTC)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if start <= now <= end:
+        return None
+    when = "expired" if now > end else "not valid yet"
+    return f"it is {when} (valid from {start:%Y-%m-%dT%H:%M:%SZ} to {end:%Y-%m-%dT%H:%M:%SZ})"
 
 
 def _der(cert: x509.Certificate) -> bytes:

@@ -40,7 +40,7 @@ from cryptography import x509
 from helpers.cli import LONGTLS, summary
 from helpers.peers import LOOPBACK, PeerProcess, free_port, start_process
 from helpers.pki import Credential, Pki
-from helpers.renewal import extra_san, renew
+from helpers.renewal import expired, extra_san, not_yet_valid, renew
 from longtls.credentials import Credentials, CredentialWatcher, Poll
 from longtls.metrics import Metrics
 
@@ -166,6 +166,22 @@ def test_watcher_refuses_another_identity_once_and_keeps_the_old_certificate(
     assert watched.renewals == []
     assert watched.in_use == [pki_ecdsa.server.cert]
     assert watched.metrics.certificate_reloads == {"applied": 0, "refused": 1}
+
+
+@pytest.mark.parametrize("variant", [expired, not_yet_valid])
+def test_watcher_refuses_a_certificate_outside_its_validity_period(
+    variant: Callable[[Credential], Credential], watched: Watched, pki_ecdsa: Pki,
+    server_files: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Live peers validate an update as of now and would end the connection."""
+    cert, key, _ = server_files
+    write_pair(cert, key, variant(pki_ecdsa.server))
+    with caplog.at_level(logging.WARNING, logger="longtls.credentials"):
+        assert watched.watcher.poll() is Poll.refused
+    [record] = caplog.records
+    assert f"refusing the renewed certificate in {cert}: it is " in record.getMessage()
+    assert ("expired" if variant is expired else "not valid yet") in record.getMessage()
+    assert watched.renewals == []
 
 
 def test_watcher_warns_once_about_a_pair_that_stays_unusable(

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Configuration
-from ..credentials import describe_rollout
+from ..credentials import describe_rollout, validity_problem
 from ..errors import ConfigurationError
 from ..metrics import Metrics, serve_metrics
 from ..tunnel import Tunnel, format_address
@@ -241,9 +241,15 @@ def _reloader(args: argparse.Namespace, tunnel: Tunnel | UDPTunnel) -> Callable[
         chain = configuration.certificate_chain
         if chain and list(chain) != list(previous.certificate_chain) and args.cert_update:
             # "Reload now" covers the live connections too, where the core
-            # lets the new certificate replace theirs (the identity rules).
-            rollout = tunnel.connections.update_certificate(chain, configuration.private_key)
-            live = f"; certificate {describe_rollout(rollout)}"
+            # lets the new certificate replace theirs (the identity rules);
+            # never one outside its validity period, which the peers would
+            # answer by ending the connection (illegal_parameter).
+            problem = validity_problem(chain[0])
+            if problem is None:
+                rollout = tunnel.connections.update_certificate(chain, configuration.private_key)
+                live = f"; certificate {describe_rollout(rollout)}"
+            else:
+                live = f"; certificate not sent to live connections: {problem}"
         logger.info("reloaded %s for new connections%s", ", ".join(files) or "the configuration", live)
 
     return reload
