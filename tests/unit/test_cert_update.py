@@ -431,6 +431,22 @@ def test_peer_update_limit() -> None:
     assert p.closed("client") is None and p.closed("server") is None
 
 
+def test_no_request_after_close_notify() -> None:
+    """RFC 9846 §6.1: after our close_notify we send nothing, not even the
+    fresh request an accepted update calls for (§5)."""
+    p = peers("tls")
+    new = renewed(pki().server)
+    p.server.update_certificate(new.chain, new.key)
+    p.client.close()  # crosses the update
+    p.settle()
+    assert p.client.peer_certificates == tuple(new.chain)
+    again = renewed(pki().server)
+    p.server.update_certificate(again.chain, again.key)
+    assert p.server.certificate_update_pending  # no request came
+    with pytest.raises(LocalProtocolError):
+        p.client.update_certificate(renewed(pki().client).chain, pki().client.key)
+
+
 # -- what the sender refuses locally --------------------------------------------------------
 
 

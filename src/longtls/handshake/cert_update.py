@@ -180,6 +180,11 @@ class CertificateUpdateHost(Protocol):
 
     def emit(self, event: Event) -> None: ...
 
+    @property
+    def close_sent(self) -> bool:
+        """We sent close_notify: send nothing more (RFC 9846 §6.1)."""
+        ...
+
     def certificate_update_may_go(self) -> bool:
         """Nothing holds our CertificateUpdate back now: no EKU of either
         direction and no client authentication in progress (decision 5), the
@@ -380,7 +385,10 @@ class CertificateUpdates:
         """Send a CertificateUpdateRequest if we have none outstanding (§5;
         after post-handshake client authentication too: decision 4)."""
         limit = self._config.max_peer_certificate_updates
-        if self._own_request is not None or self._peer_scheme is None or (limit is not None and self.received >= limit):
+        if (
+            self._own_request is not None or self._peer_scheme is None or self.host.close_sent
+            or (limit is not None and self.received >= limit)
+        ):
             return
         # Decision 3: offer only the scheme the peer must keep using.
         request = self.host.exported_authenticators.request(signature_algorithms=(self._peer_scheme,))
