@@ -24,7 +24,13 @@ from helpers.pki import Credential, make_ca, make_leaf
 from helpers.renewal import VARIANTS, cached_key, renew
 from longtls.config import ClientAuth
 from longtls.connection import Connection
-from longtls.constants import AlertDescription, ExtensionType, HandshakeType, SignatureScheme
+from longtls.constants import (
+    AlertDescription,
+    EKUProfileName,
+    ExtensionType,
+    HandshakeType,
+    SignatureScheme,
+)
 from longtls.crypto.cert_identity import IdentityRule
 from longtls.crypto.certificates import TrustStore
 from longtls.crypto.signatures import SUPPORTED_SIGNATURE_SCHEMES, schemes_for_key
@@ -743,13 +749,30 @@ def test_update_waits_for_our_extended_key_update(transport: str) -> None:
     assert p.server.peer_certificates == tuple(new.chain)
 
 
+def test_update_waits_for_the_peers_extended_key_update() -> None:
+    """Decision 5, the other direction: answering the peer's update counts too."""
+    p = peers("tls")
+    p.client.extended_key_update()
+    p.server.receive_data(p.client.data_to_send())  # the server answers, and waits for the finish
+    assert p.server.eku is not None and p.server.eku.in_progress
+    new = renewed(pki().server)
+    p.server.update_certificate(new.chain, new.key)
+    assert p.server.certificate_update_pending
+    p.settle()
+    assert not p.server.certificate_update_pending
+    assert p.client.key_generation == p.server.key_generation == 1
+    assert p.client.peer_certificates == tuple(new.chain)
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("initiator", ["client", "server"])
-def test_update_crossing_an_extended_key_update(transport: str, initiator: str) -> None:
+@pytest.mark.parametrize("profile", list(EKUProfileName))
+def test_update_crossing_an_extended_key_update(transport: str, initiator: str, profile: EKUProfileName) -> None:
     """The update leaves before the peer's EKU request arrives: both cross on
     the wire, and the receiver, mid-update, validates it under the
-    generation it was made in."""
-    p = peers(transport)
+    generation it was made in.  Every EKU profile."""
+    p = peers(transport, client_eku_profiles=(profile,), server_eku_profiles=(profile,))
+    assert handshake_complete(p.client_events).eku_profile is profile
     sender = "server" if initiator == "client" else "client"
     original = pki().server if sender == "server" else pki().client
     new = renewed(original)
