@@ -12,6 +12,7 @@ test_cert_update_dtls.py.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ from longtls.constants import (
 from longtls.crypto.cert_identity import IdentityRule
 from longtls.crypto.certificates import TrustStore
 from longtls.crypto.signatures import SUPPORTED_SIGNATURE_SCHEMES, schemes_for_key
-from longtls.errors import LocalProtocolError, ProtocolError
+from longtls.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from longtls.events import (
     CertificateUpdateDirection,
     ConnectionClosed,
@@ -670,6 +671,51 @@ def test_malformed_update(transport: str) -> None:
     inject(p.server, HandshakeType.certificate_update, b"\x00\x00\x05abc")
     p.settle()
     p.assert_alert("client", AlertDescription.decode_error)
+
+
+def _mutations(good: bytes, rng: random.Random, count: int) -> list[bytes]:
+    """Truncations, bit flips, splices and random bytes around a valid message."""
+    out = []
+    for i in range(count):
+        data = bytearray(good)
+        kind = i % 4
+        if kind == 0:
+            data = data[: rng.randrange(len(data))]
+        elif kind == 1:
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        elif kind == 2:
+            at = rng.randrange(len(data))
+            data[at:at] = rng.randbytes(rng.randint(1, 8))
+        else:
+            data = bytearray(rng.randbytes(rng.randint(0, 64)))
+        out.append(bytes(data))
+    return out
+
+
+def test_garbled_messages_end_in_the_drafts_alerts() -> None:
+    """Malformed input gets an alert, never a traceback: every mutation of a
+    valid CertificateUpdate or CertificateUpdateRequest is refused with the
+    alert the draft names (or, for a request still well-formed, accepted)."""
+    p = peers("tls", client_auth=ClientAuth.NONE)
+    updates = p.client._certificate_updates
+    assert updates is not None
+    own = updates._own_request
+    new = renewed(pki().server)
+    good = p.server.exported_authenticators.authenticate(request_for(p.server), chain=new.chain, private_key=new.key)
+    rng = random.Random(12)
+    for body in _mutations(CertificateUpdate(good).encode(), rng, 200):
+        updates._own_request = own
+        with pytest.raises(RemoteProtocolError) as err:
+            updates.handle(HandshakeType.certificate_update, body, b"")
+        assert err.value.alert in (AlertDescription.decode_error, AlertDescription.illegal_parameter), err.value
+    good_request = _server_request(b"z" * 32)
+    for body in _mutations(good_request, rng, 200):
+        updates._peer_request = None
+        try:
+            updates.handle(HandshakeType.certificate_update_request, body, b"")
+        except RemoteProtocolError as exc:
+            assert exc.alert is AlertDescription.illegal_parameter, exc
 
 
 def _server_request(context: bytes, extensions: Sequence[Extension] = (SIG_ALGS,)) -> bytes:
