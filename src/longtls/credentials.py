@@ -57,6 +57,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .aio.connections import CertificateRollout, LiveConnections
+from .aio.datagram import DTLSAssociation
+from .aio.streams import TLSWriter
 from .config import Configuration
 from .crypto.cert_identity import IdentityViolation, check_same_identity
 from .crypto.certificates import (
@@ -64,7 +66,7 @@ from .crypto.certificates import (
     load_certificate_chain,
     load_private_key,
 )
-from .errors import ConfigurationError
+from .errors import ConfigurationError, TLSError
 from .events import CertificateUpdated, CertificateUpdateDirection, Event
 from .metrics import Metrics
 
@@ -73,6 +75,7 @@ __all__ = [
     "CredentialWatcher",
     "Credentials",
     "Poll",
+    "catch_up",
     "certificate_fields",
     "describe_certificate",
     "describe_rollout",
@@ -320,6 +323,30 @@ def put_in_use(
         describe_rollout(rollout),
     )
     return rollout
+
+
+def catch_up(connection: TLSWriter | DTLSAssociation, configuration: Configuration) -> bool:
+    """Call once a connection's handshake completed: if ``configuration``'s
+    certificate was renewed while the handshake was under way (after our
+    Certificate went out, before the connection joined its LiveConnections,
+    so ``put_in_use`` missed it), hand it the renewal now.  True if an update
+    was sent or is pending.  Nothing happens without Certificate Update, for a
+    certificate outside its validity period, or for one the core refuses
+    (another identity after a reload: that connection keeps its own)."""
+    chain = configuration.certificate_chain
+    conn = connection.connection
+    ours = conn.local_certificates
+    if not chain or not ours or not conn.certificate_update_negotiated or _der(ours[0]) == _der(chain[0]):
+        return False
+    if validity_problem(chain[0]) is not None:
+        return False
+    try:
+        connection.update_certificate(chain, configuration.private_key)
+    except (TLSError, OSError) as exc:  # LocalProtocolError: the core's rules; others: it failed meanwhile
+        logger.debug("a connection that completed its handshake during a renewal keeps its certificate: %s", exc)
+        return False
+    logger.debug("a connection that completed its handshake during a renewal was sent the renewed certificate")
+    return True
 
 
 def describe_rollout(rollout: CertificateRollout) -> str:

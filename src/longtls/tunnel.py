@@ -34,7 +34,7 @@ from typing import Literal
 
 from . import aio
 from .config import Configuration
-from .credentials import log_certificate_updates
+from .credentials import catch_up, log_certificate_updates
 from .errors import TLSError
 from .metrics import Metrics
 
@@ -254,6 +254,7 @@ class Tunnel:
         untrack = self._track()
         peer = _peer(writer)
         writer.add_event_handler(log_certificate_updates(f"client {peer}", logger))
+        catch_up(writer, self.configuration)  # a renewal during its handshake
         try:
             if self._cut:
                 writer.abort()
@@ -312,6 +313,7 @@ class Tunnel:
                 writer.close()
                 _reset_plain(plain_writer)
                 return
+            catch_up(writer, self.configuration)  # our client certificate renewed during the handshake
             await self._relay(peer, reader, writer, plain_reader, plain_writer)
         finally:
             untrack()

@@ -36,7 +36,7 @@ from . import aio
 from .aio.datagram import DEFAULT_SERVER_IDLE_TIMEOUT
 from .config import Configuration
 from .constants import AlertDescription
-from .credentials import log_certificate_updates
+from .credentials import catch_up, log_certificate_updates
 from .errors import TLSError
 from .metrics import Metrics
 from .record.dtls_reliability import DEFAULT_MTU
@@ -186,6 +186,7 @@ class UDPTunnel:
 
     async def _serve_association(self, association: aio.DTLSAssociation) -> None:
         association.add_event_handler(log_certificate_updates(f"client {association.peername}", logger))
+        catch_up(association, self.configuration)  # a renewal during its handshake
         if self._eku_refused(association, "client"):
             return
         loop = asyncio.get_running_loop()
@@ -274,6 +275,7 @@ class _ClientSession:
             return
         self.association = association
         association.add_event_handler(log_certificate_updates(f"the server at {_format(tunnel.target)}", logger))
+        catch_up(association, tunnel.configuration)  # our client certificate renewed during the handshake
         try:
             if self.closed or tunnel._eku_refused(association, "the server"):
                 association.close()

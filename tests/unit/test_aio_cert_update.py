@@ -23,6 +23,7 @@ from helpers.pki import Credential, make_ca, make_leaf
 from helpers.renewal import extra_san, renew
 from longtls import aio
 from longtls.config import ClientAuth, Configuration
+from longtls.credentials import catch_up
 from longtls.crypto.certificates import TrustStore
 from longtls.errors import LocalProtocolError
 from longtls.events import CertificateUpdated, CertificateUpdateDirection, Event
@@ -292,3 +293,36 @@ def test_dtls_associations_take_a_renewal_too() -> None:
 
     run(main())
     assert metrics.certificate_updates["sent"] == 1
+
+
+def test_catch_up_hands_a_renewal_to_a_connection_that_joined_after_it() -> None:
+    """A renewal that lands while a handshake is under way (our Certificate
+    already sent, the connection not yet among the live ones) reaches that
+    connection when its handshake completes (credentials.catch_up)."""
+    s = setup()
+    renewed = renew(s.server)
+    results: list[bool] = []
+
+    async def handler(reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
+        assert writer.local_certificates == (s.server.cert,)  # the handshake used the old one
+        results.append(catch_up(writer, s.server_config))  # unchanged Configuration: nothing to do
+        s.server_config.certificate_chain, s.server_config.private_key = renewed.chain, renewed.key
+        results.append(catch_up(writer, s.server_config))
+        results.append(catch_up(writer, s.server_config))  # it holds the renewal now: nothing to do
+        await echo(reader, writer)
+
+    async def main() -> None:
+        async with await aio.start_server(handler, LOOPBACK, 0, s.server_config) as server:
+            port = server.sockets[0].getsockname()[1]
+            updates = Updates()
+            reader, writer = await aio.connect(
+                LOOPBACK, port, s.client_config, aio.StreamOptions(event_handler=updates)
+            )
+            await until(lambda: bool(updates.of(RECEIVED)))
+            assert writer.peer_certificates == (renewed.cert,)
+            await round_trip(reader, writer, b"x")
+            writer.close()
+            await writer.wait_closed()
+
+    run(main())
+    assert results == [False, True, False]

@@ -43,7 +43,7 @@ from typing import Any
 from .. import __version__, aio
 from ..config import Configuration
 from ..constants import AlertDescription
-from ..credentials import log_certificate_updates
+from ..credentials import catch_up, log_certificate_updates
 from ..errors import LocalProtocolError, TLSError
 from . import common, www
 from .common import CLIError, logger
@@ -103,6 +103,7 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
         peer = common.format_address(*writer.get_extra_info("peername")[:2])
         logger.debug("%s: %s", peer, common.handshake_summary(writer.handshake))
         writer.add_event_handler(log_certificate_updates(f"client {peer}", logger))
+        catch_up(writer, config)  # a renewal during its handshake
         try:
             if args.require_eku:
                 problem = common.require_eku_message(writer.handshake, f"client {peer}")
@@ -163,6 +164,7 @@ async def _serve_dtls(args: argparse.Namespace, config: Configuration, mtu: int)
         peer = association.peername
         logger.debug("%s: %s", peer, common.handshake_summary(association.handshake))
         association.add_event_handler(log_certificate_updates(f"client {peer}", logger))
+        catch_up(association, config)  # a renewal during its handshake
         try:
             if args.require_eku:
                 problem = common.require_eku_message(association.handshake, f"client {peer}")
