@@ -35,10 +35,11 @@ def quiet(p: Peers) -> bool:
 
 
 def test_updates_under_loss_with_key_updates() -> None:
-    """20% of the datagrams lost each way: every update of both sides still
-    arrives once, in order, between extended key updates from both sides."""
+    """20% of the datagrams lost each way, 10% duplicated, 20% reordered:
+    every update of both sides still arrives once, in order, between
+    extended key updates from both sides."""
     p = peers(
-        "dtls", link_loss=0.2, link_seed=7,
+        "dtls", link_loss=0.2, link_duplicate=0.1, link_reorder=0.2, link_seed=7,
         client_rekey_timeout=None, server_rekey_timeout=None,  # back-off at 20% loss can be long
     )
     assert p.link is not None
