@@ -381,7 +381,9 @@ class ConnectionCore(ABC):
         call replaces it).  ``CertificateUpdated(sent)`` when it goes.
         """
         updates = self._certificate_updates
-        if updates is None or self.state is not ConnectionState.CONNECTED:
+        if self.state is not ConnectionState.CONNECTED:
+            raise LocalProtocolError("a certificate update needs an established connection")
+        if updates is None:
             raise LocalProtocolError("Certificate Update was not negotiated on this connection")
         if self._close_sent:
             raise LocalProtocolError("cannot update the certificate after close()")
