@@ -350,6 +350,26 @@ def test_one_update(transport: str, sender: str) -> None:
     assert p.closed("client") is None and p.closed("server") is None
 
 
+def test_client_update_right_behind_its_finished() -> None:
+    """Draft §4.2: "after the sender has sent and received the Finished":
+    the client may update in the flight of its Finished; the server reads
+    it right after completing."""
+    client_cfg, server_cfg, _ = configs(
+        ca=pki().ca, client_certificate_chain=pki().client.chain, client_private_key=pki().client.key,
+        server_client_auth=ClientAuth.REQUIRED,
+    )
+    client, server = Connection(client_cfg), Connection(server_cfg)
+    client.start_handshake()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    assert client.handshake_complete and not server.handshake_complete
+    new = renewed(pki().client)
+    client.update_certificate(new.chain, new.key)
+    server.receive_data(client.data_to_send())
+    assert [type(e).__name__ for e in server.events()] == ["HandshakeComplete", "CertificateUpdated"]
+    assert server.peer_certificates == tuple(new.chain)
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_update_waits_for_the_next_request(transport: str) -> None:
     """Each request is used once (§4.2): a second update before the peer's
