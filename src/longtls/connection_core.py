@@ -31,7 +31,7 @@ from typing import Any
 from cryptography import x509
 
 from .config import Configuration
-from .constants import AlertDescription, AlertLevel
+from .constants import AlertDescription, AlertLevel, SignatureScheme
 from .crypto import key_schedule as ks
 from .crypto.suites import SuiteInfo
 from .errors import (
@@ -275,12 +275,14 @@ class ConnectionCore(ABC):
     def export_authenticator(
         self, request: bytes | None, *, chain: Sequence[x509.Certificate] | None = None,
         private_key: Any = None, context: bytes | None = None, generation: int | None = None,
+        scheme: SignatureScheme | None = None,
     ) -> bytes:
         """Our authenticator (RFC 9261 §5, §7.3) answering the peer's ``request``,
         or a spontaneous one (``request=None``, a server only).  The chain and
-        key default to the configuration's."""
+        key default to the configuration's; the signature scheme to the first
+        of ours the key fits and the request offers (``scheme`` to insist on one)."""
         return self._authenticators().authenticate(
-            request, chain=chain, private_key=private_key, context=context, generation=generation
+            request, chain=chain, private_key=private_key, context=context, generation=generation, scheme=scheme
         )
 
     def refuse_authenticator(self, request: bytes, *, generation: int | None = None) -> bytes:

@@ -489,6 +489,19 @@ def test_scheme_not_offered_and_context_mismatch() -> None:
     with pytest.raises(AuthenticatorError) as info:
         link.client.export_authenticator(request, chain=_CLIENT.chain, private_key=_CLIENT.key)
     assert info.value.alert == AlertDescription.handshake_failure
+    # scheme= insists on one scheme: used when offered, refused when not
+    with pytest.raises(AuthenticatorError):
+        link.client.export_authenticator(
+            link.server.authenticator_request(), chain=_CLIENT.chain, private_key=_CLIENT.key,
+            scheme=SignatureScheme.ecdsa_secp384r1_sha384,
+        )
+    both = link.server.authenticator_request(
+        signature_algorithms=[SignatureScheme.ecdsa_secp256r1_sha256, SignatureScheme.ed25519]
+    )
+    insisted = link.client.export_authenticator(
+        both, chain=_CLIENT.chain, private_key=_CLIENT.key, scheme=SignatureScheme.ecdsa_secp256r1_sha256
+    )
+    assert link.server.validate_authenticator(insisted, both).signature_scheme == SignatureScheme.ecdsa_secp256r1_sha256
     # a peer that does it anyway (built with the core): illegal_parameter
     forced = create_authenticator(suite, keys, request=request, context=context, chain=_CLIENT.chain,
                                   private_key=_CLIENT.key, scheme=SignatureScheme.ecdsa_secp256r1_sha256)

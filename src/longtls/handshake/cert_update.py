@@ -440,15 +440,12 @@ class CertificateUpdates:
             )
 
     def _scheme_for(self, request: bytes, chain: tuple[x509.Certificate, ...], key: Any) -> None:
-        """Whether answering ``request`` signs with the scheme of our last
-        certificate authentication (draft §4.1), as the Exported
-        Authenticators choose it (the first of ours that fits the key and
-        the request offers); LocalProtocolError if not."""
+        """Whether we can answer ``request`` with the scheme of our last
+        certificate authentication (draft §4.1): the request offers it and the
+        key can sign with it; LocalProtocolError if not."""
         scheme = self._engine.local_signature_scheme
         _, offered = parse_update_request(request, from_client=not self.is_client, where="the peer's request")
-        ours = self._engine.signature_algorithms
-        chosen = next((s for s in signatures.schemes_for_key(key, chain[0]) if s in offered and s in ours), None)
-        if chosen != scheme:
+        if scheme is None or scheme not in offered or scheme not in signatures.schemes_for_key(key, chain[0]):
             assert scheme is not None
             raise LocalProtocolError(
                 f"certificate update refused (signature scheme rule): the peer's request does not let us"
@@ -473,7 +470,9 @@ class CertificateUpdates:
         try:
             self._check_local(chain, key)
             self._scheme_for(request, chain, key)
-            authenticator = self.host.exported_authenticators.authenticate(request, chain=chain, private_key=key)
+            authenticator = self.host.exported_authenticators.authenticate(
+                request, chain=chain, private_key=key, scheme=self._engine.local_signature_scheme
+            )
         except (LocalProtocolError, AuthenticatorError) as exc:
             if raise_errors:
                 raise LocalProtocolError(f"certificate update refused: {exc.args[0]}") from None

@@ -482,12 +482,14 @@ class ExportedAuthenticators:
     def authenticate(
         self, request: bytes | None, *, chain: Sequence[x509.Certificate] | None = None,
         private_key: Any = None, context: bytes | None = None, generation: int | None = None,
+        scheme: SignatureScheme | None = None,
     ) -> bytes:
         """Our authenticator for the peer's ``request`` (None: a spontaneous
         one, a server only, with a fresh context unless ``context`` is given).
 
         ``chain`` and ``private_key`` default to the configuration's.  The
-        scheme is the first of ours that fits the key and is in the request's
+        scheme is ``scheme`` if given (it must fit the key and be offered),
+        else the first of ours that fits the key and is in the request's
         signature_algorithms (spontaneous: the ClientHello's).
         Raises AuthenticatorError if the request is malformed or no scheme
         fits, LocalProtocolError for a use the RFC forbids."""
@@ -499,6 +501,8 @@ class ExportedAuthenticators:
             # Caught here: the peer would only see a signature that does not verify.
             raise LocalProtocolError("the private key is not the key of the chain's first certificate")
         context, offered = self._answering(request, context)
+        if scheme is not None:
+            offered = (scheme,) if scheme in offered else ()
         scheme = self._choose_scheme(key, chain[0], offered)
         keys = self.keys(sender_is_client=self.is_client, generation=generation)
         authenticator = create_authenticator(
