@@ -42,6 +42,11 @@ LAYERS: Layers = (
     # Below the record layer, so it may carry record policy (padding, limits)
     # but can never import a state machine.
     ("config", frozenset({"config", "psk"})),
+    # The two-party subset of MLS (RFC 9420): codec, cipher suites and HPKE,
+    # ratchet tree, key schedule, group state.  Key management only: the MLS
+    # channel's record protection is the record layer's, its connection the
+    # connection layer's.
+    ("mls", frozenset({"mls"})),
     # TLS records (next: DTLS records with epochs and ACKs, the MLS channel's
     # record protection).
     ("record", frozenset({"record"})),
