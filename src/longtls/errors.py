@@ -66,6 +66,27 @@ class DecodeError(RemoteProtocolError):
     alert = AlertDescription.decode_error
 
 
+class MLSError(RemoteProtocolError):
+    """An MLS object from the peer is invalid (RFC 9420): a key that is not a
+    key of the group's cipher suite, a cipher suite we do not implement, a
+    value that breaks a rule of the protocol.  Malformed encodings are
+    ``DecodeError``s instead.
+
+    MLS itself has no alerts; ``alert`` is what MLS mode's channel sends by
+    default (illegal_parameter), and the channel may choose another.
+    """
+
+    alert = AlertDescription.illegal_parameter
+
+
+class MLSDecryptError(MLSError):
+    """An MLS ciphertext did not open: HPKE (DecryptWithLabel, RFC 9420 §5.1.3)
+    or the AEAD under a key of the key schedule.  ``alert`` is decrypt_error
+    ("a handshake (not record layer) cryptographic operation failed")."""
+
+    alert = AlertDescription.decrypt_error
+
+
 class AlertReceived(ProtocolError):
     """The peer ended the connection with a fatal alert."""
 
