@@ -135,9 +135,15 @@ SUITES: dict[CipherSuite, SuiteInfo] = {
     )
 }
 
+# The suite's hash is its KDF's (HKDF-SHA256: SHA-256), as in every suite of
+# RFC 9420 §17.1: HMAC, KDF.Extract/Expand, RefHash and transcripts share it.
+_HASH: dict[KDFId, type[hashes.SHA256]] = {KDFId.HKDF_SHA256: hashes.SHA256}
+_HPKE_KDF = {KDFId.HKDF_SHA256: hpke.KDF.HKDF_SHA256}
 _HPKE_KEM = {KEMId.DHKEM_X25519_HKDF_SHA256: hpke.KEM.X25519, KEMId.MLKEM768_X25519: hpke.KEM.MLKEM768_X25519}
 _HPKE_AEAD = {AEADId.AES_128_GCM: hpke.AEAD.AES_128_GCM, AEADId.CHACHA20_POLY1305: hpke.AEAD.CHACHA20_POLY1305}
-_AEAD: dict[AEADId, type[AESGCM] | type[ChaCha20Poly1305]] = {AEADId.AES_128_GCM: AESGCM, AEADId.CHACHA20_POLY1305: ChaCha20Poly1305}
+_AEAD: dict[AEADId, type[AESGCM] | type[ChaCha20Poly1305]] = {
+    AEADId.AES_128_GCM: AESGCM, AEADId.CHACHA20_POLY1305: ChaCha20Poly1305,
+}
 
 # X-Wing's component sizes (draft-connolly-cfrg-xwing-kem, "Encapsulation"):
 # the public key is pk_M (ML-KEM-768, 1184 bytes) || pk_X (X25519, 32 bytes).
@@ -162,8 +168,8 @@ class Suite:
 
     def __init__(self, info: SuiteInfo) -> None:
         self.info = info
-        self._hash: hashes.HashAlgorithm = hashes.SHA256()
-        self._hpke = hpke.Suite(_HPKE_KEM[info.kem], hpke.KDF.HKDF_SHA256, _HPKE_AEAD[info.aead])
+        self._hash: hashes.HashAlgorithm = _HASH[info.kdf]()
+        self._hpke = hpke.Suite(_HPKE_KEM[info.kem], _HPKE_KDF[info.kdf], _HPKE_AEAD[info.aead])
 
     def __repr__(self) -> str:
         return f"<Suite {self.info.cipher_suite.name} (0x{self.info.cipher_suite:04x})>"
