@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from longtls.errors import DecodeError
 from longtls.mls import messages as m
+from longtls.mls import proposals as p
 from longtls.mls.codec import Reader, Writer, decode
 from longtls.mls.framing import (
     AuthenticatedContent,
@@ -104,14 +105,14 @@ PUBLIC_CONTENT_TYPES = {
 STRUCT_FIELDS: dict[str, tuple[Callable[[Reader], Any], Callable[[Writer, Any], object]]] = {
     "ratchet_tree": (m.decode_ratchet_tree, m.encode_ratchet_tree),
     "group_secrets": (m.GroupSecrets.decode, m.encode_struct),
-    "add_proposal": (m.Add.decode, m.encode_struct),
-    "update_proposal": (m.Update.decode, m.encode_struct),
-    "remove_proposal": (m.Remove.decode, m.encode_struct),
-    "pre_shared_key_proposal": (m.PreSharedKey.decode, m.encode_struct),
-    "re_init_proposal": (m.ReInit.decode, m.encode_struct),
-    "external_init_proposal": (m.ExternalInit.decode, m.encode_struct),
-    "group_context_extensions_proposal": (m.GroupContextExtensions.decode, m.encode_struct),
-    "commit": (m.Commit.decode, m.encode_struct),
+    "add_proposal": (p.Add.decode, m.encode_struct),
+    "update_proposal": (p.Update.decode, m.encode_struct),
+    "remove_proposal": (p.Remove.decode, m.encode_struct),
+    "pre_shared_key_proposal": (p.PreSharedKey.decode, m.encode_struct),
+    "re_init_proposal": (p.ReInit.decode, m.encode_struct),
+    "external_init_proposal": (p.ExternalInit.decode, m.encode_struct),
+    "group_context_extensions_proposal": (p.GroupContextExtensions.decode, m.encode_struct),
+    "commit": (p.Commit.decode, m.encode_struct),
 }
 
 
@@ -203,9 +204,9 @@ def test_structures_in_other_vectors_round_trip() -> None:
         if isinstance(msg.body, PublicMessage):
             content = msg.body.content.content
             seen[type(content).__name__] += 1
-            if isinstance(content, m.Commit):
-                for p in content.proposals:
-                    seen[f"in commit:{type(p).__name__}"] += 1
+            if isinstance(content, p.Commit):
+                for item in content.proposals:
+                    seen[f"in commit:{type(item).__name__}"] += 1
 
     for entry in load("welcome.json"):
         walk_message(roundtrip(entry["key_package"], MLSMessage.decode))
@@ -216,7 +217,7 @@ def test_structures_in_other_vectors_round_trip() -> None:
             leaf = roundtrip(path["update_path"], m.UpdatePath.decode).leaf_node
             seen[f"path leaf:{leaf.leaf_node_source.name}"] += 1
     for entry in load("tree-operations.json"):
-        seen[type(roundtrip(entry["proposal"], m.decode_proposal, m.encode_proposal)).__name__] += 1
+        seen[type(roundtrip(entry["proposal"], p.decode_proposal, p.encode_proposal)).__name__] += 1
         for tree in ("tree_before", "tree_after"):
             walk_tree(roundtrip(entry[tree], m.decode_ratchet_tree, m.encode_ratchet_tree))
     for name in ("passive-client-welcome.json", "passive-client-handling-commit.json"):
@@ -231,8 +232,8 @@ def test_structures_in_other_vectors_round_trip() -> None:
                     walk_message(roundtrip(proposal, MLSMessage.decode))
                 walk_message(roundtrip(epoch["commit"], MLSMessage.decode))
     for entry in load("message-protection.json"):
-        roundtrip(entry["proposal"], m.decode_proposal, m.encode_proposal)
-        roundtrip(entry["commit"], m.Commit.decode)
+        roundtrip(entry["proposal"], p.decode_proposal, p.encode_proposal)
+        roundtrip(entry["commit"], p.Commit.decode)
         for field in ("proposal_pub", "proposal_priv", "commit_pub", "commit_priv",
                       "application_priv"):
             walk_message(roundtrip(entry[field], MLSMessage.decode))
@@ -294,12 +295,12 @@ def test_framed_content_tbs_and_membership_tag() -> None:
             assert tag == msg.membership_tag
             raw = bytes.fromhex(entry["proposal" if field == "proposal_pub" else "commit"])
             content = msg.content.content
-            if isinstance(content, m.Commit):
+            if isinstance(content, p.Commit):
                 assert content.to_bytes() == raw
             else:
                 assert not isinstance(content, bytes)
                 w = Writer()
-                m.encode_proposal(w, content)
+                p.encode_proposal(w, content)
                 assert w.bytes() == raw
     assert suites - ED25519_SHA256_SUITES == OTHER_VECTOR_SUITES
 
@@ -394,12 +395,12 @@ def test_leaf_node_source_fields_and_tbs() -> None:
 
 
 def test_commit_and_ratchet_tree_on_the_wire() -> None:
-    assert m.Commit().to_bytes() == b"\x00\x00"  # no proposals, path absent
+    assert p.Commit().to_bytes() == b"\x00\x00"  # no proposals, path absent
     ref = b"r" * 32
-    commit = m.Commit((ref, m.Remove(9)))
+    commit = p.Commit((ref, p.Remove(9)))
     assert commit.to_bytes() == (bytes.fromhex("29") + b"\x02\x20" + ref
                                  + bytes.fromhex("01 0003 00000009") + b"\x00")
-    assert m.Commit.from_bytes(commit.to_bytes()) == commit
+    assert p.Commit.from_bytes(commit.to_bytes()) == commit
     parent = m.ParentNode(b"K", b"", (0, 2))
     tree = (None, parent, None)
     ext = m.ratchet_tree_extension(tree)
@@ -416,11 +417,11 @@ def test_private_message_content_padding() -> None:
     # "A receiver MUST verify that there are no non-zero bytes in the padding" (§6.3.1).
     with pytest.raises(DecodeError):
         PrivateMessageContent.from_bytes(data[:-1] + b"\x01", ContentType.application)
-    commit = PrivateMessageContent(m.Commit(), FramedContentAuthData(b"s", b"tag"))
+    commit = PrivateMessageContent(p.Commit(), FramedContentAuthData(b"s", b"tag"))
     assert commit.to_bytes() == b"\x00\x00" + b"\x01s" + b"\x03tag"
     assert PrivateMessageContent.from_bytes(commit.to_bytes(), ContentType.commit) == commit
     with pytest.raises(ValueError):  # a commit's auth has a confirmation_tag
-        PrivateMessageContent(m.Commit(), auth).to_bytes()
+        PrivateMessageContent(p.Commit(), auth).to_bytes()
 
 
 def test_private_message_aads_and_sender_data() -> None:
@@ -471,7 +472,7 @@ def test_hand_built_public_message_decodes() -> None:
     assert app.body.membership_tag == b"tag"
     proposal = MLSMessage.from_bytes(_public_message(content_type=2)).body
     assert isinstance(proposal, PublicMessage)
-    assert isinstance(proposal.content.content, m.Update)
+    assert isinstance(proposal.content.content, p.Update)
     assert MLSMessage.from_bytes(_public_message(sender_type=3)).to_bytes() == _public_message(
         sender_type=3)
 
@@ -497,18 +498,18 @@ def test_malformed_mls_message(data: bytes) -> None:
 
 
 @pytest.mark.parametrize(("data", "dec"), [
-    pytest.param(bytes.fromhex("0008"), m.decode_proposal, id="proposal type 8"),
-    pytest.param(bytes.fromhex("0a0a"), m.decode_proposal, id="GREASE proposal type"),
-    pytest.param(bytes.fromhex("0000"), m.decode_proposal, id="proposal type 0"),
-    pytest.param(bytes.fromhex("03 00 00"), m.decode_proposal_or_ref, id="ProposalOrRefType 3"),
-    pytest.param(bytes.fromhex("00 02"), m.Commit.decode, id="optional presence 2"),
+    pytest.param(bytes.fromhex("0008"), p.decode_proposal, id="proposal type 8"),
+    pytest.param(bytes.fromhex("0a0a"), p.decode_proposal, id="GREASE proposal type"),
+    pytest.param(bytes.fromhex("0000"), p.decode_proposal, id="proposal type 0"),
+    pytest.param(bytes.fromhex("03 00 00"), p.decode_proposal_or_ref, id="ProposalOrRefType 3"),
+    pytest.param(bytes.fromhex("00 02"), p.Commit.decode, id="optional presence 2"),
     pytest.param(bytes.fromhex("00 016e"), m.PreSharedKeyID.decode, id="psktype 0"),
     pytest.param(bytes.fromhex("02 04 0167 0000000000000001 016e"), m.PreSharedKeyID.decode,
                  id="resumption usage 4"),
     pytest.param(bytes.fromhex("03 03 00"), m.decode_ratchet_tree, id="node_type 3"),
-    pytest.param(bytes.fromhex("08 0001 0161 0001 0162"), m.GroupContextExtensions.decode,
+    pytest.param(bytes.fromhex("08 0001 0161 0001 0162"), p.GroupContextExtensions.decode,
                  id="extension type twice"),
-    pytest.param(bytes.fromhex("05 0001 0161 00"), m.GroupContextExtensions.decode,
+    pytest.param(bytes.fromhex("05 0001 0161 00"), p.GroupContextExtensions.decode,
                  id="extension overruns its vector"),
     pytest.param(bytes.fromhex("05 0102"), m.GroupSecrets.decode, id="joiner_secret truncated"),
 ])

@@ -23,18 +23,15 @@ from typing import TypeAlias
 from ..errors import DecodeError
 from .codec import Reader, Writer, decode
 from .messages import (
-    Commit,
     GroupContext,
     GroupInfo,
     KeyPackage,
-    Proposal,
     ProtocolVersion,
     Struct,
     Welcome,
-    decode_proposal,
-    encode_proposal,
     read_enum,
 )
+from .proposals import Commit, Proposal, decode_proposal, encode_proposal
 
 __all__ = [
     "AuthenticatedContent",

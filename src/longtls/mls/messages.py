@@ -1,16 +1,18 @@
-"""MLS structures other than framing, with their codecs (RFC 9420 §5-§12).
+"""MLS structures and their codecs (RFC 9420 §5-§12): credentials,
+capabilities, extensions, tree nodes, KeyPackage, UpdatePath, PSK ids,
+GroupContext and the joining structures (GroupInfo, GroupSecrets, Welcome).
 
 One frozen slotted dataclass per ``struct`` of the spec, named as the spec
 names it, with ``encode(w)`` / ``decode(r)`` over ``codec.Writer`` /
 ``codec.Reader`` and ``to_bytes()`` / ``from_bytes()`` for a whole value.
-Message framing (FramedContent, PublicMessage, PrivateMessage, MLSMessage)
-is in ``framing.py``.
+Proposals and Commit are in ``proposals.py``; message framing
+(FramedContent, PublicMessage, PrivateMessage, MLSMessage) in ``framing.py``.
 
-A ``select`` whose cases are different structures (Credential, Proposal,
-Node, ProposalOrRef) is a union of Python types: the type of the value *is*
-the discriminant, so a value that contradicts its type field cannot be
+A ``select`` whose cases are different structures (Credential, Node,
+Proposal, ProposalOrRef) is a union of Python types: the type of the value
+*is* the discriminant, so a value that contradicts its type field cannot be
 built.  Those unions are encoded and decoded by module functions
-(``encode_proposal`` / ``decode_proposal``, ...).  A ``select`` that only
+(``encode_credential`` / ``decode_credential``, ...).  A ``select`` that only
 adds scalar fields (LeafNode's source, PreSharedKeyID) keeps the
 discriminant as a field and checks the per-case fields in ``__post_init__``.
 
@@ -35,25 +37,23 @@ from ..errors import DecodeError
 from .codec import Reader, Writer, decode
 
 __all__ = [
-    "Add",
     "BasicCredential",
     "Capabilities",
     "Certificate",
-    "Commit",
     "Credential",
     "CredentialType",
     "EncryptedGroupSecrets",
     "Extension",
     "ExtensionType",
-    "ExternalInit",
     "ExternalPub",
     "ExternalSender",
     "GroupContext",
-    "GroupContextExtensions",
     "GroupInfo",
     "GroupSecrets",
     "HPKECiphertext",
+    "HPKEPublicKey",
     "KeyPackage",
+    "KeyPackageRef",
     "LeafNode",
     "LeafNodeSource",
     "Lifetime",
@@ -63,19 +63,12 @@ __all__ = [
     "PSKType",
     "ParentNode",
     "PathSecret",
-    "PreSharedKey",
     "PreSharedKeyID",
-    "Proposal",
-    "ProposalOrRef",
-    "ProposalOrRefType",
-    "ProposalType",
     "ProtocolVersion",
-    "ReInit",
-    "Remove",
     "RequiredCapabilities",
     "ResumptionPSKUsage",
+    "SignaturePublicKey",
     "Struct",
-    "Update",
     "UpdatePath",
     "UpdatePathNode",
     "Welcome",
@@ -84,14 +77,10 @@ __all__ = [
     "decode_credential",
     "decode_extensions",
     "decode_node",
-    "decode_proposal",
-    "decode_proposal_or_ref",
     "decode_ratchet_tree",
     "encode_credential",
     "encode_extensions",
     "encode_node",
-    "encode_proposal",
-    "encode_proposal_or_ref",
     "encode_ratchet_tree",
     "encode_struct",
     "find_extension",
@@ -104,6 +93,12 @@ __all__ = [
 
 S = TypeVar("S", bound="Struct")
 E = TypeVar("E", bound=IntEnum)
+T = TypeVar("T")
+
+#: Spec names for the opaque<V> fields that hold keys and references.
+HPKEPublicKey: TypeAlias = bytes
+SignaturePublicKey: TypeAlias = bytes
+KeyPackageRef: TypeAlias = bytes
 
 
 # --- registries and closed enums -------------------------------------------
@@ -130,18 +125,6 @@ class ExtensionType(IntEnum):
     required_capabilities = 3
     external_pub = 4
     external_senders = 5
-
-
-class ProposalType(IntEnum):
-    """The "MLS Proposal Types" registry (RFC 9420 §17.4)."""
-
-    add = 1
-    update = 2
-    remove = 3
-    psk = 4
-    reinit = 5
-    external_init = 6
-    group_context_extensions = 7
 
 
 class LeafNodeSource(IntEnum):
@@ -172,13 +155,6 @@ class ResumptionPSKUsage(IntEnum):
     application = 1
     reinit = 2
     branch = 3
-
-
-class ProposalOrRefType(IntEnum):
-    """RFC 9420 §12.4: closed, 0 reserved."""
-
-    proposal = 1
-    reference = 2
 
 
 def read_enum(r: Reader, enum: type[E], size: int = 1) -> E:
@@ -434,7 +410,7 @@ class RequiredCapabilities(Struct):
 class ExternalPub(Struct):
     """``external_pub`` extension data (RFC 9420 §12.4.3.2)."""
 
-    external_pub: bytes
+    external_pub: HPKEPublicKey
 
     def encode(self, w: Writer) -> None:
         w.opaque(self.external_pub)
@@ -451,7 +427,7 @@ class ExternalPub(Struct):
 class ExternalSender(Struct):
     """One entry of the ``external_senders`` extension (RFC 9420 §12.1.8.1)."""
 
-    signature_key: bytes
+    signature_key: SignaturePublicKey
     credential: Credential
 
     def encode(self, w: Writer) -> None:
@@ -482,7 +458,7 @@ def parse_application_id(data: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class ParentNode(Struct):
-    encryption_key: bytes  # HPKEPublicKey
+    encryption_key: HPKEPublicKey
     parent_hash: bytes
     unmerged_leaves: tuple[int, ...] = ()  # uint32 leaf indices
 
@@ -504,8 +480,8 @@ class LeafNode(Struct):
     ``signature`` covers ``tbs(group_id, leaf_index)`` (LeafNodeTBS).
     """
 
-    encryption_key: bytes  # HPKEPublicKey
-    signature_key: bytes  # SignaturePublicKey
+    encryption_key: HPKEPublicKey
+    signature_key: SignaturePublicKey
     credential: Credential
     capabilities: Capabilities
     leaf_node_source: LeafNodeSource
@@ -620,7 +596,7 @@ def parse_ratchet_tree(data: bytes) -> tuple[Node | None, ...]:
 class KeyPackage(Struct):
     version: int
     cipher_suite: int
-    init_key: bytes  # HPKEPublicKey
+    init_key: HPKEPublicKey
     leaf_node: LeafNode
     extensions: tuple[Extension, ...] = ()
     signature: bytes = b""
@@ -664,7 +640,7 @@ class HPKECiphertext(Struct):
 
 @dataclass(frozen=True, slots=True)
 class UpdatePathNode(Struct):
-    encryption_key: bytes  # HPKEPublicKey
+    encryption_key: HPKEPublicKey
     encrypted_path_secret: tuple[HPKECiphertext, ...]
 
     def encode(self, w: Writer) -> None:
@@ -742,171 +718,10 @@ class PreSharedKeyID(Struct):
         return cls.resumption(usage, group_id, epoch, r.opaque())
 
 
-T = TypeVar("T")
-
-
 def _present(value: T | None) -> T:
     if value is None:  # __post_init__ makes this unreachable
         raise ValueError("missing field")
     return value
-
-
-# --- proposals (RFC 9420 §12.1) --------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Add(Struct):
-    key_package: KeyPackage
-    proposal_type: ClassVar[ProposalType] = ProposalType.add
-
-    def encode(self, w: Writer) -> None:
-        self.key_package.encode(w)
-
-    @classmethod
-    def decode(cls, r: Reader) -> Add:
-        return cls(KeyPackage.decode(r))
-
-
-@dataclass(frozen=True, slots=True)
-class Update(Struct):
-    leaf_node: LeafNode
-    proposal_type: ClassVar[ProposalType] = ProposalType.update
-
-    def encode(self, w: Writer) -> None:
-        self.leaf_node.encode(w)
-
-    @classmethod
-    def decode(cls, r: Reader) -> Update:
-        return cls(LeafNode.decode(r))
-
-
-@dataclass(frozen=True, slots=True)
-class Remove(Struct):
-    removed: int  # uint32 leaf index
-    proposal_type: ClassVar[ProposalType] = ProposalType.remove
-
-    def encode(self, w: Writer) -> None:
-        w.u32(self.removed)
-
-    @classmethod
-    def decode(cls, r: Reader) -> Remove:
-        return cls(r.u32())
-
-
-@dataclass(frozen=True, slots=True)
-class PreSharedKey(Struct):
-    psk: PreSharedKeyID
-    proposal_type: ClassVar[ProposalType] = ProposalType.psk
-
-    def encode(self, w: Writer) -> None:
-        self.psk.encode(w)
-
-    @classmethod
-    def decode(cls, r: Reader) -> PreSharedKey:
-        return cls(PreSharedKeyID.decode(r))
-
-
-@dataclass(frozen=True, slots=True)
-class ReInit(Struct):
-    group_id: bytes
-    version: int
-    cipher_suite: int
-    extensions: tuple[Extension, ...] = ()
-    proposal_type: ClassVar[ProposalType] = ProposalType.reinit
-
-    def encode(self, w: Writer) -> None:
-        w.opaque(self.group_id).u16(self.version).u16(self.cipher_suite)
-        encode_extensions(w, self.extensions)
-
-    @classmethod
-    def decode(cls, r: Reader) -> ReInit:
-        return cls(r.opaque(), r.u16(), r.u16(), decode_extensions(r))
-
-
-@dataclass(frozen=True, slots=True)
-class ExternalInit(Struct):
-    kem_output: bytes
-    proposal_type: ClassVar[ProposalType] = ProposalType.external_init
-
-    def encode(self, w: Writer) -> None:
-        w.opaque(self.kem_output)
-
-    @classmethod
-    def decode(cls, r: Reader) -> ExternalInit:
-        return cls(r.opaque())
-
-
-@dataclass(frozen=True, slots=True)
-class GroupContextExtensions(Struct):
-    extensions: tuple[Extension, ...] = ()
-    proposal_type: ClassVar[ProposalType] = ProposalType.group_context_extensions
-
-    def encode(self, w: Writer) -> None:
-        encode_extensions(w, self.extensions)
-
-    @classmethod
-    def decode(cls, r: Reader) -> GroupContextExtensions:
-        return cls(decode_extensions(r))
-
-
-Proposal: TypeAlias = (Add | Update | Remove | PreSharedKey | ReInit | ExternalInit
-                       | GroupContextExtensions)
-
-_PROPOSALS: dict[int, type[Proposal]] = {
-    cls.proposal_type: cls
-    for cls in (Add, Update, Remove, PreSharedKey, ReInit, ExternalInit, GroupContextExtensions)
-}
-
-
-def encode_proposal(w: Writer, proposal: Proposal) -> None:
-    """``Proposal``: proposal_type, then the proposal's own struct."""
-    w.u16(proposal.proposal_type)
-    proposal.encode(w)
-
-
-def decode_proposal(r: Reader) -> Proposal:
-    """A proposal type without a case here has no known layout and "will
-    cause the enclosing message to be rejected" (RFC 9420 §13.5)."""
-    proposal_type = r.u16()
-    cls = _PROPOSALS.get(proposal_type)
-    if cls is None:
-        raise DecodeError(f"unsupported proposal type {proposal_type:#06x}")
-    return cls.decode(r)
-
-
-#: ``ProposalOrRef``: a proposal by value, or by reference (a ProposalRef,
-#: the bytes of RFC 9420 §5.2's MakeProposalRef).
-ProposalOrRef: TypeAlias = Proposal | bytes
-
-
-def encode_proposal_or_ref(w: Writer, value: ProposalOrRef) -> None:
-    if isinstance(value, bytes):
-        w.u8(ProposalOrRefType.reference).opaque(value)
-    else:
-        w.u8(ProposalOrRefType.proposal)
-        encode_proposal(w, value)
-
-
-def decode_proposal_or_ref(r: Reader) -> ProposalOrRef:
-    if read_enum(r, ProposalOrRefType) == ProposalOrRefType.reference:
-        return r.opaque()
-    return decode_proposal(r)
-
-
-@dataclass(frozen=True, slots=True)
-class Commit(Struct):
-    """RFC 9420 §12.4."""
-
-    proposals: tuple[ProposalOrRef, ...] = ()
-    path: UpdatePath | None = None
-
-    def encode(self, w: Writer) -> None:
-        w.vector(self.proposals, encode_proposal_or_ref)
-        w.optional(self.path, encode_struct)
-
-    @classmethod
-    def decode(cls, r: Reader) -> Commit:
-        return cls(tuple(r.vector(decode_proposal_or_ref)), r.optional(UpdatePath.decode))
 
 
 # --- group context and joining (RFC 9420 §8.1, §12.4.3) --------------------
@@ -994,7 +809,7 @@ class GroupSecrets(Struct):
 
 @dataclass(frozen=True, slots=True)
 class EncryptedGroupSecrets(Struct):
-    new_member: bytes  # KeyPackageRef
+    new_member: KeyPackageRef
     encrypted_group_secrets: HPKECiphertext
 
     def encode(self, w: Writer) -> None:
