@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -516,6 +517,36 @@ def test_malformed_mls_message(data: bytes) -> None:
 def test_malformed_structures(data: bytes, dec: Callable[[Reader], Any]) -> None:
     with pytest.raises(DecodeError):
         decode(data, dec)
+
+
+def test_duplicate_extension_types_are_not_encoded() -> None:
+    twice = (m.Extension(0x0A0A, b"a"), m.Extension(0x0A0A, b"b"))
+    with pytest.raises(ValueError):
+        p.GroupContextExtensions(twice).to_bytes()
+    assert p.GroupContextExtensions(twice[:1]).to_bytes() == bytes.fromhex("04 0a0a 0161")
+
+
+def test_mutated_vector_messages_decode_canonically_or_fail_cleanly() -> None:
+    """Random byte changes in real messages: the result either decodes, and
+    then re-encodes to exactly the changed bytes (one encoding per value, so
+    what is signed is what was received), or is a DecodeError, never another
+    exception."""
+    rng = random.Random(9420)
+    vectors = load("messages.json")
+    outcomes: Counter[str] = Counter()
+    for _ in range(3000):
+        entry = vectors[rng.randrange(len(vectors))]
+        data = bytearray(bytes.fromhex(entry[rng.choice(sorted(MLS_MESSAGE_FIELDS))]))
+        for _ in range(rng.randint(1, 3)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            msg = MLSMessage.from_bytes(bytes(data))
+        except DecodeError:
+            outcomes["DecodeError"] += 1
+        else:
+            assert msg.to_bytes() == bytes(data)
+            outcomes["decoded"] += 1
+    assert outcomes["DecodeError"] > 100 and outcomes["decoded"] > 100
 
 
 def test_every_truncation_of_a_vector_message_is_a_decode_error() -> None:

@@ -362,6 +362,9 @@ class Extension(Struct):
 
 
 def encode_extensions(w: Writer, extensions: Sequence[Extension]) -> None:
+    """``Extension extensions<V>``; a type twice is refused here too (§13)."""
+    if len({ext.extension_type for ext in extensions}) != len(extensions):
+        raise ValueError("an extension list has one extension of each type (RFC 9420 §13)")
     w.vector(extensions, encode_struct)
 
 
