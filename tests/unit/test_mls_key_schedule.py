@@ -14,6 +14,7 @@ import pytest
 
 from longtls.mls.codec import Writer
 from longtls.mls.crypto import CipherSuite, suite
+from longtls.mls.framing import MLSMessage
 from longtls.mls.key_schedule import (
     EpochSecrets,
     derive_epoch,
@@ -24,6 +25,8 @@ from longtls.mls.key_schedule import (
     welcome_key_nonce,
     welcome_secret,
 )
+from longtls.mls.messages import GroupInfo, GroupSecrets, KeyPackage, Welcome
+from longtls.mls.transcript import verify_confirmation_tag
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "mls" / "key-schedule.json"
 IMPLEMENTED = {int(c) for c in CipherSuite}
@@ -206,3 +209,56 @@ def test_wrong_sizes_are_refused() -> None:
     with pytest.raises(ValueError):
         derive_epoch(cs, bytes(32), bytes(32), b"gc", psk=bytes(16))
     assert isinstance(derive_epoch(cs, bytes(32), bytes(32), b"gc"), EpochSecrets)
+
+
+PASSIVE_WELCOME = VECTORS.with_name("passive-client-welcome.json")
+
+
+def test_joining_by_welcome_with_and_without_psks() -> None:
+    # passive-client-welcome.json, the join only (the epochs after it need the
+    # ratchet tree and commit processing): open the Welcome with init_priv,
+    # compute psk_secret from the GroupSecrets' PSK list and the vector's
+    # external PSKs (§8.4), derive the epoch from the joiner secret, and
+    # check the GroupInfo's confirmation tag and the epoch authenticator.
+    vectors: list[dict[str, Any]] = json.loads(PASSIVE_WELCOME.read_text())
+    run = [v for v in vectors if v["cipher_suite"] in IMPLEMENTED]
+    assert sorted({v["cipher_suite"] for v in run}) == [1, 3]
+    assert {v["cipher_suite"] for v in vectors} - IMPLEMENTED == NOT_IMPLEMENTED
+    with_psks = 0
+    for v in run:
+        cs = suite(v["cipher_suite"])
+        welcome = MLSMessage.from_bytes(bytes.fromhex(v["welcome"])).body
+        key_package = MLSMessage.from_bytes(bytes.fromhex(v["key_package"])).body
+        assert isinstance(welcome, Welcome) and isinstance(key_package, KeyPackage)
+        ref = cs.make_key_package_ref(key_package.to_bytes())
+        (mine,) = [s for s in welcome.secrets if s.new_member == ref]
+        # §12.4.3.1: the GroupSecrets are encrypted with label "Welcome" and
+        # the encrypted GroupInfo as context.
+        group_secrets = GroupSecrets.from_bytes(
+            cs.decrypt_with_label(
+                bytes.fromhex(v["init_priv"]),
+                b"Welcome",
+                welcome.encrypted_group_info,
+                mine.encrypted_group_secrets.kem_output,
+                mine.encrypted_group_secrets.ciphertext,
+            )
+        )
+        external = {bytes.fromhex(p["psk_id"]): bytes.fromhex(p["psk"]) for p in v["external_psks"]}
+        psks = [(p.to_bytes(), external[p.psk_id or b""]) for p in group_secrets.psks]
+        with_psks += bool(psks)
+        psk = psk_secret(cs, psks)
+
+        key, nonce = welcome_key_nonce(cs, welcome_secret(cs, group_secrets.joiner_secret, psk))
+        group_info = GroupInfo.from_bytes(
+            cs.aead_decrypt(key, nonce, b"", welcome.encrypted_group_info)
+        )
+        context = group_info.group_context
+        secrets = derive_epoch_from_joiner(cs, group_secrets.joiner_secret, context.to_bytes(), psk)
+        assert verify_confirmation_tag(
+            cs,
+            secrets.confirmation_key,
+            context.confirmed_transcript_hash,
+            group_info.confirmation_tag,
+        )
+        assert secrets.epoch_authenticator.hex() == v["initial_epoch_authenticator"]
+    assert len(run) == 16 and with_psks == 8
