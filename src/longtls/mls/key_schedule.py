@@ -196,5 +196,9 @@ def psk_secret(suite: Suite, psks: Sequence[tuple[bytes, bytes]]) -> bytes | Non
         # struct { PreSharedKeyID id; uint16 index; uint16 count; } PSKLabel;
         label = Writer().raw(psk_id).u16(index).u16(count).bytes()
         psk_input = suite.expand_with_label(extracted, b"derived psk", label, suite.nh)
+        # The pseudocode's order, KDF.Extract(salt=psk_input_[i-1],
+        # ikm=psk_secret_[i-1]); §8.4's figure draws them the other way round.
+        # The official vectors (passive-client-welcome.json with PSKs) agree
+        # with the pseudocode (docs/mls.md, "Key schedule").
         secret = suite.kdf_extract(psk_input, secret)
     return secret
