@@ -10,7 +10,18 @@ from typing import Any
 import pytest
 
 from longtls.errors import MLSDecryptError
-from longtls.mls.crypto import CipherSuite, suite
+from longtls.mls.codec import decode
+from longtls.mls.crypto import CipherSuite, Suite, suite
+from longtls.mls.framing import (
+    ContentType,
+    MLSMessage,
+    PrivateContentAAD,
+    PrivateMessage,
+    PrivateMessageContent,
+    SenderData,
+    SenderDataAAD,
+)
+from longtls.mls.proposals import Commit, decode_proposal
 from longtls.mls.secret_tree import (
     GenerationError,
     HashRatchet,
@@ -168,3 +179,60 @@ def test_reprs_hold_no_secret() -> None:
             secret.hex() not in text and key.key.hex() not in text and key.nonce.hex() not in text
         )
         assert repr(key.key) not in text
+
+
+MESSAGE_PROTECTION = VECTORS.with_name("message-protection.json")
+
+
+def _open(
+    cs: Suite, tree: SecretTree, sender_data_secret: bytes, message: PrivateMessage
+) -> tuple[int, bytes]:
+    # RFC 9420 §6.3.2 then §6.3.1, as a receiver does: the sender data key
+    # from a sample of the ciphertext, SenderData, the ratchet of the
+    # sender's leaf for the content type, the nonce XOR the reuse guard.
+    key, nonce = sender_data_key_nonce(cs, sender_data_secret, message.ciphertext)
+    sender_aad = SenderDataAAD(message.group_id, message.epoch, message.content_type).to_bytes()
+    sender = SenderData.from_bytes(
+        cs.aead_decrypt(key, nonce, sender_aad, message.encrypted_sender_data)
+    )
+    kind = APP if message.content_type == ContentType.application else HS
+    ratchet = tree.ratchet(sender.leaf_index, kind)
+    k = ratchet.get(sender.generation)
+    guarded = (
+        bytes(a ^ b for a, b in zip(k.nonce[:4], sender.reuse_guard, strict=True)) + k.nonce[4:]
+    )
+    aad = PrivateContentAAD(
+        message.group_id, message.epoch, message.content_type, message.authenticated_data
+    ).to_bytes()
+    plaintext = cs.aead_decrypt(k.key, guarded, aad, message.ciphertext)
+    ratchet.delete(sender.generation)
+    return sender.leaf_index, plaintext
+
+
+def test_message_protection_private_messages_open_with_the_tree() -> None:
+    # message-protection.json's PrivateMessages (suites 1 and 3), opened with
+    # a two-leaf secret tree from the vector's encryption_secret: the keys of
+    # a real sender's generation, for both ratchets.
+    vectors: list[dict[str, Any]] = json.loads(MESSAGE_PROTECTION.read_text())
+    run = [v for v in vectors if v["cipher_suite"] in IMPLEMENTED]
+    assert sorted(v["cipher_suite"] for v in run) == [1, 3]
+    assert sorted(v["cipher_suite"] for v in vectors if v not in run) == [2, 4, 5, 6, 7]
+    for v in run:
+        cs = suite(v["cipher_suite"])
+        expected: dict[str, Any] = {
+            "application": bytes.fromhex(v["application"]),
+            "proposal": decode(bytes.fromhex(v["proposal"]), decode_proposal),
+            "commit": Commit.from_bytes(bytes.fromhex(v["commit"])),
+        }
+        for name, content in expected.items():
+            tree = SecretTree(cs, bytes.fromhex(v["encryption_secret"]), 2)
+            message = MLSMessage.from_bytes(bytes.fromhex(v[f"{name}_priv"])).body
+            assert isinstance(message, PrivateMessage)
+            leaf, plaintext = _open(cs, tree, bytes.fromhex(v["sender_data_secret"]), message)
+            assert leaf == 1  # the vectors' sender
+            assert (
+                PrivateMessageContent.from_bytes(plaintext, message.content_type).content == content
+            )
+            # The key is gone once the message opened: a replay does not open.
+            with pytest.raises(GenerationError):
+                _open(cs, tree, bytes.fromhex(v["sender_data_secret"]), message)
