@@ -262,3 +262,26 @@ def test_joining_by_welcome_with_and_without_psks() -> None:
         )
         assert secrets.epoch_authenticator.hex() == v["initial_epoch_authenticator"]
     assert len(run) == 16 and with_psks == 8
+
+
+def test_the_post_quantum_suite_has_the_same_schedule_and_its_own_external_key() -> None:
+    # All three suites use HKDF-SHA256 (docs/mls.md, "Cipher suites"), so the
+    # key schedule gives the same secrets; only the external key pair (the
+    # suite's KEM, §8) differs.  No official vectors exist for this suite.
+    xwing = suite(CipherSuite.MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519)
+    (vector,) = [v for v in _vectors() if v["cipher_suite"] == 1]
+    e = vector["epochs"][0]
+    args = (
+        bytes.fromhex(vector["initial_init_secret"]),
+        bytes.fromhex(e["commit_secret"]),
+        bytes.fromhex(e["group_context"]),
+        bytes.fromhex(e["psk_secret"]),
+    )
+    pq = derive_epoch(xwing, *args)
+    classic = derive_epoch(suite(1), *args)
+    for name in SECRET_NAMES:
+        assert getattr(pq, name) == getattr(classic, name)
+    private, public = pq.external_key_pair()
+    assert (len(private), len(public)) == (32, 1216)
+    assert xwing.hpke_public_key(private) == public
+    assert pq.external_key_pair() == (private, public)  # deterministic

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from longtls.errors import MLSDecryptError
+from longtls.errors import LocalProtocolError, MLSDecryptError
 from longtls.mls.codec import decode
 from longtls.mls.crypto import CipherSuite, Suite, suite
 from longtls.mls.framing import (
@@ -236,3 +236,15 @@ def test_message_protection_private_messages_open_with_the_tree() -> None:
             # The key is gone once the message opened: a replay does not open.
             with pytest.raises(GenerationError):
                 _open(cs, tree, bytes.fromhex(v["sender_data_secret"]), message)
+
+
+def test_the_last_generation_is_uint32_max() -> None:
+    cs = suite(1)
+    ratchet = HashRatchet(cs, bytes(32), max_forward=1 << 32)
+    # Jump the ratchet's state to its last generation without 2^32 steps.
+    ratchet._generation = 0xFFFFFFFF
+    assert ratchet.next().generation == 0xFFFFFFFF
+    with pytest.raises(LocalProtocolError):
+        ratchet.next()
+    with pytest.raises(GenerationError):
+        ratchet.get(0xFFFFFFFF)  # used: not held

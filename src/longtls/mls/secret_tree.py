@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ..errors import MLSDecryptError
+from ..errors import LocalProtocolError, MLSDecryptError
 from . import tree_math
 from .crypto import Suite
 
@@ -116,7 +116,9 @@ class HashRatchet:
     def _step(self) -> RatchetKey:
         secret = self._secret
         if secret is None:
-            raise GenerationError("MLS sender ratchet exhausted (generation is a uint32)")
+            # Only next() gets here (get() refuses generations above uint32):
+            # our own 2^32 messages in one epoch, so a commit is due.
+            raise LocalProtocolError("MLS sender ratchet exhausted: generations are uint32")
         j = self._generation
         suite = self._suite
         out = RatchetKey(
