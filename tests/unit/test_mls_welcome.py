@@ -33,6 +33,7 @@ from longtls.mls.messages import (
     Lifetime,
     PathSecret,
     PreSharedKeyID,
+    ResumptionPSKUsage,
     Welcome,
 )
 from longtls.mls.welcome import (
@@ -225,8 +226,18 @@ def test_welcome_round_trip_and_rejections() -> None:
     wrong_key = replace(b, init_private_key=other.init_private_key)
     with pytest.raises(MLSDecryptError):
         open_welcome(w, wrong_key)
+    # PSKs: an unknown one is refused; a known one enters the welcome secret.
+    psk_id = PreSharedKeyID.external(b"id", b"n" * 32)
     with pytest.raises(MLSError, match="PSK"):
-        open_welcome(_welcome(b, joiner, info, (PreSharedKeyID.external(b"id", b"n" * 32),)), b)
+        open_welcome(_welcome(b, joiner, info, (psk_id,)), b)
+    with pytest.raises(MLSError, match="PSK"):
+        open_welcome(_welcome(b, joiner, info, (psk_id,)), b, {b"other": b"v"}.get)
+    resumption = PreSharedKeyID.resumption(ResumptionPSKUsage.application, b"g", 1, b"n" * 32)
+    with pytest.raises(MLSError, match="PSK"):
+        open_welcome(_welcome(b, joiner, info, (resumption,)), b, {b"id": b"v"}.get)
+    # The sender encrypted the GroupInfo without the PSK: it does not open with it.
+    with pytest.raises(MLSDecryptError):
+        open_welcome(_welcome(b, joiner, info, (psk_id,)), b, {b"id": b"v"}.get)
     # A GroupInfo of another suite inside.
     with pytest.raises(MLSError, match="GroupInfo cipher suite"):
         open_welcome(_welcome(b, joiner, _group_info(3, signer_priv)), b)

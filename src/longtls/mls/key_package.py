@@ -173,6 +173,7 @@ def validate_key_package(
     cipher_suite: int | None = None,
     credential_check: CredentialCheck | None = None,
     now: int | None = None,
+    check_time: bool = True,
     max_lifetime: int | None = MAX_LIFETIME,
 ) -> None:
     """KeyPackage validation (§10.1, with the key_package leaf rules of §7.3).
@@ -181,7 +182,9 @@ def validate_key_package(
     responder creates its group with the KeyPackage's own suite after this).
     ``now`` (default: the clock) must lie within the leaf's lifetime, which
     may not exceed ``max_lifetime`` seconds: the KeyPackage goes into a
-    Commit we send (§7.3 makes the check a MUST then).  MLSError otherwise.
+    Commit we send (§7.3 makes the check a MUST then).  ``check_time=False``
+    skips the clock for a KeyPackage in a Commit we receive (RECOMMENDED
+    only: it may have expired in transit).  MLSError otherwise.
     """
     if key_package.version != ProtocolVersion.mls10:
         raise MLSError(f"KeyPackage version {key_package.version} is not mls10 (RFC 9420 §10.1)")
@@ -206,7 +209,7 @@ def validate_key_package(
     check_leaf_capabilities(leaf, key_package.extensions)
     clock = int(time.time()) if now is None else now
     lifetime = leaf.lifetime
-    if not lifetime.not_before <= clock <= lifetime.not_after:
+    if check_time and not lifetime.not_before <= clock <= lifetime.not_after:
         raise MLSError("KeyPackage is outside its lifetime (RFC 9420 §7.3)")
     if max_lifetime is not None and lifetime.not_after - lifetime.not_before > max_lifetime:
         raise MLSError(f"KeyPackage lifetime exceeds {max_lifetime} seconds (RFC 9420 §7.2)")

@@ -7,38 +7,47 @@
   ``EncryptWithLabel(init_key, "Welcome", encrypted_group_info, group_secrets)``
   and named by the KeyPackageRef.
 - ``open_welcome``: the joiner's first steps: find its entry, decrypt the
-  GroupSecrets, derive the welcome secret, decrypt the GroupInfo.  The rest
+  GroupSecrets, derive the welcome secret (with the PSKs it names), decrypt
+  the GroupInfo.  The rest
   of joining (the tree, the signature with the signer's key from the tree,
   the confirmation tag) is ``group.py``'s.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from ..errors import MLSError
 from .codec import decode
 from .crypto import Suite, suite
 from .key_package import KeyPackageBundle
-from .key_schedule import welcome_key_nonce, welcome_secret
+from .key_schedule import psk_secret, welcome_key_nonce, welcome_secret
 from .messages import (
     EncryptedGroupSecrets,
     GroupInfo,
     GroupSecrets,
     HPKECiphertext,
     KeyPackage,
+    PreSharedKeyID,
+    PSKType,
     Welcome,
 )
 
 __all__ = [
     "OpenedWelcome",
+    "PSKLookup",
     "decrypt_group_info",
     "encrypt_group_info",
     "encrypt_group_secrets",
+    "external_psk_secret",
     "open_welcome",
     "sign_group_info",
     "verify_group_info",
 ]
+
+#: The value of an external PSK by its psk_id, or None if we do not have it.
+PSKLookup = Callable[[bytes], bytes | None]
 
 _WELCOME = b"Welcome"
 _GROUP_INFO_TBS = b"GroupInfoTBS"
@@ -79,20 +88,45 @@ def encrypt_group_secrets(
                                  HPKECiphertext(kem_output, ciphertext))
 
 
+def external_psk_secret(
+    suite: Suite, psks: tuple[PreSharedKeyID, ...], lookup: PSKLookup | None
+) -> bytes | None:
+    """psk_secret (§8.4) of a Commit's or Welcome's PSKs, in their order, or
+    None for none.  Only external PSKs: longtls keeps no resumption PSKs
+    (it does not reinitialise or branch groups), so a resumption PSK, like an
+    external one ``lookup`` does not know, is one "the client is not in
+    possession of": MLSError (§12.4.2, §12.4.3.1).  A psk_nonce must be
+    KDF.Nh bytes (§8.4)."""
+    if not psks:
+        return None
+    values = []
+    for psk in psks:
+        if len(psk.psk_nonce) != suite.nh:
+            raise MLSError("psk_nonce is not KDF.Nh bytes (RFC 9420 §8.4)")
+        value = None
+        if psk.psktype == PSKType.external and psk.psk_id is not None and lookup is not None:
+            value = lookup(psk.psk_id)
+        if value is None:
+            raise MLSError(f"PSK {psk.psktype.name} is not available (RFC 9420 §8.4)")
+        values.append((psk.to_bytes(), value))
+    return psk_secret(suite, values)
+
+
 @dataclass(frozen=True, slots=True)
 class OpenedWelcome:
     """What a joiner learns from its Welcome before it looks at the tree."""
 
     group_secrets: GroupSecrets
     group_info: GroupInfo
+    psk_secret: bytes | None = field(repr=False, default=None)
 
 
-def open_welcome(welcome: Welcome, bundle: KeyPackageBundle) -> OpenedWelcome:
+def open_welcome(welcome: Welcome, bundle: KeyPackageBundle, psks: PSKLookup | None = None) -> OpenedWelcome:
     """The first steps of joining (§12.4.3.1): our entry in ``secrets`` (by
     KeyPackageRef, with the Welcome's suite, which must be our KeyPackage's),
-    the GroupSecrets under our init key, then the GroupInfo under the welcome
-    key.  PSKs are not supported: GroupSecrets naming one is an MLSError
-    (we cannot possess it).  The GroupInfo's suite must be ours too."""
+    the GroupSecrets under our init key, the PSKs it names (external ones
+    from ``psks``), then the GroupInfo under the welcome key.  The
+    GroupInfo's suite must be ours too."""
     kp = bundle.key_package
     if welcome.cipher_suite != kp.cipher_suite:
         raise MLSError("Welcome cipher suite is not our KeyPackage's (RFC 9420 §12.4.3.1)")
@@ -107,11 +141,10 @@ def open_welcome(welcome: Welcome, bundle: KeyPackageBundle) -> OpenedWelcome:
                               sealed.kem_output, sealed.ciphertext),
         GroupSecrets.decode,
     )
-    if secrets.psks:
-        raise MLSError("the Welcome asks for a PSK; longtls has none (RFC 9420 §12.4.3.1)")
     if len(secrets.joiner_secret) != cs.nh:
         raise MLSError("joiner_secret is not KDF.Nh bytes")
-    info = decrypt_group_info(cs, welcome_secret(cs, secrets.joiner_secret), welcome.encrypted_group_info)
+    psk = external_psk_secret(cs, secrets.psks, psks)
+    info = decrypt_group_info(cs, welcome_secret(cs, secrets.joiner_secret, psk), welcome.encrypted_group_info)
     if info.group_context.cipher_suite != kp.cipher_suite:
         raise MLSError("GroupInfo cipher suite is not our KeyPackage's (RFC 9420 §12.4.3.1)")
-    return OpenedWelcome(secrets, info)
+    return OpenedWelcome(secrets, info, psk)
