@@ -283,3 +283,26 @@ def test_public_key_not_matching_path_secret_is_rejected(committed: Any) -> None
                                    *path.nodes[1:]))
     with pytest.raises(MLSError, match="not UpdatePath node"):
         decrypt_update_path(merged, 0, swapped, keys[1], context)
+
+
+def test_private_state_maintenance_and_reprs(committed: Any) -> None:
+    tree, people, keys, pending = committed
+    # No secret in a repr.
+    for secret in (*pending.path_secrets, pending.commit_secret, people[1].encryption_priv):
+        assert secret.hex() not in repr(pending) and secret.hex() not in repr(keys[1])
+        assert repr(secret)[2:-1] not in repr(pending)
+    new_tree = pending.tree
+    # Leaf 1 joins through the path secret; a wrong one gives keys that are not the tree's.
+    path_secret = pending.path_secret_for(1)
+    assert path_secret is not None
+    joined = keys[1].with_path_secret(tree.cs, new_tree, 0, path_secret)
+    assert set(joined.keys) == {2, 1, 3}  # its leaf, then nodes 1 and 3 (the root)
+    with pytest.raises(MLSError, match="not node"):
+        keys[1].with_path_secret(tree.cs, new_tree, 0, bytes(32))
+    # After leaf 0's Update the path above it is blank: those keys are dropped.
+    updated = new_tree.copy()
+    new_leaf = sign_leaf_node(tree.cs, replace(pending.leaf_node, leaf_node_source=LeafNodeSource.update,
+                                               parent_hash=None, encryption_key=tree.cs.generate_key_pair()[1]),
+                              people[0].signature_priv, GROUP_ID, 0)
+    updated.update_leaf(0, new_leaf)
+    assert set(joined.pruned(updated).keys) == {2}
