@@ -95,6 +95,10 @@ class HandshakeType(IntEnum):
     # docs/certificate-update.md.
     certificate_update = 240
     certificate_update_request = 241
+    # PROVISIONAL: MLS-TLS (draft-kohbrok-mls-tls-01 §"Updating record layer
+    # protection keys" leaves the message wrapper TODO): one private-use type
+    # whose body is an MLSTLSMessage; docs/mls-tls.md §2.
+    mls_tls = 242
     message_hash = 254
 
 
@@ -125,6 +129,30 @@ class ExtensionType(IntEnum):
     # (renegotiation_info, RFC 5746, which sits in that range);
     # docs/certificate-update.md.
     certificate_update_request = 0xFF1C
+
+
+class MLSTLSMessageType(IntEnum):
+    """MLSTLSMessage.msg_type (docs/mls-tls.md §2).  PROVISIONAL, all six: the
+    drafts define the messages (two-party profile -00 §4-§6) but no codes."""
+
+    client_hello = 1  # MLSMessage key_package (profile §4)
+    server_hello = 2  # MLSMessage welcome (profile §4)
+    connection_update = 3  # MLSMessage commit with UpdatePath (profile §5)
+    epoch_key_update = 4  # uint64 epoch (profile §5)
+    resumption_request = 5  # MLSMessage commit (profile §6; not implemented yet)
+    resumption_response = 6  # MLSMessage commit (profile §6; not implemented yet)
+
+
+class MLSTLSExtensionType(IntEnum):
+    """MLS extension types of MLS-TLS (RFC 9420 §17.3 registry).  PROVISIONAL,
+    both: taken from the registry's private-use range 0xF000-0xFFFF, away from
+    the X-Wing cipher suite's 0xF0A1 (another registry; docs/mls-tls.md §3-§4)."""
+
+    # The cross-protocol marker in both leaf nodes and in the GroupContext
+    # (draft-kohbrok-mls-tls-01 §"Preventing cross-protocol attacks", TODO).
+    mls_tls = 0xF1A0
+    # ALPN: the offer in the KeyPackage's extensions, the choice in the GroupContext.
+    mls_tls_alpn = 0xF1A1
 
 
 class TLSFlag(IntEnum):
