@@ -18,7 +18,6 @@ from longtls.mls.key_package import (
     MAX_LIFETIME,
     KeyPackageBundle,
     create_key_package,
-    sign_leaf_node,
     validate_key_package,
 )
 from longtls.mls.key_schedule import derive_epoch_from_joiner
@@ -36,6 +35,7 @@ from longtls.mls.messages import (
     ResumptionPSKUsage,
     Welcome,
 )
+from longtls.mls.tree import sign_leaf_node
 from longtls.mls.welcome import (
     encrypt_group_info,
     encrypt_group_secrets,
@@ -124,7 +124,7 @@ def _resign(b: KeyPackageBundle, kp: KeyPackage, leaf_too: bool = True) -> KeyPa
     cs = suite(1)
     leaf = kp.leaf_node
     if leaf_too:
-        leaf = sign_leaf_node(cs, b.signature_private_key, leaf)
+        leaf = sign_leaf_node(cs, leaf, b.signature_private_key)
     kp = replace(kp, leaf_node=leaf)
     return replace(kp, signature=cs.sign_with_label(b.signature_private_key, b"KeyPackageTBS", kp.tbs()))
 

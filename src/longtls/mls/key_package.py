@@ -33,6 +33,7 @@ from .messages import (
     ProtocolVersion,
 )
 from .proposals import ProposalType
+from .tree import sign_leaf_node
 
 __all__ = [
     "DEFAULT_LIFETIME",
@@ -43,7 +44,6 @@ __all__ = [
     "check_leaf_capabilities",
     "create_key_package",
     "default_capabilities",
-    "sign_leaf_node",
     "validate_key_package",
 ]
 
@@ -98,24 +98,6 @@ def default_capabilities(credential_types: tuple[int, ...] = (CredentialType.bas
     )
 
 
-def sign_leaf_node(
-    suite: Suite,
-    signature_private_key: bytes,
-    leaf: LeafNode,
-    group_id: bytes | None = None,
-    leaf_index: int | None = None,
-) -> LeafNode:
-    """The LeafNode with its signature: SignWithLabel(., "LeafNodeTBS",
-    LeafNodeTBS) (§7.2); group_id and leaf_index for update/commit leaves."""
-    tbs = leaf.tbs(group_id, leaf_index)
-    return _replace_signature(leaf, suite.sign_with_label(signature_private_key, b"LeafNodeTBS", tbs))
-
-
-def _replace_signature(leaf: LeafNode, signature: bytes) -> LeafNode:
-    return LeafNode(leaf.encryption_key, leaf.signature_key, leaf.credential, leaf.capabilities,
-                    leaf.leaf_node_source, leaf.lifetime, leaf.parent_hash, leaf.extensions, signature)
-
-
 def create_key_package(
     cipher_suite: int,
     credential: Credential,
@@ -139,11 +121,11 @@ def create_key_package(
     encryption_private, encryption_public = cs.generate_key_pair()
     start = int(time.time()) if now is None else now
     caps = capabilities or default_capabilities()
-    leaf = sign_leaf_node(cs, signature_private_key, LeafNode(
+    leaf = sign_leaf_node(cs, LeafNode(
         encryption_public, signature_public_key, credential, caps, LeafNodeSource.key_package,
         lifetime=Lifetime(max(0, start - NOT_BEFORE_SKEW), start + lifetime),
         extensions=leaf_extensions,
-    ))
+    ), signature_private_key)
     unsigned = KeyPackage(ProtocolVersion.mls10, cipher_suite, init_public, leaf, extensions)
     signature = cs.sign_with_label(signature_private_key, b"KeyPackageTBS", unsigned.tbs())
     key_package = KeyPackage(unsigned.version, unsigned.cipher_suite, unsigned.init_key, leaf,

@@ -31,12 +31,14 @@ from .messages import (
     KeyPackage,
     PreSharedKeyID,
     PSKType,
+    ResumptionPSKUsage,
     Welcome,
 )
 
 __all__ = [
     "OpenedWelcome",
     "PSKLookup",
+    "ResumptionPSKLookup",
     "decrypt_group_info",
     "encrypt_group_info",
     "encrypt_group_secrets",
@@ -48,6 +50,8 @@ __all__ = [
 
 #: The value of an external PSK by its psk_id, or None if we do not have it.
 PSKLookup = Callable[[bytes], bytes | None]
+#: The resumption_psk of (group_id, epoch), or None if we do not have it.
+ResumptionPSKLookup = Callable[[bytes, int], bytes | None]
 
 _WELCOME = b"Welcome"
 _GROUP_INFO_TBS = b"GroupInfoTBS"
@@ -89,12 +93,16 @@ def encrypt_group_secrets(
 
 
 def external_psk_secret(
-    suite: Suite, psks: tuple[PreSharedKeyID, ...], lookup: PSKLookup | None
+    suite: Suite,
+    psks: tuple[PreSharedKeyID, ...],
+    lookup: PSKLookup | None,
+    resumption: ResumptionPSKLookup | None = None,
 ) -> bytes | None:
     """psk_secret (§8.4) of a Commit's or Welcome's PSKs, in their order, or
-    None for none.  Only external PSKs: longtls keeps no resumption PSKs
-    (it does not reinitialise or branch groups), so a resumption PSK, like an
-    external one ``lookup`` does not know, is one "the client is not in
+    None for none.  External PSKs come from ``lookup``; resumption PSKs of
+    usage ``application`` from ``resumption`` (a group's earlier epochs,
+    §8.6).  longtls does not reinitialise or branch groups, so the other
+    usages, like a PSK we do not have, are one "the client is not in
     possession of": MLSError (§12.4.2, §12.4.3.1).  A psk_nonce must be
     KDF.Nh bytes (§8.4)."""
     if not psks:
@@ -104,8 +112,12 @@ def external_psk_secret(
         if len(psk.psk_nonce) != suite.nh:
             raise MLSError("psk_nonce is not KDF.Nh bytes (RFC 9420 §8.4)")
         value = None
-        if psk.psktype == PSKType.external and psk.psk_id is not None and lookup is not None:
-            value = lookup(psk.psk_id)
+        if psk.psktype == PSKType.external:
+            if psk.psk_id is not None and lookup is not None:
+                value = lookup(psk.psk_id)
+        elif (psk.usage == ResumptionPSKUsage.application and resumption is not None
+              and psk.psk_group_id is not None and psk.psk_epoch is not None):
+            value = resumption(psk.psk_group_id, psk.psk_epoch)
         if value is None:
             raise MLSError(f"PSK {psk.psktype.name} is not available (RFC 9420 §8.4)")
         values.append((psk.to_bytes(), value))
