@@ -425,3 +425,32 @@ def test_group_repr_has_no_secrets() -> None:
     responder, _, _ = _pair()
     text = repr(responder)
     assert "epoch=1" in text and responder._epoch.exporter_secret.hex() not in text
+
+
+def test_create_and_add_is_the_responder_side() -> None:
+    cs = suite(3)
+    bundle = create_key_package(3, BasicCredential(b"initiator"))
+    out = Group.create_and_add(bundle.key_package, BasicCredential(b"responder"),
+                               cs.generate_signature_key_pair()[0], allowed_suites=[1, 3])
+    assert out.welcome is not None and out.group.cs.cipher_suite == 3
+    joined = Group.join(out.welcome, bundle, known_group_ids=[b"another group"])
+    _agree(out.group, joined)
+    # The Welcome's group_id must not be one of ours (§12.4.3.1).
+    with pytest.raises(MLSError, match="group_id"):
+        Group.join(out.welcome, bundle, known_group_ids=[joined.group_id])
+    # A suite the responder does not allow; an invalid KeyPackage.
+    with pytest.raises(MLSError, match="not allowed"):
+        Group.create_and_add(bundle.key_package, BasicCredential(b"r"), cs.generate_signature_key_pair()[0],
+                             allowed_suites=[1])
+    broken = replace(bundle.key_package, signature=b"\x00" * 64)
+    with pytest.raises(MLSError, match="signature"):
+        Group.create_and_add(broken, BasicCredential(b"r"), cs.generate_signature_key_pair()[0])
+
+
+def test_group_context_extensions_must_be_supported() -> None:
+    from longtls.mls.messages import Extension
+
+    cs = suite(1)
+    with pytest.raises(MLSError, match="extension"):
+        Group.create(1, BasicCredential(b"r"), cs.generate_signature_key_pair()[0],
+                     extensions=(Extension(0xFF01, b""),))

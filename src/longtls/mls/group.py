@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import DecodeError, MLSError
@@ -281,6 +281,7 @@ class Group:
         given ("a freshly generated random value of size KDF.Nh", §11)."""
         cs = suite(cipher_suite)
         bundle = create_key_package(cipher_suite, credential, signature_private_key, capabilities=capabilities)
+        _check_extensions_supported(extensions, bundle.key_package.leaf_node)
         tree = RatchetTree.with_leaf(cs, bundle.key_package.leaf_node)
         gid = os.urandom(cs.nh) if group_id is None else group_id
         context = GroupContext(ProtocolVersion.mls10, cipher_suite, gid, 0, tree.tree_hash(), b"", extensions)
@@ -291,6 +292,40 @@ class Group:
                    epoch=epoch, interim_transcript_hash=interim_transcript_hash(cs, b"", tag),
                    confirmation_tag=tag, psks=psks, credential_check=credential_check,
                    identity_check=identity_check)
+
+    @classmethod
+    def create_and_add(
+        cls,
+        key_package: KeyPackage,
+        credential: Credential,
+        signature_private_key: bytes,
+        *,
+        allowed_suites: Sequence[int] | None = None,
+        credential_check: CredentialCheck | None = None,
+        identity_check: IdentityCheck | None = None,
+        group_id: bytes | None = None,
+        capabilities: Capabilities | None = None,
+    ) -> CommitOutput:
+        """The responder's side of the two-party profile's initial key
+        agreement: validate the initiator's KeyPackage (§10.1, with
+        ``credential_check``: "The responder MUST interface with the AS"),
+        create a group in its cipher suite (which must be in
+        ``allowed_suites``, if given), and commit an Add of it with an
+        UpdatePath.  The output's ``welcome`` goes in the ServerHello; its
+        ``group`` is the responder's state (the Welcome is the confirmation:
+        there is nothing to wait for).  The other arguments as for ``create``.
+
+        No downgrade check beyond ``allowed_suites`` (§11 asks the creator
+        to pick the best suite all members support): the suite is the
+        initiator's own, signed choice, which an attacker cannot change.
+        """
+        if allowed_suites is not None and key_package.cipher_suite not in allowed_suites:
+            raise MLSError(f"KeyPackage cipher suite 0x{key_package.cipher_suite:04x} is not allowed")
+        validate_key_package(key_package, credential_check=credential_check)
+        group = cls.create(key_package.cipher_suite, credential, signature_private_key, group_id=group_id,
+                           capabilities=capabilities, credential_check=credential_check,
+                           identity_check=identity_check)
+        return group.commit(adds=[key_package])
 
     # ------------------------------------------------------------- joining
 
@@ -305,6 +340,7 @@ class Group:
         credential_check: CredentialCheck | None = None,
         identity_check: IdentityCheck | None = None,
         now: int | None = None,
+        known_group_ids: Collection[bytes] = (),
     ) -> Group:
         """Join from a Welcome with one of our KeyPackages (§12.4.3.1), doing
         every check the section lists: our entry and the suites, the PSKs,
@@ -316,12 +352,16 @@ class Group:
         support of the GroupContext extensions, the confirmation tag.
         ``credential_check`` sees every member's credential (§5.3.1).
         ``now``, when given, is checked against the leaves' lifetimes (only
-        RECOMMENDED for received leaves, §7.3)."""
+        RECOMMENDED for received leaves, §7.3).  ``known_group_ids``: the
+        groups we are in, which the new one's group_id must not be (§12.4.3.1:
+        "Verify that the group_id is unique")."""
         opened = open_welcome(welcome, bundle, psks)
         info = opened.group_info
         secrets = opened.group_secrets
         ctx = info.group_context
         cs = suite(ctx.cipher_suite)
+        if ctx.group_id in known_group_ids:
+            raise MLSError("the Welcome's group_id is one of a group we are in (RFC 9420 §12.4.3.1)")
         if ctx.version != ProtocolVersion.mls10:
             raise MLSError(f"GroupContext version {ctx.version} is not mls10")
         tree_ext = find_extension(info.extensions, ExtensionType.ratchet_tree)
