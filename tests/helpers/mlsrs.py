@@ -9,6 +9,7 @@
     update = group.self_update()                 # applied at once
     bob_group.process(update)
     group.export_secret(b"label", b"context", 32) == bob_group.export_secret(...)
+    bob_group.decrypt_application(group.encrypt_application(b"data")) == b"data"
 
 Every message goes in and out as RFC 9420 ``MLSMessage`` bytes (§6): the
 package's ``Message.to_bytes`` / ``Message.from_bytes`` (the fork's addition
@@ -23,8 +24,8 @@ What the bindings (0.1.1) offer, and so what this wrapper can do:
   listing suites 1-7 and the basic credential), no way to set them.
 - The ratchet tree travels in the Welcome's GroupInfo (``ratchet_tree``
   extension, RFC 9420 §12.4.3.3): ``use_ratchet_tree_extension`` is on in the
-  default configuration, and ``join`` takes an out-of-band tree only if the
-  Welcome has none.
+  default configuration (``ratchet_tree_extension=False`` turns it off),
+  and ``join`` needs an out-of-band tree exactly when the Welcome has none.
 - A commit (Add, or an empty one with a path: a self-update) is a
   PublicMessage; it is pending until the committer processes it, which this
   wrapper does at once (two-party groups: nobody else can commit between).
@@ -119,14 +120,20 @@ class MlsRsClient:
     """An mls-rs client: one identity (basic credential), one signature key
     pair made by mls-rs, one cipher suite."""
 
-    def __init__(self, identity: bytes, cipher_suite: int = 0x0001) -> None:
+    def __init__(self, identity: bytes, cipher_suite: int = 0x0001, *,
+                 ratchet_tree_extension: bool = True) -> None:
+        """``ratchet_tree_extension=False``: the Welcomes this client makes
+        carry no ratchet tree; the joiner needs ``MlsRsGroup.ratchet_tree()``
+        out of band."""
         mls = require_mls_rs()
         self.identity = identity
         self.cipher_suite = cipher_suite
         keypair = mls.generate_signature_keypair(_binding_suite(cipher_suite))
         #: The Ed25519 public key (RFC 8032 form) mls-rs signs with.
         self.signature_public_key: bytes = keypair.public_key.bytes
-        self._client = mls.Client(identity, keypair, mls.client_config_default())
+        config = mls.client_config_default()  # an in-memory group state storage
+        config.use_ratchet_tree_extension = ratchet_tree_extension
+        self._client = mls.Client(identity, keypair, config)
 
     def __repr__(self) -> str:
         return f"MlsRsClient(identity={self.identity!r}, cipher_suite={self.cipher_suite:#06x})"
@@ -194,6 +201,19 @@ class MlsRsGroup:
             raise AssertionError(f"expected a commit, mls-rs saw {received}")
         if not received.effect.is_new_epoch():
             raise AssertionError(f"the commit did not start a new epoch: {received.effect}")
+
+    def encrypt_application(self, data: bytes) -> bytes:
+        """Application data as a PrivateMessage (MLSMessage bytes, RFC 9420 §6.3)."""
+        sealed: bytes = self._group.encrypt_application_message(data).to_bytes()
+        return sealed
+
+    def decrypt_application(self, message: bytes) -> bytes:
+        """The application data of a PrivateMessage from the other member."""
+        received = self._group.process_incoming_message(_message(message))
+        if not received.is_application_message():
+            raise AssertionError(f"expected application data, mls-rs saw {received}")
+        data: bytes = received.data
+        return data
 
     def export_secret(self, label: bytes, context: bytes, length: int) -> bytes:
         """MLS-Exporter(label, context, length) of the current epoch (RFC 9420 §8.5)."""
