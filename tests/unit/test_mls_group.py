@@ -454,3 +454,18 @@ def test_group_context_extensions_must_be_supported() -> None:
     with pytest.raises(MLSError, match="extension"):
         Group.create(1, BasicCredential(b"r"), cs.generate_signature_key_pair()[0],
                      extensions=(Extension(0xFF01, b""),))
+
+
+def test_added_key_package_lifetime_maximum_is_a_setting() -> None:
+    # mls-rs' KeyPackages live 365 days; the default maximum (90 days,
+    # §7.2's application-defined maximum) refuses them, a caller may allow more.
+    cs = suite(1)
+    year = create_key_package(1, BasicCredential(b"i"), lifetime=365 * 24 * 3600)
+    key = cs.generate_signature_key_pair()[0]
+    with pytest.raises(MLSError, match="lifetime exceeds"):
+        Group.create_and_add(year.key_package, BasicCredential(b"r"), key)
+    with pytest.raises(MLSError, match="lifetime exceeds"):
+        Group.create(1, BasicCredential(b"r"), key).commit(adds=[year.key_package])
+    out = Group.create_and_add(year.key_package, BasicCredential(b"r"), key, max_lifetime=367 * 24 * 3600)
+    assert out.welcome is not None
+    _agree(out.group, Group.join(out.welcome, year))

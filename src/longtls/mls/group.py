@@ -305,6 +305,7 @@ class Group:
         identity_check: IdentityCheck | None = None,
         group_id: bytes | None = None,
         capabilities: Capabilities | None = None,
+        max_lifetime: int | None = MAX_LIFETIME,
     ) -> CommitOutput:
         """The responder's side of the two-party profile's initial key
         agreement: validate the initiator's KeyPackage (§10.1, with
@@ -321,11 +322,11 @@ class Group:
         """
         if allowed_suites is not None and key_package.cipher_suite not in allowed_suites:
             raise MLSError(f"KeyPackage cipher suite 0x{key_package.cipher_suite:04x} is not allowed")
-        validate_key_package(key_package, credential_check=credential_check)
+        validate_key_package(key_package, credential_check=credential_check, max_lifetime=max_lifetime)
         group = cls.create(key_package.cipher_suite, credential, signature_private_key, group_id=group_id,
                            capabilities=capabilities, credential_check=credential_check,
                            identity_check=identity_check)
-        return group.commit(adds=[key_package])
+        return group.commit(adds=[key_package], max_lifetime=max_lifetime)
 
     # ------------------------------------------------------------- joining
 
@@ -461,7 +462,7 @@ class Group:
         return out
 
     def _apply_proposals(self, proposals: list[tuple[Proposal, int]], committer: int, *,
-                         sending: bool) -> _Applied:
+                         sending: bool, max_lifetime: int | None = MAX_LIFETIME) -> _Applied:
         """Validate the proposal list (§12.2, each proposal as §12.1 says)
         and apply it to a copy of the tree in §12.3's order."""
         by_type: dict[type, list[tuple[Proposal, int]]] = {}
@@ -524,7 +525,7 @@ class Group:
             # §12.1.1: a valid KeyPackage (§10.1), whose client is not in the
             # group already (identical signature keys: the same client).
             validate_key_package(kp, cipher_suite=self.cs.cipher_suite, credential_check=self._credential_check,
-                                 check_time=sending, max_lifetime=MAX_LIFETIME if sending else None)
+                                 check_time=sending, max_lifetime=max_lifetime if sending else None)
             if kp.leaf_node.signature_key in signature_keys:
                 raise MLSError("an Add of a client already in the group (RFC 9420 §12.2)")
             tree.validate_leaf_node(kp.leaf_node, None, source=LeafNodeSource.key_package,
@@ -553,6 +554,7 @@ class Group:
         credential: Credential | None = None,
         ratchet_tree_extension: bool = True,
         leaf_secret: bytes | None = None,
+        max_lifetime: int | None = MAX_LIFETIME,
     ) -> CommitOutput:
         """Create a Commit (§12.4.1) with ``proposals`` and an Add for each of
         ``adds``, all by value, and (``path``, the default) an UpdatePath with
@@ -561,10 +563,13 @@ class Group:
         (the peer's identity policy judges it).  The message is protected
         with this epoch's keys; the Welcome (if anyone is added) carries a
         GroupInfo signed by us with the ratchet_tree extension unless
-        ``ratchet_tree_extension`` is False.  This Group is not changed."""
+        ``ratchet_tree_extension`` is False.  KeyPackages we add must be
+        within their lifetime now, and it may not exceed ``max_lifetime``
+        seconds (§7.2, §7.3).  This Group is not changed."""
         cs = self.cs
         all_proposals: list[Proposal] = [*proposals, *(Add(kp) for kp in adds)]
-        applied = self._apply_proposals([(p, self.own_leaf) for p in all_proposals], self.own_leaf, sending=True)
+        applied = self._apply_proposals([(p, self.own_leaf) for p in all_proposals], self.own_leaf, sending=True,
+                                        max_lifetime=max_lifetime)
         if applied.path_required and not path:
             raise ValueError("these proposals require an UpdatePath (RFC 9420 §12.4)")
         new_epoch_number = self.epoch + 1
