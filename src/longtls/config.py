@@ -152,6 +152,13 @@ class Configuration:
     #: client move to a new address (NAT rebinding) without a new handshake,
     #: and 0 for a client (docs/dtls.md).
     dtls_connection_id_length: int | None = None
+    #: DTLS: the retransmission timer's initial value in seconds (RFC 9147
+    #: §5.8.2: 1 s "unless implementations have deployment-specific and/or
+    #: external information about the round trip time", then "1.5 times that
+    #: RTT estimate").  Lower it only on a path known to be fast; 0.05 to 60
+    #: (the timer's floor and cap, record/dtls_reliability.py;
+    #: docs/dtls-reliability.md).
+    dtls_initial_retransmit_timeout: float = 1.0
 
     #: RFC 8449: the largest protected record plaintext (content + type) we accept.
     record_size_limit: int = 2**14 + 1
@@ -370,6 +377,10 @@ class Configuration:
         cid = self.dtls_connection_id_length
         if cid is not None and not 0 <= cid <= 255:
             raise ConfigurationError("dtls_connection_id_length must be 0 to 255 (RFC 9146 §3)")
+        # The bounds are record/dtls_reliability.py's MIN_ and MAX_RETRANSMIT_TIMEOUT
+        # (config sits below the record layer and cannot import them).
+        if not 0.05 <= self.dtls_initial_retransmit_timeout <= 60.0:
+            raise ConfigurationError("dtls_initial_retransmit_timeout must be between 0.05 and 60 seconds")
         if len(self.cookie_secret) < 16:
             raise ConfigurationError("cookie_secret needs at least 16 bytes")
         if not 64 <= self.record_size_limit <= 2**14 + 1:

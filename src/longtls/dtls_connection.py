@@ -204,7 +204,7 @@ class DTLSConnection(ConnectionCore):
         self.plaintext_dropped = 0
 
         self._records = DTLSRecordLayer(padding=configuration.record_padding)
-        timer = RetransmissionTimer()
+        timer = RetransmissionTimer(configuration.dtls_initial_retransmit_timeout)  # §5.8.2
         self._sender = HandshakeSender(
             self._records, is_client=self.is_client, mtu=mtu, timer=timer, first_message_seq=first_message_seq
         )

@@ -408,8 +408,9 @@ def test_timer_floor_and_idle_reset() -> None:
     sender.on_ack(ACK.from_records(open_record(r)[0] for r in sender.records_to_send()), 3, 10.01)
     sender.queue_message(handshake(4, 10), 3, 10.5)  # idle 0.49 s < 10 x 0.1 s: kept
     assert timer.value == 0.1
-    sender.implicit_ack(10.6, 1)
-    sender.queue_message(handshake(4, 10), 3, 12.0)  # idle 1.4 s >= 10 x 0.1: reset
+    sender.implicit_ack(10.52, 1)  # answered on its first transmission: 1.5 x 0.02 s, floored
+    assert timer.value == 0.05
+    sender.queue_message(handshake(4, 10), 3, 12.0)  # idle 1.48 s >= 10 x 0.05: reset
     assert timer.value == 0.4
     with pytest.raises(ValueError):
         RetransmissionTimer(0.01, minimum=0.05)
@@ -493,6 +494,28 @@ def test_implicit_ack_covers_the_named_flight_only() -> None:
     assert sender.implicit_ack(0.3, 9) == []
     assert sender.implicit_ack(0.3, 1) == [1]
     assert sender.state is FlightState.PREPARING
+
+
+def test_implicit_ack_of_a_first_transmission_adapts_the_timer() -> None:
+    """§5.8.2 + §7.2: a message answered without having been retransmitted
+    sets the timer to 1.5 x RTT, as an explicit ACK does; a side that is only
+    ever answered (an EKU responder) must not keep its back-off for good."""
+    sender = HandshakeSender(FakeSealer(), is_client=False)
+    for now in (0.0, 2.0, 6.0):  # two expiries: 1 -> 2 -> 4 s
+        if now == 0.0:
+            sender.queue_message(handshake(28, 40), 3, now)
+            sender.end_flight(now)
+        else:
+            assert sender.on_timeout(now)
+        sender.records_to_send()
+    assert sender.timer.value == 4
+    assert sender.implicit_ack(6.5, 0) == [0]
+    assert sender.timer.value == 4  # Karn: the answer may be to any copy
+    sender.queue_message(handshake(28, 40), 3, 7.0)
+    sender.end_flight(7.0)
+    sender.records_to_send()
+    assert sender.implicit_ack(7.2, 1) == [1]
+    assert sender.timer.value == pytest.approx(1.5 * 0.2)
 
 
 def test_hello_retry_request_is_not_retransmitted() -> None:

@@ -549,6 +549,16 @@ class HandshakeSender:
             if named is None:
                 return []
             targets = [m for m in self._outstanding.values() if m.flight == named.flight]
+        if targets and not any(m.retransmitted for m in targets):
+            # §5.8.2: "acknowledged without having to be retransmitted" -- an
+            # implicit acknowledgement (§7.2) is one too.  Without this sample
+            # a side whose messages are only ever answered, never ACKed (an
+            # EKU responder), would keep every back-off up to 60 s for good.
+            # From the flight's last record; Karn: none of it was resent.
+            sent = self._sent
+            last = max((sent[rn].sent_at for m in targets for rn in m.records if rn in sent), default=None)
+            if last is not None:
+                self.timer.rtt_sample(now - last)
         for m in targets:
             self._complete(m)
         if not self._outstanding:
