@@ -19,9 +19,21 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from longtls.constants import AlertDescription, CipherSuite
+from longtls.constants import AlertDescription, CipherSuite, MLSTLSExtensionType
 from longtls.errors import LocalProtocolError, MLSError, RemoteProtocolError
 from longtls.events import Direction
+from longtls.mls.crypto import suite
+from longtls.mls.framing import MLSMessage
+from longtls.mls.group import Group
+from longtls.mls.group_adapter import MLSTLSCreator, MLSTLSGroup, MLSTLSJoiner
+from longtls.mls.key_package import create_key_package, validate_key_package
+from longtls.mls.messages import (
+    BasicCredential,
+    ExtensionType,
+    KeyPackage,
+    RequiredCapabilities,
+    find_extension,
+)
 from longtls.mls.two_party import (
     Action,
     Established,
@@ -442,3 +454,116 @@ def test_session_around_an_existing_group() -> None:
         InstallKey(Direction.receive, 9, exporter(group, b"MLS-TLS c ap traffic")),
     ]
     assert session.may_start_update
+
+
+# -- over two real MLS groups (mls/group_adapter.py) ------------------------------------
+
+
+def real_pair(cipher_suite: int = 1, *, initiator_alpn: tuple[bytes, ...] = (),
+              responder_alpn: tuple[bytes, ...] = ()) -> tuple[Party, Party]:
+
+    signature_key = suite(cipher_suite).generate_signature_key_pair()[0]
+    joiner = MLSTLSJoiner(cipher_suite, BasicCredential(b"initiator"), alpn_protocols=initiator_alpn)
+    creator = MLSTLSCreator(BasicCredential(b"responder"), signature_key, alpn_protocols=responder_alpn)
+    i = Party(TwoPartySession.initiator(joiner))
+    r = Party(TwoPartySession.responder(creator))
+    i.apply(i.session.start())
+    drain(i, r)
+    return i, r
+
+
+@pytest.mark.parametrize("cipher_suite", [1, 3, 0xF0A1])
+def test_real_groups_handshake_and_updates_with_crossings(cipher_suite: int) -> None:
+    i, r = real_pair(cipher_suite)
+    assert_agree_real(i, r, 1)
+    rng = random.Random(cipher_suite)
+    updates = 20 if cipher_suite == 1 else 4
+    while True:
+        gi = i.session.group
+        assert isinstance(gi, MLSTLSGroup)
+        if gi.epoch > updates:
+            break
+        # Sometimes both start at once: a crossing the initiator wins.
+        starters = [p for p in (i, r) if p.session.may_start_update and rng.random() < 0.7] or [i]
+        for p in starters:
+            if p.session.may_start_update:
+                p.apply(p.session.start_update())
+        for p in (i, r):
+            if p.session.may_send_records:
+                p.send_data(os.urandom(8))
+        drain(i, r)
+    assert_agree_real(i, r, i.session.epoch or 0)
+    if cipher_suite == 1:  # crossings happened, and went the initiator's way
+        assert any(isinstance(a, PeerUpdateIgnored) for a in i.log)
+        assert any(isinstance(a, UpdateDropped) for a in r.log)
+    assert r.received_data == i.sent_data and i.received_data == r.sent_data
+
+
+def assert_agree_real(i: Party, r: Party, epoch: int) -> None:
+    gi, gr = i.session.group, r.session.group
+    assert isinstance(gi, MLSTLSGroup) and isinstance(gr, MLSTLSGroup)
+    assert gi.epoch == gr.epoch == epoch
+    assert gi.group.epoch_authenticator == gr.group.epoch_authenticator
+    # The record secrets are MLS-Exporter outputs of the epoch, computed here
+    # from the group's exporter with the draft's labels; initiator = client.
+    client = gi.group.export(b"MLS-TLS c ap traffic", b"", 32)
+    server = gr.group.export(b"MLS-TLS s ap traffic", b"", 32)
+    assert i.send_key == r.receive_key == client and r.send_key == i.receive_key == server
+    assert gi.peer_identity != gr.peer_identity
+
+
+def test_real_groups_carry_the_mls_tls_marker_and_alpn() -> None:
+    i, r = real_pair(initiator_alpn=(b"h2", b"echo"), responder_alpn=(b"echo", b"h2"))
+    gi, gr = i.session.group, r.session.group
+    assert isinstance(gi, MLSTLSGroup) and isinstance(gr, MLSTLSGroup)
+    assert gi.alpn == gr.alpn == b"echo"  # the responder's preference, as in TLS
+    context = gi.group.context
+    marker = find_extension(context.extensions, MLSTLSExtensionType.mls_tls)
+    assert marker is not None and marker.extension_data == b"MLS-TLS"
+    required = find_extension(context.extensions, ExtensionType.required_capabilities)
+    assert required is not None
+    assert MLSTLSExtensionType.mls_tls in RequiredCapabilities.from_bytes(required.extension_data).extension_types
+    alpn = find_extension(context.extensions, MLSTLSExtensionType.mls_tls_alpn)
+    assert alpn is not None and alpn.extension_data == bytes.fromhex("0005") + b"\x04echo"  # RFC 7301 §3.1
+    leaf = gi.group.own_leaf_node
+    assert find_extension(leaf.extensions, MLSTLSExtensionType.mls_tls) is not None
+
+
+def test_real_groups_alpn_without_overlap_is_no_application_protocol() -> None:
+    with pytest.raises(MLSError) as info:
+        real_pair(initiator_alpn=(b"h2",), responder_alpn=(b"echo",))
+    assert info.value.alert is AlertDescription.no_application_protocol
+
+
+def test_a_key_package_without_the_marker_is_refused() -> None:
+    plain = create_key_package(1, BasicCredential(b"messaging client"))
+    creator = MLSTLSCreator(BasicCredential(b"responder"), suite(1).generate_signature_key_pair()[0])
+    session = TwoPartySession.responder(creator)
+    with pytest.raises(MLSError, match="MLS-TLS"):
+        session.receive(MLSTLSClientHello(MLSMessage(plain.key_package).to_bytes()))
+
+
+def test_a_welcome_to_a_group_without_the_marker_is_refused() -> None:
+    joiner = MLSTLSJoiner(1, BasicCredential(b"initiator"))
+    session = TwoPartySession.initiator(joiner)
+    hello = session.start()[0]
+    assert isinstance(hello, SendMessage) and isinstance(hello.message, MLSTLSClientHello)
+    kp = MLSMessage.from_bytes(hello.message.key_package).body
+    assert isinstance(kp, KeyPackage)
+    validate_key_package(kp)
+    # A responder that is not MLS-TLS: a plain group, no marker in its context.
+    group = Group.create(1, BasicCredential(b"other app"), suite(1).generate_signature_key_pair()[0])
+    welcome = group.commit(adds=[kp]).welcome
+    assert welcome is not None
+    with pytest.raises(MLSError, match="not an MLS-TLS group"):
+        session.receive(MLSTLSServerHello(MLSMessage(welcome).to_bytes()))
+
+
+def test_real_groups_refuse_a_changed_credential() -> None:
+    i, r = real_pair()
+    gi = i.session.group
+    assert isinstance(gi, MLSTLSGroup)
+    commit = gi.group.commit(credential=BasicCredential(b"mallory")).message.to_bytes()
+    with pytest.raises(MLSError, match="credential"):
+        r.session.receive(MLSTLSConnectionUpdate(commit))
+    assert r.session.state is SessionState.FAILED and r.send_epoch == 1
