@@ -15,8 +15,8 @@ Then longtls' ``Group`` (mls/group.py) and mls-rs in one group: a KeyPackage
 from either side gives a Welcome the other joins from (tree in the
 GroupInfo or out of band), self-updates alternate for 24 epochs with equal
 MLS-Exporter values, a PrivateMessage commit and application data both
-ways. The direction "mls-rs' KeyPackage, longtls' Welcome" is refused today
-by longtls' KeyPackage lifetime policy (LIFETIME_REFUSED below).
+ways. longtls accepts mls-rs' KeyPackages only with a ``max_lifetime`` of a
+year (mls-rs' lifetime; the default maximum is 90 days).
 
 The bindings offer suite 1 only (MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519):
 suites 3 and X-Wing cannot be tried against mls-rs through them
@@ -41,7 +41,7 @@ from longtls.errors import MLSError
 from longtls.mls.crypto import suite
 from longtls.mls.framing import ContentType, MLSMessage, PublicMessage, SenderType, WireFormat
 from longtls.mls.group import Group
-from longtls.mls.key_package import create_key_package, validate_key_package
+from longtls.mls.key_package import MAX_LIFETIME, create_key_package, validate_key_package
 from longtls.mls.key_schedule import derive_epoch, derive_epoch_from_joiner
 from longtls.mls.messages import (
     BasicCredential,
@@ -72,7 +72,8 @@ mls_rs = require_mls_rs()
 SUITE = 0x0001
 #: mls-rs makes KeyPackages valid for 365 days and the bindings cannot
 #: change that; longtls' default maximum (key_package.MAX_LIFETIME) is 90
-#: days, so these tests validate mls-rs' KeyPackages with a year and a day.
+#: days, so longtls accepts mls-rs' KeyPackages here with a year and a day
+#: (the ``max_lifetime`` setting of validate_key_package and Group).
 MLS_RS_LIFETIME = 366 * 24 * 3600
 EPOCHS = 24  # the issue asks for "at least 20 epochs"
 
@@ -358,12 +359,19 @@ def _welcome(data: bytes) -> Welcome:
 
 
 def _longtls_welcome(*, tree_in_welcome: bool = True) -> tuple[Group, MlsRsGroup]:
-    """mls-rs' KeyPackage, longtls creates the group (§11) and commits the
-    Add with an UpdatePath; mls-rs joins from longtls' Welcome."""
+    """mls-rs' KeyPackage; longtls creates the group (§11) and commits the
+    Add with an UpdatePath; mls-rs joins from longtls' Welcome. With the tree
+    in the Welcome this is the two-party responder's ``create_and_add``."""
     peer = MlsRsClient(b"mls-rs")
+    key_package = _key_package(peer.key_package())
     signature_key, _ = suite(SUITE).generate_signature_key_pair()
-    group = Group.create(SUITE, BasicCredential(b"longtls"), signature_key, group_id=b"longtls group")
-    out = group.commit(adds=[_key_package(peer.key_package())], ratchet_tree_extension=tree_in_welcome)
+    credential = BasicCredential(b"longtls")
+    if tree_in_welcome:
+        out = Group.create_and_add(key_package, credential, signature_key, allowed_suites=[SUITE],
+                                   group_id=b"longtls group", max_lifetime=MLS_RS_LIFETIME)
+    else:
+        group = Group.create(SUITE, credential, signature_key, group_id=b"longtls group")
+        out = group.commit(adds=[key_package], ratchet_tree_extension=False, max_lifetime=MLS_RS_LIFETIME)
     assert out.welcome is not None
     welcome = MLSMessage(out.welcome).to_bytes()
     tree = None if tree_in_welcome else out.group.tree.to_bytes()
@@ -380,22 +388,10 @@ def _mlsrs_welcome(*, tree_in_welcome: bool = True) -> tuple[Group, MlsRsGroup]:
     return Group.join(_welcome(welcome), bundle, ratchet_tree=tree), peer
 
 
-#: longtls refuses mls-rs' KeyPackages when it adds them: their lifetime is
-#: 365 days and group.py validates added KeyPackages against
-#: key_package.MAX_LIFETIME (90 days). Strict: once the maximum admits a
-#: year, these pass, and the mark must go (docs/mls.md, "Interop with mls-rs").
-LIFETIME_REFUSED = pytest.mark.xfail(
-    raises=MLSError, strict=True,
-    reason="longtls' MAX_LIFETIME (90 days) refuses mls-rs' 365-day KeyPackages")
-
 SETUPS: dict[str, Callable[..., tuple[Group, MlsRsGroup]]] = {
     "longtls-welcome": _longtls_welcome,
     "mlsrs-welcome": _mlsrs_welcome,
 }
-SETUP_PARAMS = [
-    pytest.param("longtls-welcome", marks=LIFETIME_REFUSED),
-    pytest.param("mlsrs-welcome"),
-]
 
 
 def _agree(ours: Group, theirs: MlsRsGroup) -> bytes:
@@ -407,15 +403,20 @@ def _agree(ours: Group, theirs: MlsRsGroup) -> bytes:
     return secret
 
 
-def test_mlsrs_key_package_is_refused_by_longtls_lifetime_policy() -> None:
-    """The reason for LIFETIME_REFUSED, pinned: the refusal is the lifetime
-    rule (§7.2, "Applications MUST define a maximum total lifetime") and
-    nothing else. Fails, like the marked tests, once the policy changes."""
+def test_default_lifetime_maximum_refuses_mlsrs_key_packages() -> None:
+    """Why the longtls side passes ``max_lifetime``: mls-rs' KeyPackages
+    live 365 days, longtls' default maximum (§7.2: "Applications MUST define
+    a maximum total lifetime") is key_package.MAX_LIFETIME, 90 days."""
+    key_package = _key_package(MlsRsClient(b"mls-rs").key_package())
+    assert key_package.leaf_node.lifetime is not None
+    lifetime = key_package.leaf_node.lifetime
+    assert MAX_LIFETIME < lifetime.not_after - lifetime.not_before <= MLS_RS_LIFETIME
+    signature_key, _ = suite(SUITE).generate_signature_key_pair()
     with pytest.raises(MLSError, match="lifetime exceeds"):
-        _longtls_welcome()
+        Group.create_and_add(key_package, BasicCredential(b"longtls"), signature_key)
 
 
-@pytest.mark.parametrize("setup", SETUP_PARAMS)
+@pytest.mark.parametrize("setup", SETUPS)
 @pytest.mark.parametrize("tree_in_welcome", [True, False], ids=["tree-in-welcome", "tree-out-of-band"])
 def test_welcome_joins_and_exporters_agree(setup: str, tree_in_welcome: bool) -> None:
     """A KeyPackage from either side gives a Welcome the other accepts, with
@@ -430,7 +431,7 @@ def test_welcome_joins_and_exporters_agree(setup: str, tree_in_welcome: bool) ->
     )
 
 
-@pytest.mark.parametrize("setup", SETUP_PARAMS)
+@pytest.mark.parametrize("setup", SETUPS)
 def test_self_updates_both_ways_over_many_epochs(setup: str) -> None:
     """Alternating self-updates (empty Commits with an UpdatePath), each
     processed by the other side; the exporter agrees in every epoch and is
@@ -453,7 +454,7 @@ def test_self_updates_both_ways_over_many_epochs(setup: str) -> None:
     assert ours.epoch == EPOCHS + 1
 
 
-@pytest.mark.parametrize("setup", SETUP_PARAMS)
+@pytest.mark.parametrize("setup", SETUPS)
 def test_private_message_commit_and_application_data(setup: str) -> None:
     """A longtls self-update sent as a PrivateMessage (the handshake ratchet,
     §6.3) is processed by mls-rs; application data (PrivateMessages of the
