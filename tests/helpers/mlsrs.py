@@ -187,15 +187,21 @@ class MlsRsGroup:
         welcome: bytes = output.welcome_message.to_bytes()
         return self._apply(output), welcome
 
-    def self_update(self) -> bytes:
+    def self_update(self, *, apply: bool = True) -> bytes:
         """An empty Commit with an UpdatePath (RFC 9420 §12.4: a
-        self-update), applied: the commit's MLSMessage bytes."""
-        return self._apply(self._group.commit())
+        self-update): the commit's MLSMessage bytes. ``apply=False`` leaves
+        it pending (crossed commits): ``process`` of these bytes applies it,
+        a commit from the other member in the same epoch replaces it."""
+        output = self._group.commit()
+        if not apply:
+            data: bytes = output.commit_message.to_bytes()
+            return data
+        return self._apply(output)
 
     def process(self, message: bytes) -> None:
-        """Process a commit (MLSMessage bytes) from the other member;
-        anything that is not a commit mls-rs accepts is an AssertionError
-        or mls-rs's own error."""
+        """Process a commit (MLSMessage bytes) from the other member, or our
+        own pending one; anything that is not a commit mls-rs accepts is an
+        AssertionError or mls-rs's own error."""
         received = self._group.process_incoming_message(_message(message))
         if not received.is_commit():
             raise AssertionError(f"expected a commit, mls-rs saw {received}")

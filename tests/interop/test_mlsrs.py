@@ -14,8 +14,8 @@ members agreeing over 20+ epochs is the wrapper's own sanity check.
 Then longtls' ``Group`` (mls/group.py) and mls-rs in one group: a KeyPackage
 from either side gives a Welcome the other joins from (tree in the
 GroupInfo or out of band), self-updates alternate for 24 epochs with equal
-MLS-Exporter values, a PrivateMessage commit and application data both
-ways. longtls accepts mls-rs' KeyPackages only with a ``max_lifetime`` of a
+MLS-Exporter values, crossed self-updates with either side winning, a
+PrivateMessage commit and application data both ways. longtls accepts mls-rs' KeyPackages only with a ``max_lifetime`` of a
 year (mls-rs' lifetime; the default maximum is 90 days).
 
 The bindings offer suite 1 only (MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519):
@@ -471,6 +471,30 @@ def test_private_message_commit_and_application_data(setup: str) -> None:
         data = f"mls-rs to longtls {i}".encode()
         sender, plain = ours.decrypt_application(MLSMessage.from_bytes(theirs.encrypt_application(data)))
         assert (sender, plain) == (1 - ours.own_leaf, data)
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_crossed_self_updates_either_side_wins(setup: str) -> None:
+    """Both sides commit in the same epoch (the two-party profile's
+    collision): whichever commit the pair settles on, the other side
+    processes it while its own is pending and drops its own, and the
+    loser's commit is refused as a commit of an epoch already left."""
+    ours, theirs = SETUPS[setup]()
+    for turn in range(6):
+        out = ours.commit()
+        their_commit = theirs.self_update(apply=False)
+        if turn % 2 == 0:  # longtls' commit wins
+            theirs.process(out.message.to_bytes())
+            ours = out.group
+            with pytest.raises(MLSError):
+                ours.process_commit(MLSMessage.from_bytes(their_commit))
+        else:  # mls-rs' commit wins; ``out`` is dropped unused
+            ours = ours.process_commit(MLSMessage.from_bytes(their_commit)).group
+            theirs.process(their_commit)
+            with pytest.raises(mls_rs.Error):
+                theirs.process(out.message.to_bytes())
+        _agree(ours, theirs)
+    assert ours.epoch == 7
 
 
 def test_longtls_refuses_a_tampered_mlsrs_commit() -> None:
