@@ -97,7 +97,7 @@ class HandshakeType(IntEnum):
     certificate_update_request = 241
     # PROVISIONAL: MLS-TLS (draft-kohbrok-mls-tls-01 §"Updating record layer
     # protection keys" leaves the message wrapper TODO): one private-use type
-    # whose body is an MLSTLSMessage; docs/mls-tls.md §2.
+    # whose body is an MLSTLSMessage; docs/mls-tls.md §1.
     mls_tls = 242
     message_hash = 254
 
@@ -132,7 +132,7 @@ class ExtensionType(IntEnum):
 
 
 class MLSTLSMessageType(IntEnum):
-    """MLSTLSMessage.msg_type (docs/mls-tls.md §2).  PROVISIONAL, all six: the
+    """MLSTLSMessage.msg_type (docs/mls-tls.md §1).  PROVISIONAL, all six: the
     drafts define the messages (two-party profile -00 §4-§6) but no codes."""
 
     client_hello = 1  # MLSMessage key_package (profile §4)

@@ -211,7 +211,7 @@ def assert_agree(i: Party, r: Party) -> None:
     server = exporter(gi, b"MLS-TLS s ap traffic")
     assert client != server
     assert exporter(gr, b"MLS-TLS c ap traffic") == client
-    # The initiator is the client (docs/mls-tls.md §6).
+    # The initiator is the client (docs/mls-tls.md §5).
     assert i.send_key == r.receive_key == client
     assert r.send_key == i.receive_key == server
 

@@ -1,4 +1,4 @@
-"""MLS-TLS message codecs (wire/mls_tls.py, docs/mls-tls.md §2-§3).
+"""MLS-TLS message codecs (wire/mls_tls.py, docs/mls-tls.md §1-§2).
 
 The bytes are built here from the wrapper's definition (a 4-byte handshake
 header of type mls_tls, a uint8 MLSTLSMessageType, then an MLSMessage or a
@@ -118,7 +118,7 @@ def test_reprs_do_not_show_mls_messages() -> None:
         assert "SECRET" not in repr(message) and "28 bytes" in repr(message)
 
 
-# -- telling MLS-TLS from TLS by the first bytes (docs/mls-tls.md §3) ------------
+# -- telling MLS-TLS from TLS by the first bytes (docs/mls-tls.md §2) ------------
 
 
 def test_first_flight_of_tls_and_mls_tls() -> None:
@@ -138,7 +138,7 @@ def test_first_flight_of_tls_and_mls_tls() -> None:
 
 
 def test_a_tls_only_server_answers_an_mls_tls_client_hello_with_unexpected_message() -> None:
-    # What an MLS-TLS initiator sees from a TLS-only longtls server (§3).
+    # What an MLS-TLS initiator sees from a TLS-only longtls server (docs §2).
     _, server_cfg, _ = configs()
     server = Connection(server_cfg)
     first = plaintext_record(ContentType.HANDSHAKE, encode_mls_tls(MLSTLSClientHello(KEY_PACKAGE)), 0x0301)

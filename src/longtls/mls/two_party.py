@@ -151,7 +151,7 @@ class GroupCreator(Protocol):
 
 class Role(Enum):
     """Who sent the first message (profile §3).  The initiator takes the
-    client's record secret, the responder the server's (docs/mls-tls.md §6)."""
+    client's record secret, the responder the server's (docs/mls-tls.md §5)."""
 
     INITIATOR = "initiator"
     RESPONDER = "responder"

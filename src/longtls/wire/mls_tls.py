@@ -3,7 +3,7 @@
 draft-kohbrok-mls-tls-01 §"Updating record layer protection keys" carries
 the two-party profile's messages "as the content of a TLSInnerPlaintext
 message with type set to handshake" and leaves TODO the wrapper that tells a
-receiver what to deserialize.  longtls's answer (docs/mls-tls.md §2):
+receiver what to deserialize.  longtls's answer (docs/mls-tls.md §1):
 
     struct {
         HandshakeType msg_type = mls_tls;     /* private use, PROVISIONAL */
@@ -209,7 +209,7 @@ def decode_mls_tls_handshake(data: bytes) -> MLSTLSMessage:
 
 
 class FirstFlight(Enum):
-    """What a connection's first bytes are (docs/mls-tls.md §3)."""
+    """What a connection's first bytes are (docs/mls-tls.md §2)."""
 
     TLS = "tls"  # a handshake record whose first message is a TLS ClientHello (type 1)
     MLS_TLS = "mls-tls"  # a handshake record whose first message is an MLSTLSMessage
