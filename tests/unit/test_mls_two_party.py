@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from longtls.constants import AlertDescription, CipherSuite, MLSTLSExtensionType
+from longtls.constants import AlertDescription, CipherSuite, ContentType, MLSTLSExtensionType
 from longtls.errors import LocalProtocolError, MLSError, RemoteProtocolError
 from longtls.events import Direction
 from longtls.mls.crypto import suite
@@ -48,6 +48,7 @@ from longtls.mls.two_party import (
     UpdateDropped,
     record_suite,
 )
+from longtls.record.tls_layer import TLSRecordLayer
 from longtls.wire.mls_tls import (
     MLSTLSClientHello,
     MLSTLSConnectionUpdate,
@@ -567,3 +568,67 @@ def test_real_groups_refuse_a_changed_credential() -> None:
     with pytest.raises(MLSError, match="credential"):
         r.session.receive(MLSTLSConnectionUpdate(commit))
     assert r.session.state is SessionState.FAILED and r.send_epoch == 1
+
+
+class _Established:
+    """The ReadPolicy of a channel whose keys come from MLS: no TLS handshake."""
+
+    complete = True
+    application_data_allowed = True
+    change_cipher_spec_allowed = False
+
+    def skip_early_data_record(self, length: int) -> bool:
+        return False
+
+    def skip_undecryptable(self, length: int, records_opened: int) -> bool:
+        return False
+
+
+def test_record_layer_keyed_from_the_installed_secrets() -> None:
+    # docs/mls-tls.md §5: TLS 1.3 records under the exported secrets, one
+    # sequence number per direction, reset with every new key.
+    i, r = real_pair(3)
+    layers = {id(i): TLSRecordLayer(_Established(), is_client=True),
+              id(r): TLSRecordLayer(_Established(), is_client=False)}
+    li, lr = layers[id(i)], layers[id(r)]
+    # The hellos in plaintext records (§6), the ClientHello's with version 0x0301.
+    hellos = [encode_mls_tls(a.message) for p in (i, r) for a in p.log if isinstance(a, SendMessage)][:2]
+    li.send(ContentType.HANDSHAKE, hellos[0])
+    wire = li.data_to_send()
+    assert wire[:3] == bytes((22, 3, 1)) and wire[5] == 242
+    lr.feed(wire)
+    assert lr.next_record() == (22, hellos[0])
+    lr.send(ContentType.HANDSHAKE, hellos[1])
+    wire = lr.data_to_send()
+    assert wire[:3] == bytes((22, 3, 3))
+    li.feed(wire)
+    assert li.next_record() == (22, hellos[1])
+    for p in (i, r):
+        layer = layers[id(p)]
+        group = p.session.group
+        assert isinstance(group, MLSTLSGroup) and p.send_key and p.receive_key
+        layer.set_write_secret(record_suite(group.cipher_suite), p.send_key)
+        layer.set_read_secret(record_suite(group.cipher_suite), p.receive_key)
+    for n in range(3):
+        li.send(ContentType.APPLICATION_DATA, b"to responder %d" % n)
+    lr.feed(li.data_to_send())
+    assert [lr.next_record() for _ in range(3)] == [(23, b"to responder %d" % n) for n in range(3)]
+    assert li.write is not None and li.write.suite.suite is CipherSuite.TLS_CHACHA20_POLY1305_SHA256
+    # One update; the new keys start at sequence number 0 and the old ones no longer open.
+    i.apply(i.session.start_update())
+    drain(i, r)
+    suite_info = record_suite(3)
+    assert i.send_key and i.receive_key and r.send_key and r.receive_key
+    li.set_write_secret(suite_info, i.send_key)
+    lr.set_read_secret(suite_info, r.receive_key)
+    assert li.write is not None and li.write.sequence_number == 0
+    li.send(ContentType.APPLICATION_DATA, b"epoch 2")
+    lr.feed(li.data_to_send())
+    assert lr.next_record() == (23, b"epoch 2")
+    stale = TLSRecordLayer(_Established(), is_client=True)
+    stale.set_read_secret(suite_info, r.send_key)  # the wrong direction's secret
+    li.send(ContentType.APPLICATION_DATA, b"x")
+    stale.feed(li.data_to_send())
+    with pytest.raises(RemoteProtocolError) as info:
+        stale.next_record()
+    assert info.value.alert is AlertDescription.bad_record_mac
