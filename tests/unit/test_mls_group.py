@@ -469,3 +469,69 @@ def test_added_key_package_lifetime_maximum_is_a_setting() -> None:
     out = Group.create_and_add(year.key_package, BasicCredential(b"r"), key, max_lifetime=367 * 24 * 3600)
     assert out.welcome is not None
     _agree(out.group, Group.join(out.welcome, year))
+
+
+def _mutate(rng: Any, data: bytes) -> bytes:
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        i = rng.randrange(len(b))
+        if rng.random() < 0.8:
+            b[i] ^= 1 << rng.randrange(8)
+        else:
+            del b[i:i + rng.randint(1, 8)]
+    return bytes(b)
+
+
+def test_garbled_commits_and_welcomes_end_in_mls_errors_only() -> None:
+    # Outsiders' garbage (caught at the membership tag, the AEADs or the
+    # codec) and an insider's: a member that garbles its commit and then signs
+    # and tags it validly reaches the deep checks (leaf signatures, parent
+    # hashes, path decryption, epochs, senders).  Either way: MLSError or
+    # DecodeError, never another exception, never acceptance.
+    import random
+
+    from longtls.mls.framing import FramedContent
+    from longtls.mls.protect import authenticated_content, protect_public
+
+    rng = random.Random(1305)
+    responder, initiator, _ = _pair()
+    for wire_format in (WireFormat.mls_public_message, WireFormat.mls_private_message):
+        data = initiator.commit(wire_format=wire_format).message.to_bytes()
+        for _ in range(100):
+            with pytest.raises((MLSError, DecodeError)):
+                responder.process_commit(MLSMessage.from_bytes(_mutate(rng, data)))
+    deep = 0
+    for _ in range(150):
+        body = initiator.commit().message.body
+        assert isinstance(body, PublicMessage)
+        try:
+            framed = FramedContent.from_bytes(_mutate(rng, body.content.to_bytes()))
+            content = authenticated_content(initiator.cs, initiator._signature_private_key,
+                                            WireFormat.mls_public_message, framed, initiator.context,
+                                            body.auth.confirmation_tag)
+            message = MLSMessage(protect_public(initiator.cs, content, initiator.context,
+                                               initiator._epoch.membership_key))
+        except (DecodeError, ValueError):
+            continue  # not a FramedContent a member could send
+        deep += 1
+        with pytest.raises((MLSError, DecodeError)):
+            responder.process_commit(_wire(message))
+    assert deep > 50
+    # The group is untouched by all of it.
+    out = initiator.commit()
+    _agree(responder.process_commit(_wire(out.message)).group, out.group)
+
+    bundle = create_key_package(1, BasicCredential(b"i"))
+    added = Group.create(1, BasicCredential(b"r"), suite(1).generate_signature_key_pair()[0]).commit(
+        adds=[bundle.key_package])
+    assert added.welcome is not None
+    data = MLSMessage(added.welcome).to_bytes()
+    for _ in range(100):
+        try:
+            garbled = MLSMessage.from_bytes(_mutate(rng, data)).body
+        except DecodeError:
+            continue
+        if not isinstance(garbled, Welcome):
+            continue  # the wire format was garbled: not a Welcome for join at all
+        with pytest.raises((MLSError, DecodeError)):
+            Group.join(garbled, bundle)
