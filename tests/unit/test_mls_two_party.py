@@ -632,3 +632,54 @@ def test_record_layer_keyed_from_the_installed_secrets() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         stale.next_record()
     assert info.value.alert is AlertDescription.bad_record_mac
+
+
+def test_responder_refuses_a_suite_it_does_not_allow() -> None:
+    joiner = MLSTLSJoiner(3, BasicCredential(b"initiator"))
+    creator = MLSTLSCreator(BasicCredential(b"responder"), suite(1).generate_signature_key_pair()[0],
+                            allowed_suites=(1,))
+    hello = TwoPartySession.initiator(joiner).start()[0]
+    assert isinstance(hello, SendMessage)
+    with pytest.raises(MLSError) as info:
+        TwoPartySession.responder(creator).receive(hello.message)
+    assert info.value.alert is AlertDescription.handshake_failure
+
+
+def test_hellos_must_carry_the_right_mls_message() -> None:
+    i, _ = real_pair()
+    hello = next(a.message for a in i.log if isinstance(a, SendMessage))
+    assert isinstance(hello, MLSTLSClientHello)
+    group = i.session.group
+    assert isinstance(group, MLSTLSGroup)
+    commit = group.group.commit().message.to_bytes()
+    # A KeyPackage where the Welcome belongs, and the reverse.
+    joiner = MLSTLSJoiner(1, BasicCredential(b"initiator"))
+    session = TwoPartySession.initiator(joiner)
+    session.start()
+    with pytest.raises(MLSError, match="Welcome"):
+        session.receive(MLSTLSServerHello(hello.key_package))
+    creator = MLSTLSCreator(BasicCredential(b"responder"), suite(1).generate_signature_key_pair()[0])
+    with pytest.raises(MLSError, match="KeyPackage"):
+        TwoPartySession.responder(creator).receive(MLSTLSClientHello(commit))
+
+
+def test_mutated_connection_updates_fail_cleanly() -> None:
+    # Whatever the bytes, a ConnectionUpdate is applied or refused with a
+    # protocol error carrying an alert, and a refused one changes nothing.
+    i, r = real_pair()
+    gi, gr = i.session.group, r.session.group
+    assert isinstance(gi, MLSTLSGroup) and isinstance(gr, MLSTLSGroup)
+    commit = gi.group.commit().message.to_bytes()
+    rng = random.Random(9420)
+    for _ in range(150):
+        data = bytearray(commit)
+        for _ in range(rng.randrange(1, 4)):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        session = TwoPartySession(Role.RESPONDER, group=MLSTLSGroup(gr.group, initiator_leaf=1, alpn=None))
+        try:
+            session.receive(MLSTLSConnectionUpdate(bytes(data)))
+        except RemoteProtocolError as exc:
+            assert exc.alert in (AlertDescription.decode_error, AlertDescription.illegal_parameter,
+                                 AlertDescription.decrypt_error, AlertDescription.bad_certificate)
+            assert session.state is SessionState.FAILED
+    assert gr.epoch == 1
