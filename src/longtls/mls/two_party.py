@@ -24,8 +24,8 @@ message both ends see at the same place in that direction's stream:
   (§5), and between the two it sends nothing at all (``may_send_records`` is
   False; the channel holds application data back).  On the EpochKeyUpdate A
   switches both directions and sends again.  This is the only reading of §5
-  under which neither party misreads a record without a message the drafts
-  do not define (see docs/mls-tls.md §7 for the alternatives).
+  under which neither party misreads a record, short of a message the
+  drafts do not define or trial decryption (docs/mls-tls.md §7 weighs them).
 
 Collisions (§5): the initiator ignores a ConnectionUpdate that arrives while
 it waits (its own wins); the responder drops its pending commit and applies
