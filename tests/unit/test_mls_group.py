@@ -296,6 +296,11 @@ def test_credential_check_sees_every_credential() -> None:
     seen.clear()
     Group.join(out.welcome, bundle, credential_check=check)
     assert sorted(seen) == [b"i", b"r"]
+    # The responder's path: the initiator's credential is judged once.
+    seen.clear()
+    Group.create_and_add(create_key_package(1, BasicCredential(b"i2")).key_package, BasicCredential(b"r"),
+                         cs.generate_signature_key_pair()[0], credential_check=check)
+    assert seen == [b"i2"]
 
 
 def test_join_rejections() -> None:

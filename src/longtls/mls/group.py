@@ -322,7 +322,7 @@ class Group:
         """
         if allowed_suites is not None and key_package.cipher_suite not in allowed_suites:
             raise MLSError(f"KeyPackage cipher suite 0x{key_package.cipher_suite:04x} is not allowed")
-        validate_key_package(key_package, credential_check=credential_check, max_lifetime=max_lifetime)
+        # The KeyPackage is validated (§10.1) by the commit, like any Add.
         group = cls.create(key_package.cipher_suite, credential, signature_private_key, group_id=group_id,
                            capabilities=capabilities, credential_check=credential_check,
                            identity_check=identity_check)
