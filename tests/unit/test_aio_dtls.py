@@ -451,7 +451,8 @@ def test_handler_error_ends_that_association_with_internal_error() -> None:
 # profile run on LOSSY_ASSOCIATIONS associations at once, each through its
 # own relay; and the wrap-around is reached cheaply (see _past_the_wrap).
 # A profile takes about 15 to 50 s, mostly the back-off after a few losses
-# in a row.  Only association 0 goes past the wrap, client to server.
+# in a row.  Association 0 goes past the wrap client to server, 1 server to
+# client.
 
 SEEDS = {EKUProfileName.draft_13: 13, EKUProfileName.draft_2025_10: 2025, EKUProfileName.draft_05: 5}
 LOSSY_UPDATES = 200
@@ -584,16 +585,16 @@ async def _updates(
     return started
 
 
-async def _past_the_wrap(client: aio.DTLSAssociation, server: aio.DTLSAssociation, log: DatagramLog) -> None:
+async def _past_the_wrap(sender: aio.DTLSAssociation, receiver: aio.DTLSAssociation, log: DatagramLog) -> None:
     """Records past sequence number 65,536 of one epoch open on the lossy link.
 
     Sending 65,536 datagrams through asyncio and the relay would cost about
     13 s per profile (measured: 10,000 in 2 s, 1.5 s of it CPU; faster, the
     relay's socket overflows).  Cheaper and as honest
-    for the receiver: the client's own DTLSConnection seals every record (the
+    for the receiver: the sender's own DTLSConnection seals every record (the
     sequence number advances the only way it can, one record at a time), but
     15 of every 16 are lost before the relay; the 16th goes through it, with
-    its 20% loss, duplication and reordering.  The server thus sees gaps of 16
+    its 20% loss, duplication and reordering.  The receiver sees gaps of 16
     records and more, as on a very lossy link, and reconstructs the full
     sequence number from the low 16 bits across the wrap (§4.2.2).  Then
     WRAP_TAIL records, all through the relay: every one that arrives must
@@ -601,22 +602,22 @@ async def _past_the_wrap(client: aio.DTLSAssociation, server: aio.DTLSAssociatio
     number (one record per datagram, and the epoch also carried handshake
     records and ACKs before).
     """
-    conn = client.connection
-    epochs = (conn.write_epoch, server.connection.read_epoch)
+    conn = sender.connection
+    epochs = (conn.write_epoch, receiver.connection.read_epoch)
     assert epochs[0] == epochs[1]
     for n in range(SEQUENCE_WRAP):
         payload = log.make()
         if n % WRAP_STRIDE == WRAP_STRIDE - 1:
-            client.send(payload)
+            sender.send(payload)
             await asyncio.sleep(0)  # the relay reads one datagram per loop turn
         else:
             conn.send(payload)
             conn.datagrams_to_send()  # lost before the relay
     for _ in range(WRAP_TAIL):
-        client.send(log.make())
+        sender.send(log.make())
         await asyncio.sleep(0)
     await asyncio.sleep(0.3)  # the last datagrams still on their way
-    assert (conn.write_epoch, server.connection.read_epoch) == epochs, "the epoch changed: not one epoch"
+    assert (conn.write_epoch, receiver.connection.read_epoch) == epochs, "the epoch changed: not one epoch"
     past = [i for i in log.seen if i >= SEQUENCE_WRAP]
     # 20% loss: about 80% of the tail arrives.
     assert len(past) >= WRAP_TAIL // 2, f"only {len(past)} of {WRAP_TAIL} records past the wrap opened"
@@ -654,7 +655,7 @@ def test_lossy_relay_handshake_ekus_and_datagrams_delivered_once(profile: EKUPro
     async def association(k: int) -> tuple[UDPRelay, list[str]]:
         accepted: list[aio.DTLSAssociation] = []
         to_server = {b"c": DatagramLog(b"c"), b"w": DatagramLog(b"w")}
-        to_client = {b"s": DatagramLog(b"s")}
+        to_client = {b"s": DatagramLog(b"s"), b"w": DatagramLog(b"w")}
 
         failures: list[BaseException] = []
 
@@ -705,6 +706,8 @@ def test_lossy_relay_handshake_ekus_and_datagrams_delivered_once(profile: EKUPro
             assert not failures, failures
             if k == 0:
                 await _past_the_wrap(client, server_side, to_server[b"w"])
+            elif k == 1:
+                await _past_the_wrap(server_side, client, to_client[b"w"])
             assert not failures, failures
             assert not tasks[0].done(), tasks[0]  # the client's reader failed (a datagram twice or altered)
             for log in (to_server[b"c"], to_client[b"s"]):
