@@ -763,8 +763,9 @@ class DTLSConnection(ConnectionCore):
         self._records.set_peer_record_size_limit(limit)
 
     def enforce_record_size_limit(self) -> None:
-        """The DTLS record layer refuses records over 2^14 itself; a smaller
-        limit of ours is not enforced on the peer's records (not done)."""
+        """The peer has agreed to our record_size_limit: its larger records
+        are discarded from now on (RFC 8449 §4 allows that over DTLS)."""
+        self._records.receive_record_size_limit = self.configuration.record_size_limit
 
     # KeyUpdate's host (handshake.key_update.KeyUpdateHost)
 

@@ -448,6 +448,28 @@ def test_application_data_both_ways_one_record_per_datagram_payload() -> None:
     assert link.received("client") == [b"s%d" % i for i in range(20)]
 
 
+def test_record_size_limits_both_ways() -> None:
+    """RFC 8449: each side seals within the peer's record_size_limit, and
+    discards a record over its own (a peer ignoring the limit is simulated
+    by lifting its cap)."""
+    link, _, _ = make_link(client_record_size_limit=513, server_record_size_limit=1025)
+    link.handshake()
+    assert link.server is not None
+    link.client.send(bytes(1024))
+    link.server.send(bytes(512))
+    with pytest.raises(LocalProtocolError):
+        link.server.send(bytes(513))  # one record per send: over the client's limit
+    link.run()
+    assert [len(p) for p in link.received("server")] == [1024]
+    assert [len(p) for p in link.received("client")] == [512]
+    link.server._records.peer_record_size_limit = 2**14 + 1  # a peer that ignores our limit
+    link.server.send(bytes(600))
+    link.server.send(b"small")
+    link.run()
+    assert link.received("client")[1:] == [b"small"]
+    assert not link.client.is_closed
+
+
 def test_close_notify_both_ways() -> None:
     link, _, _ = make_link()
     link.handshake()

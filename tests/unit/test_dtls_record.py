@@ -551,6 +551,19 @@ def test_peer_record_size_limit_caps_records() -> None:
         sender.seal(APPLICATION_DATA, b"after close")
 
 
+def test_our_record_size_limit_discards_larger_records() -> None:
+    """RFC 8449 §4: over DTLS a record over our advertised limit may be
+    discarded; the limit covers content, type and padding, and the window
+    does not move for the discarded record."""
+    sender, receiver, _ = pair()
+    receiver.receive_record_size_limit = 101
+    big = sender.seal(APPLICATION_DATA, bytes(101))[0]  # 102 bytes of inner plaintext
+    fits = sender.seal(APPLICATION_DATA, bytes(100))[0]
+    assert list(receiver.open_datagram(big)) == []
+    assert receiver.discarded[DiscardReason.TOO_LONG] == 1
+    assert [len(r.payload) for r in receiver.open_datagram(fits)] == [100]
+
+
 def test_datagram_packer_respects_the_mtu() -> None:
     sender, receiver, _ = pair()
     packer = DatagramPacker(500)

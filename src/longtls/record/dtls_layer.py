@@ -246,6 +246,10 @@ class DTLSRecordLayer:
         self._own_connection_id_length: int | None = None
         #: The peer's record_size_limit (RFC 8449 §4), counting the inner content type.
         self.peer_record_size_limit = MAX_PLAINTEXT + 1
+        #: The limit we hold the peer's protected records to: ours once the
+        #: peer agreed to it (RFC 8449 §4), else 2^14 + 1.  It covers the whole
+        #: DTLSInnerPlaintext (content, type and padding).
+        self.receive_record_size_limit = MAX_PLAINTEXT + 1
 
     def __repr__(self) -> str:
         return (
@@ -583,6 +587,12 @@ class DTLSRecordLayer:
             state.failed += 1
             if state.failed > state.integrity_limit:
                 self.integrity_exceeded.add(state.epoch)
+            return None
+        if len(inner) > self.receive_record_size_limit:
+            # RFC 8449 §4: a DTLS endpoint "MAY either generate a fatal
+            # record_overflow alert or discard the record"; we discard, as
+            # RFC 9147 §4.5.2 does with every invalid record.
+            discarded[DiscardReason.TOO_LONG] += 1
             return None
         # §4.5.1: checked after deprotection (no timing channel), and the
         # window moves only for a record that deprotected.
