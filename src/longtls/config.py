@@ -218,6 +218,22 @@ class Configuration:
     rekey_interval: float | None = None
     rekey_bytes: int | None = None
     rekey_records: int | None = None
+    #: MLS mode (``mls_connection.MLSConnection``, docs/mls-tls.md "Using MLS
+    #: mode"): the RFC 9420 cipher suites, in order of preference (the
+    #: initiator offers the first; the responder accepts any listed): 1, 3,
+    #: or 0xF0A1 (ML-KEM-768 + X25519).  The MLS signature key is
+    #: ``private_key`` (Ed25519) with ``certificate_chain`` as an X.509
+    #: credential; without a chain a basic credential naming ``mls_identity``;
+    #: without a key a fresh Ed25519 key per connection.
+    mls_cipher_suites: Sequence[int] = (1,)
+    mls_identity: bytes = b""
+    #: Raw Ed25519 public keys whose basic (or X.509) credentials are
+    #: accepted without a chain: pinned peer keys (docs/mls-tls.md).
+    mls_peer_signature_keys: Sequence[bytes] = field(default=(), repr=False)
+    #: Responder: the longest KeyPackage lifetime accepted (RFC 9420 §7.2
+    #: "Applications MUST define a maximum total lifetime"); 90 days, as
+    #: mls/key_package.MAX_LIFETIME.  mls-rs makes 365-day KeyPackages.
+    mls_max_key_package_lifetime: int = 90 * 24 * 3600
     #: Most updates the peer may start on one connection (None: no limit).
     #: Beyond it, draft-05 answers "rejected"; the other texts defer forever.
     eku_max_peer_updates: int | None = None

@@ -93,6 +93,13 @@ class HandshakeComplete(Event):
     #: Certificate Update (draft-rosomakho-tls-cert-update-02) was negotiated:
     #: both sides sent the certificate_update_request extension.
     certificate_update: bool = False
+    #: "tls", or "mls" for an MLS-TLS connection (mls_connection.MLSConnection;
+    #: then ``cipher_suite`` is the record suite, ``group`` the MLS suite's KEM).
+    mode: str = "tls"
+    #: MLS mode: the RFC 9420 cipher suite and the group's epoch at the end of
+    #: the initial key agreement.
+    mls_cipher_suite: int | None = None
+    epoch: int | None = None
 
     @property
     def peer_subject(self) -> str | None:
@@ -133,6 +140,10 @@ class KeyUpdateCompleted(Event):
     initiator: Side
     group: NamedGroup
     seconds: float  # from our request (or the peer's request) to completion
+    #: "extended" (EKU), or "mls": an MLS epoch change (a ConnectionUpdate
+    #: and its EpochKeyUpdate, docs/mls-tls.md §7); ``epoch`` is the new epoch.
+    kind: str = "extended"
+    epoch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,7 @@ LAYERS: Layers = (
     # next: Exported Authenticators, Certificate Update).
     ("handshake", frozenset({"handshake", "eku"})),
     # The sans-I/O facade: public API, dispatch, events, closing.
-    ("connection", frozenset({"connection", "connection_core", "dtls_connection"})),
+    ("connection", frozenset({"connection", "connection_core", "dtls_connection", "mls_connection"})),
     # The only code that does I/O: asyncio, and the metrics it feeds.
     ("aio", frozenset({"aio", "metrics"})),
     # Programs built on aio: the tunnel, the demo, the PKI generator, the

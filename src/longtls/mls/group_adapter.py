@@ -34,6 +34,7 @@ from ..wire.extensions import decode_alpn, encode_alpn
 from .framing import MLSMessage, PrivateMessage, PublicMessage
 from .group import Group, IdentityCheck
 from .key_package import (
+    MAX_LIFETIME,
     CredentialCheck,
     KeyPackageBundle,
     create_key_package,
@@ -219,9 +220,13 @@ class MLSTLSCreator:
 
     def __init__(self, credential: Credential, signature_private_key: bytes, *,
                  allowed_suites: Sequence[int] | None = None, credential_check: CredentialCheck | None = None,
-                 identity_check: IdentityCheck | None = None, alpn_protocols: Sequence[bytes] = ()) -> None:
+                 identity_check: IdentityCheck | None = None, alpn_protocols: Sequence[bytes] = (),
+                 max_lifetime: int | None = MAX_LIFETIME) -> None:
         self._credential = credential
         self._signature_private_key = signature_private_key
+        #: The longest KeyPackage lifetime accepted (RFC 9420 §7.2; the
+        #: channel passes Configuration.mls_max_key_package_lifetime).
+        self.max_lifetime = max_lifetime
         self.allowed_suites = None if allowed_suites is None else tuple(allowed_suites)
         self._credential_check = credential_check
         self._identity_check = identity_check
@@ -237,7 +242,7 @@ class MLSTLSCreator:
         if self.allowed_suites is not None and kp.cipher_suite not in self.allowed_suites:
             raise MLSError(f"KeyPackage cipher suite 0x{kp.cipher_suite:04x} is not allowed",
                            AlertDescription.handshake_failure)
-        validate_key_package(kp, credential_check=self._credential_check)
+        validate_key_package(kp, credential_check=self._credential_check, max_lifetime=self.max_lifetime)
         if not _has_marker(kp.leaf_node.extensions):
             raise MLSError("the KeyPackage is not marked for MLS-TLS (no mls_tls leaf extension)")
         alpn = self._select_protocol(kp)
@@ -247,7 +252,7 @@ class MLSTLSCreator:
         group = Group.create(kp.cipher_suite, self._credential, self._signature_private_key,
                              extensions=tuple(context_extensions), capabilities=mls_tls_capabilities(),
                              credential_check=self._credential_check, identity_check=self._identity_check)
-        out = group.commit(adds=[kp])
+        out = group.commit(adds=[kp], max_lifetime=self.max_lifetime)
         assert out.welcome is not None
         initiator_leaf = 1 - out.group.own_leaf
         return MLSTLSGroup(out.group, initiator_leaf=initiator_leaf, alpn=alpn), MLSMessage(out.welcome).to_bytes()

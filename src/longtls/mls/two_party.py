@@ -302,6 +302,18 @@ class TwoPartySession:
         self.waiting_for = group.epoch + 1
         return [SendMessage(MLSTLSConnectionUpdate(commit))]
 
+    def abandon_update(self) -> None:
+        """Forget our pending ConnectionUpdate without its EpochKeyUpdate.
+
+        For the channel only, when the peer's close_notify arrives while we
+        wait: the peer sends nothing more (RFC 8446 §6.1), so the update can
+        never complete, and a peer that has sent close_notify ignores a
+        ConnectionUpdate (docs/mls-tls.md §12): both keep the current keys.
+        """
+        if self.waiting_for is not None:
+            self._connected_group().discard_pending()
+            self.waiting_for = None
+
     # -- messages from the peer ------------------------------------------------
 
     def receive(self, message: MLSTLSMessage) -> list[Action]:
