@@ -33,6 +33,9 @@ The package:
   docstring says how);
 * ``streams``: :class:`TLSReader`, :class:`TLSWriter`, ``connect``,
   ``start_server``;
+* ``mls``: MLS mode (docs/mls-tls.md): :func:`connect_mls`,
+  :func:`start_mls_server`, :class:`MLSWriter` (``update_keys`` is an MLS
+  commit), on the same ``StreamProtocol`` machinery;
 * ``datagram``: DTLS 1.3 over UDP: :func:`connect_dtls`, :func:`serve_dtls`,
   :class:`DTLSAssociation` (``send``/``receive`` of whole datagrams);
 * ``events``: handlers and the :class:`EventStream` async iterator;
@@ -61,11 +64,13 @@ from .errors import (
     KeyUpdateRejectedError,
 )
 from .events import DEFAULT_EVENT_BUFFER, EventHandler, EventStream
+from .mls import MLSConnectedCallback, MLSProtocol, MLSWriter, connect_mls, start_mls_server
 from .options import DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, StreamOptions
-from .protocol import TLSProtocol, reset_transport
+from .protocol import StreamConnection, StreamProtocol, TLSProtocol, reset_transport
 from .streams import (
     ClientConnectedCallback,
     ConfigurationSource,
+    StreamWriter,
     TLSReader,
     TLSWriter,
     connect,
@@ -91,13 +96,21 @@ __all__ = [
     "KeyUpdateRejectedError",
     "LiveConnection",
     "LiveConnections",
+    "MLSConnectedCallback",
+    "MLSProtocol",
+    "MLSWriter",
+    "StreamConnection",
     "StreamOptions",
+    "StreamProtocol",
+    "StreamWriter",
     "TLSProtocol",
     "TLSReader",
     "TLSWriter",
     "connect",
     "connect_dtls",
+    "connect_mls",
     "reset_transport",
     "serve_dtls",
+    "start_mls_server",
     "start_server",
 ]

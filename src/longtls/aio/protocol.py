@@ -1,4 +1,8 @@
-"""One asyncio Protocol per TCP connection, driving one sans-I/O ``Connection``.
+"""One asyncio Protocol per TCP connection, driving one sans-I/O ``Connection``
+(``TLSProtocol``) or ``MLSConnection`` (``aio.mls.MLSProtocol``).
+
+Both are a ``StreamProtocol`` over a ``StreamConnection``: the commands and
+events the stream machinery needs, which both sans-I/O connections offer.
 
 ``data_received`` feeds ``Connection.receive_data`` and writes
 ``data_to_send()`` straight back, so the event loop's own buffers are the
@@ -28,7 +32,7 @@ import logging
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from cryptography import x509
 
@@ -41,6 +45,7 @@ from ..events import (
     CloseNotifyReceived,
     ConnectionClosed,
     Direction,
+    Event,
     HandshakeComplete,
     KeyUpdateCompleted,
     KeyUpdated,
@@ -54,7 +59,7 @@ from .timer import CoreTimer
 if TYPE_CHECKING:
     from ..metrics import ConnectionMetrics
 
-__all__ = ["HandshakeCallback", "TLSProtocol", "reset_transport"]
+__all__ = ["HandshakeCallback", "StreamConnection", "StreamProtocol", "TLSProtocol", "reset_transport"]
 
 logger = logging.getLogger("longtls.aio")
 
@@ -68,8 +73,44 @@ _DEFAULT_OPTIONS = StreamOptions()
 HandshakeCallback = Callable[[], Awaitable[None] | None]
 
 
-class TLSProtocol(asyncio.Protocol):
-    """Drives one Connection over one asyncio transport.
+class StreamConnection(Protocol):
+    """What a ``StreamProtocol`` drives: a sans-I/O connection over a byte
+    stream (``connection.Connection``, ``mls_connection.MLSConnection``)."""
+
+    configuration: Configuration
+    is_client: bool
+
+    @property
+    def is_closed(self) -> bool: ...
+
+    def connection_made(self) -> None: ...
+
+    def start_handshake(self) -> None: ...
+
+    def receive_data(self, data: bytes) -> None: ...
+
+    def data_to_send(self) -> bytes: ...
+
+    def send(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self, alert: AlertDescription, reason: str = ...) -> None: ...
+
+    def events(self) -> list[Event]: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float | None = None) -> None: ...
+
+    def export_keying_material(self, label: str | bytes, context: bytes, length: int) -> bytes: ...
+
+
+ConnT = TypeVar("ConnT", bound=StreamConnection)
+
+
+class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
+    """Drives one sans-I/O stream connection over one asyncio transport.
 
     ``reader`` receives the decrypted application data (a fresh
     ``asyncio.StreamReader`` of ``options.limit`` if not given).
@@ -77,7 +118,7 @@ class TLSProtocol(asyncio.Protocol):
 
     def __init__(
         self,
-        configuration: Configuration,
+        connection: ConnT,
         options: StreamOptions = _DEFAULT_OPTIONS,
         *,
         reader: asyncio.StreamReader | None = None,
@@ -85,7 +126,8 @@ class TLSProtocol(asyncio.Protocol):
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self.options = options
-        self.connection = Connection(configuration)
+        self.connection = connection
+        configuration = connection.configuration
         self.reader = reader if reader is not None else asyncio.StreamReader(options.limit, self._loop)
         self.handshake: asyncio.Future[HandshakeComplete] = self._loop.create_future()
         self.closed: asyncio.Future[None] = self._loop.create_future()
@@ -213,14 +255,6 @@ class TLSProtocol(asyncio.Protocol):
             raise self.exception
         self._run(action, reraise=True)
 
-    def update_certificate(
-        self, chain: Sequence[x509.Certificate] | None = None, private_key: Any = None
-    ) -> bool:
-        """Certificate Update (``Connection.update_certificate``): True if the
-        CertificateUpdate left now, False if it waits for the peer's request."""
-        self.command(lambda: self.connection.update_certificate(chain, private_key))
-        return not self.connection.certificate_update_pending
-
     def write_eof(self) -> None:
         """Send close_notify; reading goes on (RFC 9846 §6.1).
 
@@ -343,8 +377,8 @@ class TLSProtocol(asyncio.Protocol):
             return
         self.handshake.set_result(event)
         logger.debug("%s: handshake complete: %r", self.peername, event)
-        if self.options.connections is not None and self.exception is None:
-            self.options.connections.add(self)
+        if self.exception is None:
+            self._join()
         idle_timeout = self.options.idle_timeout
         if idle_timeout is not None:
             self._last_activity = self._loop.time()
@@ -456,10 +490,11 @@ class TLSProtocol(asyncio.Protocol):
             f"no data either way for {idle_timeout:g} seconds (idle timeout)"
         ))
 
+    def _join(self) -> None:
+        """The handshake is complete: join ``options.connections`` (TLSProtocol)."""
+
     def _leave(self) -> None:
         """Leave ``options.connections``: the connection failed or is gone."""
-        if self.options.connections is not None:
-            self.options.connections.discard(self)
 
     def _cancel_idle_timer(self) -> None:
         if self._idle_timer is not None:
@@ -500,6 +535,36 @@ class TLSProtocol(asyncio.Protocol):
         self._run(lambda: self.connection.abort(
             AlertDescription.internal_error, "application callback failed"
         ))
+
+
+class TLSProtocol(StreamProtocol[Connection]):
+    """Drives one TLS ``Connection`` over one asyncio transport."""
+
+    def __init__(
+        self,
+        configuration: Configuration,
+        options: StreamOptions = _DEFAULT_OPTIONS,
+        *,
+        reader: asyncio.StreamReader | None = None,
+        on_handshake: HandshakeCallback | None = None,
+    ) -> None:
+        super().__init__(Connection(configuration), options, reader=reader, on_handshake=on_handshake)
+
+    def update_certificate(
+        self, chain: Sequence[x509.Certificate] | None = None, private_key: Any = None
+    ) -> bool:
+        """Certificate Update (``Connection.update_certificate``): True if the
+        CertificateUpdate left now, False if it waits for the peer's request."""
+        self.command(lambda: self.connection.update_certificate(chain, private_key))
+        return not self.connection.certificate_update_pending
+
+    def _join(self) -> None:
+        if self.options.connections is not None:
+            self.options.connections.add(self)
+
+    def _leave(self) -> None:
+        if self.options.connections is not None:
+            self.options.connections.discard(self)
 
 
 def reset_transport(transport: asyncio.Transport) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Generic
 
 from cryptography import x509
 
@@ -24,11 +24,12 @@ from ..errors import ConfigurationError
 from ..events import HandshakeComplete
 from .events import DEFAULT_EVENT_BUFFER, EventHandler, EventStream
 from .options import StreamOptions
-from .protocol import ALERT_LINGER, TLSProtocol
+from .protocol import ALERT_LINGER, ConnT, StreamProtocol, TLSProtocol
 
 __all__ = [
     "ClientConnectedCallback",
     "ConfigurationSource",
+    "StreamWriter",
     "TLSReader",
     "TLSWriter",
     "connect",
@@ -61,17 +62,18 @@ class TLSReader(asyncio.StreamReader):
     """
 
 
-class TLSWriter:
-    """The sending half, shaped like ``asyncio.StreamWriter``."""
+class StreamWriter(Generic[ConnT]):
+    """The sending half, shaped like ``asyncio.StreamWriter``: what TLS
+    (``TLSWriter``) and MLS mode (``aio.mls.MLSWriter``) writers share."""
 
-    def __init__(self, protocol: TLSProtocol) -> None:
+    def __init__(self, protocol: StreamProtocol[ConnT]) -> None:
         self._protocol = protocol
 
     def __repr__(self) -> str:
-        return f"<TLSWriter {self._protocol.peername} {self._protocol.connection!r}>"
+        return f"<{type(self).__name__} {self._protocol.peername} {self._protocol.connection!r}>"
 
     @property
-    def connection(self) -> Connection:
+    def connection(self) -> ConnT:
         """The sans-I/O connection (exporters, post-handshake auth ...)."""
         return self._protocol.connection
 
@@ -103,6 +105,56 @@ class TLSWriter:
     def write_eof(self) -> None:
         """Send close_notify; the peer may go on sending until it closes too."""
         self._protocol.write_eof()
+
+    def events(self, maxsize: int = DEFAULT_EVENT_BUFFER) -> EventStream:
+        """The connection's events from now on, as an async iterator.
+
+        Every call returns a new, independent stream; each receives every event.
+        """
+        return self._protocol.subscribe(maxsize)
+
+    def add_event_handler(self, handler: EventHandler) -> None:
+        """Call ``handler(event)`` for every later event (like ``StreamOptions.event_handler``)."""
+        self._protocol.add_event_handler(handler)
+
+    def export_keying_material(self, label: str | bytes, context: bytes, length: int) -> bytes:
+        return self.connection.export_keying_material(label, context, length)
+
+    async def drain(self) -> None:
+        await self._protocol.drain()
+
+    def close(self) -> None:
+        """Send close_notify and close the transport once the peer closes too."""
+        self._protocol.close()
+
+    def close_with_alert(self, alert: AlertDescription, reason: str = "closed by the application") -> None:
+        """End the connection with a fatal ``alert`` (e.g. insufficient_security
+        when the peer lacks a feature this side requires)."""
+        self._protocol.command(lambda: self.connection.abort(alert, reason))
+
+    def abort(self) -> None:
+        """Reset the TCP connection now, without close_notify.
+
+        The peer sees a truncated connection, never a clean end: use it when
+        the data stream is incomplete (a relay lost its other side).
+        """
+        self._protocol.abort()
+
+    def is_closing(self) -> bool:
+        return self._protocol.is_closing()
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is gone (never raises the connection's error)."""
+        await asyncio.shield(self._protocol.closed)
+
+
+class TLSWriter(StreamWriter[Connection]):
+    """The sending half of a TLS stream, shaped like ``asyncio.StreamWriter``."""
+
+    _protocol: TLSProtocol
+
+    def __init__(self, protocol: TLSProtocol) -> None:
+        super().__init__(protocol)
 
     async def update_keys(self, timeout: float | None = None) -> int:
         """Update the traffic keys and return the new generation.
@@ -150,17 +202,6 @@ class TLSWriter:
             self._protocol.discard_key_update_waiter(waiter)
             raise
         return await waiter
-
-    def events(self, maxsize: int = DEFAULT_EVENT_BUFFER) -> EventStream:
-        """The connection's events from now on, as an async iterator.
-
-        Every call returns a new, independent stream; each receives every event.
-        """
-        return self._protocol.subscribe(maxsize)
-
-    def add_event_handler(self, handler: EventHandler) -> None:
-        """Call ``handler(event)`` for every later event (like ``StreamOptions.event_handler``)."""
-        self._protocol.add_event_handler(handler)
 
     def extended_key_update(self) -> None:
         """Start an Extended Key Update without waiting for it (see ``update_keys``)."""
@@ -213,36 +254,6 @@ class TLSWriter:
     def local_certificates(self) -> tuple[x509.Certificate, ...]:
         """Our chain now in force: the handshake's, or the last one we sent in an update."""
         return self.connection.local_certificates
-
-    def export_keying_material(self, label: str | bytes, context: bytes, length: int) -> bytes:
-        return self.connection.export_keying_material(label, context, length)
-
-    async def drain(self) -> None:
-        await self._protocol.drain()
-
-    def close(self) -> None:
-        """Send close_notify and close the transport once the peer closes too."""
-        self._protocol.close()
-
-    def close_with_alert(self, alert: AlertDescription, reason: str = "closed by the application") -> None:
-        """End the connection with a fatal ``alert`` (e.g. insufficient_security
-        when the peer lacks a feature this side requires)."""
-        self._protocol.command(lambda: self.connection.abort(alert, reason))
-
-    def abort(self) -> None:
-        """Reset the TCP connection now, without close_notify.
-
-        The peer sees a truncated connection, never a clean end: use it when
-        the data stream is incomplete (a relay lost its other side).
-        """
-        self._protocol.abort()
-
-    def is_closing(self) -> bool:
-        return self._protocol.is_closing()
-
-    async def wait_closed(self) -> None:
-        """Wait until the TCP connection is gone (never raises the connection's error)."""
-        await asyncio.shield(self._protocol.closed)
 
 
 async def connect(
