@@ -30,6 +30,7 @@ from ..errors import ConfigurationError, TLSError
 from ..events import CertificateUpdated, HandshakeComplete, KeyUpdateCompleted
 from ..handshake.eku_profiles import DEFAULT_PROFILE, PROFILES
 from ..metrics import Metrics
+from ..mls_connection import MLSConnection, parse_mls_suite
 from ..psk import PSK_HASHES, ExternalPsk, load_psk_file
 from ..record.dtls_reliability import DEFAULT_MTU
 
@@ -432,6 +433,50 @@ def dtls_summary(association: DTLSAssociation) -> dict[str, int]:
     }
 
 
+def mls_suite_number(text: str) -> int:
+    """An RFC 9420 cipher suite longtls implements, decimal or 0x hex: 1, 3, 0xF0A1 (61601)."""
+    try:
+        return parse_mls_suite(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_mls_options(parser: argparse.ArgumentParser) -> None:
+    """--mls and --mls-suite N (MLS mode, docs/mls-tls.md "Using MLS mode")."""
+    mls = parser.add_argument_group("MLS mode (docs/mls-tls.md)")
+    mls.add_argument(
+        "--mls", action="store_true",
+        help="MLS-TLS: keys from a two-party MLS group (RFC 9420), records as TLS 1.3; "
+        "--cert/--key must then be Ed25519 (without them: a basic credential and a fresh key)",
+    )
+    mls.add_argument(
+        "--mls-suite", type=mls_suite_number, metavar="N",
+        help="with --mls: the MLS cipher suite, 1, 3 or 0xF0A1 (61601, ML-KEM-768 + X25519); "
+        "the client offers it (default 1), the server accepts only it (default: any of the three)",
+    )
+
+
+def apply_mls_options(config: Configuration, args: argparse.Namespace) -> None:
+    """--mls-suite into the Configuration; CLIError for flags that do not apply to --mls,
+    and for credentials MLS cannot use (checked here, at start-up, not per connection)."""
+    suite: int | None = getattr(args, "mls_suite", None)
+    if not getattr(args, "mls", False):
+        if suite is not None:
+            raise CLIError("--mls-suite applies to --mls only")
+        return
+    for flag, name in (("dtls", "--dtls"), ("require_eku", "--require-eku")):
+        if getattr(args, flag, False):
+            raise CLIError(f"{name} does not apply to --mls")
+    if suite is not None:
+        config.mls_cipher_suites = (suite,)
+    elif not config.is_client:
+        config.mls_cipher_suites = (1, 3, 0xF0A1)
+    try:
+        MLSConnection(config)
+    except ConfigurationError as exc:
+        raise CLIError(f"--mls: {exc.args[0]}") from None
+
+
 def add_key_password_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key-password-file", metavar="FILE",
@@ -509,7 +554,7 @@ def build_server_configuration(args: argparse.Namespace) -> Configuration:
         if not (args.cert and args.key):
             raise CLIError("--cert and --key go together: give both")
         load_credentials(config, args.cert, args.key, args.chain, password=read_key_password(args))
-    elif not config.external_psks:
+    elif not config.external_psks and not getattr(args, "mls", False):
         raise CLIError("give --cert FILE --key FILE, or --psk-identity ID --psk-file FILE, or both")
     config.client_auth = client_auth_mode(args)
     if args.ca:
@@ -620,7 +665,14 @@ def name_or_none(value: Any) -> str | None:
 
 
 def key_update_summary(event: KeyUpdateCompleted) -> dict[str, Any]:
-    """One completed extended key update, as a --summary json record."""
+    """One completed extended key update, as a --summary json record; in MLS
+    mode one epoch change: ``{"event": "key_update", "kind": "mls", "epoch": N,
+    "initiator": "client"|"server", "milliseconds": ...}`` (a contract)."""
+    if event.kind == "mls":
+        return {
+            "event": "key_update", "kind": "mls", "epoch": event.epoch, "initiator": event.initiator,
+            "milliseconds": round(event.seconds * 1000, 3),
+        }
     return {
         "event": "key_update", "kind": "extended", "generation": event.generation,
         "initiator": event.initiator, "group": event.group.name,
@@ -639,7 +691,7 @@ def certificate_update_summary(event: CertificateUpdated) -> dict[str, Any]:
 
 
 def handshake_summary(event: HandshakeComplete) -> dict[str, Any]:
-    record = {
+    record: dict[str, Any] = {
         "event": "handshake",
         "version": event.version,
         "cipher_suite": event.cipher_suite.name,
@@ -662,6 +714,12 @@ def handshake_summary(event: HandshakeComplete) -> dict[str, Any]:
     if event.peer_certificate_compression is not None:
         # Only when the peer's certificate arrived compressed (RFC 8879).
         record["peer_certificate_compression"] = event.peer_certificate_compression.name
+    if event.mode == "mls":
+        # Only in MLS mode (a contract): the RFC 9420 suite and the epoch the
+        # initial key agreement ends in; cipher_suite is the record protection.
+        record["mode"] = "mls"
+        record["mls_cipher_suite"] = event.mls_cipher_suite
+        record["epoch"] = event.epoch
     return record
 
 

@@ -30,6 +30,15 @@ split at that size), each datagram received is written to standard output
 as it arrives, and the final --summary line adds "datagrams_sent",
 "bytes_sent", "datagrams_received", "bytes_received" (application
 datagrams and their payload bytes).
+
+--mls speaks MLS-TLS (docs/mls-tls.md "Using MLS mode"): the client sends a
+KeyPackage of --mls-suite N (default 1), joins by the server's Welcome, and
+each key update (--key-update, --rekey-count, the --rekey-* policy) is an MLS
+commit.  --ca validates an X.509 credential of the server (Ed25519 leaf) for
+HOST or --servername; --insecure accepts any credential.  --summary json then
+prints {"event": "handshake", ..., "mode": "mls", "mls_cipher_suite": 1,
+"epoch": 1} and per epoch change {"event": "key_update", "kind": "mls",
+"epoch": 2, "initiator": "client", "milliseconds": 0.9}.
 """
 
 from __future__ import annotations
@@ -95,6 +104,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     common.add_eku_options(p)
     common.add_cert_update_options(p, "--cert/--key (with --cert)")
     common.add_dtls_options(p)
+    common.add_mls_options(p)
     p.set_defaults(run=run)
 
 
@@ -105,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     host, port = args.address
     mtu = common.dtls_mtu(args)
     config = common.build_client_configuration(args, host)
+    common.apply_mls_options(config, args)
     if args.dtls:
         return asyncio.run(_connect_dtls(args, host, port, config, mtu))
     return asyncio.run(_connect(args, host, port, config))
@@ -168,10 +179,17 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
     where = common.format_address(host, port)
     summary = Summary(args.summary == "json")
     connections = aio.LiveConnections()
+    reader: aio.TLSReader
+    writer: aio.TLSWriter | aio.MLSWriter
     try:
-        reader, writer = await aio.connect(
-            host, port, config, aio.StreamOptions(event_handler=summary.on_event, connections=connections)
-        )
+        if args.mls:
+            reader, writer = await aio.connect_mls(
+                host, port, config, aio.StreamOptions(event_handler=summary.on_event)
+            )
+        else:
+            reader, writer = await aio.connect(
+                host, port, config, aio.StreamOptions(event_handler=summary.on_event, connections=connections)
+            )
     except (TLSError, aio.ConnectionLostError, aio.HandshakeTimeoutError) as exc:
         summary.closed(exc)
         raise CLIError(f"TLS handshake with {where} failed: {_explain(exc)}") from None
@@ -187,7 +205,7 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
             summary.closed()
             raise CLIError(problem)
-    watcher = common.start_credential_watcher(args, lambda: config, connections)
+    watcher = None if args.mls else common.start_credential_watcher(args, lambda: config, connections)
     try:
         if args.key_update:
             # Extended Key Update when negotiated (it replaces KeyUpdate), else
@@ -221,7 +239,7 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
     return 0
 
 
-async def _rekey_and_close(count: int, reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
+async def _rekey_and_close(count: int, reader: aio.TLSReader, writer: aio.TLSWriter | aio.MLSWriter) -> None:
     """``count`` updates started by us, back to back; then close_notify and wait for the peer's."""
     ours = 0
     local = "client"
@@ -234,7 +252,7 @@ async def _rekey_and_close(count: int, reader: aio.TLSReader, writer: aio.TLSWri
     writer.add_event_handler(on_event)
     receiver = asyncio.create_task(_receive(reader))
     try:
-        if not writer.handshake.extended_key_update:
+        if not writer.handshake.extended_key_update and writer.handshake.mode != "mls":
             # Standard KeyUpdate: each is complete as soon as it is sent.
             for _ in range(count):
                 await writer.update_keys()
@@ -243,6 +261,7 @@ async def _rekey_and_close(count: int, reader: aio.TLSReader, writer: aio.TLSWri
                 try:
                     # Returns when our update completes, or a crossing one of
                     # the server's that won (then ours is not counted: go again).
+                    # In MLS mode the client's commit wins a crossing (profile §5).
                     await writer.update_keys()
                 except aio.KeyUpdateRejectedError as exc:
                     if exc.status is not UpdateRejection.retry:
@@ -381,7 +400,7 @@ def _explain(exc: BaseException) -> str:
     return text
 
 
-async def _send_stdin(stdin: asyncio.StreamReader, writer: aio.TLSWriter) -> None:
+async def _send_stdin(stdin: asyncio.StreamReader, writer: aio.TLSWriter | aio.MLSWriter) -> None:
     """Standard input to the server; at its end, close_notify (half-close)."""
     try:
         while data := await stdin.read(_CHUNK):

@@ -27,6 +27,14 @@ with one log line and the old certificate stays.
 --dtls serves DTLS 1.3 over UDP instead (with --echo: every datagram is sent
 back as one datagram); --mtu BYTES sets the largest datagram it sends.
 --www needs a byte stream and is refused with --dtls.
+
+--mls serves MLS-TLS (docs/mls-tls.md "Using MLS mode"): the keys come from a
+two-party MLS group, the records are TLS 1.3's; with --echo only.  --cert and
+--key (Ed25519) make an X.509 credential, without them the server has a basic
+credential and a fresh key per connection; --mls-suite N accepts only that
+RFC 9420 suite (default: 1, 3 and 0xF0A1).  --ca/--verify-client validate the
+client's credential; the rekey options start MLS commits.  Certificate
+renewal (--cert-check-interval) does not apply.
 """
 
 from __future__ import annotations
@@ -76,6 +84,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     common.add_eku_options(p)
     common.add_cert_update_options(p, "--cert/--key/--chain")
     common.add_dtls_options(p)
+    common.add_mls_options(p)
     p.set_defaults(run=run)
 
 
@@ -83,7 +92,12 @@ def run(args: argparse.Namespace) -> int:
     mtu = common.dtls_mtu(args)
     if args.dtls and args.www:
         raise CLIError("--www does not apply to --dtls (an HTTP exchange needs a byte stream): use --echo")
+    if args.mls and args.www:
+        raise CLIError("--www does not apply to --mls: use --echo")
     config = common.build_server_configuration(args)
+    common.apply_mls_options(config, args)
+    if args.mls:
+        return asyncio.run(_serve_mls(args, config))
     if args.dtls:
         return asyncio.run(_serve_dtls(args, config, mtu))
     return asyncio.run(_serve(args, config))
@@ -140,6 +154,56 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
         await stop.wait()
         if watcher is not None:
             watcher.stop()
+        server.close()
+        writers = list(active)
+        for writer in writers:
+            writer.close()
+        if writers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(w.wait_closed() for w in writers)), _SHUTDOWN_GRACE
+                )
+    return 0
+
+
+async def _serve_mls(args: argparse.Namespace, config: Configuration) -> int:
+    """serve --mls --echo: MLS-TLS connections, every byte back."""
+    if not args.verbose:
+        for name in ("longtls.aio", "longtls.cli"):
+            logging.getLogger(name).setLevel(logging.INFO)
+    active: set[aio.MLSWriter] = set()
+
+    async def on_client(reader: aio.TLSReader, writer: aio.MLSWriter) -> None:
+        active.add(writer)
+        peer = common.format_address(*writer.get_extra_info("peername")[:2])
+        logger.debug("%s: %s", peer, common.handshake_summary(writer.handshake))
+        try:
+            while data := await reader.read(_CHUNK):
+                writer.write(data)
+                await writer.drain()
+        except (TLSError, OSError, TimeoutError) as exc:
+            logger.info("%s: %s", peer, common.describe_error(exc))
+        finally:
+            writer.close()
+            active.discard(writer)
+
+    where = common.format_address(args.host, args.port)
+    try:
+        server = await aio.start_mls_server(on_client, args.host, args.port, config)
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {where}: {common.describe_error(exc)}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    suites = ", ".join(f"0x{s:04X}" for s in config.mls_cipher_suites)
+    print(
+        f"{common.PROG}: serving (echo, MLS-TLS, suites {suites}) on {where}; "
+        f"{common.client_auth_description(args)}; Ctrl-C to stop",
+        file=sys.stderr, flush=True,
+    )
+    async with server:
+        await stop.wait()
         server.close()
         writers = list(active)
         for writer in writers:
