@@ -35,6 +35,7 @@ The rules that are the channel's, not the state machine's:
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import logging
 from collections import deque
@@ -643,7 +644,7 @@ class MLSConnection:
             except ValueError:
                 raise MLSError("the peer's X.509 credential has a malformed certificate",
                                AlertDescription.bad_certificate) from None
-            verify_chain(chain, cfg.trust_store or TrustStore.system(),
+            verify_chain(chain, cfg.trust_store or _system_store(),
                          server_name=cfg.server_name if self.is_client else None,
                          is_server_cert=self.is_client, now=_utc(cfg.now()))
             leaf_key = chain[0].public_key()
@@ -683,7 +684,12 @@ class MLSConnection:
         except ValueError:
             desc = AlertDescription.internal_error
             name = f"unknown({description})"
-        self._finish(desc, by_peer=True, reason=f"peer sent alert {name}")
+        reason = f"peer sent alert {name}"
+        if (self.is_client and self.state is ConnectionState.HANDSHAKING and self._records.read is None
+                and desc is AlertDescription.unexpected_message):
+            # docs/mls-tls.md §2: a TLS-only server answers our ClientHello so.
+            reason += " in answer to the MLS-TLS ClientHello (the peer may not speak MLS-TLS)"
+        self._finish(desc, by_peer=True, reason=reason)
 
     def _guard(self, action: Callable[[], None]) -> None:
         """Run ``action``; any failure is one fatal alert and ConnectionClosed (docs §10)."""
@@ -726,6 +732,12 @@ class MLSConnection:
         self._records.drop_keys()
         self._held.clear()
         self._events.append(ConnectionClosed(alert=alert, by_peer=by_peer, reason=reason))
+
+
+@functools.cache
+def _system_store() -> TrustStore:
+    """The system's roots, parsed once per process."""
+    return TrustStore.system()
 
 
 def _utc(ts: float) -> datetime.datetime:

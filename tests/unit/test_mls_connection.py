@@ -13,7 +13,12 @@ from longtls.config import ClientAuth, Configuration
 from longtls.connection import Connection
 from longtls.constants import AlertDescription, CipherSuite, ContentType, NamedGroup
 from longtls.crypto.certificates import TrustStore
-from longtls.errors import KeyUpdateTimeoutError, LocalProtocolError, ProtocolError
+from longtls.errors import (
+    HandshakeTimeoutError,
+    KeyUpdateTimeoutError,
+    LocalProtocolError,
+    ProtocolError,
+)
 from longtls.events import (
     ApplicationData,
     ConnectionClosed,
@@ -390,3 +395,46 @@ def test_max_key_package_lifetime_is_the_configurations() -> None:
     with pytest.raises(ProtocolError):
         pump(c, s)
     assert closed_with(s).alert is AlertDescription.illegal_parameter
+
+
+def test_alpn_choice() -> None:
+    c, s = pair(Configuration(is_client=True, verify_peer=False, alpn_protocols=("h2", "http/1.1")),
+                Configuration(is_client=False, alpn_protocols=("http/1.1",)))
+    assert [e.alpn_protocol for e in events_of(c, HandshakeComplete)] == ["http/1.1"]
+    c = MLSConnection(Configuration(is_client=True, verify_peer=False, alpn_protocols=("h2",)))
+    s = MLSConnection(Configuration(is_client=False, alpn_protocols=("http/1.1",)))
+    c.start_handshake()
+    with pytest.raises(ProtocolError):
+        pump(c, s)
+    assert closed_with(s).alert is AlertDescription.no_application_protocol  # RFC 7301 §3.2
+
+
+def test_application_data_before_the_keys_is_unexpected_message() -> None:
+    s = MLSConnection(Configuration(is_client=False))
+    with pytest.raises(ProtocolError):
+        s.receive_data(plaintext_record(ContentType.APPLICATION_DATA, b"early"))
+    assert closed_with(s).alert is AlertDescription.unexpected_message
+
+
+def test_a_tls_server_answers_the_client_hello_with_an_alert() -> None:
+    c = MLSConnection(Configuration(is_client=True, verify_peer=False))
+    tls = Connection(Configuration(is_client=False, certificate_chain=[_pki()[1].cert],  # type: ignore[attr-defined]
+                                   private_key=_pki()[1].key))  # type: ignore[attr-defined]
+    c.start_handshake()
+    with pytest.raises(ProtocolError):
+        tls.receive_data(c.data_to_send())
+    c.receive_data(tls.data_to_send())  # docs/mls-tls.md §2: a plaintext unexpected_message
+    closed = closed_with(c)
+    assert closed.alert is AlertDescription.unexpected_message and closed.by_peer
+    assert "may not speak MLS-TLS" in closed.reason
+
+
+def test_handshake_timeout() -> None:
+    clock = Clock()
+    s = MLSConnection(Configuration(is_client=False, handshake_timeout=10.0, now=clock))
+    s.connection_made()
+    assert s.get_timer() == clock.t + 10.0
+    clock.t += 10.0
+    with pytest.raises(HandshakeTimeoutError):
+        s.handle_timer()
+    assert s.is_closed
