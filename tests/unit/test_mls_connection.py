@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from longtls.certs import make_ca, make_leaf
-from longtls.config import ClientAuth, Configuration
+from longtls.config import ClientAuth, Configuration, pad_to_block
 from longtls.connection import Connection
 from longtls.constants import AlertDescription, CipherSuite, ContentType, NamedGroup
 from longtls.crypto.certificates import TrustStore
@@ -438,3 +438,16 @@ def test_handshake_timeout() -> None:
     with pytest.raises(HandshakeTimeoutError):
         s.handle_timer()
     assert s.is_closed
+
+
+def test_record_padding_is_the_configurations() -> None:
+    c, s = pair(Configuration(is_client=True, verify_peer=False, record_padding=pad_to_block(256)))
+    c.events(), s.events()
+    for size in (1, 100, 300):
+        c.send(bytes(size))
+        record = c.data_to_send()
+        # RFC 8446 §5.2/§5.4: header, TLSInnerPlaintext (content, type, zeros) rounded to 256, tag.
+        inner = len(record) - 5 - 16
+        assert inner % 256 == 0 and inner >= size + 1
+        s.receive_data(record)
+    assert [len(e.data) for e in s.events() if isinstance(e, ApplicationData)] == [1, 100, 300]
