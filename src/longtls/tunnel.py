@@ -4,6 +4,8 @@
     tunnel = Tunnel("server", ("0.0.0.0", 8443), ("127.0.0.1", 8000), server_config)
     # plain TCP in, TLS out (next to a client):
     tunnel = Tunnel("client", ("127.0.0.1", 8000), ("server.example", 8443), client_config)
+    # MLS-TLS instead of TLS on the secure side (docs/mls-tls.md, "Using MLS mode"):
+    tunnel = Tunnel("server", ("0.0.0.0", 8443), ("127.0.0.1", 8000), server_config, mls=True)
     await tunnel.start()
     ...
     await tunnel.shutdown(grace=30)
@@ -21,6 +23,12 @@ Endings travel across:
   an unclean end: the other side is reset (plain TCP: RST; TLS: no
   close_notify, which the peer reports as truncation), so a cut-short stream
   never reaches an application as a complete one.
+
+With ``mls=True`` the secure side is MLS-TLS (``aio.connect_mls`` /
+``aio.start_mls_server``): the same relay, endings and metrics; key updates
+(the Configuration's rekey policy) are MLS commits, each an epoch change
+counted and logged as an extended key update is.  MLS has no Certificate
+Update: a renewed certificate reaches new connections only.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from . import aio
 from .config import Configuration
 from .credentials import catch_up, log_certificate_updates
 from .errors import TLSError
+from .events import Event, KeyUpdateCompleted
 from .metrics import Metrics
 
 __all__ = ["Address", "Tunnel", "splice"]
@@ -44,6 +53,8 @@ logger = logging.getLogger("longtls.tunnel")
 
 Address = tuple[str, int]
 Mode = Literal["server", "client"]
+#: The secure side's writer: TLS, or MLS-TLS (``Tunnel(mls=True)``).
+SecureWriter = aio.TLSWriter | aio.MLSWriter
 
 _CHUNK = 65536
 _CLOSE_WAIT = 5.0  # seconds to wait for both transports to close after a clean end
@@ -55,7 +66,7 @@ def format_address(address: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _peer(writer: asyncio.StreamWriter | aio.TLSWriter) -> str:
+def _peer(writer: asyncio.StreamWriter | SecureWriter) -> str:
     name = writer.get_extra_info("peername")
     return format_address((str(name[0]), int(name[1]))) if name else "?"
 
@@ -67,7 +78,7 @@ def _reset_plain(writer: asyncio.StreamWriter) -> None:
 
 
 async def _pump(
-    src: asyncio.StreamReader, dst: asyncio.StreamWriter | aio.TLSWriter
+    src: asyncio.StreamReader, dst: asyncio.StreamWriter | SecureWriter
 ) -> int:
     """Copy until a clean end of ``src``, then end ``dst`` cleanly (half-close)."""
     total = 0
@@ -82,7 +93,7 @@ async def _pump(
 
 async def splice(
     tls_reader: aio.TLSReader,
-    tls_writer: aio.TLSWriter,
+    tls_writer: SecureWriter,
     plain_reader: asyncio.StreamReader,
     plain_writer: asyncio.StreamWriter,
 ) -> tuple[int, int]:
@@ -129,13 +140,29 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def log_key_updates(who: str) -> aio.EventHandler:
+    """An event handler: one DEBUG line per completed key update (an extended
+    key update's generation, or an MLS epoch change), for ``-v``."""
+
+    def handle(event: Event) -> None:
+        if isinstance(event, KeyUpdateCompleted):
+            what = f"MLS epoch {event.epoch}" if event.kind == "mls" else f"key generation {event.generation}"
+            logger.debug(
+                "%s: %s, started by the %s, %.1f ms", who, what, event.initiator, event.seconds * 1000
+            )
+
+    return handle
+
+
 class Tunnel:
     """One listening tunnel and the connections it relays.
 
     ``configuration`` is read for each new connection, so assigning a new
     one (certificate reload) affects only later connections; ``connections``
     holds the live TLS connections, to hand them a renewed certificate
-    (``longtls.credentials.put_in_use``).
+    (``longtls.credentials.put_in_use``).  ``mls``: the secure side speaks
+    MLS-TLS (its connections never join ``connections``: MLS has no
+    Certificate Update).
     """
 
     def __init__(
@@ -149,9 +176,12 @@ class Tunnel:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         metrics: Metrics | None = None,
         require_eku: bool = False,
+        mls: bool = False,
     ) -> None:
         if configuration.is_client != (mode == "client"):
             raise ValueError(f"a tunnel {mode} needs a {'client' if mode == 'client' else 'server'} configuration")
+        if mls and require_eku:
+            raise ValueError("require_eku does not apply to an MLS-TLS tunnel")
         self.mode = mode
         self.listen = listen
         self.target = target
@@ -160,6 +190,7 @@ class Tunnel:
         self.connect_timeout = connect_timeout
         self.metrics = metrics
         self.require_eku = require_eku
+        self.mls = mls
         #: The TLS connections with a completed handshake, not yet ended.
         self.connections = aio.LiveConnections()
         self._server: asyncio.Server | None = None
@@ -169,7 +200,7 @@ class Tunnel:
 
     def __repr__(self) -> str:
         return (
-            f"<Tunnel {self.mode} {format_address(self.listen)} -> {format_address(self.target)} "
+            f"<Tunnel {self.mode}{' MLS-TLS' if self.mls else ''} {format_address(self.listen)} -> {format_address(self.target)} "
             f"sessions={len(self._sessions)}>"
         )
 
@@ -187,7 +218,11 @@ class Tunnel:
     async def start(self) -> None:
         """Listen; raises OSError (port in use ...) or ConfigurationError."""
         host, port = self.listen
-        if self.mode == "server":
+        if self.mode == "server" and self.mls:
+            self._server = await aio.start_mls_server(
+                self._on_tls_client, host, port, lambda: self.configuration, self._stream_options()
+            )
+        elif self.mode == "server":
             self._server = await aio.start_server(
                 self._on_tls_client, host, port, lambda: self.configuration, self._stream_options()
             )
@@ -249,12 +284,14 @@ class Tunnel:
         self._sessions.add(task)
         return lambda: self._sessions.discard(task)
 
-    async def _on_tls_client(self, reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
-        """server mode: a TLS client arrived; open the plain connection to the target."""
+    async def _on_tls_client(self, reader: aio.TLSReader, writer: SecureWriter) -> None:
+        """server mode: a TLS (or MLS-TLS) client arrived; open the plain connection to the target."""
         untrack = self._track()
         peer = _peer(writer)
-        writer.add_event_handler(log_certificate_updates(f"client {peer}", logger))
-        catch_up(writer, self.configuration)  # a renewal during its handshake
+        writer.add_event_handler(log_key_updates(f"client {peer}"))
+        if isinstance(writer, aio.TLSWriter):
+            writer.add_event_handler(log_certificate_updates(f"client {peer}", logger))
+            catch_up(writer, self.configuration)  # a renewal during its handshake
         try:
             if self._cut:
                 writer.abort()
@@ -282,7 +319,7 @@ class Tunnel:
     async def _on_plain_client(
         self, plain_reader: asyncio.StreamReader, plain_writer: asyncio.StreamWriter
     ) -> None:
-        """client mode: a plain client arrived; open the TLS connection to the target."""
+        """client mode: a plain client arrived; open the TLS (or MLS-TLS) connection to the target."""
         untrack = self._track()
         peer = _peer(plain_writer)
         try:
@@ -290,6 +327,8 @@ class Tunnel:
                 _reset_plain(plain_writer)
                 return
             where = format_address(self.target)
+            protocol = "MLS-TLS" if self.mls else "TLS"
+            writer: SecureWriter
             try:
                 # The handshake times out on its own (the Configuration's
                 # handshake_timeout); this bounds the TCP connect before it.
@@ -297,11 +336,16 @@ class Tunnel:
                 async with asyncio.timeout(
                     None if handshake_timeout is None else self.connect_timeout + handshake_timeout
                 ):
-                    reader, writer = await aio.connect(
-                        self.target[0], self.target[1], self.configuration, self._stream_options()
-                    )
+                    if self.mls:
+                        reader, writer = await aio.connect_mls(
+                            self.target[0], self.target[1], self.configuration, self._stream_options()
+                        )
+                    else:
+                        reader, writer = await aio.connect(
+                            self.target[0], self.target[1], self.configuration, self._stream_options()
+                        )
             except (TLSError, aio.ConnectionLostError, aio.HandshakeTimeoutError) as exc:
-                logger.warning("%s: TLS handshake with %s failed: %s", peer, where, describe(exc))
+                logger.warning("%s: %s handshake with %s failed: %s", peer, protocol, where, describe(exc))
                 _reset_plain(plain_writer)
                 return
             except (OSError, TimeoutError) as exc:
@@ -313,12 +357,14 @@ class Tunnel:
                 writer.close()
                 _reset_plain(plain_writer)
                 return
-            catch_up(writer, self.configuration)  # our client certificate renewed during the handshake
+            writer.add_event_handler(log_key_updates(f"{peer} -> {where}"))
+            if isinstance(writer, aio.TLSWriter):
+                catch_up(writer, self.configuration)  # our client certificate renewed during the handshake
             await self._relay(peer, reader, writer, plain_reader, plain_writer)
         finally:
             untrack()
 
-    def _eku_ok(self, writer: aio.TLSWriter, who: str) -> bool:
+    def _eku_ok(self, writer: SecureWriter, who: str) -> bool:
         if not self.require_eku or writer.handshake.extended_key_update:
             return True
         logger.warning(
@@ -327,7 +373,7 @@ class Tunnel:
         return False
 
     async def _relay(
-        self, peer: str, reader: aio.TLSReader, writer: aio.TLSWriter,
+        self, peer: str, reader: aio.TLSReader, writer: SecureWriter,
         plain_reader: asyncio.StreamReader, plain_writer: asyncio.StreamWriter,
     ) -> None:
         logger.debug("%s: relaying (%s)", peer, self.mode)

@@ -32,6 +32,17 @@ server side forwards each association to --forward from a socket of its own.
 A datagram is never split: one larger than one DTLS record at --mtu is
 dropped (logged), as UDP would.  --idle-timeout defaults to 300 s with --udp.
 
+--mls makes the secure side MLS-TLS (docs/mls-tls.md "Using MLS mode"): keys
+from a two-party MLS group (RFC 9420), records as TLS 1.3's; both tunnel ends
+need it.  --cert/--key must then be Ed25519 (X.509 credential; a tunnel
+server without them uses a basic credential and a fresh key per
+connection, which a client accepts only with --insecure); --mls-suite N: the
+client offers suite N (default 1), the server accepts only N (default 1, 3
+and 0xF0A1).  --rekey-interval/--rekey-bytes start MLS commits (an epoch
+change, counted in longtls_key_updates_total; -v logs each).  Not with
+--udp or --require-eku; a renewed certificate reaches new connections only
+(MLS has no Certificate Update).
+
 --metrics ADDR:PORT serves Prometheus metrics at http://ADDR:PORT/metrics:
 longtls_open_connections, longtls_handshakes_total{result},
 longtls_key_updates_total{initiator,result}, longtls_bytes_total{direction},
@@ -99,6 +110,10 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     client.add_argument("--ca", metavar="FILE", help="trust the CA certificates in FILE (default: the system's)")
     client.add_argument(
+        "--insecure", action="store_true",
+        help="with --mls: do not authenticate the server (accepts any credential)",
+    )
+    client.add_argument(
         "--servername", metavar="NAME", help="name to send (SNI) and verify (default: the --connect host)"
     )
     client.add_argument("--cert", metavar="FILE", help="client certificate chain (PEM), for mutual TLS")
@@ -125,16 +140,26 @@ def _add_shared_options(p: argparse.ArgumentParser) -> None:
     common.add_eku_options(p)
     common.add_cert_update_options(p, "--cert/--key/--chain")
     common.add_dtls_options(p, "--udp")
+    common.add_mls_options(p)
 
 
 def _build(args: argparse.Namespace) -> Configuration:
     if args.mode == "server":
-        return common.build_server_configuration(args)
-    return common.build_client_configuration(args, args.connect[0])
+        configuration = common.build_server_configuration(args)
+    else:
+        configuration = common.build_client_configuration(args, args.connect[0])
+    common.apply_mls_options(configuration, args)
+    return configuration
 
 
 def run(args: argparse.Namespace) -> int:
     common.dtls_mtu(args, "--udp")  # --mtu without --udp is refused
+    if args.mls and args.dtls:
+        # MLS-TLS is defined over a byte stream (draft-kohbrok-mls-tls-01 uses
+        # TLS 1.3 records, not DTLS's): no datagram variant to tunnel over.
+        raise CLIError("--udp does not apply to --mls (MLS-TLS runs over TCP)")
+    if args.mode == "client" and args.insecure and not args.mls:
+        raise CLIError("--insecure applies to --mls only (a TLS tunnel client always verifies: give --ca)")
     configuration = _build(args)
     return asyncio.run(_tunnel(args, configuration))
 
@@ -143,7 +168,12 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
     # Startup, reloads, refused handshakes and unreachable targets are worth a
     # line by default; per-connection chatter is for -v.
     if not args.verbose:
-        for name in ("longtls.aio", "longtls.cli", "longtls.tunnel", "longtls.credentials"):
+        # A tunnel client reports a failed handshake itself (which application
+        # connection, which target): longtls.aio's line would say it twice.
+        names = ["longtls.cli", "longtls.tunnel", "longtls.credentials"]
+        if args.mode == "server":
+            names.append("longtls.aio")
+        for name in names:
             logging.getLogger(name).setLevel(logging.INFO)
     target = args.forward if args.mode == "server" else args.connect
     metrics = Metrics() if args.metrics else None
@@ -156,7 +186,7 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
     else:
         tunnel = Tunnel(
             args.mode, args.listen, target, configuration,
-            idle_timeout=args.idle_timeout, metrics=metrics, require_eku=args.require_eku,
+            idle_timeout=args.idle_timeout, metrics=metrics, require_eku=args.require_eku, mls=args.mls,
         )
     where = format_address(args.listen)
     try:
@@ -184,16 +214,20 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_stop)
     loop.add_signal_handler(signal.SIGHUP, _reloader(args, tunnel))
-    watcher = common.start_credential_watcher(args, lambda: tunnel.configuration, tunnel.connections, metrics=metrics)
+    # MLS mode: a renewal goes to new connections only (no Certificate Update).
+    live = None if args.mls else tunnel.connections
+    watcher = common.start_credential_watcher(args, lambda: tunnel.configuration, live, metrics=metrics)
 
     listening = ", ".join(format_address(a) for a in tunnel.sockets)
-    secure, plain = ("DTLS", "plain UDP") if args.dtls else ("TLS", "plain TCP")
+    secure, plain = ("DTLS", "plain UDP") if args.dtls else ("MLS-TLS" if args.mls else "TLS", "plain TCP")
     inbound = secure if args.mode == "server" else plain
     outbound = plain if args.mode == "server" else secure
     line = (
         f"{common.PROG}: tunnel {args.mode}: {inbound} on {listening} -> "
         f"{outbound} to {format_address(target)}"
     )
+    if args.mls:
+        line += f" (MLS suites {', '.join(f'0x{s:04X}' for s in configuration.mls_cipher_suites)})"
     if args.mode == "server":
         line += f"; {common.client_auth_description(args)}"
     if metrics_server is not None:
@@ -239,7 +273,7 @@ def _reloader(args: argparse.Namespace, tunnel: Tunnel | UDPTunnel) -> Callable[
         files = [f for f in (getattr(args, "cert", None), args.ca) if f]
         live = ""
         chain = configuration.certificate_chain
-        if chain and list(chain) != list(previous.certificate_chain) and args.cert_update:
+        if chain and list(chain) != list(previous.certificate_chain) and args.cert_update and not args.mls:
             # "Reload now" covers the live connections too, where the core
             # lets the new certificate replace theirs (the identity rules);
             # never one outside its validity period, which the peers would
