@@ -1,20 +1,28 @@
-"""longtls demo: a live Extended Key Update demonstration, nothing to set up.
+"""longtls demo: live key renewal on long-lived links, nothing to set up.
 
-A server and a client on loopback, with a CA made in memory, stream random
-data both ways while an extended key update (a fresh X25519MLKEM768 hybrid
-key exchange by default) runs every --interval seconds, started by the client
-and the server in turn.  On a terminal a table is redrawn live (generation,
-who started the last update, its latency, throughput each way, bytes
-verified); otherwise one line per interval.
+Two links run side by side on loopback, each a server and a client with a
+CA made in memory, streaming random data both ways while their keys are
+renewed every --interval seconds, by the client and the server in turn:
 
-Half-way through, the server's certificate is renewed (same CA and names, a
-new key and serial number) and handed to the client on the live connection
-as a Certificate Update; a line shows the certificate the client received
-(--no-cert-update: no renewal).
+  EKU  TLS 1.3 with Extended Key Update: each update a fresh key exchange
+       (X25519MLKEM768 hybrid by default, --group) inside the connection;
+  MLS  MLS-TLS (docs/mls-tls.md): a two-party MLS group keys the TLS 1.3
+       records; each update an MLS commit, a new epoch (suite 0xF0A1,
+       ML-KEM-768 + X25519, by default; --mls-suite).
+
+--mls runs the MLS link alone, --no-mls the EKU link alone.  On a terminal a
+table is redrawn live (one row per link: generation or epoch, who started
+the last update, its latency, throughput each way, bytes verified);
+otherwise one line per link and interval.
+
+Half-way through, the EKU link's server certificate is renewed (same CA and
+names, a new key and serial number) and handed to the client on the live
+connection as a Certificate Update; a line shows the certificate the client
+received (--no-cert-update: no renewal; MLS has no Certificate Update).
 
 At the end the SHA-256 of everything sent is compared with the SHA-256 of
-everything received, each way.  Exit status 0 means every byte arrived intact
-and every update completed ("verified: OK").
+everything received, each way on each link.  Exit status 0 means every byte
+arrived intact and every update completed ("verified: OK").
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import sys
 from typing import Any
 
 from ..constants import EKUProfileName
-from ..demo import DemoOptions, run_demo
+from ..demo import DEFAULT_MLS_SUITE, LINKS, DemoOptions, run_demo
 from ..handshake.eku_profiles import DEFAULT_PROFILE, PROFILES
 from . import common
 
@@ -56,7 +64,20 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--keylog", metavar="FILE", help="append secrets to FILE (SSLKEYLOGFILE format)")
     p.add_argument(
         "--cert-update", action=argparse.BooleanOptionalAction, default=True,
-        help="renew the server's certificate half-way and send it on the live connection (default: on)",
+        help="renew the EKU link's server certificate half-way and send it on the live connection (default: on)",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--mls", dest="links", action="store_const", const=("mls",), default=LINKS,
+        help="only the MLS-keyed link (default: both links, side by side)",
+    )
+    which.add_argument(
+        "--no-mls", dest="links", action="store_const", const=("eku",),
+        help="only the EKU-keyed link",
+    )
+    p.add_argument(
+        "--mls-suite", type=common.mls_suite_number, default=DEFAULT_MLS_SUITE, metavar="N",
+        help="the MLS link's cipher suite: 1, 3 or 0xF0A1 (61601, ML-KEM-768 + X25519; the default)",
     )
     p.set_defaults(run=run)
 
@@ -67,6 +88,6 @@ def run(args: argparse.Namespace) -> int:
     options = DemoOptions(
         duration=args.duration, interval=args.interval, group=args.group,
         eku_profile=EKUProfileName(args.eku_profile), keylog=args.keylog,
-        renew_certificate=args.cert_update,
+        renew_certificate=args.cert_update, links=args.links, mls_suite=args.mls_suite,
     )
     return asyncio.run(run_demo(options, sys.stdout))
