@@ -30,6 +30,11 @@ The rules that are the channel's, not the state machine's:
   and the held data goes out under them.  Decision, docs/mls-tls.md §12.
 - Every failure is one fatal alert and ``ConnectionClosed``: MLSError and
   DecodeError carry theirs (docs/mls-tls.md §10), never a traceback.
+- Resumption (docs/mls-tls.md §8): ``resumption_state()`` hands the
+  application an ``MLSResumptionState`` (in memory); a connection built with
+  ``resume=`` sends the ResumptionRequest, one built with
+  ``resumption_states=`` (a lookup by group_id) answers one.  The roles of
+  the resumed connection are the resumption's, not the configuration's.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -81,13 +87,16 @@ from .keylog import format_line, from_environment
 from .mls.crypto import SUITES as MLS_SUITES
 from .mls.crypto import CipherSuite as MLSCipherSuite
 from .mls.crypto import suite as mls_suite
-from .mls.group_adapter import MLSTLSCreator, MLSTLSGroup, MLSTLSJoiner
+from .mls.group_adapter import MLSTLSCreator, MLSTLSGroup, MLSTLSJoiner, commit_framing
 from .mls.messages import BasicCredential, Credential, X509Credential
 from .mls.two_party import (
     Action,
     Established,
     InstallKey,
     PeerUpdateIgnored,
+    ResumptionRequestIgnored,
+    ResumptionState,
+    Role,
     SendMessage,
     TwoPartySession,
     UpdateCompleted,
@@ -98,7 +107,7 @@ from .record.tls_layer import TLSRecordLayer
 from .wire.messages import HandshakeReassembler
 from .wire.mls_tls import MLSTLSConnectionUpdate, decode_mls_tls_body, encode_mls_tls
 
-__all__ = ["MLS_KEYLOG_LABELS", "MLSConnection", "parse_mls_suite"]
+__all__ = ["MLS_KEYLOG_LABELS", "MLSConnection", "MLSResumptionLookup", "MLSResumptionState", "parse_mls_suite"]
 
 logger = logging.getLogger("longtls")
 
@@ -151,6 +160,48 @@ class _ReadPolicy:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class MLSResumptionState:
+    """What an MLS-TLS party keeps to resume the connection later (docs/mls-tls.md §8).
+
+    From ``MLSConnection.resumption_state()``; given back as
+    ``MLSConnection(configuration, resume=state)`` (this side sends the
+    ResumptionRequest) or returned by a ``resumption_states`` lookup (this
+    side answers one).  An in-memory object, not serialisable: it holds the
+    MLS group's private keys and epoch secrets (never in its repr), so keep
+    it as you would a private key.  Only the newest state of a party
+    resumes; the peer refuses an older one with ``unknown_psk_identity``.
+    """
+
+    session: ResumptionState = field(repr=False)
+    #: The peer's validated chain and whether it was authenticated, as at the
+    #: first connection (the identity never changes, issue 13).
+    peer_certificates: tuple[x509.Certificate, ...] = field(default=(), repr=False)
+    peer_authenticated: bool = False
+
+    @property
+    def group_id(self) -> bytes:
+        """The key a responder stores the state under (a ResumptionRequest names it)."""
+        return self.session.group.group_id
+
+    @property
+    def epoch(self) -> int:
+        return self.session.group.epoch
+
+    @property
+    def original_role(self) -> Role:
+        return self.session.original_role
+
+    def __repr__(self) -> str:
+        pending = self.session.group.pending_commit is not None
+        return (f"<MLSResumptionState epoch={self.epoch} pending_commit={pending} "
+                f"original_role={self.original_role.value}>")
+
+
+#: A responder's stored states, by group_id: the state to resume or None.
+MLSResumptionLookup = Callable[[bytes], MLSResumptionState | None]
+
+
 def _identity(config: Configuration) -> tuple[Credential, bytes]:
     """Our MLS credential and signature private key (docs/mls-tls.md §12)."""
     key = config.private_key
@@ -179,13 +230,26 @@ def _refuse_identity_change(old: Credential, new: Credential) -> None:
 
 
 class MLSConnection:
-    """One MLS-TLS connection, initiator (``is_client``) or responder, no I/O."""
+    """One MLS-TLS connection, initiator (``is_client``) or responder, no I/O.
+
+    ``resume``: resume from a stored state (docs/mls-tls.md §8): this side
+    sends the ResumptionRequest at ``start_handshake`` and is the initiator,
+    whatever its original role and ``configuration.is_client``.
+    ``resumption_states`` (a responder): look up the state a
+    ResumptionRequest names by its group_id; without it a ResumptionRequest
+    is refused (``handshake_failure``).  ``is_client`` follows the role of
+    the connection (a crossed resumption can make a resumer the responder).
+    """
 
     _protocol = "MLS-TLS"
 
-    def __init__(self, configuration: Configuration) -> None:
+    def __init__(self, configuration: Configuration, *, resume: MLSResumptionState | None = None,
+                 resumption_states: MLSResumptionLookup | None = None) -> None:
         self.configuration = configuration
-        self.is_client = configuration.is_client
+        self.is_client = configuration.is_client or resume is not None
+        if resumption_states is not None and self.is_client:
+            raise ConfigurationError("resumption_states is for a responder (is_client=False, no resume)")
+        self._resumption_states = resumption_states
         suites = tuple(configuration.mls_cipher_suites)
         if not suites or any(s not in MLS_SUITES for s in suites):
             raise ConfigurationError(f"mls_cipher_suites {suites!r}: give suites longtls implements (1, 3, 0xF0A1)")
@@ -200,7 +264,11 @@ class MLSConnection:
         self._peer_certificates: tuple[x509.Certificate, ...] = ()
         self._peer_authenticated = False
         alpn = [p.encode() for p in configuration.alpn_protocols]
-        if self.is_client:
+        if resume is not None:
+            self._session = TwoPartySession.resumer(resume.session)
+            self._peer_certificates = resume.peer_certificates
+            self._peer_authenticated = resume.peer_authenticated
+        elif self.is_client:
             joiner = MLSTLSJoiner(suites[0], self._credential, signature_private_key,
                                   credential_check=self._check_peer_credential,
                                   identity_check=_refuse_identity_change, alpn_protocols=alpn)
@@ -210,7 +278,8 @@ class MLSConnection:
                                     credential_check=self._check_peer_credential,
                                     identity_check=_refuse_identity_change, alpn_protocols=alpn,
                                     max_lifetime=configuration.mls_max_key_package_lifetime)
-            self._session = TwoPartySession.responder(creator)
+            self._session = TwoPartySession.responder(
+                creator, None if resumption_states is None else self._lookup_resumption)
         self._policy = _ReadPolicy()
         self._records = TLSRecordLayer(self._policy, is_client=self.is_client, padding=configuration.record_padding)
         self._reassembler = HandshakeReassembler(configuration.max_handshake_message_size)
@@ -287,6 +356,31 @@ class MLSConnection:
         if not self._session.may_start_update:
             raise LocalProtocolError("an MLS update is already waiting for its EpochKeyUpdate (profile §5)")
         self._guard(lambda: self._start_update(timeout))
+
+    def resumption_state(self) -> MLSResumptionState | None:
+        """What to keep to resume this connection later (docs/mls-tls.md §8).
+
+        Take it once the connection has ended (closed, failed, or its
+        transport lost): the group at the last epoch this side switched to,
+        with its pending commit if an update of ours (or this side's
+        resumption) was waiting for an answer.  A snapshot taken while the
+        connection goes on is outdated by the next epoch change.  None
+        before an MLS group exists (a fresh connection before its keys).
+        """
+        state = self._session.resumption_state()
+        if state is None:
+            return None
+        return MLSResumptionState(state, self._peer_certificates, self._peer_authenticated)
+
+    def _lookup_resumption(self, commit: bytes) -> ResumptionState | None:
+        assert self._resumption_states is not None
+        group_id, _ = commit_framing(commit)  # DecodeError: decode_error
+        found = self._resumption_states(group_id)
+        if found is None:
+            return None
+        self._peer_certificates = found.peer_certificates
+        self._peer_authenticated = found.peer_authenticated
+        return found.session
 
     @property
     def update_in_progress(self) -> bool:
@@ -535,6 +629,8 @@ class MLSConnection:
                 logger.debug("MLS-TLS: our update to epoch %d lost a collision", action.epoch)
             elif isinstance(action, PeerUpdateIgnored):
                 logger.debug("MLS-TLS: the peer's update crossed ours (to epoch %d) and was ignored", action.epoch)
+            elif isinstance(action, ResumptionRequestIgnored):
+                logger.debug("MLS-TLS: the peer's ResumptionRequest crossed ours and was dropped")
         if self._session.waiting_for is None:
             self._update_started_at = None
             if self._held:
@@ -548,6 +644,8 @@ class MLSConnection:
         records = self._records
         if not self._keylog_random and isinstance(group, MLSTLSGroup):
             self._keylog_random = hashlib.sha256(group.group.group_id).digest()
+        # The roles are the session's: a resumption decides them (docs §8).
+        self.is_client = self._session.role is Role.INITIATOR
         ours_is_client = self.is_client
         if action.direction is Direction.send:
             records.set_write_secret(suite, action.traffic_secret)
@@ -580,7 +678,7 @@ class MLSConnection:
             signature_scheme=SignatureScheme.ed25519,
             alpn_protocol=None if group.alpn is None else group.alpn.decode(errors="replace"),
             peer_certificates=self._peer_certificates,
-            resumed=False,
+            resumed=self._session.resumed,
             server_name=self.configuration.server_name,
             client_authenticated=not self.is_client and self._peer_authenticated,
             local_signature_scheme=SignatureScheme.ed25519,

@@ -59,6 +59,7 @@ __all__ = [
     "MLSTLSCreator",
     "MLSTLSGroup",
     "MLSTLSJoiner",
+    "commit_framing",
     "mls_tls_capabilities",
 ]
 
@@ -83,17 +84,63 @@ def _decode(message: bytes) -> MLSMessage:
     return MLSMessage.from_bytes(message)  # DecodeError on anything malformed or trailing
 
 
-class MLSTLSGroup:
-    """A ``TwoPartyGroup`` over a ``Group``: one pending commit at a time."""
+def commit_framing(message: bytes) -> tuple[bytes, int]:
+    """(group_id, epoch) of a commit's framing: the responder of a resumption
+    finds its stored state by the group_id and places the commit by its epoch
+    (docs/mls-tls.md §8).  Both are in the clear in either framing
+    (RFC 9420 §6.2, §6.3); nothing is verified here.  DecodeError if
+    malformed, MLSError if it is neither a PublicMessage nor a PrivateMessage."""
+    body = _decode(message).body
+    if isinstance(body, PublicMessage):
+        return body.content.group_id, body.content.epoch
+    if isinstance(body, PrivateMessage):
+        return body.group_id, body.epoch
+    raise MLSError("a resumption commit must be a PublicMessage or PrivateMessage")
 
-    __slots__ = ("group", "_pending", "_initiator_leaf", "alpn")
+
+class MLSTLSGroup:
+    """A ``TwoPartyGroup`` over a ``Group``: one pending commit at a time.
+
+    For resumption (docs/mls-tls.md §8) it also keeps the pending commit's
+    message as sent and the commit message that made the current epoch
+    (``last_commit``), and ``snapshot`` copies it: ``Group`` objects never
+    change (each epoch is a new one), so a copy shares them safely.
+    """
+
+    __slots__ = ("group", "_pending", "_pending_message", "last_commit", "_initiator_leaf", "alpn")
 
     def __init__(self, group: Group, *, initiator_leaf: int, alpn: bytes | None) -> None:
         self.group = group
         self._pending: Group | None = None
+        self._pending_message: bytes | None = None
+        #: The commit (MLSMessage bytes, as on the wire) that moved the group
+        #: into its current epoch, ours or the peer's; None after the Welcome.
+        self.last_commit: bytes | None = None
         self._initiator_leaf = initiator_leaf
         #: The application protocol the GroupContext names, if any.
         self.alpn = alpn
+
+    def snapshot(self) -> MLSTLSGroup:
+        """An independent copy: later commits on either leave the other as it was."""
+        copy = MLSTLSGroup(self.group, initiator_leaf=self._initiator_leaf, alpn=self.alpn)
+        copy._pending, copy._pending_message, copy.last_commit = self._pending, self._pending_message, self.last_commit
+        return copy
+
+    @property
+    def group_id(self) -> bytes:
+        return self.group.group_id
+
+    def commit_epoch(self, message: bytes) -> int:
+        """The epoch a commit's framing names; MLSError if another group's."""
+        group_id, epoch = commit_framing(message)
+        if group_id != self.group.group_id:
+            raise MLSError("the commit is for another group")
+        return epoch
+
+    @property
+    def pending_commit(self) -> bytes | None:
+        """Our pending commit's MLSMessage, as sent, while one is pending."""
+        return self._pending_message
 
     def __repr__(self) -> str:
         return f"<MLSTLSGroup {self.group!r} pending={self._pending is not None}>"
@@ -125,16 +172,19 @@ class MLSTLSGroup:
             raise MLSError("a commit is already pending")
         out = self.group.commit()  # no proposals, with an UpdatePath: a self-update (RFC 9420 §12.4)
         self._pending = out.group
-        return out.message.to_bytes()
+        self._pending_message = out.message.to_bytes()
+        return self._pending_message
 
     def merge_pending(self) -> int:
         if self._pending is None:
             raise MLSError("no commit is pending")
         self.group, self._pending = self._pending, None
+        self.last_commit, self._pending_message = self._pending_message, None
         return self.group.epoch
 
     def discard_pending(self) -> None:
         self._pending = None
+        self._pending_message = None
 
     def process_commit(self, message: bytes) -> int:
         decoded = _decode(message)
@@ -147,6 +197,7 @@ class MLSTLSGroup:
             if leaf is None or not _has_marker(leaf.extensions):
                 raise MLSError("the initiator's new leaf node lacks the mls_tls extension")
         self.group = processed.group
+        self.last_commit = bytes(message)
         return self.group.epoch
 
 

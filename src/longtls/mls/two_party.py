@@ -31,10 +31,27 @@ Collisions (§5): the initiator ignores a ConnectionUpdate that arrives while
 it waits (its own wins); the responder drops its pending commit and applies
 the initiator's.  Neither party's stream has a record under a key the other
 does not expect: the responder, waiting, sent nothing after its own update.
+
+Resumption (profile §6, docs/mls-tls.md §8): a session built from a
+``ResumptionState`` sends ResumptionRequest{commit} (the pending
+ConnectionUpdate's commit if the old session was waiting for its
+EpochKeyUpdate, else a fresh self-update) and waits; the responder finds the
+state by the commit's group_id, places the commit by its epoch (the peer's
+view may be one commit ahead of or behind its own: an EpochKeyUpdate or a
+ResumptionResponse lost with the old connection), applies it, answers
+ResumptionResponse{a fresh commit with UpdatePath} and keys both directions
+with the epoch that commit creates.  The resumer applies both commits, keys
+the same epoch and confirms with an EpochKeyUpdate, its first protected
+record; until it arrives the responder keeps, for its own resumption state,
+the epoch before its response with the response pending (a resumer that
+never saw the response resends its commit, and the responder takes it as
+already applied).  Crossed requests: the original initiator drops the
+peer's, the original responder drops its own pending commit and answers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -63,6 +80,9 @@ __all__ = [
     "GroupJoiner",
     "InstallKey",
     "PeerUpdateIgnored",
+    "ResumptionLookup",
+    "ResumptionRequestIgnored",
+    "ResumptionState",
     "Role",
     "SendMessage",
     "SessionState",
@@ -128,6 +148,29 @@ class TwoPartyGroup(Protocol):
 
     def process_commit(self, message: bytes) -> int: ...
 
+    # For resumption (profile §6, docs/mls-tls.md §8):
+
+    @property
+    def group_id(self) -> bytes: ...
+
+    @property
+    def pending_commit(self) -> bytes | None:
+        """Our pending commit's message as sent, while one is pending."""
+        ...
+
+    @property
+    def last_commit(self) -> bytes | None:
+        """The commit message that moved the group into its current epoch (None after the Welcome)."""
+        ...
+
+    def commit_epoch(self, message: bytes) -> int:
+        """The epoch a commit of this group names in its framing (MLSError if another group's)."""
+        ...
+
+    def snapshot(self) -> TwoPartyGroup:
+        """An independent copy, pending commit included."""
+        ...
+
 
 class GroupJoiner(Protocol):
     """The initiator's side of §4: a KeyPackage out, a Welcome in."""
@@ -160,7 +203,9 @@ class Role(Enum):
 class SessionState(Enum):
     START = "start"
     WAIT_SERVER_HELLO = "wait_server_hello"  # initiator, ClientHello sent
-    WAIT_CLIENT_HELLO = "wait_client_hello"  # responder
+    WAIT_CLIENT_HELLO = "wait_client_hello"  # responder (a ClientHello or a ResumptionRequest)
+    WAIT_RESUMPTION_RESPONSE = "wait_resumption_response"  # resumer, ResumptionRequest sent
+    WAIT_RESUMPTION_CONFIRMATION = "wait_resumption_confirmation"  # responder, ResumptionResponse sent
     CONNECTED = "connected"  # phase 2: continuous key agreement
     FAILED = "failed"
 
@@ -189,9 +234,10 @@ class InstallKey:
 
 @dataclass(frozen=True, slots=True)
 class Established:
-    """Phase 1 is over: both keys of ``epoch`` are installed (profile §4)."""
+    """Phase 1 (or 3: ``resumed``) is over: both keys of ``epoch`` are installed (profile §4, §6)."""
 
     epoch: int
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +262,41 @@ class PeerUpdateIgnored:
     epoch: int
 
 
-Action = SendMessage | InstallKey | Established | UpdateCompleted | UpdateDropped | PeerUpdateIgnored
+@dataclass(frozen=True, slots=True)
+class ResumptionRequestIgnored:
+    """Original initiator: the peer's ResumptionRequest crossed ours and was dropped (§6)."""
+
+
+Action = (SendMessage | InstallKey | Established | UpdateCompleted | UpdateDropped | PeerUpdateIgnored
+          | ResumptionRequestIgnored)
+
+
+@dataclass(frozen=True, slots=True)
+class ResumptionState:
+    """What one party keeps of a session to resume it (profile §6, docs/mls-tls.md §8).
+
+    ``group``: a snapshot of the group at the last epoch this party switched
+    to, with its pending commit if it was waiting for an EpochKeyUpdate (or,
+    as responder of a resumption, for the confirming EpochKeyUpdate);
+    ``original_role``: the role at the first connection of the chain, which
+    decides crossed ResumptionRequests.  In memory only: it holds the
+    group's private keys and secrets (never in its repr).  Each resumption
+    works on its own copy, so the object may be used again, but only the
+    newest state of a party resumes: the peer refuses an older one
+    (``unknown_psk_identity``).
+    """
+
+    group: TwoPartyGroup = field(repr=False)
+    original_role: Role
+
+    def __repr__(self) -> str:
+        pending = self.group.pending_commit is not None
+        return f"<ResumptionState epoch={self.group.epoch} pending={pending} original_role={self.original_role.value}>"
+
+
+#: The responder's store: the state to resume, by the ResumptionRequest's
+#: commit message (the channel reads its group_id), or None if unknown.
+ResumptionLookup = Callable[[bytes], ResumptionState | None]
 
 
 def traffic_secrets(group: TwoPartyGroup, length: int) -> tuple[bytes, bytes]:
@@ -232,19 +312,36 @@ class TwoPartySession:
     """One party's side of the two-party profile over MLS-TLS messages."""
 
     def __init__(self, role: Role, *, joiner: GroupJoiner | None = None,
-                 creator: GroupCreator | None = None, group: TwoPartyGroup | None = None) -> None:
+                 creator: GroupCreator | None = None, group: TwoPartyGroup | None = None,
+                 resume: ResumptionState | None = None, resumption_lookup: ResumptionLookup | None = None) -> None:
+        #: Our role in this connection: it picks the record secrets and
+        #: decides ConnectionUpdate collisions (§5).  A resumer starts as
+        #: initiator ("the party initiating the resumption becomes the
+        #: initiator", §6); a crossed resumption may make it the responder.
         self.role = role
+        #: Our role at the first connection: it decides crossed ResumptionRequests (§6).
+        self.original_role = role if resume is None else resume.original_role
         self._joiner = joiner
         self._creator = creator
+        self._resume = resume
+        self._lookup = resumption_lookup
         self.group = group
         self.state = SessionState.START
         #: The epoch our ConnectionUpdate moves to, while we wait for its EpochKeyUpdate.
         self.waiting_for: int | None = None
-        if group is not None:
+        #: Responder of a resumption, until the resumer's EpochKeyUpdate: the
+        #: group before our ResumptionResponse's commit, that commit pending.
+        self._unconfirmed: TwoPartyGroup | None = None
+        self.resumed = False
+        if resume is not None:
+            if role is not Role.INITIATOR:
+                raise ValueError("the party that resumes is the initiator (profile §6)")
+            self.group = resume.group.snapshot()
+        elif group is not None:
             self.state = SessionState.CONNECTED
         elif role is Role.RESPONDER:
-            if creator is None:
-                raise ValueError("a responder needs a GroupCreator")
+            if creator is None and resumption_lookup is None:
+                raise ValueError("a responder needs a GroupCreator or a ResumptionLookup")
             self.state = SessionState.WAIT_CLIENT_HELLO
         elif joiner is None:
             raise ValueError("an initiator needs a GroupJoiner")
@@ -254,8 +351,26 @@ class TwoPartySession:
         return cls(Role.INITIATOR, joiner=joiner)
 
     @classmethod
-    def responder(cls, creator: GroupCreator) -> TwoPartySession:
-        return cls(Role.RESPONDER, creator=creator)
+    def responder(cls, creator: GroupCreator | None,
+                  resumption_lookup: ResumptionLookup | None = None) -> TwoPartySession:
+        """A responder to ClientHellos (with a creator) and to ResumptionRequests (with a lookup)."""
+        return cls(Role.RESPONDER, creator=creator, resumption_lookup=resumption_lookup)
+
+    @classmethod
+    def resumer(cls, state: ResumptionState) -> TwoPartySession:
+        """The initiator of a resumption from a stored state (profile §6)."""
+        return cls(Role.INITIATOR, resume=state)
+
+    def resumption_state(self) -> ResumptionState | None:
+        """A snapshot to resume from later (None before a group exists).
+
+        Taken after the connection ended: a snapshot taken while it goes on
+        is outdated by its next epoch change, and the peer refuses it then.
+        """
+        group = self._unconfirmed if self._unconfirmed is not None else self.group
+        if group is None:
+            return None
+        return ResumptionState(group.snapshot(), self.original_role)
 
     def __repr__(self) -> str:
         epoch = None if self.group is None else self.group.epoch
@@ -279,9 +394,11 @@ class TwoPartySession:
     # -- commands ------------------------------------------------------------
 
     def start(self) -> list[Action]:
-        """Initiator: send the ClientHello (profile §4)."""
+        """Initiator: send the ClientHello (profile §4), or the ResumptionRequest (§6)."""
         if self.role is not Role.INITIATOR or self.state is not SessionState.START:
             raise LocalProtocolError("only an initiator that has not started sends a ClientHello")
+        if self._resume is not None:
+            return self._start_resumption()
         assert self._joiner is not None
         key_package = self._joiner.key_package()
         self.state = SessionState.WAIT_SERVER_HELLO
@@ -328,13 +445,22 @@ class TwoPartySession:
 
     def _receive(self, message: MLSTLSMessage) -> list[Action]:
         state = self.state
-        if isinstance(message, (MLSTLSResumptionRequest, MLSTLSResumptionResponse)):
+        if isinstance(message, MLSTLSResumptionRequest):
             if state is SessionState.WAIT_CLIENT_HELLO:
-                # docs/mls-tls.md §8: resumption is not implemented yet.
-                raise RemoteProtocolError("MLS-TLS resumption is not supported",
-                                          AlertDescription.handshake_failure)
+                return self._on_resumption_request(message)
+            if state is SessionState.WAIT_RESUMPTION_RESPONSE:
+                return self._on_crossed_resumption_request(message)
             raise _unexpected(message, state)
+        if isinstance(message, MLSTLSResumptionResponse):
+            if state is SessionState.WAIT_RESUMPTION_RESPONSE:
+                return self._on_resumption_response(message)
+            raise _unexpected(message, state)
+        if state is SessionState.WAIT_RESUMPTION_CONFIRMATION and isinstance(message, MLSTLSEpochKeyUpdate):
+            return self._on_resumption_confirmed(message)
         if state is SessionState.WAIT_CLIENT_HELLO and isinstance(message, MLSTLSClientHello):
+            if self._creator is None:
+                # docs/mls-tls.md §8: a party listening only to resume.
+                raise RemoteProtocolError("this MLS-TLS responder only resumes", AlertDescription.handshake_failure)
             return self._on_client_hello(message)
         if state is SessionState.WAIT_SERVER_HELLO and isinstance(message, MLSTLSServerHello):
             return self._on_server_hello(message)
@@ -411,6 +537,122 @@ class TwoPartySession:
         # The peer switched its send key right after this message; we may
         # send again, under the new key (module doc).
         return [*self._install(Direction.receive, Direction.send), UpdateCompleted(epoch, by_us=True)]
+
+    # -- resumption (profile §6, docs/mls-tls.md §8) ---------------------------
+
+    def _start_resumption(self) -> list[Action]:
+        group = self._connected_group()
+        commit = group.pending_commit
+        if commit is None:
+            # No ConnectionUpdate was waiting: a fresh self-update commit
+            # with UpdatePath (the request carries "the commit", §6).
+            commit = group.create_self_update()
+        # Else §6: the initiator "MUST include the commit from the last
+        # ConnectionUpdate", byte for byte, so that a peer that applied it
+        # already recognises it (``_resume_as_responder``).
+        self.state = SessionState.WAIT_RESUMPTION_RESPONSE
+        return [SendMessage(MLSTLSResumptionRequest(commit))]
+
+    def _on_resumption_request(self, message: MLSTLSResumptionRequest) -> list[Action]:
+        if self._lookup is None:
+            raise RemoteProtocolError("this MLS-TLS responder does not resume (no stored states)",
+                                      AlertDescription.handshake_failure)
+        stored = self._lookup(message.commit)
+        if stored is None:
+            # docs §8: the alert a TLS server sends for a PSK identity it does not know.
+            raise RemoteProtocolError("ResumptionRequest for an unknown MLS group",
+                                      AlertDescription.unknown_psk_identity)
+        self.original_role = stored.original_role
+        self.group = stored.group.snapshot()
+        return self._resume_as_responder(message.commit)
+
+    def _on_crossed_resumption_request(self, message: MLSTLSResumptionRequest) -> list[Action]:
+        if self.original_role is Role.INITIATOR:
+            # §6: "The initial initiator MUST drop the ResumptionRequest and continue waiting."
+            return [ResumptionRequestIgnored()]
+        # §6: "The initial responder MUST drop its pending commit and instead
+        # validate and apply the incoming commit" (``_resume_as_responder``
+        # drops it, or merges it when the incoming commit shows that the
+        # peer applied it already).
+        self.role = Role.RESPONDER
+        return self._resume_as_responder(message.commit)
+
+    def _resume_as_responder(self, commit: bytes) -> list[Action]:
+        # On a copy: a failure leaves the state to resume from as it was.
+        group = self._connected_group().snapshot()
+        epoch, identity = group.epoch, group.peer_identity
+        commit_epoch = group.commit_epoch(commit)
+        if commit_epoch == epoch - 1 and commit == group.last_commit:
+            # The peer's ConnectionUpdate (or ResumptionRequest) that we
+            # applied already; its EpochKeyUpdate (our ResumptionResponse)
+            # was lost with the connection.  A commit of ours pending on top
+            # never reached the peer (it would have come after): dropped.
+            group.discard_pending()
+        elif commit_epoch == epoch:
+            # The usual case; a commit of ours pending in this epoch never
+            # reached the peer (its commit is for the same epoch): dropped.
+            group.discard_pending()
+            self._apply_peer_commit(group, commit, epoch)
+        elif commit_epoch == epoch + 1 and group.pending_commit is not None:
+            # The peer applied our pending commit (its EpochKeyUpdate was
+            # lost) and committed on top: ours first, then the peer's; a
+            # commit on another epoch epoch + 1 fails its membership tag.
+            self._apply_peer_commit(group, commit, group.merge_pending())
+        else:
+            raise RemoteProtocolError(
+                f"ResumptionRequest's commit is for epoch {commit_epoch}, our stored state is at epoch {epoch}"
+                f"{' with a commit pending' if group.pending_commit is not None else ''}: stale or foreign",
+                AlertDescription.unknown_psk_identity,
+            )
+        if group.peer_identity != identity:
+            raise MLSError("the peer's commit changes its credential", AlertDescription.bad_certificate)
+        # §6: "create a commit with UpdatePath to send back".  The keys are
+        # those of the epoch it creates; until the resumer confirms it (its
+        # EpochKeyUpdate), our resumption state is the epoch before it with
+        # the commit pending, which either answer to a later resumption fits.
+        response = group.create_self_update()
+        self._unconfirmed = group.snapshot()
+        group.merge_pending()
+        self.group = group
+        self.role = Role.RESPONDER
+        self.state = SessionState.WAIT_RESUMPTION_CONFIRMATION
+        # Plaintext like the ServerHello (docs §6); the resumer sent nothing
+        # after its request, so our receive key switches at once.
+        return [SendMessage(MLSTLSResumptionResponse(response)), *self._install(Direction.send, Direction.receive)]
+
+    def _apply_peer_commit(self, group: TwoPartyGroup, commit: bytes, before: int) -> None:
+        epoch = group.process_commit(commit)
+        if epoch != before + 1 or group.epoch != epoch:
+            raise MLSError(f"the peer's commit moved the group from epoch {before} to {epoch}")
+
+    def _on_resumption_response(self, message: MLSTLSResumptionResponse) -> list[Action]:
+        group = self._connected_group().snapshot()  # a failure leaves our state as it was
+        identity = group.peer_identity
+        # The responder applied our request's commit (or had already), then
+        # committed on top: ours first, then its.
+        before = group.merge_pending()
+        self._apply_peer_commit(group, message.commit, before)
+        if group.peer_identity != identity:
+            raise MLSError("the peer's commit changes its credential", AlertDescription.bad_certificate)
+        self.group = group
+        self.state = SessionState.CONNECTED
+        self.resumed = True
+        # docs §8: confirm the responder's commit with an EpochKeyUpdate, our
+        # first protected record; data may follow it at once.
+        return [*self._install(Direction.receive, Direction.send), SendMessage(MLSTLSEpochKeyUpdate(group.epoch)),
+                Established(group.epoch, resumed=True)]
+
+    def _on_resumption_confirmed(self, message: MLSTLSEpochKeyUpdate) -> list[Action]:
+        group = self._connected_group()
+        if message.epoch != group.epoch:
+            raise RemoteProtocolError(
+                f"EpochKeyUpdate names epoch {message.epoch}, our ResumptionResponse moves to {group.epoch}",
+                AlertDescription.illegal_parameter,
+            )
+        self._unconfirmed = None
+        self.state = SessionState.CONNECTED
+        self.resumed = True
+        return [Established(group.epoch, resumed=True)]
 
     # -- helpers ---------------------------------------------------------------
 
