@@ -10,6 +10,9 @@ failures, each an alert on both ends.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import struct
 
 import pytest
@@ -17,9 +20,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
+from helpers.peers import LOOPBACK
+from longtls import aio
 from longtls.config import Configuration
 from longtls.constants import AlertDescription
-from longtls.errors import LocalProtocolError, ProtocolError
+from longtls.errors import LocalProtocolError, ProtocolError, TLSError
 from longtls.events import (
     ApplicationData,
     ConnectionClosed,
@@ -433,3 +438,104 @@ def test_resumption_state_api() -> None:
     assert r.is_client  # the resumer is the initiator whatever the configuration says
     with pytest.raises(LocalProtocolError):
         MLSConnection(responder_config()).start_handshake()
+
+
+# ------------------------------------------------------- asyncio, real sockets
+
+
+def test_asyncio_resume_by_either_side_over_loopback() -> None:
+    """First connection with updates by both sides, close, resume by the
+    client, more updates, close, then the server resumes to a listening
+    client: one group throughout, equal exporters on both ends at every
+    epoch, none repeated, data echoed byte-exact."""
+
+    async def echo(reader: aio.TLSReader, writer: aio.MLSWriter, accepted: asyncio.Queue[aio.MLSWriter],
+                   ended: asyncio.Queue[MLSResumptionState]) -> None:
+        await accepted.put(writer)
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(TLSError, OSError):
+                await writer.wait_closed()
+            state = writer.resumption_state()
+            assert state is not None
+            await ended.put(state)
+
+    async def rounds(reader: aio.TLSReader, writer: aio.MLSWriter, peer: aio.MLSWriter, count: int,
+                     seen: list[bytes]) -> None:
+        assert writer.epoch == peer.epoch
+        for i in range(count):
+            start = writer.epoch
+            assert await writer.update_keys() == start + 1
+            assert await peer.update_keys() == start + 2
+            payload = os.urandom(1000 + 3000 * i)
+            writer.write(payload)
+            assert await reader.readexactly(len(payload)) == payload
+            value = writer.export_keying_material("EXPORTER-resumption-test", b"", 32)
+            assert value == peer.export_keying_material("EXPORTER-resumption-test", b"", 32)
+            seen.append(value)
+
+    async def main() -> None:
+        store: dict[bytes, MLSResumptionState] = {}
+        accepted: asyncio.Queue[aio.MLSWriter] = asyncio.Queue()
+        ended: asyncio.Queue[MLSResumptionState] = asyncio.Queue()
+
+        async def on_server(reader: aio.TLSReader, writer: aio.MLSWriter) -> None:
+            await echo(reader, writer, accepted, ended)
+
+        server = await aio.start_mls_server(on_server, LOOPBACK, 0, responder_config(),
+                                            resumption_states=store.get)
+        port = server.sockets[0].getsockname()[1]
+        seen: list[bytes] = []
+        try:
+            reader, writer = await aio.connect_mls(LOOPBACK, port, initiator_config())
+            peer = await accepted.get()
+            assert not writer.handshake.resumed and writer.epoch == 1
+            await rounds(reader, writer, peer, 3, seen)  # epoch 7
+            writer.close()
+            await writer.wait_closed()
+            server_state = await ended.get()
+            store[server_state.group_id] = server_state
+            client_state = writer.resumption_state()
+            assert client_state is not None and client_state.epoch == server_state.epoch == 7
+
+            # The original client resumes: epoch 7 -> 8 (its commit) -> 9 (the server's).
+            reader, writer = await aio.connect_mls(LOOPBACK, port, initiator_config(), resume=client_state)
+            peer = await accepted.get()  # its handshake completes on our EpochKeyUpdate
+            assert writer.handshake.resumed and peer.handshake.resumed
+            assert writer.epoch == peer.epoch == 9
+            await rounds(reader, writer, peer, 2, seen)  # epoch 13
+            writer.close()
+            await writer.wait_closed()
+            server_state = await ended.get()
+            client_state = writer.resumption_state()
+            assert client_state is not None and client_state.group_id == server_state.group_id
+        finally:
+            server.close()
+            await server.wait_closed()
+
+        # The original server resumes, to the original client now listening.
+        client_side: asyncio.Queue[aio.MLSWriter] = asyncio.Queue()
+        listener = await aio.start_mls_server(
+            lambda r, w: echo(r, w, client_side, ended), LOOPBACK, 0, responder_config(),
+            resumption_states={client_state.group_id: client_state}.get)
+        port = listener.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await aio.connect_mls(LOOPBACK, port, responder_config(), resume=server_state)
+            peer = await client_side.get()
+            assert writer.handshake.resumed and peer.handshake.resumed and writer.epoch == peer.epoch == 15
+            # The resumer is the initiator ("client") of this connection (§6).
+            assert writer.connection.is_client and not peer.connection.is_client
+            await rounds(reader, writer, peer, 2, seen)
+            writer.close()
+            await writer.wait_closed()
+            await ended.get()
+        finally:
+            listener.close()
+            await listener.wait_closed()
+        assert len(set(seen)) == len(seen) == 7
+
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -5,6 +5,11 @@
     epoch = await writer.update_keys()      # an MLS self-update commit
     server = await longtls.aio.start_mls_server(handler, "0.0.0.0", 4433, server_configuration)
 
+Resumption (docs/mls-tls.md §8): ``writer.resumption_state()`` once the
+connection has ended; ``connect_mls(..., resume=state)`` resumes (either
+original role may connect); ``start_mls_server(..., resumption_states=lookup)``
+answers ResumptionRequests from the states the lookup finds by group_id.
+
 The same machinery as TLS streams (``aio.protocol.StreamProtocol``: timers,
 closing, events, metrics, idle timeout) drives an
 ``mls_connection.MLSConnection``; the reader is a ``TLSReader`` and the
@@ -24,7 +29,7 @@ from cryptography import x509
 
 from ..config import Configuration
 from ..errors import ConfigurationError
-from ..mls_connection import MLSConnection
+from ..mls_connection import MLSConnection, MLSResumptionLookup, MLSResumptionState
 from .options import StreamOptions
 from .protocol import ALERT_LINGER, HandshakeCallback, StreamProtocol
 from .streams import ConfigurationSource, StreamWriter, TLSReader
@@ -44,8 +49,11 @@ class MLSProtocol(StreamProtocol[MLSConnection]):
         *,
         reader: asyncio.StreamReader | None = None,
         on_handshake: HandshakeCallback | None = None,
+        resume: MLSResumptionState | None = None,
+        resumption_states: MLSResumptionLookup | None = None,
     ) -> None:
-        super().__init__(MLSConnection(configuration), options, reader=reader, on_handshake=on_handshake)
+        connection = MLSConnection(configuration, resume=resume, resumption_states=resumption_states)
+        super().__init__(connection, options, reader=reader, on_handshake=on_handshake)
 
 
 class MLSWriter(StreamWriter[MLSConnection]):
@@ -82,27 +90,38 @@ class MLSWriter(StreamWriter[MLSConnection]):
         """The peer's validated X.509 chain (empty for a basic credential)."""
         return self.connection.peer_certificates
 
+    def resumption_state(self) -> MLSResumptionState | None:
+        """What to keep to resume later (``MLSConnection.resumption_state``):
+        take it once the connection has ended."""
+        return self.connection.resumption_state()
+
 
 async def connect_mls(
     host: str,
     port: int,
     configuration: Configuration,
     options: StreamOptions = _DEFAULT_OPTIONS,
+    *,
+    resume: MLSResumptionState | None = None,
     **kwargs: Any,
 ) -> tuple[TLSReader, MLSWriter]:
     """Open a TCP connection as the MLS-TLS initiator, complete the initial
     key agreement (ClientHello/ServerHello), return (reader, writer).
 
+    ``resume``: resume from a stored state instead (ResumptionRequest,
+    docs/mls-tls.md §8), whichever role this side had originally; the
+    configuration's identity and trust settings are then not used (the
+    group keeps the identities of the first connection).
     As ``aio.connect``: ``kwargs`` go to ``loop.create_connection``; a failed
     agreement raises its TLSError (the alert) or ConnectionLostError.
     """
-    if not configuration.is_client:
+    if not configuration.is_client and resume is None:
         raise ConfigurationError("connect_mls() needs an initiator configuration (is_client=True)")
     loop = asyncio.get_running_loop()
     reader = TLSReader(limit=options.limit, loop=loop)
 
     def factory() -> MLSProtocol:
-        return MLSProtocol(configuration, options, reader=reader)
+        return MLSProtocol(configuration, options, reader=reader, resume=resume)
 
     _, protocol = await loop.create_connection(factory, host, port, **kwargs)
     try:
@@ -129,11 +148,18 @@ async def start_mls_server(
     port: int | None,
     configuration: ConfigurationSource,
     options: StreamOptions = _DEFAULT_OPTIONS,
+    *,
+    resumption_states: MLSResumptionLookup | None = None,
     **kwargs: Any,
 ) -> asyncio.Server:
     """Listen on host:port as an MLS-TLS responder; call
     ``client_connected_cb(reader, writer)`` (an ``MLSWriter``) after each
-    initial key agreement.  Otherwise as ``aio.start_server``."""
+    initial key agreement or resumption (``writer.handshake.resumed``).
+
+    ``resumption_states``: the stored state by group_id, or None
+    (``unknown_psk_identity``); without it resumption is refused
+    (``handshake_failure``).  Store ``writer.resumption_state()`` under
+    ``state.group_id`` when a connection ends.  Otherwise as ``aio.start_server``."""
     get_configuration = configuration if callable(configuration) else lambda: configuration
     if get_configuration().is_client:
         raise ConfigurationError("start_mls_server() needs a responder configuration (is_client=False)")
@@ -144,6 +170,7 @@ async def start_mls_server(
         protocol = MLSProtocol(
             get_configuration(), options, reader=reader,
             on_handshake=lambda: client_connected_cb(reader, MLSWriter(protocol)),
+            resumption_states=resumption_states,
         )
         return protocol
 
