@@ -24,7 +24,7 @@ from helpers.peers import LOOPBACK
 from longtls import aio
 from longtls.config import Configuration
 from longtls.constants import AlertDescription
-from longtls.errors import LocalProtocolError, ProtocolError, TLSError
+from longtls.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, TLSError
 from longtls.events import (
     ApplicationData,
     ConnectionClosed,
@@ -33,9 +33,19 @@ from longtls.events import (
     Side,
 )
 from longtls.mls.framing import MLSMessage
-from longtls.mls.two_party import Role
+from longtls.mls.two_party import (
+    Action,
+    Established,
+    InstallKey,
+    Role,
+    SendMessage,
+    SessionState,
+    TwoPartySession,
+)
 from longtls.mls_connection import MLSConnection, MLSResumptionState
 from longtls.wire.mls_tls import (
+    MLSTLSEpochKeyUpdate,
+    MLSTLSMessage,
     MLSTLSResumptionRequest,
     MLSTLSResumptionResponse,
     decode_mls_tls_body,
@@ -423,6 +433,47 @@ def test_resumption_messages_out_of_place_are_unexpected_message() -> None:
     body = again.data_to_send()[5:]
     r._records.send(22, body)  # the raw handshake message, under r's current key
     fails_with(r, p, AlertDescription.unexpected_message)
+
+
+def session_pair() -> tuple[TwoPartySession, TwoPartySession, list[Action]]:
+    """The state machines alone: a resumer and a responder after the request."""
+    c, s = first_connection(0)
+    state_c, state_s = states(c, s)
+    resumer = TwoPartySession.resumer(state_c.session)
+    responder = TwoPartySession.responder(None, lambda commit: state_s.session)
+    (request,) = resumer.start()
+    assert isinstance(request, SendMessage)
+    return resumer, responder, responder.receive(request.message)
+
+
+@pytest.mark.parametrize(("message", "alert"), [
+    (MLSTLSEpochKeyUpdate(2), AlertDescription.illegal_parameter),  # the response moves to 3
+    (MLSTLSEpochKeyUpdate(4), AlertDescription.illegal_parameter),
+    (MLSTLSResumptionRequest(b"\x00\x01\x00\x01"), AlertDescription.unexpected_message),
+    (MLSTLSResumptionResponse(b"\x00\x01\x00\x01"), AlertDescription.unexpected_message),
+])
+def test_the_responder_waits_for_the_confirmation_of_its_epoch(message: MLSTLSMessage,
+                                                                alert: AlertDescription) -> None:
+    _, responder, actions = session_pair()
+    assert isinstance(actions[0], SendMessage) and isinstance(actions[0].message, MLSTLSResumptionResponse)
+    assert [type(a) for a in actions[1:]] == [InstallKey, InstallKey]  # no Established before the confirmation
+    assert responder.state is SessionState.WAIT_RESUMPTION_CONFIRMATION and responder.epoch == 3
+    assert not responder.may_send_records and not responder.may_start_update
+    with pytest.raises(RemoteProtocolError) as raised:
+        responder.receive(message)
+    assert raised.value.alert is alert
+
+
+def test_the_confirmation_completes_the_responder() -> None:
+    resumer, responder, actions = session_pair()
+    response = actions[0]
+    assert isinstance(response, SendMessage)
+    done = resumer.receive(response.message)
+    assert [type(a) for a in done] == [InstallKey, InstallKey, SendMessage, Established]
+    confirm = done[2]
+    assert isinstance(confirm, SendMessage) and confirm.message == MLSTLSEpochKeyUpdate(3)
+    assert responder.receive(confirm.message) == [Established(3, resumed=True)]
+    assert responder.may_start_update and resumer.role is Role.INITIATOR and responder.role is Role.RESPONDER
 
 
 def test_resumption_state_api() -> None:
