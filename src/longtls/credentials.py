@@ -318,9 +318,10 @@ def put_in_use(
     rollout = CertificateRollout()
     if connections is not None:
         rollout = connections.update_certificate(credentials.chain, credentials.private_key)
+    # None: the live connections cannot take one (MLS mode: no Certificate Update).
+    reach = describe_rollout(rollout) if connections is not None else "for new connections only"
     logger.info(
-        "certificate renewed from %s: %s; %s", os.fspath(source), describe_certificate(credentials.leaf),
-        describe_rollout(rollout),
+        "certificate renewed from %s: %s; %s", os.fspath(source), describe_certificate(credentials.leaf), reach,
     )
     return rollout
 

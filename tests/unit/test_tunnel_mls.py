@@ -10,22 +10,29 @@ commits, which the metrics count and ``-v`` logs, one line per epoch.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
+import shutil
+import signal
 import socket
 import socketserver
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
-from helpers.cli import LONGTLS, assert_one_error_line, longtls
+from helpers.cli import LONGTLS, assert_one_error_line, longtls, summary
 from helpers.peers import LOOPBACK, PeerProcess, free_port, start_process
-from helpers.pki import PkiFiles
+from helpers.pki import PkiFiles, make_leaf
+from longtls import aio
+from longtls.config import Configuration
 
 READY = r"^longtls: tunnel (server|client): "
 TRAILER = b"[echo saw EOF]\n"
@@ -197,6 +204,52 @@ def test_an_untrusted_server_is_refused_and_insecure_accepts_it(
         app.sendall(b"unauthenticated but encrypted")
         app.shutdown(socket.SHUT_WR)
         assert _recv_all(app) == b"unauthenticated but encrypted" + TRAILER
+
+
+def test_a_renewed_certificate_reaches_new_connections(
+    echo: Echo, tunnel: Any, files: PkiFiles, pki: Any, tmp_path: Path
+) -> None:
+    """The watcher (and SIGHUP) put a renewed certificate in use for new MLS
+    connections; MLS has no Certificate Update, and the log line says so."""
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    shutil.copy(files.server.chain, cert)
+    shutil.copy(files.server.key, key)
+    server, port = tunnel(
+        "server", "--forward", f"{LOOPBACK}:{echo.port}", "--cert", str(cert), "--key", str(key),
+        "--cert-check-interval", "0.2",
+    )
+
+    async def served_certificate() -> x509.Certificate:
+        client = Configuration(is_client=True, server_name="localhost")
+        client.load_verify_locations(str(files.ca))
+        reader, writer = await aio.connect_mls(LOOPBACK, port, client)
+        writer.write(b"hi")
+        writer.write_eof()
+        assert await reader.read() == b"hi" + TRAILER
+        writer.close()
+        await writer.wait_closed()
+        return writer.peer_certificates[0]
+
+    original = x509.load_pem_x509_certificate(files.server.cert.read_bytes())
+    assert asyncio.run(served_certificate()) == original
+    ca = pki("ed25519", ca_key_type="ecdsa-p256").ca
+    # The watcher: a renewal (same names, new key and serial).
+    renewed = make_leaf(ca, "ed25519", ["localhost", "127.0.0.1"])
+    key.write_bytes(renewed.key_pem())
+    cert.write_bytes(renewed.chain_pem())
+    server.wait_for_output(r"certificate renewed from .*; for new connections only$")
+    assert asyncio.run(served_certificate()) == renewed.cert
+    # SIGHUP: any identity, for new connections.
+    other = make_leaf(ca, "ed25519", ["127.0.0.1", "localhost"])
+    key.write_bytes(other.key_pem())
+    cert.write_bytes(other.chain_pem())
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for_output(r"reloaded .* for new connections$")
+    result = longtls("connect", "--mls", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--servername", "localhost",
+                     "--summary", "json", input="hi")
+    assert result.returncode == 0, result.stderr
+    assert summary(result.stderr)[0]["peer_subject"] == "CN=127.0.0.1,O=longtls tests"
+    assert "Traceback" not in server.stderr, server.describe()
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
