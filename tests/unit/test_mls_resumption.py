@@ -43,12 +43,14 @@ from longtls.mls.two_party import (
     TwoPartySession,
 )
 from longtls.mls_connection import MLSConnection, MLSResumptionState
+from longtls.record.tls import plaintext_record
 from longtls.wire.mls_tls import (
     MLSTLSEpochKeyUpdate,
     MLSTLSMessage,
     MLSTLSResumptionRequest,
     MLSTLSResumptionResponse,
     decode_mls_tls_body,
+    encode_mls_tls,
 )
 
 CLIENT_LABEL = b"MLS-TLS c ap traffic"
@@ -390,6 +392,25 @@ def test_a_state_of_another_group_is_refused() -> None:
     p = MLSConnection(responder_config(), resumption_states=lambda group_id: state_other)
     r.start_handshake()
     fails_with(r, p, AlertDescription.illegal_parameter)
+
+
+@pytest.mark.parametrize(("commit", "alert"), [
+    (b"\x00\x01\x00\x01\xff", AlertDescription.decode_error),  # an MLSMessage header, then garbage
+    (None, AlertDescription.illegal_parameter),  # a KeyPackage where a commit belongs
+])
+def test_a_request_without_a_commit_is_refused(commit: bytes | None, alert: AlertDescription) -> None:
+    _, s = first_connection(0)
+    (state_s,) = states(s)
+    if commit is None:
+        fresh = MLSConnection(initiator_config())
+        fresh.start_handshake()
+        commit = decode_mls_tls_body(fresh.data_to_send()[9:]).key_package  # type: ignore[union-attr]
+    p = MLSConnection(responder_config(), resumption_states={state_s.group_id: state_s}.get)
+    record = plaintext_record(22, encode_mls_tls(MLSTLSResumptionRequest(commit)), 0x0301)
+    with pytest.raises(ProtocolError) as raised:
+        p.receive_data(record)
+    assert raised.value.alert is alert and closed_with(p).alert is alert
+    assert p.data_to_send()[:1] == b"\x15"  # the alert, in a plaintext record
 
 
 def flip_last_byte(wire: bytes) -> bytes:
