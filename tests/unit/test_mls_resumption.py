@@ -311,7 +311,8 @@ def test_a_resumption_interrupted_before_its_confirmation_resumes_again(lost: st
     ("initiator's update applied", 6),        # the responder recognises the resent commit as applied (5)
     ("responder's update applied", 7),        # the initiator's fresh 5 -> 6 on the responder's merged commit
 ])
-def test_crossed_resumption_requests(before: str, expected: int) -> None:
+@pytest.mark.parametrize("first_reader", ["original initiator", "original responder"])
+def test_crossed_resumption_requests(before: str, expected: int, first_reader: str) -> None:
     c, s = first_connection()
     a_, b_ = (c, s) if before.startswith("initiator") else (s, c)
     if before != "nothing pending":
@@ -328,9 +329,15 @@ def test_crossed_resumption_requests(before: str, expected: int) -> None:
     r.start_handshake()
     from_i, from_r = i.data_to_send(), r.data_to_send()
     assert from_i[9] == from_r[9] == 5  # two ResumptionRequests
-    i.receive_data(from_r)
-    assert i.data_to_send() == b""  # §6: the original initiator drops it and keeps waiting
-    r.receive_data(from_i)  # the original responder drops its own and answers
+    if first_reader == "original initiator":
+        i.receive_data(from_r)
+        assert i.data_to_send() == b""  # §6: the original initiator drops it and keeps waiting
+        r.receive_data(from_i)  # the original responder drops its own and answers
+    else:
+        r.receive_data(from_i)
+        response = r.data_to_send()
+        assert response[9] == 6  # a ResumptionResponse
+        i.receive_data(from_r + response)  # the dropped request, then the answer to ours
     pump(i, r)
     for conn in (i, r):
         completed(conn)
@@ -381,6 +388,21 @@ def test_a_stale_state_is_unknown_psk_identity(stale: str) -> None:
     p2 = MLSConnection(responder_config(), resumption_states=store.get)
     r2.start_handshake()
     fails_with(r2, p2, AlertDescription.unknown_psk_identity)
+
+
+@pytest.mark.parametrize("behind", ["resumer", "responder"])
+def test_a_state_one_epoch_behind_is_unknown_psk_identity(behind: str) -> None:
+    c, s = first_connection()
+    old_c, old_s = states(c, s)  # a snapshot while the connection goes on ...
+    c.update_keys()
+    pump(c, s)  # ... is outdated by the next epoch change
+    new_c, new_s = states(c, s)
+    assert new_c.epoch == old_c.epoch + 1
+    r = MLSConnection(initiator_config(), resume=old_c if behind == "resumer" else new_c)
+    stored = new_s if behind == "resumer" else old_s
+    p = MLSConnection(responder_config(), resumption_states={stored.group_id: stored}.get)
+    r.start_handshake()
+    fails_with(r, p, AlertDescription.unknown_psk_identity)
 
 
 def test_a_state_of_another_group_is_refused() -> None:
