@@ -173,7 +173,6 @@ async def _open_link(
     client_config, server_config = make(options, bundle)
     accepted: asyncio.Future[tuple[aio.TLSReader, SecureWriter]] = asyncio.get_running_loop().create_future()
     done = asyncio.Event()
-    stack.callback(done.set)
 
     async def on_client(reader: aio.TLSReader, writer: SecureWriter) -> None:
         if not accepted.done():
@@ -186,6 +185,7 @@ async def _open_link(
     else:
         server = await aio.start_mls_server(on_client, HOST, 0, server_config)
     await stack.enter_async_context(server)
+    stack.callback(done.set)  # the handler ends before the server closes
     port = server.sockets[0].getsockname()[1]
     client_reader: aio.TLSReader
     client_writer: SecureWriter

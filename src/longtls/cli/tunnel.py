@@ -168,10 +168,11 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
     # Startup, reloads, refused handshakes and unreachable targets are worth a
     # line by default; per-connection chatter is for -v.
     if not args.verbose:
-        # A tunnel client reports a failed handshake itself (which application
-        # connection, which target): longtls.aio's line would say it twice.
+        # A TCP tunnel client reports a failed handshake itself (which
+        # application connection, which target): longtls.aio's line would say
+        # it twice.
         names = ["longtls.cli", "longtls.tunnel", "longtls.credentials"]
-        if args.mode == "server":
+        if args.mode == "server" or args.dtls:
             names.append("longtls.aio")
         for name in names:
             logging.getLogger(name).setLevel(logging.INFO)
