@@ -595,8 +595,9 @@ class TwoPartySession:
             self._apply_peer_commit(group, commit, epoch)
         elif commit_epoch == epoch + 1 and group.pending_commit is not None:
             # The peer applied our pending commit (its EpochKeyUpdate was
-            # lost) and committed on top: ours first, then the peer's; a
-            # commit on another epoch epoch + 1 fails its membership tag.
+            # lost) and committed on top: ours first, then the peer's (if
+            # the peer's epoch + 1 came from another commit, its membership
+            # tag does not verify: illegal_parameter).
             self._apply_peer_commit(group, commit, group.merge_pending())
         else:
             raise RemoteProtocolError(
