@@ -118,13 +118,13 @@ def test_data_byte_exact_through_epoch_changes_from_both_ends(
     server, server_port = tunnel(
         "server", "-v", "--forward", f"{LOOPBACK}:{echo.port}",
         "--cert", str(files.server.chain), "--key", str(files.server.key),
-        "--rekey-interval", "0.2", "--metrics", f"{LOOPBACK}:{server_metrics}",
+        "--rekey-interval", "0.25", "--metrics", f"{LOOPBACK}:{server_metrics}",
     )
-    # The post-quantum suite; the client commits every 256 KiB it sends, the
-    # server every 0.2 s (a commit from either end restarts both counters).
+    # The post-quantum suite; the client commits every 100 KiB it sends, the
+    # server every 0.25 s (a commit from either end restarts both counters).
     client, port = tunnel(
         "client", "--connect", f"{LOOPBACK}:{server_port}", "--ca", str(files.ca), "--servername", "localhost",
-        "--mls-suite", "0xF0A1", "--rekey-bytes", "256K", "--metrics", f"{LOOPBACK}:{client_metrics}",
+        "--mls-suite", "0xF0A1", "--rekey-bytes", "100K", "--metrics", f"{LOOPBACK}:{client_metrics}",
     )
     assert "MLS-TLS to" in client.stderr and "(MLS suites 0xF0A1)" in client.stderr
     data = os.urandom(4 << 20)
@@ -157,6 +157,7 @@ def test_data_byte_exact_through_epoch_changes_from_both_ends(
     assert updates(server_values, "peer") == updates(client_values, "local")
     total = int(updates(server_values, "local") + updates(server_values, "peer"))
     # -v: one line per epoch change, epochs 2, 3, ... (the Welcome makes epoch 1).
+    server.wait_for_output(rf"MLS epoch {1 + total}, ")  # the pipe's reader may lag behind the metrics
     logged = re.findall(r"MLS epoch (\d+), started by the (client|server), [\d.]+ ms$", server.stderr, re.MULTILINE)
     assert [int(epoch) for epoch, _ in logged] == list(range(2, 2 + total)), server.describe()
     assert sum(by == "server" for _, by in logged) == updates(server_values, "local")
