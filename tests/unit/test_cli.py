@@ -85,6 +85,7 @@ def test_echo_round_trip_with_json_summary(serve: Any, files: PkiFiles) -> None:
         "peer_subject": "CN=localhost,O=longtls tests",
         "resumed": False,
         "eku": True,
+        "extended_key_update": True,
         "eku_profile": "draft-13",
         # Certificate Update (draft-rosomakho-tls-cert-update-02), on by default both sides.
         "certificate_update": True,
@@ -386,6 +387,8 @@ def test_no_eku_on_one_side_falls_back_to_key_update(serve: Any, files: PkiFiles
         "--rekey-count", "3", *(["--no-eku"] if side == "connect" else []),
     )
     assert result.returncode == 0, result.stderr
+    handshake = summary(result.stderr)[0]
+    assert (handshake["extended_key_update"], handshake["eku"], handshake["eku_profile"]) == (False, False, None)
     updates = key_updates(result.stderr)
     assert {u["kind"] for u in updates} == {"standard"}, updates
     sent = [u for u in updates if u["direction"] == "send"]

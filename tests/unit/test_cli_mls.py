@@ -54,7 +54,7 @@ def test_echo_with_an_x509_credential_and_the_json_lines(serve: Any, files: PkiF
     assert records[0] == {
         "event": "handshake", "version": "MLS-TLS", "cipher_suite": "TLS_AES_128_GCM_SHA256", "group": "x25519",
         "signature_scheme": "ed25519", "alpn": None, "peer_subject": "CN=localhost,O=longtls tests",
-        "resumed": False, "eku": False, "eku_profile": None, "certificate_update": False,
+        "resumed": False, "eku": False, "extended_key_update": False, "eku_profile": None, "certificate_update": False,
         "mode": "mls", "mls_cipher_suite": 1, "epoch": 1,
     }
     updates = [r for r in records if r["event"] == "key_update"]

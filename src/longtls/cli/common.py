@@ -700,7 +700,10 @@ def handshake_summary(event: HandshakeComplete) -> dict[str, Any]:
         "alpn": event.alpn_protocol,
         "peer_subject": event.peer_subject,
         "resumed": event.resumed,
+        # "eku" is the original name, kept (a contract); "extended_key_update"
+        # spells it out, as HandshakeComplete does (issue 14).
         "eku": event.extended_key_update,
+        "extended_key_update": event.extended_key_update,
         "eku_profile": event.eku_profile.value if event.eku_profile is not None else None,
         "certificate_update": event.certificate_update,
     }
