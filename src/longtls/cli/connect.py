@@ -18,7 +18,18 @@ own --cert renewed on disk and sent), e.g.
   {"event": "certificate_update", "direction": "received",
    "subject": "CN=localhost,O=longtls", "serial": "5a0f...",
    "not_after": "2027-03-01T12:00:00Z"}
-and last {"event": "closed", ...}.
+and last {"event": "closed", ...}.  The handshake line says whether
+Extended Key Update was negotiated ("extended_key_update", also under its
+older name "eku") and which draft text ("eku_profile").
+
+--brief prints, after the handshake, a few lines like `openssl s_client
+-brief`: protocol, cipher suite, group, signature, peer certificate subject,
+verification result, ALPN, Extended Key Update and its profile, Certificate
+Update.  --showcerts prints each certificate the server sent (subject,
+issuer, subjectAltName, notBefore, notAfter, serial, SHA-256 fingerprint
+and the PEM), then the verification result.  Both go to standard error:
+standard output carries only the server's bytes (s_client -showcerts mixes
+them; here `connect --showcerts > data` stays clean).
 
 With --cert, the --cert/--key files are watched as `longtls serve` watches
 its own (--cert-check-interval); a renewed pair is sent to the server if
@@ -66,7 +77,7 @@ from ..events import (
     SessionTicketReceived,
     UpdateRejection,
 )
-from . import common
+from . import common, peer_report
 from .common import CLIError
 from .stdio import open_stdin, write_stdout
 
@@ -90,6 +101,14 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--summary", choices=["json"],
         help="print the handshake and later events as JSON lines on stderr",
+    )
+    p.add_argument(
+        "--brief", action="store_true",
+        help="print protocol, suite, group, peer, verification and EKU on stderr after the handshake",
+    )
+    p.add_argument(
+        "--showcerts", action="store_true",
+        help="print the server's certificate chain (fields and PEM) and the verify result on stderr",
     )
     common.add_key_password_option(p)
     p.add_argument(
@@ -196,6 +215,7 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
     except OSError as exc:
         raise CLIError(f"cannot connect to {where}: {common.describe_error(exc)}") from None
 
+    _report(args, writer.handshake, where)
     if args.require_eku:
         problem = common.require_eku_message(writer.handshake, f"the server at {where}")
         if problem is not None:
@@ -237,6 +257,15 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
             watcher.stop()
     summary.closed()
     return 0
+
+
+def _report(args: argparse.Namespace, event: HandshakeComplete, where: str) -> None:
+    """--brief and --showcerts, on stderr: stdout carries only the server's bytes."""
+    if args.brief:
+        sys.stderr.write(peer_report.brief(event, args, where))
+    if args.showcerts:
+        sys.stderr.write(peer_report.showcerts(event, args))
+    sys.stderr.flush()
 
 
 async def _rekey_and_close(count: int, reader: aio.TLSReader, writer: aio.TLSWriter | aio.MLSWriter) -> None:
@@ -299,6 +328,7 @@ async def _connect_dtls(
     except OSError as exc:
         raise CLIError(f"cannot connect to {where} (UDP): {common.describe_error(exc)}") from None
 
+    _report(args, association.handshake, where)
     if args.require_eku:
         problem = common.require_eku_message(association.handshake, f"the server at {where}")
         if problem is not None:
