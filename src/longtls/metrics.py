@@ -14,29 +14,64 @@ Families (exposition format 0.0.4):
 
 - ``longtls_open_connections`` (gauge): handshake complete, not yet closed.
 - ``longtls_handshakes_total{result="ok|failed"}``.
+- ``longtls_handshake_failures_total{alert="...",sent_by="local|peer|none"}``:
+  each failed handshake once, by the alert that ended it (its AlertDescription
+  name, e.g. ``bad_certificate``, ``unknown_ca``) and who sent that alert.
+  Three failures no alert names get their own ``alert`` values: ``timeout``
+  (the handshake timeout; we sent user_canceled, RFC 9846 §6.1), ``not_tls``
+  (the peer spoke something else, e.g. plain HTTP) and ``connection_lost``
+  (the transport ended with no alert; ``sent_by="none"``).
+- ``longtls_handshake_duration_seconds`` (histogram): from the connection's
+  start (TCP connected or accepted, first datagram) to HandshakeComplete,
+  successful handshakes only.
+- ``longtls_key_update_duration_seconds`` (histogram): extended key updates
+  (and MLS epoch changes) from the request to completion, as the
+  KeyUpdateCompleted event reports it.  Standard KeyUpdates (RFC 9846 §4.6.3)
+  are one message with no answer to time, so they are not in it.
 - ``longtls_key_updates_total{initiator="local|peer",result="completed|failed"}``:
   extended key updates, or standard KeyUpdates where EKU was not negotiated.
   "failed" is a draft-05 decline or a connection that ended mid-update.
 - ``longtls_bytes_total{direction="in|out"}``: application data bytes
   (plaintext) received from and sent to TLS peers.
 - ``longtls_oldest_key_age_seconds`` (gauge): age of the oldest traffic key
-  still in use on an open connection (0 with none open): what a rekey
-  policy is meant to bound.
+  still in use on an open connection: what a rekey policy is meant to bound.
+  With no connection open there is no such key, and the family has no
+  sample (only its HELP and TYPE lines): the Prometheus convention for "no
+  value" is an absent series (``absent()`` in PromQL), not 0, which would
+  read as a fresh key, nor NaN, which makes every threshold alert silently
+  false.  ``Metrics.oldest_key_age()`` still returns 0.0 then.
 - ``longtls_certificate_updates_total{direction="sent|received"}``:
   Certificate Updates (draft-rosomakho-tls-cert-update-02) that went out, and
   that the peer sent and we accepted.
 - ``longtls_certificate_reloads_total{result="applied|refused"}``: renewed
   certificate files a program (``longtls serve``/``tunnel``) took into use, or
   refused because they break an identity rule (``certificate_reloaded``).
+- ``longtls_certificate_not_after_timestamp_seconds{subject="...",serial="..."}``
+  (gauge): the notAfter of each certificate in the chain we present, as Unix
+  seconds; ``subject`` in RFC 4514 form, ``serial`` in upper-case hex (as
+  ``openssl x509 -serial`` prints it).  Read from ``Metrics.certificates``
+  at each scrape, so a reloaded or renewed certificate shows at once.
+- ``longtls_build_info{version="...",python="...",cryptography="..."}``
+  (gauge, always 1): the versions in use, the usual ``_info`` pattern.
+
+``serve_metrics`` also answers ``GET /healthz`` with 200 and ``ok``: the
+process is up and its event loop answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
+import cryptography
+from cryptography import x509
+
+from . import __version__
+from .errors import AlertReceived, HandshakeTimeoutError, NotTLSError, TLSError
 from .events import (
     CertificateUpdated,
     ConnectionClosed,
@@ -48,12 +83,88 @@ from .events import (
     KeyUpdateStarted,
 )
 
-__all__ = ["ConnectionMetrics", "Metrics", "serve_metrics"]
+__all__ = ["ConnectionMetrics", "Histogram", "Metrics", "failure_label", "serve_metrics"]
 
 logger = logging.getLogger("longtls.metrics")
 
 _MAX_REQUEST_HEAD = 8192
 _REQUEST_TIMEOUT = 10.0
+
+#: Upper bounds (seconds) of the duration histograms' buckets.  A handshake
+#: on loopback takes a few milliseconds, across a continent a few hundred,
+#: and one that waits on a slow client certificate check seconds; EKU is one
+#: round trip plus a key exchange, so it starts lower.
+HANDSHAKE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+KEY_UPDATE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _escape(value: str) -> str:
+    # Exposition format 0.0.4: in label values, backslash, double quote and
+    # line feed are escaped (an RFC 4514 subject can hold the first two).
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+    inner = ",".join(f'{name}="{_escape(value)}"' for name, value in pairs)
+    return f"{{{inner}}}" if inner else ""
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def failure_label(error: BaseException | None) -> tuple[str, str]:
+    """``(alert, sent_by)`` for a failed handshake (see the module docstring)."""
+    if error is None:
+        return "connection_lost", "none"
+    # Before TLSError: both are TLSErrors whose ``alert`` is not the reason.
+    if isinstance(error, (HandshakeTimeoutError, TimeoutError)):
+        return "timeout", "local"
+    if isinstance(error, NotTLSError):
+        return "not_tls", "local"
+    if isinstance(error, AlertReceived):
+        return error.alert.name, "peer"
+    if isinstance(error, TLSError):
+        return error.alert.name, "local"
+    return "connection_lost", "none"  # OSError, ConnectionLostError: no alert
+
+
+class Histogram:
+    """A Prometheus histogram: cumulative buckets, sum and count."""
+
+    __slots__ = ("bounds", "counts", "sum", "count")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * len(self.bounds)  # per bucket, not yet cumulative
+        self.sum = 0.0
+        self.count = 0
+
+    def __repr__(self) -> str:
+        return f"<Histogram count={self.count} sum={self.sum:.3f}>"
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        self.sum += value
+        self.count += 1
+
+    def samples(self, name: str) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        total = 0
+        for bound, n in zip(self.bounds, self.counts, strict=True):
+            total += n
+            out.append((f'{name}_bucket{{le="{_number(float(bound))}"}}', str(total)))
+        out.append((f'{name}_bucket{{le="+Inf"}}', str(self.count)))
+        out.append((f"{name}_sum", repr(self.sum)))
+        out.append((f"{name}_count", str(self.count)))
+        return out
 
 
 class Metrics:
@@ -70,6 +181,13 @@ class Metrics:
         self.bytes = {"in": 0, "out": 0}
         self.certificate_updates = {"sent": 0, "received": 0}
         self.certificate_reloads = {"applied": 0, "refused": 0}
+        #: (alert, sent_by) -> failed handshakes; see ``failure_label``.
+        self.handshake_failures: dict[tuple[str, str], int] = {}
+        self.handshake_duration = Histogram(HANDSHAKE_BUCKETS)
+        self.key_update_duration = Histogram(KEY_UPDATE_BUCKETS)
+        #: The certificates we present, read at each scrape (a program sets
+        #: it to follow its current configuration across reloads).
+        self.certificates: Callable[[], Sequence[x509.Certificate]] = tuple
         self._open: set[ConnectionMetrics] = set()
 
     def __repr__(self) -> str:
@@ -99,8 +217,12 @@ class Metrics:
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
             for labels, value in samples:
-                text = repr(float(value)) if isinstance(value, float) else str(value)
-                lines.append(f"{name}{labels} {text}")
+                lines.append(f"{name}{labels} {_number(value)}")
+
+        def samples(name: str, kind: str, help_text: str, rows: list[tuple[str, str]]) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.extend(f"{key} {value}" for key, value in rows)
 
         family(
             "longtls_open_connections", "gauge",
@@ -110,6 +232,24 @@ class Metrics:
         family(
             "longtls_handshakes_total", "counter", "TLS handshakes by result.",
             [(f'{{result="{r}"}}', n) for r, n in self.handshakes.items()],
+        )
+        family(
+            "longtls_handshake_failures_total", "counter",
+            "Failed TLS handshakes by the alert that ended them and who sent it.",
+            [
+                (_labels([("alert", alert), ("sent_by", by)]), n)
+                for (alert, by), n in sorted(self.handshake_failures.items())
+            ],
+        )
+        samples(
+            "longtls_handshake_duration_seconds", "histogram",
+            "Time from connection start to a completed TLS handshake.",
+            self.handshake_duration.samples("longtls_handshake_duration_seconds"),
+        )
+        samples(
+            "longtls_key_update_duration_seconds", "histogram",
+            "Time from an extended key update's request to its completion.",
+            self.key_update_duration.samples("longtls_key_update_duration_seconds"),
         )
         family(
             "longtls_key_updates_total", "counter",
@@ -127,7 +267,8 @@ class Metrics:
         family(
             "longtls_oldest_key_age_seconds", "gauge",
             "Age of the oldest traffic key in use across open connections.",
-            [("", round(self.oldest_key_age(), 3))],
+            # No sample with no connection open: see the module docstring.
+            [("", round(self.oldest_key_age(), 3))] if self._open else [],
         )
         family(
             "longtls_certificate_updates_total", "counter",
@@ -139,14 +280,37 @@ class Metrics:
             "Renewed certificate files taken into use (applied) or refused (identity rules).",
             [(f'{{result="{r}"}}', n) for r, n in self.certificate_reloads.items()],
         )
+        family(
+            "longtls_certificate_not_after_timestamp_seconds", "gauge",
+            "notAfter of each certificate we present, in Unix seconds.",
+            [
+                (
+                    _labels([("subject", cert.subject.rfc4514_string()), ("serial", f"{cert.serial_number:X}")]),
+                    cert.not_valid_after_utc.timestamp(),
+                )
+                for cert in self.certificates()
+            ],
+        )
+        family(
+            "longtls_build_info", "gauge",
+            "Versions of longtls, Python and pyca/cryptography in use (value always 1).",
+            [(_BUILD_LABELS, 1)],
+        )
         return "\n".join(lines) + "\n"
+
+
+_BUILD_LABELS = _labels([
+    ("version", __version__),
+    ("python", platform.python_version()),
+    ("cryptography", cryptography.__version__),
+])
 
 
 class ConnectionMetrics:
     """What one connection reports to its Metrics."""
 
     __slots__ = (
-        "_metrics", "_local", "_open", "_pending", "_send_since", "_receive_since", "_done",
+        "_metrics", "_local", "_open", "_pending", "_send_since", "_receive_since", "_done", "_started",
     )
 
     def __init__(self, metrics: Metrics, is_client: bool) -> None:
@@ -156,6 +320,7 @@ class ConnectionMetrics:
         self._done = False
         self._pending: str | None = None  # initiator of the extended key update under way
         now = metrics.clock()
+        self._started = now  # the handshake duration counts from here
         self._send_since = now
         self._receive_since = now
 
@@ -175,10 +340,16 @@ class ConnectionMetrics:
     def received(self, n: int) -> None:
         self._metrics.bytes["in"] += n
 
-    def handshake_failed(self) -> None:
+    def handshake_failed(self, error: BaseException | None = None) -> None:
+        """The handshake failed with ``error`` (None: the transport just ended)."""
         if not self._open and not self._done:
-            self._metrics.handshakes["failed"] += 1
+            self._count_failure(failure_label(error))
             self._done = True
+
+    def _count_failure(self, key: tuple[str, str]) -> None:
+        self._metrics.handshakes["failed"] += 1
+        failures = self._metrics.handshake_failures
+        failures[key] = failures.get(key, 0) + 1
 
     def event(self, event: Event) -> None:
         now = self._metrics.clock()
@@ -186,6 +357,7 @@ class ConnectionMetrics:
             if self._done:
                 return
             self._metrics.handshakes["ok"] += 1
+            self._metrics.handshake_duration.observe(max(0.0, now - self._started))
             self._open = True
             self._metrics._open.add(self)
             self._send_since = self._receive_since = now
@@ -195,6 +367,7 @@ class ConnectionMetrics:
         elif isinstance(event, KeyUpdateCompleted):
             self._pending = None
             self._count_update(self._initiator(event.initiator), "completed")
+            self._metrics.key_update_duration.observe(max(0.0, event.seconds))
             self._send_since = self._receive_since = now
         elif isinstance(event, KeyUpdateRejected):
             self._pending = None
@@ -214,6 +387,11 @@ class ConnectionMetrics:
         elif isinstance(event, CertificateUpdated):
             self._metrics.certificate_updates[event.direction.value] += 1
         elif isinstance(event, ConnectionClosed):
+            if event.alert is not None and not self._open and not self._done:
+                # The core reports the fatal alert, sent or received, before
+                # the asyncio layer sees the exception it raises: label by it.
+                self._count_failure((event.alert.name, "peer" if event.by_peer else "local"))
+                self._done = True
             self.closed()
 
     def closed(self) -> None:
@@ -222,14 +400,15 @@ class ConnectionMetrics:
             self._count_update(self._pending, "failed")
             self._pending = None
         if not self._open and not self._done:
-            self._metrics.handshakes["failed"] += 1
+            self._count_failure(failure_label(None))
         self._done = True
         self._open = False
         self._metrics._open.discard(self)
 
 
 async def serve_metrics(metrics: Metrics, host: str, port: int) -> asyncio.Server:
-    """An HTTP/1.0 endpoint: ``GET /metrics`` answers ``metrics.render()``.
+    """An HTTP/1.0 endpoint: ``GET /metrics`` answers ``metrics.render()``,
+    ``GET /healthz`` answers ``ok``.
 
     Deliberately tiny (no keep-alive, no TLS): a scrape target on a trusted
     network or loopback.  Raises OSError if the address cannot be bound.
@@ -242,6 +421,8 @@ async def serve_metrics(metrics: Metrics, host: str, port: int) -> asyncio.Serve
             path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
             if method not in (b"GET", b"HEAD"):
                 status, body = "405 Method Not Allowed", "GET /metrics only\n"
+            elif path == b"/healthz":
+                status, body = "200 OK", "ok\n"  # liveness: the loop answers
             elif path != b"/metrics":
                 status, body = "404 Not Found", "metrics are at /metrics\n"
             else:

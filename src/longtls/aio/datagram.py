@@ -488,7 +488,7 @@ class DTLSAssociation:
                 logger.info("%s: DTLS handshake failed: %s", self.peername, failure)
             self.handshake_future.set_exception(failure)
             if self._metrics is not None:
-                self._metrics.handshake_failed()
+                self._metrics.handshake_failed(failure)
         elif exc is not None:
             logger.debug("%s: association failed: %s", self.peername, exc)
         self._timer.cancel()

@@ -438,7 +438,7 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
                 logger.info("%s: TLS handshake failed: %s", self.peername, exc)
             self.handshake.set_exception(exc)
             if self._metrics is not None:
-                self._metrics.handshake_failed()
+                self._metrics.handshake_failed(exc)
         else:
             logger.debug("%s: connection failed: %s", self.peername, exc)
         if not self._peer_closed:  # after the peer's close_notify, EOF stays EOF
