@@ -61,7 +61,8 @@ LAYERS: Layers = (
     # Programs built on aio: the tunnel, the demo, the PKI generator, the
     # credential file watcher (certificate renewal without restart).
     ("applications", frozenset({"tunnel", "tunnel_udp", "demo", "certs", "credentials"})),
-    ("cli", frozenset({"cli"})),
+    # The command line, and `python -m longtls` (__main__), which runs it.
+    ("cli", frozenset({"cli", "__main__"})),
 )
 
 
