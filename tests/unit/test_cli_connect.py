@@ -8,6 +8,9 @@ data, Ctrl-C (SIGINT) closing with close_notify, a reader that goes away.
 from __future__ import annotations
 
 import re
+import shlex
+import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -104,3 +107,39 @@ def test_showcerts_prints_the_chain_the_server_sent(echo_server: Any, files: Pki
     # --summary json still parses: the report lines are not JSON objects.
     records = summary(result.stderr)
     assert [records[0]["event"], records[-1]["event"]] == ["handshake", "closed"]
+
+
+# -- ending: Ctrl-C and a reader that goes away ----------------------------------------------
+
+
+def test_ctrl_c_closes_with_close_notify_and_exits_130(echo_server: Any, files: PkiFiles) -> None:
+    server, port = echo_server
+    with start_process(
+        [*LONGTLS, "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json"], port=None
+    ) as client:
+        client.write("still here\n")
+        client.wait_for_output("still here")
+        client.proc.send_signal(signal.SIGINT)
+        assert client.wait() == 130, client.describe()
+    assert "Traceback" not in client.stderr, client.describe()
+    # The last line: the server answered our close_notify with its own.
+    assert summary(client.stderr)[-1] == {"event": "closed", "alert": None, "by_peer": True, "interrupted": True}
+    # The server saw a clean close, not a truncation.
+    assert "without close_notify" not in server.stderr, server.describe()
+    assert "truncated" not in server.stderr, server.describe()
+
+
+def test_a_broken_stdout_pipe_exits_141_after_close_notify(echo_server: Any, files: PkiFiles) -> None:
+    server, port = echo_server
+    connect = shlex.join([*LONGTLS, "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json"])
+    # 2 MB to echo, of which `head` reads 10 bytes and goes away.
+    script = f'head -c 2000000 /dev/zero | {connect} | head -c 10; exit "${{PIPESTATUS[1]}}"'
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.stdout == "\0" * 10
+    assert result.returncode == 141, result.stderr  # 128 + SIGPIPE, as `cat` killed by it
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("{") for line in lines), result.stderr  # no error line: like cat, silent
+    closed = summary(result.stderr)[-1]
+    assert (closed["event"], closed["error"]) == ("closed", "Broken pipe"), closed
+    assert "without close_notify" not in server.stderr, server.describe()

@@ -57,9 +57,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import signal
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import aio
@@ -178,9 +181,13 @@ class Summary:
         elif isinstance(event, ConnectionClosed):
             self.closed_event = event
 
-    def closed(self, error: BaseException | None = None, counters: dict[str, int] | None = None) -> None:
+    def closed(
+        self, error: BaseException | None = None, counters: dict[str, int] | None = None,
+        *, interrupted: bool = False,
+    ) -> None:
         """The final record: the alert that ended the connection, or null
-        (and, over DTLS, the datagram ``counters``)."""
+        (and, over DTLS, the datagram ``counters``; ``"interrupted": true``
+        only after a Ctrl-C)."""
         event = self.closed_event
         record: dict[str, Any] = {
             "event": "closed",
@@ -191,6 +198,8 @@ class Summary:
             record.update(counters)
         if error is not None:
             record["error"] = common.describe_error(error)
+        if interrupted:
+            record["interrupted"] = True
         self.emit(record)
 
 
@@ -227,20 +236,35 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
             raise CLIError(problem)
     watcher = None if args.mls else common.start_credential_watcher(args, lambda: config, connections)
     try:
-        if args.key_update:
-            # Extended Key Update when negotiated (it replaces KeyUpdate), else
-            # KeyUpdate; finished before any of our data or our close_notify.
-            await writer.update_keys()
-        if args.rekey_count:
-            await _rekey_and_close(args.rekey_count, reader, writer)
-            summary.closed()
-            return 0
-        async with open_stdin() as stdin:
-            sender = asyncio.create_task(_send_stdin(stdin, writer))
+        with _interruptible() as interrupted:
             try:
-                await _receive(reader)
-            finally:
-                sender.cancel()
+                if args.key_update:
+                    # Extended Key Update when negotiated (it replaces KeyUpdate), else
+                    # KeyUpdate; finished before any of our data or our close_notify.
+                    await writer.update_keys()
+                if args.rekey_count:
+                    await _rekey_and_close(args.rekey_count, reader, writer)
+                    summary.closed()
+                    return 0
+                async with open_stdin() as stdin:
+                    sender = asyncio.create_task(_send_stdin(stdin, writer))
+                    try:
+                        stdout_open = await _receive(reader)
+                    finally:
+                        sender.cancel()
+            except asyncio.CancelledError:
+                if not interrupted():
+                    raise
+                # Ctrl-C: end the connection cleanly rather than truncate it.
+                await _close_promptly(reader, writer)
+                summary.closed(interrupted=True)
+                return EXIT_INTERRUPTED
+        if not stdout_open:
+            # Our reader went away (`connect ... | head -c 10`): close_notify to
+            # the server, then exit as a program killed by SIGPIPE would.
+            await _close_promptly(reader, writer)
+            summary.closed(BrokenPipeError(errno.EPIPE, "Broken pipe"))
+            return EXIT_BROKEN_PIPE
         # The server closed its side; close ours (a no-op if stdin already did).
         writer.close()
         await writer.wait_closed()
@@ -441,8 +465,68 @@ async def _send_stdin(stdin: asyncio.StreamReader, writer: aio.TLSWriter | aio.M
         pass  # the connection failed: the receiving side reports why
 
 
-async def _receive(reader: aio.TLSReader) -> None:
-    """The server's bytes to standard output, until its close_notify."""
+async def _receive(reader: aio.TLSReader) -> bool:
+    """The server's bytes to standard output, until its close_notify; False
+    if standard output went away first (a broken pipe)."""
     while data := await reader.read(_CHUNK):
         if not write_stdout(data):
-            return  # nobody reads our output any more
+            return False  # nobody reads our output any more
+    return True
+
+
+#: Exit statuses, as a shell reports a program ended by that signal (128 + N):
+#: SIGINT after a clean close, and a reader of our output that went away.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+#: How long a Ctrl-C or a broken pipe waits for the server's close_notify.
+_CLOSE_GRACE = 2.0
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[Callable[[], bool]]:
+    """The first SIGINT (Ctrl-C) cancels the current task, so that it can close
+    the connection with close_notify (RFC 9846 §6.1: without one the server sees
+    a truncation); it yields whether that happened.  A second SIGINT gets
+    Python's default: KeyboardInterrupt, exit 130 at once."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    seen = False
+
+    def on_sigint() -> None:
+        nonlocal seen
+        seen = True
+        loop.remove_signal_handler(signal.SIGINT)
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    except (ValueError, RuntimeError, NotImplementedError):
+        yield lambda: False  # not the main thread, or no signals here: Ctrl-C as before
+        return
+    try:
+        yield lambda: seen
+    finally:
+        if seen and task is not None:
+            task.uncancel()
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _close_promptly(reader: aio.TLSReader, writer: aio.TLSWriter | aio.MLSWriter) -> None:
+    """Send close_notify and wait (at most _CLOSE_GRACE seconds) for the
+    server's, dropping what it still sends; then reset if it has not closed."""
+    writer.close()
+
+    async def discard() -> None:
+        with contextlib.suppress(TLSError, OSError):
+            while await reader.read(_CHUNK):
+                pass
+
+    dropper = asyncio.create_task(discard())
+    try:
+        await asyncio.wait_for(writer.wait_closed(), _CLOSE_GRACE)
+    except TimeoutError:
+        writer.abort()
+    finally:
+        dropper.cancel()
