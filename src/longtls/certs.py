@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ KEY_TYPES: dict[str, str] = {
 }
 #: What write_bundle writes, in order.
 FILES = ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")
-DEFAULT_NAMES = ("localhost", "127.0.0.1")
+DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
 ORGANIZATION = "longtls"
 _BACKDATE = datetime.timedelta(hours=1)  # tolerate clock skew between peers
 
@@ -136,9 +137,16 @@ def _name(common_name: str) -> x509.Name:
     ])
 
 
-def make_ca(key_type: str = "ecdsa-p256", *, days: int = 365, common_name: str = "longtls CA") -> Issued:
+def make_ca(key_type: str = "ecdsa-p256", *, days: int = 365, common_name: str | None = None) -> Issued:
+    """A self-signed CA.  Its default name is unique (``longtls CA 2026-12-02
+    3f9a61c0``): were every generated CA named alike, a certificate from another
+    run's CA would be matched to ours by name and fail as a bad signature;
+    with distinct names it fails as what it is, an unknown CA (RFC 5280
+    §6.1: path building matches the issuer name first)."""
     key = generate_key(key_type)
     now = datetime.datetime.now(datetime.UTC)
+    if common_name is None:
+        common_name = f"longtls CA {now:%Y-%m-%d} {secrets.token_hex(4)}"
     name = _name(common_name)
     cert = (
         x509.CertificateBuilder()

@@ -43,7 +43,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the files to")
     p.add_argument(
         "--names", type=name_list, default=list(certs.DEFAULT_NAMES), metavar="LIST",
-        help="names the server certificate is valid for (default: localhost,127.0.0.1)",
+        help="names the server certificate is valid for (default: localhost,127.0.0.1,::1)",
     )
     p.add_argument(
         "--key-type", choices=list(certs.KEY_TYPES), default="ecdsa-p256",

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import logging
 import os
 import socket
 import sys
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -42,11 +44,51 @@ class CLIError(Exception):
     """A failure to report as one ``longtls: error: ...`` line (exit status 1)."""
 
 
+#: Flags of openssl s_client/s_server, curl, ghostunnel and stunnel whose
+#: longtls name is not close enough in spelling for difflib to find.
+_FOREIGN_FLAGS = {
+    "--cacert": "--ca", "-cafile": "--ca", "--cafile": "--ca", "-capath": "--ca", "--capath": "--ca",
+    "-servername": "--servername", "--sni": "--servername", "-curves": "--groups",
+    "--curves": "--groups", "-ciphersuites": "--ciphers", "--ciphersuites": "--ciphers",
+    "-keylogfile": "--keylog", "--keylogfile": "--keylog", "-pass": "--key-password-file",
+    "--pass": "--key-password-file", "-accept": "--port", "-k": "--insecure",
+    "--keystore": "--cert", "--target": "--forward",
+}
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit status 2."""
+    """argparse, but a usage error is one line on stderr and exit status 2, and
+    an unknown flag close to a real one (or another tool's name for it:
+    ``--cacert``, ``-CAfile``) gets "did you mean --ca?"."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # A subcommand's parser sees its own flags: suggest there, before the
+        # top-level parser reports the leftovers as "unrecognized arguments".
+        parsed, extras = super().parse_known_args(args, namespace)
+        for extra in extras:
+            suggestion = self.suggest_flag(extra)
+            if suggestion is not None:
+                self.error(f"unrecognized argument {extra.partition('=')[0]}: did you mean {suggestion}?")
+        return parsed, extras
+
+    def suggest_flag(self, text: str) -> str | None:
+        """The flag of this parser ``text`` most likely meant, or None."""
+        if not text.startswith("-") or len(text) < 2 or text[1:2].isdigit():
+            return None
+        flag = text.partition("=")[0]
+        known = [f for f in self._option_string_actions if f.startswith("--")]
+        foreign = _FOREIGN_FLAGS.get(flag.lower())
+        if foreign in known:
+            return foreign
+        close = difflib.get_close_matches(flag.lower(), known, n=1, cutoff=0.75)
+        if not close and not flag.startswith("--"):
+            close = difflib.get_close_matches("-" + flag.lower(), known, n=1, cutoff=0.75)
+        return close[0] if close else None
 
 
 # -- option types (argparse ``type=``: raise ArgumentTypeError with a clear message)
@@ -62,6 +104,7 @@ def _split(text: str, what: str) -> list[str]:
 # OpenSSL's names for the NIST curves, so its -groups lists can be pasted as they are.
 _GROUP_ALIASES = {
     "p-256": NamedGroup.secp256r1, "p-384": NamedGroup.secp384r1, "p-521": NamedGroup.secp521r1,
+    "prime256v1": NamedGroup.secp256r1,
 }
 
 
@@ -551,8 +594,9 @@ def build_server_configuration(args: argparse.Namespace) -> Configuration:
     """serve and tunnel server: --cert/--key/--chain, --ca/--verify-client, TLS and EKU options."""
     config = build_configuration(args, is_client=False)
     if args.cert or args.key:
-        if not (args.cert and args.key):
-            raise CLIError("--cert and --key go together: give both")
+        if not args.cert:
+            raise CLIError("--key needs --cert")
+        # --key unsaid: the key is in the --cert file (ghostunnel's --keystore habit).
         load_credentials(config, args.cert, args.key, args.chain, password=read_key_password(args))
     elif not config.external_psks and not getattr(args, "mls", False):
         raise CLIError("give --cert FILE --key FILE, or --psk-identity ID --psk-file FILE, or both")
@@ -602,7 +646,7 @@ def add_server_credential_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cert", metavar="FILE", help="certificate (PEM; may hold the chain); optional with --psk-file"
     )
-    p.add_argument("--key", metavar="FILE", help="private key of --cert (PEM)")
+    p.add_argument("--key", metavar="FILE", help="private key of --cert (PEM; default: in the --cert file)")
     p.add_argument("--chain", metavar="FILE", help="intermediate certificates to send after --cert")
     add_key_password_option(p)
     p.add_argument("--ca", metavar="FILE", help="CA certificates that issue client certificates")
@@ -613,7 +657,16 @@ def add_server_credential_options(p: argparse.ArgumentParser) -> None:
 
 
 def host_port(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[v6]:PORT``."""
+    """``HOST:PORT``, ``[v6]:PORT``; a URL (curl's habit) is refused with the
+    HOST:PORT it names."""
+    if "://" in text or text.endswith("/"):
+        url = urllib.parse.urlsplit(text if "://" in text else "//" + text)
+        try:
+            default_port = {"https": 443, "http": 80}.get(url.scheme, 4443)
+            example = format_address(url.hostname or "localhost", url.port or default_port)
+        except ValueError:
+            example = "localhost:4443"
+        raise argparse.ArgumentTypeError(f"that is a URL, give HOST:PORT (e.g. {example})")
     host, sep, port = text.rpartition(":")
     if not sep or not host:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
@@ -622,11 +675,35 @@ def host_port(text: str) -> tuple[str, int]:
     return host, port_number(port)
 
 
+#: What ``:PORT`` and ``*:PORT`` listen on: every interface (asyncio binds
+#: all of them, IPv4 and IPv6, for the empty host).
+ALL_INTERFACES = ""
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """A listen address: ``HOST:PORT``, ``[v6]:PORT``, or ``:PORT`` / ``*:PORT``
+    for every interface (the forms ghostunnel and stunnel users type)."""
+    host, sep, port = text.rpartition(":")
+    if sep and host in ("", "*"):
+        return ALL_INTERFACES, port_number(port)
+    return host_port(text)
+
+
 def load_credentials(
     config: Configuration, cert: str, key: str | None, chain: str | None = None,
     password: bytes | None = None,
 ) -> None:
-    """Certificate (+ intermediates) and private key; ConfigurationError says what is wrong."""
+    """Certificate (+ intermediates) and private key (``key`` None: in the
+    ``cert`` file); ConfigurationError or CLIError says what is wrong, naming
+    the flag that fixes it."""
+    key_file = key if key is not None else cert
+    with contextlib.suppress(OSError):  # unreadable: load_cert_chain says so
+        with open(key_file, "rb") as f:
+            data = f.read()
+        if key is None and b"PRIVATE KEY-----" not in data:
+            raise CLIError(f"{cert!r} holds no private key: give --key FILE")
+        if password is None and b"ENCRYPTED" in data:
+            raise CLIError(f"key file {key_file!r} is encrypted: give its password with --key-password-file FILE")
     config.load_cert_chain(cert, key, password)
     if chain is not None:
         from ..crypto.certificates import load_certificate_chain
@@ -738,6 +815,8 @@ def setup_logging(verbose: bool) -> None:
 
 
 def format_address(host: str, port: int) -> str:
+    if host == ALL_INTERFACES:
+        return f"*:{port}"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

@@ -74,6 +74,10 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--port", type=common.port_number, default=4433, help="port to listen on (default: %(default)s)"
     )
+    p.add_argument(
+        "--listen", type=common.listen_address, metavar="ADDR:PORT",
+        help="--host and --port in one, as tunnel takes them; :PORT or *:PORT: every interface",
+    )
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument(
         "--www", action="store_true",
@@ -89,6 +93,8 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.listen is not None:
+        args.host, args.port = args.listen
     mtu = common.dtls_mtu(args)
     if args.dtls and args.www:
         raise CLIError("--www does not apply to --dtls (an HTTP exchange needs a byte stream): use --echo")

@@ -1,0 +1,211 @@
+"""Errors and flags for users with openssl, curl, ghostunnel and stunnel habits
+(issue 14): each mistake gets one ``longtls: error:`` line that says what to
+do instead, with the documented exit status (2 bad arguments, 1 failure)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from helpers.cli import LONGTLS, assert_one_error_line, longtls
+from helpers.peers import LOOPBACK, free_port, start_process
+from helpers.pki import PkiFiles
+from longtls import certs
+from longtls.cli import common
+from longtls.cli.main import main
+from longtls.constants import NamedGroup
+
+READY = r"^longtls: serving \((www|echo)\) on "
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """``longtls ARGS`` in this process (argument errors need no subprocess):
+    the exit status and the one stderr line."""
+    status = main(list(args))
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return status, err
+
+
+@pytest.fixture
+def files(tmp_pki_files: Callable[..., PkiFiles]) -> PkiFiles:
+    return tmp_pki_files("ecdsa-p256")
+
+
+# -- a unique name per generated CA ------------------------------------------------------
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def test_every_generated_ca_has_its_own_name(tmp_path: Path) -> None:
+    names = set()
+    for run in ("a", "b"):
+        result = longtls("certs", "--out", str(tmp_path / run))
+        assert result.returncode == 0, result.stderr
+        ca = x509.load_pem_x509_certificate((tmp_path / run / "ca.pem").read_bytes())
+        server = x509.load_pem_x509_certificate((tmp_path / run / "server.pem").read_bytes())
+        assert server.issuer == ca.subject
+        assert _common_name(ca).startswith("longtls CA ")
+        names.add(ca.subject)
+    assert len(names) == 2
+
+
+def test_another_runs_ca_reads_as_unknown_ca(tmp_path: Path) -> None:
+    # Two `longtls certs` runs: the server has the first's certificate, the
+    # client trusts the second's CA.  Same-named CAs made this "bad signature".
+    for run in ("a", "b"):
+        assert longtls("certs", "--out", str(tmp_path / run)).returncode == 0
+    port = free_port()
+    serve = [
+        *LONGTLS, "serve", "--cert", str(tmp_path / "a" / "server.pem"),
+        "--key", str(tmp_path / "a" / "server.key"), "--echo", "--port", str(port),
+    ]
+    with start_process(serve, ready_pattern=READY):
+        result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(tmp_path / "b" / "ca.pem"))
+    assert_one_error_line(result, "(unknown_ca)")
+    assert result.returncode == 1
+
+
+def test_certs_include_the_ipv6_loopback() -> None:
+    bundle = certs.make_bundle()
+    san = bundle.server.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("::1") in san.get_values_for_type(x509.IPAddress)
+    assert ipaddress.ip_address("127.0.0.1") in san.get_values_for_type(x509.IPAddress)
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+
+
+# -- near-miss flags, URLs, listen addresses, group names ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["connect", "localhost:4443", "--cacert", "ca.pem"], "unrecognized argument --cacert: did you mean --ca?"),
+        (["connect", "localhost:4443", "-CAfile", "ca.pem"], "unrecognized argument -CAfile: did you mean --ca?"),
+        (["connect", "localhost:4443", "--cacert=ca.pem"], "unrecognized argument --cacert: did you mean --ca?"),
+        (["connect", "localhost:4443", "-servername", "x"], "did you mean --servername?"),
+        (["connect", "localhost:4443", "--servrname", "x"], "did you mean --servername?"),
+        (["serve", "--cacert", "ca.pem", "--echo"], "did you mean --ca?"),
+        (["tunnel", "server", "--listen", "127.0.0.1:1", "--forward", "h:2", "--kye", "k"], "did you mean --key?"),
+        (["tunnel", "client", "--listen", "127.0.0.1:1", "--connect", "h:2", "--cacert", "c"], "did you mean --ca?"),
+    ],
+)
+def test_near_miss_flag_gets_a_suggestion(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    status, line = run_main(capsys, *args)
+    assert status == 2
+    assert line.startswith("longtls: error: ") and message in line, line
+
+
+def test_an_unknown_flag_far_from_any_still_reads_unrecognized(capsys: pytest.CaptureFixture[str]) -> None:
+    status, line = run_main(capsys, "connect", "localhost:4443", "--frobnicate")
+    assert status == 2
+    assert "unrecognized arguments: --frobnicate" in line and "did you mean" not in line, line
+
+
+@pytest.mark.parametrize(
+    ("address", "example"),
+    [
+        ("https://localhost:4443/", "localhost:4443"),
+        ("https://example.com/", "example.com:443"),
+        ("localhost:4443/", "localhost:4443"),
+    ],
+)
+def test_a_url_for_host_port(capsys: pytest.CaptureFixture[str], address: str, example: str) -> None:
+    status, line = run_main(capsys, "connect", address)
+    assert status == 2
+    assert f"that is a URL, give HOST:PORT (e.g. {example})" in line, line
+
+
+@pytest.mark.parametrize("text", [":8443", "*:8443"])
+def test_listen_on_every_interface(text: str) -> None:
+    assert common.listen_address(text) == (common.ALL_INTERFACES, 8443)
+    assert common.format_address(common.ALL_INTERFACES, 8443) == "*:8443"
+
+
+def test_listen_address_keeps_host_port_forms() -> None:
+    assert common.listen_address("127.0.0.1:1") == ("127.0.0.1", 1)
+    assert common.listen_address("[::1]:2") == ("::1", 2)
+
+
+def test_serve_listen_colon_port_accepts_on_loopback(files: PkiFiles) -> None:
+    port = free_port()
+    serve = [
+        *LONGTLS, "serve", "--cert", str(files.server.chain), "--key", str(files.server.key),
+        "--echo", "--listen", f":{port}",
+    ]
+    with start_process(serve, ready_pattern=READY) as server:
+        result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), input="hi")
+        assert (result.returncode, result.stdout) == (0, "hi"), result.stderr
+        assert f"on *:{port}" in server.output()
+
+
+@pytest.mark.parametrize(
+    ("text", "groups"),
+    [
+        ("P-256", (NamedGroup.secp256r1,)),
+        ("prime256v1", (NamedGroup.secp256r1,)),
+        ("secp256r1", (NamedGroup.secp256r1,)),
+        ("X25519:P-256", (NamedGroup.x25519, NamedGroup.secp256r1)),
+        ("X25519MLKEM768:x25519", (NamedGroup.X25519MLKEM768, NamedGroup.x25519)),
+        ("P-384:P-521", (NamedGroup.secp384r1, NamedGroup.secp521r1)),
+    ],
+)
+def test_openssl_group_names(text: str, groups: tuple[NamedGroup, ...]) -> None:
+    assert common.group_list(text) == groups
+
+
+def test_openssl_group_list_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    # Accepted by the parser: the error is the refused port, not the groups.
+    with socket.socket() as closed:
+        closed.bind((LOOPBACK, 0))
+        port = closed.getsockname()[1]
+    status, line = run_main(capsys, "connect", f"{LOOPBACK}:{port}", "--insecure", "--groups", "X25519:prime256v1")
+    assert status == 1
+    assert "cannot connect" in line, line
+
+
+# -- credentials -------------------------------------------------------------------------
+
+
+def test_key_optional_when_cert_holds_it(files: PkiFiles, tmp_path: Path) -> None:
+    both = tmp_path / "both.pem"
+    both.write_bytes(files.server.chain.read_bytes() + files.server.key.read_bytes())
+    port = free_port()
+    serve = [*LONGTLS, "serve", "--cert", str(both), "--echo", "--port", str(port)]
+    with start_process(serve, ready_pattern=READY):
+        result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), input="hi")
+        assert (result.returncode, result.stdout) == (0, "hi"), result.stderr
+
+
+def test_cert_without_key_and_no_key_flag(capsys: pytest.CaptureFixture[str], files: PkiFiles) -> None:
+    status, line = run_main(capsys, "serve", "--cert", str(files.server.chain), "--echo")
+    assert status == 1
+    assert line == f"longtls: error: {str(files.server.chain)!r} holds no private key: give --key FILE"
+
+
+def test_encrypted_key_names_the_password_flag(
+    capsys: pytest.CaptureFixture[str], files: PkiFiles, tmp_path: Path
+) -> None:
+    key = serialization.load_pem_private_key(files.server.key.read_bytes(), None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    ))
+    status, line = run_main(capsys, "serve", "--cert", str(files.server.chain), "--key", str(encrypted), "--echo")
+    assert status == 1
+    assert line == (
+        f"longtls: error: key file {str(encrypted)!r} is encrypted: "
+        "give its password with --key-password-file FILE"
+    )
