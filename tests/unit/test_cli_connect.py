@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shlex
 import signal
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -143,3 +144,21 @@ def test_a_broken_stdout_pipe_exits_141_after_close_notify(echo_server: Any, fil
     closed = summary(result.stderr)[-1]
     assert (closed["event"], closed["error"]) == ("closed", "Broken pipe"), closed
     assert "without close_notify" not in server.stderr, server.describe()
+
+
+def test_ctrl_c_over_dtls_closes_and_exits_130(files: PkiFiles) -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    server_args = [
+        *LONGTLS, "serve", "--dtls", "--echo", "--cert", str(files.server.chain), "--key", str(files.server.key),
+        "--port", str(port),
+    ]
+    with start_process(server_args, ready_pattern=r"^longtls: serving \(echo, DTLS 1\.3"), start_process(
+        [*LONGTLS, "connect", "--dtls", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json"], port=None
+    ) as client:
+        client.write("one datagram\n")
+        client.wait_for_output("one datagram")
+        client.proc.send_signal(signal.SIGINT)
+        assert client.wait() == 130, client.describe()
+    assert "Traceback" not in client.stderr, client.describe()
+    closed = summary(client.stderr)[-1]
+    assert (closed["event"], closed["interrupted"], closed["datagrams_received"]) == ("closed", True, 1), closed

@@ -31,6 +31,16 @@ and the PEM), then the verification result.  Both go to standard error:
 standard output carries only the server's bytes (s_client -showcerts mixes
 them; here `connect --showcerts > data` stays clean).
 
+Ending early.  Ctrl-C (SIGINT) after the handshake sends close_notify, waits
+at most 2 seconds for the server's (dropping what it still sends), prints
+the final `closed` line with "interrupted": true, and exits 130; the server
+sees a clean close, not a truncation.  A second Ctrl-C, or one during the
+handshake, exits 130 at once.  When standard output goes away (`connect ... |
+head -c 10`), connect closes the same way and exits 141 (128 + SIGPIPE,
+what a shell reports for `cat` in that place) without an error line; the
+`closed` line says "error": "Broken pipe".  Otherwise: 0 after a clean close,
+1 on a failure (one `longtls: error:` line), 2 on bad arguments.
+
 With --cert, the --cert/--key files are watched as `longtls serve` watches
 its own (--cert-check-interval); a renewed pair is sent to the server if
 Certificate Update was negotiated and the client authenticated with a certificate.
@@ -360,24 +370,40 @@ async def _connect_dtls(
             summary.closed(None, common.dtls_summary(association))
             raise CLIError(problem)
     watcher = common.start_credential_watcher(args, lambda: config, connections)
+    stdout_open = True
     try:
-        if args.key_update:
-            await association.update_keys()
-        if args.rekey_count:
-            await _rekey_dtls(args.rekey_count, association)
-        else:
-            async with open_stdin() as stdin:
-                sender = asyncio.create_task(_send_stdin_datagrams(stdin, association))
-                try:
-                    async for payload in association:  # until the server's close_notify
-                        if not write_stdout(payload):
-                            break
-                finally:
-                    sender.cancel()
+        with _interruptible() as interrupted:
+            try:
+                if args.key_update:
+                    await association.update_keys()
+                if args.rekey_count:
+                    await _rekey_dtls(args.rekey_count, association)
+                else:
+                    async with open_stdin() as stdin:
+                        sender = asyncio.create_task(_send_stdin_datagrams(stdin, association))
+                        try:
+                            async for payload in association:  # until the server's close_notify
+                                if not write_stdout(payload):
+                                    stdout_open = False
+                                    break
+                        finally:
+                            sender.cancel()
+            except asyncio.CancelledError:
+                if not interrupted():
+                    raise
+                # Ctrl-C: close_notify, as over TLS (RFC 9147 §5.10 keeps TLS's alerts).
+                association.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(association.wait_closed(), _CLOSE_GRACE)
+                summary.closed(None, common.dtls_summary(association), interrupted=True)
+                return EXIT_INTERRUPTED
         association.close()
         await association.wait_closed()
         if association.exception is not None:
             raise association.exception
+        if not stdout_open:
+            summary.closed(BrokenPipeError(errno.EPIPE, "Broken pipe"), common.dtls_summary(association))
+            return EXIT_BROKEN_PIPE
     except (TLSError, OSError, TimeoutError) as exc:
         association.close()
         summary.closed(exc, common.dtls_summary(association))
