@@ -162,3 +162,20 @@ def test_ctrl_c_over_dtls_closes_and_exits_130(files: PkiFiles) -> None:
     assert "Traceback" not in client.stderr, client.describe()
     closed = summary(client.stderr)[-1]
     assert (closed["event"], closed["interrupted"], closed["datagrams_received"]) == ("closed", True, 1), closed
+
+
+def test_ctrl_c_during_the_handshake_prints_the_closed_line(files: PkiFiles) -> None:
+    with socket.create_server((LOOPBACK, 0)) as silent:  # accepts, never answers
+        silent.settimeout(20)
+        port = silent.getsockname()[1]
+        with start_process(
+            [*LONGTLS, "connect", f"{LOOPBACK}:{port}", "--ca", str(files.ca), "--summary", "json"], port=None
+        ) as client:
+            accepted, _ = silent.accept()
+            with accepted:
+                accepted.settimeout(20)
+                assert accepted.recv(1) == b"\x16"  # its ClientHello: the handshake is under way
+                client.proc.send_signal(signal.SIGINT)
+                assert client.wait() == 130, client.describe()
+    assert "Traceback" not in client.stderr, client.describe()
+    assert summary(client.stderr) == [{"event": "closed", "alert": None, "by_peer": None, "interrupted": True}]

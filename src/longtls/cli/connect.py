@@ -34,8 +34,9 @@ them; here `connect --showcerts > data` stays clean).
 Ending early.  Ctrl-C (SIGINT) after the handshake sends close_notify, waits
 at most 2 seconds for the server's (dropping what it still sends), prints
 the final `closed` line with "interrupted": true, and exits 130; the server
-sees a clean close, not a truncation.  A second Ctrl-C, or one during the
-handshake, exits 130 at once.  When standard output goes away (`connect ... |
+sees a clean close, not a truncation.  A second Ctrl-C exits 130 at once.
+During the handshake (a server that does not answer) Ctrl-C prints the
+`closed` line and exits 130 (TLS; over DTLS it exits 130 at once).  When standard output goes away (`connect ... |
 head -c 10`), connect closes the same way and exits 141 (128 + SIGPIPE,
 what a shell reports for `cat` in that place) without an error line; the
 `closed` line says "error": "Broken pipe".  Otherwise: 0 after a clean close,
@@ -220,14 +221,24 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
     reader: aio.TLSReader
     writer: aio.TLSWriter | aio.MLSWriter
     try:
-        if args.mls:
-            reader, writer = await aio.connect_mls(
-                host, port, config, aio.StreamOptions(event_handler=summary.on_event)
-            )
-        else:
-            reader, writer = await aio.connect(
-                host, port, config, aio.StreamOptions(event_handler=summary.on_event, connections=connections)
-            )
+        with _interruptible() as interrupted:
+            try:
+                if args.mls:
+                    reader, writer = await aio.connect_mls(
+                        host, port, config, aio.StreamOptions(event_handler=summary.on_event)
+                    )
+                else:
+                    reader, writer = await aio.connect(
+                        host, port, config,
+                        aio.StreamOptions(event_handler=summary.on_event, connections=connections),
+                    )
+            except asyncio.CancelledError:
+                if not interrupted():
+                    raise
+                # Ctrl-C before the handshake completed (a server that does not
+                # answer): no session to close_notify; the last line all the same.
+                summary.closed(interrupted=True)
+                return EXIT_INTERRUPTED
     except (TLSError, aio.ConnectionLostError, aio.HandshakeTimeoutError) as exc:
         summary.closed(exc)
         raise CLIError(f"TLS handshake with {where} failed: {_explain(exc)}") from None
