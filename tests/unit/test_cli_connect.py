@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from helpers.cli import LONGTLS, longtls, summary
+from helpers.cli import LONGTLS, assert_one_error_line, longtls, summary
 from helpers.peers import LOOPBACK, PeerProcess, free_port, start_process
 from helpers.pki import PkiFiles
 
@@ -179,3 +179,13 @@ def test_ctrl_c_during_the_handshake_prints_the_closed_line(files: PkiFiles) -> 
                 assert client.wait() == 130, client.describe()
     assert "Traceback" not in client.stderr, client.describe()
     assert summary(client.stderr) == [{"event": "closed", "alert": None, "by_peer": None, "interrupted": True}]
+
+
+def test_showcerts_with_an_unknown_ca_says_how_to_see_the_chain(
+    echo_server: Any, tmp_pki_files: Callable[..., PkiFiles]
+) -> None:
+    _, port = echo_server
+    other_ca = tmp_pki_files("ed25519").ca
+    result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(other_ca), "--showcerts")
+    assert_one_error_line(result, "(unknown_ca)", "add --insecure")
+    assert "BEGIN CERTIFICATE" not in result.stderr

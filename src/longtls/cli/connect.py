@@ -79,7 +79,7 @@ from typing import Any
 from .. import aio
 from ..config import Configuration
 from ..constants import AlertDescription
-from ..errors import TLSError
+from ..errors import CertificateError, TLSError
 from ..events import (
     CertificateUpdated,
     ConnectionClosed,
@@ -241,7 +241,12 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
                 return EXIT_INTERRUPTED
     except (TLSError, aio.ConnectionLostError, aio.HandshakeTimeoutError) as exc:
         summary.closed(exc)
-        raise CLIError(f"TLS handshake with {where} failed: {_explain(exc)}") from None
+        hint = ""
+        if (args.brief or args.showcerts) and isinstance(exc, CertificateError):
+            # s_client shows a chain that fails verification; we abort the
+            # handshake first (RFC 9846 §4.4.2.4), so say how to see it.
+            hint = "; to see the chain the server sent, add --insecure"
+        raise CLIError(f"TLS handshake with {where} failed: {_explain(exc)}{hint}") from None
     except OSError as exc:
         raise CLIError(f"cannot connect to {where}: {common.describe_error(exc)}") from None
 
