@@ -189,3 +189,16 @@ def test_showcerts_with_an_unknown_ca_says_how_to_see_the_chain(
     result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(other_ca), "--showcerts")
     assert_one_error_line(result, "(unknown_ca)", "add --insecure")
     assert "BEGIN CERTIFICATE" not in result.stderr
+
+
+def test_brief_in_mls_mode_names_the_mls_suite() -> None:
+    port = free_port()
+    with start_process(
+        [*LONGTLS, "serve", "--mls", "--echo", "--port", str(port)], ready_pattern=r"^longtls: serving "
+    ):
+        result = longtls("connect", "--mls", f"{LOOPBACK}:{port}", "--insecure", "--brief", input="x")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "x"
+    fields = labelled(result.stderr)
+    assert fields["Protocol version"] == "MLS-TLS"
+    assert fields["MLS cipher suite"].startswith("1, epoch 1;")  # --mls-suite's default, the first epoch

@@ -55,6 +55,9 @@ def brief(event: HandshakeComplete, args: argparse.Namespace, where: str) -> str
         f"Extended Key Update: {eku}",
         f"Certificate Update: {'yes' if event.certificate_update else 'no'}",
     ]
+    if event.mode == "mls":
+        # MLS-TLS: key updates are MLS commits (docs/mls-tls.md), not EKU.
+        lines.append(f"MLS cipher suite: {event.mls_cipher_suite}, epoch {event.epoch}; key updates are MLS commits")
     return "\n".join(lines) + "\n"
 
 
