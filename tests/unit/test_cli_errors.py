@@ -5,7 +5,9 @@ do instead, with the documented exit status (2 bad arguments, 1 failure)."""
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -209,3 +211,38 @@ def test_encrypted_key_names_the_password_flag(
         f"longtls: error: key file {str(encrypted)!r} is encrypted: "
         "give its password with --key-password-file FILE"
     )
+
+
+# -- shutdown ----------------------------------------------------------------------------
+
+
+def test_sigterm_drain_ends_within_grace(files: PkiFiles) -> None:
+    # A tunnel client with one idle application connection: SIGTERM, and the
+    # process must be gone within --grace (it overshot by 0.3 to 1.8 s: the
+    # reset and the interpreter's exit came after the full grace period), with
+    # no traceback for the connection cut at the end.
+    grace = 2.0
+    server_port, tunnel_port = free_port(), free_port()
+    serve = [
+        *LONGTLS, "serve", "--cert", str(files.server.chain), "--key", str(files.server.key),
+        "--echo", "--port", str(server_port),
+    ]
+    client = [
+        *LONGTLS, "tunnel", "client", "--listen", f"{LOOPBACK}:{tunnel_port}",
+        "--connect", f"{LOOPBACK}:{server_port}", "--ca", str(files.ca), "--grace", str(grace),
+    ]
+    with start_process(serve, ready_pattern=READY), \
+            start_process(client, ready_pattern=r"^longtls: tunnel client: ") as tunnel:
+        with socket.create_connection((LOOPBACK, tunnel_port), timeout=10) as app:
+            app.sendall(b"ping")
+            assert app.recv(10) == b"ping"
+            started = time.monotonic()
+            tunnel.proc.send_signal(signal.SIGTERM)
+            assert tunnel.wait(10) == 0, tunnel.describe()
+            elapsed = time.monotonic() - started
+            with pytest.raises(ConnectionResetError):
+                while app.recv(100):
+                    pass
+        assert grace / 2 <= elapsed <= grace + 0.2, (elapsed, tunnel.describe())
+        assert "reset 1 connection(s) still open" in tunnel.stderr
+        assert "Traceback" not in tunnel.stderr, tunnel.describe()
