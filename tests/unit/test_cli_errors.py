@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from helpers.cli import LONGTLS, assert_one_error_line, longtls
+from helpers.cli import LONGTLS, assert_one_error_line, longtls, summary
 from helpers.peers import LOOPBACK, free_port, start_process
 from helpers.pki import PkiFiles
 from longtls import certs
@@ -246,3 +246,39 @@ def test_sigterm_drain_ends_within_grace(files: PkiFiles) -> None:
         assert grace / 2 <= elapsed <= grace + 0.2, (elapsed, tunnel.describe())
         assert "reset 1 connection(s) still open" in tunnel.stderr
         assert "Traceback" not in tunnel.stderr, tunnel.describe()
+
+
+def test_sighup_reloads_serves_certificate(tmp_path: Path) -> None:
+    # SIGHUP ended serve; now it reloads --cert/--key (the watcher is off
+    # here, so the reload is SIGHUP's doing), and a broken file keeps the old pair.
+    bundle = certs.make_bundle(["localhost", "127.0.0.1"])
+    ca, cert, key = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
+    ca.write_bytes(bundle.ca.cert_pem())
+    cert.write_bytes(bundle.server.cert_pem())
+    key.write_bytes(bundle.server.key_pem())
+    port = free_port()
+    serve = [
+        *LONGTLS, "serve", "--cert", str(cert), "--key", str(key), "--echo", "--port", str(port),
+        "--cert-check-interval", "0",
+    ]
+
+    def peer_subject() -> str:
+        result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(ca), "--summary", "json", input="x")
+        assert result.returncode == 0, result.stderr
+        return str(summary(result.stderr)[0]["peer_subject"])
+
+    with start_process(serve, ready_pattern=READY) as server:
+        assert peer_subject() == "CN=localhost,O=longtls"
+        renewed = certs.make_leaf(bundle.ca, "ecdsa-p256", ["127.0.0.1"])
+        cert.write_bytes(renewed.cert_pem())
+        key.write_bytes(renewed.key_pem())
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for_output("reloaded")
+        assert peer_subject() == "CN=127.0.0.1,O=longtls"
+
+        cert.write_text("not a certificate\n")
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for_output(r"^longtls: reload failed, still using the previous certificate: .*$")
+        assert peer_subject() == "CN=127.0.0.1,O=longtls"
+        assert server.proc.poll() is None
+        assert "Traceback" not in server.stderr, server.describe()

@@ -16,7 +16,10 @@ what a server starts after the handshake:
                   verified against --ca
 
 --echo sends every byte back.  Connections are served concurrently until
-SIGINT or SIGTERM.
+SIGINT or SIGTERM.  SIGHUP reads --cert/--key/--chain and --ca again now: new
+connections get them, and a changed certificate goes to the live connections
+that negotiated Certificate Update (a file that fails to load is logged and
+the old credentials stay).
 
 --cert and --key are watched (every --cert-check-interval seconds): a renewed
 pair, written over them by an ACME client or anyone, goes to new connections
@@ -51,8 +54,14 @@ from typing import Any
 from .. import __version__, aio
 from ..config import Configuration
 from ..constants import AlertDescription
-from ..credentials import catch_up, log_certificate_updates
-from ..errors import LocalProtocolError, TLSError
+from ..credentials import (
+    Credentials,
+    catch_up,
+    log_certificate_updates,
+    put_in_use,
+    validity_problem,
+)
+from ..errors import ConfigurationError, LocalProtocolError, TLSError
 from . import common, www
 from .common import CLIError, logger
 
@@ -151,6 +160,7 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reloader(args, config, connections))
     mode = "www" if args.www else "echo"
     print(
         f"{common.PROG}: serving ({mode}) on {where}; {common.client_auth_description(args)}; Ctrl-C to stop",
@@ -202,6 +212,7 @@ async def _serve_mls(args: argparse.Namespace, config: Configuration) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reloader(args, config, None))  # MLS: no Certificate Update
     suites = ", ".join(f"0x{s:04X}" for s in config.mls_cipher_suites)
     print(
         f"{common.PROG}: serving (echo, MLS-TLS, suites {suites}) on {where}; "
@@ -266,6 +277,7 @@ async def _serve_dtls(args: argparse.Namespace, config: Configuration, mtu: int)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reloader(args, config, connections))
     print(
         f"{common.PROG}: serving (echo, DTLS 1.3, MTU {mtu}) on {where} UDP; "
         f"{common.client_auth_description(args)}; Ctrl-C to stop",
@@ -276,6 +288,32 @@ async def _serve_dtls(args: argparse.Namespace, config: Configuration, mtu: int)
         if watcher is not None:
             watcher.stop()
     return 0
+
+
+def _reloader(
+    args: argparse.Namespace, config: Configuration, connections: aio.LiveConnections | None
+) -> Callable[[], None]:
+    """SIGHUP (a reload, as for tunnel; it used to end serve): read the
+    credential and CA files again into ``config``, which new connections use;
+    keep the old ones if the new fail to load."""
+
+    def reload() -> None:
+        try:
+            fresh = common.build_server_configuration(args)
+        except (CLIError, ConfigurationError) as exc:
+            logger.error("reload failed, still using the previous certificate: %s", common.describe_error(exc))
+            return
+        config.trust_store = fresh.trust_store
+        chain = fresh.certificate_chain
+        if chain and list(chain) != list(config.certificate_chain):
+            # Never send live connections a certificate outside its validity
+            # period: the peer would end the connection (illegal_parameter).
+            live = connections if args.cert_update and validity_problem(chain[0]) is None else None
+            put_in_use(Credentials(tuple(chain), fresh.private_key), config, live, source=args.cert)
+        files = [f for f in (args.cert, args.key, args.chain, args.ca) if f]
+        logger.info("reloaded %s for new connections", ", ".join(files) or "the configuration")
+
+    return reload
 
 
 async def _echo(reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
