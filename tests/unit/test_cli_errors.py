@@ -4,6 +4,7 @@ do instead, with the documented exit status (2 bad arguments, 1 failure)."""
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import signal
 import socket
@@ -282,3 +283,43 @@ def test_sighup_reloads_serves_certificate(tmp_path: Path) -> None:
         assert peer_subject() == "CN=127.0.0.1,O=longtls"
         assert server.proc.poll() is None
         assert "Traceback" not in server.stderr, server.describe()
+
+
+# -- certificate expiry at start-up ------------------------------------------------------
+
+
+def test_expiry_warning_wording() -> None:
+    leaf = certs.make_bundle().server.cert
+    end = leaf.not_valid_after_utc
+    day = datetime.timedelta(days=1)
+    assert common.warn_if_expiring("s.pem", leaf, now=end - 30 * day) is None
+    assert common.warn_if_expiring("s.pem", leaf, now=end - 3 * day - datetime.timedelta(hours=1)) == (
+        f"certificate 's.pem' expires in 3 day(s) ({end:%Y-%m-%dT%H:%M:%SZ}): renew it"
+    )
+    assert common.warn_if_expiring("s.pem", leaf, now=end + 2 * day + datetime.timedelta(hours=1)) == (
+        f"certificate 's.pem' expired 2 day(s) ago ({end:%Y-%m-%dT%H:%M:%SZ}): peers will refuse it"
+    )
+    start = leaf.not_valid_before_utc
+    assert common.warn_if_expiring("s.pem", leaf, now=start - day) == (
+        f"certificate 's.pem' is not valid before {start:%Y-%m-%dT%H:%M:%SZ}: peers will refuse it until then"
+    )
+
+
+@pytest.mark.parametrize("command", ["serve", "tunnel"])
+def test_serve_and_tunnel_warn_of_a_certificate_about_to_expire(tmp_path: Path, command: str) -> None:
+    bundle = certs.make_bundle()
+    soon = certs.make_leaf(bundle.ca, "ecdsa-p256", ["localhost"], days=3)
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    cert.write_bytes(soon.cert_pem())
+    key.write_bytes(soon.key_pem())
+    port = free_port()
+    where = ["--port", str(port)] if command == "serve" else [
+        "server", "--listen", f"{LOOPBACK}:{port}", "--forward", f"{LOOPBACK}:1",
+    ]
+    args = [*LONGTLS, command, *where, "--cert", str(cert), "--key", str(key)]
+    if command == "serve":
+        args.append("--echo")
+    with start_process(args, ready_pattern=r"^longtls: (serving|tunnel server)") as server:
+        line = server.wait_for_output(r"^longtls: warning: .*$").group(0)
+    assert line.startswith(f"longtls: warning: certificate {str(cert)!r} expires in 2 day(s) (")
+    assert line.endswith("): renew it")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import difflib
 import logging
 import os
@@ -13,6 +14,8 @@ import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
+
+from cryptography import x509
 
 from .. import certcompress
 from ..aio.connections import LiveConnections
@@ -710,6 +713,35 @@ def load_credentials(
 
         extra = [c for c in load_certificate_chain(chain) if c not in config.certificate_chain]
         config.certificate_chain = [*config.certificate_chain, *extra]
+    warn_if_expiring(cert, config.certificate_chain[0])
+
+
+#: A certificate that ends within this much gets a warning when it is loaded.
+EXPIRY_WARNING = datetime.timedelta(days=7)
+
+
+def warn_if_expiring(path: str, cert: x509.Certificate, *, now: datetime.datetime | None = None) -> str | None:
+    """One warning line when ``cert`` (loaded from ``path``) is expired, not
+    valid yet, or ends within EXPIRY_WARNING: the server still starts (a test
+    may want exactly that), but peers will refuse it (RFC 5280 §6.1.3:
+    the validity period is checked on every path).  Returns the warning."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    if now > end:
+        days = (now - end).days
+        ago = f"{days} day(s) ago" if days else "less than a day ago"
+        message = f"certificate {path!r} expired {ago} ({end:{stamp}}): peers will refuse it"
+    elif now < start:
+        message = f"certificate {path!r} is not valid before {start:{stamp}}: peers will refuse it until then"
+    elif end - now <= EXPIRY_WARNING:
+        days = (end - now).days
+        within = f"in {days} day(s)" if days else "in less than a day"
+        message = f"certificate {path!r} expires {within} ({end:{stamp}}): renew it"
+    else:
+        return None
+    logger.warning("warning: %s", message)
+    return message
 
 
 def check_writable(path: str, what: str) -> None:
