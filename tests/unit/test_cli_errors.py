@@ -8,6 +8,7 @@ import datetime
 import ipaddress
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -323,3 +324,51 @@ def test_serve_and_tunnel_warn_of_a_certificate_about_to_expire(tmp_path: Path, 
         line = server.wait_for_output(r"^longtls: warning: .*$").group(0)
     assert line.startswith(f"longtls: warning: certificate {str(cert)!r} expires in 2 day(s) (")
     assert line.endswith("): renew it")
+
+
+# -- handshake hints ---------------------------------------------------------------------
+
+
+def test_tls12_only_server_gets_a_hint(tmp_path: Path) -> None:
+    # A TLS 1.2-only server, as openssl s_server -tls1_2 would be: it answers
+    # a TLS 1.3-only ClientHello with a protocol_version alert (70).
+    with socket.socket() as listener:
+        listener.bind((LOOPBACK, 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(bytes([21, 3, 3, 0, 2, 2, 70]))  # alert record: fatal, protocol_version
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        result = longtls("connect", f"{LOOPBACK}:{port}", "--insecure")
+        thread.join(10)
+    line = assert_one_error_line(result, "(protocol_version)")
+    assert line.endswith("; the server does not speak TLS 1.3 (longtls speaks TLS 1.3 only)"), line
+    assert result.returncode == 1
+
+
+def test_ip_address_with_a_dns_only_certificate_hints_at_servername(tmp_path: Path) -> None:
+    assert longtls("certs", "--out", str(tmp_path), "--names", "localhost").returncode == 0
+    port = free_port()
+    serve = [
+        *LONGTLS, "serve", "--cert", str(tmp_path / "server.pem"), "--key", str(tmp_path / "server.key"),
+        "--echo", "--port", str(port),
+    ]
+    with start_process(serve, ready_pattern=READY):
+        result = longtls("connect", f"{LOOPBACK}:{port}", "--ca", str(tmp_path / "ca.pem"))
+        line = assert_one_error_line(result, "name mismatch", "(bad_certificate)")
+        assert line.endswith(
+            f"; you connected to the address {LOOPBACK}: give --servername NAME, "
+            "one of the names the certificate is for"
+        ), line
+        assert result.returncode == 1
+        named = longtls(
+            "connect", f"{LOOPBACK}:{port}", "--ca", str(tmp_path / "ca.pem"), "--servername", "localhost",
+            input="ok",
+        )
+        assert (named.returncode, named.stdout) == (0, "ok"), named.stderr

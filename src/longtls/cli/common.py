@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import datetime
 import difflib
+import ipaddress
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from ..aio.connections import LiveConnections
 from ..aio.datagram import DTLSAssociation
 from ..config import ClientAuth, Configuration
 from ..constants import (
+    AlertDescription,
     CertificateCompressionAlgorithm,
     CipherSuite,
     EKUProfileName,
@@ -31,7 +33,7 @@ from ..constants import (
 from ..credentials import DEFAULT_CHECK_INTERVAL, CredentialWatcher, certificate_fields, put_in_use
 from ..crypto.groups import SUPPORTED_GROUPS
 from ..crypto.suites import SUITES
-from ..errors import ConfigurationError, TLSError
+from ..errors import CertificateError, ConfigurationError, TLSError
 from ..events import CertificateUpdated, HandshakeComplete, KeyUpdateCompleted
 from ..handshake.eku_profiles import DEFAULT_PROFILE, PROFILES
 from ..metrics import Metrics
@@ -767,6 +769,27 @@ def describe_error(exc: BaseException) -> str:
         # asyncio's strerror is "Connect call failed (...)"; the OS says why.
         return os.strerror(exc.errno)
     return str(exc) or type(exc).__name__
+
+
+def handshake_hint(exc: BaseException, *, host: str, servername: str | None) -> str | None:
+    """What a client that failed its handshake with ``host`` should try, for
+    the failures whose alert alone misleads; None when there is nothing to add."""
+    if not isinstance(exc, TLSError):
+        return None
+    if exc.alert is AlertDescription.protocol_version:
+        # Sent by a peer, or by us, when the other speaks an older version
+        # only (RFC 9846 §6.2, §D.1 "Negotiating with an Older Server"):
+        # longtls offers TLS 1.3 only.
+        return "the server does not speak TLS 1.3 (longtls speaks TLS 1.3 only)"
+    if isinstance(exc, CertificateError) and servername is None and str(exc.args[0]).startswith("name mismatch"):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        # Connecting by address verifies the address, which matches only an
+        # iPAddress name, never a DNS name (RFC 9525 §6.3).
+        return f"you connected to the address {host}: give --servername NAME, one of the names the certificate is for"
+    return None
 
 
 def name_or_none(value: Any) -> str | None:

@@ -246,6 +246,9 @@ async def _connect(args: argparse.Namespace, host: str, port: int, config: Confi
             # s_client shows a chain that fails verification; we abort the
             # handshake first (RFC 9846 §4.4.2.4), so say how to see it.
             hint = "; to see the chain the server sent, add --insecure"
+        advice = common.handshake_hint(exc, host=host, servername=args.servername)
+        if advice is not None:
+            hint += f"; {advice}"
         raise CLIError(f"TLS handshake with {where} failed: {_explain(exc)}{hint}") from None
     except OSError as exc:
         raise CLIError(f"cannot connect to {where}: {common.describe_error(exc)}") from None
