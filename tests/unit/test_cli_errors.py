@@ -4,8 +4,10 @@ do instead, with the documented exit status (2 bad arguments, 1 failure)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import logging
 import signal
 import socket
 import threading
@@ -372,3 +374,51 @@ def test_ip_address_with_a_dns_only_certificate_hints_at_servername(tmp_path: Pa
             input="ok",
         )
         assert (named.returncode, named.stdout) == (0, "ok"), named.stderr
+
+
+# -- a failure after the handshake is not a handshake failure ------------------------
+
+
+def test_failure_right_after_the_handshake_is_not_logged_as_a_handshake_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The client's Finished and a forged record arrive in one TCP segment: the
+    # handshake completes, then the record fails (bad_record_mac).  That used
+    # to be logged, counted and reported as "TLS handshake failed".
+    from helpers.pair import configs
+    from longtls import aio
+    from longtls.connection import Connection
+
+    client_config, server_config, _ = configs()
+    seen: list[str] = []
+
+    async def handler(reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
+        try:
+            await reader.read(100)
+        except Exception as exc:
+            seen.append(str(exc))
+        writer.close()
+
+    async def scenario() -> None:
+        server = await aio.start_server(handler, LOOPBACK, 0, server_config)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(LOOPBACK, port)
+        client = Connection(client_config)
+        client.start_handshake()
+        writer.write(client.data_to_send())
+        while not client.handshake_complete:
+            client.receive_data(await reader.read(65536))
+        # Application data record header (RFC 9846 §5.2) with a body no key made.
+        writer.write(client.data_to_send() + bytes([23, 3, 3, 0, 32]) + bytes(32))
+        await reader.read()  # the server's alert, then its close
+        writer.close()
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+        server.close()
+
+    with caplog.at_level(logging.DEBUG, logger="longtls.aio"):
+        asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert seen and "bad_record_mac" in seen[0], seen
+    assert not [r for r in caplog.records if "handshake failed" in r.getMessage()], caplog.text

@@ -430,7 +430,12 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
         self._cancel_close_timer()
         self._cancel_connection_timer()
         self._cancel_idle_timer()
-        if not self.handshake.done():
+        # The core may have completed the handshake in the same receive_data
+        # call that failed (the client's Finished and a bad record in one TCP
+        # segment): its HandshakeComplete is dispatched after this, so that is
+        # a failure after the handshake, not of it.
+        completed = bool(getattr(self.connection, "handshake_complete", False))
+        if not self.handshake.done() and not completed:
             if isinstance(exc, NotTLSError) and exc.reason is NotTLSReason.HTTP_REQUEST:
                 # A common mistake (http:// for https://) deserves its own words.
                 logger.warning("plain HTTP request on a TLS port from %s", self.peername)
