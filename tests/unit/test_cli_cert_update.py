@@ -307,6 +307,11 @@ def test_tunnel_server_renewal_reaches_a_live_client_without_reconnect_or_loss(
     assert values['longtls_handshakes_total{result="failed"}'] == 0
     assert values['longtls_certificate_updates_total{direction="sent"}'] == 1
     assert values['longtls_certificate_reloads_total{result="applied"}'] == 1
+    # The expiry gauge follows the renewal: the new leaf's notAfter, the old one's gone.
+    expiry = "longtls_certificate_not_after_timestamp_seconds"
+    leaf = f'{expiry}{{subject="{renewed.cert.subject.rfc4514_string()}",serial="{renewed.cert.serial_number:X}"}}'
+    assert values[leaf] == renewed.cert.not_valid_after_utc.timestamp()
+    assert not any(f'serial="{pki_ecdsa.server.cert.serial_number:X}"' in k for k in values if k.startswith(expiry))
     line = server.wait_for_output(r"^longtls: certificate renewed from .*$").group(0)
     assert str(cert) in line and hex_serial(renewed.cert) in line
     assert "sent to 1 of 1 live connection(s)" in line

@@ -422,3 +422,15 @@ def test_failure_right_after_the_handshake_is_not_logged_as_a_handshake_failure(
         asyncio.run(asyncio.wait_for(scenario(), 30))
     assert seen and "bad_record_mac" in seen[0], seen
     assert not [r for r in caplog.records if "handshake failed" in r.getMessage()], caplog.text
+
+
+def test_tunnel_listen_colon_port_accepts_on_loopback(files: PkiFiles) -> None:
+    port = free_port()
+    args = [
+        *LONGTLS, "tunnel", "server", "--listen", f":{port}", "--forward", f"{LOOPBACK}:1",
+        "--cert", str(files.server.chain), "--key", str(files.server.key),
+    ]
+    with start_process(args, ready_pattern=r"^longtls: tunnel server: ") as server:
+        # Every interface: the loopback address among them.
+        socket.create_connection((LOOPBACK, port), timeout=5).close()
+        assert f":{port} -> plain TCP" in server.stderr, server.describe()

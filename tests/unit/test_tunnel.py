@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from helpers.cli import LONGTLS, assert_one_error_line, longtls, summary
 from helpers.peers import LOOPBACK, PeerProcess, free_port, run, start_process
@@ -435,6 +436,11 @@ def test_metrics_endpoint_answers_only_metrics(tunnel: Any, files: PkiFiles) -> 
     assert values["longtls_open_connections"] == 0
     # No connection, no key: the gauge has no sample (see longtls.metrics).
     assert "longtls_oldest_key_age_seconds" not in values
+    # The certificates it presents, read from the files independently.
+    for cert in x509.load_pem_x509_certificates(files.server.chain.read_bytes()):
+        labels = f'subject="{cert.subject.rfc4514_string()}",serial="{cert.serial_number:X}"'
+        gauge = values[f"longtls_certificate_not_after_timestamp_seconds{{{labels}}}"]
+        assert gauge == cert.not_valid_after_utc.timestamp()
     with urllib.request.urlopen(f"http://{LOOPBACK}:{metrics_port}/healthz", timeout=5) as response:
         assert (response.status, response.read()) == (200, b"ok\n")
     with pytest.raises(urllib.error.HTTPError) as info:

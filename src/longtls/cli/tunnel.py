@@ -5,6 +5,8 @@
   tunnel client --listen ADDR:PORT --connect ADDR:PORT [--ca FILE]
       plain TCP in, TLS out: applications connect to --listen.
 
+--listen :PORT or *:PORT listens on every interface (IPv4 and IPv6).
+
 Bytes are relayed in order, with back-pressure, never dropped.  A clean end
 of one direction (FIN, close_notify) is passed on as a clean end and the other
 direction keeps flowing; an unclean end (reset, TLS error, truncation) is
@@ -85,8 +87,8 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         description=DESCRIPTION, parents=parents,
     )
     server.add_argument(
-        "--listen", required=True, type=common.host_port, metavar="ADDR:PORT",
-        help="where TLS clients connect",
+        "--listen", required=True, type=common.listen_address, metavar="ADDR:PORT",
+        help="where TLS clients connect (:PORT or *:PORT: every interface)",
     )
     server.add_argument(
         "--forward", required=True, type=common.host_port, metavar="ADDR:PORT",
@@ -101,8 +103,8 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         description=DESCRIPTION, parents=parents,
     )
     client.add_argument(
-        "--listen", required=True, type=common.host_port, metavar="ADDR:PORT",
-        help="where plain TCP clients connect",
+        "--listen", required=True, type=common.listen_address, metavar="ADDR:PORT",
+        help="where plain TCP clients connect (:PORT or *:PORT: every interface)",
     )
     client.add_argument(
         "--connect", required=True, type=common.host_port, metavar="ADDR:PORT",
@@ -189,6 +191,9 @@ async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int
             args.mode, args.listen, target, configuration,
             idle_timeout=args.idle_timeout, metrics=metrics, require_eku=args.require_eku, mls=args.mls,
         )
+    if metrics is not None:
+        # Read at each scrape: a reload or renewal replaces tunnel.configuration.
+        metrics.certificates = lambda: tunnel.configuration.certificate_chain
     where = format_address(args.listen)
     try:
         await tunnel.start()
