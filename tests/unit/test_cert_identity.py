@@ -461,8 +461,8 @@ def _load_issued(directory: Path, stem: str) -> certs.Issued:
 def test_longtls_certs_renewal_with_the_same_ca_is_the_same_identity(tmp_path: Path) -> None:
     """`longtls certs` writes a CA and its key; a renewal issued by that CA with
     the same names passes, for the server and the client certificate.  Running
-    `longtls certs --force` again makes a new CA (same name, new key): its
-    certificates are another issuer."""
+    `longtls certs --force` again makes a new CA (a new unique name and a new
+    key): its certificates are another issuer."""
     assert longtls_main(["certs", "--out", str(tmp_path)]) == 0
     ca = _load_issued(tmp_path, "ca")
     for stem, names, client in (
@@ -477,5 +477,5 @@ def test_longtls_certs_renewal_with_the_same_ca_is_the_same_identity(tmp_path: P
     first_server = _load_issued(tmp_path, "server")
     assert longtls_main(["certs", "--out", str(tmp_path), "--force"]) == 0
     regenerated = _load_issued(tmp_path, "server")
-    assert regenerated.cert.issuer == first_server.cert.issuer
+    assert regenerated.cert.issuer != first_server.cert.issuer  # each generated CA has its own name
     assert violation(first_server.cert, regenerated.cert).rule is IdentityRule.issuer
