@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from helpers.mls_link import pump
 from longtls.certs import make_ca, make_leaf
 from longtls.config import ClientAuth, Configuration, pad_to_block
 from longtls.connection import Connection
@@ -43,22 +44,6 @@ class Clock:
         return self.t
 
 
-def pump(a: MLSConnection | Connection, b: MLSConnection | Connection) -> None:
-    """Deliver everything both sides queued until neither has anything to send."""
-    moved = True
-    failure: ProtocolError | None = None
-    while moved:
-        moved = False
-        for x, y in ((a, b), (b, a)):
-            data = x.data_to_send()
-            if data and not y.is_closed:
-                moved = True
-                try:
-                    y.receive_data(data)
-                except ProtocolError as exc:  # deliver the alert too, then raise
-                    failure = failure or exc
-    if failure is not None:
-        raise failure
 
 
 def pair(client: Configuration | None = None, server: Configuration | None = None) -> tuple[MLSConnection, MLSConnection]:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
+from helpers.mls_link import pump
 from helpers.peers import LOOPBACK
 from longtls import aio
 from longtls.config import Configuration
@@ -56,22 +57,6 @@ from longtls.wire.mls_tls import (
 CLIENT_LABEL = b"MLS-TLS c ap traffic"
 
 
-def pump(a: MLSConnection, b: MLSConnection) -> None:
-    """Deliver everything both sides queue until neither has anything to send."""
-    moved = True
-    failure: ProtocolError | None = None
-    while moved:
-        moved = False
-        for x, y in ((a, b), (b, a)):
-            data = x.data_to_send()
-            if data and not y.is_closed:
-                moved = True
-                try:
-                    y.receive_data(data)
-                except ProtocolError as exc:  # deliver the alert too, then raise
-                    failure = failure or exc
-    if failure is not None:
-        raise failure
 
 
 def initiator_config() -> Configuration:
