@@ -84,6 +84,36 @@ def alert_level(description: AlertDescription) -> AlertLevel:
     return AlertLevel.FATAL
 
 
+def run_guarded(action: Callable[[], None], fail: Callable[[ProtocolError], None], protocol: str) -> None:
+    """Run a connection's ``action``; turn every failure into one fatal alert
+    (``fail``) and one error type.  Shared by ConnectionCore and MLSConnection.
+
+    A LocalProtocolError (the application asked for something not allowed
+    now) is raised as it is: it comes before any state changes.
+    """
+    try:
+        action()
+    except UsageLimitError as exc:
+        # Our sending key is used up in the middle of protocol work: the
+        # connection cannot go on (RFC 9846 §5.5), though the peer is not to blame.
+        fail(exc)
+        raise
+    except LocalProtocolError:
+        raise
+    except ProtocolError as exc:
+        fail(exc)
+        raise
+    except TLSError as exc:
+        err = ProtocolError(str(exc.args[0]), exc.alert)
+        fail(err)
+        raise err from exc
+    except Exception as exc:  # a bug must not escape as a stray exception
+        logger.exception("internal error in %s processing", protocol)
+        err = ProtocolError(f"internal error: {type(exc).__name__}", AlertDescription.internal_error)
+        fail(err)
+        raise err from exc
+
+
 class ConnectionState(Enum):
     HANDSHAKING = "handshaking"
     CONNECTED = "connected"
@@ -686,26 +716,7 @@ class ConnectionCore(ABC):
         now) leaves the connection as it was: it is raised before any state changes.
         """
         try:
-            action()
-        except UsageLimitError as exc:
-            # Our sending key is used up in the middle of protocol work: the
-            # connection cannot go on (RFC 9846 §5.5), though the peer is not to blame.
-            self._fail(exc)
-            raise
-        except LocalProtocolError:
-            raise
-        except ProtocolError as exc:
-            self._fail(exc)
-            raise
-        except TLSError as exc:
-            err = ProtocolError(str(exc.args[0]), exc.alert)
-            self._fail(err)
-            raise err from exc
-        except Exception as exc:  # a bug must not escape as a stray exception
-            logger.exception("internal error in %s processing", self._protocol)
-            err = ProtocolError(f"internal error: {type(exc).__name__}", AlertDescription.internal_error)
-            self._fail(err)
-            raise err from exc
+            run_guarded(action, self._fail, self._protocol)
         finally:
             self._flush()
 

@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .config import ClientAuth, Configuration
-from .connection_core import ConnectionState, alert_level, check_update_timeout
+from .connection_core import ConnectionState, alert_level, check_update_timeout, run_guarded
 from .constants import (
     AlertDescription,
     AlertLevel,
@@ -71,7 +71,6 @@ from .errors import (
     ProtocolError,
     RemoteProtocolError,
     TLSError,
-    UsageLimitError,
 )
 from .events import (
     ApplicationData,
@@ -791,25 +790,7 @@ class MLSConnection:
 
     def _guard(self, action: Callable[[], None]) -> None:
         """Run ``action``; any failure is one fatal alert and ConnectionClosed (docs §10)."""
-        try:
-            action()
-        except UsageLimitError as exc:
-            self._fail(exc)
-            raise
-        except LocalProtocolError:
-            raise
-        except ProtocolError as exc:
-            self._fail(exc)
-            raise
-        except TLSError as exc:
-            err = ProtocolError(str(exc.args[0]), exc.alert)
-            self._fail(err)
-            raise err from exc
-        except Exception as exc:  # a bug must not escape as a stray exception
-            logger.exception("internal error in MLS-TLS processing")
-            err = ProtocolError(f"internal error: {type(exc).__name__}", AlertDescription.internal_error)
-            self._fail(err)
-            raise err from exc
+        run_guarded(action, self._fail, "MLS-TLS")
 
     def _send_alert(self, description: AlertDescription) -> None:
         self._records.send_alert(alert_level(description), description)
