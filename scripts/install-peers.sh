@@ -4,7 +4,8 @@
 #                                  (s_server/s_client), gnutls-bin
 #                                  (gnutls-serv/gnutls-cli/certtool), tshark,
 #                                  spin (the SPIN model checker, with gcc for
-#                                  its verifiers), and wolfSSL's DTLS 1.3
+#                                  its verifiers), haproxy (the PROXY
+#                                  protocol v2 peer), and wolfSSL's DTLS 1.3
 #                                  example client and server, built from
 #                                  Debian's source package and cached
 #                                  (scripts/build-wolfssl.sh)
@@ -63,8 +64,9 @@ declare -A PKG_FOR=(
     [tshark]=tshark
     [spin]=spin
     [gcc]=build-essential
+    [haproxy]=haproxy
 )
-BINARIES=(openssl gnutls-cli gnutls-serv certtool tshark spin gcc)
+BINARIES=(openssl gnutls-cli gnutls-serv certtool tshark spin gcc haproxy)
 
 mapfile -t MISSING < <(
     for b in "${BINARIES[@]}"; do
@@ -90,9 +92,10 @@ if ((status == 0)); then
     gnutls-cli --version >/dev/null 2>&1 || { echo "install-peers: ERROR: 'gnutls-cli --version' failed" >&2; status=1; }
     tshark --version >/dev/null 2>&1 || { echo "install-peers: ERROR: 'tshark --version' failed" >&2; status=1; }
     spin -V >/dev/null 2>&1 || { echo "install-peers: ERROR: 'spin -V' failed" >&2; status=1; }
+    haproxy -v >/dev/null 2>&1 || { echo "install-peers: ERROR: 'haproxy -v' failed" >&2; status=1; }
 fi
 ((status == 0)) || exit 1
-log "ok: $(openssl version | head -n1); $(gnutls-cli --version | head -n1); $(tshark --version 2>/dev/null | head -n1); $(spin -V | head -n1)"
+log "ok: $(openssl version | head -n1); $(gnutls-cli --version | head -n1); $(tshark --version 2>/dev/null | head -n1); $(spin -V | head -n1); $(haproxy -v | head -n1)"
 
 # wolfSSL with DTLS 1.3: built once, then cached (no work when it is there).
 bash "$(dirname "${BASH_SOURCE[0]}")/build-wolfssl.sh" || die "could not build wolfSSL's DTLS 1.3 peer (scripts/build-wolfssl.sh)"
