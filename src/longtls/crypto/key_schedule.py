@@ -12,11 +12,13 @@ DTLS its record-number key (RFC 9147 §4.2.3).
 
 from __future__ import annotations
 
+import hashlib
 import hmac as _hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from cryptography.hazmat.primitives import hashes, hmac
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from ..constants import HandshakeType
 from .suites import SuiteInfo
@@ -27,9 +29,21 @@ TLS13_LABEL_PREFIX = b"tls13 "
 DTLS13_LABEL_PREFIX = b"dtls13"
 
 
+# Speed (issue 16): HKDF and the transcript hash run on the standard library's
+# hmac.digest and hashlib, which are C over OpenSSL like pyca/cryptography's,
+# but without its per-call Python objects: a handshake makes ~40 HMACs and
+# ~20 hash copies, and one HKDFExpand object costs more than the HMAC inside
+# it.  The results are the same bytes (RFC 5869 and FIPS 180-4 define them);
+# tests/unit/test_key_schedule_fast.py checks them against pyca/cryptography's
+# HKDF, HMAC and Hash for every suite hash.  Outputs longer than one hash
+# (an exporter asked for more) still use HKDFExpand.
+_HASHLIB: dict[str, Callable[..., Any]] = {"sha256": hashlib.sha256, "sha384": hashlib.sha384}
+
+
 def hkdf_extract(suite: SuiteInfo, salt: bytes, ikm: bytes) -> bytes:
-    """HKDF-Extract (RFC 5869 §2.2); an empty salt means HashLen zeros."""
-    return HKDF.extract(suite.hash, salt or bytes(suite.hash_length), ikm)
+    """HKDF-Extract (RFC 5869 §2.2): HMAC-Hash(salt, IKM); an empty salt means
+    HashLen zeros."""
+    return _hmac.digest(salt or bytes(suite.hash_length), ikm, suite.hash_name)
 
 
 def hkdf_expand_label(
@@ -40,13 +54,17 @@ def hkdf_expand_label(
     prefix (``"tls13 "``; DTLS 1.3: ``"dtls13"``, RFC 9147 §5.9)."""
     full = prefix + label
     info = length.to_bytes(2, "big") + bytes((len(full),)) + full + bytes((len(context),)) + context
+    if length <= suite.hash_length:
+        # RFC 5869 §2.3: T(1) = HMAC-Hash(PRK, info | 0x01) and OKM is its
+        # first L octets; every secret, key and IV of TLS 1.3 fits in T(1).
+        return _hmac.digest(secret, info + b"\x01", suite.hash_name)[:length]
     return HKDFExpand(suite.hash, length, info).derive(secret)
 
 
 def transcript_digest(suite: SuiteInfo, data: bytes) -> bytes:
-    h = hashes.Hash(suite.hash)
-    h.update(data)
-    return h.finalize()
+    """Hash(data) with the suite's hash (RFC 9846 §4.4.1)."""
+    digest: bytes = _HASHLIB[suite.hash_name](data).digest()
+    return digest
 
 
 def derive_secret(
@@ -93,9 +111,7 @@ def finished_verify_data(
     suite: SuiteInfo, base_key: bytes, transcript_hash: bytes, prefix: bytes = TLS13_LABEL_PREFIX
 ) -> bytes:
     """verify_data = HMAC(finished_key, Transcript-Hash(...)) (RFC 9846 §4.4.4)."""
-    h = hmac.HMAC(finished_key(suite, base_key, prefix), suite.hash)
-    h.update(transcript_hash)
-    return h.finalize()
+    return _hmac.digest(finished_key(suite, base_key, prefix), transcript_hash, suite.hash_name)
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:
@@ -132,7 +148,7 @@ class Transcript:
 
     def __init__(self) -> None:
         self._pending: list[bytes] = []
-        self._hash: hashes.Hash | None = None
+        self._hash: Any = None  # a hashlib object (see _HASHLIB) once started
 
     def __repr__(self) -> str:
         return "<Transcript>"
@@ -145,21 +161,19 @@ class Transcript:
 
     def start(self, suite: SuiteInfo) -> None:
         """Fix the hash function (once the cipher suite is chosen)."""
-        self._hash = hashes.Hash(suite.hash)
-        for m in self._pending:
-            self._hash.update(m)
+        self._hash = _HASHLIB[suite.hash_name](b"".join(self._pending))
         self._pending.clear()
 
     def digest(self) -> bytes:
         if self._hash is None:
             raise RuntimeError("transcript hash used before the cipher suite was chosen")
-        return self._hash.copy().finalize()
+        digest: bytes = self._hash.digest()  # hashlib's digest() leaves the running hash as it is
+        return digest
 
     def restart_after_hello_retry(self, suite: SuiteInfo) -> None:
         """Replace ClientHello1 with message_hash(Hash(ClientHello1)) (RFC 9846 §4.4.1)."""
         ch1 = self.digest()
-        self._hash = hashes.Hash(suite.hash)
-        self._hash.update(bytes((HandshakeType.message_hash, 0, 0, len(ch1))) + ch1)
+        self._hash = _HASHLIB[suite.hash_name](bytes((HandshakeType.message_hash, 0, 0, len(ch1))) + ch1)
 
     def fork(self) -> Transcript:
         """An independent copy that can be extended without touching this one."""
@@ -174,7 +188,8 @@ class Transcript:
             raise RuntimeError("transcript hash used before the cipher suite was chosen")
         h = self._hash.copy()
         h.update(extra)
-        return h.finalize()
+        digest: bytes = h.digest()
+        return digest
 
 
 class HandshakeSecrets:
