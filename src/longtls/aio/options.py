@@ -60,4 +60,11 @@ class StreamOptions:
     #: joins once its handshake completes and leaves when it ends (to reach
     #: them all, e.g. with a renewed certificate).
     connections: LiveConnections | None = None
+    #: A server behind a proxy: expect a PROXY protocol v2 header before TLS,
+    #: complete within that many seconds, and take the client address from
+    #: it (:mod:`longtls.aio.proxy_protocol`); None: no header.
+    accept_proxy: float | None = None
+    #: Written on a client connection before the first TLS byte: a PROXY
+    #: protocol v2 header (``longtls.wire.proxy_protocol.ProxyHeader.encode()``).
+    send_proxy: bytes = b""
 
