@@ -29,9 +29,12 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -54,8 +57,10 @@ from .signatures import PrivateKey, key_description, schemes_for_key
 
 __all__ = [
     "TrustStore",
+    "certificate_der",
     "check_key_matches_certificate",
     "load_certificate_chain",
+    "load_der_certificate",
     "load_private_key",
     "verify_chain",
 ]
@@ -99,6 +104,58 @@ def _load_pem_certificates(data: bytes, path: StrPath, what: str) -> list[x509.C
             f"{what} {os.fspath(path)!r} contains a malformed PEM certificate ({reason}); "
             f"re-export it in PEM form"
         ) from exc
+
+
+# --- parsing a peer's certificates, once per distinct DER (issue 16) ---------------------
+#
+# A server sees the same client chains, a client the same server chain, on
+# connection after connection; parsing one (and cryptography's
+# ``public_bytes``, which re-encodes) costs more than a signature check.  A
+# Certificate is immutable, so one object per distinct DER is shared by every
+# connection that receives those bytes; being the same object is what lets
+# verify_chain's cache (below) recognise the same chain without re-encoding it.
+# Both caches are bounded (FIFO): a peer sending ever new certificates only
+# evicts older entries.
+
+_PARSED_LIMIT = 128
+_parsed: dict[bytes, x509.Certificate] = {}
+_der_of: dict[int, tuple[x509.Certificate, bytes]] = {}  # id(cert) -> (cert, its DER); holds the cert
+_cache_lock = threading.Lock()
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    with _cache_lock:
+        while len(cache) >= limit:
+            del cache[next(iter(cache))]  # the oldest entry
+        cache[key] = value
+
+
+def load_der_certificate(der: bytes) -> x509.Certificate:
+    """``x509.load_der_x509_certificate(der)``, with the subject, issuer and
+    public key parsed now (cryptography parses them lazily, and validation and
+    error messages read them); the same object for the same bytes.  Raises
+    what cryptography raises for malformed DER (ValueError, TypeError,
+    UnsupportedAlgorithm, InvalidVersion); a failure is not cached."""
+    cert = _parsed.get(der)
+    if cert is None:
+        cert = x509.load_der_x509_certificate(der)
+        cert.subject, cert.issuer, cert.public_key()
+        der = bytes(der)
+        _remember(_parsed, der, cert, _PARSED_LIMIT)
+        _remember(_der_of, id(cert), (cert, der), 2 * _PARSED_LIMIT)
+    return cert
+
+
+def certificate_der(cert: x509.Certificate) -> bytes:
+    """``cert.public_bytes(DER)``, without re-encoding a certificate seen
+    before (a peer's, parsed by load_der_certificate, or our own, sent on every
+    connection)."""
+    known = _der_of.get(id(cert))
+    if known is not None and known[0] is cert:
+        return known[1]
+    der = cert.public_bytes(serialization.Encoding.DER)
+    _remember(_der_of, id(cert), (cert, der), 2 * _PARSED_LIMIT)
+    return der
 
 
 def load_certificate_chain(path: StrPath) -> list[x509.Certificate]:
@@ -165,9 +222,10 @@ _SYSTEM_CA_DIRS = ("/etc/ssl/certs",)
 
 
 class TrustStore:
-    """Trust anchors for :func:`verify_chain`.  Immutable; share it freely."""
+    """Trust anchors for :func:`verify_chain`.  Immutable; share it freely
+    (it keeps a bounded cache of the chains it verified, see verify_chain)."""
 
-    __slots__ = ("_certificates", "_store")
+    __slots__ = ("_certificates", "_store", "_verified")
 
     def __init__(self, certificates: Iterable[x509.Certificate]) -> None:
         unique = tuple(dict.fromkeys(certificates))  # drop duplicates, keep order
@@ -175,6 +233,7 @@ class TrustStore:
             raise ConfigurationError("a trust store needs at least one CA certificate")
         self._certificates = unique
         self._store = Store(list(unique))
+        self._verified: dict[_VerifiedKey, _Verified] = {}
 
     @property
     def certificates(self) -> tuple[x509.Certificate, ...]:
@@ -253,6 +312,22 @@ class TrustStore:
 
 # --- verification --------------------------------------------------------------------------
 
+#: (the chain's certificate objects by identity, server name, server certificate?)
+_VerifiedKey = tuple[tuple[int, ...], str | None, bool]
+_VERIFIED_LIMIT = 32  # distinct chains remembered per trust store
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A chain that verified, and when that result holds: every certificate
+    of the chain and of the path is valid from ``not_before`` to ``not_after``
+    (RFC 5280 §4.1.2.5, both inclusive)."""
+
+    chain: tuple[x509.Certificate, ...]  # holds the objects, so their ids in the key stay theirs
+    path: tuple[x509.Certificate, ...]
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+
 # Client certificates: Web PKI defaults, but subjectAltName may be absent.
 _CLIENT_EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
     x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
@@ -284,6 +359,23 @@ def verify_chain(
             else AlertDescription.certificate_required
         )
         raise CertificateError("peer sent no certificate", alert)
+    # The same chain (the same certificate objects: load_der_certificate gives
+    # one per distinct DER, so the same bytes), verified against this store for
+    # the same name and purpose, gives the same path as long as every
+    # certificate in it is within its validity period, which is checked at
+    # each use; outside it the full validation runs (and says why).  What
+    # comes after verify_chain (access lists, CRLs) is the caller's and runs
+    # every time.  Decision: the window covers the presented chain and the path;
+    # an anchor outside the path that becomes valid later could make a fresh
+    # validation choose another path: the cache keeps the first one found.
+    key: _VerifiedKey = (tuple(map(id, chain)), server_name, is_server_cert)
+    when = _as_utc(now)
+    known = store._verified.get(key)
+    if (
+        known is not None and all(a is b for a, b in zip(known.chain, chain, strict=True))
+        and known.not_before <= when <= known.not_after
+    ):
+        return list(known.path)
     leaf, intermediates = chain[0], list(chain[1:])
     builder = PolicyBuilder().store(store._store)
     if now is not None:
@@ -308,7 +400,21 @@ def verify_chain(
     except VerificationError as exc:
         raise _classify(str(exc), chain, store, server_name, is_server_cert, now) from exc
     _check_signing_key_usage(leaf)
+    checked = (*chain, *path)
+    _remember(store._verified, key, _Verified(
+        tuple(chain), tuple(path),
+        max(c.not_valid_before_utc for c in checked), min(c.not_valid_after_utc for c in checked),
+    ), _VERIFIED_LIMIT)
     return path
+
+
+def _as_utc(now: datetime.datetime | None) -> datetime.datetime:
+    """``now`` (naive: UTC) as an aware UTC datetime; None: the current time."""
+    if now is None:
+        return datetime.datetime.now(datetime.UTC)
+    if now.tzinfo is None:
+        return now.replace(tzinfo=datetime.UTC)
+    return now
 
 
 def _check_signing_key_usage(leaf: x509.Certificate) -> None:

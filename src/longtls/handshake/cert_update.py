@@ -78,13 +78,12 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..config import Configuration
 from ..constants import AlertDescription, ExtensionType, HandshakeType, SignatureScheme
 from ..crypto import signatures
 from ..crypto.cert_identity import IdentityViolation, check_same_identity
-from ..crypto.certificates import check_key_matches_certificate
+from ..crypto.certificates import certificate_der, check_key_matches_certificate
 from ..errors import (
     AuthenticatorError,
     AuthenticatorRefused,
@@ -112,7 +111,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("longtls")
-_DER = Encoding.DER
 
 
 # -- requests (decisions 1-3) ----------------------------------------------------------
@@ -195,7 +193,8 @@ class CertificateUpdateHost(Protocol):
 
 def _leaf_id(chain: Sequence[x509.Certificate]) -> bytes:
     """What "used before" compares: the leaf's DER (draft §4.1), as a digest."""
-    return hashlib.sha256(chain[0].public_bytes(_DER)).digest()
+    # certificate_der: no re-encoding of a certificate seen before (issue 16).
+    return hashlib.sha256(certificate_der(chain[0])).digest()
 
 
 class CertificateUpdates:
