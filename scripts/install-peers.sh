@@ -5,7 +5,8 @@
 #                                  (gnutls-serv/gnutls-cli/certtool), tshark,
 #                                  spin (the SPIN model checker, with gcc for
 #                                  its verifiers), haproxy (the PROXY
-#                                  protocol v2 peer), and wolfSSL's DTLS 1.3
+#                                  protocol v2 peer), systemd-analyze (verifies
+#                                  docs/systemd/longtls-tunnel.service), and wolfSSL's DTLS 1.3
 #                                  example client and server, built from
 #                                  Debian's source package and cached
 #                                  (scripts/build-wolfssl.sh)
@@ -65,8 +66,9 @@ declare -A PKG_FOR=(
     [spin]=spin
     [gcc]=build-essential
     [haproxy]=haproxy
+    [systemd-analyze]=systemd
 )
-BINARIES=(openssl gnutls-cli gnutls-serv certtool tshark spin gcc haproxy)
+BINARIES=(openssl gnutls-cli gnutls-serv certtool tshark spin gcc haproxy systemd-analyze)
 
 mapfile -t MISSING < <(
     for b in "${BINARIES[@]}"; do

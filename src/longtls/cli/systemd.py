@@ -35,9 +35,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-__all__ = ["Notifier", "watchdog_interval"]
+__all__ = ["Notifier", "on_reload", "on_stop", "process_notifier", "ready", "watchdog_interval"]
 
 logger = logging.getLogger("longtls.cli")
 
@@ -119,6 +119,59 @@ class Notifier:
 
     def close(self) -> None:
         self._socket.close()
+
+
+# -- for a command with its own signal handlers (longtls serve) -------------------------
+
+_process: list[Notifier | None] = []  # the process's Notifier, made on first use
+_status = [""]  # the last READY status, sent again when a reload ends
+_watchdog: list[asyncio.Task[None] | None] = []
+
+
+def process_notifier() -> Notifier | None:
+    """The Notifier of this process (from the environment, once), or None."""
+    if not _process:
+        _process.append(Notifier.from_environment())
+    return _process[0]
+
+
+def ready(status: str) -> None:
+    """READY=1 with ``status``; the first time, the watchdog starts (call it from the event loop)."""
+    notifier = process_notifier()
+    if notifier is None:
+        return
+    _status[0] = status
+    notifier.ready(status)
+    if not _watchdog:
+        _watchdog.append(notifier.start_watchdog())
+
+
+def on_stop(callback: Callable[[], None]) -> Callable[[], None]:
+    """A SIGTERM/SIGINT handler: STOPPING=1, then ``callback``."""
+
+    def stop() -> None:
+        notifier = process_notifier()
+        if notifier is not None:
+            notifier.stopping()
+        callback()
+
+    return stop
+
+
+def on_reload(callback: Callable[[], None]) -> Callable[[], None]:
+    """A SIGHUP handler: RELOADING=1, ``callback`` (a synchronous reload), READY=1."""
+
+    def reload() -> None:
+        notifier = process_notifier()
+        if notifier is not None:
+            notifier.reloading()
+        try:
+            callback()
+        finally:
+            if notifier is not None:
+                notifier.ready(_status[0])
+
+    return reload
 
 
 def _one_line(text: str) -> str:
