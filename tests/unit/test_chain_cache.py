@@ -12,15 +12,21 @@ chain, not once per connection.
 from __future__ import annotations
 
 import datetime
+
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from helpers.pair import configs, connect
-from helpers.pki import Credential, make_ca, make_intermediate, make_leaf
+from helpers.pki import make_ca, make_intermediate, make_leaf
 from longtls.constants import AlertDescription
 from longtls.crypto import certificates
-from longtls.crypto.certificates import TrustStore, certificate_der, load_der_certificate, verify_chain
+from longtls.crypto.certificates import (
+    TrustStore,
+    certificate_der,
+    load_der_certificate,
+    verify_chain,
+)
 from longtls.errors import CertificateError
 
 A = AlertDescription
@@ -80,7 +86,7 @@ def test_validity_is_checked_at_every_use(validations: list[int], when: str) -> 
     store, chain = TrustStore([ca.cert]), received(leaf.chain)
     verify_chain(chain, store, server_name="localhost", is_server_cert=True, now=now)
     outside = now + 2 * DAY if when == "expired" else now - 2 * DAY
-    with pytest.raises(CertificateError, match="expired|not valid yet|not yet valid") as raised:
+    with pytest.raises(CertificateError, match=f"^certificate {when}: ") as raised:
         verify_chain(chain, store, server_name="localhost", is_server_cert=True, now=outside)
     assert raised.value.alert is A.certificate_expired
     # Naive datetimes are UTC, as without the cache.
@@ -126,8 +132,7 @@ def test_a_handshake_after_the_certificate_expired_fails(validations: list[int])
     clock = [datetime.datetime.now(datetime.UTC).timestamp()]
     client_cfg, server_cfg, _ = configs(client_now=lambda: clock[0])
     assert len(connect(client_cfg, server_cfg).client_events) > 0
-    leaf: Credential | x509.Certificate = server_cfg.certificate_chain[0]
-    assert isinstance(leaf, x509.Certificate)
+    leaf = server_cfg.certificate_chain[0]
     clock[0] = (leaf.not_valid_after_utc + DAY).timestamp()
     with pytest.raises(CertificateError) as raised:
         connect(client_cfg, server_cfg)

@@ -96,3 +96,24 @@ def test_transcript_after_hello_retry_starts_with_message_hash(suite: ks.SuiteIn
     ch1_hash = reference_hash(suite.hash, ch1)
     message_hash = bytes((HandshakeType.message_hash, 0, 0, len(ch1_hash))) + ch1_hash
     assert transcript.digest() == reference_hash(suite.hash, message_hash, hrr)
+
+
+@pytest.mark.parametrize("suite", HASH_SUITES, ids=IDS)
+@pytest.mark.parametrize("prefix", [ks.TLS13_LABEL_PREFIX, ks.DTLS13_LABEL_PREFIX])
+def test_handshake_secret_without_psk_follows_the_formula(suite: ks.SuiteInfo, prefix: bytes) -> None:
+    """Without a PSK the early secret and its "derived" salt are constants per
+    hash and prefix (remembered); the handshake secret built on them is still
+    RFC 9846 §7.1's, for each hash and prefix in turn."""
+    zeros = bytes(suite.hash_length)
+    early = HKDF.extract(suite.hash, zeros, zeros)
+    salt = reference_expand_label(suite.hash, early, prefix, b"derived", suite.empty_hash, suite.hash_length)
+    shared, hello_hash = b"\x33" * 32, b"\x44" * suite.hash_length
+    handshake_secret = HKDF.extract(suite.hash, salt, shared)
+    for _ in range(2):
+        secrets = ks.HandshakeSecrets(suite, None, prefix)
+        assert secrets.early_secret == early
+        secrets.derive_handshake(shared, hello_hash)
+        assert secrets.handshake_secret == handshake_secret
+        assert secrets.client_handshake_traffic_secret == reference_expand_label(
+            suite.hash, handshake_secret, prefix, b"c hs traffic", hello_hash, suite.hash_length
+        )

@@ -192,6 +192,25 @@ class Transcript:
         return digest
 
 
+# Without a PSK, the Early Secret is HKDF-Extract(0, 0) and the salt of the
+# Handshake Secret is Derive-Secret(Early Secret, "derived", "") (RFC 9846
+# §7.1): the same bytes on every full handshake with a suite's hash, so they
+# are derived once per hash and label prefix (issue 16: 2 of the ~24 HMACs each
+# end makes per full handshake).  Public values: no secret is kept.
+_NO_PSK_EARLY: dict[tuple[str, bytes], tuple[bytes, bytes]] = {}
+
+
+def _no_psk_early(suite: SuiteInfo, prefix: bytes) -> tuple[bytes, bytes]:
+    """(Early Secret, its "derived" salt) of a handshake without a PSK."""
+    key = (suite.hash_name, prefix)
+    known = _NO_PSK_EARLY.get(key)
+    if known is None:
+        early = hkdf_extract(suite, b"", bytes(suite.hash_length))
+        known = (early, derive_secret(suite, early, b"derived", suite.empty_hash, prefix))
+        _NO_PSK_EARLY[key] = known
+    return known
+
+
 class HandshakeSecrets:
     """The secrets of one handshake, derived step by step (RFC 9846 §7.1).
 
@@ -213,6 +232,7 @@ class HandshakeSecrets:
         "resumption_secret",
         "server_finished_hash",
         "client_finished_hash",
+        "_handshake_salt",
     )
 
     def __init__(
@@ -220,7 +240,12 @@ class HandshakeSecrets:
     ) -> None:
         self.suite = suite
         self.prefix = prefix
-        self.early_secret = hkdf_extract(suite, b"", psk or bytes(suite.hash_length))
+        #: Derive-Secret(early_secret, "derived", "") when it is a constant (no PSK).
+        self._handshake_salt = b""
+        if psk:
+            self.early_secret = hkdf_extract(suite, b"", psk)
+        else:
+            self.early_secret, self._handshake_salt = _no_psk_early(suite, prefix)
         self.handshake_secret = b""
         self.main_secret = b""
         self.client_handshake_traffic_secret = b""
@@ -246,7 +271,7 @@ class HandshakeSecrets:
     def derive_handshake(self, shared_secret: bytes | None, hello_hash: bytes) -> None:
         """After ServerHello: handshake secret and both handshake traffic secrets."""
         s, prefix = self.suite, self.prefix
-        salt = derive_secret(s, self.early_secret, b"derived", empty_hash(s), prefix)
+        salt = self._handshake_salt or derive_secret(s, self.early_secret, b"derived", empty_hash(s), prefix)
         self.handshake_secret = hkdf_extract(s, salt, shared_secret or bytes(s.hash_length))
         self.client_handshake_traffic_secret = derive_secret(
             s, self.handshake_secret, b"c hs traffic", hello_hash, prefix
