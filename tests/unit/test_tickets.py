@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -60,15 +61,18 @@ def test_foreign_tampered_and_short_tickets_are_ignored() -> None:
 def test_a_valid_ticket_with_malformed_state_is_ignored() -> None:
     """Authenticates under our key but does not decode: a full handshake, not an alert."""
     nonce = os.urandom(12)
-    ticket = nonce + AESGCM(KEY).encrypt(nonce, b"\x01 not a ticket state", b"longtls ticket")
+    name = hashlib.sha256(b"longtls ticket key name" + KEY).digest()[:8]
+    ticket = name + nonce + AESGCM(KEY).encrypt(nonce, b"\x01 not a ticket state", b"longtls ticket")
     assert open_ticket(KEY, ticket) is None
 
 
 def test_only_the_aead_failure_is_swallowed() -> None:
     """Opening catches InvalidTag only: a broken key is a bug that must surface."""
-    ticket = seal_ticket(KEY, os.urandom(12), _state())
+    broken = b"not an AES key"
+    name = hashlib.sha256(b"longtls ticket key name" + broken).digest()[:8]
+    ticket = name + seal_ticket(KEY, os.urandom(12), _state())[8:]  # names the broken key
     with pytest.raises(ValueError):
-        open_ticket(b"not an AES key", ticket)
+        open_ticket(broken, ticket)
 
 
 def _use(state: TicketState, now_ms: int = NOW_MS, generations: dict[bytes, int] | None = None) -> object:

@@ -1,8 +1,20 @@
 """Session tickets on the server side (RFC 9846 §4.6.1, §8.3): seal, open, judge.
 
 longtls keeps no server-side session cache: a ticket carries its own state
-(wire/tickets.py), sealed with AES-256-GCM under ``Configuration.ticket_key``.
-Opening a ticket fails quietly (a full handshake follows) when it is not
+(wire/tickets.py), sealed with AES-256-GCM under the first of
+``Configuration.effective_ticket_keys`` and opened under whichever of them
+the ticket names (rotation: docs/scaling.md).  RFC 9846 §4.6.1 leaves the
+ticket's format to the server; ours follows the shape RFC 5077 §4
+recommends, a key name in the clear and then the protected state:
+
+    opaque key_name[8];     /* SHA-256("longtls ticket key name" || key)[:8] */
+    opaque nonce[12];
+    opaque sealed_state<..>; /* AES-256-GCM(key, nonce, TicketState, aad) */
+
+so a server that holds several keys (processes or machines sharing a key
+file) tries the one key the ticket names, not all of them.  The name is a
+hash of the key: no secret leaks (SHA-256 is one-way), and nobody has to
+give keys names.  Opening a ticket fails quietly (a full handshake follows) when it is not
 ours or was tampered with (the AEAD's InvalidTag, and only that), when it
 authenticates but its state does not decode (a ticket of another format
 under the same key: not the peer's doing, so no alert), or when it is
@@ -13,7 +25,8 @@ the earlier drafts invalidate those).
 
 from __future__ import annotations
 
-from collections.abc import Container
+import hashlib
+from collections.abc import Container, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -22,13 +35,21 @@ from ..constants import CipherSuite, PskKind
 from ..errors import DecodeError
 from ..wire.tickets import ORIGIN_LENGTH, TicketState
 
-__all__ = ["ORIGIN_LENGTH", "Resumption", "open_ticket", "remember_generation", "seal_ticket", "usable_ticket"]
+__all__ = [
+    "KEY_NAME_LENGTH", "ORIGIN_LENGTH", "Resumption", "open_ticket", "remember_generation", "seal_ticket",
+    "ticket_key_name", "usable_ticket",
+]
 
 #: Grace for clock skew between the ticket's issue time and its use.
 TICKET_AGE_TOLERANCE_MS = 10_000
 #: Connections whose ticket generations a server remembers.
 MAX_TICKET_ORIGINS = 100_000
 _NONCE_LENGTH = 12
+#: Bytes of the key name in front of every ticket: 2**64 names, so two keys
+#: of one server collide with negligible odds (and a collision costs only a
+#: second AEAD attempt, never a wrong opening: the tag decides).
+KEY_NAME_LENGTH = 8
+_KEY_NAME_LABEL = b"longtls ticket key name"
 _TAG_LENGTH = 16
 #: The tickets' additional data over TLS (transport.TLS.ticket_aad); DTLS
 #: seals under its own, so a ticket never crosses transports.
@@ -55,25 +76,45 @@ class Resumption:
         return f"<Resumption {self.kind.value} {self.suite.name}>"
 
 
+def ticket_key_name(key: bytes) -> bytes:
+    """The name a ticket carries for the key that sealed it (see the module docstring)."""
+    return hashlib.sha256(_KEY_NAME_LABEL + key).digest()[:KEY_NAME_LENGTH]
+
+
 def seal_ticket(key: bytes, nonce: bytes, state: TicketState, aad: bytes = _AAD) -> bytes:
-    """The opaque ticket of NewSessionTicket: ``nonce || AES-256-GCM(key, state)``.
+    """The opaque ticket of NewSessionTicket: ``key_name || nonce || AES-256-GCM(key, state)``.
 
     ``aad`` names the transport (``Transport.ticket_aad``): a resumption PSK
     derived under "dtls13" labels is no PSK for TLS, nor the reverse (RFC
     9147 §5.9 separates the key schedules), so a ticket opens only over the
     transport that issued it."""
-    return nonce + AESGCM(key).encrypt(nonce, state.encode(), aad)
+    return ticket_key_name(key) + nonce + AESGCM(key).encrypt(nonce, state.encode(), aad)
 
 
-def open_ticket(key: bytes, ticket: bytes, aad: bytes = _AAD) -> TicketState | None:
+def open_ticket(keys: bytes | Sequence[bytes], ticket: bytes, aad: bytes = _AAD) -> TicketState | None:
     """The state inside ``ticket``, or None if it is not a ticket of ours
-    (for this transport: ``aad`` as in :func:`seal_ticket`)."""
-    if len(ticket) < _NONCE_LENGTH + _TAG_LENGTH:
+    (for this transport: ``aad`` as in :func:`seal_ticket`).
+
+    ``keys``: one key, or every key we still accept (the sealing key and the
+    older ones of a rotation); only a key whose name the ticket carries is
+    tried.  A ticket under a key no longer held opens under none: None, and
+    a full handshake follows, as for any ticket that is not ours."""
+    if len(ticket) < KEY_NAME_LENGTH + _NONCE_LENGTH + _TAG_LENGTH:
         return None
-    try:
-        plaintext = AESGCM(key).decrypt(ticket[:_NONCE_LENGTH], ticket[_NONCE_LENGTH:], aad)
-    except InvalidTag:
-        return None  # not ours, or tampered with: fall back to a full handshake
+    name = ticket[:KEY_NAME_LENGTH]
+    nonce = ticket[KEY_NAME_LENGTH:KEY_NAME_LENGTH + _NONCE_LENGTH]
+    sealed = ticket[KEY_NAME_LENGTH + _NONCE_LENGTH:]
+    plaintext = None
+    for key in (keys,) if isinstance(keys, bytes) else keys:
+        if ticket_key_name(key) != name:
+            continue
+        try:
+            plaintext = AESGCM(key).decrypt(nonce, sealed, aad)
+            break
+        except InvalidTag:
+            continue  # tampered with (or a name collision): the next key of that name, if any
+    if plaintext is None:
+        return None  # not ours, under a retired key, or tampered with: a full handshake
     try:
         return TicketState.decode(plaintext)
     except DecodeError:

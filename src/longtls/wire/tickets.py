@@ -1,7 +1,7 @@
 """The plaintext inside a longtls session ticket (RFC 9846 §4.6.1 leaves its format to the server).
 
-A ticket is ``nonce || AES-256-GCM(ticket_key, state)``; this module is the
-codec of ``state`` only (no cryptography, no policy: handshake/tickets.py
+A ticket is ``key_name || nonce || AES-256-GCM(ticket key, state)``; this
+module is the codec of ``state`` only (no cryptography, no policy: handshake/tickets.py
 seals, opens and judges it).
 
     struct {
