@@ -9,7 +9,8 @@ it "is not suitable for general use" (RFC 9147 Appendix B.3; §4.5.3).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -49,6 +50,8 @@ class SuiteInfo:
     hash: hashes.HashAlgorithm = field(init=False, repr=False, compare=False)
     hash_length: int = field(init=False, repr=False, compare=False)
     empty_hash: bytes = field(init=False, repr=False, compare=False)  # Hash("")
+    # The AEAD's constructor, chosen once: a handshake builds 8 (issue 16).
+    _aead_class: Callable[[bytes], AEAD] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         algorithm = hashes.SHA384() if self.hash_name == "sha384" else hashes.SHA256()
@@ -56,15 +59,17 @@ class SuiteInfo:
         object.__setattr__(self, "hash", algorithm)
         object.__setattr__(self, "hash_length", algorithm.digest_size)
         object.__setattr__(self, "empty_hash", digest.finalize())
-
-    def aead(self, key: bytes) -> AEAD:
+        aead_class: Callable[[bytes], AEAD] = AESGCM
         if self.suite == CipherSuite.TLS_CHACHA20_POLY1305_SHA256:
-            return ChaCha20Poly1305(key)
-        if self.suite in _CCM_SUITES:
+            aead_class = ChaCha20Poly1305
+        elif self.suite in _CCM_SUITES:
             # RFC 9846 §5.3: a 12-byte nonce for every suite, so CCM's length
             # field is 3 bytes (messages up to 2^24 bytes, far above 2^14 + 256).
-            return AESCCM(key, tag_length=self.tag_length)
-        return AESGCM(key)
+            aead_class = functools.partial(AESCCM, tag_length=self.tag_length)
+        object.__setattr__(self, "_aead_class", aead_class)
+
+    def aead(self, key: bytes) -> AEAD:
+        return self._aead_class(key)
 
 
 _CCM_SUITES = frozenset(
