@@ -422,6 +422,7 @@ PROFILES: dict[str, Spec] = {
     "handshake": {"impl": "longtls", "kind": "handshake", "group": "x25519", "resumed": False},
     "handshake-mlkem": {"impl": "longtls", "kind": "handshake", "group": "X25519MLKEM768", "resumed": False},
     "resumed": {"impl": "longtls", "kind": "handshake", "group": "x25519", "resumed": True},
+    "resumed-mlkem": {"impl": "longtls", "kind": "handshake", "group": "X25519MLKEM768", "resumed": True},
     "bulk": {"impl": "longtls", "kind": "bulk", "suite": "AES-128-GCM", "write_size": 256 * KIB},
     "bulk-chacha": {"impl": "longtls", "kind": "bulk", "suite": "ChaCha20-Poly1305", "write_size": 256 * KIB},
     "eku": {"impl": "longtls", "kind": "eku", "group": "x25519"},
@@ -429,8 +430,9 @@ PROFILES: dict[str, Spec] = {
 }
 
 
-def profile_main(name: str, pki: Pki, seconds: float, top: int = 30) -> None:
-    """cProfile one longtls operation; functions by own time, with their share."""
+def profile_main(name: str, pki: Pki, seconds: float, top: int = 30, sort: str = "own") -> None:
+    """cProfile one longtls operation; functions by own time (``sort="incl"``:
+    by time including what they call), with their share."""
     import cProfile
     import pstats
 
@@ -449,9 +451,12 @@ def profile_main(name: str, pki: Pki, seconds: float, top: int = 30) -> None:
     stats = pstats.Stats(profiler)
     entries = stats.stats  # type: ignore[attr-defined]
     total = sum(v[2] for v in entries.values())
-    print(f"**cProfile of `{name}`: {count} operations, {total:.2f} s of profiled time**\n")
+    calls = sum(v[1] for v in entries.values())
+    print(f"**cProfile of `{name}`: {count} operations, {total:.2f} s of profiled time, "
+          f"{calls / count:,.0f} Python function calls per operation**\n")
     print("| own % | incl. % | calls/op | function |\n|---:|---:|---:|---|")
-    rows = sorted(entries.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    column = 3 if sort == "incl" else 2  # pstats: (cc, ncalls, tottime, cumtime, callers)
+    rows = sorted(entries.items(), key=lambda kv: kv[1][column], reverse=True)[:top]
     root = str(harness.ROOT) + "/"
     for (path, line, func), (_cc, ncalls, tottime, cumtime, _callers) in rows:
         where = f"{path.replace(root, '')}:{line}({func})" if line else func
@@ -497,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds per cell (default 5, --quick 3)")
     parser.add_argument("--profile", metavar="CASE", choices=[*PROFILES, "memory"],
                         help=f"cProfile one longtls case instead: {', '.join([*PROFILES, 'memory'])}")
+    parser.add_argument("--profile-sort", choices=("own", "incl"), default="own",
+                        help="--profile: rank functions by own time (default) or including their callees")
     parser.add_argument("--internal-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--internal-memory", metavar="IMPL", help=argparse.SUPPRESS)
     parser.add_argument("--internal-serve", metavar="IMPL", help=argparse.SUPPRESS)
@@ -519,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     pki = Pki.create()
     try:
         if args.profile:
-            profile_main(args.profile, pki, 1.0 if args.quick else 5.0)
+            profile_main(args.profile, pki, 1.0 if args.quick else 5.0, sort=args.profile_sort)
             return 0
         return run_sections(parser, args, settings, pki, malloc_pinned)
     finally:
