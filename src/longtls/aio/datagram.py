@@ -64,6 +64,7 @@ from ..events import (
 from ..record.dtls_reliability import DEFAULT_MTU
 from .errors import ConnectionLostError, IdleTimeoutError, KeyUpdateRejectedError
 from .events import DEFAULT_EVENT_BUFFER, EventDispatcher, EventHandler, EventStream
+from .logrecords import failure_fields, log_event
 from .options import StreamOptions
 from .timer import CoreTimer
 
@@ -443,7 +444,9 @@ class DTLSAssociation:
         if self.handshake_future.done():
             return
         self.handshake_future.set_result(event)
-        logger.debug("%s: DTLS handshake complete: %r", self.peername, event)
+        # No repr of the event (docs/logging.md): the programs above log the
+        # connection_open record with its fields.
+        logger.debug("%s: DTLS handshake complete", self.peername)
         if self.options.connections is not None:
             self.options.connections.add(self)
         if self._idle_timeout is not None:
@@ -482,10 +485,24 @@ class DTLSAssociation:
         if error is not None and self.exception is None:
             self.exception = error
         exc = self.exception
+        # The core may have completed the handshake in the same call that
+        # failed (the last flight and a bad record in one datagram): that is
+        # a failure after the handshake, not of it (as in aio.protocol).
         if not self.handshake_future.done():
             failure = exc or ConnectionLostError("the association ended during the DTLS handshake")
-            if not quiet:
-                logger.info("%s: DTLS handshake failed: %s", self.peername, failure)
+            if self.connection.handshake_complete:
+                logger.debug("%s: association failed: %s", self.peername, failure)
+            elif not quiet:
+                # A server's failed handshakes reach no caller: logged here.  A
+                # client's connect_dtls() raises it to a caller that reports it
+                # (DEBUG here: each failure logged once, docs/logging.md).
+                is_client = self.connection.is_client
+                log_event(
+                    logger, logging.DEBUG if is_client else logging.INFO, "handshake_failed",
+                    "%s: DTLS handshake failed: %s", self.peername, failure,
+                    peer=self.peername, side="client" if is_client else "server", transport="dtls",
+                    **failure_fields(failure, handshake_done=False),
+                )
             self.handshake_future.set_exception(failure)
             if self._metrics is not None:
                 self._metrics.handshake_failed(failure)
@@ -534,7 +551,9 @@ class DTLSAssociation:
         if remaining > 0:
             self._idle_timer = self._loop.call_later(remaining, self._idle_check)
             return
-        logger.info("%s: idle for %g seconds: closing", self.peername, idle)
+        # DEBUG: receive() raises the IdleTimeoutError, and the programs above
+        # log the association's end (reason idle_timeout) once.
+        logger.debug("%s: idle for %g seconds: closing", self.peername, idle)
         self._run(self.connection.close)  # close_notify first: a clean end for the peer
         self._end(IdleTimeoutError(f"no data either way for {idle:g} seconds (idle timeout)"))
 

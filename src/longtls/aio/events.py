@@ -141,7 +141,8 @@ class EventDispatcher:
             try:
                 handler(event)
             except Exception:
-                logger.exception("event handler failed on %r", event)
+                # The event's type, not its repr: no event repr in a log (docs/logging.md).
+                logger.exception("event handler failed on %s", type(event).__name__)
                 # Outside this dispatch loop: end the connection with internal_error.
                 self._loop.call_soon(self._on_handler_error)
         for stream in list(self._streams):
