@@ -467,6 +467,7 @@ def test_wolfssl_dtls13_connection_ids(pki: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.time_limit(240)  # two model checks, CPU-bound: minutes on a loaded machine
 def test_spin_checks_the_eku_models(tmp_path: Path) -> None:
     """spin-check.sh from ../shared/specs/eku-spin-model runs: the TLS model in
     full, the DTLS model with fewer drops and retries (the full DTLS and
