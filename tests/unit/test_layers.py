@@ -41,7 +41,7 @@ LAYERS: Layers = (
     # Data and policy only: Configuration and the external PSKs it holds.
     # Below the record layer, so it may carry record policy (padding, limits)
     # but can never import a state machine.
-    ("config", frozenset({"config", "psk"})),
+    ("config", frozenset({"config", "psk", "sni"})),
     # The two-party subset of MLS (RFC 9420): codec, cipher suites and HPKE,
     # ratchet tree, key schedule, group state.  Key management only: the MLS
     # channel's record protection is the record layer's, its connection the
@@ -60,7 +60,7 @@ LAYERS: Layers = (
     ("aio", frozenset({"aio", "metrics"})),
     # Programs built on aio: the tunnel, the demo, the PKI generator, the
     # credential file watcher (certificate renewal without restart).
-    ("applications", frozenset({"tunnel", "tunnel_udp", "demo", "certs", "credentials"})),
+    ("applications", frozenset({"tunnel", "tunnel_udp", "demo", "certs", "credentials", "capture", "connlog"})),
     # The command line, and `python -m longtls` (__main__), which runs it.
     ("cli", frozenset({"cli", "__main__"})),
 )
