@@ -34,9 +34,11 @@ from typing import Any, Literal, cast
 
 from . import aio
 from .aio.datagram import DEFAULT_SERVER_IDLE_TIMEOUT
+from .aio.logrecords import failure_fields, log_event
 from .config import Configuration
+from .connlog import ConnectionLog
 from .constants import AlertDescription
-from .credentials import catch_up, log_certificate_updates
+from .credentials import catch_up
 from .errors import TLSError
 from .metrics import Metrics
 from .record.dtls_reliability import DEFAULT_MTU
@@ -185,7 +187,9 @@ class UDPTunnel:
     # ------------------------------------------------------------ server side
 
     async def _serve_association(self, association: aio.DTLSAssociation) -> None:
-        association.add_event_handler(log_certificate_updates(f"client {association.peername}", logger))
+        peer = association.peername
+        # connection_open now; key and certificate updates; connection_close at the end.
+        ConnectionLog.attach(association, label=f"client {peer}", peer=peer, side="server", transport="dtls")
         catch_up(association, self.configuration)  # a renewal during its handshake
         if self._eku_refused(association, "client"):
             return
@@ -210,7 +214,8 @@ class UDPTunnel:
             async for payload in association:
                 transport.sendto(payload)
         except (TLSError, OSError, TimeoutError) as exc:
-            logger.info("%s: %s", association.peername, exc)
+            # The association's error: its connection_close record says it.
+            logger.debug("%s: %s", association.peername, exc)
         finally:
             transport.close()
 
@@ -270,11 +275,21 @@ class _ClientSession:
                 extended_key_update=tunnel.configuration.extended_key_update,
             )
         except (TLSError, OSError, TimeoutError) as exc:
-            logger.warning("%s: DTLS handshake with %s failed: %s", _format(self.peer), _format(tunnel.target), exc)
+            # The one line for this failure (aio logs a client's at DEBUG only).
+            where = _format(tunnel.target)
+            log_event(
+                logger, logging.WARNING, "handshake_failed", "%s: DTLS handshake with %s failed: %s",
+                _format(self.peer), where, exc, peer=where, plain_peer=_format(self.peer), side="client",
+                transport="dtls", **failure_fields(exc, handshake_done=False),
+            )
             tunnel._sessions.pop(self.peer, None)
             return
         self.association = association
-        association.add_event_handler(log_certificate_updates(f"the server at {_format(tunnel.target)}", logger))
+        where = _format(tunnel.target)
+        ConnectionLog.attach(
+            association, label=f"the server at {where} for {_format(self.peer)}", peer=where, side="client",
+            transport="dtls", fields={"plain_peer": _format(self.peer)},
+        )
         catch_up(association, tunnel.configuration)  # our client certificate renewed during the handshake
         try:
             if self.closed or tunnel._eku_refused(association, "the server"):
@@ -286,7 +301,8 @@ class _ClientSession:
             async for payload in association:
                 tunnel._reply(self.peer, payload)
         except (TLSError, OSError, TimeoutError) as exc:
-            logger.info("%s: %s", _format(self.peer), exc)
+            # The association's error: its connection_close record says it.
+            logger.debug("%s: %s", _format(self.peer), exc)
         finally:
             association.close()
             if tunnel._sessions.get(self.peer) is self:
