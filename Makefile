@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 # Re-install only when the dependency list changes.
 STAMP  := $(VENV)/.longtls-installed
 PYTEST_ARGS ?=
+# Parallel by default (pytest-xdist): `make pytest PYTEST_JOBS=0` runs in one
+# process, e.g. to read a failure's output without interleaving.
+PYTEST_JOBS ?= auto
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -35,9 +38,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy --strict src
 
-# pytest's own summary line is the last thing printed.
+# pytest's own summary line is the last thing printed; above it, the 25
+# slowest tests (where the suite's time goes).
 pytest: venv
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_JOBS) --dist worksteal --durations=25 $(PYTEST_ARGS)
 
 # The benchmark's --quick mode only proves it still runs (no timing is judged);
 # it goes before pytest so pytest's summary stays the last line.
