@@ -42,6 +42,8 @@ _DEFAULT_OPTIONS = StreamOptions()
 class MLSProtocol(StreamProtocol[MLSConnection]):
     """Drives one ``MLSConnection`` over one asyncio transport."""
 
+    log_transport = "mls-tls"
+
     def __init__(
         self,
         configuration: Configuration,

@@ -53,6 +53,7 @@ from ..events import (
 )
 from .errors import ConnectionLostError, IdleTimeoutError, KeyUpdateRejectedError
 from .events import EventDispatcher, EventHandler, EventStream
+from .logrecords import failure_fields, log_event
 from .options import StreamOptions
 from .timer import CoreTimer
 
@@ -116,6 +117,9 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
     ``asyncio.StreamReader`` of ``options.limit`` if not given).
     """
 
+    #: The ``transport`` field of this connection's log records (docs/logging.md).
+    log_transport = "tls"
+
     def __init__(
         self,
         connection: ConnT,
@@ -133,6 +137,9 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.exception: Exception | None = None
         self.peername: str = "?"
+        #: Application bytes sent and received (plaintext, not TLS overhead).
+        self.bytes_sent = 0
+        self.bytes_received = 0
         self._transport: asyncio.Transport | None = None
         self._events = EventDispatcher(self._loop, self._application_failed)
         if options.event_handler is not None:
@@ -236,6 +243,7 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
     def send(self, data: bytes) -> None:
         self.command(lambda: self.connection.send(data))
         self._last_activity = self._loop.time()
+        self.bytes_sent += len(data)
         if self._metrics is not None:
             self._metrics.sent(len(data))
 
@@ -341,6 +349,7 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
             if isinstance(event, ApplicationData):
                 self.reader.feed_data(event.data)
                 self._last_activity = self._loop.time()
+                self.bytes_received += len(event.data)
                 if self._metrics is not None:
                     self._metrics.received(len(event.data))
                 continue
@@ -376,7 +385,9 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
         if self.handshake.done():
             return
         self.handshake.set_result(event)
-        logger.debug("%s: handshake complete: %r", self.peername, event)
+        # No repr of the event (docs/logging.md): the programs above log the
+        # connection_open record with its fields.
+        logger.debug("%s: handshake complete", self.peername)
         if self.exception is None:
             self._join()
         idle_timeout = self.options.idle_timeout
@@ -438,9 +449,23 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
         if not self.handshake.done() and not completed:
             if isinstance(exc, NotTLSError) and exc.reason is NotTLSReason.HTTP_REQUEST:
                 # A common mistake (http:// for https://) deserves its own words.
-                logger.warning("plain HTTP request on a TLS port from %s", self.peername)
+                log_event(
+                    logger, logging.WARNING, "handshake_failed", "plain HTTP request on a TLS port from %s",
+                    self.peername, peer=self.peername, side="server", transport=self.log_transport,
+                    **failure_fields(exc, handshake_done=False),
+                )
             else:
-                logger.info("%s: TLS handshake failed: %s", self.peername, exc)
+                # Logged here only for a server: no caller ever sees its failed
+                # handshakes.  A client's connect() raises the error to a caller
+                # that reports it (the tunnel client, longtls connect), so here
+                # it is DEBUG: each failure logged once (docs/logging.md).
+                level = logging.DEBUG if self.connection.is_client else logging.INFO
+                log_event(
+                    logger, level, "handshake_failed", "%s: TLS handshake failed: %s", self.peername, exc,
+                    peer=self.peername, side="client" if self.connection.is_client else "server",
+                    transport=self.log_transport,
+                    **failure_fields(exc, handshake_done=False),
+                )
             self.handshake.set_exception(exc)
             if self._metrics is not None:
                 self._metrics.handshake_failed(exc)
@@ -488,7 +513,9 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
         if remaining > 0:
             self._idle_timer = self._loop.call_later(remaining, self._idle_check)
             return
-        logger.info("%s: idle for %g seconds: closing", self.peername, idle_timeout)
+        # DEBUG: the reader gets the IdleTimeoutError, and the programs above
+        # log the connection's end (reason idle_timeout) once.
+        logger.debug("%s: idle for %g seconds: closing", self.peername, idle_timeout)
         # close_notify first, so the peer sees a clean close, not a truncation.
         self._run(self.connection.close)
         self._fail(IdleTimeoutError(

@@ -91,6 +91,22 @@ class StreamWriter(Generic[ConnT]):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.transport.get_extra_info(name, default)
 
+    @property
+    def bytes_sent(self) -> int:
+        """Application bytes written so far (plaintext, not TLS overhead)."""
+        return self._protocol.bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        """Application bytes received so far (plaintext, not TLS overhead)."""
+        return self._protocol.bytes_received
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The error that ended the connection (a fatal alert, a truncation,
+        an idle timeout, ``abort()``), or None: open, or closed cleanly."""
+        return self._protocol.exception
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt and send ``data`` (raises if the connection failed or was closed)."""
         if data:
