@@ -117,3 +117,17 @@ def test_handshake_secret_without_psk_follows_the_formula(suite: ks.SuiteInfo, p
         assert secrets.client_handshake_traffic_secret == reference_expand_label(
             suite.hash, handshake_secret, prefix, b"c hs traffic", hello_hash, suite.hash_length
         )
+
+
+def test_exporter_labels_past_the_label_cache_bound_still_derive_right() -> None:
+    """HkdfLabel heads are remembered up to a bound; exporter labels come from
+    applications, so labels past it are encoded each time, with the same bytes."""
+    suite = HASH_SUITES[0]
+    secret = b"\x05" * suite.hash_length
+    for i in range(ks._LABEL_HEADS_LIMIT + 10):
+        label = b"EXPORTER-app-%d" % i
+        got = ks.export_keying_material(suite, secret, label, b"ctx", 40)
+        inner = reference_expand_label(suite.hash, secret, b"tls13 ", label, suite.empty_hash, suite.hash_length)
+        context = reference_hash(suite.hash, b"ctx")
+        assert got == reference_expand_label(suite.hash, inner, b"tls13 ", b"exporter", context, 40), i
+    assert len(ks._LABEL_HEADS) <= ks._LABEL_HEADS_LIMIT

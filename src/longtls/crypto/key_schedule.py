@@ -38,6 +38,8 @@ DTLS13_LABEL_PREFIX = b"dtls13"
 # HKDF, HMAC and Hash for every suite hash.  Outputs longer than one hash
 # (an exporter asked for more) still use HKDFExpand.
 _HASHLIB: dict[str, Callable[..., Any]] = {"sha256": hashlib.sha256, "sha384": hashlib.sha384}
+_LABEL_HEADS: dict[tuple[bytes, bytes, int], bytes] = {}  # see hkdf_expand_label
+_LABEL_HEADS_LIMIT = 256
 
 
 def hkdf_extract(suite: SuiteInfo, salt: bytes, ikm: bytes) -> bytes:
@@ -52,13 +54,21 @@ def hkdf_expand_label(
 ) -> bytes:
     """HKDF-Expand-Label (RFC 9846 §7.1): label is given without the transport's
     prefix (``"tls13 "``; DTLS 1.3: ``"dtls13"``, RFC 9147 §5.9)."""
-    full = prefix + label
-    info = length.to_bytes(2, "big") + bytes((len(full),)) + full + bytes((len(context),)) + context
+    # HkdfLabel's length and label fields depend on the call site only:
+    # encoded once per (prefix, label, length), up to a bound (exporter labels
+    # come from applications).
+    head = _LABEL_HEADS.get((prefix, label, length))
+    if head is None:
+        full = prefix + label
+        head = length.to_bytes(2, "big") + bytes((len(full),)) + full
+        if len(_LABEL_HEADS) < _LABEL_HEADS_LIMIT:
+            _LABEL_HEADS[(prefix, label, length)] = head
     if length <= suite.hash_length:
         # RFC 5869 §2.3: T(1) = HMAC-Hash(PRK, info | 0x01) and OKM is its
         # first L octets; every secret, key and IV of TLS 1.3 fits in T(1).
-        return _hmac.digest(secret, info + b"\x01", suite.hash_name)[:length]
-    return HKDFExpand(suite.hash, length, info).derive(secret)
+        info_and_counter = b"".join((head, bytes((len(context),)), context, b"\x01"))
+        return _hmac.digest(secret, info_and_counter, suite.hash_name)[:length]
+    return HKDFExpand(suite.hash, length, head + bytes((len(context),)) + context).derive(secret)
 
 
 def transcript_digest(suite: SuiteInfo, data: bytes) -> bytes:
