@@ -294,6 +294,7 @@ def _add_packet(row: dict[str, str], tcp: dict[int, TCPConnection], udp: dict[in
             stream.syn(sequence_number)
             if not _true(row["tcp.flags.ack"]) and connection.initiator is None:
                 connection.initiator = source
+            sequence_number += 1  # data on a SYN (TCP Fast Open) follows the SYN's own number
         stream.add(time, sequence_number, _hex(row["tcp.payload"]))
     elif row["udp.stream"]:
         source = _address(source_host, row["udp.srcport"])
