@@ -32,6 +32,7 @@ from ..errors import ConfigurationError
 from ..mls_connection import MLSConnection, MLSResumptionLookup, MLSResumptionState
 from .options import StreamOptions
 from .protocol import ALERT_LINGER, HandshakeCallback, StreamProtocol
+from .proxy_protocol import accepting_proxy
 from .streams import ConfigurationSource, StreamWriter, TLSReader
 
 __all__ = ["MLSConnectedCallback", "MLSProtocol", "MLSWriter", "connect_mls", "start_mls_server"]
@@ -176,4 +177,6 @@ async def start_mls_server(
         )
         return protocol
 
-    return await loop.create_server(factory, host, port, **kwargs)
+    # options.accept_proxy: a PROXY protocol header first (aio/proxy_protocol.py).
+    serve = accepting_proxy(factory, options.accept_proxy, options.metrics)
+    return await loop.create_server(serve, host, port, **kwargs)

@@ -179,6 +179,9 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
         self._transport = transport
         self.peername = _format_address(transport.get_extra_info("peername"))
         self.reader.set_transport(transport)
+        if self.options.send_proxy:
+            # The PROXY protocol header goes first, whole (proxy-protocol.txt §2.2).
+            transport.write(self.options.send_proxy)
         # The Connection's handshake timeout runs from now, also for a server
         # whose peer never sends a byte.
         self.connection.connection_made()

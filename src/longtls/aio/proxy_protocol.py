@@ -16,7 +16,8 @@ available: ``get_extra_info("proxy_header")`` (the parsed
 A header that is missing (the first bytes are not its signature: a client that
 bypassed the proxy), malformed, incomplete when the peer closes, or late,
 closes the TCP connection: no TLS alert (TLS has not started), one WARNING line
-on ``longtls.aio``, and ``Metrics.proxy_header_failed(reason)``.
+on ``longtls.aio`` (event ``proxy_header_refused``, fields ``peer``,
+``reason``, ``detail``), and ``Metrics.proxy_header_failed(reason)``.
 
 A LOCAL header (§2.2: "the connection was established on purpose by the
 proxy", a health check) keeps the socket's addresses.  A health check
@@ -35,9 +36,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..wire.proxy_protocol import Command, Family, ProxyHeader, ProxyHeaderError, Transport, parse
+from .logrecords import log_event
 
 __all__ = [
     "DEFAULT_PROXY_HEADER_TIMEOUT",
@@ -57,8 +59,10 @@ logger = logging.getLogger("longtls.aio")
 DEFAULT_PROXY_HEADER_TIMEOUT = 5.0
 
 
+@runtime_checkable
 class FailureCounter(Protocol):
-    """Where refused headers are counted (``longtls.metrics.Metrics``)."""
+    """Where refused headers are counted: ``longtls.metrics.Metrics``, or any
+    object with this method (``StreamOptions.metrics`` without it counts nothing)."""
 
     def proxy_header_failed(self, reason: str) -> None: ...
 
@@ -71,14 +75,15 @@ def _format(address: object) -> str:
 
 
 def accepting_proxy(
-    factory: Callable[[], asyncio.Protocol], timeout: float | None, metrics: FailureCounter | None = None
+    factory: Callable[[], asyncio.Protocol], timeout: float | None, metrics: object = None
 ) -> Callable[[], asyncio.Protocol]:
     """``factory`` itself when ``timeout`` is None (no PROXY header expected),
     else a factory of :class:`ProxyHeaderReceiver` that calls ``factory`` once
     a header has arrived (for ``loop.create_server``)."""
     if timeout is None:
         return factory
-    return lambda: ProxyHeaderReceiver(factory, timeout, metrics)
+    counter = metrics if isinstance(metrics, FailureCounter) else None
+    return lambda: ProxyHeaderReceiver(factory, timeout, counter)
 
 
 def header_to_send(get_extra_info: Callable[[str], Any]) -> bytes:
@@ -256,7 +261,11 @@ class ProxyHeaderReceiver(asyncio.Protocol):
         # dropped; TLS has not started, so there is no alert to send.
         self._finish()
         self._buffer.clear()
-        logger.warning("%s: %s: closing", self._peer, message)
+        # A structured record (docs/logging.md): event proxy_header_refused.
+        log_event(
+            logger, logging.WARNING, "proxy_header_refused", "%s: %s: closing", self._peer, message,
+            peer=self._peer, reason=reason, detail=message,
+        )
         if self._metrics is not None:
             self._metrics.proxy_header_failed(reason)
 

@@ -25,6 +25,7 @@ from ..events import HandshakeComplete
 from .events import DEFAULT_EVENT_BUFFER, EventHandler, EventStream
 from .options import StreamOptions
 from .protocol import ALERT_LINGER, ConnT, StreamProtocol, TLSProtocol
+from .proxy_protocol import accepting_proxy
 
 __all__ = [
     "ClientConnectedCallback",
@@ -350,7 +351,9 @@ async def start_server(
         )
         return protocol
 
-    return await loop.create_server(factory, host, port, **kwargs)
+    # options.accept_proxy: a PROXY protocol header first (aio/proxy_protocol.py).
+    serve = accepting_proxy(factory, options.accept_proxy, options.metrics)
+    return await loop.create_server(serve, host, port, **kwargs)
 
 
 def _check_moved(kwargs: dict[str, Any], function: str) -> None:
