@@ -646,7 +646,7 @@ def test_initial_retransmit_timeout_is_the_configurations() -> None:
         # A clock that stands still: the timer is then exactly start + timeout,
         # however long a loaded machine takes between the calls.
         start = client_cfg.now()
-        client_cfg.now = lambda: start
+        client_cfg.now = lambda start=start: start
         conn = DTLSConnection(client_cfg)
         conn.start_handshake()
         hello = conn.datagrams_to_send()
