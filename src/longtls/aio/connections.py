@@ -17,7 +17,7 @@ count them.  A program that never asks for it pays nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -99,10 +99,16 @@ class LiveConnections:
         self._members.pop(member, None)
 
     def update_certificate(
-        self, chain: Sequence[x509.Certificate] | None = None, private_key: Any = None
+        self, chain: Sequence[x509.Certificate] | None = None, private_key: Any = None,
+        *, only: Callable[[ConnectionCore], bool] | None = None,
     ) -> CertificateRollout:
         """Hand every live connection that negotiated Certificate Update the
         renewed ``chain`` (leaf first) and ``private_key``.
+
+        ``only``: the connections to consider (the others are neither sent
+        the certificate nor counted), e.g. those that use one server
+        credential of several (``connection.server_credential is c``,
+        docs/sni.md).
 
         None: each connection's own configuration's current chain and key
         (``ConnectionCore.update_certificate``).  A connection for which the
@@ -114,6 +120,8 @@ class LiveConnections:
         sent = pending = not_negotiated = refused = 0
         for member in self:
             conn = member.connection
+            if only is not None and not only(conn):
+                continue
             if not conn.certificate_update_negotiated or conn.is_closed:
                 not_negotiated += 1
                 continue
