@@ -833,3 +833,18 @@ def test_compress_cert_usage_errors(flags: tuple[str, ...], fragment: str) -> No
     assert result.returncode == 2
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_chain_opened_before_is_refused_when_its_algorithm_was_not_offered() -> None:
+    """A client remembers the compressed chains it opened (issue 16) under what
+    it offered too: bytes one client opened are still bad_certificate for a
+    client that did not offer their algorithm (RFC 8879 §4)."""
+    c, s, _, slog = compression_configs(client=(ZLIB, BROTLI))
+    body = compressed(BROTLI, server_chain_body(s))
+    client, _, flight = tampered_server_flight(c, s, slog, body)
+    with pytest.raises(ProtocolError) as info:
+        client.receive_data(flight)  # opened; the CertificateVerify then fails (transcript changed)
+    assert info.value.alert is A.decrypt_error, str(info.value)
+    c.certificate_compression = (ZLIB,)
+    client, server, flight = tampered_server_flight(c, s, slog, body)
+    expect_alert(client, flight, A.bad_certificate, peer=server, reason="did not offer")
