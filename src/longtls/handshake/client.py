@@ -238,12 +238,16 @@ class ClientHandshake(HandshakeEngine):
                 X.encode_pre_shared_key_client(X.OfferedPsks(identities, tuple(binders))),
             )
             self.psk_modes = tuple(cfg.psk_key_exchange_modes)
+            # The binders have their placeholders' lengths and end the message
+            # (§4.2.11): the ClientHello is the truncated one and the binders,
+            # without encoding it a second time (issue 16).
+            body = raw[4 : len(raw) - X.offered_psks_binders_length(placeholder)] + X.encode_psk_binders(tuple(binders))
         self.offered_extensions = {e.type for e in exts}
         if ExtensionType.compress_certificate in self.offered_extensions:
             self.offered_compression = tuple(cfg.certificate_compression)
         hello = self._client_hello(suites, tuple(exts))
         self.client_hello = hello
-        self.send(HandshakeType.client_hello, hello.encode())
+        self.send(HandshakeType.client_hello, body if offered else hello.encode())
 
     def _client_hello(self, suites: tuple[int, ...], exts: tuple[Extension, ...]) -> ClientHello:
         t = self.transport
