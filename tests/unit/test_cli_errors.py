@@ -247,7 +247,10 @@ def test_sigterm_drain_ends_within_grace(files: PkiFiles) -> None:
             with pytest.raises(ConnectionResetError):
                 while app.recv(100):
                     pass
-        assert grace / 2 <= elapsed <= grace + 0.2, (elapsed, tunnel.describe())
+        # The bound leaves room for the interpreter's exit on a loaded machine
+        # (the suite runs two workers on two cores); the overshoot it guards
+        # against was up to 1.8 s.
+        assert grace / 2 <= elapsed <= grace + 0.5, (elapsed, tunnel.describe())
         assert "reset 1 connection(s) still open" in tunnel.stderr
         assert "Traceback" not in tunnel.stderr, tunnel.describe()
 
