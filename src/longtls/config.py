@@ -30,10 +30,12 @@ from .errors import ConfigurationError
 from .events import SessionTicket
 from .keylog import KeyLogCallback, KeyLogFile
 from .psk import ExternalPsk, PskLookup, check_psk_configuration
+from .sni import ServerCredential
 
 if TYPE_CHECKING:
     from .crypto.certificates import TrustStore
     from .crypto.groups import KeyShare
+    from .crypto.peer_policy import PeerAllowList
     from .wire.messages import Extension
 
 DEFAULT_GROUPS: tuple[NamedGroup, ...] = (
@@ -99,12 +101,26 @@ class Configuration:
 
     certificate_chain: list[x509.Certificate] = field(default_factory=list, repr=False)
     private_key: Any = field(default=None, repr=False)
+    #: Server: more certificates, each for the connections whose ClientHello
+    #: server_name it matches (RFC 6066 §3, RFC 9846 §4.4.2.2; longtls.sni,
+    #: docs/sni.md); ``certificate_chain``/``private_key`` stay the default,
+    #: for no name or a name none matches.  Without a default such a client
+    #: gets missing_extension (no name) or unrecognized_name.
+    server_credentials: Sequence[ServerCredential] = field(default=(), repr=False)
 
     #: Where trusted roots come from; None means the system store (client) or
     #: none (server).
     trust_store: TrustStore | None = field(default=None, repr=False)
     #: Client: verify the server's certificate (turn off only for testing).
     verify_peer: bool = True
+    #: Who may connect (docs/access-control.md): the peer's validated
+    #: certificate must match a rule (CN, DNS, URI or IP SAN), else
+    #: access_denied.  A server needs client_auth REQUIRED for it.
+    peer_allow: PeerAllowList | None = None
+    #: Certificate revocation lists checked against the peer's validated path
+    #: (certificate_revoked), in the handshake and on every certificate the
+    #: peer presents later (crypto/peer_policy.py; longtls.crypto.peer_policy.load_crls).
+    crls: Sequence[x509.CertificateRevocationList] = field(default=(), repr=False)
     #: Server: whether to ask for a client certificate.
     client_auth: ClientAuth = ClientAuth.NONE
     #: Client: offer post-handshake authentication (RFC 9846 §4.2.6).
@@ -130,6 +146,10 @@ class Configuration:
     #: Server: key protecting tickets.  Share one Configuration between
     #: connections so tickets survive across them.
     ticket_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    #: Server: ticket keys shared by processes or machines (``--ticket-keys``,
+    #: docs/scaling.md), 32 bytes each: the first seals new tickets, every one
+    #: opens the tickets it sealed (rotation).  Empty: ``ticket_key`` alone.
+    ticket_keys: Sequence[bytes] = field(default=(), repr=False)
     #: DTLS server: answer a ClientHello without a valid cookie with a
     #: stateless HelloRetryRequest carrying one, keeping no state until the
     #: client echoes it from its address (RFC 9147 §5.1: SHOULD, and the
@@ -352,8 +372,34 @@ class Configuration:
         return 0 if self.is_client else DEFAULT_SERVER_CONNECTION_ID_LENGTH
 
     @property
+    def effective_ticket_keys(self) -> tuple[bytes, ...]:
+        """The keys tickets are opened with, the sealing key first: ``ticket_keys``, else ``ticket_key``."""
+        return tuple(self.ticket_keys) or (self.ticket_key,)
+
+    @property
+    def checks_peer_access(self) -> bool:
+        """An allow-list or CRLs are configured: every connection then makes a
+        full handshake, so there is a certificate to check (no session
+        tickets; docs/access-control.md "Resumption")."""
+        return self.peer_allow is not None or bool(self.crls)
+
+    @property
     def has_external_psks(self) -> bool:
         return bool(self.external_psks) or (not self.is_client and self.external_psk_lookup is not None)
+
+    def _check_peer_access(self) -> None:
+        # A rule or a CRL is checked against a certificate the peer proved it
+        # holds and that chains to our trust store; without one it would
+        # silently admit everyone.
+        if self.is_client and not self.verify_peer:
+            raise ConfigurationError("peer_allow and crls check the server's certificate: they need verify_peer")
+        if not self.is_client and self.peer_allow is not None and self.client_auth is not ClientAuth.REQUIRED:
+            raise ConfigurationError(
+                "an allow-list on a server checks client certificates: it needs client_auth REQUIRED "
+                "(and a trust store of the clients' CA)"
+            )
+        if not self.is_client and self.client_auth is ClientAuth.NONE:
+            raise ConfigurationError("crls on a server check client certificates: they need client_auth")
 
     def validate(self) -> None:
         """Raise ConfigurationError with a helpful message if this cannot work."""
@@ -365,10 +411,20 @@ class Configuration:
             for g in self.key_share_groups:
                 if g not in self.groups:
                     raise ConfigurationError(f"key share group {g.name} is not in groups")
-        elif (not self.certificate_chain or self.private_key is None) and not self.has_external_psks:
+        elif (
+            (not self.certificate_chain or self.private_key is None)
+            and not self.has_external_psks and not self.server_credentials
+        ):
             raise ConfigurationError(
                 "a server needs a certificate chain and a private key, or external PSKs"
             )
+        if self.server_credentials:
+            if self.is_client:
+                raise ConfigurationError("server_credentials are for a server (a client has certificate_chain)")
+            if not all(isinstance(c, ServerCredential) for c in self.server_credentials):
+                raise ConfigurationError("server_credentials must be longtls.sni.ServerCredential objects")
+        if self.checks_peer_access:
+            self._check_peer_access()
         if self.has_external_psks:
             check_psk_configuration(self.external_psks, self.psk_key_exchange_modes, self.cipher_suites)
         if self.extended_key_update:
@@ -399,5 +455,7 @@ class Configuration:
             raise ConfigurationError("dtls_initial_retransmit_timeout must be between 0.05 and 60 seconds")
         if len(self.cookie_secret) < 16:
             raise ConfigurationError("cookie_secret needs at least 16 bytes")
+        if any(len(key) != 32 for key in self.ticket_keys):
+            raise ConfigurationError("ticket_keys: each key must be 32 bytes (AES-256-GCM)")
         if not 64 <= self.record_size_limit <= 2**14 + 1:
             raise ConfigurationError("record_size_limit must be between 64 and 16385")

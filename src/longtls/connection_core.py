@@ -63,6 +63,7 @@ from .handshake.rekey import RekeyPolicy
 from .handshake.server import ServerHandshake
 from .handshake.transport import Transport
 from .keylog import format_line, from_environment
+from .sni import ServerCredential
 from .wire.messages import Extension
 
 __all__ = ["ConnectionCore", "ConnectionState", "alert_level", "check_update_timeout"]
@@ -383,6 +384,14 @@ class ConnectionCore(ABC):
         return self.handshake.peer_certificates
 
     @property
+    def server_credential(self) -> ServerCredential | None:
+        """A server: the credential of ``Configuration.server_credentials``
+        chosen for this connection by the client's server_name (docs/sni.md);
+        None: the configuration's own certificate_chain/private_key (the
+        default; always None for a client)."""
+        return self.handshake.server_credential
+
+    @property
     def local_certificates(self) -> tuple[x509.Certificate, ...]:
         """Our chain now in force: the one we last authenticated with, or last
         sent in a CertificateUpdate; () if we never sent a certificate."""
@@ -403,7 +412,9 @@ class ConnectionCore(ABC):
         ``chain`` (leaf first) and ``private_key`` default to the
         configuration's current ones, so after replacing
         ``configuration.certificate_chain`` and ``private_key`` call it with
-        no argument.  LocalProtocolError, naming the rule, if Certificate
+        no argument (a server's connection that was given one of
+        ``server_credentials``: that credential's current ones, docs/sni.md).
+        LocalProtocolError, naming the rule, if Certificate
         Update was not negotiated, if we never authenticated with a
         certificate, or if the chain breaks a rule we can check here (the
         same identity as our handshake certificate, a key that matches it and
@@ -419,8 +430,11 @@ class ConnectionCore(ABC):
             raise LocalProtocolError("Certificate Update was not negotiated on this connection")
         if self._close_sent:
             raise LocalProtocolError("cannot update the certificate after close()")
-        new = list(self.configuration.certificate_chain) if chain is None else list(chain)
-        key = self.configuration.private_key if private_key is None and chain is None else private_key
+        # Our own pair by default: a server's may be the credential chosen by
+        # server_name (docs/sni.md), renewed in place.
+        own = self.handshake
+        new = list(own.own_certificate_chain) if chain is None else list(chain)
+        key = own.own_private_key if private_key is None and chain is None else private_key
         self._command(lambda: updates.update(new, key))
 
     def certificate_update_may_go(self) -> bool:

@@ -60,6 +60,7 @@ from .aio.connections import CertificateRollout, LiveConnections
 from .aio.datagram import DTLSAssociation
 from .aio.streams import TLSWriter
 from .config import Configuration
+from .connection_core import ConnectionCore
 from .crypto.cert_identity import IdentityViolation, check_same_identity
 from .crypto.certificates import (
     check_key_matches_certificate,
@@ -306,18 +307,21 @@ def put_in_use(
     connections: LiveConnections | None,
     *,
     source: str | os.PathLike[str],
+    only: Callable[[ConnectionCore], bool] | None = None,
 ) -> CertificateRollout:
     """New connections use ``credentials`` (``configuration`` is changed in
     place), and every connection in ``connections`` that negotiated
     Certificate Update is sent them; one INFO line says which certificate and
     how many connections.  A connection whose own handshake certificate the
     new one cannot replace (after a SIGHUP reload to another identity, say)
-    keeps its certificate (``CertificateRollout.refused``)."""
+    keeps its certificate (``CertificateRollout.refused``).  ``only``: the
+    connections to consider (LiveConnections.update_certificate), e.g. those
+    on the default pair when the server has ``server_credentials``."""
     configuration.certificate_chain = list(credentials.chain)
     configuration.private_key = credentials.private_key
     rollout = CertificateRollout()
     if connections is not None:
-        rollout = connections.update_certificate(credentials.chain, credentials.private_key)
+        rollout = connections.update_certificate(credentials.chain, credentials.private_key, only=only)
     # None: the live connections cannot take one (MLS mode: no Certificate Update).
     reach = describe_rollout(rollout) if connections is not None else "for new connections only"
     logger.info(
@@ -334,15 +338,19 @@ def catch_up(connection: TLSWriter | DTLSAssociation, configuration: Configurati
     was sent or is pending.  Nothing happens without Certificate Update, for a
     certificate outside its validity period, or for one the core refuses
     (another identity after a reload: that connection keeps its own)."""
-    chain = configuration.certificate_chain
     conn = connection.connection
+    # The connection's own credential: the one chosen by server_name, if any
+    # (docs/sni.md), else the configuration's default pair.
+    own = conn.server_credential
+    chain = own.certificate_chain if own is not None else configuration.certificate_chain
+    key = own.private_key if own is not None else configuration.private_key
     ours = conn.local_certificates
     if not chain or not ours or not conn.certificate_update_negotiated or _der(ours[0]) == _der(chain[0]):
         return False
     if validity_problem(chain[0]) is not None:
         return False
     try:
-        connection.update_certificate(chain, configuration.private_key)
+        connection.update_certificate(chain, key)
     except (TLSError, OSError) as exc:  # LocalProtocolError: the core's rules; others: it failed meanwhile
         logger.debug("a connection that completed its handshake during a renewal keeps its certificate: %s", exc)
         return False

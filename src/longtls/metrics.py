@@ -50,7 +50,15 @@ Families (exposition format 0.0.4):
   (gauge): the notAfter of each certificate in the chain we present, as Unix
   seconds; ``subject`` in RFC 4514 form, ``serial`` in upper-case hex (as
   ``openssl x509 -serial`` prints it).  Read from ``Metrics.certificates``
-  at each scrape, so a reloaded or renewed certificate shows at once.
+  at each scrape, so a reloaded or renewed certificate shows at once.  With
+  several certificates chosen by server_name (docs/sni.md),
+  ``Metrics.credential_certificates`` instead, and each sample has a
+  ``credential="<certificate file>"`` label too.
+- ``longtls_proxy_header_errors_total{reason="missing|malformed|closed|timeout"}``:
+  connections a listener with ``--accept-proxy`` closed before TLS because
+  their PROXY protocol v2 header was missing (the first bytes are not its
+  signature), malformed, cut short by the peer's close, or not complete in
+  time (docs/proxy-protocol.md).
 - ``longtls_build_info{version="...",python="...",cryptography="..."}``
   (gauge, always 1): the versions in use, the usual ``_info`` pattern.
 
@@ -65,7 +73,7 @@ import logging
 import math
 import platform
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import cryptography
 from cryptography import x509
@@ -181,6 +189,8 @@ class Metrics:
         self.bytes = {"in": 0, "out": 0}
         self.certificate_updates = {"sent": 0, "received": 0}
         self.certificate_reloads = {"applied": 0, "refused": 0}
+        #: Connections refused for their PROXY protocol header, by reason.
+        self.proxy_header_errors = {"missing": 0, "malformed": 0, "closed": 0, "timeout": 0}
         #: (alert, sent_by) -> failed handshakes; see ``failure_label``.
         self.handshake_failures: dict[tuple[str, str], int] = {}
         self.handshake_duration = Histogram(HANDSHAKE_BUCKETS)
@@ -188,6 +198,11 @@ class Metrics:
         #: The certificates we present, read at each scrape (a program sets
         #: it to follow its current configuration across reloads).
         self.certificates: Callable[[], Sequence[x509.Certificate]] = tuple
+        #: Several certificates chosen by server_name (docs/sni.md): (label,
+        #: chain) of each, read at each scrape instead of ``certificates``;
+        #: every sample gets ``credential="<label>"`` (its certificate file).
+        #: An empty answer: ``certificates``, without the label.
+        self.credential_certificates: Callable[[], Sequence[tuple[str, Sequence[x509.Certificate]]]] | None = None
         self._open: set[ConnectionMetrics] = set()
 
     def __repr__(self) -> str:
@@ -201,6 +216,10 @@ class Metrics:
         """A renewed certificate file was taken into use (or refused)."""
         self.certificate_reloads["applied" if applied else "refused"] += 1
 
+    def proxy_header_failed(self, reason: str) -> None:
+        """A connection closed for its PROXY protocol header (longtls.aio.proxy_protocol)."""
+        self.proxy_header_errors[reason] = self.proxy_header_errors.get(reason, 0) + 1
+
     @property
     def open_connections(self) -> int:
         return len(self._open)
@@ -208,6 +227,22 @@ class Metrics:
     def oldest_key_age(self) -> float:
         now = self.clock()
         return max((now - c.oldest_key_since for c in self._open), default=0.0)
+
+    def _not_after_samples(self) -> list[tuple[str, float]]:
+        """longtls_certificate_not_after_timestamp_seconds: one sample per
+        certificate, with a ``credential`` label when there are several (a
+        CA shared by two chains is then two series, one per credential)."""
+        labelled: Sequence[tuple[str | None, Sequence[x509.Certificate]]] = (
+            self.credential_certificates() if self.credential_certificates is not None else ()
+        ) or [(None, self.certificates())]
+        rows: dict[str, float] = {}
+        for credential, chain in labelled:
+            for cert in chain:
+                pairs = [("subject", cert.subject.rfc4514_string()), ("serial", f"{cert.serial_number:X}")]
+                if credential is not None:
+                    pairs.append(("credential", credential))
+                rows.setdefault(_labels(pairs), cert.not_valid_after_utc.timestamp())
+        return list(rows.items())
 
     def render(self) -> str:
         """The Prometheus text exposition (version 0.0.4)."""
@@ -281,15 +316,14 @@ class Metrics:
             [(f'{{result="{r}"}}', n) for r, n in self.certificate_reloads.items()],
         )
         family(
+            "longtls_proxy_header_errors_total", "counter",
+            "Connections closed for a missing, malformed, incomplete (closed) or late PROXY header.",
+            [(f'{{reason="{r}"}}', n) for r, n in self.proxy_header_errors.items()],
+        )
+        family(
             "longtls_certificate_not_after_timestamp_seconds", "gauge",
             "notAfter of each certificate we present, in Unix seconds.",
-            [
-                (
-                    _labels([("subject", cert.subject.rfc4514_string()), ("serial", f"{cert.serial_number:X}")]),
-                    cert.not_valid_after_utc.timestamp(),
-                )
-                for cert in self.certificates()
-            ],
+            self._not_after_samples(),
         )
         family(
             "longtls_build_info", "gauge",
@@ -406,9 +440,17 @@ class ConnectionMetrics:
         self._metrics._open.discard(self)
 
 
-async def serve_metrics(metrics: Metrics, host: str, port: int) -> asyncio.Server:
+async def serve_metrics(
+    metrics: Metrics | Callable[[], Awaitable[str]], host: str, port: int,
+    *, healthy: Callable[[], bool] | None = None,
+) -> asyncio.Server:
     """An HTTP/1.0 endpoint: ``GET /metrics`` answers ``metrics.render()``,
     ``GET /healthz`` answers ``ok``.
+
+    ``metrics`` may instead be a coroutine function returning the exposition
+    (a ``--workers`` supervisor gathers its workers'); ``healthy``, when
+    given, makes ``/healthz`` answer 503 while it returns False (no worker
+    running: docs/scaling.md).
 
     Deliberately tiny (no keep-alive, no TLS): a scrape target on a trusted
     network or loopback.  Raises OSError if the address cannot be bound.
@@ -421,12 +463,14 @@ async def serve_metrics(metrics: Metrics, host: str, port: int) -> asyncio.Serve
             path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
             if method not in (b"GET", b"HEAD"):
                 status, body = "405 Method Not Allowed", "GET /metrics only\n"
+            elif path == b"/healthz" and healthy is not None and not healthy():
+                status, body = "503 Service Unavailable", "unavailable\n"
             elif path == b"/healthz":
                 status, body = "200 OK", "ok\n"  # liveness: the loop answers
             elif path != b"/metrics":
                 status, body = "404 Not Found", "metrics are at /metrics\n"
             else:
-                status, body = "200 OK", metrics.render()
+                status, body = "200 OK", metrics.render() if isinstance(metrics, Metrics) else await metrics()
             payload = body.encode()
             writer.write(
                 f"HTTP/1.0 {status}\r\n"

@@ -62,6 +62,7 @@ from .constants import (
     SignatureScheme,
 )
 from .crypto.certificates import TrustStore, verify_chain
+from .crypto.peer_policy import check_peer_access
 from .errors import (
     ConfigurationError,
     HandshakeTimeoutError,
@@ -741,9 +742,12 @@ class MLSConnection:
             except ValueError:
                 raise MLSError("the peer's X.509 credential has a malformed certificate",
                                AlertDescription.bad_certificate) from None
-            verify_chain(chain, cfg.trust_store or _system_store(),
-                         server_name=cfg.server_name if self.is_client else None,
-                         is_server_cert=self.is_client, now=_utc(cfg.now()))
+            path = verify_chain(chain, cfg.trust_store or _system_store(),
+                                server_name=cfg.server_name if self.is_client else None,
+                                is_server_cert=self.is_client, now=_utc(cfg.now()))
+            if cfg.checks_peer_access:  # allow-list and CRLs (docs/access-control.md)
+                check_peer_access(path, allow=cfg.peer_allow, crls=cfg.crls, now=_utc(cfg.now()),
+                                  is_server_cert=self.is_client)
             leaf_key = chain[0].public_key()
             if not isinstance(leaf_key, ed25519.Ed25519PublicKey) or leaf_key.public_bytes_raw() != signature_key:
                 raise MLSError("the peer's certificate does not certify its MLS signature key",

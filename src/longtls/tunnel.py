@@ -35,16 +35,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
 from typing import Literal
 
 from . import aio
+from .aio.logrecords import failure_fields, log_event
+from .aio.proxy_protocol import header_to_send
 from .config import Configuration
-from .credentials import catch_up, log_certificate_updates
+from .connlog import ConnectionLog
+from .credentials import catch_up
 from .errors import TLSError
-from .events import Event, KeyUpdateCompleted
 from .metrics import Metrics
 
 __all__ = ["Address", "Tunnel", "splice"]
@@ -146,20 +149,6 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def log_key_updates(who: str) -> aio.EventHandler:
-    """An event handler: one DEBUG line per completed key update (an extended
-    key update's generation, or an MLS epoch change), for ``-v``."""
-
-    def handle(event: Event) -> None:
-        if isinstance(event, KeyUpdateCompleted):
-            what = f"MLS epoch {event.epoch}" if event.kind == "mls" else f"key generation {event.generation}"
-            logger.debug(
-                "%s: %s, started by the %s, %.1f ms", who, what, event.initiator, event.seconds * 1000
-            )
-
-    return handle
-
-
 class Tunnel:
     """One listening tunnel and the connections it relays.
 
@@ -183,6 +172,9 @@ class Tunnel:
         metrics: Metrics | None = None,
         require_eku: bool = False,
         mls: bool = False,
+        reuse_port: bool = False,
+        accept_proxy: float | None = None,
+        send_proxy: bool = False,
     ) -> None:
         if configuration.is_client != (mode == "client"):
             raise ValueError(f"a tunnel {mode} needs a {'client' if mode == 'client' else 'server'} configuration")
@@ -197,6 +189,14 @@ class Tunnel:
         self.metrics = metrics
         self.require_eku = require_eku
         self.mls = mls
+        #: Listen with SO_REUSEPORT: several processes share the port and the
+        #: kernel spreads new connections over them (``--workers``, docs/scaling.md).
+        self.reuse_port = reuse_port
+        #: PROXY protocol v2 (docs/proxy-protocol.md): a tunnel server expects
+        #: a header within this many seconds before TLS (None: none);
+        #: ``send_proxy``: write one first to the connection onwards.
+        self.accept_proxy = accept_proxy if mode == "server" else None
+        self.send_proxy = send_proxy
         #: The TLS connections with a completed handshake, not yet ended.
         self.connections = aio.LiveConnections()
         self._server: asyncio.Server | None = None
@@ -224,17 +224,20 @@ class Tunnel:
     async def start(self) -> None:
         """Listen; raises OSError (port in use ...) or ConfigurationError."""
         host, port = self.listen
+        reuse_port = self.reuse_port or None  # None: the event loop's default
         if self.mode == "server" and self.mls:
             self._server = await aio.start_mls_server(
-                self._on_tls_client, host, port, lambda: self.configuration, self._stream_options()
+                self._on_tls_client, host, port, lambda: self.configuration, self._stream_options(),
+                reuse_port=reuse_port,
             )
         elif self.mode == "server":
             self._server = await aio.start_server(
-                self._on_tls_client, host, port, lambda: self.configuration, self._stream_options()
+                self._on_tls_client, host, port, lambda: self.configuration, self._stream_options(),
+                reuse_port=reuse_port,
             )
         else:
             self.configuration.validate()
-            self._server = await asyncio.start_server(self._on_plain_client, host, port)
+            self._server = await asyncio.start_server(self._on_plain_client, host, port, reuse_port=reuse_port)
 
     def stop_accepting(self) -> None:
         """Close the listening socket now: new connections are refused from here on."""
@@ -272,16 +275,10 @@ class Tunnel:
 
     def _stream_options(self) -> aio.StreamOptions:
         """The settings of each TLS connection (read per connection, like the configuration)."""
-        # A tunnel client's connections all go to one server: its certificate
-        # updates are logged from the first event (server-side ones per client,
-        # in _on_tls_client).
-        handler = (
-            log_certificate_updates(f"the server at {format_address(self.target)}", logger)
-            if self.mode == "client" else None
-        )
+        # Key and certificate updates are logged per connection (connlog).
         return aio.StreamOptions(
             idle_timeout=self.idle_timeout, metrics=self.metrics, connections=self.connections,
-            event_handler=handler,
+            accept_proxy=self.accept_proxy,
         )
 
     # -- sessions -----------------------------------------------------------------------
@@ -296,17 +293,19 @@ class Tunnel:
         """server mode: a TLS (or MLS-TLS) client arrived; open the plain connection to the target."""
         untrack = self._track()
         peer = _peer(writer)
-        writer.add_event_handler(log_key_updates(f"client {peer}"))
+        # connection_open now; key and certificate updates; connection_close at the end.
+        conn_log = ConnectionLog.attach(writer, label=f"client {peer}", peer=peer, side="server")
         if isinstance(writer, aio.TLSWriter):
-            writer.add_event_handler(log_certificate_updates(f"client {peer}", logger))
             catch_up(writer, self.configuration)  # a renewal during its handshake
         try:
             if self._cut:
+                conn_log.ending("shutdown")
                 writer.abort()
                 return
             if not self._eku_ok(writer, f"client {peer}"):
                 # Not close_notify: through a tunnel client that would reach the
                 # application as a clean, empty stream.
+                conn_log.ending(detail="no Extended Key Update (--require-eku)")
                 writer.abort()
                 return
             try:
@@ -315,12 +314,17 @@ class Tunnel:
                 )
             except (OSError, TimeoutError) as exc:
                 reason = "timed out" if isinstance(exc, TimeoutError) else describe(exc)
-                logger.warning(
-                    "%s: cannot connect to %s: %s", peer, format_address(self.target), reason
+                log_event(
+                    logger, logging.WARNING, "target_unreachable", "%s: cannot connect to %s: %s",
+                    peer, format_address(self.target), reason,
+                    peer=peer, target=format_address(self.target), detail=reason,
                 )
+                conn_log.ending(detail=f"cannot connect to {format_address(self.target)}: {reason}")
                 writer.abort()  # the client must not mistake this for an empty, complete stream
                 return
-            await self._relay(peer, reader, writer, plain_reader, plain_writer)
+            if self.send_proxy:
+                plain_writer.write(header_to_send(writer.get_extra_info))  # before any byte of the client's
+            await self._relay(conn_log, reader, writer, plain_reader, plain_writer)
         finally:
             untrack()
 
@@ -344,31 +348,48 @@ class Tunnel:
                 async with asyncio.timeout(
                     None if handshake_timeout is None else self.connect_timeout + handshake_timeout
                 ):
+                    options = self._stream_options()
+                    if self.send_proxy:
+                        # Our application's address, to the TLS server (behind which it is lost).
+                        options = dataclasses.replace(options, send_proxy=header_to_send(plain_writer.get_extra_info))
                     if self.mls:
                         reader, writer = await aio.connect_mls(
-                            self.target[0], self.target[1], self.configuration, self._stream_options()
+                            self.target[0], self.target[1], self.configuration, options
                         )
                     else:
                         reader, writer = await aio.connect(
-                            self.target[0], self.target[1], self.configuration, self._stream_options()
+                            self.target[0], self.target[1], self.configuration, options
                         )
             except (TLSError, aio.ConnectionLostError, aio.HandshakeTimeoutError) as exc:
-                logger.warning("%s: %s handshake with %s failed: %s", peer, protocol, where, describe(exc))
+                # The one line for this failure (aio logs a client's at DEBUG only).
+                log_event(
+                    logger, logging.WARNING, "handshake_failed", "%s: %s handshake with %s failed: %s",
+                    peer, protocol, where, describe(exc),
+                    peer=where, plain_peer=peer, side="client", transport="mls-tls" if self.mls else "tls",
+                    **failure_fields(exc, handshake_done=False),
+                )
                 _reset_plain(plain_writer)
                 return
             except (OSError, TimeoutError) as exc:
                 reason = "timed out" if isinstance(exc, TimeoutError) else describe(exc)
-                logger.warning("%s: cannot connect to %s: %s", peer, where, reason)
+                log_event(
+                    logger, logging.WARNING, "target_unreachable", "%s: cannot connect to %s: %s",
+                    peer, where, reason, peer=peer, target=where, detail=reason,
+                )
                 _reset_plain(plain_writer)
                 return
+            conn_log = ConnectionLog.attach(
+                writer, label=f"the server at {where} for {peer}", peer=where, side="client",
+                fields={"plain_peer": peer},
+            )
             if not self._eku_ok(writer, f"the server at {where}"):
+                conn_log.ending(detail="no Extended Key Update (--require-eku)")
                 writer.close()
                 _reset_plain(plain_writer)
                 return
-            writer.add_event_handler(log_key_updates(f"{peer} -> {where}"))
             if isinstance(writer, aio.TLSWriter):
                 catch_up(writer, self.configuration)  # our client certificate renewed during the handshake
-            await self._relay(peer, reader, writer, plain_reader, plain_writer)
+            await self._relay(conn_log, reader, writer, plain_reader, plain_writer)
         except asyncio.CancelledError:
             if not self._cut:
                 raise
@@ -387,22 +408,23 @@ class Tunnel:
         return False
 
     async def _relay(
-        self, peer: str, reader: aio.TLSReader, writer: SecureWriter,
+        self, conn_log: ConnectionLog, reader: aio.TLSReader, writer: SecureWriter,
         plain_reader: asyncio.StreamReader, plain_writer: asyncio.StreamWriter,
     ) -> None:
-        logger.debug("%s: relaying (%s)", peer, self.mode)
+        """Relay; the connection_close record (connlog) says how it ended."""
+        logger.debug("%s: relaying (%s)", conn_log.label, self.mode)
         try:
-            up, down = await splice(reader, writer, plain_reader, plain_writer)
+            await splice(reader, writer, plain_reader, plain_writer)
         except asyncio.CancelledError:
             if not self._cut:
                 raise
-            # Our own shutdown cancelled it: end the task normally, or
-            # asyncio.start_server's callback logs the cancellation as an
-            # error with a traceback (Python 3.11).
-            logger.info("%s: reset at shutdown (grace period over)", peer)
+            # Our own shutdown cancelled it (grace period over): end the task
+            # normally, or asyncio.start_server's callback logs the
+            # cancellation as an error with a traceback (Python 3.11).
+            conn_log.ending("shutdown", "reset at shutdown (grace period over)")
             return
         except Exception as exc:
-            # An unclean end was passed on as one (see the module docstring).
-            logger.info("%s: connection ended: %s", peer, describe(exc))
-            return
-        logger.debug("%s: closed cleanly: %d bytes plain->TLS, %d bytes TLS->plain", peer, up, down)
+            # An unclean end was passed on as one (see the module docstring);
+            # the cause may be the plain side's (a reset), which the TLS
+            # connection's own error (our abort) does not say.
+            conn_log.ending(detail=describe(exc))

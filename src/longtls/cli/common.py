@@ -11,7 +11,6 @@ import ipaddress
 import logging
 import os
 import socket
-import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -40,6 +39,7 @@ from ..metrics import Metrics
 from ..mls_connection import MLSConnection, parse_mls_suite
 from ..psk import PSK_HASHES, ExternalPsk, load_psk_file
 from ..record.dtls_reliability import DEFAULT_MTU
+from . import access, credential_set, ticket_keys
 
 PROG = "longtls"
 logger = logging.getLogger("longtls.cli")
@@ -410,7 +410,7 @@ def start_credential_watcher(
     connections: LiveConnections | None,
     *,
     metrics: Metrics | None = None,
-) -> CredentialWatcher | None:
+) -> CredentialWatcher | credential_set.CredentialWatchers | None:
     """Watch --cert/--key/--chain (if given and --cert-check-interval is not 0):
     a renewed pair is put in use in ``current()`` (the Configuration new
     connections get) and sent to ``connections`` (longtls.credentials)."""
@@ -418,9 +418,12 @@ def start_credential_watcher(
     interval: float = getattr(args, "cert_check_interval", 0.0)
     if certfile is None or not interval:
         return None
-    # The renewal and refusal lines are the point of watching: show them.
-    if not getattr(args, "verbose", False):
-        logging.getLogger("longtls.credentials").setLevel(logging.INFO)
+    if credential_set.several(args):  # one watcher per certificate (docs/sni.md)
+        return credential_set.start_watchers(
+            args, current, connections, password=read_key_password(args), interval=interval, metrics=metrics
+        )
+    # Renewals are INFO lines (refusals WARNING): shown by default for serve
+    # and tunnel, dropped by -q (one rule for levels: cli/logs.py).
     watcher = CredentialWatcher(
         certfile, args.key, getattr(args, "chain", None),
         in_use=lambda: current().certificate_chain,
@@ -598,11 +601,13 @@ def read_key_password(args: argparse.Namespace) -> bytes | None:
 def build_server_configuration(args: argparse.Namespace) -> Configuration:
     """serve and tunnel server: --cert/--key/--chain, --ca/--verify-client, TLS and EKU options."""
     config = build_configuration(args, is_client=False)
+    credential_set.resolve(args)  # several --cert, --cert-dir: args.cert/key/chain are the default's (docs/sni.md)
     if args.cert or args.key:
         if not args.cert:
             raise CLIError("--key needs --cert")
         # --key unsaid: the key is in the --cert file (ghostunnel's --keystore habit).
         load_credentials(config, args.cert, args.key, args.chain, password=read_key_password(args))
+        credential_set.load_server_credentials(config, args, load_credentials, read_key_password(args))
     elif not config.external_psks and not getattr(args, "mls", False):
         raise CLIError("give --cert FILE --key FILE, or --psk-identity ID --psk-file FILE, or both")
     config.client_auth = client_auth_mode(args)
@@ -610,6 +615,8 @@ def build_server_configuration(args: argparse.Namespace) -> Configuration:
         config.load_verify_locations(args.ca)
     elif config.client_auth is not ClientAuth.NONE:
         raise CLIError(f"--verify-client {args.verify_client} needs --ca FILE (the CA of client certificates)")
+    access.apply_access_options(config, args)  # --allow-*, --crl (docs/access-control.md)
+    ticket_keys.apply(config, args)  # --ticket-keys (docs/scaling.md)
     return config
 
 
@@ -643,22 +650,32 @@ def build_client_configuration(args: argparse.Namespace, host: str) -> Configura
         config.load_verify_locations(args.ca)
     if args.cert:
         load_credentials(config, args.cert, args.key, password=read_key_password(args))
+    access.apply_access_options(config, args)  # --allow-*, --crl (docs/access-control.md)
     return config
 
 
 def add_server_credential_options(p: argparse.ArgumentParser) -> None:
-    """--cert, --key, --chain, --key-password-file, --ca, --verify-client."""
+    """--cert, --key, --chain (repeatable: docs/sni.md), --cert-dir, --key-password-file, --ca, --verify-client."""
+    flag = credential_set.CredentialFlag
     p.add_argument(
-        "--cert", metavar="FILE", help="certificate (PEM; may hold the chain); optional with --psk-file"
+        "--cert", metavar="FILE", action=flag,
+        help="certificate (PEM; may hold the chain); optional with --psk-file; repeat it to serve several, "
+        "chosen by the client's server_name (SNI), the first the default",
     )
-    p.add_argument("--key", metavar="FILE", help="private key of --cert (PEM; default: in the --cert file)")
-    p.add_argument("--chain", metavar="FILE", help="intermediate certificates to send after --cert")
+    p.add_argument(
+        "--key", metavar="FILE", action=flag,
+        help="private key of the --cert before it (PEM; default: in the --cert file)",
+    )
+    p.add_argument("--chain", metavar="FILE", action=flag, help="intermediate certificates to send after the --cert before it")
+    credential_set.add_cert_dir_option(p)
     add_key_password_option(p)
     p.add_argument("--ca", metavar="FILE", help="CA certificates that issue client certificates")
     p.add_argument(
         "--verify-client", choices=[c.value for c in ClientAuth], default=None,
         help="ask for a client certificate (default: required with --ca, else none)",
     )
+    access.add_access_options(p)
+    ticket_keys.add_option(p)
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -858,17 +875,6 @@ def handshake_summary(event: HandshakeComplete) -> dict[str, Any]:
     return record
 
 
-def setup_logging(verbose: bool) -> None:
-    """``-v``: everything at DEBUG; otherwise warnings, as ``longtls: <message>``."""
-    if verbose:
-        logging.basicConfig(
-            level=logging.DEBUG, stream=sys.stderr,
-            format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-        )
-    else:
-        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=f"{PROG}: %(message)s")
-
-
 def format_address(host: str, port: int) -> str:
     if host == ALL_INTERFACES:
         return f"*:{port}"
@@ -876,13 +882,9 @@ def format_address(host: str, port: int) -> str:
 
 
 def common_parent() -> ArgumentParser:
-    """Options every subcommand accepts after its name as well (``longtls connect -v``)."""
-    parent = ArgumentParser(add_help=False)
-    parent.add_argument(
-        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-        help="log at DEBUG level to stderr",
-    )
-    return parent
+    """Options every subcommand accepts after its name as well (``longtls connect -v``);
+    main adds the logging ones (-v, -q, --log-level, --log-format: cli/logs.py)."""
+    return ArgumentParser(add_help=False)
 
 
 def subcommand(

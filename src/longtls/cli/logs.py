@@ -28,6 +28,7 @@ every line on stderr is a JSON object.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
@@ -59,6 +60,8 @@ PLAIN_EVENT = "log"
 _TEXT_FORMAT = f"{PROG}: %(message)s"
 _DEBUG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 
+#: Marks the handler ``setup`` installs.
+_OURS = "_longtls_cli_handler"
 #: How the current process formats its lines (set by ``setup``).
 _format = "text"
 
@@ -110,7 +113,14 @@ def setup(args: argparse.Namespace, stream: TextIO | None = None) -> None:
     # level tweaks) sees what the rule decided: --log-level debug is -v.
     args.verbose = level <= logging.DEBUG
     _format = getattr(args, "log_format", None) or "text"
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    if stream is None:
+        stream = sys.stderr.raw if isinstance(sys.stderr, JSONLines) else sys.stderr
+        if _format == "json":
+            # Every line on stderr is a JSON object in JSON mode, also what is
+            # printed rather than logged (an error line, a start-up line of
+            # code that prints its own): see JSONLines.
+            sys.stderr = JSONLines(stream)
+    handler = logging.StreamHandler(stream)
     # The level is the handler's too: a logger set to INFO somewhere still
     # cannot bring INFO lines back under -q.
     handler.setLevel(level)
@@ -119,10 +129,14 @@ def setup(args: argparse.Namespace, stream: TextIO | None = None) -> None:
     else:
         handler.setFormatter(logging.Formatter(_DEBUG_FORMAT if level <= logging.DEBUG else _TEXT_FORMAT))
     # The root logger, as logging.basicConfig did: asyncio's own records (an
-    # unhandled exception in a callback) come out the same way.
+    # unhandled exception in a callback) come out the same way.  Only our own
+    # earlier handler is replaced (main() run twice in one process): others
+    # (pytest's log capture) stay.
+    setattr(handler, _OURS, True)
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if getattr(old, _OURS, False):
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     # Library code must not decide what the user sees: no longtls logger keeps
@@ -152,6 +166,47 @@ class JSONFormatter(logging.Formatter):
             # -v only (internal errors): the traceback as one string field.
             obj.setdefault("traceback", "".join(traceback.format_exception(*record.exc_info)).rstrip())
         return json.dumps(obj, default=str, ensure_ascii=False)
+
+
+class JSONLines(io.TextIOBase):
+    """stderr in JSON mode: a line that is already a JSON object (a log record,
+    ``connect --summary json``) passes as it is; any other line becomes one
+    object, ``event`` "output", its ``message`` the line without the
+    ``longtls: `` prefix, ``level`` error or warning when the line says so."""
+
+    def __init__(self, raw: TextIO) -> None:
+        super().__init__()
+        self.raw = raw
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self.raw.write(self._line(line) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    @staticmethod
+    def _line(line: str) -> str:
+        if line.startswith("{") and line.endswith("}"):
+            return line
+        message = line.removeprefix(f"{PROG}: ")
+        level = "info"
+        for name in ("error", "warning"):
+            if message.startswith(f"{name}: "):
+                level = name
+        record = logging.LogRecord(f"{PROG}.cli", LEVELS[level], __file__, 0, message, None, None)
+        setattr(record, EVENT, "output")
+        return JSONFormatter().format(record)
 
 
 def announce(message: str, event: str = "listening", **fields: Any) -> None:

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ConfigurationError
-from . import certs, common, connect, demo, serve, tunnel
+from . import certs, common, connect, decrypt, demo, logs, serve, tunnel
 
 logger = common.logger
 
-COMMANDS = (serve, connect, tunnel, certs, demo)
+COMMANDS = (serve, connect, tunnel, certs, demo, decrypt)
 
 
 def build_parser() -> common.ArgumentParser:
@@ -26,10 +26,12 @@ def build_parser() -> common.ArgumentParser:
         description="TLS 1.3 with Extended Key Update: test client and server, tunnel, "
         "certificates and a live demo, built on longtls.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level to stderr")
+    logs.add_logging_options(parser, top_level=True)  # -v, -q, --log-level, --log-format
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    parents = [common.common_parent()]
+    parent = common.common_parent()
+    logs.add_logging_options(parent)  # also after the subcommand's name: longtls serve -q
+    parents = [parent]
     for command in COMMANDS:
         command.add_parser(subparsers, parents)
     return parser
@@ -41,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, bad arguments
         return exc.code if isinstance(exc.code, int) else 1
-    common.setup_logging(args.verbose)
+    args.command_line = list(sys.argv[1:] if argv is None else argv)  # tunnel --workers runs it again
+    logs.setup(args)  # the one rule for levels and formats (docs/logging.md)
     try:
         status: int = args.run(args)
     except (common.CLIError, ConfigurationError) as exc:

@@ -45,24 +45,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import __version__, aio
 from ..config import Configuration
+from ..connlog import ConnectionLog
 from ..constants import AlertDescription
-from ..credentials import (
-    Credentials,
-    catch_up,
-    log_certificate_updates,
-    put_in_use,
-    validity_problem,
-)
+from ..credentials import catch_up
 from ..errors import ConfigurationError, LocalProtocolError, TLSError
-from . import common, www
+from . import common, credential_set, logs, proxy_options, systemd, www
 from .common import CLIError, logger
 
 _CHUNK = 65536
@@ -98,6 +91,7 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     common.add_cert_update_options(p, "--cert/--key/--chain")
     common.add_dtls_options(p)
     common.add_mls_options(p)
+    proxy_options.add_accept_options(p)
     p.set_defaults(run=run)
 
 
@@ -105,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if args.listen is not None:
         args.host, args.port = args.listen
     mtu = common.dtls_mtu(args)
+    proxy_options.check(args, "--dtls")
     if args.dtls and args.www:
         raise CLIError("--www does not apply to --dtls (an HTTP exchange needs a byte stream): use --echo")
     if args.mls and args.www:
@@ -119,10 +114,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, config: Configuration) -> int:
-    # Handshake failures are logged at INFO by longtls.aio: show them by default.
-    if not args.verbose:
-        for name in ("longtls.aio", "longtls.cli"):
-            logging.getLogger(name).setLevel(logging.INFO)
     handler: Handler = _www if args.www else _echo
     active: set[aio.TLSWriter] = set()
     connections = aio.LiveConnections()
@@ -130,8 +121,8 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
     async def on_client(reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
         active.add(writer)
         peer = common.format_address(*writer.get_extra_info("peername")[:2])
-        logger.debug("%s: %s", peer, common.handshake_summary(writer.handshake))
-        writer.add_event_handler(log_certificate_updates(f"client {peer}", logger))
+        # connection_open now, its updates, connection_close at the end (docs/logging.md).
+        conn_log = ConnectionLog.attach(writer, label=f"client {peer}", peer=peer, side="server")
         catch_up(writer, config)  # a renewal during its handshake
         try:
             if args.require_eku:
@@ -142,7 +133,7 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
                     return
             await handler(reader, writer)
         except (TLSError, OSError, TimeoutError, ValueError) as exc:
-            logger.info("%s: %s", peer, common.describe_error(exc))
+            conn_log.ending(detail=common.describe_error(exc))  # said once, in connection_close
         finally:
             writer.close()
             active.discard(writer)
@@ -150,7 +141,8 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
     where = common.format_address(args.host, args.port)
     try:
         server = await aio.start_server(
-            on_client, args.host, args.port, config, aio.StreamOptions(connections=connections)
+            on_client, args.host, args.port, config,
+            aio.StreamOptions(connections=connections, accept_proxy=proxy_options.accept_timeout(args)),
         )
     except OSError as exc:
         raise CLIError(f"cannot listen on {where}: {common.describe_error(exc)}") from None
@@ -159,13 +151,14 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reloader(args, config, connections))
+        loop.add_signal_handler(sig, systemd.on_stop(stop.set))
+    loop.add_signal_handler(signal.SIGHUP, systemd.on_reload(_reloader(args, config, connections)))
     mode = "www" if args.www else "echo"
-    print(
-        f"{common.PROG}: serving ({mode}) on {where}; {common.client_auth_description(args)}; Ctrl-C to stop",
-        file=sys.stderr, flush=True,
+    logs.announce(
+        f"serving ({mode}) on {where}; {common.client_auth_description(args)}"
+        f"{credential_set.describe_served_names(config, args)}; Ctrl-C to stop", address=where,
     )
+    systemd.ready(f"serving on {where}")  # sd_notify READY=1 under systemd (cli/systemd.py)
     async with server:
         await stop.wait()
         if watcher is not None:
@@ -184,41 +177,42 @@ async def _serve(args: argparse.Namespace, config: Configuration) -> int:
 
 async def _serve_mls(args: argparse.Namespace, config: Configuration) -> int:
     """serve --mls --echo: MLS-TLS connections, every byte back."""
-    if not args.verbose:
-        for name in ("longtls.aio", "longtls.cli"):
-            logging.getLogger(name).setLevel(logging.INFO)
     active: set[aio.MLSWriter] = set()
 
     async def on_client(reader: aio.TLSReader, writer: aio.MLSWriter) -> None:
         active.add(writer)
         peer = common.format_address(*writer.get_extra_info("peername")[:2])
-        logger.debug("%s: %s", peer, common.handshake_summary(writer.handshake))
+        conn_log = ConnectionLog.attach(writer, label=f"client {peer}", peer=peer, side="server")
         try:
             while data := await reader.read(_CHUNK):
                 writer.write(data)
                 await writer.drain()
         except (TLSError, OSError, TimeoutError) as exc:
-            logger.info("%s: %s", peer, common.describe_error(exc))
+            conn_log.ending(detail=common.describe_error(exc))  # said once, in connection_close
         finally:
             writer.close()
             active.discard(writer)
 
     where = common.format_address(args.host, args.port)
     try:
-        server = await aio.start_mls_server(on_client, args.host, args.port, config)
+        server = await aio.start_mls_server(
+            on_client, args.host, args.port, config,
+            aio.StreamOptions(accept_proxy=proxy_options.accept_timeout(args)),
+        )
     except OSError as exc:
         raise CLIError(f"cannot listen on {where}: {common.describe_error(exc)}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reloader(args, config, None))  # MLS: no Certificate Update
+        loop.add_signal_handler(sig, systemd.on_stop(stop.set))
+    # MLS: no Certificate Update
+    loop.add_signal_handler(signal.SIGHUP, systemd.on_reload(_reloader(args, config, None)))
     suites = ", ".join(f"0x{s:04X}" for s in config.mls_cipher_suites)
-    print(
-        f"{common.PROG}: serving (echo, MLS-TLS, suites {suites}) on {where}; "
-        f"{common.client_auth_description(args)}; Ctrl-C to stop",
-        file=sys.stderr, flush=True,
+    logs.announce(
+        f"serving (echo, MLS-TLS, suites {suites}) on {where}; "
+        f"{common.client_auth_description(args)}; Ctrl-C to stop", address=where,
     )
+    systemd.ready(f"serving on {where}")  # sd_notify READY=1 under systemd (cli/systemd.py)
     async with server:
         await stop.wait()
         server.close()
@@ -235,16 +229,12 @@ async def _serve_mls(args: argparse.Namespace, config: Configuration) -> int:
 
 async def _serve_dtls(args: argparse.Namespace, config: Configuration, mtu: int) -> int:
     """serve --dtls --echo: every datagram back as one datagram."""
-    if not args.verbose:
-        for name in ("longtls.aio", "longtls.cli"):
-            logging.getLogger(name).setLevel(logging.INFO)
 
     connections = aio.LiveConnections()
 
     async def on_association(association: aio.DTLSAssociation) -> None:
         peer = association.peername
-        logger.debug("%s: %s", peer, common.handshake_summary(association.handshake))
-        association.add_event_handler(log_certificate_updates(f"client {peer}", logger))
+        conn_log = ConnectionLog.attach(association, label=f"client {peer}", peer=peer, side="server", transport="dtls")
         catch_up(association, config)  # a renewal during its handshake
         try:
             if args.require_eku:
@@ -259,7 +249,7 @@ async def _serve_dtls(args: argparse.Namespace, config: Configuration, mtu: int)
                 except LocalProtocolError as exc:  # larger than our --mtu allows: UDP drops it
                     logger.info("%s: not echoed: %s", peer, exc)
         except (TLSError, OSError, TimeoutError) as exc:
-            logger.info("%s: %s", peer, common.describe_error(exc))
+            conn_log.ending(detail=common.describe_error(exc))  # said once, in connection_close
 
     where = common.format_address(args.host, args.port)
     try:
@@ -276,13 +266,13 @@ async def _serve_dtls(args: argparse.Namespace, config: Configuration, mtu: int)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reloader(args, config, connections))
-    print(
-        f"{common.PROG}: serving (echo, DTLS 1.3, MTU {mtu}) on {where} UDP; "
-        f"{common.client_auth_description(args)}; Ctrl-C to stop",
-        file=sys.stderr, flush=True,
+        loop.add_signal_handler(sig, systemd.on_stop(stop.set))
+    loop.add_signal_handler(signal.SIGHUP, systemd.on_reload(_reloader(args, config, connections)))
+    logs.announce(
+        f"serving (echo, DTLS 1.3, MTU {mtu}) on {where} UDP; {common.client_auth_description(args)}"
+        f"{credential_set.describe_served_names(config, args)}; Ctrl-C to stop", address=where,
     )
+    systemd.ready(f"serving on {where}")  # sd_notify READY=1 under systemd (cli/systemd.py)
     async with server:
         await stop.wait()
         if watcher is not None:
@@ -304,12 +294,11 @@ def _reloader(
             logger.error("reload failed, still using the previous certificate: %s", common.describe_error(exc))
             return
         config.trust_store = fresh.trust_store
-        chain = fresh.certificate_chain
-        if chain and list(chain) != list(config.certificate_chain):
-            # Never send live connections a certificate outside its validity
-            # period: the peer would end the connection (illegal_parameter).
-            live = connections if args.cert_update and validity_problem(chain[0]) is None else None
-            put_in_use(Credentials(tuple(chain), fresh.private_key), config, live, source=args.cert)
+        config.ticket_keys = fresh.ticket_keys  # --ticket-keys re-read (rotation); none: the same key
+        config.peer_allow, config.crls = fresh.peer_allow, fresh.crls  # --allow-*, --crl (docs/access-control.md)
+        # Each changed certificate goes to new connections and to the live ones
+        # that use it, if it is within its validity period (docs/sni.md).
+        credential_set.reload_credentials(config, fresh, connections if args.cert_update else None, args)
         files = [f for f in (args.cert, args.key, args.chain, args.ca) if f]
         logger.info("reloaded %s for new connections", ", ".join(files) or "the configuration")
 

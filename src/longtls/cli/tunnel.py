@@ -4,6 +4,10 @@
       TLS in, plain TCP out: put it in front of a service.
   tunnel client --listen ADDR:PORT --connect ADDR:PORT [--ca FILE]
       plain TCP in, TLS out: applications connect to --listen.
+  tunnel --config FILE [--check]
+      every tunnel of a TOML file, in one process (docs/tunnel-config.md):
+      [tunnel.NAME] tables with mode = "server"|"client" and the flags of
+      that mode as keys; SIGHUP re-reads the file and applies what changed.
 
 --listen :PORT or *:PORT listens on every interface (IPv4 and IPv6).
 
@@ -56,20 +60,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import signal
-import sys
-from collections.abc import Callable
 from typing import Any
 
 from ..config import Configuration
-from ..credentials import describe_rollout, validity_problem
 from ..errors import ConfigurationError
-from ..metrics import Metrics, serve_metrics
-from ..tunnel import Tunnel, format_address
-from ..tunnel_udp import UDPTunnel
-from . import common
+from . import access, common, proxy_options, tunnel_config, workers
 from .common import CLIError, logger
+from .tunnel_runner import TunnelRunner, TunnelSpec
 
 DESCRIPTION = __doc__
 _DEFAULT_GRACE = 30.0
@@ -80,7 +77,10 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         subparsers, "tunnel", help="relay plain TCP over TLS (server: TLS in; client: TLS out)",
         description=DESCRIPTION, parents=parents,
     )
-    modes = p.add_subparsers(dest="mode", metavar="MODE", required=True)
+    # Without a MODE, --config FILE names the tunnels (cli/tunnel_config.py).
+    tunnel_config.add_options(p)
+    p.set_defaults(run=run_config, mode=None)
+    modes = p.add_subparsers(dest="mode", metavar="MODE", required=False)
 
     server = common.subcommand(
         modes, "server", help="TLS in, plain TCP out (in front of a service)",
@@ -95,7 +95,10 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="the plain TCP service to relay to",
     )
     common.add_server_credential_options(server)
+    proxy_options.add_accept_options(server)
+    proxy_options.add_send_option(server, "--forward")
     _add_shared_options(server)
+    workers.add_options(server)
     server.set_defaults(run=run)
 
     client = common.subcommand(
@@ -121,6 +124,8 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     client.add_argument("--cert", metavar="FILE", help="client certificate chain (PEM), for mutual TLS")
     client.add_argument("--key", metavar="FILE", help="private key of --cert (default: in the --cert file)")
     common.add_key_password_option(client)
+    access.add_access_options(client, checks="server")  # --allow-*, --crl on the server's certificate
+    proxy_options.add_send_option(client, "--connect (before TLS)")
     _add_shared_options(client)
     client.set_defaults(run=run)
 
@@ -154,142 +159,50 @@ def _build(args: argparse.Namespace) -> Configuration:
     return configuration
 
 
-def run(args: argparse.Namespace) -> int:
+def _check(args: argparse.Namespace) -> None:
+    """What the flags of one tunnel cannot say together (CLIError)."""
     common.dtls_mtu(args, "--udp")  # --mtu without --udp is refused
+    proxy_options.check(args, "--udp")
     if args.mls and args.dtls:
         # MLS-TLS is defined over a byte stream (draft-kohbrok-mls-tls-01 uses
         # TLS 1.3 records, not DTLS's): no datagram variant to tunnel over.
         raise CLIError("--udp does not apply to --mls (MLS-TLS runs over TCP)")
     if args.mode == "client" and args.insecure and not args.mls:
         raise CLIError("--insecure applies to --mls only (a TLS tunnel client always verifies: give --ca)")
-    configuration = _build(args)
-    return asyncio.run(_tunnel(args, configuration))
 
 
-async def _tunnel(args: argparse.Namespace, configuration: Configuration) -> int:
-    # Startup, reloads, refused handshakes and unreachable targets are worth a
-    # line by default; per-connection chatter is for -v.
-    if not args.verbose:
-        # A TCP tunnel client reports a failed handshake itself (which
-        # application connection, which target): longtls.aio's line would say
-        # it twice.
-        names = ["longtls.cli", "longtls.tunnel", "longtls.credentials"]
-        if args.mode == "server" or args.dtls:
-            names.append("longtls.aio")
-        for name in names:
-            logging.getLogger(name).setLevel(logging.INFO)
-    target = args.forward if args.mode == "server" else args.connect
-    metrics = Metrics() if args.metrics else None
-    tunnel: Tunnel | UDPTunnel
-    if args.dtls:
-        tunnel = UDPTunnel(
-            args.mode, args.listen, target, configuration, mtu=common.dtls_mtu(args, "--udp"),
-            idle_timeout=args.idle_timeout, metrics=metrics, require_eku=args.require_eku,
-        )
-    else:
-        tunnel = Tunnel(
-            args.mode, args.listen, target, configuration,
-            idle_timeout=args.idle_timeout, metrics=metrics, require_eku=args.require_eku, mls=args.mls,
-        )
-    if metrics is not None:
-        # Read at each scrape: a reload or renewal replaces tunnel.configuration.
-        metrics.certificates = lambda: tunnel.configuration.certificate_chain
-    where = format_address(args.listen)
-    try:
-        await tunnel.start()
-    except OSError as exc:
-        raise CLIError(f"cannot listen on {where}: {common.describe_error(exc)}") from None
-    metrics_server = None
-    if metrics is not None:
+def _checked_build(args: argparse.Namespace) -> Configuration:
+    _check(args)
+    return _build(args)
+
+
+def run_config(args: argparse.Namespace) -> int:
+    """``longtls tunnel --config FILE [--check]`` (and ``longtls tunnel`` alone: an error)."""
+    return tunnel_config.run(args, add_parser, _checked_build)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.config is not None or args.check:
+        return run_config(args)  # refused there: a MODE and --config exclude each other
+    _check(args)
+    # A --workers worker reads its supervisor's ticket key first (_build uses it).
+    worker = workers.WorkerLink.from_args(args)
+    spec = TunnelSpec(args, _build(args))
+    if getattr(args, "workers", None) and worker is None:
+        return workers.supervise(args, args.command_line)  # checked and built once above
+
+    def reload() -> list[TunnelSpec] | None:
+        """SIGHUP: read the credential files again; keep the old ones if the new fail."""
         try:
-            metrics_server = await serve_metrics(metrics, *args.metrics)
-        except OSError as exc:
-            await tunnel.shutdown(0)
-            raise CLIError(
-                f"cannot serve metrics on {format_address(args.metrics)}: {common.describe_error(exc)}"
-            ) from None
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_stop() -> None:
-        if stop.is_set():
-            tunnel.hurry()
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_stop)
-    loop.add_signal_handler(signal.SIGHUP, _reloader(args, tunnel))
-    # MLS mode: a renewal goes to new connections only (no Certificate Update).
-    live = None if args.mls else tunnel.connections
-    watcher = common.start_credential_watcher(args, lambda: tunnel.configuration, live, metrics=metrics)
-
-    listening = ", ".join(format_address(a) for a in tunnel.sockets)
-    secure, plain = ("DTLS", "plain UDP") if args.dtls else ("MLS-TLS" if args.mls else "TLS", "plain TCP")
-    inbound = secure if args.mode == "server" else plain
-    outbound = plain if args.mode == "server" else secure
-    line = (
-        f"{common.PROG}: tunnel {args.mode}: {inbound} on {listening} -> "
-        f"{outbound} to {format_address(target)}"
-    )
-    if args.mls:
-        line += f" (MLS suites {', '.join(f'0x{s:04X}' for s in configuration.mls_cipher_suites)})"
-    if args.mode == "server":
-        line += f"; {common.client_auth_description(args)}"
-    if metrics_server is not None:
-        line += f"; metrics on http://{format_address(args.metrics)}/metrics"
-    print(line, file=sys.stderr, flush=True)
-
-    await stop.wait()
-    if watcher is not None:
-        watcher.stop()
-    if isinstance(tunnel, Tunnel):
-        # Refuse new connections before saying so: the log line is a promise.
-        tunnel.stop_accepting()
-    if tunnel.active and args.dtls:
-        logger.info("stopping: close_notify to %d open association(s)", tunnel.active)
-    elif tunnel.active:
-        logger.info(
-            "stopping: %d open connection(s) get up to %g s to finish", tunnel.active, args.grace
-        )
-    cut = await tunnel.shutdown(args.grace)
-    if cut:
-        logger.warning("reset %d connection(s) still open after the grace period", cut)
-    if metrics_server is not None:
-        metrics_server.close()
-    return 0
-
-
-def _reloader(args: argparse.Namespace, tunnel: Tunnel | UDPTunnel) -> Callable[[], None]:
-    """SIGHUP: read the credential files again; keep the old ones if the new fail."""
-
-    def reload() -> None:
-        try:
-            configuration = _build(args)
+            return [TunnelSpec(args, _build(args))]
         except (CLIError, ConfigurationError) as exc:
             logger.error(
                 "reload failed, still using the previous certificate: %s", common.describe_error(exc)
             )
-            return
-        # Tickets and cookies sealed before the reload stay valid.
-        previous = tunnel.configuration
-        configuration.ticket_key = previous.ticket_key
-        configuration.ticket_generations = previous.ticket_generations
-        tunnel.configuration = configuration
-        files = [f for f in (getattr(args, "cert", None), args.ca) if f]
-        live = ""
-        chain = configuration.certificate_chain
-        if chain and list(chain) != list(previous.certificate_chain) and args.cert_update and not args.mls:
-            # "Reload now" covers the live connections too, where the core
-            # lets the new certificate replace theirs (the identity rules);
-            # never one outside its validity period, which the peers would
-            # answer by ending the connection (illegal_parameter).
-            problem = validity_problem(chain[0])
-            if problem is None:
-                rollout = tunnel.connections.update_certificate(chain, configuration.private_key)
-                live = f"; certificate {describe_rollout(rollout)}"
-            else:
-                live = f"; certificate not sent to live connections: {problem}"
-        logger.info("reloaded %s for new connections%s", ", ".join(files) or "the configuration", live)
+            return None
 
-    return reload
+    runner = TunnelRunner(
+        grace=args.grace, metrics_address=None if worker else args.metrics, reload=reload, verbose=args.verbose,
+        reuse_port=worker is not None,
+    )
+    return asyncio.run(runner.run([spec]) if worker is None else worker.run(runner, [spec]))

@@ -121,6 +121,8 @@ class ClientHandshake(HandshakeEngine):
         t = self.config.session_ticket
         if t is None or t.cipher_suite not in self.config.cipher_suites:
             return None
+        if self.config.checks_peer_access:
+            return None  # a resumed server shows no certificate to check (docs/access-control.md)
         if self.config.now() - t.received_at > t.lifetime:
             return None  # expired (RFC 9846 §4.6.1)
         if t.server_name != self.server_name:

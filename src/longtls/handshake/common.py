@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import threading
 from collections.abc import Callable, Collection, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -34,10 +35,12 @@ from ..constants import (
 )
 from ..crypto import key_schedule as ks
 from ..crypto import signatures
-from ..crypto.certificates import TrustStore, verify_chain
+from ..crypto.certificates import TrustStore, certificate_der, load_der_certificate, verify_chain
+from ..crypto.peer_policy import check_peer_access
 from ..crypto.suites import SuiteInfo
 from ..errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from ..events import HandshakeComplete
+from ..sni import ServerCredential
 from ..wire.messages import (
     Certificate,
     CertificateEntry,
@@ -67,7 +70,10 @@ def certificate_verify_content(context: bytes, transcript_hash: bytes) -> bytes:
     return b" " * 64 + context + b"\x00" + transcript_hash
 
 
+@functools.lru_cache(maxsize=256)
 def is_ip_address(name: str) -> bool:
+    # Cached: a client asks for every connection to its server name, and
+    # ipaddress parses by raising on a DNS name (issue 16).
     try:
         ipaddress.ip_address(name)
     except ValueError:
@@ -86,11 +92,10 @@ def decode_certificates(
     certs = []
     for entry in entries:
         try:
-            cert = x509.load_der_x509_certificate(entry.cert_data)
-            # cryptography parses some fields lazily: parse the ones validation
-            # and error messages read now, so a corrupt one is bad_certificate.
-            cert.subject, cert.issuer, cert.public_key()
-            certs.append(cert)
+            # One object per distinct DER, with the fields validation and error
+            # messages read parsed now (cryptography parses them lazily), so a
+            # corrupt one is bad_certificate here; verify_chain's cache keys on it.
+            certs.append(load_der_certificate(entry.cert_data))
         except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion):
             # cryptography reports malformed DER and names with any of these.
             raise RemoteProtocolError(
@@ -180,6 +185,23 @@ class HandshakeEngine:
         #: authentication's): what a Certificate Update must stay true to.
         self.local_certificates: tuple[x509.Certificate, ...] = ()
         self.local_signature_scheme: SignatureScheme | None = None
+        #: A server's certificate chosen by the client's server_name from
+        #: ``server_credentials`` (handshake/server.py, docs/sni.md); None:
+        #: the configuration's own pair (the default; always for a client).
+        self.server_credential: ServerCredential | None = None
+
+    @property
+    def own_certificate_chain(self) -> Sequence[x509.Certificate]:
+        """The chain we authenticate with, read when it is used (a renewal
+        replaces it in place): the chosen credential's, else the configuration's."""
+        credential = self.server_credential
+        return credential.certificate_chain if credential is not None else self.config.certificate_chain
+
+    @property
+    def own_private_key(self) -> Any:
+        """The private key of ``own_certificate_chain``."""
+        credential = self.server_credential
+        return credential.private_key if credential is not None else self.config.private_key
 
     def new_own_connection_id(self) -> bytes | None:
         """The CID we ask for in our hello, or None if we do not negotiate CIDs
@@ -334,7 +356,7 @@ class HandshakeEngine:
 
     def build_certificate(self, context: bytes) -> bytes:
         entries = tuple(
-            CertificateEntry(cert.public_bytes(_DER), ()) for cert in self.config.certificate_chain
+            CertificateEntry(certificate_der(cert), ()) for cert in self.own_certificate_chain
         )
         return Certificate(context, entries).encode()
 
@@ -348,7 +370,7 @@ class HandshakeEngine:
         Certificate (empty context) is compressed once per chain and cached.
         """
         body = self.build_certificate(context)
-        self.local_certificates = tuple(self.config.certificate_chain)
+        self.local_certificates = tuple(self.own_certificate_chain)
         self.local_certificate_compression = None
         for algorithm in self.config.certificate_compression:
             if algorithm not in peer_algorithms:
@@ -368,24 +390,35 @@ class HandshakeEngine:
         handshake message limit illegal_parameter; one that cannot be
         decompressed, or does not decompress to a Certificate, bad_certificate.
         """
-        message = CompressedCertificate.decode(body)
-        inner = certcompress.decompress_certificate(
-            message, offered, self.config.max_handshake_message_size
-        )
-        try:
-            certificate = Certificate.decode(inner)
-        except DecodeError:
-            raise RemoteProtocolError(
-                "compressed certificate does not decompress to a Certificate message",
-                AlertDescription.bad_certificate,
-            ) from None
-        self.peer_certificate_compression = CertificateCompressionAlgorithm(message.algorithm)
+        # A server sends the same compressed chain to every client (it
+        # compresses once, above): a client decompresses and decodes each
+        # distinct one once (issue 16).  Only successes are remembered, under
+        # everything the result depends on.
+        key = (bytes(body), tuple(offered), self.config.max_handshake_message_size)
+        known = _opened_certificates.get(key)
+        if known is None:
+            message = CompressedCertificate.decode(body)
+            inner = certcompress.decompress_certificate(
+                message, offered, self.config.max_handshake_message_size
+            )
+            try:
+                certificate = Certificate.decode(inner)
+            except DecodeError:
+                raise RemoteProtocolError(
+                    "compressed certificate does not decompress to a Certificate message",
+                    AlertDescription.bad_certificate,
+                ) from None
+            known = (certificate, CertificateCompressionAlgorithm(message.algorithm))
+            with _opened_certificates_lock:
+                while len(_opened_certificates) >= _OPENED_CERTIFICATES_LIMIT:
+                    del _opened_certificates[next(iter(_opened_certificates))]  # the oldest
+                _opened_certificates[key] = known
+        certificate, self.peer_certificate_compression = known
         return certificate
 
     def choose_signature_scheme(self, peer_schemes: Sequence[int]) -> SignatureScheme:
-        ours = signatures.schemes_for_key(
-            self.config.private_key, self.config.certificate_chain[0] if self.config.certificate_chain else None
-        )
+        chain = self.own_certificate_chain
+        ours = signatures.schemes_for_key(self.own_private_key, chain[0] if chain else None)
         for scheme in ours:
             if scheme in peer_schemes and scheme in self.signature_algorithms:
                 return scheme
@@ -398,7 +431,7 @@ class HandshakeEngine:
         self, scheme: SignatureScheme, context: bytes, transcript: ks.Transcript
     ) -> bytes:
         content = certificate_verify_content(context, transcript.digest())
-        signature = signatures.sign(self.config.private_key, scheme, content)
+        signature = signatures.sign(self.own_private_key, scheme, content)
         self.local_signature_scheme = scheme
         return CertificateVerify(scheme, signature).encode()
 
@@ -447,17 +480,32 @@ class HandshakeEngine:
     ) -> None:
         if store is None:
             store = _system_store()
+        now = _utc(self.config.now())
         try:
-            verify_chain(
-                certs, store, server_name=server_name, is_server_cert=is_server_cert,
-                now=_utc(self.config.now()),
+            path = verify_chain(
+                certs, store, server_name=server_name, is_server_cert=is_server_cert, now=now,
             )
+            # Who may connect (docs/access-control.md): after the chain
+            # verified, on the path it verified, and outside verify_chain so
+            # no cache of it can skip this; the handshake, post-handshake
+            # authentication and every authenticator (Certificate Update) pass here.
+            if self.config.checks_peer_access:
+                check_peer_access(
+                    path, allow=self.config.peer_allow, crls=self.config.crls, now=now,
+                    is_server_cert=is_server_cert,
+                )
         except (ValueError, TypeError):
             # cryptography parses extensions lazily: a malformed one surfaces
             # here (RFC 9846 §6.2: "a certificate was corrupt").
             raise RemoteProtocolError(
                 "peer certificate has a malformed field", AlertDescription.bad_certificate
             ) from None
+
+
+#: CompressedCertificate bodies a client opened: (body, offered, limit) -> (Certificate, algorithm).
+_opened_certificates: dict[tuple[bytes, tuple[int, ...], int], tuple[Certificate, CertificateCompressionAlgorithm]] = {}
+_OPENED_CERTIFICATES_LIMIT = 16
+_opened_certificates_lock = threading.Lock()
 
 
 @functools.cache
@@ -472,9 +520,6 @@ def _utc(ts: float) -> Any:
     return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
 
 
-from cryptography.hazmat.primitives.serialization import Encoding as _Encoding  # noqa: E402
-
-_DER = _Encoding.DER
 _VERIFIABLE_KEY_TYPES = (
     rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey,
     mldsa.MLDSA44PublicKey, mldsa.MLDSA65PublicKey, mldsa.MLDSA87PublicKey,

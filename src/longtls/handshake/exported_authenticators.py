@@ -414,8 +414,15 @@ class ExportedAuthenticators:
         self, *, is_client: bool, suite: SuiteInfo, exporter: ExporterByGeneration,
         configuration: Configuration, signature_algorithms: Sequence[int],
         client_hello_signature_algorithms: Sequence[int], verify_peer_chain: ChainVerifier | None,
+        own_credential: Callable[[], tuple[Sequence[x509.Certificate], Any]] | None = None,
     ) -> None:
         self.is_client = is_client
+        #: The chain and key an authenticator defaults to: the connection's
+        #: (a server's chosen by server_name, docs/sni.md), read when used;
+        #: None: the configuration's.
+        self._own_credential = own_credential or (
+            lambda: (configuration.certificate_chain, configuration.private_key)
+        )
         self.suite = suite
         self._exporter = exporter
         self._config = configuration
@@ -487,14 +494,16 @@ class ExportedAuthenticators:
         """Our authenticator for the peer's ``request`` (None: a spontaneous
         one, a server only, with a fresh context unless ``context`` is given).
 
-        ``chain`` and ``private_key`` default to the configuration's.  The
+        ``chain`` and ``private_key`` default to the connection's own (the
+        configuration's, or the credential a server chose by server_name).  The
         scheme is ``scheme`` if given (it must fit the key and be offered),
         else the first of ours that fits the key and is in the request's
         signature_algorithms (spontaneous: the ClientHello's).
         Raises AuthenticatorError if the request is malformed or no scheme
         fits, LocalProtocolError for a use the RFC forbids."""
-        chain = list(self._config.certificate_chain if chain is None else chain)
-        key = self._config.private_key if private_key is None else private_key
+        own_chain, own_key = self._own_credential()
+        chain = list(own_chain if chain is None else chain)
+        key = own_key if private_key is None else private_key
         if not chain or key is None:
             raise LocalProtocolError("an authenticator needs a certificate chain and its private key")
         if _spki(key.public_key()) != _spki(chain[0].public_key()):
@@ -661,4 +670,5 @@ def exported_authenticators_for(engine: HandshakeEngine, exporter: ExporterByGen
         is_client=is_client, suite=engine.suite, exporter=exporter, configuration=config,
         signature_algorithms=engine.signature_algorithms, client_hello_signature_algorithms=hello_schemes,
         verify_peer_chain=verify,
+        own_credential=lambda: (engine.own_certificate_chain, engine.own_private_key),
     )

@@ -21,9 +21,11 @@ from ..crypto import groups as _groups
 from ..crypto import key_schedule as ks
 from ..crypto import suites as _suites
 from ..crypto.groups import get_group
+from ..crypto.signatures import schemes_for_key
 from ..crypto.suites import SuiteInfo, suite_info
 from ..errors import DecodeError, RemoteProtocolError
 from ..psk import find_external, server_candidate
+from ..sni import ServerCredential, normalize_server_name, select_server_credential
 from ..wire import extensions as X
 from ..wire.buffer import u8
 from ..wire.cert_update import (
@@ -194,6 +196,9 @@ class ServerHandshake(HandshakeEngine):
         if ExtensionType.early_data in exts:
             # We never accept 0-RTT: skip the client's early records (§4.2.10).
             self.skip_budget = self.config.max_early_data_skipped
+        # RFC 6066 §3, RFC 9846 §4.4.2.2: server_name guides which certificate
+        # we present (longtls.sni, docs/sni.md).
+        self.server_credential = self._select_credential()
 
         client_groups, shares = _client_groups(exts)
 
@@ -217,7 +222,9 @@ class ServerHandshake(HandshakeEngine):
                 if client_groups and client_groups[0] in self.config.groups:
                     self.psk_ke_eku_group = client_groups[0]
 
-        if resumption is None and not (self.config.certificate_chain and self.config.private_key is not None):
+        if resumption is None and not (self.own_certificate_chain and self.own_private_key is not None):
+            if self.config.server_credentials:
+                raise self._no_credential_for_name()
             raise self._no_usable_psk(ExtensionType.pre_shared_key in exts)
         if resumption is None:
             if ExtensionType.signature_algorithms not in exts:
@@ -299,6 +306,46 @@ class ServerHandshake(HandshakeEngine):
                 AlertDescription.handshake_failure,
             )
         return RemoteProtocolError("no PSK identity the client offered is known", AlertDescription.unknown_psk_identity)
+
+    def _select_credential(self) -> ServerCredential | None:
+        """The credential of ``server_credentials`` for the client's name
+        (None: the default pair); of several for one name, the first whose
+        key signs with a scheme the client offers and we allow."""
+
+        def usable(credential: ServerCredential) -> bool:
+            chain = credential.certificate_chain
+            return any(
+                scheme in self.client_signature_algorithms and scheme in self.signature_algorithms
+                for scheme in schemes_for_key(credential.private_key, chain[0] if chain else None)
+            )
+
+        return select_server_credential(self.config.server_credentials, self.server_name, usable)
+
+    def _no_credential_for_name(self) -> RemoteProtocolError:
+        """A server with ``server_credentials`` and no default pair found no
+        certificate for this client: RFC 9846 §9.2 (a server that requires
+        server_name answers its absence with missing_extension) and RFC 6066
+        §3 (a name it does not recognise: unrecognized_name)."""
+        if self.server_name is None:
+            return RemoteProtocolError(
+                "this server chooses its certificate by server_name, and the ClientHello has none",
+                AlertDescription.missing_extension,
+            )
+        return RemoteProtocolError(
+            f"no certificate for server name {self.server_name!r}", AlertDescription.unrecognized_name
+        )
+
+    def _ticket_name_matches(self, resumption: Resumption) -> bool:
+        """A server that chooses its certificate by name resumes a ticket only
+        for the name it was issued under: the resumed session is authenticated
+        by that name's certificate, which need not cover another (RFC 9846
+        §4.6.1: "if a server implementation declines all PSK identities with
+        different SNI values", the session's and the new name are the same).
+        With one certificate, any name (RFC 9846 §4.2.11: no need to
+        associate an SNI value with the ticket)."""
+        if not self.config.server_credentials:
+            return True
+        return normalize_server_name(resumption.server_name) == normalize_server_name(self.server_name)
 
     def _choose_suite(self, ch: ClientHello, exts: dict[int, bytes]) -> SuiteInfo:
         common = [s for s in self.config.cipher_suites if s in ch.cipher_suites]
@@ -487,9 +534,13 @@ class ServerHandshake(HandshakeEngine):
         # §4.2.11: the first identity we can use; unknown ones are skipped.
         for index, identity in enumerate(offered.identities):
             found = None
-            if self.config.session_tickets > 0:
+            # A resumption carries no certificate to hold against an
+            # allow-list or CRL: full handshakes only (docs/access-control.md).
+            if self.config.session_tickets > 0 and not self.config.checks_peer_access:
                 found = self._open_ticket(identity.identity, identity.obfuscated_ticket_age)
                 if found is not None and suite_info(found.suite).hash_name != self.suite.hash_name:
+                    found = None
+                if found is not None and not self._ticket_name_matches(found):
                     found = None
             if found is None and self.config.has_external_psks:
                 found = self._external_psk(identity.identity)
@@ -528,10 +579,11 @@ class ServerHandshake(HandshakeEngine):
             self.suite.suite, int(cfg.now() * 1000), cfg.ticket_lifetime, self.ticket_origin,
             self.conn.key_generation, age_add, psk, self.alpn_protocol, self.server_name,
         )
-        return seal_ticket(cfg.ticket_key, cfg.random(12), state, self.transport.ticket_aad)
+        # The first key seals; the others only open (rotation, docs/scaling.md).
+        return seal_ticket(cfg.effective_ticket_keys[0], cfg.random(12), state, self.transport.ticket_aad)
 
     def _open_ticket(self, ticket: bytes, obfuscated_age: int) -> Resumption | None:
-        state = open_ticket(self.config.ticket_key, ticket, self.transport.ticket_aad)
+        state = open_ticket(self.config.effective_ticket_keys, ticket, self.transport.ticket_aad)
         if state is None:
             return None
         return usable_ticket(
@@ -790,7 +842,11 @@ class ServerHandshake(HandshakeEngine):
 
     def tickets_allowed(self) -> bool:
         # EKU draft-13 §6: endpoints that enable EKU disable ticket resumption.
-        return self.tickets_sent < 255 and not (self.eku_negotiated and self.eku_disables_tickets)
+        # No tickets under an allow-list or CRLs either (_check_psk).
+        return (
+            self.tickets_sent < 255 and not (self.eku_negotiated and self.eku_disables_tickets)
+            and not self.config.checks_peer_access
+        )
 
     def on_extended_key_update(self, eku: ExtendedKeyUpdate | None) -> None:
         # draft-2025-10 §7 / draft-05 §5: tickets issued before an update are
