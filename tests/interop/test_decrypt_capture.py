@@ -18,20 +18,18 @@ the test, never skips it.
 from __future__ import annotations
 
 import json
-import signal
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers.capture import loopback_capture
 from helpers.cli import assert_one_error_line, longtls
 from helpers.driver import LongtlsServer, SocketDriver, client_config, connect, server_config
 from helpers.dtls_udp import UDPDriver
-from helpers.peers import require_binary, start_process
+from helpers.peers import require_binary
 from longtls.config import Configuration
 from longtls.dtls_connection import DTLSConnection
 from longtls.events import ApplicationData, HandshakeComplete, KeyUpdateCompleted
@@ -47,19 +45,6 @@ def client_line(connection: int, generation: int) -> bytes:
 
 def server_line(connection: int, generation: int) -> bytes:
     return f"connection {connection} server line {generation:02d} in generation {generation}\n".encode()
-
-
-@contextmanager
-def dumpcap(capture_filter: str, path: Path) -> Iterator[None]:
-    """Capture loopback until the block ends; the file is complete when this returns."""
-    with start_process(
-        [require_binary("dumpcap"), "-i", "lo", "-f", capture_filter, "-w", str(path)],
-        ready_pattern=r"^File: ", timeout=15,
-    ) as proc:
-        yield
-        time.sleep(1.0)  # dumpcap hands packets over in batches: let the last ones arrive
-        proc.proc.send_signal(signal.SIGINT)
-        proc.wait(15)
 
 
 def decrypt_json(pcap: Path, keylog: Path, *extra: str) -> tuple[list[dict[str, Any]], str]:
@@ -136,7 +121,7 @@ def test_decrypt_shows_every_application_record_of_20_extended_key_updates_per_p
     scfg = server_config(bundle.server, eku_profiles=PROFILES, eku_min_interval=0)
     handlers = [tls_server_side(n, eku=profile is not None) for n, (profile, _) in enumerate(plans, 1)]
     client_sent: list[list[tuple[int, bytes]]] = []
-    with LongtlsServer(scfg, handlers) as server, dumpcap(f"tcp port {server.port}", pcap):
+    with LongtlsServer(scfg, handlers) as server, loopback_capture(f"tcp port {server.port}", pcap):
         for number, (profile, log) in enumerate(plans, 1):
             ccfg = client_config(
                 bundle.ca, eku_profiles=(profile,) if profile else PROFILES, extended_key_update=profile is not None,
@@ -249,7 +234,7 @@ def test_decrypt_follows_20_extended_key_updates_per_profile_over_dtls(pki: Any,
     servers = [EchoServer(server_config(bundle.server, eku_profile=p, eku_min_interval=0)) for p in PROFILES]
     ports = " or ".join(f"udp port {s.driver.port}" for s in servers)
     client_sent: list[list[tuple[int, bytes]]] = []
-    with dumpcap(ports, pcap):
+    with loopback_capture(ports, pcap):
         for number, (profile, server) in enumerate(zip(PROFILES, servers, strict=True), 1):
             ccfg = client_config(bundle.ca, eku_profile=profile)
             ccfg.set_keylog_file(keylog)

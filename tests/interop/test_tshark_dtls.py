@@ -26,10 +26,7 @@ there.
 
 from __future__ import annotations
 
-import signal
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +34,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from helpers.capture import loopback_capture
 from helpers.cli import LONGTLS, summary
 from helpers.dtls_link import CLIENT_ADDRESS, Clock, DatagramLink
 from helpers.pair import configs
@@ -94,18 +92,6 @@ def wrong_secrets(lines: list[str]) -> list[str]:
 # -- a real capture of the command line tool ------------------------------------------------
 
 
-@contextmanager
-def dumpcap(port: int, path: Path) -> Iterator[None]:
-    """Capture UDP ``port`` on loopback (the system's dumpcap; the file format
-    does not depend on the Wireshark version that reads it)."""
-    with start_process(
-        ["dumpcap", "-i", "lo", "-f", f"udp port {port}", "-w", str(path)], ready_pattern=r"^File: ", timeout=15
-    ) as proc:
-        yield
-        proc.proc.send_signal(signal.SIGINT)
-        proc.wait(15)
-
-
 def test_tshark44_decrypts_a_captured_longtls_dtls_session(tmp_pki_files: Any, tmp_path: Path) -> None:
     files: PkiFiles = tmp_pki_files("ecdsa-p256")
     port = free_port(socket.SOCK_DGRAM)
@@ -115,7 +101,7 @@ def test_tshark44_decrypts_a_captured_longtls_dtls_session(tmp_pki_files: Any, t
         *LONGTLS, "serve", "--dtls", "--echo", "--port", str(port), "--no-eku", "--keylog", str(server_log),
         "--cert", str(files.server.chain), "--key", str(files.server.key),
     ]  # fmt: skip
-    with dumpcap(port, pcap), start_process(server_args, ready_pattern=r"serving \(echo, DTLS"):
+    with loopback_capture(f"udp port {port}", pcap), start_process(server_args, ready_pattern=r"serving \(echo, DTLS"):
         result = run(
             [*LONGTLS, "connect", f"{LOOPBACK}:{port}", "--dtls", "--no-eku", "--groups", "x25519",
              "--ca", str(files.ca), "--keylog", str(client_log), "--summary", "json"],
