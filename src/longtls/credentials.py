@@ -68,7 +68,6 @@ from .crypto.certificates import (
     load_private_key,
 )
 from .errors import ConfigurationError, TLSError
-from .events import CertificateUpdated, CertificateUpdateDirection, Event
 from .metrics import Metrics
 
 __all__ = [
@@ -80,7 +79,6 @@ __all__ = [
     "certificate_fields",
     "describe_certificate",
     "describe_rollout",
-    "log_certificate_updates",
     "put_in_use",
     "validity_problem",
 ]
@@ -372,19 +370,3 @@ def describe_rollout(rollout: CertificateRollout) -> str:
     if notes:
         text += f" ({'; '.join(notes)})"
     return text
-
-
-def log_certificate_updates(peer: str, log: logging.Logger = logger) -> Callable[[Event], None]:
-    """An event handler that logs each Certificate Update on one connection:
-    the peer's new certificate at INFO (the proof a renewal reached a live
-    connection), ours at DEBUG (``put_in_use`` already said it in one line)."""
-
-    def on_event(event: Event) -> None:
-        if not isinstance(event, CertificateUpdated) or not event.certificates:
-            return
-        if event.direction is CertificateUpdateDirection.received:
-            log.info("%s: certificate updated by the peer: %s", peer, describe_certificate(event.certificates[0]))
-        else:
-            log.debug("%s: sent our renewed certificate: %s", peer, describe_certificate(event.certificates[0]))
-
-    return on_event

@@ -84,6 +84,9 @@ class StreamConnection(Protocol):
     @property
     def is_closed(self) -> bool: ...
 
+    @property
+    def handshake_complete(self) -> bool: ...
+
     def connection_made(self) -> None: ...
 
     def start_handshake(self) -> None: ...
@@ -448,7 +451,7 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
         # call that failed (the client's Finished and a bad record in one TCP
         # segment): its HandshakeComplete is dispatched after this, so that is
         # a failure after the handshake, not of it.
-        completed = bool(getattr(self.connection, "handshake_complete", False))
+        completed = self.connection.handshake_complete
         if not self.handshake.done() and not completed:
             if isinstance(exc, NotTLSError) and exc.reason is NotTLSReason.HTTP_REQUEST:
                 # A common mistake (http:// for https://) deserves its own words.

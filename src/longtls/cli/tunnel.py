@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
             return None
 
     runner = TunnelRunner(
-        grace=args.grace, metrics_address=None if worker else args.metrics, reload=reload, verbose=args.verbose,
+        grace=args.grace, metrics_address=None if worker else args.metrics, reload=reload,
         reuse_port=worker is not None,
     )
     return asyncio.run(runner.run([spec]) if worker is None else worker.run(runner, [spec]))

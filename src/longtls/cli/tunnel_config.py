@@ -391,7 +391,7 @@ def run(args: argparse.Namespace, add_parser: AddParser, build: Build) -> int:
         return again.specs
 
     runner = TunnelRunner(
-        grace=loaded.grace, metrics_address=loaded.metrics, reload=reload, verbose=args.verbose,
+        grace=loaded.grace, metrics_address=loaded.metrics, reload=reload,
         source=args.config,
     )
     return asyncio.run(runner.run(loaded.specs))

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -146,7 +145,6 @@ class TunnelRunner:
         grace: float,
         metrics_address: Address | None = None,
         reload: Callable[[], Sequence[TunnelSpec] | None] | None = None,
-        verbose: bool = False,
         source: str | None = None,
         reuse_port: bool = False,
     ) -> None:
@@ -156,7 +154,6 @@ class TunnelRunner:
         self.metrics_address = metrics_address
         self.metrics = Metrics() if metrics_address is not None else None
         self._reload_source = reload
-        self.verbose = verbose
         #: The config file the tunnels come from (None: the command line), for the start-up line.
         self.source = source
         self._running: dict[str, _Running] = {}
@@ -221,25 +218,10 @@ class TunnelRunner:
     def _start_line(self, running: _Running) -> str:
         return describe(running.spec, ", ".join(format_address(a) for a in running.tunnel.sockets))
 
-    def _quiet_logs(self, specs: Sequence[TunnelSpec]) -> None:
-        # Startup, reloads, refused handshakes and unreachable targets are worth a
-        # line by default; per-connection chatter is for -v.
-        if self.verbose:
-            return
-        names = ["longtls.cli", "longtls.tunnel", "longtls.credentials"]
-        # A TCP tunnel client reports a failed handshake itself (which
-        # application connection, which target): longtls.aio's line would say
-        # it twice.
-        if any(s.args.mode == "server" or s.args.dtls for s in specs):
-            names.append("longtls.aio")
-        for name in names:
-            logging.getLogger(name).setLevel(logging.INFO)
-
     # -- running -----------------------------------------------------------------------
 
     async def run(self, specs: Sequence[TunnelSpec]) -> int:
         """Start every tunnel (all or none), then run until stopped; returns the exit status."""
-        self._quiet_logs(specs)
         try:
             for spec in specs:
                 self._running[spec.key] = await self._start(spec)

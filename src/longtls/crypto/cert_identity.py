@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa,
 from cryptography.x509.oid import ExtensionOID, PublicKeyAlgorithmOID
 
 from ..constants import AlertDescription
+from .certificates import name_text, printable_text
 
 __all__ = [
     "IdentityRule",
@@ -254,8 +255,8 @@ def _extension_differs(oid: str, original: x509.Certificate, new: x509.Certifica
         if old_names is not None and new_names is not None:
             added = [n for n in new_names if n not in old_names]
             removed = [n for n in old_names if n not in new_names]
-            details = [f"adds {_shown(', '.join(added), 160)}"] if added else []
-            details += [f"drops {_shown(', '.join(removed), 160)}"] if removed else []
+            details = [f"adds {printable_text(', '.join(added), 160)}"] if added else []
+            details += [f"drops {printable_text(', '.join(removed), 160)}"] if removed else []
             change = " and ".join(details) or "orders or encodes them differently"
             text += f": the new certificate {change}"
     return text
@@ -311,17 +312,7 @@ def _differs(what: str, old: x509.Name, new: x509.Name) -> str:
 
 
 def _name_text(name: x509.Name) -> str:
-    try:
-        text = name.rfc4514_string()
-    except ValueError:
-        return "<unprintable name>"
-    return repr(_shown(text, 120)) if text else "<empty name>"
-
-
-def _shown(text: str, limit: int) -> str:
-    """Certificate text (the peer's, possibly) made safe for a log line."""
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return name_text(name, empty="<empty name>")
 
 
 # --- the DER of the TBSCertificate ---------------------------------------------------------

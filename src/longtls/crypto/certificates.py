@@ -62,6 +62,8 @@ __all__ = [
     "load_certificate_chain",
     "load_der_certificate",
     "load_private_key",
+    "name_text",
+    "printable_text",
     "verify_chain",
 ]
 
@@ -472,7 +474,7 @@ def _classify(
         # RFC 9846 §6.2 bad_certificate: "a certificate was corrupt".
         return CertificateError(f"corrupt certificate in the chain of {subject}", A.bad_certificate)
     if "all candidates exhausted with no interior errors" in reason:
-        issuer = _describe_name(chain[-1].issuer)
+        issuer = name_text(chain[-1].issuer)
         return CertificateError(
             f"unknown CA: no trusted CA issued {issuer} (chain of {subject}); add the CA to "
             f"the trust store, or have the peer send its intermediate certificates",
@@ -562,7 +564,7 @@ def _verifier_detail(reason: str) -> str:
     reason = reason.split(": AlgorithmIdentifier", 1)[0]  # drops key parameters
     for dotted, label in _EXTENSION_NAMES.items():
         reason = reason.replace(dotted + ":", label + ":")
-    return _printable(reason, 160)
+    return printable_text(reason, 160)
 
 
 # "2.5.29.35" -> "authorityKeyIdentifier (2.5.29.35)" in the verifier's reasons.
@@ -579,15 +581,17 @@ _EXTENSION_NAMES = {
 
 
 def _describe(cert: x509.Certificate) -> str:
-    return _describe_name(cert.subject)
+    return name_text(cert.subject)
 
 
-def _describe_name(name: x509.Name) -> str:
+def name_text(name: x509.Name, empty: str = "<empty subject>") -> str:
+    """A certificate name (the peer's, possibly) quoted for a log line or an
+    error message: RFC 4514 text, printable and bounded."""
     try:
         text = name.rfc4514_string()
     except ValueError:
         text = "<unprintable name>"
-    return repr(_printable(text, 120)) if text else "<empty subject>"
+    return repr(printable_text(text, 120)) if text else empty
 
 
 def _san_summary(cert: x509.Certificate) -> str:
@@ -600,10 +604,10 @@ def _san_summary(cert: x509.Certificate) -> str:
     if not names:
         return "no DNS name or IP address"
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    return _printable(shown, 200)
+    return printable_text(shown, 200)
 
 
-def _printable(text: str, limit: int) -> str:
+def printable_text(text: str, limit: int) -> str:
     """Peer-controlled text made safe for a log line: printable and bounded."""
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -57,6 +57,7 @@ from cryptography.x509.oid import NameOID
 
 from ..constants import AlertDescription
 from ..errors import CertificateError, ConfigurationError
+from .certificates import name_text, printable_text
 
 __all__ = [
     "PeerAllowList",
@@ -153,7 +154,7 @@ class PeerAllowList:
                                 ("allow-uri", self.uri), ("allow-ip", self.ip))
             if rules
         ]
-        return _shown("; ".join(parts), 300)
+        return printable_text("; ".join(parts), 300)
 
 
 def _dns_rule(rule: str) -> str:
@@ -232,7 +233,7 @@ class _Identities:
         names = [f"DNS:{n}" for n in self.dns] + [f"URI:{n}" for n in self.uri]
         names += [f"IP:{address}" for address in self.ip]
         shown = f"{head} ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''})" if names else head
-        return _shown(shown, 300)
+        return printable_text(shown, 300)
 
 
 # --- certificate revocation lists ----------------------------------------------------------
@@ -262,7 +263,7 @@ def load_crls(path: str | os.PathLike[str]) -> tuple[x509.CertificateRevocationL
             crls.append(x509.load_der_x509_crl(data))
     except ValueError as exc:
         raise ConfigurationError(
-            f"CRL file {where!r} is not a PEM or DER certificate revocation list ({_shown(str(exc), 120)})"
+            f"CRL file {where!r} is not a PEM or DER certificate revocation list ({printable_text(str(exc), 120)})"
         ) from None
     for crl in crls:
         _check_complete(crl, where)
@@ -394,14 +395,4 @@ def _reason(entry: x509.RevokedCertificate) -> str:
 
 
 def _name(name: x509.Name) -> str:
-    try:
-        text = name.rfc4514_string()
-    except ValueError:
-        return "<unprintable name>"
-    return repr(_shown(text, 120)) if text else "<empty name>"
-
-
-def _shown(text: str, limit: int) -> str:
-    """Peer-controlled text made safe for a log line: printable and bounded."""
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return name_text(name, empty="<empty name>")
