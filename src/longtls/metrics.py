@@ -83,12 +83,14 @@ from .errors import AlertReceived, HandshakeTimeoutError, NotTLSError, TLSError
 from .events import (
     CertificateUpdated,
     ConnectionClosed,
+    Direction,
     Event,
     HandshakeComplete,
     KeyUpdateCompleted,
     KeyUpdated,
     KeyUpdateRejected,
     KeyUpdateStarted,
+    Side,
 )
 
 __all__ = ["ConnectionMetrics", "Histogram", "Metrics", "failure_label", "serve_metrics"]
@@ -349,7 +351,7 @@ class ConnectionMetrics:
 
     def __init__(self, metrics: Metrics, is_client: bool) -> None:
         self._metrics = metrics
-        self._local = "client" if is_client else "server"
+        self._local = Side.client if is_client else Side.server
         self._open = False
         self._done = False
         self._pending: str | None = None  # initiator of the extended key update under way
@@ -362,8 +364,9 @@ class ConnectionMetrics:
     def oldest_key_since(self) -> float:
         return min(self._send_since, self._receive_since)
 
-    def _initiator(self, side: str) -> str:
-        return "local" if side == self._local else "peer"
+    def _initiator(self, side: Side) -> str:
+        """The ``initiator`` label: whether ``side`` is this end or its peer."""
+        return "local" if side is self._local else "peer"
 
     def _count_update(self, initiator: str, result: str) -> None:
         self._metrics.key_updates[(initiator, result)] += 1
@@ -410,7 +413,7 @@ class ConnectionMetrics:
             # Standard KeyUpdate: each direction on its own.  Our send update
             # that nobody asked for, or a receive update the peer wants
             # answered, starts an exchange; the answers are not counted again.
-            if event.direction == "send":
+            if event.direction is Direction.send:
                 self._send_since = now
                 if not event.requested_by_peer:
                     self._count_update("local", "completed")
