@@ -89,6 +89,7 @@ from ..events import (
     KeyUpdated,
     KeyUpdateRejected,
     SessionTicketReceived,
+    Side,
     UpdateRejection,
 )
 from . import common, peer_report
@@ -444,7 +445,7 @@ async def _rekey_dtls(count: int, association: aio.DTLSAssociation) -> None:
 
     def on_event(event: Event) -> None:
         nonlocal ours
-        if isinstance(event, KeyUpdateCompleted) and event.initiator == "client":
+        if isinstance(event, KeyUpdateCompleted) and event.initiator is Side.client:
             ours += 1
 
     association.add_event_handler(on_event)
