@@ -15,7 +15,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := test
 
-.PHONY: venv peers lint typecheck test pytest demo bench bench-quick clean distclean
+.PHONY: venv peers lint typecheck test pytest demo bench bench-quick bench-scale clean distclean
 
 venv: $(STAMP)
 
@@ -57,6 +57,11 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/run.py
+
+# Issue 16's scale target: 10,000 idle connections on one longtls.aio server,
+# one EKU each within 60 s (a few minutes; bench/scale.py --quick for a smoke run).
+bench-scale: venv
+	$(BIN)/python bench/scale.py
 
 # Leaves .venv alone (other work may be using it); `make distclean` removes it too.
 clean:
