@@ -40,7 +40,6 @@ import asyncio
 import cProfile
 import gc
 import json
-import os
 import pstats
 import random
 import resource
@@ -125,11 +124,16 @@ def memory_status() -> dict[str, int]:
     return values
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of a process so far (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    # After the command name: state is field 3, utime 14 and stime 15 (proc(5)).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def schedule_seconds(pids: Sequence[int]) -> tuple[float, float]:
+    """CPU seconds the processes ran, and seconds they were runnable but
+    waited for a CPU (other processes had it), so far: the first two fields
+    of /proc/<pid>/schedstat, in nanoseconds (Documentation/scheduler/sched-stats)."""
+    ran = waited = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+        ran += int(fields[0])
+        waited += int(fields[1])
+    return ran / 1e9, waited / 1e9
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -192,10 +196,20 @@ async def serve(pki: Pki, connections: int) -> None:
         lambda r, w: _echo(counts, r, w), HOST, 0, server_configuration(pki), backlog=4096
     )
     emit("PORT", {"port": server.sockets[0].getsockname()[1]})
+    loop = asyncio.get_running_loop()
     while line := await read_stdin_line():
         if line.strip() == "STATS":
-            emit("STATS", {**memory_status(), "handled": counts.handled, "live": counts.live,
-                           "echoed": counts.echoed})
+            memory = memory_status()
+            # What an idle connection leaves for the event loop and the
+            # garbage collector: timers scheduled (asyncio's private heap,
+            # read for this report only) and the objects a full collection
+            # walks, with the time one takes (the pause every connection sees).
+            start = time.perf_counter()
+            gc.collect()
+            pause = time.perf_counter() - start
+            emit("STATS", {**memory, "handled": counts.handled, "live": counts.live,
+                           "echoed": counts.echoed, "timers": len(getattr(loop, "_scheduled", ())),
+                           "objects": len(gc.get_objects()), "gc_seconds": pause})
     server.close()
 
 
@@ -375,8 +389,9 @@ class Result:
     handshake_failures: dict[str, int] = field(default_factory=dict)
     ramp_seconds: float = 0.0
     server_handled: int = 0
-    memory: dict[str, dict[str, int]] = field(default_factory=dict)  # phase -> VmRSS/VmHWM
-    cpu: dict[str, float] = field(default_factory=dict)  # phase -> server CPU seconds
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # phase -> the server's STATS
+    #: checkpoint -> role ("server", "clients") -> (CPU seconds ran, seconds waited for a CPU)
+    schedule: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     eku_started: list[float] = field(default_factory=list)
     eku_completed: list[float] = field(default_factory=list)
     eku_failures: dict[str, int] = field(default_factory=dict)
@@ -413,7 +428,14 @@ async def run_scale(plan: Plan, profile_server: Path | None = None) -> Result:
         probe_task = asyncio.create_task(probe.run())
         await asyncio.sleep(1.0)
         result.memory["baseline"] = await _stats(server)
-        result.cpu["baseline"] = cpu_seconds(server.proc.pid)
+
+        def mark(checkpoint: str) -> None:
+            result.schedule[checkpoint] = {
+                "server": schedule_seconds([server.proc.pid]),
+                "clients": schedule_seconds([w.proc.pid for w in workers]),
+            }
+
+        mark("ramp-up start")
 
         log(f"scale: opening {plan.connections} connections from {plan.client_processes} processes")
         remaining = plan.connections
@@ -430,27 +452,30 @@ async def run_scale(plan: Plan, profile_server: Path | None = None) -> Result:
             for key, n in r["failures"].items():
                 result.handshake_failures[key] = result.handshake_failures.get(key, 0) + n
         result.ramp_seconds = max(r["end"] for r in ready) - min(r["start"] for r in ready)
-        result.cpu["ramp-up"] = cpu_seconds(server.proc.pid)
+        mark("ramp-up end")
         stats = await _stats(server)
         result.server_handled = stats["handled"] - 1  # the probe's connection
         result.memory["after ramp-up"] = stats
         log(f"scale: {result.opened} open in {result.ramp_seconds:.1f} s; idle for {plan.idle:.0f} s")
 
         probe.phase = "idle"
+        mark("idle start")
         await asyncio.sleep(plan.idle)
-        result.cpu["idle"] = cpu_seconds(server.proc.pid)
+        mark("idle end")
 
         t0 = time.time() + 1.0
         for w in workers:
             w.send(f"GO {t0!r} {plan.window!r}")
         await asyncio.sleep(max(0.0, t0 - time.time()))
         probe.phase = "EKU window"
+        mark("EKU window start")
         log(f"scale: one EKU per connection within {plan.window:.0f} s")
         done_waits = [asyncio.create_task(w.expect("DONE", None)) for w in workers]
         await asyncio.sleep(plan.window)
-        result.cpu["EKU window"] = cpu_seconds(server.proc.pid)
+        mark("EKU window end")
         probe.phase = "after the window"
         dones = await asyncio.gather(*done_waits)
+        mark("EKUs done")
         for d in dones:
             result.eku_started += d["started"]
             result.eku_completed += d["completed"]
@@ -483,7 +508,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
-def _mib(kib: int) -> str:
+def _mib(kib: float) -> str:
     return f"{kib / 1024:.1f} MiB"
 
 
@@ -497,10 +522,21 @@ def report(result: Result) -> tuple[str, list[tuple[str, str, str, str]]]:
     after = result.memory.get("after the EKUs", {})
     per_conn = (ramp["VmRSS"] - base["VmRSS"]) / max(result.server_handled, 1) if ramp and base else 0.0
     eku_latency = [c - s for s, c in zip(result.eku_started, completed, strict=True)]
-    cpu = result.cpu
 
-    def cpu_in(phase: str, previous: str) -> float:
-        return cpu.get(phase, 0.0) - cpu.get(previous, 0.0)
+    def used(start: str, end: str, role: str) -> tuple[float, float]:
+        """(CPU seconds ran, seconds waited for a CPU) of ``role`` between two checkpoints."""
+        if start not in result.schedule or end not in result.schedule:
+            return float("nan"), float("nan")
+        (ran0, waited0), (ran1, waited1) = result.schedule[start][role], result.schedule[end][role]
+        return ran1 - ran0, waited1 - waited0
+
+    def cpu(start: str, end: str) -> str:
+        server, clients = used(start, end, "server"), used(start, end, "clients")
+        return (f"server {server[0]:.1f} s (waited {server[1]:.1f} s), "
+                f"clients {clients[0]:.1f} s (waited {clients[1]:.1f} s)")
+
+    handshake_cpu = used("ramp-up start", "ramp-up end", "server")[0]
+    eku_cpu = used("EKU window start", "EKUs done", "server")[0]
 
     def failures(counts: dict[str, int]) -> str:
         return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"
@@ -510,20 +546,25 @@ def report(result: Result) -> tuple[str, list[tuple[str, str, str, str]]]:
         ["connections established", f"{result.opened} of {n} (server handled {result.server_handled})"],
         ["handshake failures", failures(result.handshake_failures)],
         ["ramp-up", f"{result.ramp_seconds:.1f} s, {result.opened / max(result.ramp_seconds, 1e-9):.0f} handshakes/s"],
-        ["server CPU during ramp-up", f"{cpu_in('ramp-up', 'baseline'):.1f} s "
-         f"({cpu_in('ramp-up', 'baseline') * 1000 / max(result.opened, 1):.2f} ms per handshake)"],
+        ["CPU ran (waited for a CPU) during ramp-up", cpu("ramp-up start", "ramp-up end")],
+        ["server CPU per handshake", f"{handshake_cpu * 1000 / max(result.opened, 1):.2f} ms"],
         ["server RSS before (1 connection)", f"{_mib(base.get('VmRSS', 0))}"],
         ["server RSS after ramp-up (VmRSS / VmHWM)", f"{_mib(ramp.get('VmRSS', 0))} / {_mib(ramp.get('VmHWM', 0))}"],
         ["server RSS per idle connection", f"{per_conn:.1f} KiB"],
-        ["server CPU while idle", f"{cpu_in('idle', 'ramp-up'):.2f} s in {plan.idle:.0f} s"],
+        ["server after ramp-up: timers, objects, one full gc.collect()",
+         f"{ramp.get('timers', 0)} timers, {ramp.get('objects', 0)} objects "
+         f"({(ramp.get('objects', 0) - base.get('objects', 0)) / max(result.server_handled, 1):.0f} per "
+         f"connection), {_ms(ramp.get('gc_seconds', float('nan')))} ms"],
+        [f"CPU ran (waited) in the {plan.idle:.0f} s idle", cpu("idle start", "idle end")],
         ["EKUs completed within the window", f"{within} of {n} ({within * 100 / n:.1f}%), "
          f"{len(completed) - within} later"],
         ["EKU failures", failures(result.eku_failures)],
         ["EKU + echo, client's view p50 / p99 / max",
          f"{_ms(percentile(eku_latency, 50))} / {_ms(percentile(eku_latency, 99))} / "
          f"{_ms(max(eku_latency, default=float('nan')))} ms"],
-        ["server CPU during the window", f"{cpu_in('EKU window', 'idle'):.1f} s in {plan.window:.0f} s "
-         f"({cpu_in('EKU window', 'idle') * 1000 / max(len(completed), 1):.2f} ms per EKU)"],
+        [f"CPU ran (waited) in the {plan.window:.0f} s window", cpu("EKU window start", "EKU window end")],
+        ["server CPU per EKU (window start to the last EKU)",
+         f"{eku_cpu * 1000 / max(len(completed), 1):.2f} ms"],
         ["server RSS after the EKUs (VmRSS / VmHWM)",
          f"{_mib(after.get('VmRSS', 0))} / {_mib(after.get('VmHWM', 0))}"],
     ]
