@@ -29,6 +29,7 @@ Two figures per pair, because wall-clock time over UDP is not only work:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -105,7 +106,9 @@ def serve_main(pki: Pki) -> None:
 
 
 class LongtlsServer:
-    """The ``run.py --internal-dtls-serve`` process; ``ports`` by group."""
+    """The ``run.py --internal-dtls-serve`` process; ``ports`` by group once
+    ``wait_ready()`` returned (started first, so that other processes can
+    start meanwhile)."""
 
     def __init__(self, pki: Pki) -> None:
         self.proc = subprocess.Popen(
@@ -113,6 +116,9 @@ class LongtlsServer:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.ports: dict[str, int] = {}
+        self.pid = self.proc.pid
+
+    def wait_ready(self) -> None:
         assert self.proc.stdout is not None
         while (line := self.proc.stdout.readline()) != "READY\n":
             if not line.startswith("PORT "):
@@ -120,7 +126,6 @@ class LongtlsServer:
                 raise RuntimeError(f"the longtls DTLS server did not start: {line!r}")
             _, group, port = line.split()
             self.ports[group] = int(port)
-        self.pid = self.proc.pid
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -182,7 +187,7 @@ async def _updates(port: int, config: Configuration, count: int) -> float:
 
 async def _tls_updates(port: int, config: Configuration, count: int) -> float:
     """The same over TLS (``longtls.aio.connect``) against the asyncio section's server."""
-    reader, writer = await longtls.aio.connect(HOST, port, config)
+    _reader, writer = await longtls.aio.connect(HOST, port, config)
     start = time.perf_counter()
     for _ in range(count):
         await writer.update_keys()
@@ -192,7 +197,6 @@ async def _tls_updates(port: int, config: Configuration, count: int) -> float:
         await writer.wait_closed()
     except (ConnectionError, OSError, TLSError):
         pass
-    del reader
     return took
 
 
@@ -279,8 +283,6 @@ def _dtls_pump(client: DTLSConnection, server: DTLSConnection, clock: _Clock, do
 def dtls_pair(pki: Pki, group: str) -> tuple[DTLSConnection, DTLSConnection, _Clock]:
     """A DTLS 1.3 client and server connected in memory (the cookie exchange
     through ``DTLSConnection.accept``, as a server does it)."""
-    import dataclasses
-
     clock = _Clock()
     client_cfg, server_cfg = (dataclasses.replace(c, now=clock) for c in configs(pki, group, SUITE))
     client = DTLSConnection(client_cfg)

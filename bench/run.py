@@ -381,8 +381,9 @@ class Bench:
             stack.callback(wolf.close)
             server = dtls_cases.LongtlsServer(self.pki)
             stack.callback(server.close)
-            tls_server = aio_cases.ServerProcess("longtls", self.pki)
+            tls_server = aio_cases.ServerProcess("longtls", self.pki)  # while ours starts
             stack.callback(tls_server.close)
+            server.wait_ready()
             hs_port, hs_pid = wolf.start_server([])
             echo_port, echo_pid = wolf.start_server(["-B", f"{s.dtls_echo_bytes},{dtls_cases.BLOCK}"])
             longtls_port = server.ports[dtls_cases.GROUP]
@@ -451,7 +452,9 @@ class Bench:
             rows,
             f"x25519, TLS_AES_128_GCM_SHA256, ECDSA P-256 chain verified by the client, no client certificate, "
             "a cookie HelloRetryRequest on every handshake (both servers ask for one). wolfSSL: "
-            f"{wolf_info}; its client's `-b {s.dtls_handshakes}` and `-B {s.dtls_echo_bytes},{dtls_cases.BLOCK}`, "
+            f"{wolf_info}, the interop tests' build (`make peers`: no `--enable-aesni`, no `--enable-sp` "
+            "ECC code, so its AES-GCM and P-256 are portable C; a build tuned for speed does better); "
+            f"its client's `-b {s.dtls_handshakes}` and `-B {s.dtls_echo_bytes},{dtls_cases.BLOCK}`, "
             "its server `-i` (and the same `-B`). longtls: `connect_dtls` in the benchmark process, "
             "`serve_dtls` (an echo handler) in its own process; longtls offers EKU, wolfSSL does not. "
             f"Handshakes: {s.dtls_handshakes} connections one after another (handshake, close_notify). "
