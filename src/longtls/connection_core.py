@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
@@ -139,7 +138,10 @@ class ConnectionCore(ABC):
         self.is_client = configuration.is_client
         self.state = ConnectionState.HANDSHAKING
         self._transport = transport
-        self._events: deque[Event] = deque()
+        # A list, not a deque: an idle connection's empty queue is 56 bytes
+        # instead of 600 (issue 16); queues are short (what one call
+        # produced), so next_event's pop(0) moves a few pointers.
+        self._events: list[Event] = []
         self._keylog = configuration.keylog or from_environment()
         #: ClientHello.random, the key log's key (HandshakeHost).
         self.client_random = b""
@@ -168,12 +170,12 @@ class ConnectionCore(ABC):
     # ------------------------------------------------------------------ API
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def events(self) -> list[Event]:
         """All pending events (empties the queue)."""
-        evs = list(self._events)
-        self._events.clear()
+        evs = self._events
+        self._events = []
         return evs
 
     @property

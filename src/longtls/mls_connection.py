@@ -43,7 +43,6 @@ import datetime
 import functools
 import hashlib
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -256,7 +255,8 @@ class MLSConnection:
         if configuration.mls_max_key_package_lifetime <= 0:
             raise ConfigurationError("mls_max_key_package_lifetime must be positive")
         self.state = ConnectionState.HANDSHAKING
-        self._events: deque[Event] = deque()
+        # A list: an empty deque costs 600 bytes per idle connection (issue 16).
+        self._events: list[Event] = []
         self._keylog = configuration.keylog or from_environment()
         self._credential, signature_private_key = _identity(configuration)
         self._own_signature_key = mls_suite(suites[0]).signature_public_key(signature_private_key)
@@ -405,11 +405,11 @@ class MLSConnection:
         self._fail(ProtocolError(reason, alert))
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def events(self) -> list[Event]:
-        evs = list(self._events)
-        self._events.clear()
+        evs = self._events
+        self._events = []
         return evs
 
     @property

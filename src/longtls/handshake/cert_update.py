@@ -217,25 +217,29 @@ class CertificateUpdates:
         #: Our request the peer has not answered yet, and the peer's we have not used.
         self._own_request: bytes | None = engine.own_update_request
         self._peer_request: bytes | None = engine.peer_update_request
-        self._peer_contexts: set[bytes] = set()
+        # The contexts and leaves used so far are tuples, not sets: they grow by
+        # one per certificate update (a renewal: a handful in a connection's
+        # life), and an empty or one-entry set costs 216 bytes on every
+        # connection, a tuple 40-48 (issue 16).
+        self._peer_contexts: tuple[bytes, ...] = ()
         if self._own_request is not None:
             host.exported_authenticators.register_request(self._own_request)
         if self._peer_request is not None:
-            self._peer_contexts.add(self._context_of_peer_request(self._peer_request))
+            self._peer_contexts += (self._context_of_peer_request(self._peer_request),)
         # The peer's identity: the chain and scheme of its last certificate
         # authentication (handshake or post-handshake), what every update is
         # compared with; and the chain now in force (it follows updates).
         self._peer_anchor: tuple[x509.Certificate, ...] = ()
         self._peer_scheme: SignatureScheme | None = None
         self._peer_chain: tuple[x509.Certificate, ...] = ()
-        self._peer_used: set[bytes] = set()
+        self._peer_used: tuple[bytes, ...] = ()
         self.peer_authenticated()
         # Ours: the engine keeps the chain and scheme of our last certificate
         # authentication (engine.local_certificates); this is the chain in
         # force once we sent updates.
         self._local_seen: tuple[x509.Certificate, ...] = ()
         self._local_chain: tuple[x509.Certificate, ...] = ()
-        self._local_used: set[bytes] = set()
+        self._local_used: tuple[bytes, ...] = ()
         self._sync_local()
         #: An update the application asked for that has not gone yet: (chain, key).
         self._pending: tuple[tuple[x509.Certificate, ...], Any] | None = None
@@ -277,7 +281,7 @@ class CertificateUpdates:
             return
         self._peer_anchor = self._peer_chain = chain
         self._peer_scheme = engine.peer_signature_scheme
-        self._peer_used.add(_leaf_id(chain))
+        self._peer_used += (_leaf_id(chain),)
 
     def _sync_local(self) -> None:
         """Our side of ``peer_authenticated``: the engine records the chain of
@@ -286,7 +290,7 @@ class CertificateUpdates:
         chain = self._engine.local_certificates
         if chain and chain is not self._local_seen:
             self._local_seen = self._local_chain = chain
-            self._local_used.add(_leaf_id(chain))
+            self._local_used += (_leaf_id(chain),)
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -350,7 +354,7 @@ class CertificateUpdates:
                 "CertificateUpdate refused by the application's certificate_update_policy",
                 AlertDescription.illegal_parameter,
             )
-        self._peer_used.add(leaf)
+        self._peer_used += (leaf,)
         self._peer_chain = chain
         self.received += 1
         self.host.emit(CertificateUpdated(CertificateUpdateDirection.received, chain))
@@ -372,7 +376,7 @@ class CertificateUpdates:
             raise RemoteProtocolError(
                 "CertificateUpdateRequest reuses an earlier request's context", AlertDescription.illegal_parameter
             )
-        self._peer_contexts.add(context)
+        self._peer_contexts += (context,)
         self._peer_request = raw
         self.resume()
 
@@ -481,7 +485,7 @@ class CertificateUpdates:
         self.host.queue_handshake(encode_handshake(
             HandshakeType.certificate_update, CertificateUpdate(authenticator).encode()
         ))
-        self._local_used.add(_leaf_id(chain))
+        self._local_used += (_leaf_id(chain),)
         self._local_chain = chain
         self.sent += 1
         self.host.emit(CertificateUpdated(CertificateUpdateDirection.sent, chain))

@@ -400,6 +400,12 @@ def _check_mac(suite: SuiteInfo, keys: AuthenticatorKeys, verify_data: bytes, tr
 # --- the per-connection state behind the public API (RFC 9261 §7) ---------------------------
 
 
+# How a certificate_request_context was used on a connection (bits).
+_REQUESTED = 1  # in one of our requests
+_BUILT = 2  # in an authenticator or refusal we made
+_VALIDATED = 4  # in a peer's authenticator we validated
+
+
 class ExportedAuthenticators:
     """Exported Authenticators on one established connection, either role.
 
@@ -431,15 +437,26 @@ class ExportedAuthenticators:
         #: The ClientHello's (RFC 9261 §5.2.2: spontaneous server authenticators).
         self._client_hello_signature_algorithms = tuple(client_hello_signature_algorithms)
         self._verify_peer_chain = verify_peer_chain
-        self._requested: set[bytes] = set()
-        self._built: set[bytes] = set()
-        self._validated: set[bytes] = set()
+        # Every context used, with how (_REQUESTED, _BUILT, _VALIDATED bits):
+        # one dict that stays empty (64 bytes) on the many connections that
+        # never use authenticators, where three empty sets took 648 (issue 16).
+        self._contexts: dict[bytes, int] = {}
 
     def __repr__(self) -> str:
         return (
             f"<ExportedAuthenticators {'client' if self.is_client else 'server'} "
-            f"requests={len(self._requested)} built={len(self._built)} validated={len(self._validated)}>"
+            f"requests={self._count(_REQUESTED)} built={self._count(_BUILT)} validated={self._count(_VALIDATED)}>"
         )
+
+    def _count(self, use: int) -> int:
+        return sum(1 for uses in self._contexts.values() if uses & use)
+
+    def _used(self, context: bytes, uses: int) -> bool:
+        """``context`` was used in one of the ways ``uses`` names."""
+        return bool(self._contexts.get(context, 0) & uses)
+
+    def _record(self, context: bytes, use: int) -> None:
+        self._contexts[context] = self._contexts.get(context, 0) | use
 
     def keys(self, *, sender_is_client: bool, generation: int | None = None) -> AuthenticatorKeys:
         """The Handshake Context and Finished MAC Key of a sender, from the
@@ -449,7 +466,7 @@ class ExportedAuthenticators:
     def _fresh_context(self) -> bytes:
         while True:
             context = self._config.random(CONTEXT_LENGTH)
-            if context not in self._requested and context not in self._built and context not in self._validated:
+            if context not in self._contexts:
                 return context
 
     # -- the "request" API (§7.1) --
@@ -467,7 +484,7 @@ class ExportedAuthenticators:
             context = self._fresh_context()
         elif len(context) > 255:
             raise LocalProtocolError("a certificate_request_context has at most 255 bytes")
-        elif context in self._requested:
+        elif self._used(context, _REQUESTED):
             raise LocalProtocolError("this context was already used in a request on this connection")
         if any(ext.type == ExtensionType.signature_algorithms for ext in extensions):
             raise LocalProtocolError("pass signature_algorithms= rather than a signature_algorithms extension")
@@ -476,13 +493,13 @@ class ExportedAuthenticators:
             raise LocalProtocolError("a request offers at least one signature scheme")
         first = Extension(ExtensionType.signature_algorithms, X.encode_signature_algorithms(list(schemes)))
         raw = encode_authenticator_request(from_client=self.is_client, context=context, extensions=(first, *extensions))
-        self._requested.add(bytes(context))
+        self._record(bytes(context), _REQUESTED)
         return raw
 
     def register_request(self, request: bytes) -> None:
         """Count a request of ours made before this object existed (e.g. one
         sent during the handshake) so its context is never used again."""
-        self._requested.add(self._own_request(request).certificate_request_context)
+        self._record(self._own_request(request).certificate_request_context, _REQUESTED)
 
     # -- the "authenticate" API (§7.3) --
 
@@ -517,7 +534,7 @@ class ExportedAuthenticators:
         authenticator = create_authenticator(
             self.suite, keys, request=request, context=context, chain=chain, private_key=key, scheme=scheme
         )
-        self._built.add(context)
+        self._record(context, _BUILT)
         return authenticator
 
     def refuse(self, request: bytes, *, generation: int | None = None) -> bytes:
@@ -525,7 +542,7 @@ class ExportedAuthenticators:
         context, _ = self._answering(request, None)
         keys = self.keys(sender_is_client=self.is_client, generation=generation)
         authenticator = create_empty_authenticator(self.suite, keys, request=request, context=context)
-        self._built.add(context)
+        self._record(context, _BUILT)
         return authenticator
 
     def _answering(self, request: bytes | None, context: bytes | None) -> tuple[bytes, tuple[int, ...]]:
@@ -537,7 +554,7 @@ class ExportedAuthenticators:
                 raise LocalProtocolError("a client authenticates only in answer to a request")
             if context is None:
                 context = self._fresh_context()
-            elif context in self._built or context in self._validated or context in self._requested:
+            elif context in self._contexts:
                 raise LocalProtocolError("this context was already used on this connection")
             if len(context) > 255:
                 raise LocalProtocolError("a certificate_request_context has at most 255 bytes")
@@ -549,7 +566,7 @@ class ExportedAuthenticators:
         if context is not None and context != parsed.certificate_request_context:
             raise LocalProtocolError("context= differs from the request's context")
         context = parsed.certificate_request_context
-        if context in self._requested:
+        if self._used(context, _REQUESTED):
             # RFC 9261 §4: a context of a ClientCertificateRequest "cannot be
             # used in an authenticator CertificateRequest on the same
             # connection, and vice versa".
@@ -558,7 +575,7 @@ class ExportedAuthenticators:
             )
         # RFC 9261 §5.2: no second authenticator for a context we already
         # built one for or validated one with.
-        if context in self._built or context in self._validated:
+        if self._used(context, _BUILT | _VALIDATED):
             raise LocalProtocolError("an authenticator for this context was already made or validated")
         offered = _request_signature_algorithms(parsed)
         assert offered is not None  # decode_authenticator_request required it
@@ -610,11 +627,11 @@ class ExportedAuthenticators:
             )
         except RemoteProtocolError as exc:
             raise AuthenticatorError(f"invalid authenticator: {exc.args[0]}", exc.alert) from None
-        if result.context in self._validated:
+        if self._used(result.context, _VALIDATED):
             raise AuthenticatorError(
                 "an authenticator with this context was already validated", AlertDescription.illegal_parameter
             )
-        self._validated.add(result.context)
+        self._record(result.context, _VALIDATED)
         if result.empty:
             raise AuthenticatorRefused("the peer declined the request (empty authenticator)", AlertDescription.certificate_required)
         return result

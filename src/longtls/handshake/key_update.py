@@ -86,7 +86,9 @@ class KeyUpdateProtocol:
         self.answer_owed = False
         self.deadline: float | None = None
         self.timeout = 0.0
-        self._peer_update_times: deque[float] = deque()
+        # Created at the first peer-started update: most connections never see
+        # one, and an empty deque costs 600 bytes (issue 16).
+        self._peer_update_times: deque[float] | None = None
 
     def __repr__(self) -> str:
         return f"<KeyUpdateProtocol answer_owed={self.answer_owed}>"
@@ -100,6 +102,8 @@ class KeyUpdateProtocol:
         cfg = self.host.configuration
         now = cfg.now()
         times = self._peer_update_times
+        if times is None:
+            times = self._peer_update_times = deque()
         times.append(now)
         while times and times[0] <= now - 1.0:
             times.popleft()
