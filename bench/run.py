@@ -1,6 +1,6 @@
 """longtls side by side with Python ssl, pyOpenSSL and tlslite-ng.
 
-    .venv/bin/python bench/run.py                 # everything (~5 minutes on 2 cores)
+    .venv/bin/python bench/run.py                 # everything (several minutes: scale holds 10,000 connections)
     .venv/bin/python bench/run.py --quick         # a smoke run, under a minute
     .venv/bin/python bench/run.py --only bulk,eku # some sections
     .venv/bin/python bench/run.py --only dtls,mls # DTLS 1.3 (vs wolfSSL) and MLS mode
@@ -456,7 +456,9 @@ class Bench:
             "ECC code, so its AES-GCM and P-256 are portable C; a build tuned for speed does better); "
             f"its client's `-b {s.dtls_handshakes}` and `-B {s.dtls_echo_bytes},{dtls_cases.BLOCK}`, "
             "its server `-i` (and the same `-B`). longtls: `connect_dtls` in the benchmark process, "
-            "`serve_dtls` (an echo handler) in its own process; longtls offers EKU, wolfSSL does not. "
+            "`serve_dtls` (an echo handler) in its own process. longtls offers EKU, wolfSSL does not: "
+            "a longtls pair negotiates it and so sends no ticket (draft-13); a longtls server sends a "
+            "wolfSSL client 2 tickets, a wolfSSL server sends 1. "
             f"Handshakes: {s.dtls_handshakes} connections one after another (handshake, close_notify). "
             f"Echo: one association, {s.dtls_echo_bytes // KIB} KiB as {dtls_cases.BLOCK}-byte datagrams, "
             "each echoed back before the next goes. CPU: the client's (a wolfSSL client's start-up "
