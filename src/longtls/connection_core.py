@@ -162,7 +162,7 @@ class ConnectionCore(ABC):
         self.post_handshake = PostHandshakeArbiter(engine, configuration, client_authentication(engine))
         #: The updates this side starts by itself (usage limits, Configuration.rekey_*).
         self._rekey = RekeyPolicy(self.post_handshake, configuration)
-        #: Exported Authenticators (RFC 9261), once the handshake is complete.
+        #: Exported Authenticators (RFC 9261), made at first use once the handshake is complete.
         self._exported_authenticators: ExportedAuthenticators | None = None
         #: Certificate Update (draft-rosomakho-tls-cert-update-02), once negotiated.
         self._certificate_updates: CertificateUpdates | None = None
@@ -288,7 +288,14 @@ class ConnectionCore(ABC):
         """The connection's Exported Authenticators state (contexts used, keys)."""
         state = self._exported_authenticators
         if state is None:
-            raise LocalProtocolError("exported authenticators are available once the handshake is complete")
+            if not self.handshake.complete:
+                raise LocalProtocolError("exported authenticators are available once the handshake is complete")
+            # Made at first use, not when the handshake completes: most
+            # connections never use authenticators, and the state is ~700
+            # bytes per connection (issue 16).
+            state = self._exported_authenticators = exported_authenticators_for(
+                self.handshake, self._authenticator_exporter
+            )
         return state
 
     def _authenticators(self) -> ExportedAuthenticators:
@@ -613,7 +620,6 @@ class ConnectionCore(ABC):
                 transport=self._transport,
             )
             self.post_handshake.register_eku(self.eku)
-        self._exported_authenticators = exported_authenticators_for(hs, self._authenticator_exporter)
         if hs.certificate_update_negotiated:
             self._certificate_updates = CertificateUpdates(self, hs)
             self.post_handshake.register_certificate_update(self._certificate_updates)

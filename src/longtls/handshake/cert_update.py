@@ -222,8 +222,8 @@ class CertificateUpdates:
         # life), and an empty or one-entry set costs 216 bytes on every
         # connection, a tuple 40-48 (issue 16).
         self._peer_contexts: tuple[bytes, ...] = ()
-        if self._own_request is not None:
-            host.exported_authenticators.register_request(self._own_request)
+        # Our handshake request's context is counted as used by
+        # exported_authenticators_for, whenever that state is made.
         if self._peer_request is not None:
             self._peer_contexts += (self._context_of_peer_request(self._peer_request),)
         # The peer's identity: the chain and scheme of its last certificate

@@ -665,7 +665,12 @@ class ExportedAuthenticators:
 
 
 def exported_authenticators_for(engine: HandshakeEngine, exporter: ExporterByGeneration) -> ExportedAuthenticators:
-    """The state for a connection whose handshake ``engine`` just completed."""
+    """The state for a connection whose handshake ``engine`` has completed.
+
+    Called at the connection's first use of authenticators, possibly long
+    after the handshake: what it reads from the engine (suite, signature
+    algorithms, the ClientHello's, server name, our handshake request, our
+    credential) must stay on the engine once it is complete."""
     assert engine.suite is not None
     config = engine.config
     is_client = config.is_client
@@ -683,9 +688,14 @@ def exported_authenticators_for(engine: HandshakeEngine, exporter: ExporterByGen
     # RFC 9261 §5.2.2: spontaneous server authenticators sign with a scheme
     # from the ClientHello; a client's own list is what it sent there.
     hello_schemes = getattr(engine, "client_signature_algorithms", engine.signature_algorithms)
-    return ExportedAuthenticators(
+    state = ExportedAuthenticators(
         is_client=is_client, suite=engine.suite, exporter=exporter, configuration=config,
         signature_algorithms=engine.signature_algorithms, client_hello_signature_algorithms=hello_schemes,
         verify_peer_chain=verify,
         own_credential=lambda: (engine.own_certificate_chain, engine.own_private_key),
     )
+    if engine.own_update_request is not None:
+        # The certificate_update_request we sent in the handshake
+        # (draft-rosomakho-tls-cert-update-02 §5) used its context (RFC 9261 §4).
+        state.register_request(engine.own_update_request)
+    return state
