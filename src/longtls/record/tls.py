@@ -177,6 +177,11 @@ class RecordReader:
         """
         data, pos = self._data, self._pos
         if len(data) - pos < HEADER_LENGTH:
+            if pos and pos == len(data):
+                # All handed out: keep no reference to the last bytes received
+                # (an idle connection held its peer's last flight, issue 16).
+                self._data = b""
+                self._pos = 0
             return None
         content_type = data[pos]
         if content_type not in self._allowed or data[pos + 1] != 3:
