@@ -686,6 +686,11 @@ class HandshakeReassembler:
         pos = self._pos
         length = self._check_header(data)
         if length < 0:
+            if pos and pos == len(data):
+                # All handed out: keep no reference to the last record's
+                # payload (an idle connection held its last messages, issue 16).
+                self._data = b""
+                self._pos = 0
             return None
         end = pos + 4 + length
         if end > len(data):
