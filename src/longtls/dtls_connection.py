@@ -35,7 +35,6 @@ collected in docs/dtls.md.
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
 from collections.abc import Callable, Sequence
 
 from .config import Configuration
@@ -181,6 +180,17 @@ class DTLSConnection(ConnectionCore):
     _protocol = "DTLS"
     _log_name = "DTLS connection"
 
+    # The association's own state in slots: with the core's attributes an
+    # instance had 48, past the 30 that CPython 3.11 keeps inline, so each
+    # one carried a 1.6 KB dict (issue 16).  The core's stay in __dict__.
+    __slots__ = (
+        "_ack_now", "_answered_peer", "_cid_sent", "_close_number", "_dtls13_known", "_eku_sent",
+        "_flight_open", "_held", "_hello_retry_records", "_mtu", "_newest_read_epoch", "_newest_received",
+        "_now", "_outbox", "_pending_switches", "_probe", "_queued_now", "_read_epoch", "_read_secret",
+        "_receiver", "_records", "_sender", "_suite", "_unreadable_answered", "_write_epoch",
+        "_write_secret", "client_address", "connection_ids", "last_datagram_advanced", "plaintext_dropped",
+    )
+
     def __init__(
         self,
         configuration: Configuration,
@@ -219,9 +229,11 @@ class DTLSConnection(ConnectionCore):
         # and the epochs whose keys wait for an ACK (rfc9147bis §8).
         self._write_epoch = 0
         self._write_secret = b""
-        self._pending_switches: deque[_PendingSwitch] = deque()
+        # Lists, not deques: both are empty on an idle association (two empty
+        # deques were ~1.2 KB of it, issue 16) and hold a few entries at most.
+        self._pending_switches: list[_PendingSwitch] = []
         #: Handshake messages queued behind a pending switch: (message, epoch).
-        self._held: deque[tuple[bytes, int]] = deque()
+        self._held: list[tuple[bytes, int]] = []
         self._flight_open = False
         self._queued_now = False
         # Read side: the epoch the peer's next handshake message must arrive
@@ -853,12 +865,12 @@ class DTLSConnection(ConnectionCore):
                 return
             if not sender.acknowledged_through(sender.next_message_seq - 1):
                 return
-            self._pending_switches.popleft()
+            del self._pending_switches[0]
             assert self._suite is not None
             self._records.set_write_epoch(pending.epoch, self._suite, pending.secret)
             self._events.extend(pending.events)
             while self._held and self._held[0][1] <= self._records.write_epoch:
-                message, epoch = self._held.popleft()
+                message, epoch = self._held.pop(0)
                 self._queue_message(message, epoch)
             if not self._pending_switches:
                 # A CertificateUpdate waits for no KeyUpdate any more (it
