@@ -172,10 +172,16 @@ class PskCandidate:
     def __repr__(self) -> str:
         return f"<PskCandidate {self.kind.value} {self.display_identity!r} {self.hash_name}>"
 
-    def binder_key(self, prefix: bytes = ks.TLS13_LABEL_PREFIX) -> bytes:
-        """binder_key under the transport's label prefix ("dtls13" over DTLS, RFC 9147 §5.9)."""
-        suite = hash_suite(self.hash_name)
-        return ks.HandshakeSecrets(suite, self.psk, prefix).binder_key(self.kind.binder_label)
+    def early_secrets(self, prefix: bytes = ks.TLS13_LABEL_PREFIX) -> ks.HandshakeSecrets:
+        """The Early Secret of this PSK (RFC 9846 §7.1), under its hash."""
+        return ks.HandshakeSecrets(hash_suite(self.hash_name), self.psk, prefix)
+
+    def binder_key(
+        self, prefix: bytes = ks.TLS13_LABEL_PREFIX, early: ks.HandshakeSecrets | None = None
+    ) -> bytes:
+        """binder_key under the transport's label prefix ("dtls13" over DTLS, RFC 9147 §5.9);
+        ``early``: this PSK's :meth:`early_secrets`, when the caller keeps them."""
+        return (early or self.early_secrets(prefix)).binder_key(self.kind.binder_label)
 
 
 def client_candidates(

@@ -38,6 +38,15 @@ DTLS13_LABEL_PREFIX = b"dtls13"
 # HKDF, HMAC and Hash for every suite hash.  Outputs longer than one hash
 # (an exporter asked for more) still use HKDFExpand.
 _HASHLIB: dict[str, Callable[..., Any]] = {"sha256": hashlib.sha256, "sha384": hashlib.sha384}
+
+# hmac.digest is a Python function that checks its arguments and then calls
+# _hashlib.hmac_digest (CPython's OpenSSL binding); ~60 HMACs per handshake
+# call that one directly, and hmac.digest where CPython has no _hashlib.
+_hmac_digest: Callable[[bytes, bytes, str], bytes]
+try:
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:  # pragma: no cover - CPython built without OpenSSL
+    _hmac_digest = _hmac.digest
 _LABEL_HEADS: dict[tuple[bytes, bytes, int], bytes] = {}  # see hkdf_expand_label
 _LABEL_HEADS_LIMIT = 256
 
@@ -45,7 +54,7 @@ _LABEL_HEADS_LIMIT = 256
 def hkdf_extract(suite: SuiteInfo, salt: bytes, ikm: bytes) -> bytes:
     """HKDF-Extract (RFC 5869 §2.2): HMAC-Hash(salt, IKM); an empty salt means
     HashLen zeros."""
-    return _hmac.digest(salt or bytes(suite.hash_length), ikm, suite.hash_name)
+    return _hmac_digest(salt or bytes(suite.hash_length), ikm, suite.hash_name)
 
 
 def hkdf_expand_label(
@@ -67,7 +76,7 @@ def hkdf_expand_label(
         # RFC 5869 §2.3: T(1) = HMAC-Hash(PRK, info | 0x01) and OKM is its
         # first L octets; every secret, key and IV of TLS 1.3 fits in T(1).
         info_and_counter = b"".join((head, bytes((len(context),)), context, b"\x01"))
-        return _hmac.digest(secret, info_and_counter, suite.hash_name)[:length]
+        return _hmac_digest(secret, info_and_counter, suite.hash_name)[:length]
     return HKDFExpand(suite.hash, length, head + bytes((len(context),)) + context).derive(secret)
 
 
@@ -121,7 +130,7 @@ def finished_verify_data(
     suite: SuiteInfo, base_key: bytes, transcript_hash: bytes, prefix: bytes = TLS13_LABEL_PREFIX
 ) -> bytes:
     """verify_data = HMAC(finished_key, Transcript-Hash(...)) (RFC 9846 §4.4.4)."""
-    return _hmac.digest(finished_key(suite, base_key, prefix), transcript_hash, suite.hash_name)
+    return _hmac_digest(finished_key(suite, base_key, prefix), transcript_hash, suite.hash_name)
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:
@@ -246,13 +255,19 @@ class HandshakeSecrets:
     )
 
     def __init__(
-        self, suite: SuiteInfo, psk: bytes | None = None, prefix: bytes = TLS13_LABEL_PREFIX
+        self, suite: SuiteInfo, psk: bytes | None = None, prefix: bytes = TLS13_LABEL_PREFIX,
+        *, early_secret: bytes | None = None,
     ) -> None:
+        """``early_secret``: HKDF-Extract(0, psk) when the caller already has
+        it (it computed the PSK binder with a suite of the same hash), so a
+        resumed handshake extracts it once per side, not twice (issue 16)."""
         self.suite = suite
         self.prefix = prefix
         #: Derive-Secret(early_secret, "derived", "") when it is a constant (no PSK).
         self._handshake_salt = b""
-        if psk:
+        if psk and early_secret is not None:
+            self.early_secret = early_secret
+        elif psk:
             self.early_secret = hkdf_extract(suite, b"", psk)
         else:
             self.early_secret, self._handshake_salt = _no_psk_early(suite, prefix)

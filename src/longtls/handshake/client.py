@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum, auto
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from ..config import Configuration
 from ..constants import (
@@ -58,6 +58,26 @@ from .transport import TLS, Transport
 MAX_TICKET_LIFETIME = 604800
 
 
+class _FixedExtensions(NamedTuple):
+    """ClientHello extensions that depend on configuration values only (None:
+    not sent), encoded once per distinct values (issue 16)."""
+
+    supported_groups: Extension
+    alpn: Extension | None
+    supported_versions: Extension
+    signature_algorithms: Extension
+    psk_key_exchange_modes: Extension | None
+    record_size_limit: Extension
+    compress_certificate: Extension | None
+    post_handshake_auth: Extension | None
+
+
+#: Keyed by the values themselves, since a Configuration may be changed
+#: between connections; bounded, as the values come from configurations.
+_FIXED_EXTENSIONS: dict[tuple[object, ...], _FixedExtensions] = {}
+_FIXED_EXTENSIONS_LIMIT = 64
+
+
 class ClientState(Enum):
     START = auto()
     WAIT_SH = auto()
@@ -81,6 +101,9 @@ class ClientHandshake(HandshakeEngine):
         self.psk_modes: tuple[int, ...] = ()
         #: The PSKs of the last ClientHello, in the order of its identities.
         self.offered_psks: list[PskCandidate] = []
+        #: Their Early Secrets, extracted for the binders and used again for
+        #: the handshake secret of the one the server selects (issue 16).
+        self.offered_early_secrets: list[bytes] = []
         self.certificate_request: CertificateRequest | None = None
         # RFC 8879: the algorithms our ClientHello's compress_certificate listed.
         self.offered_compression: tuple[int, ...] = ()
@@ -129,43 +152,64 @@ class ClientHandshake(HandshakeEngine):
             return None
         return t
 
+    def _fixed_extensions(self) -> _FixedExtensions:
+        """The extensions of ``_FIXED_EXTENSIONS``, made or found."""
+        cfg = self.config
+        key = (
+            tuple(cfg.groups), tuple(cfg.alpn_protocols or ()), self.transport.version, self.signature_algorithms,
+            tuple(cfg.psk_key_exchange_modes), cfg.record_size_limit, tuple(cfg.certificate_compression),
+            bool(cfg.post_handshake_auth and cfg.certificate_chain),
+        )
+        fixed = _FIXED_EXTENSIONS.get(key)
+        if fixed is not None:
+            return fixed
+        groups, alpn, version, schemes, psk_modes, record_size_limit, compression, pha = key
+        fixed = _FixedExtensions(
+            Extension(ExtensionType.supported_groups, X.encode_supported_groups(list(groups))),
+            Extension(
+                ExtensionType.application_layer_protocol_negotiation,
+                X.encode_application_layer_protocol_negotiation([p.encode() for p in alpn]),
+            ) if alpn else None,
+            Extension(ExtensionType.supported_versions, X.encode_supported_versions_client([version])),
+            Extension(ExtensionType.signature_algorithms, X.encode_signature_algorithms(list(schemes))),
+            Extension(
+                ExtensionType.psk_key_exchange_modes, X.encode_psk_key_exchange_modes(list(psk_modes)),
+            ) if psk_modes else None,
+            Extension(ExtensionType.record_size_limit, X.encode_record_size_limit(record_size_limit)),
+            # RFC 8879 §3: we accept a compressed server Certificate.
+            Extension(
+                ExtensionType.compress_certificate, X.encode_compress_certificate(list(compression)),
+            ) if compression else None,
+            Extension(ExtensionType.post_handshake_auth, X.encode_post_handshake_auth()) if pha else None,
+        )
+        if len(_FIXED_EXTENSIONS) < _FIXED_EXTENSIONS_LIMIT:
+            _FIXED_EXTENSIONS[key] = fixed
+        return fixed
+
     def _client_hello_extensions(self) -> list[Extension]:
         cfg = self.config
+        groups, alpn, versions, schemes, psk_modes, record_size_limit, compression, pha = self._fixed_extensions()
         exts: list[Extension] = []
         if self.server_name and not is_ip_address(self.server_name):
             # RFC 6066 §3: IP literals are not sent as server_name.
             exts.append(Extension(ExtensionType.server_name, X.encode_server_name(self.server_name)))
-        exts.append(Extension(ExtensionType.supported_groups, X.encode_supported_groups(list(cfg.groups))))
-        if cfg.alpn_protocols:
-            exts.append(Extension(
-                ExtensionType.application_layer_protocol_negotiation,
-                X.encode_application_layer_protocol_negotiation([p.encode() for p in cfg.alpn_protocols]),
-            ))
+        exts.append(groups)
+        if alpn is not None:
+            exts.append(alpn)
         exts.append(Extension(ExtensionType.key_share, X.encode_key_share_client(
             [X.KeyShareEntry(g, s.public) for g, s in self.key_shares.items()]
         )))
-        exts.append(Extension(
-            ExtensionType.supported_versions, X.encode_supported_versions_client([self.transport.version])
-        ))
-        exts.append(Extension(
-            ExtensionType.signature_algorithms, X.encode_signature_algorithms(list(self.signature_algorithms))
-        ))
+        exts.append(versions)
+        exts.append(schemes)
         if self.cookie is not None:
             exts.append(Extension(ExtensionType.cookie, X.encode_cookie(self.cookie)))
-        if cfg.psk_key_exchange_modes:
-            exts.append(Extension(
-                ExtensionType.psk_key_exchange_modes,
-                X.encode_psk_key_exchange_modes(list(cfg.psk_key_exchange_modes)),
-            ))
-        exts.append(Extension(ExtensionType.record_size_limit, X.encode_record_size_limit(cfg.record_size_limit)))
-        if cfg.certificate_compression:
-            # RFC 8879 §3: we accept a compressed server Certificate.
-            exts.append(Extension(
-                ExtensionType.compress_certificate,
-                X.encode_compress_certificate(list(cfg.certificate_compression)),
-            ))
-        if cfg.post_handshake_auth and cfg.certificate_chain:
-            exts.append(Extension(ExtensionType.post_handshake_auth, X.encode_post_handshake_auth()))
+        if psk_modes is not None:
+            exts.append(psk_modes)
+        exts.append(record_size_limit)
+        if compression is not None:
+            exts.append(compression)
+        if pha is not None:
+            exts.append(pha)
         if self.own_connection_id is not None:
             exts.append(Extension(ExtensionType.connection_id, X.encode_connection_id(self.own_connection_id)))
         if cfg.certificate_update:
@@ -181,6 +225,7 @@ class ClientHandshake(HandshakeEngine):
         self.certificate_request = None
         self.key_shares = {}
         self.offered_psks = []  # they hold the PSKs themselves
+        self.offered_early_secrets = []
         if not self.config.post_handshake_auth:
             self.handshake_transcript = None  # only post-handshake auth extends it
 
@@ -212,6 +257,7 @@ class ClientHandshake(HandshakeEngine):
         suites = tuple(int(s) for s in cfg.cipher_suites)
         offered = self._psk_offer()
         self.offered_psks = [candidate for candidate, _ in offered]
+        self.offered_early_secrets = []
         if offered:
             identities = tuple(X.PskIdentity(c.identity, age) for c, age in offered)
             placeholder = X.OfferedPsks(identities, tuple(bytes(hash_suite(c.hash_name).hash_length) for c, _ in offered))
@@ -230,11 +276,13 @@ class ClientHandshake(HandshakeEngine):
             binders = []
             for candidate, _ in offered:
                 suite = hash_suite(candidate.hash_name)
+                early = candidate.early_secrets(prefix)
+                self.offered_early_secrets.append(early.early_secret)
                 if self.hello_retry_seen:
                     binder_hash = self.transcript.digest_with(truncated)
                 else:
                     binder_hash = ks.transcript_digest(suite, truncated)
-                binders.append(ks.finished_verify_data(suite, candidate.binder_key(prefix), binder_hash, prefix))
+                binders.append(ks.finished_verify_data(suite, candidate.binder_key(prefix, early), binder_hash, prefix))
             exts[-1] = Extension(
                 ExtensionType.pre_shared_key,
                 X.encode_pre_shared_key_client(X.OfferedPsks(identities, tuple(binders))),
@@ -332,6 +380,7 @@ class ClientHandshake(HandshakeEngine):
         self.transcript.update(raw)
 
         psk: bytes | None = None
+        early_secret: bytes | None = None
         if ExtensionType.pre_shared_key in exts:
             selected = X.decode_pre_shared_key_server(exts[ExtensionType.pre_shared_key])
             if selected >= len(self.offered_psks):
@@ -340,6 +389,8 @@ class ClientHandshake(HandshakeEngine):
             if chosen.hash_name != self.suite.hash_name:
                 raise RemoteProtocolError("PSK cipher suite hash mismatch", AlertDescription.illegal_parameter)
             psk = chosen.psk
+            # Extracted with this PSK's hash, which is the suite's (checked above).
+            early_secret = self.offered_early_secrets[selected]
             self.psk_kind, self.psk_identity = chosen.kind, chosen.display_identity
             if chosen.kind is PskKind.RESUMPTION:
                 assert self.ticket is not None
@@ -367,7 +418,7 @@ class ClientHandshake(HandshakeEngine):
             self.psk_ke_eku_group = self.config.groups[0]
         self.key_shares.clear()  # ephemeral keys are used once (RFC 9846 §4.2.8)
 
-        self.secrets = ks.HandshakeSecrets(self.suite, psk, self.transport.label_prefix)
+        self.secrets = ks.HandshakeSecrets(self.suite, psk, self.transport.label_prefix, early_secret=early_secret)
         self.secrets.derive_handshake(shared, self.transcript.digest())
         self.conn.log_secret("CLIENT_HANDSHAKE_TRAFFIC_SECRET", self.secrets.client_handshake_traffic_secret)
         self.conn.log_secret("SERVER_HANDSHAKE_TRAFFIC_SECRET", self.secrets.server_handshake_traffic_secret)

@@ -145,6 +145,9 @@ class ServerHandshake(HandshakeEngine):
         self.client_psk_modes: tuple[int, ...] = ()
         self.client_signature_algorithms: tuple[int, ...] = ()
         self.selected_identity = 0
+        #: The Early Secret of the PSK whose binder verified (a secret: kept
+        #: from _check_psk until the server flight uses it).
+        self.psk_early_secret: bytes | None = None
         # An offered PSK identity we know but cannot use (hash or mode): the
         # alert a server without a certificate sends (docs/external-psk.md).
         self.known_psk_unusable = False
@@ -550,11 +553,15 @@ class ServerHandshake(HandshakeEngine):
             truncated = raw[: len(raw) - X.offered_psks_binders_length(offered)]
             # DTLS: over the TLS-form ClientHello, under "dtls13" labels (RFC 9147 §5.2, §5.9).
             prefix = self.transport.label_prefix
-            binder_key = ks.HandshakeSecrets(self.suite, found.psk, prefix).binder_key(found.kind.binder_label)
+            early = ks.HandshakeSecrets(self.suite, found.psk, prefix)
+            binder_key = early.binder_key(found.kind.binder_label)
             expected = ks.finished_verify_data(self.suite, binder_key, self.transcript.digest_with(truncated), prefix)
             if not ks.constant_time_equal(expected, offered.binders[index]):
                 raise RemoteProtocolError("PSK binder does not verify", AlertDescription.decrypt_error)
             self.selected_identity = index
+            # The handshake secret starts from this Early Secret (RFC 9846 §7.1):
+            # kept, so it is extracted once (issue 16).
+            self.psk_early_secret = early.early_secret
             return found
         return None
 
@@ -621,7 +628,11 @@ class ServerHandshake(HandshakeEngine):
         if session_id_echo and self.hrr_group is None:
             self.conn.compatibility_ccs()
 
-        secrets = ks.HandshakeSecrets(self.suite, resumption.psk if resumption else None, t.label_prefix)
+        if resumption is not None:
+            secrets = ks.HandshakeSecrets(self.suite, resumption.psk, t.label_prefix, early_secret=self.psk_early_secret)
+        else:
+            secrets = ks.HandshakeSecrets(self.suite, None, t.label_prefix)
+        self.psk_early_secret = None
         self.secrets = secrets
         self.conn.client_random = ch.random
         secrets.derive_handshake(shared, self.transcript.digest())

@@ -47,11 +47,23 @@ class Buffer:
         self._pos += 1
         return v
 
+    # The fixed-size reads and read_vector index the bytes themselves instead
+    # of calling read(): they run ~200 times per handshake (issue 16).
+
     def read_uint16(self) -> int:
-        return int.from_bytes(self.read(2), "big")
+        pos = self._pos
+        if pos + 2 > self._end:
+            raise DecodeError("message truncated")
+        self._pos = pos + 2
+        data = self._data
+        return (data[pos] << 8) | data[pos + 1]
 
     def read_uint24(self) -> int:
-        return int.from_bytes(self.read(3), "big")
+        pos = self._pos
+        if pos + 3 > self._end:
+            raise DecodeError("message truncated")
+        self._pos = pos + 3
+        return int.from_bytes(self._data[pos : pos + 3], "big")
 
     def read_uint32(self) -> int:
         return int.from_bytes(self.read(4), "big")
@@ -64,10 +76,19 @@ class Buffer:
 
     def read_vector(self, length_bytes: int, min_len: int = 0, max_len: int | None = None) -> bytes:
         """Read an opaque vector ``<min..max>`` with a length prefix of ``length_bytes``."""
-        n = int.from_bytes(self.read(length_bytes), "big")
+        pos = self._pos
+        start = pos + length_bytes
+        if start > self._end:
+            raise DecodeError("message truncated")
+        data = self._data
+        n = data[pos] if length_bytes == 1 else int.from_bytes(data[pos:start], "big")
         if n < min_len or (max_len is not None and n > max_len):
             raise DecodeError(f"vector length {n} outside <{min_len}..{max_len}>")
-        return self.read(n)
+        end = start + n
+        if end > self._end:
+            raise DecodeError("message truncated")
+        self._pos = end
+        return data[start:end]
 
     def sub(self, length_bytes: int, min_len: int = 0, max_len: int | None = None) -> Buffer:
         """A Buffer over the next length-prefixed vector."""
