@@ -64,7 +64,8 @@ PEERS = ("ssl", "pyopenssl", "tlslite")
 HANDSHAKE_CASES = (("x25519", False), ("X25519MLKEM768", False), ("x25519", True), ("X25519MLKEM768", True))
 EKU_GROUPS = ("x25519", "secp256r1", "X25519MLKEM768", "MLKEM768")
 BULK_IMPLS = ("longtls", "ssl", "pyopenssl", "tlslite", "floor", "aead")
-MEMORY_IMPLS = ("longtls", "ssl", "pyopenssl")
+MEMORY_IMPLS = ("longtls", "ssl", "pyopenssl", "dtls", "mls")
+MEMORY_NAMES = {**NAMES, "dtls": "longtls DTLS", "mls": "longtls MLS"}
 
 
 @dataclass(frozen=True)
@@ -291,13 +292,16 @@ class Bench:
             runs = sorted(samples[impl], key=lambda x: x["per_connection"])
             mid = runs[len(runs) // 2]
             per[impl] = mid["per_connection"]
-            rows.append([NAMES[impl], f"{s.connections:,} pairs", f"{mid['before'] / 1024:.1f}",
+            rows.append([MEMORY_NAMES[impl], f"{s.connections:,} pairs", f"{mid['before'] / 1024:.1f}",
                          f"{mid['after'] / 1024:.1f}", f"{per[impl] / 1024:.1f}", ""])
         for row, impl in zip(rows, MEMORY_IMPLS, strict=True):
             row[-1] = fmt_ratio(per[impl], per["ssl"])
         ratio = per["longtls"] / per["ssl"]
         self.target("memory per connection <= 0.5x ssl", "idle, established, EKU negotiated",
                     f"{ratio:.2f}x", ratio <= 0.5)
+        for impl in ("dtls", "mls"):
+            self.target("memory per connection vs ssl", f"{MEMORY_NAMES[impl]}, idle, established",
+                        f"{per[impl] / per['ssl']:.2f}x", None)
         return table(
             "4. Memory per established idle connection (RSS growth of a fresh process)",
             ["implementation", "established", "RSS before (MiB)", "RSS after (MiB)",
@@ -307,7 +311,11 @@ class Bench:
             f"{s.connections:,} established pairs (x25519, {HANDSHAKE_SUITE}, tickets received, "
             f"events drained); per connection = RSS growth / {2 * s.connections:,}, measured after "
             "gc and malloc_trim. The ssl and pyOpenSSL pairs include their memory BIOs. longtls "
-            "has Extended Key Update negotiated. Median of "
+            "has Extended Key Update negotiated. longtls DTLS: `DTLSConnection` pairs, the same suite, "
+            "group, chain and EKU, after the cookie exchange, with every ACK and retransmission timer "
+            "run out (`memory_cases.establish_dtls`). longtls MLS: `MLSConnection` pairs of MLS suite "
+            "0x0001 (DHKEM X25519, AES-128-GCM, Ed25519, basic credentials) in their first epoch "
+            "(`memory_cases.establish_mls`). vs ssl: per connection over ssl's (TLS). Median of "
             f"{s.memory_rounds} process(es) each.",
         )
 
@@ -617,10 +625,14 @@ def worker_main(pki: Pki) -> None:
 
 def memory_main(impl: str, pki: Pki, connections: int) -> None:
     """--internal-memory: RSS growth of ``connections`` established pairs."""
+    import memory_cases
+
     establish: Callable[[Pki, int], list[object]] = {  # type: ignore[assignment]
         "longtls": longtls_cases.establish,
         "ssl": peers.ssl_establish,
         "pyopenssl": peers.pyopenssl_establish,
+        "dtls": memory_cases.establish_dtls,
+        "mls": memory_cases.establish_mls,
     }[impl]
     warm = establish(pki, 10)  # imports, caches, lazily built state
     del warm
