@@ -188,10 +188,34 @@ async def _echo(counts: ServerCounts, reader: longtls.aio.TLSReader, writer: lon
         writer.close()
 
 
+class FullCollections:
+    """The automatic full (generation 2) collections of Python's cyclic garbage
+    collector, timed: each stops the event loop, so every connection waits."""
+
+    def __init__(self) -> None:
+        self.explicit = False  # our own gc.collect() calls are not counted
+        self.pauses: list[float] = []
+        self._start = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2 or self.explicit:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._start)
+
+    def take(self) -> list[float]:
+        pauses, self.pauses = self.pauses, []
+        return pauses
+
+
 async def serve(pki: Pki, connections: int) -> None:
     """Serve on an ephemeral port; answer ``STATS`` lines on stdin; end at EOF."""
     raise_fd_limit(connections + FD_SPARE)
     counts = ServerCounts()
+    collections = FullCollections()
     server = await longtls.aio.start_server(
         lambda r, w: _echo(counts, r, w), HOST, 0, server_configuration(pki), backlog=4096
     )
@@ -199,17 +223,21 @@ async def serve(pki: Pki, connections: int) -> None:
     loop = asyncio.get_running_loop()
     while line := await read_stdin_line():
         if line.strip() == "STATS":
+            automatic = collections.take()
+            collections.explicit = True
             memory = memory_status()
             # What an idle connection leaves for the event loop and the
             # garbage collector: timers scheduled (asyncio's private heap,
             # read for this report only) and the objects a full collection
             # walks, with the time one takes (the pause every connection sees).
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             gc.collect()
-            pause = time.perf_counter() - start
+            pause, pause_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            collections.explicit = False
             emit("STATS", {**memory, "handled": counts.handled, "live": counts.live,
                            "echoed": counts.echoed, "timers": len(getattr(loop, "_scheduled", ())),
-                           "objects": len(gc.get_objects()), "gc_seconds": pause})
+                           "objects": len(gc.get_objects()), "gc_seconds": pause,
+                           "gc_cpu_seconds": pause_cpu, "full_collections": automatic})
     server.close()
 
 
@@ -538,6 +566,12 @@ def report(result: Result) -> tuple[str, list[tuple[str, str, str, str]]]:
     handshake_cpu = used("ramp-up start", "ramp-up end", "server")[0]
     eku_cpu = used("EKU window start", "EKUs done", "server")[0]
 
+    def collections(stats: dict[str, Any]) -> str:
+        pauses = stats.get("full_collections", [])
+        if not pauses:
+            return "none"
+        return f"{len(pauses)}, longest {_ms(max(pauses))} ms, {_ms(sum(pauses))} ms in all"
+
     def failures(counts: dict[str, int]) -> str:
         return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"
 
@@ -551,10 +585,12 @@ def report(result: Result) -> tuple[str, list[tuple[str, str, str, str]]]:
         ["server RSS before (1 connection)", f"{_mib(base.get('VmRSS', 0))}"],
         ["server RSS after ramp-up (VmRSS / VmHWM)", f"{_mib(ramp.get('VmRSS', 0))} / {_mib(ramp.get('VmHWM', 0))}"],
         ["server RSS per idle connection", f"{per_conn:.1f} KiB"],
-        ["server after ramp-up: timers, objects, one full gc.collect()",
+        ["server after ramp-up: timers, objects the collector tracks, one full gc.collect()",
          f"{ramp.get('timers', 0)} timers, {ramp.get('objects', 0)} objects "
          f"({(ramp.get('objects', 0) - base.get('objects', 0)) / max(result.server_handled, 1):.0f} per "
-         f"connection), {_ms(ramp.get('gc_seconds', float('nan')))} ms"],
+         f"connection), {_ms(ramp.get('gc_seconds', float('nan')))} ms "
+         f"({_ms(ramp.get('gc_cpu_seconds', float('nan')))} ms CPU)"],
+        ["server: automatic full collections during ramp-up", collections(ramp)],
         [f"CPU ran (waited) in the {plan.idle:.0f} s idle", cpu("idle start", "idle end")],
         ["EKUs completed within the window", f"{within} of {n} ({within * 100 / n:.1f}%), "
          f"{len(completed) - within} later"],
@@ -565,6 +601,7 @@ def report(result: Result) -> tuple[str, list[tuple[str, str, str, str]]]:
         [f"CPU ran (waited) in the {plan.window:.0f} s window", cpu("EKU window start", "EKU window end")],
         ["server CPU per EKU (window start to the last EKU)",
          f"{eku_cpu * 1000 / max(len(completed), 1):.2f} ms"],
+        ["server: automatic full collections from idle to the last EKU", collections(after)],
         ["server RSS after the EKUs (VmRSS / VmHWM)",
          f"{_mib(after.get('VmRSS', 0))} / {_mib(after.get('VmHWM', 0))}"],
     ]
