@@ -129,6 +129,12 @@ def build_operation(spec: Spec, pki: Pki) -> Operation:
         return longtls_cases.eku_operation(pki, spec["group"])
     if kind == "kx":
         return longtls_cases.key_exchange_operation(spec["group"])
+    if kind == "dtls_eku":
+        return dtls_cases.dtls_eku_operation(pki, spec["group"])
+    if kind == "mls_update":
+        return mls_cases.update_operation(spec["mls_suite"])
+    if kind == "mls_bulk":
+        return mls_cases.bulk_operation(spec["mls_suite"], spec["write_size"])
     raise ValueError(f"unknown operation kind {kind!r}")
 
 
@@ -655,6 +661,10 @@ PROFILES: dict[str, Spec] = {
     "bulk-chacha": {"impl": "longtls", "kind": "bulk", "suite": "ChaCha20-Poly1305", "write_size": 256 * KIB},
     "eku": {"impl": "longtls", "kind": "eku", "group": "x25519"},
     "eku-mlkem": {"impl": "longtls", "kind": "eku", "group": "X25519MLKEM768"},
+    "eku-dtls": {"impl": "longtls", "kind": "dtls_eku", "group": "x25519"},
+    "mls-update": {"impl": "longtls", "kind": "mls_update", "mls_suite": 0x0001},
+    "mls-update-xwing": {"impl": "longtls", "kind": "mls_update", "mls_suite": 0xF0A1},
+    "mls-bulk": {"impl": "longtls", "kind": "mls_bulk", "mls_suite": 0x0001, "write_size": 256 * KIB},
 }
 
 
