@@ -89,6 +89,8 @@ class Settings:
     dtls_updates: int = 100
     dtls_rounds: int = 3
     # scale (bench/scale.py): idle connections and the window of their EKUs
+    # (--quick: its own quick mode's; fewer saved little, its ramp-up and
+    # process start-ups dominate)
     scale_connections: int = 10_000
     scale_window: float = 60.0
 
