@@ -76,6 +76,8 @@ RAMP_IN_FLIGHT = 32
 #: Each EKU starts at least this long before the window ends, so that a
 #: completion by the window's end is possible for every one of them.
 EKU_RESERVE = 1.0
+#: Seconds the echo after an EKU may take before it counts as a failure.
+ECHO_TIMEOUT = 120.0
 #: File descriptors a process needs besides its connections.
 FD_SPARE = 64
 
@@ -287,9 +289,12 @@ async def _eku(reader: longtls.aio.TLSReader, writer: longtls.aio.TLSWriter, t0:
         if await writer.update_keys() != before + 1:
             raise RuntimeError("the extended key update did not advance the generation")
         writer.write(AFTER_EKU)
-        if await reader.readexactly(len(AFTER_EKU)) != AFTER_EKU:
+        # The update itself is bounded by the Configuration's rekey_timeout
+        # (30 s); the echo by this, so that a lost answer cannot hang the run.
+        echo = await asyncio.wait_for(reader.readexactly(len(AFTER_EKU)), ECHO_TIMEOUT)
+        if echo != AFTER_EKU:
             raise RuntimeError("the echo after the update differs")
-    except (OSError, EOFError, RuntimeError, TLSError) as exc:
+    except (OSError, EOFError, RuntimeError, TLSError) as exc:  # TimeoutError is an OSError
         failures.add("eku", exc)
         return None
     return started, time.time() - t0
