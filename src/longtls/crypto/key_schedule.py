@@ -75,8 +75,14 @@ def hkdf_expand_label(
     if length <= suite.hash_length:
         # RFC 5869 §2.3: T(1) = HMAC-Hash(PRK, info | 0x01) and OKM is its
         # first L octets; every secret, key and IV of TLS 1.3 fits in T(1).
-        info_and_counter = b"".join((head, bytes((len(context),)), context, b"\x01"))
-        return _hmac_digest(secret, info_and_counter, suite.hash_name)[:length]
+        # An empty context (key, iv, finished, traffic upd) is a zero length
+        # byte, then the counter.
+        if context:
+            info_and_counter = b"".join((head, bytes((len(context),)), context, b"\x01"))
+        else:
+            info_and_counter = head + b"\x00\x01"
+        okm = _hmac_digest(secret, info_and_counter, suite.hash_name)
+        return okm if length == len(okm) else okm[:length]
     return HKDFExpand(suite.hash, length, head + bytes((len(context),)) + context).derive(secret)
 
 

@@ -315,6 +315,9 @@ class ServerHandshake(HandshakeEngine):
         (None: the default pair); of several for one name, the first whose
         key signs with a scheme the client offers and we allow."""
 
+        if not self.config.server_credentials:
+            return None  # the default pair, as select_server_credential answers (issue 16: no work)
+
         def usable(credential: ServerCredential) -> bool:
             chain = credential.certificate_chain
             return any(
