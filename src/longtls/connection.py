@@ -257,10 +257,26 @@ class Connection(ConnectionCore):
 
     def _process_records(self) -> None:
         records, handshake = self._records, self.handshake
+        contents: list[bytes] = []
         while self.state is not ConnectionState.CLOSED:
-            record = records.next_record()
+            record = None
+            if (
+                handshake.application_data_allowed and not self._close_received
+                and not self._reassembler.has_partial()
+            ):
+                # The hot path: a run of application data records on an
+                # established connection, one ApplicationData event each.
+                try:
+                    record = records.open_application_data(contents)
+                finally:  # those before a record that failed are delivered
+                    if contents:
+                        self._empty_records = 0
+                        self._events.extend(map(ApplicationData, contents))
+                        contents.clear()
             if record is None:
-                return
+                record = records.next_record()
+                if record is None:
+                    return
             content_type, content = record
             if (
                 content_type == _APPLICATION_DATA and content and handshake.application_data_allowed

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from cryptography.exceptions import InvalidTag
 
-from ..constants import MAX_CIPHERTEXT_EXPANSION, MAX_PLAINTEXT, AlertDescription, ContentType
+from ..constants import MAX_PLAINTEXT, AlertDescription, ContentType
 from ..crypto.key_schedule import traffic_keys
 from ..crypto.suites import SuiteInfo
 from ..errors import RemoteProtocolError, UsageLimitError
@@ -20,15 +20,14 @@ HEADER_LENGTH = 5
 #: The AEAD tag of every suite but TLS_AES_128_CCM_8_SHA256 (8 bytes); a
 #: RecordProtection's ``tag_length`` is the one of its suite.
 TAG_LENGTH = 16
+_APPLICATION_DATA = int(ContentType.APPLICATION_DATA)  # a plain int: compared per record
 _APPLICATION_DATA_HEADER = bytes((ContentType.APPLICATION_DATA, 3, 3))
-# Room for one record's ciphertext, appended then overwritten by encrypt_into.
-_ZEROS = memoryview(bytes(MAX_PLAINTEXT + MAX_CIPHERTEXT_EXPANSION))
 
 
 class RecordProtection:
     """AEAD protection of one direction under one traffic secret (RFC 9846 §5.2-5.3)."""
 
-    __slots__ = ("suite", "tag_length", "_aead", "_iv", "sequence_number", "_inner")
+    __slots__ = ("suite", "tag_length", "_aead", "_iv", "sequence_number")
 
     def __init__(self, suite: SuiteInfo, traffic_secret: bytes) -> None:
         key, iv = traffic_keys(suite, traffic_secret)
@@ -38,7 +37,6 @@ class RecordProtection:
         self._aead = suite.aead(key)
         self._iv = int.from_bytes(iv, "big")
         self.sequence_number = 0
-        self._inner = bytearray()  # reused TLSInnerPlaintext buffer
 
     def __repr__(self) -> str:
         return f"<RecordProtection {self.suite.suite.name} seq={self.sequence_number}>"
@@ -56,12 +54,6 @@ class RecordProtection:
     def exhausted(self) -> bool:
         return self.sequence_number >= self.suite.record_limit
 
-    def _nonce(self) -> bytes:
-        # §5.3: the 64-bit sequence number, left-padded to iv_length, XORed with the IV.
-        nonce = (self._iv ^ self.sequence_number).to_bytes(12, "big")
-        self.sequence_number += 1
-        return nonce
-
     def seal(self, content_type: int, content: bytes, padding: int = 0) -> bytes:
         """One complete TLSCiphertext record carrying ``content``."""
         out = bytearray()
@@ -71,34 +63,81 @@ class RecordProtection:
     def seal_into(
         self, out: bytearray, content_type: int, content: bytes | memoryview, padding: int = 0
     ) -> None:
-        """Append one complete TLSCiphertext record carrying ``content`` to ``out``.
-
-        The hot path of bulk data: the content is copied once into the
-        TLSInnerPlaintext and sealed straight into ``out`` (no intermediate
-        ciphertext object).
-        """
-        if self.exhausted:
-            # §5.5: our own limit; the key update that replaces this key is late.
-            raise UsageLimitError("AEAD usage limit of the sending key reached; the key update has not completed")
-        n = len(content)
-        inner_length = n + 1 + padding
-        inner = self._inner
-        if len(inner) < inner_length:
-            inner = self._inner = bytearray(inner_length)
-        inner[:n] = content
-        inner[n] = content_type
-        if padding:
-            inner[n + 1 : inner_length] = bytes(padding)
-        length = inner_length + self.tag_length
+        """Append one complete TLSCiphertext record carrying ``content`` to ``out``."""
         start = len(out)
-        out += _APPLICATION_DATA_HEADER
-        out += length.to_bytes(2, "big")
-        out += _ZEROS[:length]
-        with memoryview(out) as view, memoryview(inner) as plain:
-            self._aead.encrypt_into(
-                self._nonce(), plain[:inner_length], view[start : start + HEADER_LENGTH],
-                view[start + HEADER_LENGTH :],
-            )
+        out += bytes(self.sealed_room(len(content), len(content) or 1, padding))
+        del out[self.seal_records(out, start, content_type, content, len(content) or 1, padding) :]
+
+    def sealed_room(self, length: int, fragment_size: int, padding: int = 0) -> int:
+        """Bytes ``seal_records`` needs for ``length`` bytes of content: the
+        records, then room to assemble one TLSInnerPlaintext in."""
+        count = (length - 1) // fragment_size + 1 if length else 1
+        overhead = HEADER_LENGTH + 1 + padding + self.tag_length
+        return length + count * overhead + min(length, fragment_size) + 1 + padding
+
+    def seal_records(
+        self, out: bytearray, start: int, content_type: int, data: bytes | memoryview,
+        fragment_size: int, padding: int = 0,
+    ) -> int:
+        """Seal ``data`` into ``out[start:]`` as records of ``fragment_size``
+        bytes of content (the last one shorter; empty ``data`` is one empty
+        record), each with ``padding`` zeros (RFC 9846 §5.2, §5.4).
+
+        ``out`` must hold ``sealed_room(...)`` bytes from ``start``, zeros
+        where padding goes.  Returns where the records end; the bytes after
+        them are scratch the caller cuts off.  Raises UsageLimitError if the
+        records would pass this key's limit (§5.5: ours; the key update that
+        replaces the key is late), having sealed nothing and cut ``out``
+        back to ``start``, as for any other failure.
+
+        The hot path of bulk data.  Each TLSInnerPlaintext (content, type,
+        padding) is assembled in the scratch room after the records, where
+        the AEAD reads it and seals it straight into the record's place
+        before it: one copy of the content per record, no buffer kept between
+        calls, and the AEAD's input never overlaps its output (pyca's
+        ``encrypt_into`` promises nothing for overlapping buffers).
+        """
+        length = len(data)
+        count = (length - 1) // fragment_size + 1 if length else 1
+        seq = self.sequence_number
+        if seq + count > self.suite.record_limit:
+            del out[start:]
+            raise UsageLimitError("AEAD usage limit of the sending key reached; the key update has not completed")
+        aead, iv, tag_length = self._aead, self._iv, self.tag_length
+        # §5.2: the header (the AEAD's additional data) is the same for every
+        # full record; only a shorter last one needs its own.
+        full_length = fragment_size + 1 + padding + tag_length
+        full_header = _APPLICATION_DATA_HEADER + full_length.to_bytes(2, "big")
+        scratch = start + length + count * (HEADER_LENGTH + 1 + padding + tag_length)
+        pos = start
+        try:
+            with memoryview(out) as view, memoryview(data) as content:
+                for offset in range(0, length or 1, fragment_size):
+                    chunk = content[offset : offset + fragment_size]
+                    n = len(chunk)
+                    view[scratch : scratch + n] = chunk
+                    out[scratch + n] = content_type  # the zeros after it are the padding
+                    if n == fragment_size:
+                        header = full_header
+                    else:  # the last record, shorter
+                        header = _APPLICATION_DATA_HEADER + (n + 1 + padding + tag_length).to_bytes(2, "big")
+                        if padding:  # zeros over what a longer record left there
+                            view[scratch + n + 1 : scratch + n + 1 + padding] = bytes(padding)
+                    view[pos : pos + HEADER_LENGTH] = header
+                    pos += HEADER_LENGTH
+                    end = pos + n + 1 + padding + tag_length
+                    # §5.3: the 64-bit sequence number, left-padded to iv_length, XORed with the IV.
+                    aead.encrypt_into(
+                        (iv ^ seq).to_bytes(12, "big"), view[scratch : scratch + n + 1 + padding], header,
+                        view[pos:end],
+                    )
+                    seq += 1
+                    pos = end
+        except BaseException:
+            del out[start:]  # nothing sealed: the sequence number is unchanged too
+            raise
+        self.sequence_number = seq
+        return pos
 
     def discard_failed_open(self) -> None:
         """Give back the sequence number a failed ``open`` used: the record is
@@ -107,26 +146,36 @@ class RecordProtection:
 
     def open(self, header: bytes, encrypted_record: bytes | memoryview) -> tuple[int, bytes]:
         """Decrypt one record; returns (inner content type, content)."""
+        seq = self.sequence_number
+        self.sequence_number = seq + 1
         try:
-            inner = self._aead.decrypt(self._nonce(), encrypted_record, header)
+            # §5.3: the 64-bit sequence number, left-padded to iv_length, XORed with the IV.
+            inner = self._aead.decrypt((self._iv ^ seq).to_bytes(12, "big"), encrypted_record, header)
         except InvalidTag:
+            raise _bad_record_mac() from None
+        return inner_content(inner)
+
+
+def inner_content(inner: bytes) -> tuple[int, bytes]:
+    """(content type, content) of a decrypted TLSInnerPlaintext (RFC 9846 §5.2, §5.4)."""
+    if inner and inner[-1]:  # no padding: the common case
+        end = len(inner)
+    else:
+        # §5.4: the content type is the last non-zero byte; the zeros after it are padding.
+        end = len(inner.rstrip(b"\x00"))
+        if end == 0:
             raise RemoteProtocolError(
-                "record failed authentication", AlertDescription.bad_record_mac
-            ) from None
-        if inner and inner[-1]:  # no padding: the common case
-            end = len(inner)
-        else:
-            # §5.4: the content type is the last non-zero byte; the zeros after it are padding.
-            end = len(inner.rstrip(b"\x00"))
-            if end == 0:
-                raise RemoteProtocolError(
-                    "protected record has no non-zero content type", AlertDescription.unexpected_message
-                )
-        if end - 1 > MAX_PLAINTEXT:
-            raise RemoteProtocolError(
-                "decrypted record longer than 2^14 bytes", AlertDescription.record_overflow
+                "protected record has no non-zero content type", AlertDescription.unexpected_message
             )
-        return inner[end - 1], inner[: end - 1]
+    if end - 1 > MAX_PLAINTEXT:
+        raise RemoteProtocolError(
+            "decrypted record longer than 2^14 bytes", AlertDescription.record_overflow
+        )
+    return inner[end - 1], inner[: end - 1]
+
+
+def _bad_record_mac() -> RemoteProtocolError:
+    return RemoteProtocolError("record failed authentication", AlertDescription.bad_record_mac)
 
 
 class RecordReader:
@@ -202,6 +251,61 @@ class RecordReader:
             self._first = False
             self._allowed = RECORD_TYPES
         return content_type, data[pos : pos + HEADER_LENGTH], memoryview(data)[pos + HEADER_LENGTH : end]
+
+    def open_application_data(
+        self, protection: RecordProtection, size_limit: int, contents: list[bytes]
+    ) -> tuple[int, bytes] | None:
+        """The hot path of receiving bulk data: open the buffered records one
+        after the other while they carry application data, appending each
+        one's content to ``contents``.
+
+        Stops at a record that opens to anything else (a post-handshake
+        message, an alert, an empty or padded record) and returns its
+        (content type, content), as ``RecordProtection.open`` would.  Returns
+        None when no whole record is left, or when the next one is not a
+        well-formed protected record whose TLSInnerPlaintext fits in
+        ``size_limit`` (RFC 8449 §4): that one stays buffered for ``pop``,
+        which judges it.  Raises bad_record_mac (RFC 9846 §5.2) for a record
+        that does not open.
+
+        The same checks and the same nonces as ``pop`` and ``open``, for a
+        few operations per record: one memoryview for the run, header fields
+        read in place, one AEAD call and one copy of each content.
+        """
+        if self._first:
+            return None  # application data never comes first (pop judges the first record)
+        data, pos = self._data, self._pos
+        available = len(data)
+        aead, iv, seq = protection._aead, protection._iv, protection.sequence_number
+        # §5.2: at most 2^14 + 256 bytes; RFC 8449 §4: the inner plaintext
+        # (content, type, padding) within our limit, checked before decrypting.
+        limit = min(MAX_CIPHERTEXT_LENGTH, min(size_limit, MAX_PLAINTEXT + 1) + protection.tag_length)
+        opened: tuple[int, bytes] | None = None
+        with memoryview(data) as view:
+            try:
+                while available - pos >= HEADER_LENGTH:
+                    if data[pos] != PROTECTED_RECORD_TYPE or data[pos + 1] != 3:
+                        break
+                    length = (data[pos + 3] << 8) | data[pos + 4]
+                    end = pos + HEADER_LENGTH + length
+                    if length > limit or end > available:
+                        break
+                    # §5.3: the 64-bit sequence number, left-padded to iv_length, XORed with the IV.
+                    nonce = (iv ^ seq).to_bytes(12, "big")
+                    seq += 1
+                    inner = aead.decrypt(nonce, view[pos + HEADER_LENGTH : end], data[pos : pos + HEADER_LENGTH])
+                    pos = end
+                    if len(inner) > 1 and inner[-1] == _APPLICATION_DATA:
+                        contents.append(inner[:-1])
+                    else:
+                        opened = inner_content(inner)
+                        break
+            except InvalidTag:
+                raise _bad_record_mac() from None
+            finally:
+                self._pos = pos
+                protection.sequence_number = seq
+        return opened
 
 
 def plaintext_record(content_type: int, fragment: bytes, legacy_version: int = 0x0303) -> bytes:

@@ -85,6 +85,17 @@ class TLSRecordLayer:
             if opened is not None:
                 return opened
 
+    def open_application_data(self, contents: list[bytes]) -> tuple[int, bytes] | None:
+        """The hot path of bulk data: open buffered records while they carry
+        application data, appending their contents to ``contents``; see
+        ``RecordReader.open_application_data``.  Returns the record that
+        stopped the run, if it opened, else None: ``next_record`` goes on
+        from there (and judges a record this path left alone)."""
+        read = self.read
+        if read is None or not self._policy.application_data_allowed:
+            return None
+        return self.reader.open_application_data(read, self.receive_record_size_limit, contents)
+
     def _other_record(
         self, outer_type: int, header: bytes, fragment: memoryview, read: RecordProtection | None
     ) -> tuple[int, bytes] | None:
@@ -149,6 +160,18 @@ class TLSRecordLayer:
             for i in range(0, len(data), size):
                 self._out += plaintext_record(content_type, data[i : i + size], version)
             return
+        if self._padding is None:
+            # All records at once (seal_records refuses, sealing nothing, if
+            # they would pass the key's limit, §5.5): ``_out`` grows once.
+            out = self._out
+            start = len(out)
+            room = write.sealed_room(len(data), size)
+            if start:
+                out += bytes(room)
+            else:
+                out = self._out = bytearray(room)
+            del out[write.seal_records(out, start, content_type, data, size) :]
+            return
         if not data:
             self._seal(content_type, data)
             return
@@ -156,10 +179,6 @@ class TLSRecordLayer:
             # §5.5: refuse before sealing anything rather than send part of ``data``.
             raise UsageLimitError("AEAD usage limit of the sending key reached; the key update has not completed")
         view = memoryview(data)
-        if self._padding is None:
-            for i in range(0, len(data), size):
-                write.seal_into(self._out, content_type, view[i : i + size])
-            return
         for i in range(0, len(data), size):
             self._seal(content_type, view[i : i + size])
 
