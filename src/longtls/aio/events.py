@@ -117,27 +117,37 @@ class EventDispatcher:
     handler raises: the connection then ends with internal_error.
     """
 
+    # One per connection, and a server holds thousands of idle ones, most of
+    # them with no handler and no stream: slots, and the containers made on
+    # first use (two fewer objects per connection for the cyclic garbage
+    # collector to walk; docs/benchmarks.md, "Scale").
+    __slots__ = ("_loop", "_on_handler_error", "_handlers", "_streams")
+
     def __init__(self, loop: asyncio.AbstractEventLoop, on_handler_error: Callable[[], None]) -> None:
         self._loop = loop
         self._on_handler_error = on_handler_error
-        self._handlers: list[EventHandler] = []
-        self._streams: set[EventStream] = set()
+        self._handlers: list[EventHandler] | None = None
+        self._streams: set[EventStream] | None = None
 
     def add_handler(self, handler: EventHandler) -> None:
+        if self._handlers is None:
+            self._handlers = []
         self._handlers.append(handler)
 
     def subscribe(self, maxsize: int, *, ended: bool) -> EventStream:
         """A new stream; ``ended``: the connection is already over (an empty stream)."""
-        stream = EventStream(self._loop, maxsize, self._streams.discard)
+        stream = EventStream(self._loop, maxsize, self._unsubscribe)
         if ended:
             stream._end()
         else:
+            if self._streams is None:
+                self._streams = set()
             self._streams.add(stream)
         return stream
 
     def publish(self, event: Event) -> None:
         """Call every handler, then queue ``event`` on every stream."""
-        for handler in self._handlers:
+        for handler in self._handlers or ():
             try:
                 handler(event)
             except Exception:
@@ -145,10 +155,16 @@ class EventDispatcher:
                 logger.exception("event handler failed on %s", type(event).__name__)
                 # Outside this dispatch loop: end the connection with internal_error.
                 self._loop.call_soon(self._on_handler_error)
-        for stream in list(self._streams):
-            stream._put(event)
+        if self._streams:
+            for stream in list(self._streams):
+                stream._put(event)
 
     def end_streams(self) -> None:
         """The last event was published (or the connection is gone): end every stream."""
-        for stream in list(self._streams):
-            stream.close()
+        if self._streams:
+            for stream in list(self._streams):
+                stream.close()
+
+    def _unsubscribe(self, stream: EventStream) -> None:
+        if self._streams is not None:
+            self._streams.discard(stream)
