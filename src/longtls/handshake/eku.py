@@ -74,7 +74,7 @@ import math
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
-from ..constants import AlertDescription, NamedGroup
+from ..constants import AlertDescription
 from ..crypto import key_schedule as ks
 from ..crypto.groups import KeyShare, get_group
 from ..crypto.suites import SuiteInfo
@@ -251,12 +251,17 @@ class ExtendedKeyUpdate:
             return self._deadline
         return None
 
-    def _arm_deadline(self, timeout: float | None) -> None:
+    def _arm_deadline(self, timeout: float | None, now: float | None = None) -> None:
         """The whole exchange, from our request (or our response) to its
-        completion, gets ``timeout`` seconds (None: rekey_timeout)."""
-        allowed = self.host.configuration.rekey_timeout if timeout is None else timeout
+        completion, gets ``timeout`` seconds (None: rekey_timeout), from
+        ``now`` (None: the configuration's clock)."""
+        cfg = self.host.configuration
+        allowed = cfg.rekey_timeout if timeout is None else timeout
         self.timeout = math.inf if allowed is None else allowed
-        self._deadline = None if math.isinf(self.timeout) else self.host.configuration.now() + self.timeout
+        if math.isinf(self.timeout):
+            self._deadline = None
+        else:
+            self._deadline = (cfg.now() if now is None else now) + self.timeout
 
     @property
     def message_types(self) -> frozenset[int]:
@@ -335,14 +340,15 @@ class ExtendedKeyUpdate:
     def start(self, timeout: float | None = None) -> None:
         if self.role is not Role.IDLE:
             raise LocalProtocolError("an extended key update is already in progress")
-        if self.host.configuration.now() < self.retry_not_before:
+        now = self.host.configuration.now()  # one reading for the whole step
+        if now < self.retry_not_before:
             raise LocalProtocolError("the peer asked us to wait before the next extended key update")
         # A fresh ephemeral for every update, never reused (draft-13 §4).
         self._share = self.group.generate()
         self.role = Role.WAIT_RESP
         self._initiated_locally = True
-        self._started_at = self.host.configuration.now()
-        self._arm_deadline(timeout)
+        self._started_at = now
+        self._arm_deadline(timeout, now)
         self._request = self._send(self.profile.codec.request(self.group.code, self._share.public))
         self.host.emit(KeyUpdateStarted(generation=self.generation + 1, initiator=self._side(local=True)))
 
@@ -599,7 +605,7 @@ class ExtendedKeyUpdate:
         self.host.emit(KeyUpdateCompleted(
             generation=self.generation,
             initiator=self._side(local=self._initiated_locally),
-            group=NamedGroup(self.group.code),
+            group=self.group.code,  # a NamedGroup already (crypto.groups)
             seconds=max(elapsed, 0.0),
         ))
         self.host.emit(ExporterUpdated(generation=self.generation))

@@ -26,7 +26,7 @@ from enum import Enum, IntEnum
 from typing import ClassVar
 
 from ..constants import AlertDescription, HandshakeType
-from ..errors import RemoteProtocolError
+from ..errors import DecodeError, RemoteProtocolError
 from .buffer import Buffer, u8, u16, vec
 from .messages import encode_handshake
 
@@ -199,43 +199,71 @@ class EKUCodec:
 
     def decode(self, msg_type: int, body: bytes) -> EKUMessage:
         """One message of this format (``msg_type`` is one of ``message_types``)."""
+        if self.format is EKUWireFormat.SUBTYPED:
+            return _decode_subtyped(body)
+        # draft-05 §4: one HandshakeType per message.
         buf = Buffer(body)
         msg: EKUMessage
-        if self.format is EKUWireFormat.SEPARATE_TYPES:
-            if msg_type == HandshakeType.extended_key_update_request:
-                msg = ExtendedKeyUpdateRequestD05(buf.read_uint16(), buf.read_vector(2, 1))
-            elif msg_type == HandshakeType.extended_key_update_response:
-                raw_status = buf.read_uint8()
-                try:
-                    status = Status(raw_status)
-                except ValueError:
-                    raise RemoteProtocolError(
-                        f"unknown ExtendedKeyUpdateResponse status {raw_status}",
-                        AlertDescription.illegal_parameter,
-                    ) from None
-                if status == Status.accepted:
-                    msg = ExtendedKeyUpdateResponseD05(status, buf.read_uint16(), buf.read_vector(2, 1))
-                elif status == Status.retry:
-                    msg = ExtendedKeyUpdateResponseD05(status, delay=buf.read_uint8())
-                else:
-                    msg = ExtendedKeyUpdateResponseD05(status)
-            else:
-                msg = NewKeyUpdateD05()
-        else:
-            subtype = buf.read_uint8()
-            if subtype == 0:
-                msg = ExtendedKeyUpdateRequest(buf.read_uint16(), buf.read_vector(2, 1))
-            elif subtype == 1:
-                msg = ExtendedKeyUpdateResponse(buf.read_uint16(), buf.read_vector(2, 1))
-            elif subtype == 2:
-                msg = ExtendedKeyUpdateFinish()
-            else:
-                # draft-13 §4 / draft-2025-10 §4: unknown subtype.
+        if msg_type == HandshakeType.extended_key_update_request:
+            msg = ExtendedKeyUpdateRequestD05(buf.read_uint16(), buf.read_vector(2, 1))
+        elif msg_type == HandshakeType.extended_key_update_response:
+            raw_status = buf.read_uint8()
+            try:
+                status = Status(raw_status)
+            except ValueError:
                 raise RemoteProtocolError(
-                    f"unknown ExtendedKeyUpdate subtype {subtype}", AlertDescription.unexpected_message
-                )
+                    f"unknown ExtendedKeyUpdateResponse status {raw_status}",
+                    AlertDescription.illegal_parameter,
+                ) from None
+            if status == Status.accepted:
+                msg = ExtendedKeyUpdateResponseD05(status, buf.read_uint16(), buf.read_vector(2, 1))
+            elif status == Status.retry:
+                msg = ExtendedKeyUpdateResponseD05(status, delay=buf.read_uint8())
+            else:
+                msg = ExtendedKeyUpdateResponseD05(status)
+        else:
+            msg = NewKeyUpdateD05()
         buf.expect_end("ExtendedKeyUpdate")
         return msg
+
+
+_FINISH = ExtendedKeyUpdateFinish()
+
+
+def _decode_subtyped(body: bytes) -> EKUMessage:
+    """draft-13 §4 / draft-2025-10 §4: a subtype, then for request (0) and
+    response (1) a KeyShareEntry (RFC 9846 §4.2.8: NamedGroup,
+    key_exchange<1..2^16-1>), for the third message (2) nothing.
+
+    Read by hand rather than through a Buffer (two of the three messages of
+    every update come through here, issue 16); the same checks, in the same
+    order, with the same errors: decode_error for a short or long body or an
+    empty key_exchange, unexpected_message for an unknown subtype.
+    """
+    size = len(body)
+    if not size:
+        raise DecodeError("message truncated")
+    subtype = body[0]
+    if subtype == 2:
+        if size != 1:
+            raise DecodeError(f"{size - 1} trailing bytes in ExtendedKeyUpdate")
+        return _FINISH
+    if subtype > 2:
+        raise RemoteProtocolError(f"unknown ExtendedKeyUpdate subtype {subtype}", AlertDescription.unexpected_message)
+    if size < 5:
+        raise DecodeError("message truncated")
+    length = (body[3] << 8) | body[4]
+    if not length:
+        raise DecodeError("vector length 0 outside <1..65535>")
+    end = 5 + length
+    if size < end:
+        raise DecodeError("message truncated")
+    if size > end:
+        raise DecodeError(f"{size - end} trailing bytes in ExtendedKeyUpdate")
+    group = (body[1] << 8) | body[2]
+    if subtype == 0:
+        return ExtendedKeyUpdateRequest(group, body[5:end])
+    return ExtendedKeyUpdateResponse(group, body[5:end])
 
 
 SUBTYPED = EKUCodec(EKUWireFormat.SUBTYPED)
