@@ -215,6 +215,9 @@ class Sample:
     client_cpu: float  # seconds
     server_cpu: float  # seconds
 
+    def per(self, count: int) -> Sample:
+        return Sample(self.wall / count, self.client_cpu / count, self.server_cpu / count)
+
 
 def handshake_sample(
     client: str, server: str, pki: Pki, ports: dict[str, int], pids: dict[str, int], count: int,
@@ -231,17 +234,24 @@ def handshake_sample(
 
 def echo_sample(
     client: str, server: str, pki: Pki, ports: dict[str, int], pids: dict[str, int], total: int,
-    wolf: wolfssl_cases.Wolfssl,
+    wolf: wolfssl_cases.Wolfssl, handshake: Sample,
 ) -> Sample:
+    """The echo loop of one association.  ``handshake``: one handshake's
+    cost for this pair (a handshake sample divided by its count), taken off
+    what includes the association's handshake: the server's CPU, and a
+    wolfSSL client's (its process does both; a longtls client's loop is
+    timed alone)."""
     before = cpu_ns(pids[server])
     if client == "longtls":
         wall, cpu = asyncio.run(_echo_loop(ports[server], configs(pki, GROUP, SUITE)[0], total))
     else:
         run = wolf.client(ports[server], ["-B", f"{total},{BLOCK}"])
         # Its wall clock less the handshake it prints ("Connect x ms"); its
-        # start-up (a few ms) stays in, as in its CPU time.
-        wall, cpu = run.wall - run.connect_seconds(), run.cpu
-    return Sample(wall, cpu, (cpu_ns(pids[server]) - before) / 1e9)
+        # start-up (1-3 ms of CPU) stays in.
+        wall, cpu = run.wall - run.connect_seconds(), run.cpu - handshake.client_cpu
+    server_cpu = (cpu_ns(pids[server]) - before) / 1e9 - handshake.server_cpu
+    # Never below zero (a --quick run's few handshakes can overestimate one).
+    return Sample(wall, max(cpu, 0.0), max(server_cpu, 0.0))
 
 
 # ------------------------------------------------------------------ EKU in memory
