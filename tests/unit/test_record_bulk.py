@@ -12,6 +12,8 @@ alerts) with what it opens, and the events must be those of one record at a time
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -204,6 +206,22 @@ def test_records_split_anywhere_across_receive_calls() -> None:
     for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
         pair.server.receive_data(wire[start:end])
     assert data_of(pair.server.events()) == contents
+
+
+def test_any_cuts_give_the_same_events() -> None:
+    """TCP delivers records cut at random places (the reader completes a cut record from the
+    head of the next bytes and reads on in them): the events are those of the records, in order."""
+    rng = random.Random(16)
+    for _ in range(20):
+        pair, log = established()
+        keys = client_keys(log)
+        contents = [bytes([i]) * rng.choice((1, 200, 5000, MAX)) for i in range(1, 9)]
+        wire = b"".join(keys.seal(c + b"\x17") for c in contents)
+        cuts = sorted(rng.sample(range(1, len(wire)), rng.randint(1, 12)))
+        for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
+            pair.server.receive_data(wire[start:end])
+        assert data_of(pair.server.events()) == contents
+        assert pair.server._records.reader.buffered == 0
 
 
 def test_records_before_one_that_fails_are_delivered_then_bad_record_mac() -> None:

@@ -189,7 +189,7 @@ class RecordReader:
     it is decrypted.
     """
 
-    __slots__ = ("_data", "_pos", "_allowed", "_first")
+    __slots__ = ("_data", "_pos", "_allowed", "_first", "_rest", "_rest_pos")
 
     def __init__(self, first_record_types: frozenset[int] = RECORD_TYPES) -> None:
         """``first_record_types``: the content types the peer's first record may
@@ -198,6 +198,9 @@ class RecordReader:
         self._pos = 0
         self._allowed = first_record_types
         self._first = True
+        # Received bytes that follow ``_data`` (see ``feed``), from ``_rest_pos``.
+        self._rest: bytes | None = None
+        self._rest_pos = 0
 
     def __repr__(self) -> str:
         return f"<RecordReader buffered={self.buffered}>"
@@ -209,14 +212,38 @@ class RecordReader:
 
     @property
     def buffered(self) -> int:
-        return len(self._data) - self._pos
+        rest = 0 if self._rest is None else len(self._rest) - self._rest_pos
+        return len(self._data) - self._pos + rest
 
     def feed(self, data: bytes) -> None:
-        if self._pos >= len(self._data):
-            self._data = bytes(data)
-        else:
-            self._data = self._data[self._pos :] + data
+        data = bytes(data)
+        pos = self._pos
+        if self._rest is not None:  # an earlier feed not read through (the connection closed)
+            self._data, pos = self._data[pos:] + self._rest[self._rest_pos :], 0
+            self._rest = None
+        if pos >= len(self._data):
+            self._data, self._pos = data, 0
+            return
+        leftover = self._data[pos:]
         self._pos = 0
+        missing = HEADER_LENGTH + ((leftover[3] << 8) | leftover[4]) - len(leftover) if len(leftover) >= 5 else 0
+        if 0 < missing < len(data):
+            # TCP cuts records anywhere: the bytes left over are the start of
+            # one record.  Complete it from the head of ``data`` and read on
+            # in ``data`` itself, so only that record is copied, not
+            # everything received.
+            self._data = leftover + data[:missing]
+            self._rest, self._rest_pos = data, missing
+        else:
+            self._data = leftover + data
+
+    def _read_rest(self) -> bool:
+        """Go on in the bytes after ``_data`` once ``_data`` is read through."""
+        if self._rest is None or self._pos != len(self._data):
+            return False
+        self._data, self._pos = self._rest, self._rest_pos
+        self._rest = None
+        return True
 
     def pop(self) -> tuple[int, bytes, memoryview] | None:
         """The next whole record as (outer content type, header, fragment), if there is one.
@@ -226,6 +253,8 @@ class RecordReader:
         """
         data, pos = self._data, self._pos
         if len(data) - pos < HEADER_LENGTH:
+            if self._read_rest():
+                return self.pop()
             if pos and pos == len(data):
                 # All handed out: keep no reference to the last bytes received
                 # (an idle connection held its peer's last flight, issue 16).
@@ -245,7 +274,7 @@ class RecordReader:
             )
         end = pos + HEADER_LENGTH + length
         if len(data) < end:
-            return None
+            return None  # (never with bytes after ``_data``: it then ends with a whole record)
         self._pos = end
         if self._first:
             self._first = False
@@ -305,6 +334,8 @@ class RecordReader:
             finally:
                 self._pos = pos
                 protection.sequence_number = seq
+        if opened is None and self._read_rest():
+            return self.open_application_data(protection, size_limit, contents)
         return opened
 
 
