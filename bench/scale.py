@@ -425,6 +425,8 @@ class Result:
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # phase -> the server's STATS
     #: checkpoint -> role ("server", "clients") -> (CPU seconds ran, seconds waited for a CPU)
     schedule: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    #: checkpoint -> the machine's 1-minute load average (/proc/loadavg)
+    load: dict[str, float] = field(default_factory=dict)
     eku_started: list[float] = field(default_factory=list)
     eku_completed: list[float] = field(default_factory=list)
     eku_failures: dict[str, int] = field(default_factory=dict)
@@ -467,6 +469,7 @@ async def run_scale(plan: Plan, profile_server: Path | None = None) -> Result:
                 "server": schedule_seconds([server.proc.pid]),
                 "clients": schedule_seconds([w.proc.pid for w in workers]),
             }
+            result.load[checkpoint] = float(Path("/proc/loadavg").read_text().split()[0])
 
         mark("ramp-up start")
 
@@ -604,6 +607,9 @@ def report(result: Result) -> tuple[str, list[tuple[str, str, str, str]]]:
          f"{_ms(percentile(eku_latency, 50))} / {_ms(percentile(eku_latency, 99))} / "
          f"{_ms(max(eku_latency, default=float('nan')))} ms"],
         [f"CPU ran (waited) in the {plan.window:.0f} s window", cpu("EKU window start", "EKU window end")],
+        ["machine load average (1 min) at ramp-up end, window start, window end",
+         " / ".join(f"{result.load.get(c, float('nan')):.1f}"
+                    for c in ("ramp-up end", "EKU window start", "EKU window end"))],
         ["server CPU per EKU (window start to the last EKU)",
          f"{eku_cpu * 1000 / max(len(completed), 1):.2f} ms"],
         ["server: automatic full collections from idle to the last EKU", collections(after)],
