@@ -13,7 +13,7 @@ RFC 8446 numbered the same sections one lower (§4.3.x there was §4.2.x, §4.5.
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -141,27 +141,48 @@ def schemes_for_key(
     is taken to be rsaEncryption.  An unusable key gives an empty list.
     """
     public = _public(key)
-    if isinstance(public, rsa.RSAPublicKey):
+    kind = _key_kind(public)
+    if kind is rsa.RSAPublicKey:
         schemes = _RSAE
         if cert is not None and cert.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS:
             schemes = _pss_schemes_allowed_by(cert)
         # EMSA-PSS needs emLen >= hLen + sLen + 2 (RFC 8017 §9.1.1).
-        em_len = (public.key_size + 6) // 8
+        em_len = (cast(rsa.RSAPublicKey, public).key_size + 6) // 8
         return [s for s in schemes if em_len >= 2 * _PSS_HASH[s].digest_size + 2]
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        entry = _ECDSA.get(public.curve.name)
+    if kind is ec.EllipticCurvePublicKey:
+        entry = _ECDSA.get(cast(ec.EllipticCurvePublicKey, public).curve.name)
         return [entry[0]] if entry else []
-    if isinstance(public, ed25519.Ed25519PublicKey):
-        return [S.ed25519]
-    if isinstance(public, ed448.Ed448PublicKey):
-        return [S.ed448]
-    if isinstance(public, mldsa.MLDSA44PublicKey):
-        return [S.mldsa44]
-    if isinstance(public, mldsa.MLDSA65PublicKey):
-        return [S.mldsa65]
-    if isinstance(public, mldsa.MLDSA87PublicKey):
-        return [S.mldsa87]
-    return []
+    single = _ONE_SCHEME.get(kind) if kind is not None else None
+    return [single] if single is not None else []
+
+
+#: Key types (abstract classes) with exactly one scheme.
+_ONE_SCHEME: dict[type, SignatureScheme] = {
+    ed25519.Ed25519PublicKey: S.ed25519,
+    ed448.Ed448PublicKey: S.ed448,
+    mldsa.MLDSA44PublicKey: S.mldsa44,
+    mldsa.MLDSA65PublicKey: S.mldsa65,
+    mldsa.MLDSA87PublicKey: S.mldsa87,
+}
+_KEY_KINDS = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, *_ONE_SCHEME)
+#: The abstract class of each concrete key class seen (None: none of them).
+#: isinstance against those ABCs goes through Python code every time, and a
+#: handshake asks 3 times (issue 16); the concrete classes are few.
+_KIND_OF_TYPE: dict[type, type | None] = {}
+
+
+def _key_kind(public: object) -> type | None:
+    """Which of ``_KEY_KINDS`` ``public`` is an instance of, or None."""
+    concrete = type(public)
+    try:
+        return _KIND_OF_TYPE[concrete]
+    except KeyError:
+        kind = next((k for k in _KEY_KINDS if isinstance(public, k)), None)
+        # Not for objects that claim another __class__ (test doubles): their
+        # type does not say what isinstance sees.
+        if public.__class__ is concrete and len(_KIND_OF_TYPE) < 64:
+            _KIND_OF_TYPE[concrete] = kind
+        return kind
 
 
 def _public(key: object) -> object:

@@ -8,7 +8,6 @@ from typing import ClassVar, NamedTuple
 from ..config import Configuration
 from ..constants import (
     AlertDescription,
-    CipherSuite,
     ExtensionType,
     HandshakeType,
     NamedGroup,
@@ -640,7 +639,7 @@ class ClientHandshake(HandshakeEngine):
             return  # a server handing out tickets without end gets no more memory
         psk = ks.resumption_psk(self.suite, self.conn.resumption_secret, nst.ticket_nonce, self.transport.label_prefix)
         self.conn.emit(SessionTicketReceived(SessionTicket(
-            ticket=nst.ticket, psk=psk, cipher_suite=CipherSuite(self.suite.suite),
+            ticket=nst.ticket, psk=psk, cipher_suite=self.suite.suite,  # already the CipherSuite member
             lifetime=nst.ticket_lifetime, age_add=nst.ticket_age_add, received_at=self.config.now(),
             server_name=self.server_name, alpn_protocol=self.alpn_protocol, max_early_data_size=max_early,
         )))

@@ -24,7 +24,6 @@ from ..config import Configuration
 from ..constants import (
     AlertDescription,
     CertificateCompressionAlgorithm,
-    CipherSuite,
     EKUProfileName,
     ExtensionType,
     HandshakeType,
@@ -324,7 +323,7 @@ class HandshakeEngine:
         self.release_handshake_state()
         self.conn.emit(HandshakeComplete(
             version=self.transport.name,
-            cipher_suite=CipherSuite(self.suite.suite),
+            cipher_suite=self.suite.suite,  # already the CipherSuite member
             group=NamedGroup(self.group) if self.group is not None else None,
             signature_scheme=self.peer_signature_scheme,
             alpn_protocol=self.alpn_protocol,

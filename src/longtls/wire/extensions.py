@@ -611,6 +611,9 @@ def decode_tls_flags(data: bytes) -> frozenset[int]:
     extension MUST terminate the TLS handshake with a fatal illegal_parameter
     alert", which is more specific than RFC 9846 §4.2's decode_error.
     """
+    known = _TLS_FLAGS_DECODED.get(data) if type(data) is bytes else None
+    if known is not None:
+        return known
     n = len(data) - 1
     if n < 1 or data[0] != n:
         raise _illegal("tls_flags is not a single opaque flags<1..255>")
@@ -623,4 +626,14 @@ def decode_tls_flags(data: bytes) -> frozenset[int]:
         if octet:
             base = i << 3
             out.extend(base + b for b in range(8) if octet >> b & 1)
-    return frozenset(out)
+    flags = frozenset(out)
+    if len(_TLS_FLAGS_DECODED) < _TLS_FLAGS_DECODED_LIMIT:
+        _TLS_FLAGS_DECODED[bytes(data)] = flags  # a copy: data may be a bytearray
+    return flags
+
+
+# A handshake decodes tls_flags three times (the server the ClientHello's, the
+# client its own and the server's answer), nearly always the same few values:
+# valid ones are remembered, up to a bound (issue 16).  Frozensets: shareable.
+_TLS_FLAGS_DECODED: dict[bytes, frozenset[int]] = {}
+_TLS_FLAGS_DECODED_LIMIT = 64
