@@ -228,6 +228,10 @@ def _refuse_identity_change(old: Credential, new: Credential) -> None:
     raise MLSError("the peer's commit changes its credential", AlertDescription.bad_certificate)
 
 
+#: The pinned peer signature keys of a configuration that pins none.
+_NOTHING_PINNED: frozenset[bytes] = frozenset()
+
+
 class MLSConnection:
     """One MLS-TLS connection, initiator (``is_client``) or responder, no I/O.
 
@@ -260,7 +264,10 @@ class MLSConnection:
         self._keylog = configuration.keylog or from_environment()
         self._credential, signature_private_key = _identity(configuration)
         self._own_signature_key = mls_suite(suites[0]).signature_public_key(signature_private_key)
-        self._pinned = frozenset(bytes(k) for k in configuration.mls_peer_signature_keys)
+        # Most configurations pin nothing: share one empty set rather than
+        # make a 216-byte one per connection (issue 16).
+        pinned = configuration.mls_peer_signature_keys
+        self._pinned = frozenset(bytes(k) for k in pinned) if pinned else _NOTHING_PINNED
         self._peer_certificates: tuple[x509.Certificate, ...] = ()
         self._peer_authenticated = False
         alpn = [p.encode() for p in configuration.alpn_protocols]
