@@ -104,6 +104,13 @@ class Connection(ConnectionCore):
         self._flush_handshake()
         return self._records.data_to_send()
 
+    def take_data_to_send(self) -> bytearray:
+        """``data_to_send`` as the connection's own buffer, handed over without
+        a copy, for a transport that takes any bytes-like object (asyncio's
+        ``Transport.write``): the caller owns it, nothing writes to it again."""
+        self._flush_handshake()
+        return self._records.take_data_to_send()
+
     def send(self, data: bytes) -> None:
         """Queue application data."""
         if self.state is not ConnectionState.CONNECTED:

@@ -258,3 +258,20 @@ def test_data_after_close_notify_in_the_same_run_is_ignored() -> None:
     events = pair.server.events()
     assert data_of(events) == [b"last"]
     assert any(isinstance(e, CloseNotifyReceived) for e in events)
+
+
+def test_take_data_to_send_hands_over_the_records_once() -> None:
+    """The asyncio protocol's flush: the same records as data_to_send, in a buffer the caller
+    owns (changing it changes nothing later), and nothing left behind."""
+    pair, log = established()
+    keys = client_keys(log)
+    pair.client.send(b"one" * 7000)
+    taken = pair.client.take_data_to_send()
+    assert isinstance(taken, bytearray)
+    assert [inner[:-1] for _, inner in keys.open_all(bytes(taken))] == [(b"one" * 7000)[:MAX], (b"one" * 7000)[MAX:]]
+    assert pair.client.data_to_send() == b"" and pair.client.take_data_to_send() == b""
+    pair.server.receive_data(bytes(taken))
+    taken[:] = bytes(len(taken))
+    pair.client.send(b"two")
+    assert [inner for _, inner in keys.open_all(pair.client.data_to_send())] == [b"two\x17"]
+    assert data_of(pair.server.events()) == [(b"one" * 7000)[:MAX], (b"one" * 7000)[MAX:]]

@@ -351,10 +351,14 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
             self._transport.write(data)
 
     def _dispatch_events(self) -> None:
-        for event in self.connection.events():
+        events = self.connection.events()
+        if not events:
+            return
+        now = self._loop.time()  # one reading for the events of one receive (a record each)
+        for event in events:
             if isinstance(event, ApplicationData):
                 self.reader.feed_data(event.data)
-                self._last_activity = self._loop.time()
+                self._last_activity = now
                 self.bytes_received += len(event.data)
                 if self._metrics is not None:
                     self._metrics.received(len(event.data))
@@ -577,6 +581,14 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
 
 class TLSProtocol(StreamProtocol[Connection]):
     """Drives one TLS ``Connection`` over one asyncio transport."""
+
+    def _flush(self) -> None:
+        # The Connection's buffer itself goes to the transport, which sends
+        # it or keeps what the socket did not take: no copy into bytes first
+        # (issue 16: one copy less of every byte written).
+        data = self.connection.take_data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
 
     def __init__(
         self,

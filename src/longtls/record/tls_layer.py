@@ -149,6 +149,13 @@ class TLSRecordLayer:
         self._out.clear()
         return data
 
+    def take_data_to_send(self) -> bytearray:
+        """``data_to_send`` without the copy into ``bytes``: the buffer itself
+        is handed over (the caller owns it; the next records go to a new one)."""
+        out = self._out
+        self._out = bytearray()
+        return out
+
     def send(self, content_type: ContentType, data: bytes) -> None:
         """``data`` in records of at most the peer's limit, protected once a write key is in."""
         size = self._max_fragment()
