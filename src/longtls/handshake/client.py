@@ -8,6 +8,7 @@ from typing import ClassVar, NamedTuple
 from ..config import Configuration
 from ..constants import (
     AlertDescription,
+    EKUProfileName,
     ExtensionType,
     HandshakeType,
     NamedGroup,
@@ -75,6 +76,8 @@ class _FixedExtensions(NamedTuple):
 #: between connections; bounded, as the values come from configurations.
 _FIXED_EXTENSIONS: dict[tuple[object, ...], _FixedExtensions] = {}
 _FIXED_EXTENSIONS_LIMIT = 64
+#: The tls_flags extension offering each tuple of EKU profiles, likewise.
+_TLS_FLAGS_EXTENSIONS: dict[tuple[EKUProfileName, ...], Extension] = {}
 
 
 class ClientState(Enum):
@@ -247,8 +250,13 @@ class ClientHandshake(HandshakeEngine):
         # one flag per profile we speak (docs/eku-profiles.md).
         if not self.config.extended_key_update:
             return []
-        flags = X.encode_tls_flags(profile_flags(self.config.eku_profile_names()))
-        return [Extension(ExtensionType.tls_flags, flags)]
+        names = self.config.eku_profile_names()
+        extension = _TLS_FLAGS_EXTENSIONS.get(names)
+        if extension is None:
+            extension = Extension(ExtensionType.tls_flags, X.encode_tls_flags(profile_flags(names)))
+            if len(_TLS_FLAGS_EXTENSIONS) < _FIXED_EXTENSIONS_LIMIT:
+                _TLS_FLAGS_EXTENSIONS[names] = extension
+        return [extension]
 
     def _send_client_hello(self) -> None:
         cfg = self.config
