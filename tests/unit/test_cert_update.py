@@ -787,6 +787,21 @@ def test_update_request_reusing_a_context(transport: str) -> None:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_our_handshake_request_context_is_never_reused(transport: str, side: str) -> None:
+    """RFC 9261 §4: the certificate_request_context of the request we sent in
+    the handshake is used on this connection, so a later authenticator request
+    of ours may not take it again (the Exported Authenticators state is made
+    at its first use, long after the handshake, and must count it then)."""
+    p = peers(transport)
+    ours, peer = (p.client, p.server) if side == "client" else (p.server, p.client)
+    context = ours.authenticator_context(request_for(peer))  # ours, as the peer holds it
+    with pytest.raises(LocalProtocolError, match="already used in a request"):
+        ours.authenticator_request(context)
+    assert ours.authenticator_context(ours.authenticator_request()) != context
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_update_request_offers_only_the_handshake_scheme(transport: str) -> None:
     """Decision 3: after an update, our request offers exactly the scheme the
     peer must keep using."""
