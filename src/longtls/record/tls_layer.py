@@ -8,9 +8,12 @@ arrive unprotected, which must be protected, and when a compatibility
 change_cipher_spec is dropped.  What the records carry (handshake messages,
 alerts, application data) is the connection's business.
 
-The hot paths stay as lean as before: ``next_record`` hands protected
-application data straight from ``RecordProtection.open``, and ``send`` seals
-straight into the output buffer (memoryviews, no per-record extra calls).
+The hot paths (issue 16, docs/benchmarks.md "Bulk: the record path"):
+``send`` seals all the records of one call at once into the output buffer
+(``RecordProtection.seal_records``: the buffer grows once, one copy of the
+content per record), and ``open_application_data`` opens a run of protected
+application data records in one loop (``RecordReader.open_application_data``),
+handing anything else back to ``next_record``'s general path.
 """
 
 from __future__ import annotations
