@@ -26,7 +26,6 @@ the earlier drafts invalidate those).
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Container, Sequence
 
 from cryptography.exceptions import InvalidTag
@@ -82,27 +81,6 @@ def ticket_key_name(key: bytes) -> bytes:
     return hashlib.sha256(_KEY_NAME_LABEL + key).digest()[:KEY_NAME_LENGTH]
 
 
-# A server seals two tickets and opens one per resumed handshake under the same
-# few keys: each key's name and AESGCM object are made once (issue 16), for
-# the last _KEYS_LIMIT keys used.  The configuration holds these keys for as
-# long anyway; a rotated-out key leaves this table as newer ones come in.
-_KEYS: dict[bytes, tuple[bytes, AESGCM]] = {}
-_KEYS_LIMIT = 16
-_KEYS_LOCK = threading.Lock()
-
-
-def _key(key: bytes) -> tuple[bytes, AESGCM]:
-    """(ticket_key_name(key), AESGCM(key))."""
-    known = _KEYS.get(key)
-    if known is None:
-        known = (ticket_key_name(key), AESGCM(key))
-        with _KEYS_LOCK:  # servers may run connections in several threads
-            if len(_KEYS) >= _KEYS_LIMIT:
-                del _KEYS[next(iter(_KEYS))]  # the oldest
-            _KEYS[key] = known
-    return known
-
-
 def seal_ticket(key: bytes, nonce: bytes, state: TicketState, aad: bytes = _AAD) -> bytes:
     """The opaque ticket of NewSessionTicket: ``key_name || nonce || AES-256-GCM(key, state)``.
 
@@ -110,8 +88,10 @@ def seal_ticket(key: bytes, nonce: bytes, state: TicketState, aad: bytes = _AAD)
     derived under "dtls13" labels is no PSK for TLS, nor the reverse (RFC
     9147 §5.9 separates the key schedules), so a ticket opens only over the
     transport that issued it."""
-    name, aead = _key(key)
-    return name + nonce + aead.encrypt(nonce, state.encode(), aad)
+    # No table of AESGCM objects by key (about 4 us a ticket): a process-wide
+    # one would keep a rotated-out ticket key in memory long after the
+    # configuration dropped it, which is what rotation is for.
+    return ticket_key_name(key) + nonce + AESGCM(key).encrypt(nonce, state.encode(), aad)
 
 
 def open_ticket(keys: bytes | Sequence[bytes], ticket: bytes, aad: bytes = _AAD) -> TicketState | None:
@@ -129,11 +109,10 @@ def open_ticket(keys: bytes | Sequence[bytes], ticket: bytes, aad: bytes = _AAD)
     sealed = ticket[KEY_NAME_LENGTH + _NONCE_LENGTH:]
     plaintext = None
     for key in (keys,) if isinstance(keys, bytes) else keys:
-        key_name, aead = _key(key)
-        if key_name != name:
+        if ticket_key_name(key) != name:
             continue
         try:
-            plaintext = aead.decrypt(nonce, sealed, aad)
+            plaintext = AESGCM(key).decrypt(nonce, sealed, aad)
             break
         except InvalidTag:
             continue  # tampered with (or a name collision): the next key of that name, if any
