@@ -22,6 +22,7 @@ run the same engines with a ``handshake.transport.Transport`` telling them
 from __future__ import annotations
 
 import logging
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from enum import Enum
@@ -52,6 +53,7 @@ from .handshake.exported_authenticators import (
     ChainVerifier,
     ExportedAuthenticators,
     Exporter,
+    ExporterByGeneration,
     ValidatedAuthenticator,
     exported_authenticators_for,
 )
@@ -104,14 +106,36 @@ def run_guarded(action: Callable[[], None], fail: Callable[[ProtocolError], None
         fail(exc)
         raise
     except TLSError as exc:
-        err = ProtocolError(str(exc.args[0]), exc.alert)
-        fail(err)
-        raise err from exc
+        raise failed(fail, ProtocolError(str(exc.args[0]), exc.alert)) from exc
     except Exception as exc:  # a bug must not escape as a stray exception
         logger.exception("internal error in %s processing", protocol)
-        err = ProtocolError(f"internal error: {type(exc).__name__}", AlertDescription.internal_error)
-        fail(err)
-        raise err from exc
+        raise failed(fail, ProtocolError(f"internal error: {type(exc).__name__}", AlertDescription.internal_error)) from exc
+
+
+def failed(fail: Callable[[ProtocolError], None], error: ProtocolError) -> ProtocolError:
+    """``fail(error)``, then ``error`` for the caller to raise.
+
+    Why not a local variable raised after ``fail``: the raised error's
+    traceback holds the raising frame, whose locals would hold the error
+    (a reference cycle) and the connection, so a connection that failed
+    would wait for the cyclic collector (issue 16, freed on close)."""
+    fail(error)
+    return error
+
+
+def _weak_exporter(conn: ConnectionCore) -> ExporterByGeneration:
+    """``conn._authenticator_exporter`` without a strong reference to ``conn``:
+    the Exported Authenticators state is the connection's, and a bound method
+    stored in it would make a reference cycle (issue 16, freed on close)."""
+    ref = weakref.ref(conn)
+
+    def exporter(generation: int | None) -> Exporter:
+        live = ref()
+        if live is None:
+            raise LocalProtocolError("the connection is gone: no exporter")
+        return live._authenticator_exporter(generation)
+
+    return exporter
 
 
 class ConnectionState(Enum):
@@ -294,7 +318,7 @@ class ConnectionCore(ABC):
             # connections never use authenticators, and the state is ~700
             # bytes per connection (issue 16).
             state = self._exported_authenticators = exported_authenticators_for(
-                self.handshake, self._authenticator_exporter
+                self.handshake, _weak_exporter(self)
             )
         return state
 
@@ -524,18 +548,14 @@ class ConnectionCore(ABC):
             # close_notify (RFC 9846 §6.1).
             # Raised like KeyUpdateTimeoutError below, so that every caller (the
             # asyncio layer included) reports this one error.
-            timed_out = HandshakeTimeoutError(timeout)
             self._send_alert(AlertDescription.user_canceled)
-            self._fail(timed_out)
-            raise timed_out
+            raise failed(self._fail, HandshakeTimeoutError(timeout))
         update_deadline = self._update_deadline()
         if update_deadline is not None and current >= update_deadline[0]:
             # The same pair of alerts as the handshake timeout: user_canceled,
             # then close_notify (errors.KeyUpdateTimeoutError).
-            error = KeyUpdateTimeoutError(update_deadline[1], update_deadline[2])
             self._send_alert(AlertDescription.user_canceled)
-            self._fail(error)
-            raise error
+            raise failed(self._fail, KeyUpdateTimeoutError(update_deadline[1], update_deadline[2]))
         self._run_timers(current)
 
     def _run_timers(self, now: float) -> None:
@@ -757,6 +777,27 @@ class ConnectionCore(ABC):
         self.state = ConnectionState.CLOSED
         self._drop_keys()
         self._events.append(ConnectionClosed(alert=alert, by_peer=by_peer, reason=reason))
+        self._release_host_references()
+
+    def _release_host_references(self) -> None:
+        """The connection is closed: its parts stop holding it strongly.
+
+        The handshake engine, KeyUpdate, EKU and Certificate Update each keep
+        their host (this connection), which keeps them: a reference cycle, so
+        a closed connection the application dropped waited for Python's
+        cyclic collector (issue 16, docs/benchmarks.md "Freed on close").
+        Their back-pointers become weak proxies: code still on the stack
+        (``_finish`` runs inside the engines' calls) keeps working, the parts
+        stay readable (peer certificates, suite, ...), and once the
+        application drops the connection, reference counting frees it all.
+        Nothing drives a part of a closed connection again; one kept beyond
+        its connection raises ReferenceError if it is driven.
+        """
+        host = weakref.proxy(self)
+        self.handshake.conn = host
+        for part in (self.key_update, self.eku, self._certificate_updates):
+            if part is not None:
+                part.host = host
 
     def _alert_received(self, level: int, description: int) -> None:
         """The peer's alert (two bytes checked by the transport)."""

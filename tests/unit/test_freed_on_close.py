@@ -1,0 +1,150 @@
+"""A closed connection is freed by reference counting alone (issue 16).
+
+A connection's parts (handshake engine, KeyUpdate, EKU, Certificate Update,
+the asyncio protocol and its streams) point back at what holds them.  Left as
+reference cycles, a closed connection the application dropped lives until
+Python's next full collection, which at 10,000 connections stops the event
+loop for most of a second (docs/benchmarks.md, "Scale", "Freed on close").
+
+Each test runs with the cyclic collector off and checks, through weak
+references, that the objects are gone as soon as the last reference is
+dropped.  What a user still reads after close (events, peer certificates,
+negotiated parameters) is checked too.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from helpers.pair import Pair, configs, connect
+from longtls.connection import Connection
+from longtls.constants import AlertDescription
+from longtls.errors import HandshakeTimeoutError, RemoteProtocolError
+from longtls.events import ConnectionClosed, Event, KeyUpdateCompleted, KeyUpdated
+
+
+@pytest.fixture(autouse=True)
+def no_cyclic_collector() -> Iterator[None]:
+    """Only reference counting frees anything while a test runs."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _closed(events: list[Event]) -> ConnectionClosed:
+    (closed,) = [e for e in events if isinstance(e, ConnectionClosed)]
+    return closed
+
+
+def _assert_freed(pair: Pair) -> None:
+    """Drop the pair's references to its connections; both must be gone at once."""
+    refs = [weakref.ref(pair.client), weakref.ref(pair.server)]
+    refs += [weakref.ref(conn.handshake) for conn in (pair.client, pair.server)]
+    pair.client = pair.server = None  # type: ignore[assignment]
+    assert [ref() for ref in refs] == [None] * len(refs)
+
+
+def test_clean_close_frees_both_ends() -> None:
+    c, s, _ = configs()
+    pair = connect(c, s)
+    pair.client.send(b"ping")
+    pair.pump()
+    pair.client.close()
+    pair.pump()
+    pair.server.close()
+    pair.pump()
+    assert pair.client.is_closed and pair.server.is_closed
+    # What a user reads after close still works: the peer's chain, the
+    # negotiated parameters, the close reason.
+    assert pair.client.peer_certificates[0] == s.certificate_chain[0]
+    assert pair.client.handshake.suite is not None
+    assert _closed(pair.client_events).alert is None and _closed(pair.client_events).by_peer
+    assert not _closed(pair.server_events).by_peer
+    _assert_freed(pair)
+
+
+def test_fatal_alert_frees_both_ends() -> None:
+    pair = connect(*configs()[:2])
+    pair.server.abort(AlertDescription.insufficient_security)
+    pair.pump()
+    assert _closed(pair.client_events).alert == AlertDescription.insufficient_security
+    assert _closed(pair.server_events).alert == AlertDescription.insufficient_security
+    _assert_freed(pair)
+
+
+def test_failed_handshake_frees_both_ends() -> None:
+    # The client trusts another CA: it rejects the server's chain (RFC 9846 §4.4.2.4).
+    c, _, _ = configs()
+    _, s, _ = configs()
+    pair = Pair(Connection(c), Connection(s))
+    pair.client.start_handshake()
+    with pytest.raises(RemoteProtocolError):
+        pair.pump()
+    pair.pump()
+    alert = _closed(pair.client_events).alert
+    assert alert is not None and not _closed(pair.client_events).by_peer
+    assert _closed(pair.server_events) == ConnectionClosed(alert, by_peer=True, reason=f"peer sent alert {alert.name}")
+    _assert_freed(pair)
+
+
+def test_timed_out_handshake_frees() -> None:
+    clock = [1000.0]
+    c, _, _ = configs(client_now=lambda: clock[0], client_handshake_timeout=5.0)
+    conn = Connection(c)
+    conn.start_handshake()
+    assert conn.data_to_send()  # the ClientHello; no server answers
+    clock[0] += 10.0
+    with pytest.raises(HandshakeTimeoutError):
+        conn.handle_timer(clock[0])
+    assert conn.is_closed
+    ref = weakref.ref(conn)
+    del conn
+    assert ref() is None
+
+
+def _updates(pair: Pair, start: Callable[[Connection], None], kind: type[Event]) -> None:
+    before = sum(isinstance(e, kind) for e in pair.client_events)
+    start(pair.client)
+    pair.pump()
+    assert sum(isinstance(e, kind) for e in pair.client_events) > before
+
+
+@pytest.mark.parametrize("kind", ["extended", "standard"])
+def test_after_key_updates(kind: str) -> None:
+    # With EKU negotiated the standard KeyUpdate is refused (EKU draft-13
+    # §4): one pair for each.
+    pair = connect(*configs(client_extended_key_update=kind == "extended")[:2])
+    if kind == "extended":
+        _updates(pair, lambda conn: conn.extended_key_update(), KeyUpdateCompleted)
+        _updates(pair, lambda conn: conn.extended_key_update(), KeyUpdateCompleted)
+    else:
+        _updates(pair, lambda conn: conn.update_keys(), KeyUpdated)
+    pair.client.send(b"after the updates")
+    pair.pump()
+    assert pair.received("server") == b"after the updates"
+    pair.client.close()
+    pair.pump()
+    pair.server.close()
+    pair.pump()
+    _assert_freed(pair)
+
+
+def test_after_exported_authenticators_were_used() -> None:
+    pair = connect(*configs()[:2])
+    request = pair.client.authenticator_request()
+    assert pair.server.export_authenticator(request)
+    pair.client.close()
+    pair.pump()
+    pair.server.close()
+    pair.pump()
+    _assert_freed(pair)
+
