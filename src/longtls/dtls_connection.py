@@ -35,6 +35,7 @@ collected in docs/dtls.md.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Callable, Sequence
 
 from .config import Configuration
@@ -1150,3 +1151,9 @@ class DTLSConnection(ConnectionCore):
         self._records.drop_keys()
         self._held.clear()
         self._pending_switches.clear()
+
+    def _release_host_references(self) -> None:
+        # The connection IDs hold their host too (ConnectionCore's docstring: issue 16).
+        super()._release_host_references()
+        if self.connection_ids is not None:
+            self.connection_ids.host = weakref.proxy(self)

@@ -14,15 +14,20 @@ negotiated parameters) is checked too.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 import pytest
 
+from helpers.dtls_link import Clock, DatagramLink
 from helpers.pair import Pair, configs, connect
+from longtls import aio
 from longtls.connection import Connection
-from longtls.constants import AlertDescription
+from longtls.constants import AlertDescription, NamedGroup
+from longtls.dtls_connection import DTLSConnection
 from longtls.errors import HandshakeTimeoutError, RemoteProtocolError
 from longtls.events import ConnectionClosed, Event, KeyUpdateCompleted, KeyUpdated
 
@@ -148,3 +153,105 @@ def test_after_exported_authenticators_were_used() -> None:
     pair.pump()
     _assert_freed(pair)
 
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    async def bounded() -> None:
+        await asyncio.wait_for(coro, 30.0)
+
+    asyncio.run(bounded())
+
+
+async def _settle() -> None:
+    """Let the loop run the callbacks the closes scheduled (connection_lost ...)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("who_closes", ["client", "server"])
+def test_aio_server_connection_freed_after_close(who_closes: str) -> None:
+    c, s, _ = configs()
+
+    async def main() -> None:
+        server_side: list[weakref.ref[object]] = []
+        done = asyncio.get_running_loop().create_future()
+
+        async def handler(reader: aio.TLSReader, writer: aio.TLSWriter) -> None:
+            # The protocol is not public; the writer's is the one to check.
+            server_side.extend([weakref.ref(writer.connection), weakref.ref(writer._protocol)])
+            if who_closes == "server":
+                writer.write(b"bye")
+                writer.close()
+            assert await reader.read() == (b"" if who_closes == "server" else b"hello")
+            writer.close()
+            await writer.wait_closed()
+            # What a user reads after close still works.
+            assert writer.connection.is_closed and writer.exception is None
+            assert writer.get_extra_info("peername") is not None
+            assert writer.handshake.cipher_suite is not None
+            done.set_result(None)
+
+        server = await aio.start_server(handler, "127.0.0.1", 0, s)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await aio.connect("127.0.0.1", port, c)
+            client_side = [weakref.ref(writer.connection), weakref.ref(writer._protocol)]
+            if who_closes == "client":
+                writer.write(b"hello")
+                await writer.drain()
+            else:
+                assert await reader.read() == b"bye"
+            writer.close()
+            await writer.wait_closed()
+            await done
+            await _settle()
+            assert writer.connection.peer_certificates[0] == s.certificate_chain[0]
+            del reader, writer
+            assert [ref() for ref in server_side + client_side] == [None] * 4
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    _run(main())
+
+
+def _dtls_link() -> DatagramLink:
+    clock = Clock()
+    # x25519 alone: the first ClientHello fits one datagram (stateless cookie exchange).
+    c, s, _ = configs(client_now=clock, server_now=clock, client_key_share_groups=(NamedGroup.x25519,))
+    link = DatagramLink(DTLSConnection(c), s, clock)
+    link.handshake()
+    return link
+
+
+def _assert_dtls_freed(link: DatagramLink) -> None:
+    assert link.server is not None
+    refs = [weakref.ref(link.client), weakref.ref(link.server)]
+    assert link.client.connection_ids is not None  # negotiated: its host is part of the check
+    refs.append(weakref.ref(link.client.connection_ids))
+    link.client = link.server = None  # type: ignore[assignment]
+    assert [ref() for ref in refs] == [None] * len(refs)
+
+
+@pytest.mark.parametrize("ending", ["close", "fatal alert", "extended key update, then close"])
+def test_dtls_pair_freed(ending: str) -> None:
+    link = _dtls_link()
+    assert link.server is not None
+    if ending == "fatal alert":
+        link.server.abort(AlertDescription.insufficient_security)
+        link.run()
+        assert _closed(link.client_events).alert == AlertDescription.insufficient_security
+    else:
+        if ending != "close":
+            link.client.extended_key_update()
+            link.run(lambda: any(isinstance(e, KeyUpdateCompleted) for e in link.client_events))
+        link.client.send(b"hi")
+        link.run()
+        assert link.received("server") == [b"hi"]
+        link.client.close()
+        link.run()
+        link.server.close()
+        link.run()
+        assert _closed(link.client_events).alert is None
+    assert link.client.is_closed and link.server.is_closed
+    _assert_dtls_freed(link)

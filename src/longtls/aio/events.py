@@ -168,3 +168,14 @@ class EventDispatcher:
     def _unsubscribe(self, stream: EventStream) -> None:
         if self._streams is not None:
             self._streams.discard(stream)
+
+    def release(self) -> None:
+        """The connection is gone: drop ``on_handler_error``, the protocol's
+        bound method (the protocol holds this dispatcher: a reference cycle
+        that kept every closed connection until a full collection, issue 16).
+        A handler failing later has no connection left to end."""
+        self._on_handler_error = _connection_gone
+
+
+def _connection_gone() -> None:
+    """``on_handler_error`` of a released dispatcher: nothing to end."""

@@ -236,6 +236,23 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
             self._metrics.closed()
         if not self.closed.done():
             self.closed.set_result(None)
+        self._release_callbacks()
+
+    def _release_callbacks(self) -> None:
+        """The transport is gone: drop what refers back to this protocol.
+
+        The dispatcher and the core timer hold bound methods of this
+        protocol, a server's ``on_handshake`` closure holds it: reference
+        cycles that kept every closed connection (Connection, buffers,
+        reader) until Python's next full collection, a stop of the event
+        loop of most of a second at 10,000 connections (issue 16,
+        docs/benchmarks.md "Freed on close").  What the application reads
+        after close (the connection, the transport's extra info, the
+        futures, the counters) stays.
+        """
+        self._on_handshake = None
+        self._events.release()
+        self._connection_timer.release()
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -561,6 +578,11 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
                     waiter.set_exception(exc)
 
     def _callback_done(self, task: asyncio.Task[None]) -> None:
+        # Kept only so the running task is not collected (asyncio keeps weak
+        # references to tasks); a finished one, and its error's traceback
+        # (which holds the handler's frames, with this protocol in them),
+        # need not be kept (issue 16, freed on close).
+        self._task = None
         if task.cancelled():
             exc: BaseException | None = None
         else:

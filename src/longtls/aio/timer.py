@@ -51,7 +51,19 @@ class CoreTimer:
             self._handle.cancel()
             self._handle = None
 
+    def release(self) -> None:
+        """The connection is gone: cancel, and drop ``fire`` (the protocol's
+        bound method; the protocol holds this timer: a reference cycle,
+        issue 16).  A deadline armed later fires into nothing."""
+        self.cancel()
+        self.deadline = None
+        self._fire = _connection_gone
+
     def _fired(self) -> None:
         self._handle = None
         fired, self.deadline = self.deadline, None
         self._fire(fired)
+
+
+def _connection_gone(fired: float | None) -> None:
+    """``fire`` of a released timer: no connection to run."""

@@ -72,7 +72,7 @@ class ConnectionIds:
     def __init__(
         self, host: ConnectionIdHost, own: bytes, peer: bytes, random: Callable[[int], bytes]
     ) -> None:
-        self._host = host
+        self.host = host
         self._random = random
         #: Every CID we issued and accept, the handshake's first.
         self.own: list[bytes] = [own]
@@ -118,7 +118,7 @@ class ConnectionIds:
         if not self.peer_spares:
             return False
         self.peer = self.peer_spares.pop(0)
-        self._host.use_peer_connection_id(self.peer)
+        self.host.use_peer_connection_id(self.peer)
         return True
 
     def message_acknowledged(self, msg_type: int) -> None:
@@ -127,7 +127,7 @@ class ConnectionIds:
         held = self._held.get(msg_type)
         if held:
             self._unacked += (msg_type,)
-            self._host.queue_handshake(held.pop(0))
+            self.host.queue_handshake(held.pop(0))
 
     def _send(self, msg_type: HandshakeType, body: bytes) -> None:
         raw = encode_handshake(msg_type, body)
@@ -137,7 +137,7 @@ class ConnectionIds:
             self._held.setdefault(msg_type, []).append(raw)
             return
         self._unacked += (msg_type,)
-        self._host.queue_handshake(raw)
+        self.host.queue_handshake(raw)
 
     def _fresh(self, count: int) -> list[bytes]:
         length = len(self.own[0])
@@ -147,7 +147,7 @@ class ConnectionIds:
             if cid not in self.own and cid not in cids:
                 cids.append(cid)
         self.own.extend(cids)
-        self._host.accept_own_connection_ids(self.own)
+        self.host.accept_own_connection_ids(self.own)
         return cids
 
     # -- the peer's messages ----------------------------------------------------------
@@ -180,7 +180,7 @@ class ConnectionIds:
                     "cid_immediate NewConnectionId without a new connection ID", AlertDescription.illegal_parameter
                 )
             self.peer = cids.pop(0)
-            self._host.use_peer_connection_id(self.peer)
+            self.host.use_peer_connection_id(self.peer)
         room = MAX_SPARE_PEER_CIDS - len(self.peer_spares)
         self.peer_spares.extend(cids[:max(room, 0)])
 
