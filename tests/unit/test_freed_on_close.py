@@ -26,7 +26,7 @@ from helpers.dtls_link import Clock, DatagramLink
 from helpers.pair import Pair, configs, connect
 from longtls import aio
 from longtls.connection import Connection
-from longtls.constants import AlertDescription, NamedGroup
+from longtls.constants import AlertDescription, ContentType, NamedGroup
 from longtls.dtls_connection import DTLSConnection
 from longtls.errors import HandshakeTimeoutError, RemoteProtocolError
 from longtls.events import ConnectionClosed, Event, KeyUpdateCompleted, KeyUpdated
@@ -255,3 +255,40 @@ def test_dtls_pair_freed(ending: str) -> None:
         assert _closed(link.client_events).alert is None
     assert link.client.is_closed and link.server.is_closed
     _assert_dtls_freed(link)
+
+
+def _server_connections() -> list[Connection]:
+    # No weak reference to take: a failed handshake never reaches the
+    # application.  Every live object is in gc.get_objects() (the collector
+    # is off, not the tracking); ``type(...) is``: a weak proxy passes isinstance.
+    return [o for o in gc.get_objects() if type(o) is Connection and not o.is_client]
+
+
+@pytest.mark.parametrize("peer", ["sends a malformed ClientHello", "sends nothing (handshake timeout)"])
+def test_aio_server_failed_handshake_freed(peer: str) -> None:
+    _, s, _ = configs(server_handshake_timeout=0.3)
+
+    async def main() -> None:
+        server = await aio.start_server(lambda r, w: None, "127.0.0.1", 0, s)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            assert _server_connections() == []
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            if peer.startswith("sends a malformed"):
+                # A handshake record whose 5-byte body is no ClientHello: decode_error.
+                writer.write(bytes([ContentType.HANDSHAKE, 3, 1, 0, 5]) + b"hello")
+            # The server's fatal alert, then its FIN.
+            answer = await reader.read()
+            assert answer[:1] == bytes([ContentType.ALERT])
+            writer.close()
+            await writer.wait_closed()
+            for _ in range(20):
+                if not _server_connections():
+                    break
+                await asyncio.sleep(0.05)  # the server's side of the close (ALERT_LINGER at most)
+            assert _server_connections() == []
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    _run(main())

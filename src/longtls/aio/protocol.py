@@ -349,18 +349,24 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
         connection; any other (misuse, such as writing after close) is only raised.
         """
         was_closed = self.connection.is_closed
-        error: TLSError | None = None
         try:
             action()
         except TLSError as exc:
-            error = exc
             if not was_closed and self.connection.is_closed:
                 self._fail(exc)  # first, so this error wins over the ConnectionClosed event
+            self._after_run()
+            # No local holding ``exc`` after this block: its traceback holds
+            # this frame, a cycle that would keep the protocol (issue 16).
+            if reraise:
+                raise
+            return
+        self._after_run()
+
+    def _after_run(self) -> None:
+        """Send what a Connection method queued, dispatch its events, re-arm its timer."""
         self._flush()
         self._dispatch_events()
         self._arm_connection_timer()
-        if error is not None and reraise:
-            raise error
 
     def _flush(self) -> None:
         data = self.connection.data_to_send()
@@ -493,6 +499,16 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
                     transport=self.log_transport,
                     **failure_fields(exc, handshake_done=False),
                 )
+            if not self.connection.is_client:
+                # No application ever sees a server's failed handshake (it is
+                # logged above, and the original error of an internal one
+                # with its traceback, connection_core.run_guarded).  Its
+                # traceback would hold this protocol's frames (_run), a
+                # cycle through self.exception and the future (which keeps
+                # the traceback too): the connection waits for the cyclic
+                # collector (issue 16, freed on close).  A client's error is
+                # its caller's (connect() raises it) and keeps its traceback.
+                exc.__traceback__ = None
             self.handshake.set_exception(exc)
             if self._metrics is not None:
                 self._metrics.handshake_failed(exc)
