@@ -292,3 +292,36 @@ def test_aio_server_failed_handshake_freed(peer: str) -> None:
             await server.wait_closed()
 
     _run(main())
+
+
+def test_aio_dtls_associations_freed_after_close() -> None:
+    c, s, _ = configs(client_key_share_groups=(NamedGroup.x25519,))
+
+    async def main() -> None:
+        refs: list[weakref.ref[object]] = []
+
+        async def echo(association: aio.DTLSAssociation) -> None:
+            refs.append(weakref.ref(association.connection))
+            async for payload in association:
+                association.send(payload)
+
+        async with await aio.serve_dtls(echo, "127.0.0.1", 0, s) as server:
+            association = await aio.connect_dtls("127.0.0.1", server.port, c)
+            refs.append(weakref.ref(association.connection))
+            association.send(b"hi")
+            assert await association.receive() == b"hi"
+            association.close()
+            await association.wait_closed()
+            for _ in range(50):
+                if not server.associations:
+                    break
+                await asyncio.sleep(0.02)  # the server's side of the close
+            assert not server.associations
+            await _settle()
+            assert association.peer_certificates[0] == s.certificate_chain[0]
+            del association
+            assert [ref() for ref in refs] == [None] * 2
+            # DTLSAssociation has slots and no weak references: looked for among all objects.
+            assert [o for o in gc.get_objects() if type(o) is aio.DTLSAssociation] == []
+
+    _run(main())

@@ -508,8 +508,7 @@ class DTLSAssociation:
                 self._metrics.handshake_failed(failure)
         elif exc is not None:
             logger.debug("%s: association failed: %s", self.peername, exc)
-        self._timer.cancel()
-        self._timer.deadline = None
+        self._timer.release()
         for handle in (self._close_timer, self._idle_timer):
             if handle is not None:
                 handle.cancel()
@@ -524,6 +523,14 @@ class DTLSAssociation:
         self.closed.set_result(None)
         if self._on_closed is not None:
             self._on_closed(self)
+        # The association is over: drop what refers back to it (the timer's
+        # and the dispatcher's bound methods, a server's send closure, which
+        # holds the association): reference cycles that kept it until
+        # Python's next full collection (issue 16, docs/benchmarks.md
+        # "Freed on close").  Everything was sent; later output goes nowhere.
+        self._events.release()
+        self._send = _send_nothing
+        self._handler = None
 
     def _close_timed_out(self) -> None:
         self._close_timer = None
@@ -587,6 +594,7 @@ class DTLSAssociation:
             waiter.set_result(None)
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._task = None  # finished: not kept (its error's traceback holds this association)
         exc = None if task.cancelled() else task.exception()
         if exc is not None:
             logger.error("%s: association handler failed", self.peername, exc_info=exc)
@@ -1060,6 +1068,10 @@ async def serve_dtls(
     )
     await loop.create_datagram_endpoint(lambda: _ServerProtocol(server), local_addr=(host or "0.0.0.0", port), **kwargs)
     return server
+
+
+def _send_nothing(datagram: bytes) -> None:
+    """The ``send`` of an association that ended."""
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:
