@@ -43,15 +43,17 @@ import datetime
 import functools
 import hashlib
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .config import ClientAuth, Configuration
-from .connection_core import ConnectionState, alert_level, check_update_timeout, run_guarded
+from .connection_core import ConnectionState, alert_level, check_update_timeout, failed, run_guarded
 from .constants import (
     AlertDescription,
     AlertLevel,
@@ -263,11 +265,13 @@ class MLSConnection:
         self._events: list[Event] = []
         self._keylog = configuration.keylog or from_environment()
         self._credential, signature_private_key = _identity(configuration)
-        self._own_signature_key = mls_suite(suites[0]).signature_public_key(signature_private_key)
         # Most configurations pin nothing: share one empty set rather than
         # make a 216-byte one per connection (issue 16).
         pinned = configuration.mls_peer_signature_keys
-        self._pinned = frozenset(bytes(k) for k in pinned) if pinned else _NOTHING_PINNED
+        check = _PeerCredentialCheck(
+            self, mls_suite(suites[0]).signature_public_key(signature_private_key),
+            frozenset(bytes(k) for k in pinned) if pinned else _NOTHING_PINNED,
+        )
         self._peer_certificates: tuple[x509.Certificate, ...] = ()
         self._peer_authenticated = False
         alpn = [p.encode() for p in configuration.alpn_protocols]
@@ -277,16 +281,16 @@ class MLSConnection:
             self._peer_authenticated = resume.peer_authenticated
         elif self.is_client:
             joiner = MLSTLSJoiner(suites[0], self._credential, signature_private_key,
-                                  credential_check=self._check_peer_credential,
+                                  credential_check=check,
                                   identity_check=_refuse_identity_change, alpn_protocols=alpn)
             self._session = TwoPartySession.initiator(joiner)
         else:
             creator = MLSTLSCreator(self._credential, signature_private_key, allowed_suites=suites,
-                                    credential_check=self._check_peer_credential,
+                                    credential_check=check,
                                     identity_check=_refuse_identity_change, alpn_protocols=alpn,
                                     max_lifetime=configuration.mls_max_key_package_lifetime)
             self._session = TwoPartySession.responder(
-                creator, None if resumption_states is None else self._lookup_resumption)
+                creator, None if resumption_states is None else _weak_method(self._lookup_resumption))
         self._policy = _ReadPolicy()
         self._records = TLSRecordLayer(self._policy, is_client=self.is_client, padding=configuration.record_padding)
         self._reassembler = HandshakeReassembler(configuration.max_handshake_message_size)
@@ -499,17 +503,13 @@ class MLSConnection:
         timeout = self.configuration.handshake_timeout
         if (self.state is ConnectionState.HANDSHAKING and timeout is not None and self._started_at is not None
                 and current >= self._started_at + timeout):
-            timed_out = HandshakeTimeoutError(timeout)
             self._send_alert(AlertDescription.user_canceled)
-            self._fail(timed_out)
-            raise timed_out
+            raise failed(self._fail, HandshakeTimeoutError(timeout))
         update = self._update_deadline()
         if update is not None and current >= update:
             assert self._update_timeout is not None
-            error = KeyUpdateTimeoutError("mls", self._update_timeout)
             self._send_alert(AlertDescription.user_canceled)
-            self._fail(error)
-            raise error
+            raise failed(self._fail, KeyUpdateTimeoutError("mls", self._update_timeout))
         rekey = self._rekey_due_at()
         if rekey is not None and current >= rekey:
             self._guard(lambda: self._start_update(None))
@@ -725,46 +725,12 @@ class MLSConnection:
             else:  # a policy update started again meanwhile: keep the order
                 self._held.append((content_type, data))
 
-    def _check_peer_credential(self, credential: Credential, signature_key: bytes) -> None:
-        """The AS of RFC 9420 §5.3.1 for the peer's credential (docs §12).
-
-        Pinned signature keys are accepted as they are; an X.509 chain is
-        validated against the trust store (the responder's with the
-        configured server_name) and must certify the leaf's signature key; a
-        credential that is neither is accepted only when this side does not
-        authenticate the peer (initiator: ``verify_peer`` False; responder:
-        ``client_auth`` NONE).
-        """
-        if signature_key == self._own_signature_key:
-            return  # our own leaf, in the tree the Welcome carries
-        if signature_key in self._pinned:
-            self._peer_authenticated = True
-            return
-        cfg = self.configuration
-        required = cfg.verify_peer if self.is_client else cfg.client_auth is ClientAuth.REQUIRED
-        verify = required or (not self.is_client and cfg.client_auth is ClientAuth.OPTIONAL)
-        if isinstance(credential, X509Credential) and verify:
-            try:
-                chain = [x509.load_der_x509_certificate(c.cert_data) for c in credential.certificates]
-            except ValueError:
-                raise MLSError("the peer's X.509 credential has a malformed certificate",
-                               AlertDescription.bad_certificate) from None
-            path = verify_chain(chain, cfg.trust_store or _system_store(),
-                                server_name=cfg.server_name if self.is_client else None,
-                                is_server_cert=self.is_client, now=_utc(cfg.now()))
-            if cfg.checks_peer_access:  # allow-list and CRLs (docs/access-control.md)
-                check_peer_access(path, allow=cfg.peer_allow, crls=cfg.crls, now=_utc(cfg.now()),
-                                  is_server_cert=self.is_client)
-            leaf_key = chain[0].public_key()
-            if not isinstance(leaf_key, ed25519.Ed25519PublicKey) or leaf_key.public_bytes_raw() != signature_key:
-                raise MLSError("the peer's certificate does not certify its MLS signature key",
-                               AlertDescription.bad_certificate)
-            self._peer_certificates = tuple(chain)
-            self._peer_authenticated = True
-            return
-        if required:
-            raise MLSError("the peer's MLS credential is neither a valid X.509 chain nor a pinned key",
-                           AlertDescription.bad_certificate)
+    def _peer_verified(self, chain: tuple[x509.Certificate, ...] | None) -> None:
+        """What ``_PeerCredentialCheck`` established about the peer: its
+        validated chain (None: a pinned key) authenticates it."""
+        if chain is not None:
+            self._peer_certificates = chain
+        self._peer_authenticated = True
 
     def _alert_received(self, level: int, description: int) -> None:
         if description == AlertDescription.close_notify:
@@ -822,6 +788,90 @@ class MLSConnection:
         self._records.drop_keys()
         self._held.clear()
         self._events.append(ConnectionClosed(alert=alert, by_peer=by_peer, reason=reason))
+
+
+class _PeerCredentialCheck:
+    """The AS of RFC 9420 §5.3.1 for the peer's credential (docs §12), as one
+    connection's Configuration and role judge it.
+
+    Pinned signature keys are accepted as they are; an X.509 chain is
+    validated against the trust store (the responder's with the configured
+    server_name) and must certify the leaf's signature key; a credential that
+    is neither is accepted only when this side does not authenticate the
+    peer (initiator: ``verify_peer`` False; responder: ``client_auth`` NONE).
+
+    The MLS group keeps it across epochs and in resumption states: a stored
+    group brings the first connection's trust settings (docs/mls-tls.md §8).
+    It holds its connection weakly, only to record there what it verified: a
+    bound method of the connection in the group would make every MLS
+    connection a reference cycle, alive until the cyclic collector runs, and
+    for as long as a resumption state taken from it (issue 16, freed on close).
+    """
+
+    __slots__ = ("_configuration", "_is_client", "_own_signature_key", "_pinned", "_connection")
+
+    def __init__(self, connection: MLSConnection, own_signature_key: bytes, pinned: frozenset[bytes]) -> None:
+        self._configuration = connection.configuration
+        self._is_client = connection.is_client
+        self._own_signature_key = own_signature_key
+        self._pinned = pinned
+        self._connection = weakref.ref(connection)
+
+    def __call__(self, credential: Credential, signature_key: bytes) -> None:
+        if signature_key == self._own_signature_key:
+            return  # our own leaf, in the tree the Welcome carries
+        if signature_key in self._pinned:
+            self._verified(None)
+            return
+        cfg, is_client = self._configuration, self._is_client
+        required = cfg.verify_peer if is_client else cfg.client_auth is ClientAuth.REQUIRED
+        verify = required or (not is_client and cfg.client_auth is ClientAuth.OPTIONAL)
+        if isinstance(credential, X509Credential) and verify:
+            try:
+                chain = [x509.load_der_x509_certificate(c.cert_data) for c in credential.certificates]
+            except ValueError:
+                raise MLSError("the peer's X.509 credential has a malformed certificate",
+                               AlertDescription.bad_certificate) from None
+            path = verify_chain(chain, cfg.trust_store or _system_store(),
+                                server_name=cfg.server_name if is_client else None,
+                                is_server_cert=is_client, now=_utc(cfg.now()))
+            if cfg.checks_peer_access:  # allow-list and CRLs (docs/access-control.md)
+                check_peer_access(path, allow=cfg.peer_allow, crls=cfg.crls, now=_utc(cfg.now()),
+                                  is_server_cert=is_client)
+            leaf_key = chain[0].public_key()
+            if not isinstance(leaf_key, ed25519.Ed25519PublicKey) or leaf_key.public_bytes_raw() != signature_key:
+                raise MLSError("the peer's certificate does not certify its MLS signature key",
+                               AlertDescription.bad_certificate)
+            self._verified(tuple(chain))
+            return
+        if required:
+            raise MLSError("the peer's MLS credential is neither a valid X.509 chain nor a pinned key",
+                           AlertDescription.bad_certificate)
+
+    def _verified(self, chain: tuple[x509.Certificate, ...] | None) -> None:
+        connection = self._connection()
+        if connection is not None:  # else a resumed connection took them from the state
+            connection._peer_verified(chain)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _weak_method(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``method``, a bound method of an MLSConnection, without a strong
+    reference to the connection: its MLS session holds it, and a bound
+    method there would make the connection a reference cycle (issue 16,
+    freed on close)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        bound = ref()
+        if bound is None:
+            raise LocalProtocolError("the MLS-TLS connection is gone")
+        return bound(*args, **kwargs)
+
+    return call
 
 
 @functools.cache

@@ -25,11 +25,13 @@ import pytest
 from helpers.dtls_link import Clock, DatagramLink
 from helpers.pair import Pair, configs, connect
 from longtls import aio
+from longtls.config import Configuration
 from longtls.connection import Connection
 from longtls.constants import AlertDescription, ContentType, NamedGroup
 from longtls.dtls_connection import DTLSConnection
 from longtls.errors import HandshakeTimeoutError, RemoteProtocolError
-from longtls.events import ConnectionClosed, Event, KeyUpdateCompleted, KeyUpdated
+from longtls.events import ApplicationData, ConnectionClosed, Event, KeyUpdateCompleted, KeyUpdated
+from longtls.mls_connection import MLSConnection, MLSResumptionState
 
 
 @pytest.fixture(autouse=True)
@@ -325,3 +327,102 @@ def test_aio_dtls_associations_freed_after_close() -> None:
             assert [o for o in gc.get_objects() if type(o) is aio.DTLSAssociation] == []
 
     _run(main())
+
+
+# ------------------------------------------------------------------ MLS mode
+
+
+def _mls_pair(store: dict[bytes, MLSResumptionState] | None = None) -> tuple[MLSConnection, MLSConnection]:
+    """An established MLS-mode pair (suite 0x0001, basic credentials); with
+    ``store`` the responder answers resumptions from it."""
+    initiator = MLSConnection(
+        Configuration(is_client=True, verify_peer=False, mls_cipher_suites=(0x0001,), mls_identity=b"client")
+    )
+    responder = MLSConnection(
+        Configuration(is_client=False, mls_cipher_suites=(0x0001,), mls_identity=b"server"),
+        resumption_states=None if store is None else store.get,
+    )
+    initiator.start_handshake()
+    _mls_pump(initiator, responder)
+    assert initiator.handshake_complete and responder.handshake_complete
+    return initiator, responder
+
+
+def _mls_pump(a: MLSConnection, b: MLSConnection) -> None:
+    for _ in range(100):
+        a_to_b = a.data_to_send()
+        if a_to_b:
+            b.receive_data(a_to_b)
+        b_to_a = b.data_to_send()
+        if b_to_a:
+            a.receive_data(b_to_a)
+        if not a_to_b and not b_to_a:
+            return
+
+
+def _mls_close(a: MLSConnection, b: MLSConnection) -> None:
+    a.close()
+    _mls_pump(a, b)
+    b.close()  # its own close_notify: closed once both went (RFC 9846 §6.1)
+    _mls_pump(a, b)
+    assert a.is_closed and b.is_closed
+
+
+@pytest.mark.parametrize("ending", ["close", "update, then close", "resuming responder, close"])
+def test_mls_pair_freed(ending: str) -> None:
+    initiator, responder = _mls_pair({} if ending.startswith("resuming") else None)
+    if ending.startswith("update"):
+        initiator.update_keys()
+        _mls_pump(initiator, responder)
+        assert any(isinstance(e, KeyUpdateCompleted) for e in initiator.events())
+    _mls_close(initiator, responder)
+    assert responder.peer_credential is not None  # still readable after close
+    refs = [weakref.ref(initiator), weakref.ref(responder)]
+    del initiator, responder
+    assert [ref() for ref in refs] == [None, None]
+
+
+def test_mls_resumption_states_outlive_their_connections() -> None:
+    """A state the application keeps does not keep the connection it came
+    from, and it still resumes once that connection is gone."""
+    store: dict[bytes, MLSResumptionState] = {}
+    initiator, responder = _mls_pair(store)
+    _mls_close(initiator, responder)
+    mine, theirs = initiator.resumption_state(), responder.resumption_state()
+    assert mine is not None and theirs is not None
+    store[theirs.group_id] = theirs
+    first = weakref.ref(initiator)
+    del initiator
+    assert first() is None
+    resumed = MLSConnection(
+        Configuration(is_client=True, verify_peer=False, mls_cipher_suites=(0x0001,), mls_identity=b"client"),
+        resume=mine,
+    )
+    answering = MLSConnection(
+        Configuration(is_client=False, mls_cipher_suites=(0x0001,), mls_identity=b"server"),
+        resumption_states=store.get,
+    )
+    resumed.start_handshake()
+    _mls_pump(resumed, answering)
+    assert resumed.handshake_complete and answering.handshake_complete
+    assert resumed.epoch == answering.epoch == theirs.epoch + 2
+    resumed.send(b"after resumption")
+    _mls_pump(resumed, answering)
+    assert b"".join(e.data for e in answering.events() if isinstance(e, ApplicationData)) == b"after resumption"
+
+
+def test_mls_timed_out_handshake_frees() -> None:
+    clock = [1000.0]
+    conn = MLSConnection(Configuration(
+        is_client=True, verify_peer=False, mls_cipher_suites=(0x0001,), mls_identity=b"client",
+        handshake_timeout=5.0, now=lambda: clock[0],
+    ))
+    conn.start_handshake()
+    assert conn.data_to_send()  # no responder answers
+    clock[0] += 10.0
+    with pytest.raises(HandshakeTimeoutError):
+        conn.handle_timer(clock[0])
+    assert conn.is_closed
+    ref = weakref.ref(conn)
+    del conn
+    assert ref() is None
