@@ -25,6 +25,7 @@ from longtls.events import (
     SessionTicket,
     SessionTicketReceived,
 )
+from longtls.mls_connection import MLSConnection
 
 
 def configs(
@@ -52,7 +53,7 @@ def configs(
     return client, server
 
 
-def pump(client: Connection, server: Connection) -> None:
+def pump(client: Connection | MLSConnection, server: Connection | MLSConnection) -> None:
     """Move bytes both ways until neither side has anything to send."""
     while True:
         c2s = client.data_to_send()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 
 from harness import Pki
-from longtls_cases import configs
+from longtls_cases import configs, pump
 
 from longtls.config import Configuration
 from longtls.dtls_connection import DTLSConnection
@@ -113,15 +113,7 @@ def establish_mls(pki: Pki, count: int) -> list[tuple[MLSConnection, MLSConnecti
     for _ in range(count):
         client, server = MLSConnection(client_cfg), MLSConnection(server_cfg)
         client.start_handshake()
-        for _ in range(100):
-            c2s = client.data_to_send()
-            if c2s:
-                server.receive_data(c2s)
-            s2c = server.data_to_send()
-            if s2c:
-                client.receive_data(s2c)
-            if not c2s and not s2c:
-                break
+        pump(client, server)
         events = client.events()
         server.events()
         if not any(isinstance(e, HandshakeComplete) for e in events):

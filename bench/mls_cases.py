@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 
 from harness import RECORD_SIZE, Operation
+from longtls_cases import pump
 
 from longtls.config import Configuration
 from longtls.events import ApplicationData, HandshakeComplete, KeyUpdateCompleted
@@ -32,19 +33,6 @@ MLS_SUITES: dict[str, tuple[int, str, str]] = {
     "MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519": (0x0003, "x25519", "ChaCha20-Poly1305"),
     "MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519": (0xF0A1, "X25519MLKEM768", "AES-128-GCM"),
 }
-
-
-def pump(a: MLSConnection, b: MLSConnection) -> None:
-    """Move bytes both ways until neither side has anything to send."""
-    while True:
-        a2b = a.data_to_send()
-        if a2b:
-            b.receive_data(a2b)
-        b2a = b.data_to_send()
-        if b2a:
-            a.receive_data(b2a)
-        if not a2b and not b2a:
-            return
 
 
 def configs(suite: int) -> tuple[Configuration, Configuration]:

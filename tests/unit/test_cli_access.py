@@ -12,8 +12,6 @@ import contextlib
 import datetime
 import signal
 import socket
-import socketserver
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from helpers.cli import LONGTLS, assert_one_error_line, longtls
+from helpers.echo import EchoBackend
 from helpers.peers import LOOPBACK, PeerProcess, free_port, start_process
 from longtls import certs
 from longtls.cli.common import build_server_configuration
@@ -76,23 +75,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     return Files(directory, bundle)
 
 
-class Echo(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class EchoHandler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        with contextlib.suppress(OSError):
-            while data := self.request.recv(65536):
-                self.request.sendall(data)
-
-
 @pytest.fixture(scope="module")
 def backend() -> Iterator[int]:
-    server = Echo((LOOPBACK, 0), EchoHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
+    server = EchoBackend()
+    yield server.port
     server.shutdown()
     server.server_close()
 

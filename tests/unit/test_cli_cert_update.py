@@ -25,7 +25,6 @@ import re
 import shutil
 import signal
 import socket
-import socketserver
 import threading
 import time
 import urllib.request
@@ -38,6 +37,7 @@ import pytest
 from cryptography import x509
 
 from helpers.cli import LONGTLS, summary
+from helpers.echo import EchoBackend
 from helpers.peers import LOOPBACK, PeerProcess, free_port, start_process
 from helpers.pki import Credential, Pki
 from helpers.renewal import expired, extra_san, not_yet_valid, renew
@@ -202,26 +202,6 @@ def test_watcher_warns_once_about_a_pair_that_stays_unusable(
 
 
 # -- the command line --------------------------------------------------------------------------
-
-
-class EchoBackend(socketserver.ThreadingTCPServer):
-    """A plain TCP echo service behind the tunnel."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        super().__init__((LOOPBACK, 0), _EchoHandler)
-        self.port: int = self.server_address[1]
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-
-class _EchoHandler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        sock: socket.socket = self.request
-        with sock:
-            while data := sock.recv(1 << 16):
-                sock.sendall(data)
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import json
 import logging
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,6 +29,7 @@ import pytest
 from cryptography import x509
 
 from helpers.cli import LONGTLS, longtls
+from helpers.echo import EchoBackend
 from helpers.peers import LOOPBACK, PeerProcess, free_port, start_process
 from helpers.pki import PkiFiles
 from longtls import aio
@@ -388,29 +388,6 @@ def test_serve_dtls_and_mls_records(files: PkiFiles) -> None:
 
 
 # -- tunnel ----------------------------------------------------------------------------------
-
-
-class EchoBackend:
-    """A plain TCP echo service in a thread (until EOF, then close)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server((LOOPBACK, 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            while data := conn.recv(65536):
-                conn.sendall(data)
 
 
 def _tunnel(mode: str, *args: str) -> contextlib.AbstractContextManager[PeerProcess]:

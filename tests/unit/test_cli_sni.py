@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
-import socketserver
-import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ import pytest
 from cryptography import x509
 
 from helpers.cli import LONGTLS, longtls, summary
+from helpers.echo import EchoBackend
 from helpers.pair import Pair
 from helpers.peers import LOOPBACK, PeerProcess, free_port, require_binary, run, start_process
 from helpers.pki import Credential, make_ca, make_leaf
@@ -215,26 +213,6 @@ def test_a_second_certificate_without_dns_names_is_refused(
 
 
 # -- renewal of one certificate of several -------------------------------------------------
-
-
-class EchoBackend(socketserver.ThreadingTCPServer):
-    """The plain TCP service behind the tunnel."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        super().__init__((LOOPBACK, 0), _EchoHandler)
-        self.port: int = self.server_address[1]
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-
-class _EchoHandler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        sock: socket.socket = self.request
-        with sock:
-            while data := sock.recv(1 << 16):
-                sock.sendall(data)
 
 
 def not_after_gauge(port: int) -> dict[tuple[str, str], float]:

@@ -12,9 +12,7 @@ import hmac
 import logging
 import re
 import socket
-import socketserver
 import struct
-import threading
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +24,7 @@ from tests.vectors.rfc8448 import derive_secret, expand_label, hkdf_extract, tra
 
 from helpers.cli import LONGTLS, assert_one_error_line, summary
 from helpers.cli import longtls as cli_longtls
+from helpers.echo import EchoBackend
 from helpers.pair import Pair, configs
 from helpers.peers import LOOPBACK, free_port, start_process
 from longtls.config import ClientAuth, Configuration
@@ -667,26 +666,10 @@ def test_cli_psk_errors(args: list[str], fragments: tuple[str, ...], tmp_path: P
     assert_one_error_line(result, *fragments)
 
 
-class _EchoBackend(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        super().__init__((LOOPBACK, 0), _EchoHandler)
-        self.port: int = self.server_address[1]
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-
-class _EchoHandler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        while data := self.request.recv(1 << 16):
-            self.request.sendall(data)
-
-
 def test_cli_tunnel_over_an_external_psk(psk_file: Path) -> None:
     """``tunnel server`` with only a PSK (no certificate) and ``tunnel client``
     with the same PSK, psk_ke, rekeying by EKU every 16 KiB of traffic."""
-    backend = _EchoBackend()
+    backend = EchoBackend()
     server_port, client_port, metrics_port = free_port(), free_port(), free_port()
     try:
         with contextlib.ExitStack() as stack:

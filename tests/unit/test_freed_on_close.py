@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from helpers.dtls_link import Clock, DatagramLink
+from helpers.mls_link import pump as mls_pump
 from helpers.pair import Pair, configs, connect
 from longtls import aio
 from longtls.config import Configuration
@@ -343,28 +344,16 @@ def _mls_pair(store: dict[bytes, MLSResumptionState] | None = None) -> tuple[MLS
         resumption_states=None if store is None else store.get,
     )
     initiator.start_handshake()
-    _mls_pump(initiator, responder)
+    mls_pump(initiator, responder)
     assert initiator.handshake_complete and responder.handshake_complete
     return initiator, responder
 
 
-def _mls_pump(a: MLSConnection, b: MLSConnection) -> None:
-    for _ in range(100):
-        a_to_b = a.data_to_send()
-        if a_to_b:
-            b.receive_data(a_to_b)
-        b_to_a = b.data_to_send()
-        if b_to_a:
-            a.receive_data(b_to_a)
-        if not a_to_b and not b_to_a:
-            return
-
-
 def _mls_close(a: MLSConnection, b: MLSConnection) -> None:
     a.close()
-    _mls_pump(a, b)
+    mls_pump(a, b)
     b.close()  # its own close_notify: closed once both went (RFC 9846 §6.1)
-    _mls_pump(a, b)
+    mls_pump(a, b)
     assert a.is_closed and b.is_closed
 
 
@@ -373,7 +362,7 @@ def test_mls_pair_freed(ending: str) -> None:
     initiator, responder = _mls_pair({} if ending.startswith("resuming") else None)
     if ending.startswith("update"):
         initiator.update_keys()
-        _mls_pump(initiator, responder)
+        mls_pump(initiator, responder)
         assert any(isinstance(e, KeyUpdateCompleted) for e in initiator.events())
     _mls_close(initiator, responder)
     assert responder.peer_credential is not None  # still readable after close
@@ -403,11 +392,11 @@ def test_mls_resumption_states_outlive_their_connections() -> None:
         resumption_states=store.get,
     )
     resumed.start_handshake()
-    _mls_pump(resumed, answering)
+    mls_pump(resumed, answering)
     assert resumed.handshake_complete and answering.handshake_complete
     assert resumed.epoch == answering.epoch == theirs.epoch + 2
     resumed.send(b"after resumption")
-    _mls_pump(resumed, answering)
+    mls_pump(resumed, answering)
     assert b"".join(e.data for e in answering.events() if isinstance(e, ApplicationData)) == b"after resumption"
 
 

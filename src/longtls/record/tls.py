@@ -50,10 +50,6 @@ class RecordProtection:
         """
         return self.sequence_number >= self.suite.record_limit - (self.suite.record_limit >> 3)
 
-    @property
-    def exhausted(self) -> bool:
-        return self.sequence_number >= self.suite.record_limit
-
     def seal(self, content_type: int, content: bytes, padding: int = 0) -> bytes:
         """One complete TLSCiphertext record carrying ``content``."""
         out = bytearray()
