@@ -131,3 +131,46 @@ def test_exporter_labels_past_the_label_cache_bound_still_derive_right() -> None
         context = reference_hash(suite.hash, b"ctx")
         assert got == reference_expand_label(suite.hash, inner, b"tls13 ", b"exporter", context, 40), i
     assert len(ks._LABEL_HEADS) <= ks._LABEL_HEADS_LIMIT
+
+
+@pytest.mark.parametrize("suite", HASH_SUITES, ids=IDS)
+@pytest.mark.parametrize("prefix", [ks.TLS13_LABEL_PREFIX, ks.DTLS13_LABEL_PREFIX])
+@pytest.mark.parametrize("chained", [True, False], ids=["draft-13", "older"])
+def test_next_eku_generation_follows_the_formulas(suite: ks.SuiteInfo, prefix: bytes, chained: bool) -> None:
+    """EKU draft-13 §6 (chained transcript) / draft-2025-10 §7 (Hash(Req || Resp)):
+    every secret of generation N+1, resumption included, from pyca's HKDF,
+    twice in a row (the second from remembered HkdfLabel heads)."""
+    labels = ks.EKULabels(b"derived", b"c ap traffic", b"s ap traffic", b"exp master", b"res master", chained)
+    main, th = b"\x11" * suite.hash_length, b"\x22" * suite.hash_length
+    shared, request, response = b"\x33" * 32, b"\x18\x00\x00\x05req", b"\x18\x00\x00\x06resp"
+    for _ in range(2):
+        got = ks.next_eku_generation(suite, labels, main, th, shared, request, response, prefix=prefix)
+        salt = reference_expand_label(suite.hash, main, prefix, b"derived", suite.empty_hash, suite.hash_length)
+        main_next = HKDF.extract(suite.hash, salt, shared)
+        context = reference_hash(suite.hash, *((th,) if chained else ()), request, response)
+
+        def secret(label: bytes, main_next: bytes = main_next, context: bytes = context) -> bytes:
+            return reference_expand_label(suite.hash, main_next, prefix, label, context, suite.hash_length)
+
+        assert got.main_secret == main_next
+        assert got.transcript_hash == (context if chained else th)
+        assert got.client_traffic_secret == secret(b"c ap traffic")
+        assert got.server_traffic_secret == secret(b"s ap traffic")
+        assert got.exporter_secret == secret(b"exp master")
+        assert got.resumption_secret == secret(b"res master")
+    skipped = ks.next_eku_generation(
+        suite, labels, main, th, shared, request, response, with_resumption=False, prefix=prefix
+    )
+    assert skipped.resumption_secret == b"" and skipped.client_traffic_secret == got.client_traffic_secret
+
+
+@pytest.mark.parametrize("suite", [*HASH_SUITES, SUITES[CipherSuite.TLS_CHACHA20_POLY1305_SHA256]],
+                         ids=[*IDS, "chacha20"])
+@pytest.mark.parametrize("prefix", [ks.TLS13_LABEL_PREFIX, ks.DTLS13_LABEL_PREFIX])
+def test_traffic_keys_follow_the_formula(suite: ks.SuiteInfo, prefix: bytes) -> None:
+    """RFC 9846 §7.3: key and iv are HKDF-Expand-Label(secret, "key"/"iv", "", length)."""
+    secret = bytes(range(1, suite.hash_length + 1))
+    for _ in range(2):  # the second from the remembered HMAC inputs
+        key, iv = ks.traffic_keys(suite, secret, prefix)
+        assert key == reference_expand_label(suite.hash, secret, prefix, b"key", b"", suite.key_length)
+        assert iv == reference_expand_label(suite.hash, secret, prefix, b"iv", b"", suite.iv_length)
