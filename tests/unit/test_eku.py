@@ -262,6 +262,40 @@ def test_bad_eku_messages(message: bytes, alert: AlertDescription) -> None:
     assert _inject(_pair(), message).alert == alert
 
 
+@pytest.mark.parametrize("share_length", [32, 1184, 65535])  # x25519, an ML-KEM-768 key, the most a vector holds
+def test_subtyped_messages_on_the_wire(share_length: int) -> None:
+    """draft-13 §4: extended_key_update (27), uint24 length, subtype, then a
+    KeyShareEntry (NamedGroup, key_exchange<1..2^16-1>); the finish is the
+    subtype alone."""
+    codec = PROFILES[EKUProfileName.draft_13].codec
+    share = bytes(range(256)) * (share_length // 256) + bytes(share_length % 256)
+    body_length = 5 + share_length
+    for subtype, message in ((0, codec.request(0x11EC, share)), (1, codec.response(0x11EC, share))):
+        assert message.encode() == bytes([
+            27, body_length >> 16, (body_length >> 8) & 0xFF, body_length & 0xFF,
+            subtype, 0x11, 0xEC, share_length >> 8, share_length & 0xFF,
+        ]) + share
+        assert (codec.request_message if subtype == 0 else codec.response_message)(0x11EC, share) == message.encode()
+    assert codec.finish().encode() == codec.finish_message() == bytes([27, 0, 0, 1, 2])
+    with pytest.raises(ValueError):
+        codec.request(0x1D, bytes(65536)).encode()
+    with pytest.raises(ValueError):
+        codec.response_message(0x1D, bytes(65536))
+
+
+def test_draft05_messages_on_the_wire() -> None:
+    """draft-05 §4: one HandshakeType per message; the response starts with its status."""
+    codec = PROFILES[EKUProfileName.draft_05].codec
+    share = bytes(range(32))
+    assert codec.request_message(0x1D, share) == bytes([
+        HandshakeType.extended_key_update_request, 0, 0, 36, 0, 0x1D, 0, 32,
+    ]) + share
+    assert codec.response_message(0x1D, share) == bytes([
+        HandshakeType.extended_key_update_response, 0, 0, 37, 0, 0, 0x1D, 0, 32,
+    ]) + share
+    assert codec.finish_message() == bytes([HandshakeType.new_key_update, 0, 0, 0])
+
+
 @pytest.mark.parametrize("profile", PROFILE_NAMES)
 def test_new_request_while_responder_waits_for_finish(profile: str) -> None:
     pair = _pair(profile=profile)

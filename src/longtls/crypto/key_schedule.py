@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac as _hmac
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
@@ -389,16 +389,32 @@ class EKULabels:
     chained_transcript: bool
 
 
-@dataclass(frozen=True, slots=True)
 class EKUGeneration:
-    """Generation N+1's secrets.  Key material only: ``repr`` shows none of it."""
+    """Generation N+1's secrets.  Key material only: ``repr`` shows none of it.
 
-    main_secret: bytes = field(repr=False)
-    transcript_hash: bytes = field(repr=False)  # the transcript_hash_N+1 to chain on (draft-13)
-    client_traffic_secret: bytes = field(repr=False)
-    server_traffic_secret: bytes = field(repr=False)
-    exporter_secret: bytes = field(repr=False)
-    resumption_secret: bytes = field(repr=False)  # b"" when not derived
+    A plain slotted class, not a frozen dataclass: two are made per update,
+    and a frozen dataclass sets each field through ``object.__setattr__``
+    (issue 16, second round).  Nothing changes them after construction.
+    """
+
+    __slots__ = (
+        "main_secret", "transcript_hash", "client_traffic_secret", "server_traffic_secret",
+        "exporter_secret", "resumption_secret",
+    )
+
+    def __init__(
+        self, main_secret: bytes, transcript_hash: bytes, client_traffic_secret: bytes,
+        server_traffic_secret: bytes, exporter_secret: bytes, resumption_secret: bytes,
+    ) -> None:
+        self.main_secret = main_secret
+        self.transcript_hash = transcript_hash  # the transcript_hash_N+1 to chain on (draft-13)
+        self.client_traffic_secret = client_traffic_secret
+        self.server_traffic_secret = server_traffic_secret
+        self.exporter_secret = exporter_secret
+        self.resumption_secret = resumption_secret  # b"" when not derived
+
+    def __repr__(self) -> str:
+        return "EKUGeneration()"
 
 
 def next_eku_generation(
@@ -430,12 +446,12 @@ def next_eku_generation(
     # HkdfLabel head, the context (one hash long), then the counter 0x01.
     tail = context + b"\x01"
     return EKUGeneration(
-        main_secret=main,
-        transcript_hash=transcript_hash,
-        client_traffic_secret=_hmac_new(main, heads[1] + tail, name).digest(),
-        server_traffic_secret=_hmac_new(main, heads[2] + tail, name).digest(),
-        exporter_secret=_hmac_new(main, heads[3] + tail, name).digest(),
-        resumption_secret=_hmac_new(main, heads[4] + tail, name).digest() if with_resumption else b"",
+        main,
+        transcript_hash,
+        _hmac_new(main, heads[1] + tail, name).digest(),  # client_traffic_secret
+        _hmac_new(main, heads[2] + tail, name).digest(),  # server_traffic_secret
+        _hmac_new(main, heads[3] + tail, name).digest(),  # exporter_secret
+        _hmac_new(main, heads[4] + tail, name).digest() if with_resumption else b"",  # resumption_secret
     )
 
 
@@ -443,25 +459,30 @@ def next_eku_generation(
 # prefix and hash: the whole input of Derive-Secret(main_N, derived, ""),
 # and the HkdfLabel head of each Derive-Secret from main_N+1 up to its
 # context (one hash long).  At most one entry per profile, prefix and hash.
-_EKU_HEADS: dict[tuple[EKULabels, bytes, str], tuple[bytes, bytes, bytes, bytes, bytes]] = {}
+# Keyed by the labels' id(), not by the labels (a frozen dataclass hashes
+# in Python): the entry keeps its labels alive, so the id is not reused
+# while the entry exists, and the entry is used only for that very object.
+_EKU_HEADS: dict[tuple[int, bytes, str], tuple[EKULabels, tuple[bytes, bytes, bytes, bytes, bytes]]] = {}
 _EKU_HEADS_LIMIT = 64
 
 
 def _eku_heads(suite: SuiteInfo, labels: EKULabels, prefix: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
-    key = (labels, prefix, suite.hash_name)
-    heads = _EKU_HEADS.get(key)
-    if heads is None:
-        length = suite.hash_length
-        # _one_block_info with an empty context, less its b"\x00\x01" (the
-        # context's length byte, then the counter), then the length of a
-        # context of one hash.
-        def head(label: bytes) -> bytes:
-            return _one_block_info(prefix, label, b"", length)[:-2] + bytes((length,))
+    key = (id(labels), prefix, suite.hash_name)
+    entry = _EKU_HEADS.get(key)
+    if entry is not None and entry[0] is labels:
+        return entry[1]
+    length = suite.hash_length
 
-        heads = (
-            _one_block_info(prefix, labels.derived, suite.empty_hash, length),
-            head(labels.client_traffic), head(labels.server_traffic), head(labels.exporter), head(labels.resumption),
-        )
-        if len(_EKU_HEADS) < _EKU_HEADS_LIMIT:
-            _EKU_HEADS[key] = heads
+    def head(label: bytes) -> bytes:
+        # _one_block_info with an empty context, less its b"\x00\x01" (the
+        # context's length byte, then the counter), then the length byte of
+        # a context of one hash.
+        return _one_block_info(prefix, label, b"", length)[:-2] + bytes((length,))
+
+    heads = (
+        _one_block_info(prefix, labels.derived, suite.empty_hash, length),
+        head(labels.client_traffic), head(labels.server_traffic), head(labels.exporter), head(labels.resumption),
+    )
+    if len(_EKU_HEADS) < _EKU_HEADS_LIMIT:
+        _EKU_HEADS[key] = (labels, heads)
     return heads

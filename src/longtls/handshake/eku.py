@@ -271,7 +271,10 @@ class ExtendedKeyUpdate:
         return Side.client if self.host.is_client == local else Side.server
 
     def _send(self, msg: EKUMessage) -> bytes:
-        raw = msg.encode()
+        return self._queue(msg.encode())
+
+    def _queue(self, raw: bytes) -> bytes:
+        """Send one whole EKU message (the codec's ``*_message`` bytes)."""
         self.host.queue_handshake(raw)
         return raw
 
@@ -349,7 +352,7 @@ class ExtendedKeyUpdate:
         self._initiated_locally = True
         self._started_at = now
         self._arm_deadline(timeout, now)
-        self._request = self._send(self.profile.codec.request(self.group.code, self._share.public))
+        self._request = self._queue(self.profile.codec.request_message(self.group.code, self._share.public))
         self.host.emit(KeyUpdateStarted(generation=self.generation + 1, initiator=self._side(local=True)))
 
     # --------------------------------------------------------------- receive
@@ -372,9 +375,10 @@ class ExtendedKeyUpdate:
     def _on_request(self, key_exchange: bytes, raw: bytes) -> None:
         if self.host.close_sent:
             return  # RFC 9846 §6.1: after our close_notify we send nothing more
-        # DTLS: a new request while we wait for our ACK means the peer has
-        # completed this update; then answer the request.
-        self.peer_completed()
+        if self.datagram:
+            # DTLS: a new request while we wait for our ACK means the peer has
+            # completed this update; then answer the request.
+            self.peer_completed()
         if self.role in (Role.WAIT_FINISH, Role.RESPONDING, Role.WAIT_PEER_FINISH, Role.SWITCHING):
             # draft-13 §11.3: a new update before the previous one completed.
             raise RemoteProtocolError(
@@ -445,7 +449,7 @@ class ExtendedKeyUpdate:
     def _respond(self) -> None:
         response_share, shared = self.group.respond(self._peer_key_exchange)
         self._peer_key_exchange = b""
-        response = self._send(self.profile.codec.response(self.group.code, response_share))
+        response = self._queue(self.profile.codec.response_message(self.group.code, response_share))
         self._response = response
         self._derive(shared, self._peer_request, response)
         self.role = Role.WAIT_FINISH
@@ -501,20 +505,20 @@ class ExtendedKeyUpdate:
                 # move on the responder's NKU (step 7).  draft-05 over DTLS
                 # follows the same steps (docs/eku-over-dtls.md).
                 self.role = Role.WAIT_PEER_FINISH
-            self._finish = self._send(self.profile.codec.finish())
+            self._finish = self._queue(self.profile.codec.finish_message())
             return
         if self.profile.three_messages:
             # draft-13 §5 step 4-5: the responder already sends under the new
             # keys; finish under the old send keys, then switch.
             self._switch_receive()
-            self._send(self.profile.codec.finish())
+            self._queue(self.profile.codec.finish_message())
             self._switch_send()
             self._exchange_done()
         else:
             # draft-2025-10 §5 step 3-4: our NKU under the old keys, then our
             # send keys change; receive keys change on the responder's NKU.
             self.role = Role.WAIT_PEER_FINISH
-            self._send(self.profile.codec.finish())
+            self._queue(self.profile.codec.finish_message())
             self._switch_send()
 
     def _on_declined(self, msg: ExtendedKeyUpdateResponseD05) -> None:
@@ -541,7 +545,7 @@ class ExtendedKeyUpdate:
             self._switch_receive()
             if not self.profile.three_messages and not self.host.close_sent:
                 # draft-2025-10 §5 step 4: answer with our own NKU, then switch.
-                self._send(self.profile.codec.finish())
+                self._queue(self.profile.codec.finish_message())
                 self._switch_send()
             self._exchange_done()
         elif self.role is Role.WAIT_PEER_FINISH and self._next is not None:
@@ -572,7 +576,7 @@ class ExtendedKeyUpdate:
                 # draft-2025-10 §6 steps 5-6: receive epoch now; our own NKU,
                 # under the old send epoch, acknowledges theirs; our send epoch
                 # moves on its ACK (step 9).
-                self._finish = self._send(self.profile.codec.finish())
+                self._finish = self._queue(self.profile.codec.finish_message())
                 self.role = Role.WAIT_ACK
             return
         # Initiator (four messages): draft-2025-10 §6 step 7: the responder's

@@ -58,6 +58,27 @@ def _share(group: int, key_exchange: bytes) -> bytes:
     return u16(group) + vec(2, key_exchange)
 
 
+_EXTENDED_KEY_UPDATE = int(HandshakeType.extended_key_update)
+#: draft-13 §4 / draft-2025-10 §4: the bodiless third message (subtype 2), whole.
+_FINISH_MESSAGE = encode_handshake(_EXTENDED_KEY_UPDATE, u8(2))
+
+
+def _subtyped_share_message(subtype: int, group: int, key_exchange: bytes) -> bytes:
+    """The whole extended_key_update message of subtype request (0) or
+    response (1): handshake header (type, uint24 length), subtype, then the
+    KeyShareEntry (NamedGroup, key_exchange<1..2^16-1>).  The bytes of
+    ``encode_handshake(type, u8(subtype) + _share(group, key_exchange))``,
+    built in one step (two of the three messages of every update, issue 16)."""
+    n = len(key_exchange)
+    if n >= 1 << 16:
+        raise ValueError(f"vector of {n} bytes does not fit a 2-byte length")
+    length = 5 + n  # subtype, group, the vector's length, key_exchange
+    return bytes((
+        _EXTENDED_KEY_UPDATE, length >> 16, (length >> 8) & 0xFF, length & 0xFF,
+        subtype, group >> 8, group & 0xFF, n >> 8, n & 0xFF,
+    )) + key_exchange
+
+
 # -- draft-13 / draft-2025-10: HandshakeType extended_key_update + subtype -------
 
 
@@ -74,7 +95,7 @@ class ExtendedKeyUpdateRequest:
         return f"ExtendedKeyUpdateRequest(group={self.group})"
 
     def encode(self) -> bytes:
-        return encode_handshake(HandshakeType.extended_key_update, u8(0) + _share(self.group, self.key_exchange))
+        return _subtyped_share_message(0, self.group, self.key_exchange)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +111,7 @@ class ExtendedKeyUpdateResponse:
         return f"ExtendedKeyUpdateResponse(group={self.group})"
 
     def encode(self) -> bytes:
-        return encode_handshake(HandshakeType.extended_key_update, u8(1) + _share(self.group, self.key_exchange))
+        return _subtyped_share_message(1, self.group, self.key_exchange)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +122,7 @@ class ExtendedKeyUpdateFinish:
     status: ClassVar[Status] = Status.accepted
 
     def encode(self) -> bytes:
-        return encode_handshake(HandshakeType.extended_key_update, u8(2))
+        return _FINISH_MESSAGE
 
 
 # -- draft-05: one HandshakeType per message -----------------------------------
@@ -195,7 +216,27 @@ class EKUCodec:
     def finish(self) -> ExtendedKeyUpdateFinish | NewKeyUpdateD05:
         if self.format is EKUWireFormat.SEPARATE_TYPES:
             return NewKeyUpdateD05()
-        return ExtendedKeyUpdateFinish()
+        return _FINISH  # no fields: one object serves every update
+
+    # The whole messages as bytes, ``request(...).encode()`` and so on,
+    # without building the message object first (every update sends two or
+    # three of them, issue 16).
+
+    def request_message(self, group: int, key_exchange: bytes) -> bytes:
+        if self.format is EKUWireFormat.SUBTYPED:
+            return _subtyped_share_message(0, group, key_exchange)
+        return self.request(group, key_exchange).encode()
+
+    def response_message(self, group: int, key_exchange: bytes) -> bytes:
+        """The accepting response."""
+        if self.format is EKUWireFormat.SUBTYPED:
+            return _subtyped_share_message(1, group, key_exchange)
+        return self.response(group, key_exchange).encode()
+
+    def finish_message(self) -> bytes:
+        if self.format is EKUWireFormat.SUBTYPED:
+            return _FINISH_MESSAGE
+        return NewKeyUpdateD05().encode()
 
     def decode(self, msg_type: int, body: bytes) -> EKUMessage:
         """One message of this format (``msg_type`` is one of ``message_types``)."""
