@@ -19,6 +19,8 @@ own messages, routed and kept apart by ``handshake.post_handshake.PostHandshakeA
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .config import Configuration
 from .connection_core import ConnectionCore, ConnectionState, alert_level, check_update_timeout
 from .constants import (
@@ -33,7 +35,7 @@ from .errors import (
 )
 from .events import ApplicationData
 from .handshake.transport import TLS
-from .record.tls import RecordProtection
+from .record.tls import SCRATCH_MINIMUM, RecordProtection
 from .record.tls_layer import TLSRecordLayer
 from .wire.messages import HandshakeReassembler
 
@@ -42,6 +44,7 @@ from .wire.messages import HandshakeReassembler
 __all__ = ["Connection", "ConnectionState", "check_update_timeout"]
 
 _APPLICATION_DATA = int(ContentType.APPLICATION_DATA)  # a plain int: compared per record
+_NO_SCRATCH = bytearray()  # receive_data_into's scratch outside the call: never written to
 
 
 class Connection(ConnectionCore):
@@ -58,6 +61,9 @@ class Connection(ConnectionCore):
         self._pending_handshake = bytearray()
         self._empty_records = 0
         self._handshake_records = 0
+        # receive_data_into's consumer of application data, during that call only.
+        self._sink: Callable[[memoryview], object] | None = None
+        self._scratch = _NO_SCRATCH
         super().__init__(configuration, TLS)
         #: Framing, protection, padding and record limits (record.tls_layer).
         self._records = TLSRecordLayer(
@@ -98,6 +104,38 @@ class Connection(ConnectionCore):
             self._started_at = self.configuration.now()
         self._records.feed(data)
         self._guard(self._process_records)
+
+    def receive_data_into(
+        self, data: bytes, scratch: bytearray, sink: Callable[[memoryview], object]
+    ) -> None:
+        """``receive_data`` for a stream API that copies application data into
+        a buffer of its own at once (``longtls.aio``'s reader).
+
+        The content of application data records goes to ``sink`` instead of
+        ApplicationData events: each run of them decrypted straight into
+        ``scratch`` and handed over as one memoryview of it, valid only during
+        the call (``RecordReader.open_application_data_into``; ``scratch``: at
+        least ``record.tls.SCRATCH_MINIMUM`` bytes, holding nothing between
+        calls).  Every byte reaches ``sink`` in the order received, while the
+        records are processed, so before the events queued by the same call
+        are read (``events()``); content delivered before a record that fails
+        stays delivered.  Everything else is ``receive_data``'s: events,
+        alerts, errors.
+        """
+        if len(scratch) < SCRATCH_MINIMUM:
+            raise ValueError(f"receive_data_into needs a scratch buffer of at least {SCRATCH_MINIMUM} bytes")
+        if self.state is ConnectionState.CLOSED:
+            return
+        if self._started_at is None:
+            self._started_at = self.configuration.now()
+        self._records.feed(data)
+        self._sink, self._scratch = sink, scratch
+        try:
+            self._guard(self._process_records)
+        finally:
+            # Nothing reaches the sink after the call, and the scratch
+            # buffer (shared, in longtls.aio) is not kept.
+            self._sink, self._scratch = None, _NO_SCRATCH
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the transport (empties the buffer)."""
@@ -271,15 +309,20 @@ class Connection(ConnectionCore):
                 handshake.application_data_allowed and not self._close_received
                 and not self._reassembler.has_partial()
             ):
-                # The hot path: a run of application data records on an
-                # established connection, one ApplicationData event each.
-                try:
-                    record = records.open_application_data(contents)
-                finally:  # those before a record that failed are delivered
-                    if contents:
-                        self._empty_records = 0
-                        self._events.extend(map(ApplicationData, contents))
-                        contents.clear()
+                if self._sink is not None:
+                    # receive_data_into: a run decrypted into the scratch
+                    # buffer, handed to the sink (_deliver_run) as one piece.
+                    record = records.open_application_data_into(self._scratch, self._deliver_run)
+                else:
+                    # The hot path: a run of application data records on an
+                    # established connection, one ApplicationData event each.
+                    try:
+                        record = records.open_application_data(contents)
+                    finally:  # those before a record that failed are delivered
+                        if contents:
+                            self._empty_records = 0
+                            self._events.extend(map(ApplicationData, contents))
+                            contents.clear()
             if record is None:
                 record = records.next_record()
                 if record is None:
@@ -290,8 +333,7 @@ class Connection(ConnectionCore):
                 and not self._close_received and not self._reassembler.has_partial()
             ):
                 # The hot path: application data on an established connection.
-                self._empty_records = 0
-                self._events.append(ApplicationData(content))
+                self._deliver(content)
             else:
                 self._handle_content(content_type, content)
 
@@ -352,8 +394,21 @@ class Connection(ConnectionCore):
             if self._empty_records > self.configuration.max_empty_records:
                 raise RemoteProtocolError("too many empty records", AlertDescription.unexpected_message)
             return
+        self._deliver(content)
+
+    def _deliver(self, content: bytes) -> None:
+        """Application data from one record: an ApplicationData event, or
+        receive_data_into's sink (in order with the runs it gets)."""
         self._empty_records = 0
-        self._events.append(ApplicationData(content))
+        if self._sink is None:
+            self._events.append(ApplicationData(content))
+        else:
+            self._sink(memoryview(content))
+
+    def _deliver_run(self, contents: memoryview) -> None:
+        self._empty_records = 0
+        assert self._sink is not None
+        self._sink(contents)
 
     # The core's hand-overs (connection_core.ConnectionCore).
 

@@ -31,6 +31,7 @@ import collections
 import logging
 import socket
 import struct
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -181,7 +182,7 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self.peername = _format_address(transport.get_extra_info("peername"))
-        self.reader.set_transport(transport)
+        self.reader.set_transport(ReaderFlowControl(transport, self._loop))  # type: ignore[arg-type]
         if self.options.send_proxy:
             # The PROXY protocol header goes first, whole (proxy-protocol.txt §2.2).
             transport.write(self.options.send_proxy)
@@ -620,6 +621,23 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
 class TLSProtocol(StreamProtocol[Connection]):
     """Drives one TLS ``Connection`` over one asyncio transport."""
 
+    def data_received(self, data: bytes) -> None:
+        # The records' contents are decrypted into this thread's scratch
+        # buffer and copied into the reader a run at a time
+        # (Connection.receive_data_into), not one ApplicationData event per
+        # record: issue 16, docs/benchmarks.md "asyncio throughput".
+        scratch = _scratch()
+        self._run(lambda: self.connection.receive_data_into(data, scratch, self._application_data))
+
+    def _application_data(self, data: memoryview) -> None:
+        """Connection.receive_data_into's sink: ``data`` is valid only now."""
+        self.reader.feed_data(data)  # copies it (bytearray.extend)
+        size = len(data)
+        self.bytes_received += size
+        self._last_activity = self._loop.time()
+        if self._metrics is not None:
+            self._metrics.received(size)
+
     def _flush(self) -> None:
         # The Connection's buffer itself goes to the transport, which sends
         # it or keeps what the socket did not take: no copy into bytes first
@@ -668,6 +686,67 @@ def reset_transport(transport: asyncio.Transport) -> None:
         except OSError:
             pass  # not a TCP socket, or already closed: a plain close will do
     transport.abort()
+
+
+class ReaderFlowControl:
+    """What the reader sees as its transport: its ``pause_reading`` only
+    pauses the socket if the application has not read below the reader's
+    limit by the time the callbacks already scheduled have run.
+
+    ``asyncio.StreamReader.feed_data`` asks to pause as soon as it holds more
+    than twice its limit (128 KiB by default), which one receive of
+    application data always passes (asyncio reads up to 256 KiB at a time):
+    paused and resumed at every receive, two ``epoll_ctl`` calls and two
+    event loop turns each time, while the application reads it all on the
+    next turn anyway.  Deferring the decision to after the reading task has
+    run (it was woken first) keeps the bound asyncio's own SSL transport has
+    (sslproto: the application's pause only stops deliveries, the socket
+    pauses once its buffer fills): at most one receive past the limit.
+    """
+
+    __slots__ = ("_transport", "_loop", "_wanted", "_paused")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._wanted = False  # the reader asked to pause
+        self._paused = False  # the socket is paused
+
+    def pause_reading(self) -> None:
+        if not self._wanted:
+            self._wanted = True
+            self._loop.call_soon(self._pause_if_still_wanted)
+
+    def resume_reading(self) -> None:
+        self._wanted = False
+        if self._paused:
+            self._paused = False
+            self._transport.resume_reading()
+
+    def _pause_if_still_wanted(self) -> None:
+        if self._wanted and not self._paused and not self._transport.is_closing():
+            self._paused = True
+            self._transport.pause_reading()
+
+
+def _scratch() -> bytearray:
+    """This thread's buffer for ``Connection.receive_data_into``.
+
+    One per thread, not per connection (10,000 idle connections hold none):
+    an event loop runs in one thread, and it hands one receive to one
+    protocol at a time, which copies the contents out before it returns.
+    """
+    try:
+        buffer: bytearray = _thread_scratch.buffer
+    except AttributeError:
+        buffer = _thread_scratch.buffer = bytearray(SCRATCH_SIZE)
+    return buffer
+
+
+#: ``_scratch()``'s size: one receive of asyncio's (up to 256 KiB) decrypts
+#: into it in one piece, and it is more than ``record.tls.SCRATCH_MINIMUM``.
+SCRATCH_SIZE = 256 * 1024
+_thread_scratch = threading.local()
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:

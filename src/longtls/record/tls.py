@@ -8,6 +8,8 @@ applies the size checks of §5.1/§5.2.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cryptography.exceptions import InvalidTag
 
 from ..constants import MAX_PLAINTEXT, AlertDescription, ContentType
@@ -22,6 +24,10 @@ HEADER_LENGTH = 5
 TAG_LENGTH = 16
 _APPLICATION_DATA = int(ContentType.APPLICATION_DATA)  # a plain int: compared per record
 _APPLICATION_DATA_HEADER = bytes((ContentType.APPLICATION_DATA, 3, 3))
+#: The least scratch ``RecordReader.open_application_data_into`` decrypts
+#: into: the largest TLSInnerPlaintext (RFC 9846 §5.2: 2^14 bytes of content
+#: and its content type; RFC 8449 §4 limits count the same bytes).
+SCRATCH_MINIMUM = MAX_PLAINTEXT + 1
 
 
 class RecordProtection:
@@ -332,6 +338,79 @@ class RecordReader:
                 protection.sequence_number = seq
         if opened is None and self._read_rest():
             return self.open_application_data(protection, size_limit, contents)
+        return opened
+
+    def open_application_data_into(
+        self, protection: RecordProtection, size_limit: int, scratch: bytearray,
+        sink: Callable[[memoryview], object],
+    ) -> tuple[int, bytes] | None:
+        """``open_application_data`` for a consumer that copies the contents
+        into a buffer of its own at once (longtls.aio's stream reader).
+
+        Each record is decrypted straight into ``scratch`` (``decrypt_into``:
+        no new zero-filled object per record, no copy of the content out of
+        it), the contents of consecutive records side by side: the next
+        record's content overwrites the previous one's inner content type.
+        ``sink`` gets the contents as one memoryview of ``scratch``, valid
+        only during the call, each time the next record would not fit and
+        when the run ends (also when a later record fails: what opened
+        before it is delivered).  ``scratch`` must hold a whole
+        TLSInnerPlaintext (``SCRATCH_MINIMUM`` bytes); it holds nothing
+        between calls, so connections may share one.  The same checks, nonces
+        and returns as ``open_application_data``.
+        """
+        if self._first:
+            return None
+        if len(scratch) < SCRATCH_MINIMUM:
+            raise ValueError(f"scratch buffer smaller than {SCRATCH_MINIMUM} bytes")
+        data, pos = self._data, self._pos
+        available = len(data)
+        aead, iv, seq = protection._aead, protection._iv, protection.sequence_number
+        tag_length = protection.tag_length
+        # §5.2 and RFC 8449 §4, as in open_application_data: at most
+        # SCRATCH_MINIMUM bytes of TLSInnerPlaintext, checked before decrypting.
+        limit = min(MAX_CIPHERTEXT_LENGTH, min(size_limit, MAX_PLAINTEXT + 1) + tag_length)
+        capacity = len(scratch)
+        filled = 0  # contents in scratch[:filled], not yet handed to sink
+        opened: tuple[int, bytes] | None = None
+        with memoryview(data) as view, memoryview(scratch) as out:
+            try:
+                while available - pos >= HEADER_LENGTH:
+                    if data[pos] != PROTECTED_RECORD_TYPE or data[pos + 1] != 3:
+                        break
+                    length = (data[pos + 3] << 8) | data[pos + 4]
+                    end = pos + HEADER_LENGTH + length
+                    inner_length = length - tag_length
+                    # An inner plaintext must hold its content type (§5.2):
+                    # shorter ones go the general way, which fails them.
+                    if length > limit or end > available or inner_length < 1:
+                        break
+                    if filled + inner_length > capacity:
+                        sink(out[:filled])
+                        filled = 0
+                    # §5.3: the 64-bit sequence number, left-padded to iv_length, XORed with the IV.
+                    aead.decrypt_into(
+                        (iv ^ seq).to_bytes(12, "big"), view[pos + HEADER_LENGTH : end],
+                        data[pos : pos + HEADER_LENGTH], out[filled : filled + inner_length],
+                    )
+                    seq += 1
+                    pos = end
+                    if inner_length > 1 and out[filled + inner_length - 1] == _APPLICATION_DATA:
+                        filled += inner_length - 1
+                    else:
+                        opened = inner_content(bytes(out[filled : filled + inner_length]))
+                        break
+            except InvalidTag:
+                # scratch past ``filled`` holds the failed record's
+                # unauthenticated output: never handed out.
+                raise _bad_record_mac() from None
+            finally:
+                self._pos = pos
+                protection.sequence_number = seq
+                if filled:
+                    sink(out[:filled])
+        if opened is None and self._read_rest():
+            return self.open_application_data_into(protection, size_limit, scratch, sink)
         return opened
 
 

@@ -18,6 +18,8 @@ handing anything else back to ``next_record``'s general path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..constants import MAX_PLAINTEXT, AlertDescription, AlertLevel, ContentType
 from ..crypto.suites import SuiteInfo
 from ..errors import RemoteProtocolError, UsageLimitError
@@ -98,6 +100,17 @@ class TLSRecordLayer:
         if read is None or not self._policy.application_data_allowed:
             return None
         return self.reader.open_application_data(read, self.receive_record_size_limit, contents)
+
+    def open_application_data_into(
+        self, scratch: bytearray, sink: Callable[[memoryview], object]
+    ) -> tuple[int, bytes] | None:
+        """``open_application_data`` with the contents decrypted into
+        ``scratch`` and handed to ``sink`` a run at a time
+        (``RecordReader.open_application_data_into``)."""
+        read = self.read
+        if read is None or not self._policy.application_data_allowed:
+            return None
+        return self.reader.open_application_data_into(read, self.receive_record_size_limit, scratch, sink)
 
     def _other_record(
         self, outer_type: int, header: bytes, fragment: memoryview, read: RecordProtection | None
