@@ -672,9 +672,10 @@ class ConnectionCore(ABC):
         return self.post_handshake.eku_wait_seconds()
 
     def eku_completed(self) -> None:
-        self.rekeyed()
+        self._rekey.rekeyed()
         self.handshake.on_extended_key_update(self.eku)
-        self._certificate_update_resume()  # decision 5: a CertificateUpdate may have waited
+        if self._certificate_updates is not None:
+            self._certificate_update_resume()  # decision 5: a CertificateUpdate may have waited
 
     def rekeyed(self) -> None:
         self._rekey.rekeyed()

@@ -432,16 +432,19 @@ def next_eku_generation(
     be used); it is then b"".
     """
     name = suite.hash_name
-    heads = _eku_heads(suite, labels, prefix)
+    entry = _EKU_HEADS.get((id(labels), prefix, name))
+    heads = entry[1] if entry is not None and entry[0] is labels else _eku_heads(suite, labels, prefix)
     # Derive-Secret(main_N, derived, "") (its whole HMAC input is a constant),
     # then HKDF-Extract(that salt, shared secret).
     salt: bytes = _hmac_new(main_secret, heads[0], name).digest()
     main: bytes = _hmac_new(salt, shared_secret, name).digest()
+    # draft-13 §6: Hash(transcript_hash_N || Req || Resp), also transcript_hash_N+1;
+    # the older texts: Hash(Req || Resp).
+    context: bytes
     if labels.chained_transcript:
-        context = transcript_digest(suite, transcript_hash + request + response)
-        transcript_hash = context
+        context = transcript_hash = _HASHLIB[name](transcript_hash + request + response).digest()
     else:
-        context = transcript_digest(suite, request + response)
+        context = _HASHLIB[name](request + response).digest()
     # Derive-Secret(main_N+1, label, context): each HMAC input is the label's
     # HkdfLabel head, the context (one hash long), then the counter 0x01.
     tail = context + b"\x01"
@@ -467,10 +470,8 @@ _EKU_HEADS_LIMIT = 64
 
 
 def _eku_heads(suite: SuiteInfo, labels: EKULabels, prefix: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    """Build (and remember, up to the bound) the heads next_eku_generation did not find."""
     key = (id(labels), prefix, suite.hash_name)
-    entry = _EKU_HEADS.get(key)
-    if entry is not None and entry[0] is labels:
-        return entry[1]
     length = suite.hash_length
 
     def head(label: bytes) -> bytes:

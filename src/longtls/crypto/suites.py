@@ -50,8 +50,10 @@ class SuiteInfo:
     hash: hashes.HashAlgorithm = field(init=False, repr=False, compare=False)
     hash_length: int = field(init=False, repr=False, compare=False)
     empty_hash: bytes = field(init=False, repr=False, compare=False)  # Hash("")
-    # The AEAD's constructor, chosen once: a handshake builds 8 (issue 16).
-    _aead_class: Callable[[bytes], AEAD] = field(init=False, repr=False, compare=False)
+    #: ``aead(key)``: a new AEAD object under ``key``.  The constructor itself,
+    #: chosen once, not a method that calls it: a handshake builds 8, an
+    #: extended key update 4 (issue 16).
+    aead: Callable[[bytes], AEAD] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         algorithm = hashes.SHA384() if self.hash_name == "sha384" else hashes.SHA256()
@@ -66,10 +68,7 @@ class SuiteInfo:
             # RFC 9846 §5.3: a 12-byte nonce for every suite, so CCM's length
             # field is 3 bytes (messages up to 2^24 bytes, far above 2^14 + 256).
             aead_class = functools.partial(AESCCM, tag_length=self.tag_length)
-        object.__setattr__(self, "_aead_class", aead_class)
-
-    def aead(self, key: bytes) -> AEAD:
-        return self._aead_class(key)
+        object.__setattr__(self, "aead", aead_class)
 
 
 _CCM_SUITES = frozenset(
