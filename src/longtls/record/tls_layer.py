@@ -13,7 +13,10 @@ The hot paths (issue 16, docs/benchmarks.md "Bulk: the record path"):
 (``RecordProtection.seal_records``: the buffer grows once, one copy of the
 content per record), and ``open_application_data`` opens a run of protected
 application data records in one loop (``RecordReader.open_application_data``),
-handing anything else back to ``next_record``'s general path.
+handing anything else back to ``next_record``'s general path;
+``open_application_data_into`` is the same loop decrypting into a caller's
+scratch buffer for ``Connection.receive_data_into`` (longtls.aio, docs/benchmarks.md
+"asyncio throughput").
 """
 
 from __future__ import annotations
