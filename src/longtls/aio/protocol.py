@@ -4,9 +4,11 @@
 Both are a ``StreamProtocol`` over a ``StreamConnection``: the commands and
 events the stream machinery needs, which both sans-I/O connections offer.
 
-``data_received`` feeds ``Connection.receive_data`` and writes
-``data_to_send()`` straight back, so the event loop's own buffers are the
-only buffering.  Every timer of the TLS protocol itself (the handshake
+``data_received`` feeds ``Connection.receive_data`` (``TLSProtocol``:
+``receive_data_into``, the records' contents straight into the reader) and
+writes ``data_to_send()`` straight back, so the event loop's own buffers
+and the reader are the only buffering; the reader pauses the socket
+through ``ReaderFlowControl``.  Every timer of the TLS protocol itself (the handshake
 timeout, the rekey interval, deferred EKU answers, key update deadlines) is
 the Connection's: this class only calls ``handle_timer`` when
 ``get_timer()`` says so.  The timers it owns are about the byte stream: the
