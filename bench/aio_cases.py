@@ -211,7 +211,7 @@ class AioResults:
 
 
 async def run_all(
-    pki: Pki, ports: dict[str, int], *, count: int, rounds: int, min_time: float,
+    pki: Pki, ports: dict[str, int], *, count: int, rounds: int, rate_rounds: int, min_time: float,
     total: int, write_size: int,
 ) -> AioResults:
     import statistics
@@ -225,13 +225,22 @@ async def run_all(
             c, u = await storm(impl, pki, ports[impl], count)
             connects[impl].append(c)
             updates[impl].append(u)
-    singles = {impl: await connector(impl, pki, ports[impl])() for impl in IMPLS}
-    for r in range(rounds):
+    # Throughput: each round against a fresh server process and over a new
+    # connection.  The rate of one process pair varies with the process
+    # itself (heap layout, where the scheduler puts it: up to +-20% between
+    # two identical server processes on this VM, docs/benchmarks.md
+    # "Noise"), so a median over the same two servers would measure them.
+    for r in range(rate_rounds):
         order = IMPLS if r % 2 == 0 else IMPLS[::-1]
         for impl in order:
-            rates[impl].append(await throughput(singles[impl], min_time, total, write_size))
-    for client in singles.values():
-        await _close(client)
+            server = ServerProcess(impl, pki)
+            try:
+                client = await connector(impl, pki, server.port)()
+                await _sink(client, bytes(write_size), total)  # warm-up: buffers, caches, allocator
+                rates[impl].append(await throughput(client, min_time, total, write_size))
+                await _close(client)
+            finally:
+                server.close()
     med = statistics.median
     return AioResults(
         {i: med(v) for i, v in connects.items()},
