@@ -281,3 +281,66 @@ def test_a_connection_handed_to_receive_data_into_before_the_handshake() -> None
     client.send(b"hello")
     server.receive_data_into(client.data_to_send(), scratch, sinks["server"])
     assert sinks["server"].data == b"hello"
+
+
+def test_damaged_records_give_the_same_bytes_events_and_alert() -> None:
+    """Differential check of the bad-input side: a run of sealed records with a byte
+    changed (header, length, ciphertext or tag), a record left out, bytes put in front
+    of a header, or the end cut off, each cut once more by TCP, gives through
+    receive_data_into the bytes, the events and the alert (RFC 9846 §5.2, §6) that
+    receive_data gives.  Each path runs on its own pair (its own keys), so the damage
+    never moves ciphertext into a header: what is parsed there is the same for both."""
+    rng = random.Random(160016)
+    inners = [b"a" * 700 + b"\x17", b"b" * MAX + b"\x17", b"c\x17" + bytes(20), b"\x17", b"d" * 300 + b"\x17"]
+    wire = b"|".join(inners)
+    headers, start = [], 0  # where each record's 5-byte header is (§5.2: 16-byte tags)
+    for inner in inners:
+        headers.append(start)
+        start += 5 + len(inner) + 16
+    length = start
+
+    def outcome(into: bool, damage: tuple[str, int, bytes], cut: int) -> tuple[bytes, list[str], object]:
+        pair, log = established()
+        sealed = bytearray(wire_of(client_keys(log), wire))
+        kind, pos, extra = damage
+        if kind == "flip":
+            sealed[pos] ^= extra[0]
+        elif kind == "leave out":
+            del sealed[headers[pos] : headers[pos + 1] if pos + 1 < len(headers) else length]
+        elif kind == "put in":
+            sealed[headers[pos] : headers[pos]] = extra
+        else:
+            del sealed[pos:]
+        sink, scratch, events, alert = Sink(), bytearray(SCRATCH_MINIMUM), [], None
+        for chunk in (bytes(sealed[:cut]), bytes(sealed[cut:])):
+            try:
+                if into:
+                    pair.server.receive_data_into(chunk, scratch, sink)
+                else:
+                    pair.server.receive_data(chunk)
+            except RemoteProtocolError as error:
+                alert = error.alert
+            events += pair.server.events()
+        delivered = data_of(events) + sink.data
+        return delivered, [type(e).__name__ for e in events if not isinstance(e, ApplicationData)], alert
+
+    alerts = set()
+    for _ in range(200):
+        kind = rng.choice(("flip", "flip", "leave out", "put in", "truncate"))
+        if kind == "flip":  # half of them in a header (type, version, length)
+            pos = rng.choice(headers) + rng.randrange(5) if rng.random() < 0.5 else rng.randrange(length)
+            extra = bytes([rng.randrange(1, 256)])
+        elif kind == "truncate":
+            pos, extra = rng.randrange(length), b""
+        else:
+            pos, extra = rng.randrange(len(headers)), rng.randbytes(rng.randrange(5, 40))
+        cut = rng.randrange(length)
+        plain = outcome(False, (kind, pos, extra), cut)
+        assert outcome(True, (kind, pos, extra), cut) == plain, (kind, pos, extra, cut)
+        alerts.add(plain[2])
+    # The damage reached the checks that matter: MACs (§5.2), record types, the
+    # legacy version and record lengths (§5.1, §5.2 record_overflow).
+    assert {
+        AlertDescription.bad_record_mac, AlertDescription.unexpected_message,
+        AlertDescription.protocol_version, AlertDescription.record_overflow,
+    } <= alerts, alerts
