@@ -68,25 +68,33 @@ class Capture:
         self._cm.__exit__(*exc)  # type: ignore[arg-type]
 
 
-def tls_stream(pcap: Path) -> str:
+def decode_as_tls(port: int) -> list[str]:
+    """tshark's "Decode As": the server's port is TLS, whatever its heuristics say."""
+    return ["-d", f"tcp.port=={port},tls"]
+
+
+def tls_stream(pcap: Path, port: int) -> str:
     """The index of the TCP connection that carries TLS.
 
     Not always 0: a port probe (a peer's readiness check) can be the first
     connection in the capture.
     """
-    streams = run(["tshark", "-r", str(pcap), "-Y", "tls", "-T", "fields", "-e", "tcp.stream"], timeout=60)
+    streams = run(
+        ["tshark", "-r", str(pcap), *decode_as_tls(port), "-Y", "tls", "-T", "fields", "-e", "tcp.stream"],
+        timeout=60,
+    )
     return (streams.stdout.split() or ["0"])[0]
 
 
-def decrypted_stream(pcap: Path, keylog: Path) -> tuple[str, str]:
+def decrypted_stream(pcap: Path, keylog: Path, port: int) -> tuple[str, str]:
     """(follow,tls output, hex dump of decrypted records) for the capture."""
     follow = run(
-        ["tshark", "-r", str(pcap), "-o", f"tls.keylog_file:{keylog}", "-q", "-z",
-         f"follow,tls,ascii,{tls_stream(pcap)}"],
+        ["tshark", "-r", str(pcap), *decode_as_tls(port), "-o", f"tls.keylog_file:{keylog}", "-q", "-z",
+         f"follow,tls,ascii,{tls_stream(pcap, port)}"],
         timeout=60,
     ).stdout
     dump = run(
-        ["tshark", "-r", str(pcap), "-o", f"tls.keylog_file:{keylog}", "-Y", "tls", "-x"],
+        ["tshark", "-r", str(pcap), *decode_as_tls(port), "-o", f"tls.keylog_file:{keylog}", "-Y", "tls", "-x"],
         timeout=60,
     ).stdout
     return follow, dump
@@ -99,15 +107,18 @@ def assert_capture_complete(pcap: Path) -> None:
     assert "S" in packets and ("F" in packets or "R" in packets), f"capture incomplete:\n{packets}"
 
 
-def assert_plaintext_visible(pcap: Path, keylog: Path, lines: list[bytes]) -> None:
+def assert_plaintext_visible(pcap: Path, keylog: Path, lines: list[bytes], port: int) -> None:
     assert_capture_complete(pcap)
-    follow, dump = decrypted_stream(pcap, keylog)
+    follow, dump = decrypted_stream(pcap, keylog, port)
     for line in lines:
-        assert line.decode().strip() in follow, f"{line!r} not decrypted by tshark:\n{follow}"
+        if line.decode().strip() not in follow:
+            packets = run(["tshark", "-r", str(pcap), *decode_as_tls(port)], timeout=60).stdout
+            raise AssertionError(f"{line!r} not decrypted by tshark:\n{follow}\nthe capture:\n{packets}")
     assert "Decrypted TLS" in dump, dump[-3000:]
     # Without the key log, tshark sees none of it.
     blind = run(
-        ["tshark", "-r", str(pcap), "-q", "-z", f"follow,tls,ascii,{tls_stream(pcap)}"], timeout=60
+        ["tshark", "-r", str(pcap), *decode_as_tls(port), "-q", "-z", f"follow,tls,ascii,{tls_stream(pcap, port)}"],
+        timeout=60,
     ).stdout
     for line in lines:
         assert line.decode().strip() not in blind, blind
@@ -166,7 +177,7 @@ def test_tshark_decrypts_longtls_session_with_key_log(pki: Any, tmp_path: Path, 
     assert client_lines[0][1] == drv.conn.client_random.hex()
 
     assert pcap.stat().st_size > 0
-    assert_plaintext_visible(pcap, client_keylog, CLIENT_LINES + SERVER_LINES)
+    assert_plaintext_visible(pcap, client_keylog, CLIENT_LINES + SERVER_LINES, server.port)
 
 
 def test_tshark_decrypts_longtls_client_to_openssl_with_hello_retry(pki: Any, tmp_path: Path) -> None:
@@ -203,7 +214,7 @@ def test_tshark_decrypts_longtls_client_to_openssl_with_hello_retry(pki: Any, tm
             drv.close()
         srv.wait(10)
         capture.stop()
-    assert_plaintext_visible(pcap, keylog, CLIENT_LINES + SERVER_LINES)
+    assert_plaintext_visible(pcap, keylog, CLIENT_LINES + SERVER_LINES, port)
 
 
 DTLS_LINES = ["dtls13-client-plaintext-5e1a", "dtls13-second-datagram-c04f"]
