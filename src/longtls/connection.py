@@ -124,14 +124,9 @@ class Connection(ConnectionCore):
         """
         if len(scratch) < SCRATCH_MINIMUM:
             raise ValueError(f"receive_data_into needs a scratch buffer of at least {SCRATCH_MINIMUM} bytes")
-        if self.state is ConnectionState.CLOSED:
-            return
-        if self._started_at is None:
-            self._started_at = self.configuration.now()
-        self._records.feed(data)
         self._sink, self._scratch = sink, scratch
         try:
-            self._guard(self._process_records)
+            self.receive_data(data)
         finally:
             # Nothing reaches the sink after the call, and the scratch
             # buffer (shared, in longtls.aio) is not kept.

@@ -104,12 +104,24 @@ def test_failed_handshake_frees_both_ends() -> None:
     _assert_freed(pair)
 
 
-def test_timed_out_handshake_frees() -> None:
-    clock = [1000.0]
+def _tls_client(clock: list[float]) -> Connection:
     c, _, _ = configs(client_now=lambda: clock[0], client_handshake_timeout=5.0)
-    conn = Connection(c)
+    return Connection(c)
+
+
+def _mls_initiator(clock: list[float]) -> MLSConnection:
+    return MLSConnection(Configuration(
+        is_client=True, verify_peer=False, mls_cipher_suites=(0x0001,), mls_identity=b"client",
+        handshake_timeout=5.0, now=lambda: clock[0],
+    ))
+
+
+@pytest.mark.parametrize("make", [_tls_client, _mls_initiator], ids=["tls", "mls"])
+def test_timed_out_handshake_frees(make: Callable[[list[float]], Connection | MLSConnection]) -> None:
+    clock = [1000.0]
+    conn = make(clock)
     conn.start_handshake()
-    assert conn.data_to_send()  # the ClientHello; no server answers
+    assert conn.data_to_send()  # the first flight; no peer answers
     clock[0] += 10.0
     with pytest.raises(HandshakeTimeoutError):
         conn.handle_timer(clock[0])
@@ -400,18 +412,3 @@ def test_mls_resumption_states_outlive_their_connections() -> None:
     assert b"".join(e.data for e in answering.events() if isinstance(e, ApplicationData)) == b"after resumption"
 
 
-def test_mls_timed_out_handshake_frees() -> None:
-    clock = [1000.0]
-    conn = MLSConnection(Configuration(
-        is_client=True, verify_peer=False, mls_cipher_suites=(0x0001,), mls_identity=b"client",
-        handshake_timeout=5.0, now=lambda: clock[0],
-    ))
-    conn.start_handshake()
-    assert conn.data_to_send()  # no responder answers
-    clock[0] += 10.0
-    with pytest.raises(HandshakeTimeoutError):
-        conn.handle_timer(clock[0])
-    assert conn.is_closed
-    ref = weakref.ref(conn)
-    del conn
-    assert ref() is None

@@ -371,6 +371,17 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
         self._dispatch_events()
         self._arm_connection_timer()
 
+    def _application_data(self, data: bytes | memoryview) -> None:
+        """Application data for the reader: from an ApplicationData event, or
+        (TLSProtocol) ``Connection.receive_data_into``'s sink, whose memoryview
+        is valid only during the call: ``feed_data`` copies it."""
+        self.reader.feed_data(data)
+        size = len(data)
+        self.bytes_received += size
+        self._last_activity = self._loop.time()
+        if self._metrics is not None:
+            self._metrics.received(size)
+
     def _flush(self) -> None:
         data = self.connection.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
@@ -380,14 +391,9 @@ class StreamProtocol(asyncio.Protocol, Generic[ConnT]):
         events = self.connection.events()
         if not events:
             return
-        now = self._loop.time()  # one reading for the events of one receive (a record each)
         for event in events:
             if isinstance(event, ApplicationData):
-                self.reader.feed_data(event.data)
-                self._last_activity = now
-                self.bytes_received += len(event.data)
-                if self._metrics is not None:
-                    self._metrics.received(len(event.data))
+                self._application_data(event.data)
                 continue
             if self._metrics is not None:
                 self._metrics.event(event)
@@ -630,15 +636,6 @@ class TLSProtocol(StreamProtocol[Connection]):
         # record: issue 16, docs/benchmarks.md "asyncio throughput".
         scratch = _scratch()
         self._run(lambda: self.connection.receive_data_into(data, scratch, self._application_data))
-
-    def _application_data(self, data: memoryview) -> None:
-        """Connection.receive_data_into's sink: ``data`` is valid only now."""
-        self.reader.feed_data(data)  # copies it (bytearray.extend)
-        size = len(data)
-        self.bytes_received += size
-        self._last_activity = self._loop.time()
-        if self._metrics is not None:
-            self._metrics.received(size)
 
     def _flush(self) -> None:
         # The Connection's buffer itself goes to the transport, which sends

@@ -109,39 +109,13 @@ def empty_hash(suite: SuiteInfo) -> bytes:
     return suite.empty_hash
 
 
-def _one_block_info(prefix: bytes, label: bytes, context: bytes, length: int) -> bytes:
-    """HkdfLabel (RFC 9846 §7.1) followed by HKDF-Expand's counter 0x01: the
-    whole HMAC input of an output of at most one hash length (RFC 5869 §2.3)."""
-    full = prefix + label
-    return length.to_bytes(2, "big") + bytes((len(full),)) + full + bytes((len(context),)) + context + b"\x01"
-
-
-# The HMAC inputs of "key" and "iv" (empty context) per label prefix and
-# lengths: constants, and four new record keys per extended key update
-# (issue 16, second round).
-_TRAFFIC_INFO: dict[tuple[bytes, int, int], tuple[bytes, bytes]] = {}
-
-
 def traffic_keys(
     suite: SuiteInfo, traffic_secret: bytes, prefix: bytes = TLS13_LABEL_PREFIX
 ) -> tuple[bytes, bytes]:
-    """[sender]_write_key and [sender]_write_iv (RFC 9846 §7.3): HKDF-Expand-Label
-    with "key" and "iv", each one HMAC (both fit in one hash length)."""
-    key_length, iv_length = suite.key_length, suite.iv_length
-    info = _TRAFFIC_INFO.get((prefix, key_length, iv_length))
-    if info is None:
-        if max(key_length, iv_length) > suite.hash_length:  # pragma: no cover - no such suite
-            return (
-                hkdf_expand_label(suite, traffic_secret, b"key", b"", key_length, prefix),
-                hkdf_expand_label(suite, traffic_secret, b"iv", b"", iv_length, prefix),
-            )
-        info = _TRAFFIC_INFO[(prefix, key_length, iv_length)] = (
-            _one_block_info(prefix, b"key", b"", key_length), _one_block_info(prefix, b"iv", b"", iv_length)
-        )
-    name = suite.hash_name
-    key: bytes = _hmac_new(traffic_secret, info[0], name).digest()
-    iv: bytes = _hmac_new(traffic_secret, info[1], name).digest()
-    return key[:key_length], iv[:iv_length]
+    """[sender]_write_key and [sender]_write_iv (RFC 9846 §7.3)."""
+    key = hkdf_expand_label(suite, traffic_secret, b"key", b"", suite.key_length, prefix)
+    iv = hkdf_expand_label(suite, traffic_secret, b"iv", b"", suite.iv_length, prefix)
+    return key, iv
 
 
 def record_number_key(
@@ -431,59 +405,19 @@ def next_eku_generation(
     resumption secret (draft-13 §6 disables tickets with EKU: it would never
     be used); it is then b"".
     """
-    name = suite.hash_name
-    entry = _EKU_HEADS.get((id(labels), prefix, name))
-    heads = entry[1] if entry is not None and entry[0] is labels else _eku_heads(suite, labels, prefix)
-    # Derive-Secret(main_N, derived, "") (its whole HMAC input is a constant),
-    # then HKDF-Extract(that salt, shared secret).
-    salt: bytes = _hmac_new(main_secret, heads[0], name).digest()
-    main: bytes = _hmac_new(salt, shared_secret, name).digest()
+    salt = derive_secret(suite, main_secret, labels.derived, suite.empty_hash, prefix)
+    main = hkdf_extract(suite, salt, shared_secret)
     # draft-13 §6: Hash(transcript_hash_N || Req || Resp), also transcript_hash_N+1;
     # the older texts: Hash(Req || Resp).
-    context: bytes
     if labels.chained_transcript:
-        context = transcript_hash = _HASHLIB[name](transcript_hash + request + response).digest()
+        context = transcript_hash = transcript_digest(suite, transcript_hash + request + response)
     else:
-        context = _HASHLIB[name](request + response).digest()
-    # Derive-Secret(main_N+1, label, context): each HMAC input is the label's
-    # HkdfLabel head, the context (one hash long), then the counter 0x01.
-    tail = context + b"\x01"
+        context = transcript_digest(suite, request + response)
     return EKUGeneration(
         main,
         transcript_hash,
-        _hmac_new(main, heads[1] + tail, name).digest(),  # client_traffic_secret
-        _hmac_new(main, heads[2] + tail, name).digest(),  # server_traffic_secret
-        _hmac_new(main, heads[3] + tail, name).digest(),  # exporter_secret
-        _hmac_new(main, heads[4] + tail, name).digest() if with_resumption else b"",  # resumption_secret
+        derive_secret(suite, main, labels.client_traffic, context, prefix),
+        derive_secret(suite, main, labels.server_traffic, context, prefix),
+        derive_secret(suite, main, labels.exporter, context, prefix),
+        derive_secret(suite, main, labels.resumption, context, prefix) if with_resumption else b"",
     )
-
-
-# The constant parts of next_eku_generation's HMAC inputs, per label set,
-# prefix and hash: the whole input of Derive-Secret(main_N, derived, ""),
-# and the HkdfLabel head of each Derive-Secret from main_N+1 up to its
-# context (one hash long).  At most one entry per profile, prefix and hash.
-# Keyed by the labels' id(), not by the labels (a frozen dataclass hashes
-# in Python): the entry keeps its labels alive, so the id is not reused
-# while the entry exists, and the entry is used only for that very object.
-_EKU_HEADS: dict[tuple[int, bytes, str], tuple[EKULabels, tuple[bytes, bytes, bytes, bytes, bytes]]] = {}
-_EKU_HEADS_LIMIT = 64
-
-
-def _eku_heads(suite: SuiteInfo, labels: EKULabels, prefix: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
-    """Build (and remember, up to the bound) the heads next_eku_generation did not find."""
-    key = (id(labels), prefix, suite.hash_name)
-    length = suite.hash_length
-
-    def head(label: bytes) -> bytes:
-        # _one_block_info with an empty context, less its b"\x00\x01" (the
-        # context's length byte, then the counter), then the length byte of
-        # a context of one hash.
-        return _one_block_info(prefix, label, b"", length)[:-2] + bytes((length,))
-
-    heads = (
-        _one_block_info(prefix, labels.derived, suite.empty_hash, length),
-        head(labels.client_traffic), head(labels.server_traffic), head(labels.exporter), head(labels.resumption),
-    )
-    if len(_EKU_HEADS) < _EKU_HEADS_LIMIT:
-        _EKU_HEADS[key] = (labels, heads)
-    return heads

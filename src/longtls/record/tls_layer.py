@@ -244,21 +244,15 @@ class TLSRecordLayer:
         self.write = RecordProtection(suite, secret)
         self.write_secret = secret
 
-    # A KeyUpdate or an extended key update: the next generation, same suite.
-    # The protection is made here directly (not through set_*_secret): one
-    # call fewer on each of an update's four key changes (issue 16).
-
     def next_read_generation(self, secret: bytes) -> None:
         assert self.read is not None
         self.read_generation += 1
-        self.read = RecordProtection(self.read.suite, secret)
-        self.read_secret = secret
+        self.set_read_secret(self.read.suite, secret)
 
     def next_write_generation(self, secret: bytes) -> None:
         assert self.write is not None
         self.write_generation += 1
-        self.write = RecordProtection(self.write.suite, secret)
-        self.write_secret = secret
+        self.set_write_secret(self.write.suite, secret)
 
     def reset_generations(self) -> None:
         """The handshake is complete: its application traffic secrets are generation 0."""

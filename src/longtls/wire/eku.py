@@ -65,18 +65,8 @@ _FINISH_MESSAGE = encode_handshake(_EXTENDED_KEY_UPDATE, u8(2))
 
 def _subtyped_share_message(subtype: int, group: int, key_exchange: bytes) -> bytes:
     """The whole extended_key_update message of subtype request (0) or
-    response (1): handshake header (type, uint24 length), subtype, then the
-    KeyShareEntry (NamedGroup, key_exchange<1..2^16-1>).  The bytes of
-    ``encode_handshake(type, u8(subtype) + _share(group, key_exchange))``,
-    built in one step (two of the three messages of every update, issue 16)."""
-    n = len(key_exchange)
-    if n >= 1 << 16:
-        raise ValueError(f"vector of {n} bytes does not fit a 2-byte length")
-    length = 5 + n  # subtype, group, the vector's length, key_exchange
-    return bytes((
-        _EXTENDED_KEY_UPDATE, length >> 16, (length >> 8) & 0xFF, length & 0xFF,
-        subtype, group >> 8, group & 0xFF, n >> 8, n & 0xFF,
-    )) + key_exchange
+    response (1): the subtype, then the KeyShareEntry (draft-13 §4)."""
+    return encode_handshake(_EXTENDED_KEY_UPDATE, u8(subtype) + _share(group, key_exchange))
 
 
 # -- draft-13 / draft-2025-10: HandshakeType extended_key_update + subtype -------
